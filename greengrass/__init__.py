@@ -1,0 +1,1 @@
+"""Greengrass v2 edge agent (see the edge-tier issue)."""

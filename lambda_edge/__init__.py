@@ -1,0 +1,1 @@
+"""AWS Lambda front-ends (see the Lambda issue)."""

@@ -1,0 +1,1 @@
+"""hybrid-router contract: generated protobuf/gRPC stubs (see proto/)."""

@@ -1,0 +1,1 @@
+"""hybrid_router.v1: generated stubs. Regenerate with `make proto`."""

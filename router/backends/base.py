@@ -1,0 +1,48 @@
+"""The one seam every backend adapter implements.
+
+An adapter streams a request (``stream``) and may report a load signal that the
+backend measures itself (``poll_load``). Adapters convert their dependency's errors
+into :class:`router.errors.BackendError` with an :class:`~router.errors.ErrorClass`
+at the boundary; grpc, httpx and botocore errors never leak past an adapter.
+
+Cancellation: dispatch consumes ``stream`` inside a task; cancelling that task or
+calling ``aclose()`` on the iterator must cancel the underlying call (gRPC call
+cancel, HTTP response close) so the backend stops generating.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+from router.types import BackendCall, BackendSpec, Chunk
+
+
+class Backend(abc.ABC):
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @abc.abstractmethod
+    def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
+        """Yield chunks of the answer; the last one has ``done=True`` and usage if known.
+
+        Raises BackendError (with its ErrorClass) on failure.
+        """
+
+    async def poll_load(self) -> int | None:
+        """Load the backend reports itself (queued + running, deployment-wide).
+
+        ``None`` when the backend has no such signal; the router then relies on its own
+        in-flight count. Called periodically by the registry, never on the request path.
+        """
+        return None
+
+    async def start(self) -> None:
+        """Open connections. Called once when the backend joins the registry."""
+
+    async def close(self) -> None:
+        """Release connections. Called once when the backend leaves the registry."""

@@ -1,0 +1,303 @@
+"""Internal per-request records: frozen, slotted dataclasses (pydantic only at the edges).
+
+These are the domain objects shared by the servicer, the policy, dispatch and the
+adapters. ``router.server.convert`` maps them to and from the protobuf contract.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Tier(enum.StrEnum):
+    HOSTED = "hosted"
+    GPU = "gpu"
+    EDGE = "edge"
+
+
+class DataClass(enum.StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    RESTRICTED = "restricted"
+
+
+class Objective(enum.StrEnum):
+    #: Cheapest candidate meeting every latency budget given; else fastest (budget_unmet).
+    CHEAPEST = "cheapest"
+    #: Lowest estimated total latency (TTFT when only a TTFT budget is given).
+    FASTEST = "fastest"
+    #: Weighted sum of normalised cost and latency.
+    WEIGHTED = "weighted"
+
+
+class CircuitState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class FinishReason(enum.StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+class Role(enum.StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """A validated request (see ``router.server.convert.request_from_proto``)."""
+
+    messages: tuple[Message, ...]
+    max_output_tokens: int
+    request_id: str
+    sampling: Sampling = Sampling()
+    ttft_budget_ms: float | None = None
+    total_budget_ms: float | None = None
+    max_cost_usd: float | None = None
+    data_class: DataClass = DataClass.INTERNAL
+    pin_tiers: frozenset[Tier] = frozenset()
+    pin_backends: frozenset[str] = frozenset()
+    exclude_tiers: frozenset[Tier] = frozenset()
+    exclude_backends: frozenset[str] = frozenset()
+    model_family: str = ""
+    capabilities: frozenset[str] = frozenset()
+    site: str = ""
+    device_id: str = ""
+    session_id: str = ""
+    tenant: str = ""
+    objective: Objective | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    tokens: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the policy knows about a request, computed once before planning."""
+
+    request: InferenceRequest
+    #: Size of the request as sent to a backend (UTF-8 bytes of all message contents).
+    payload_bytes: int
+    #: Prompt tokens per tokenizer id (``BackendSpec.tokenizer_id``).
+    prompt_tokens: dict[str, TokenCount]
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Cost inputs by tier. See docs/architecture.md#cost for the formulas."""
+
+    #: hosted: USD per million input / output tokens.
+    input_per_mtok_usd: float = 0.0
+    output_per_mtok_usd: float = 0.0
+    #: gpu: amortised node cost (USD/hour), aggregate decode throughput the node sustains
+    #: (tokens/s), target utilisation (0..1], and the cost of a prompt token relative to an
+    #: output token (prefill is far cheaper per token than decode).
+    gpu_hourly_usd: float = 0.0
+    gpu_throughput_tokens_per_s: float = 0.0
+    gpu_utilization: float = 0.6
+    gpu_prefill_ratio: float = 0.1
+    #: edge: configured marginal cost, USD per million output tokens.
+    edge_per_mtok_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Priors:
+    """Latency figures used until enough live observations exist."""
+
+    ttft_ms: float
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Static facts about a backend (from router.yaml, discovery or an edge registration)."""
+
+    name: str
+    tier: Tier
+    kind: str
+    endpoint: str
+    model: str
+    context_window: int
+    max_payload_bytes: int
+    max_concurrency: int
+    #: Requests allowed to wait beyond max_concurrency before the capacity filter rejects.
+    max_queue: int
+    data_classes: frozenset[DataClass]
+    priors: Priors
+    prices: Prices = Prices()
+    model_family: str = ""
+    capabilities: frozenset[str] = frozenset({"chat"})
+    site: str = ""
+    device_id: str = ""
+    #: Which token counter measures prompts for this backend ("estimate" or "gguf:<path>").
+    tokenizer_id: str = "estimate"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSnapshot:
+    """Live state of a backend at decision time (``router.stats``)."""
+
+    name: str
+    healthy: bool = True
+    circuit: CircuitState = CircuitState.CLOSED
+    #: Streams this router replica has open to the backend.
+    in_flight: int = 0
+    #: Load the backend reports itself (queued + running, deployment-wide), if any.
+    reported_load: int | None = None
+    #: Observed TTFT quantiles, ms (None until enough samples).
+    ttft_p50_ms: float | None = None
+    ttft_p90_ms: float | None = None
+    #: Observed decode rate, tokens/s (None until enough samples).
+    decode_tokens_per_s: float | None = None
+    #: Observed mean time a request occupies the backend, ms (None until enough samples).
+    mean_service_ms: float | None = None
+    error_rate: float = 0.0
+    requests: int = 0
+    failures: int = 0
+    #: Skip until this monotonic time (a provider's Retry-After), if set.
+    retry_after_until: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    ttft_ms: float
+    total_ms: float
+    cost_usd: float
+    queue_wait_ms: float
+    from_priors: bool
+    prompt_tokens: int
+    tokens_exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateReport:
+    backend: str
+    tier: Tier
+    accepted: bool
+    #: Filter name that rejected the backend ("" when accepted).
+    rejected_by: str
+    reason: str
+    estimate: Estimate | None = None
+    #: 1 = primary, 2.. fallbacks, 0 = not in the plan.
+    rank: int = 0
+    meets_budget: bool = False
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The policy's answer: ordered backends to try, and why."""
+
+    request_id: str
+    objective: Objective
+    #: Backend names in the order to try them (primary first); never empty.
+    order: tuple[str, ...]
+    candidates: tuple[CandidateReport, ...]
+    budget_unmet: bool
+    explanation: str
+    decision_us: float = 0.0
+
+    @property
+    def primary(self) -> str:
+        return self.order[0]
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        return self.order[1:]
+
+    def report(self, backend: str) -> CandidateReport | None:
+        for c in self.candidates:
+            if c.backend == backend:
+                return c
+        return None
+
+
+# --- events on the Generate stream (domain side) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionEvent:
+    plan: Plan
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaEvent:
+    text: str
+    tokens: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverEvent:
+    from_backend: str
+    to_backend: str
+    to_tier: Tier
+    reason: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    request_id: str
+    backend: str
+    tier: Tier
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    ttft_ms: float
+    total_ms: float
+    finish_reason: FinishReason
+    complete: bool
+    error: str = ""
+    tokens_estimated: bool = False
+    attempts: int = 1
+
+
+Event = DecisionEvent | DeltaEvent | FailoverEvent | UsageEvent
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCall:
+    """What an adapter receives: the request plus per-attempt facts."""
+
+    request: InferenceRequest
+    #: Monotonic deadline (clock seconds) for the whole call, if the caller set one.
+    deadline: float | None = None
+    metadata: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a backend's stream. The last chunk has ``done`` set."""
+
+    text: str = ""
+    tokens: int = 0
+    done: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: FinishReason | None = None
