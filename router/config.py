@@ -127,7 +127,7 @@ class PriorsConfig(_Model):
 class CostConfig(_Model):
     """Prices: per-token (hosted), amortised GPU (gpu) or marginal (edge).
 
-    See docs/architecture.md#cost for the formulas.
+    See docs/policy.md for the formulas.
     """
 
     input_per_mtok_usd: float = Field(0.0, ge=0)
@@ -160,7 +160,9 @@ class TokenizerConfig(_Model):
 
 
 class BackendConfig(_Model):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    name: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ]
     tier: Tier
     kind: BackendKind
     #: host:port for model_service, base URL (http://host:port/v1) for openai.

@@ -14,7 +14,7 @@ becomes INTERNAL with a generic message and a logged traceback.
     ├── ResourceExhausted              RESOURCE_EXHAUSTED
     │   └── NoWindowFits               no context window big enough (names the largest)
     ├── NoTierAllowed                  FAILED_PRECONDITION  no tier may take this data class
-    ├── NoCandidate                    UNAVAILABLE       every backend filtered out for health/capacity/pins
+    ├── NoCandidate                    UNAVAILABLE       all filtered out (health, capacity...)
     ├── AllCandidatesFailed            UNAVAILABLE       lists each attempt and why
     ├── StreamInterrupted              UNAVAILABLE       failure after the first token
     ├── DeadlineExceeded               DEADLINE_EXCEEDED

@@ -109,7 +109,7 @@ class Features:
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """Cost inputs by tier. See docs/architecture.md#cost for the formulas."""
+    """Cost inputs by tier. See docs/policy.md for the formulas."""
 
     #: hosted: USD per million input / output tokens.
     input_per_mtok_usd: float = 0.0

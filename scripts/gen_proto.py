@@ -2,7 +2,8 @@
 
 Usage: python scripts/gen_proto.py [--out DIR]
 
-The stubs are committed; tests/unit/test_proto_stubs.py fails when they are stale.
+The stubs are committed; tests/unit/test_proto_contract.py::test_stubs_are_fresh fails
+when they are stale.
 grpcio-tools is pinned in pyproject.toml (dev extra) so the output is reproducible.
 """
 
@@ -21,9 +22,8 @@ def proto_files() -> list[Path]:
 
 
 def generate(out: Path) -> None:
-    from grpc_tools import protoc  # dev dependency only
-
     import grpc_tools
+    from grpc_tools import protoc  # dev dependency only
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,9 @@ def generate(out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PROTO_ROOT, help="output root (default: proto/)")
+    parser.add_argument(
+        "--out", type=Path, default=PROTO_ROOT, help="output root (default: proto/)"
+    )
     ns = parser.parse_args()
     generate(ns.out)
     print(f"generated stubs for {len(proto_files())} proto files under {ns.out}")

@@ -1,0 +1,128 @@
+# hybrid-router: set-up, tests, checks. GNU make.
+#
+#   make demo    install everything and run the embedded demo (the main job)
+#   make test    install everything (Python + tools) and run the whole test suite
+#
+# Both are idempotent: the second run skips the install unless pyproject.toml changed.
+# `make help` lists every target. See docs/development.md.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PYTEST      := $(VENV)/bin/pytest
+# Written after a successful `pip install -e ".[dev]"`; newer than pyproject.toml = up to date.
+STAMP       := $(VENV)/.hybrid-router-installed
+BUF         := .tools/node_modules/.bin/buf
+BASELINE    := proto/baseline/hybrid_router_v1.binpb
+# Interpreter for the venv: $(PYTHON) if given, else the newest python3.1x >= 3.11 on PATH.
+PYTHON      ?=
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS="-x -k dispatch".
+PYTEST_ARGS ?=
+# Extra arguments for `hybrid-router demo`, e.g. make demo DEMO_ARGS="--json".
+DEMO_ARGS   ?=
+# llama-cpp-python compiles from source: use every core.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv install system-deps tools demo test test-fast lint format proto proto-check \
+        proto-baseline bench clean distclean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+# --- environment -----------------------------------------------------------------
+
+venv: $(PY) ## create .venv (Python >= 3.11)
+
+$(PY):
+	@py="$(PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  for c in python3.13 python3.12 python3.11 python3; do \
+	    if command -v "$$c" >/dev/null 2>&1 && \
+	       "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	      py="$$c"; break; \
+	    fi; \
+	  done; \
+	fi; \
+	if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	  echo "error: hybrid-router needs Python >= 3.11; found: $$("$${py:-python3}" --version 2>&1 || echo no python3) ($${py:-python3})." >&2; \
+	  echo "  fix: install Python 3.11+ (Debian/Ubuntu: apt-get install python3.11 python3.11-venv," >&2; \
+	  echo "       or pyenv install 3.11) and run 'make venv PYTHON=python3.11'." >&2; \
+	  exit 1; \
+	fi; \
+	echo "venv: creating $(VENV) with $$("$$py" --version) ($$(command -v "$$py"))"; \
+	if ! "$$py" -m venv $(VENV); then \
+	  rm -rf $(VENV); \
+	  echo "error: '$$py -m venv' failed. Debian/Ubuntu: apt-get install python3-venv, then retry." >&2; \
+	  exit 1; \
+	fi
+
+install: $(STAMP) ## pip install -e ".[dev]" into .venv (skipped when up to date)
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: $(VENV) uses $$($(PY) --version); Python >= 3.11 is needed." >&2; \
+	  echo "  fix: rm -rf $(VENV) && make venv PYTHON=python3.11" >&2; exit 1; }
+	@echo "install: pip install -e '.[dev]' (first run compiles llama-cpp-python: ~5 min on 2 cores; pip caches the wheel)"
+	$(PY) -m pip install -e ".[dev]"
+	@touch $@
+
+system-deps: ## apt-get install missing system packages (compilers, cmake, npm, redis-server)
+	@bash scripts/system_deps.sh
+
+tools: ## install pinned non-Python tools into .tools/ (buf, via npm)
+	@bash scripts/install_tools.sh
+
+# --- the two README commands ----------------------------------------------------
+
+demo: system-deps install ## install and run the embedded demo (router + local model servers)
+	$(VENV)/bin/hybrid-router demo $(DEMO_ARGS)
+
+test: system-deps install tools ## install everything and run the whole suite (all markers)
+	$(PYTEST) -m "" tests $(PYTEST_ARGS)
+
+# --- development ----------------------------------------------------------------
+
+test-fast: install ## unit tests only (no model, slow or tools tests)
+	$(PYTEST) -m "not model and not slow and not tools" tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy on router/ serving/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy router serving
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+proto: install ## regenerate the committed Python stubs from proto/
+	$(PY) scripts/gen_proto.py
+
+proto-check: tools ## buf lint + buf breaking against the release baseline
+	$(BUF) lint proto
+	$(BUF) breaking proto --against $(BASELINE)
+
+proto-baseline: tools ## refresh the buf baseline image: ONLY when cutting a release
+	$(BUF) build proto -o $(BASELINE)
+	@echo "proto-baseline: wrote $(BASELINE); commit it with the release"
+
+bench: install ## run every bench/*.py script (results: BENCHMARKS.md)
+	@found=0; \
+	for f in bench/*.py; do \
+	  [ -e "$$f" ] || continue; \
+	  case "$$(basename "$$f")" in _*) continue;; esac; \
+	  found=1; echo "+ $(PY) $$f"; $(PY) "$$f"; \
+	done; \
+	[ "$$found" = 1 ] || echo "bench: no bench/*.py scripts yet"
+
+clean: ## remove caches and build output (keeps .venv and .tools)
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .bench-out
+	find . -path ./.venv -prune -o -path ./.tools -prune -o \
+	  \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv and .tools
+	rm -rf $(VENV) .tools

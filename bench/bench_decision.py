@@ -1,0 +1,230 @@
+"""Decision latency: how long the router takes to turn a request into a Plan.
+
+Measures, with 3, 30 and 300 backends of mixed tiers carrying live statistics:
+
+- ``plan``: ``router.policy.plan`` alone (snapshots taken beforehand);
+- ``features+plan``: token counting (estimate tokenizer) and payload size, then the plan;
+- ``decision``: what the servicer does per request: read every backend's snapshot
+  (``BackendStats.snapshot``, cached), count tokens, plan.
+
+Some backends are rejected on purpose (small windows, restricted data, unhealthy, busy)
+so every filter runs. Target: p50 <= 50 us for 30 backends.
+
+    .venv/bin/python bench/bench_decision.py [--iterations N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from router.config import PolicyConfig
+from router.errors import ErrorClass
+from router.policy import TokenCounter, plan
+from router.stats import BackendStats
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    DataClass,
+    InferenceRequest,
+    Message,
+    Prices,
+    Priors,
+    Role,
+    Tier,
+)
+
+SIZES = (3, 30, 300)
+TIERS = (Tier.HOSTED, Tier.GPU, Tier.EDGE)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_backends(
+    n: int, cfg: PolicyConfig, clock: _Clock
+) -> list[tuple[BackendSpec, BackendStats]]:
+    out = []
+    for i in range(n):
+        tier = TIERS[i % 3]
+        if tier is Tier.HOSTED:
+            prices = Prices(input_per_mtok_usd=0.25 + i % 5, output_per_mtok_usd=1.25 + i % 7)
+            window, priors = 128_000, Priors(400.0 + i, 80.0)
+        elif tier is Tier.GPU:
+            prices = Prices(gpu_hourly_usd=4.0, gpu_throughput_tokens_per_s=2500.0 + 10 * i)
+            window, priors = 32_768, Priors(150.0 + i, 60.0)
+        else:
+            prices = Prices(edge_per_mtok_usd=0.01)
+            # every third edge device has a window too small for the bench prompt
+            window, priors = (512 if i % 9 == 2 else 8192), Priors(60.0 + i, 20.0)
+        classes = {DataClass.PUBLIC, DataClass.INTERNAL}
+        if i % 7 == 3:
+            classes = {DataClass.PUBLIC}  # rejected by data_class
+        spec = BackendSpec(
+            name=f"{tier.value}-{i:03d}",
+            tier=tier,
+            kind="openai" if tier is Tier.HOSTED else "model_service",
+            endpoint=f"10.0.0.{i % 250}:9000",
+            model="bench-model",
+            model_family="gemma",
+            context_window=window,
+            max_payload_bytes=1_048_576,
+            max_concurrency=8,
+            max_queue=32,
+            data_classes=frozenset(classes),
+            priors=priors,
+            prices=prices,
+        )
+        stats = BackendStats(spec.name, cfg, clock)
+        for k in range(20):
+            stats.begin()
+            stats.record_first_token(priors.ttft_ms * (0.8 + 0.02 * k))
+            stats.record_success(priors.ttft_ms + 2000.0, 128, 2000.0 - k)
+            stats.end()
+        for _ in range(i % 12):  # some queueing
+            stats.begin()
+        if i % 11 == 5:
+            stats.set_healthy(False, "bench: marked down")
+        if i % 13 == 6:
+            for _ in range(40):
+                stats.begin()  # over capacity
+        if i % 17 == 8:
+            stats.record_failure(ErrorClass.RETRYABLE, retry_after_s=30.0)
+        out.append((spec, stats))
+    return out
+
+
+def make_request() -> InferenceRequest:
+    return InferenceRequest(
+        messages=(
+            Message(Role.SYSTEM, "You are a helpful assistant. Answer briefly. " * 4),
+            Message(Role.USER, "Summarise the following maintenance log entry. " * 30),
+        ),
+        max_output_tokens=256,
+        request_id="bench",
+        ttft_budget_ms=300.0,
+        data_class=DataClass.INTERNAL,
+        model_family="gemma",
+    )
+
+
+def measure(fn: Callable[[], object], iterations: int) -> list[float]:
+    for _ in range(min(1000, iterations)):
+        fn()
+    gc.collect()
+    clock = time.perf_counter_ns
+    samples = [0.0] * iterations
+    for k in range(iterations):
+        t0 = clock()
+        fn()
+        samples[k] = (clock() - t0) / 1000.0
+    return samples
+
+
+def quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def q(p: float) -> float:
+        return ordered[min(n - 1, int(p * n))]
+
+    return {
+        "p50_us": round(q(0.50), 2),
+        "p90_us": round(q(0.90), 2),
+        "p99_us": round(q(0.99), 2),
+        "mean_us": round(statistics.fmean(ordered), 2),
+    }
+
+
+def run(iterations: int) -> list[dict[str, object]]:
+    cfg = PolicyConfig()
+    clock = _Clock()
+    counter = TokenCounter(cfg.token_estimate)
+    request = make_request()
+    rows: list[dict[str, object]] = []
+    for n in SIZES:
+        backends = make_backends(n, cfg, clock)
+        tokenizer_ids = {spec.tokenizer_id for spec, _ in backends}
+        snaps: list[tuple[BackendSpec, BackendSnapshot]] = [
+            (spec, stats.snapshot()) for spec, stats in backends
+        ]
+        features = counter.features(request, tokenizer_ids)
+        now = clock()
+        probe = plan(features, snaps, cfg, now)
+        accepted = sum(1 for c in probe.candidates if c.accepted)
+
+        def plan_only() -> object:
+            return plan(features, snaps, cfg, now)
+
+        def features_plan() -> object:
+            return plan(counter.features(request, tokenizer_ids), snaps, cfg, now)
+
+        def decision() -> object:
+            pairs = [(spec, stats.snapshot()) for spec, stats in backends]
+            return plan(counter.features(request, tokenizer_ids), pairs, cfg, clock())
+
+        iters = iterations if n <= 30 else max(200, iterations // 10)
+        for label, fn in (
+            ("plan", plan_only),
+            ("features+plan", features_plan),
+            ("decision", decision),
+        ):
+            rows.append(
+                {
+                    "backends": n,
+                    "accepted": accepted,
+                    "measure": label,
+                    "iterations": iters,
+                    **quantiles(measure(fn, iters)),
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=20_000, help="per measure (30 backends)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    rows = run(args.iterations)
+    command = "python bench/bench_decision.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    meta = {
+        "command": command.strip(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "target": "p50 <= 50 us with 30 backends",
+    }
+    if args.json:
+        print(json.dumps({"meta": meta, "results": rows}, indent=2))
+        return 0
+    print(f"$ {meta['command']}   (Python {meta['python']}, {meta['machine']})")
+    print(
+        f"{'backends':>8} {'accepted':>8} {'measure':<14} {'p50 us':>9} {'p90 us':>9} "
+        f"{'p99 us':>9} {'iterations':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r['backends']:>8} {r['accepted']:>8} {r['measure']:<14} {r['p50_us']:>9.1f} "
+            f"{r['p90_us']:>9.1f} {r['p99_us']:>9.1f} {r['iterations']:>10}"
+        )
+    target = next(r for r in rows if r["backends"] == 30 and r["measure"] == "features+plan")
+    ok = float(target["p50_us"]) <= 50.0  # type: ignore[arg-type]
+    print(f"target {meta['target']} (features+plan): {'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

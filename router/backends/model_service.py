@@ -1,0 +1,197 @@
+"""ModelService gRPC client: the Ray Serve app (GPU tier), the local llama.cpp server and
+any self-hosted server that implements ``hybrid_router.v1.ModelService``.
+
+One ``grpc.aio`` channel per backend, opened on the running loop (``start()`` or first
+use) and closed by ``close()``.
+
+Errors (``grpc.aio.AioRpcError`` -> :class:`~router.errors.BackendError`):
+
+=================================================  ======================================
+UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,  RETRYABLE
+ABORTED, INTERNAL, UNKNOWN (and any other code)
+OUT_OF_RANGE                                       TOO_LARGE (servers map an engine's
+                                                   "too_large" to it)
+INVALID_ARGUMENT                                   FATAL, INVALID_ARGUMENT
+UNAUTHENTICATED, PERMISSION_DENIED                 FATAL, with that code
+stream ends without ``done``                       RETRYABLE ("stream ended early")
+no event for ``timeout_s``                         RETRYABLE (the call is cancelled)
+=================================================  ======================================
+
+Cancellation: if the consuming task is cancelled or the iterator is closed before the
+stream ended, the RPC is cancelled, so the server (and its engine) sees it. After ``done``
+the adapter reads the stream to its end before handing over the final chunk, so a
+consumer that stops there does not cancel a finished call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import grpc.aio
+from hybrid_router.v1 import model_service_pb2, model_service_pb2_grpc, types_pb2
+
+from router.backends.base import Backend
+from router.errors import BackendError, ErrorClass
+from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest, Role
+
+log = logging.getLogger(__name__)
+
+#: Keepalive: a ping after 60 s without activity, dropped after 20 s without an ack; no
+#: pings on an idle channel. gRPC core caps pings without data at 2 by default, which
+#: stays within a default server's ping-strike allowance (2), so servers that keep their
+#: default keepalive policy (Ray Serve's proxy) never answer with GOAWAY too_many_pings.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+
+_ROLES = {
+    Role.SYSTEM: types_pb2.ROLE_SYSTEM,
+    Role.USER: types_pb2.ROLE_USER,
+    Role.ASSISTANT: types_pb2.ROLE_ASSISTANT,
+}
+_FINISH = {
+    types_pb2.FINISH_REASON_STOP: FinishReason.STOP,
+    types_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH,
+    types_pb2.FINISH_REASON_CANCELLED: FinishReason.CANCELLED,
+    types_pb2.FINISH_REASON_ERROR: FinishReason.ERROR,
+}
+_FATAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+def to_proto(request: InferenceRequest) -> model_service_pb2.ModelGenerateRequest:
+    """The ModelService request for an InferenceRequest (the server picks its model)."""
+    s = request.sampling
+    sampling = types_pb2.SamplingParams(stop=list(s.stop))
+    if s.temperature is not None:
+        sampling.temperature = s.temperature
+    if s.top_p is not None:
+        sampling.top_p = s.top_p
+    if s.top_k is not None:
+        sampling.top_k = s.top_k
+    if s.seed is not None:
+        sampling.seed = s.seed
+    return model_service_pb2.ModelGenerateRequest(
+        request_id=request.request_id,
+        messages=[
+            types_pb2.ChatMessage(role=_ROLES[m.role], content=m.content) for m in request.messages
+        ],
+        max_output_tokens=request.max_output_tokens,
+        sampling=sampling,
+        tenant=request.tenant,
+        session_id=request.session_id,
+    )
+
+
+class ModelServiceBackend(Backend):
+    """Streams from a ModelService server over one grpc.aio channel."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        *,
+        timeout_s: float = 30.0,
+        info_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(spec)
+        self._timeout_s = timeout_s
+        self._info_timeout_s = min(info_timeout_s, timeout_s)
+        self._clock = clock
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: model_service_pb2_grpc.ModelServiceStub | None = None
+
+    async def start(self) -> None:
+        self._ensure_stub()
+
+    async def close(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    def _ensure_stub(self) -> model_service_pb2_grpc.ModelServiceStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.spec.endpoint, options=CHANNEL_OPTIONS)
+            self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        return self._stub
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> BackendError:
+        code = exc.code()
+        message = f"{code.name}: {exc.details() or 'no details'}"
+        if code is grpc.StatusCode.OUT_OF_RANGE:
+            return BackendError(self.name, message, ErrorClass.TOO_LARGE)
+        if code in _FATAL_CODES:
+            return BackendError(self.name, message, ErrorClass.FATAL, grpc_code=code.name)
+        return BackendError(self.name, message, ErrorClass.RETRYABLE)
+
+    async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
+        stub = self._ensure_stub()
+        timeout: float | None = None
+        if call.deadline is not None:
+            timeout = call.deadline - self._clock()
+            if timeout <= 0:
+                raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE)
+        metadata = list(call.metadata)
+        if call.request.request_id:
+            metadata.append(("x-request-id", call.request.request_id))
+        rpc = stub.Generate(to_proto(call.request), timeout=timeout, metadata=metadata or None)
+        final: Chunk | None = None
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        event = await rpc.read()
+                except TimeoutError as exc:
+                    raise BackendError(
+                        self.name, f"no event for {self._timeout_s:g} s", ErrorClass.RETRYABLE
+                    ) from exc
+                except grpc.aio.AioRpcError as exc:
+                    raise self._error(exc) from exc
+                if event is grpc.aio.EOF:
+                    break
+                kind = event.WhichOneof("event")
+                if kind == "delta":
+                    if final is None and event.delta.text:
+                        yield Chunk(text=event.delta.text, tokens=event.delta.tokens or 1)
+                elif kind == "done" and final is None:
+                    d = event.done
+                    final = Chunk(
+                        done=True,
+                        input_tokens=d.input_tokens,
+                        output_tokens=d.output_tokens,
+                        finish_reason=_FINISH.get(d.finish_reason, FinishReason.STOP),
+                    )
+        finally:
+            if not rpc.done():
+                rpc.cancel()
+        if final is None:
+            raise BackendError(self.name, "stream ended early (no done event)")
+        yield final
+
+    async def info(self) -> model_service_pb2.InfoResponse:
+        """The server's Info (model, window, load). Raises BackendError."""
+        stub = self._ensure_stub()
+        try:
+            return await stub.Info(model_service_pb2.InfoRequest(), timeout=self._info_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+
+    async def poll_load(self) -> int | None:
+        """queue_depth + in_flight from Info; ``None`` when the server does not answer."""
+        try:
+            info = await self.info()
+        except BackendError as exc:
+            log.debug("load poll failed for %s: %s", self.name, exc.reason)
+            return None
+        return info.queue_depth + info.in_flight

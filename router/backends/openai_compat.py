@@ -1,0 +1,440 @@
+"""OpenAI-compatible streaming chat completions (OpenAI, vLLM, llama.cpp server, Ray Serve LLM).
+
+``POST {endpoint}/chat/completions`` with ``stream: true`` and
+``stream_options: {"include_usage": true}``; the answer is Server-Sent Events, one
+``chat.completion.chunk`` JSON per ``data:`` line, ended by ``data: [DONE]``.
+
+Choices made here (the router relies on them):
+
+* **Tokens.** Each content delta counts as one token (servers stream about one token per
+  chunk). Usage comes from the chunk that carries ``usage`` (OpenAI and vLLM send it when
+  asked with ``include_usage``). A server that sends no usage (llama-cpp-python's server
+  ignores ``stream_options``) gets ``input_tokens=None`` and ``output_tokens=None`` on the
+  final chunk: the router then estimates and marks the usage as estimated.
+* **Errors** (:class:`~router.errors.BackendError` classes):
+
+  ============================================  ====================================
+  connect error, read/write/pool timeout        RETRYABLE
+  408, 409, 425, 429, 5xx                       RETRYABLE, ``retry_after_s`` from
+                                                ``retry-after-ms`` / ``Retry-After``
+                                                (seconds or an HTTP date)
+  body says context length (any status; see     TOO_LARGE
+  :func:`is_context_length_error`), or 413
+  401                                           FATAL, UNAUTHENTICATED
+  403                                           FATAL, PERMISSION_DENIED
+  404                                           RETRYABLE: a wrong endpoint or model
+                                                name is this backend's fault, not the
+                                                request's, so the router may fail over
+  other 4xx                                     FATAL, INVALID_ARGUMENT with the
+                                                provider's message
+  ``error`` object inside the stream            RETRYABLE (the provider failed while
+                                                generating), TOO_LARGE if it names
+                                                the context length
+  body ends before ``[DONE]`` and without a     RETRYABLE ("stream ended early")
+  ``finish_reason``
+  ============================================  ====================================
+
+* **An empty stream.** llama-cpp-python's server (0.3.x) answers a streamed request whose
+  prompt exceeds its window with ``200`` and an empty body (the error is raised after the
+  headers went out). When a stream ends with no event at all, the adapter asks once more
+  without streaming and with ``max_tokens: 1``, only to learn the error: that request is
+  rejected before any decoding when the prompt does not fit (``400
+  context_length_exceeded`` -> TOO_LARGE). If the second answer is fine, the original
+  failure stays RETRYABLE. Servers that report errors properly never reach this path.
+* **Secrets.** The API key (``api_key_env``) and ``env:VAR`` header values are read once,
+  when the backend is created, from the ``environ`` mapping; they are never logged (httpx
+  masks ``Authorization`` in its reprs).
+* **Cancellation.** Closing the iterator or cancelling the consuming task closes the HTTP
+  response before it is fully read, so httpx drops the connection and the server sees the
+  disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from router.backends.base import Backend
+from router.backends.sse import SSEEvent, SSEParser
+from router.config import BackendConfig
+from router.errors import BackendError, ConfigError, ErrorClass
+from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest
+
+log = logging.getLogger(__name__)
+
+#: Largest error body read from a failed response.
+_MAX_ERROR_BODY = 64 * 1024
+#: Longest provider message copied into an error.
+_MAX_MESSAGE = 500
+#: Upper bound on the diagnostic request sent after an empty stream.
+_EXPLAIN_TIMEOUT_S = 10.0
+
+_RETRYABLE_STATUS = frozenset({404, 408, 409, 425, 429})
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_CONTEXT_TYPES = frozenset({"exceed_context_size_error"})
+_CONTEXT_RE = re.compile(
+    r"context[ _-]?(length|window|size)|maximum context|prompt is too long"
+    r"|too many (input )?tokens|input is too long|max_tokens.{0,40}too large",
+    re.IGNORECASE,
+)
+_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
+
+
+def is_context_length_error(error: Mapping[str, Any]) -> bool:
+    """Whether a provider's error object says the request exceeds the context window.
+
+    Known shapes: OpenAI and llama-cpp-python (``code: context_length_exceeded``),
+    llama.cpp's C++ server (``type: exceed_context_size_error``, HTTP 400 or, in older
+    builds, 500), vLLM (``This model's maximum context length is N tokens...``).
+    """
+    if str(error.get("code") or "") in _CONTEXT_CODES:
+        return True
+    if str(error.get("type") or "") in _CONTEXT_TYPES:
+        return True
+    return bool(_CONTEXT_RE.search(str(error.get("message") or "")))
+
+
+def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
+
+    ``now`` is wall-clock time (``time.time()``), used for the HTTP-date form.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _resolve_secret(value: str, environ: Mapping[str, str], key: str, backend: str) -> str:
+    if not value.startswith("env:"):
+        return value
+    var = value[4:]
+    if not var or var not in environ:
+        raise ConfigError(
+            f"environment variable {var!r} is not set (the value {value!r} reads it)",
+            source=f"backend {backend}",
+            key=key,
+        )
+    return environ[var]
+
+
+def _resolve_headers(cfg: BackendConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    headers = {
+        name: _resolve_secret(value, environ, f"headers.{name}", cfg.name)
+        for name, value in cfg.headers.items()
+    }
+    if cfg.api_key_env:
+        key = environ.get(cfg.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"environment variable {cfg.api_key_env!r} is not set or empty; export the "
+                "API key there or remove api_key_env",
+                source=f"backend {cfg.name}",
+                key="api_key_env",
+            )
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        headers["Authorization"] = f"Bearer {key}"
+    headers.setdefault("Accept", "text/event-stream")
+    return headers
+
+
+def _truncate(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    """The provider's error object from an error body (OpenAI, vLLM, llama.cpp shapes)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return {"message": text} if text else {}
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            return err
+        if isinstance(err, str):
+            return {"message": err, **{k: data[k] for k in ("code", "type") if k in data}}
+        if "message" in data or "detail" in data:
+            return {**data, "message": str(data.get("message") or data.get("detail"))}
+    return {"message": str(data)}
+
+
+class OpenAIBackend(Backend):
+    """Streams chat completions from an OpenAI-compatible HTTP API."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        cfg: BackendConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(spec)
+        env = os.environ if environ is None else environ
+        self._url = cfg.endpoint.rstrip("/") + "/chat/completions"
+        self._model = cfg.model
+        self._timeout_s = cfg.timeout_s
+        self._headers = _resolve_headers(cfg, env)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._ensure_client()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=httpx.Timeout(self._timeout_s),
+                # The policy bounds concurrency; the pool only keeps connections warm.
+                limits=httpx.Limits(
+                    max_connections=None,
+                    max_keepalive_connections=max(8, self.spec.max_concurrency),
+                    keepalive_expiry=30.0,
+                ),
+            )
+        return self._client
+
+    def _body(self, request: InferenceRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_output_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        s = request.sampling
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.top_p is not None:
+            body["top_p"] = s.top_p
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        return body
+
+    def _remaining(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE)
+        return remaining
+
+    async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
+        client = self._ensure_client()
+        body = self._body(call.request)
+        remaining = self._remaining(call.deadline)
+        timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
+        headers = {"X-Request-Id": call.request.request_id} if call.request.request_id else None
+        try:
+            async with client.stream(
+                "POST", self._url, json=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status_code != 200:
+                    raise self._status_error(resp.status_code, resp.headers, await _read(resp))
+                async for chunk in self._chunks(resp, call):
+                    yield chunk
+        except httpx.TimeoutException as exc:
+            raise BackendError(
+                self.name, f"timed out ({type(exc).__name__})", ErrorClass.RETRYABLE
+            ) from exc
+        except httpx.RequestError as exc:
+            raise BackendError(
+                self.name, f"{type(exc).__name__}: {exc or 'connection failed'}"
+            ) from exc
+        except _EmptyStream:
+            await self._explain_empty_stream(body, call.deadline)
+            raise BackendError(
+                self.name, "stream ended early: the response had no events", ErrorClass.RETRYABLE
+            ) from None
+
+    async def _chunks(self, resp: httpx.Response, call: BackendCall) -> AsyncIterator[Chunk]:
+        parser = SSEParser()
+        lines = resp.aiter_lines()
+        seen_event = False
+        seen_done = False
+        finish: str | None = None
+        usage: Mapping[str, Any] | None = None
+        while True:
+            line = await self._next_line(lines, call.deadline)
+            event = parser.feed(line) if line is not None else parser.flush()
+            if event is None:
+                if line is None:
+                    break
+                continue
+            seen_event = True
+            if event.data.strip() == "[DONE]":
+                seen_done = True
+                # Read the body to its end so the connection goes back to the pool.
+                while line is not None:
+                    line = await self._next_line(lines, call.deadline)
+                break
+            text, fr, u = self._parse_event(event)
+            if text:
+                yield Chunk(text=text, tokens=1)
+            if fr:
+                finish = fr
+            if u is not None:
+                usage = u
+            if line is None:
+                break
+        if not seen_event:
+            raise _EmptyStream
+        if not seen_done and finish is None:
+            raise BackendError(self.name, "stream ended early: no finish_reason and no [DONE]")
+        yield self._final(finish, usage)
+
+    async def _next_line(self, lines: AsyncIterator[str], deadline: float | None) -> str | None:
+        """The next line, or ``None`` at the end of the body; bounded by the deadline."""
+        try:
+            if deadline is None:
+                return await anext(lines)
+            remaining = self._remaining(deadline)
+            async with asyncio.timeout(remaining):
+                return await anext(lines)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE) from exc
+
+    def _parse_event(self, event: SSEEvent) -> tuple[str, str | None, Mapping[str, Any] | None]:
+        try:
+            payload = json.loads(event.data)
+        except ValueError as exc:
+            raise BackendError(self.name, "malformed stream event (not JSON)") from exc
+        if not isinstance(payload, dict):
+            raise BackendError(self.name, "malformed stream event (not an object)")
+        err = payload.get("error")
+        if err is not None or event.event == "error":
+            error = err if isinstance(err, dict) else {"message": str(err or event.data)}
+            cls = ErrorClass.TOO_LARGE if is_context_length_error(error) else ErrorClass.RETRYABLE
+            message = _truncate(str(error.get("message") or "unknown error"))
+            raise BackendError(self.name, f"error in stream: {message}", cls)
+        text = ""
+        finish = None
+        choices = payload.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            choice = choices[0]
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if isinstance(content, str):
+                    text = content
+            fr = choice.get("finish_reason")
+            if isinstance(fr, str) and fr:
+                finish = fr
+        usage = payload.get("usage")
+        return text, finish, usage if isinstance(usage, dict) else None
+
+    def _final(self, finish: str | None, usage: Mapping[str, Any] | None) -> Chunk:
+        input_tokens = output_tokens = None
+        if usage is not None:
+            pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            input_tokens = pt if isinstance(pt, int) else None
+            output_tokens = ct if isinstance(ct, int) else None
+        if finish is not None and finish not in _FINISH:
+            log.debug("%s: finish_reason %r treated as stop", self.name, finish)
+        return Chunk(
+            done=True,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason=_FINISH.get(finish or "stop", FinishReason.STOP),
+        )
+
+    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> BackendError:
+        error = _error_object(body)
+        message = _truncate(
+            str(error.get("message") or "") or httpx.codes.get_reason_phrase(status)
+        )
+        text = f"HTTP {status}: {message}"
+        log.debug("%s: HTTP %d (%s)", self.name, status, error.get("code") or error.get("type"))
+        if status in (401, 403):
+            code = "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED"
+            return BackendError(self.name, text, ErrorClass.FATAL, grpc_code=code)
+        if status == 413 or (status != 429 and is_context_length_error(error)):
+            return BackendError(self.name, text, ErrorClass.TOO_LARGE)
+        if status in _RETRYABLE_STATUS or status >= 500:
+            return BackendError(
+                self.name,
+                text,
+                ErrorClass.RETRYABLE,
+                retry_after_s=parse_retry_after(headers, self._wall_clock()),
+            )
+        if 400 <= status < 500:
+            return BackendError(self.name, text, ErrorClass.FATAL, grpc_code="INVALID_ARGUMENT")
+        # 1xx/2xx other than 200, 3xx (redirects are not followed): a misbehaving endpoint.
+        return BackendError(self.name, f"unexpected {text}", ErrorClass.RETRYABLE)
+
+    async def _explain_empty_stream(self, body: dict[str, Any], deadline: float | None) -> None:
+        """After an empty 200 stream, learn the error without streaming (see module doc).
+
+        Raises the mapped BackendError if the server rejects the request; returns if not.
+        Uses a fresh connection: a server that failed mid-response may close the pooled one.
+        """
+        try:
+            remaining = self._remaining(deadline)
+        except BackendError:
+            return
+        timeout = min(self._timeout_s, _EXPLAIN_TIMEOUT_S, remaining or _EXPLAIN_TIMEOUT_S)
+        probe = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        probe["max_tokens"] = 1
+        headers = {**self._headers, "Accept": "application/json"}
+        try:
+            async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
+                resp = await client.post(self._url, json=probe)
+        except httpx.HTTPError:
+            return
+        if resp.status_code != 200:
+            raise self._status_error(resp.status_code, resp.headers, resp.content[:_MAX_ERROR_BODY])
+
+
+class _EmptyStream(Exception):
+    """Internal: a 200 response whose body held no SSE event at all."""
+
+
+async def _read(resp: httpx.Response) -> bytes:
+    """At most _MAX_ERROR_BODY bytes of an error response."""
+    buf = bytearray()
+    async for part in resp.aiter_bytes():
+        buf += part
+        if len(buf) >= _MAX_ERROR_BODY:
+            break
+    return bytes(buf[:_MAX_ERROR_BODY])

@@ -1,0 +1,308 @@
+"""Rendering of the contract's messages for people (rich) and for scripts (JSON).
+
+Pure functions from protobuf messages to rich renderables or JSON text; nothing here
+performs I/O except :func:`make_console`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from hybrid_router.v1 import router_pb2, types_pb2
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+_TIER = {
+    types_pb2.TIER_HOSTED: "hosted",
+    types_pb2.TIER_GPU: "gpu",
+    types_pb2.TIER_EDGE: "edge",
+}
+_TIER_STYLE = {"hosted": "magenta", "gpu": "cyan", "edge": "green"}
+_DATA_CLASS = {
+    types_pb2.DATA_CLASS_PUBLIC: "public",
+    types_pb2.DATA_CLASS_INTERNAL: "internal",
+    types_pb2.DATA_CLASS_RESTRICTED: "restricted",
+}
+_OBJECTIVE = {
+    router_pb2.OBJECTIVE_CHEAPEST: "cheapest",
+    router_pb2.OBJECTIVE_FASTEST: "fastest",
+    router_pb2.OBJECTIVE_WEIGHTED: "weighted",
+}
+_CIRCUIT = {
+    router_pb2.CIRCUIT_STATE_CLOSED: "closed",
+    router_pb2.CIRCUIT_STATE_OPEN: "open",
+    router_pb2.CIRCUIT_STATE_HALF_OPEN: "half-open",
+}
+_FINISH = {
+    types_pb2.FINISH_REASON_STOP: "stop",
+    types_pb2.FINISH_REASON_LENGTH: "length",
+    types_pb2.FINISH_REASON_CANCELLED: "cancelled",
+    types_pb2.FINISH_REASON_ERROR: "error",
+}
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that stays readable when piped: 140 columns unless a terminal (or
+    $COLUMNS) says otherwise, no colour codes outside a terminal."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 140
+    return console
+
+
+# --- names and numbers ------------------------------------------------------------
+
+
+def tier_name(tier: int) -> str:
+    return _TIER.get(tier, "?")
+
+
+def data_class_name(dc: int) -> str:
+    return _DATA_CLASS.get(dc, "internal")
+
+
+def objective_name(obj: int) -> str:
+    return _OBJECTIVE.get(obj, "default")
+
+
+def finish_name(reason: int) -> str:
+    return _FINISH.get(reason, "-")
+
+
+def fmt_ms(ms: float) -> str:
+    if ms < 0:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s"
+
+
+def fmt_usd(usd: float) -> str:
+    if usd == 0:
+        return "$0"
+    if usd >= 0.01:
+        return f"${usd:.4f}"
+    if usd >= 0.000001:
+        return f"${usd:.6f}"
+    return "<$0.000001"
+
+
+def _tier_text(tier: int) -> Text:
+    name = tier_name(tier)
+    return Text(name, style=_TIER_STYLE.get(name, ""))
+
+
+# --- Decision ---------------------------------------------------------------------
+
+
+def _verdict(c: router_pb2.CandidateReport) -> Text:
+    if not c.accepted:
+        return Text(f"✘ {c.rejected_by or 'rejected'}", style="red")
+    if c.rank == 1:
+        return Text("✔ primary", style="bold green")
+    if c.rank > 1:
+        return Text(f"✔ fallback {c.rank - 1}", style="green")
+    return Text("✔ accepted (not in plan)", style="dim green")
+
+
+def _prompt_tokens(e: router_pb2.Estimate) -> str:
+    if e.token_count_method == router_pb2.TOKEN_COUNT_METHOD_ESTIMATE:
+        return f"~{e.prompt_tokens}"
+    return str(e.prompt_tokens)
+
+
+def decision_table(decision: router_pb2.Decision, *, title: str | None = None) -> Table:
+    """Every backend: verdict (primary / fallback / rejecting filter), estimates, reason."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=_decision_caption(decision),
+        caption_justify="left",
+        expand=False,
+        pad_edge=False,
+    )
+    table.add_column("backend", no_wrap=True)
+    table.add_column("tier", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("prompt tok", justify="right", no_wrap=True)
+    table.add_column("est. TTFT", justify="right", no_wrap=True)
+    table.add_column("est. total", justify="right", no_wrap=True)
+    table.add_column("est. cost", justify="right", no_wrap=True)
+    table.add_column("budget", no_wrap=True)
+    table.add_column("reason", ratio=1, min_width=24)
+    for c in sorted(decision.candidates, key=_candidate_order):
+        has_estimate = c.HasField("estimate") and (c.accepted or c.estimate.total_ms > 0)
+        e = c.estimate
+        if has_estimate:
+            ttft = fmt_ms(e.ttft_ms)
+            if e.queue_wait_ms >= 1:
+                ttft += f" (queue {fmt_ms(e.queue_wait_ms)})"
+            if e.from_priors:
+                ttft += " ᵖ"
+            cells = [_prompt_tokens(e), ttft, fmt_ms(e.total_ms), fmt_usd(e.cost_usd)]
+        else:
+            cells = ["-", "-", "-", "-"]
+        if c.accepted:
+            budget = Text("meets", style="green") if c.meets_budget else Text("misses", "yellow")
+        else:
+            budget = Text("-", style="dim")
+        table.add_row(
+            Text(c.backend, style="bold" if c.rank == 1 else ""),
+            _tier_text(c.tier),
+            _verdict(c),
+            *cells,
+            budget,
+            Text(c.reason),
+            style=None if c.accepted else "dim",
+        )
+    return table
+
+
+def _candidate_order(c: router_pb2.CandidateReport) -> tuple[int, int, str]:
+    # Plan order first, then accepted-but-unranked, then rejected; by name within a group.
+    if c.rank:
+        return (0, c.rank, c.backend)
+    return (1 if c.accepted else 2, 0, c.backend)
+
+
+def _decision_caption(decision: router_pb2.Decision) -> str:
+    parts = [f"objective: {objective_name(decision.objective)}"]
+    if decision.budget_unmet:
+        parts.append("no candidate meets the latency budget: fastest chosen")
+    parts.append(f"decided in {decision.decision_us:.0f} µs")
+    parts.append("ᵖ = estimate from config priors (too few live samples)")
+    return " · ".join(parts)
+
+
+def decision_headline(decision: router_pb2.Decision) -> Text:
+    """``→ edge-1 (edge)  <explanation>`` followed by the estimate and fallbacks."""
+    text = Text("→ ")
+    text.append(decision.backend or "?", style="bold")
+    text.append(" (")
+    text.append_text(_tier_text(decision.tier))
+    text.append(")")
+    if decision.budget_unmet:
+        text.append("  budget unmet", style="bold yellow")
+    if decision.explanation:
+        text.append(f"  {decision.explanation}")
+    if decision.HasField("estimate"):
+        e = decision.estimate
+        text.append(
+            f"\n  est. TTFT {fmt_ms(e.ttft_ms)}, total {fmt_ms(e.total_ms)}, "
+            f"cost {fmt_usd(e.cost_usd)}",
+            style="dim",
+        )
+    if decision.fallbacks:
+        text.append(f"; fallbacks: {', '.join(decision.fallbacks)}", style="dim")
+    return text
+
+
+# --- stream events ------------------------------------------------------------------
+
+
+def failover_line(f: router_pb2.Failover) -> Text:
+    return Text(
+        f"↪ failover {f.from_backend} → {f.to_backend} ({tier_name(f.to_tier)}), "
+        f"attempt {f.attempt}: {f.reason}",
+        style="yellow",
+    )
+
+
+def usage_line(u: router_pb2.Usage) -> Text:
+    text = Text("· ")
+    text.append(f"{u.backend} ({tier_name(u.tier)})", style="bold")
+    est = "~" if u.tokens_estimated else ""
+    text.append(
+        f" · tokens in {est}{u.input_tokens}, out {est}{u.output_tokens}"
+        f" · cost {fmt_usd(u.cost_usd)} · TTFT {fmt_ms(u.ttft_ms)} · total {fmt_ms(u.total_ms)}"
+        f" · finish {finish_name(u.finish_reason)}"
+    )
+    if u.attempts > 1:
+        text.append(f" · {u.attempts} attempts")
+    if u.complete:
+        text.append(" · complete", style="green")
+    else:
+        text.append(f" · INCOMPLETE: {u.error or 'cut short'}", style="bold red")
+    return text
+
+
+# --- backends ------------------------------------------------------------------------
+
+
+def backends_table(
+    resp: router_pb2.ListBackendsResponse,
+    *,
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Table:
+    """Static facts and live state, one row per backend; ``labels`` adds a note column."""
+    table = Table(title=title, title_justify="left", pad_edge=False)
+    for name, kw in (
+        ("name", {"no_wrap": True}),
+        ("tier", {"no_wrap": True}),
+        ("kind", {"no_wrap": True}),
+        ("model", {}),
+        ("ctx", {"justify": "right"}),
+        ("healthy", {}),
+        ("circuit", {}),
+        ("in flight", {"justify": "right"}),
+        ("queue", {"justify": "right"}),
+        ("TTFT p50/p90", {"justify": "right", "no_wrap": True}),
+        ("decode tok/s", {"justify": "right"}),
+        ("err rate", {"justify": "right"}),
+        ("requests", {"justify": "right"}),
+    ):
+        table.add_column(name, **kw)  # type: ignore[arg-type]
+    if labels:
+        table.add_column("note", ratio=1, min_width=20)
+    for b in resp.backends:
+        healthy = Text("yes", "green") if b.healthy else Text("NO", "bold red")
+        circuit = _CIRCUIT.get(b.circuit, "-")
+        circuit_text = Text(circuit, "red" if circuit == "open" else "")
+        ttft = f"{fmt_ms(b.ttft_p50_ms)} / {fmt_ms(b.ttft_p90_ms)}"
+        if b.from_priors:
+            ttft += " ᵖ"
+        row: list[Text | str] = [
+            Text(b.name, style="bold"),
+            _tier_text(b.tier),
+            b.kind,
+            b.model,
+            str(b.context_window),
+            healthy,
+            circuit_text,
+            str(b.in_flight),
+            str(b.queue_depth),
+            ttft,
+            f"{b.decode_tokens_per_s:.0f}",
+            f"{b.error_rate:.0%}",
+            f"{b.requests}" + (f" ({b.failures} failed)" if b.failures else ""),
+        ]
+        if labels:
+            row.append(labels.get(b.name, b.detail))
+        table.add_row(*row)
+    if any(b.from_priors for b in resp.backends):
+        table.caption = "ᵖ = config priors (too few live samples yet)"
+        table.caption_justify = "left"
+    return table
+
+
+# --- JSON ----------------------------------------------------------------------------
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """proto3 JSON mapping with field names as in the .proto and every field present."""
+    return json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
+    )
+
+
+def to_json(message: Message, *, indent: int | None = 2) -> str:
+    return json.dumps(message_to_dict(message), indent=indent, ensure_ascii=False)

@@ -1,0 +1,254 @@
+"""``plan()``: features + backend snapshots -> an ordered Plan with explanations.
+
+Pure: no I/O, no clock of its own (the caller passes ``now``), no global state.
+
+Errors, checked in this order (docs/policy.md#errors):
+
+1. A name in ``pin_backends`` that is not a known backend: ``InvalidRequest("pin_backends")``,
+   even when other backends would be accepted. Unknown names in ``exclude_backends`` are
+   ignored (excluding something absent is already true; backends come and go at run time).
+2. Nothing accepted: the *decisive* filter is the last filter in ``FILTERS`` order that
+   rejected anything; every backend that reached it was rejected by it.
+   - ``data_class``: ``NoTierAllowed`` (FAILED_PRECONDITION) with the data class and the
+     tiers that allow it;
+   - ``context_window``: ``NoWindowFits`` (RESOURCE_EXHAUSTED) with the tokens needed and
+     the largest window among the backends that reached that filter;
+   - ``payload``: ``InvalidRequest("messages")``, the largest payload limit named;
+   - anything else (pins, capability, edge affinity, health, capacity, cost):
+     ``NoCandidate`` (UNAVAILABLE) listing each backend's rejection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from router.config import PolicyConfig
+from router.errors import InvalidRequest, NoCandidate, NoTierAllowed, NoWindowFits, RouterError
+from router.policy.estimate import estimate, frozen_factory
+from router.policy.filters import (
+    CONTEXT_WINDOW,
+    COST,
+    DATA_CLASS,
+    FILTERS,
+    PAYLOAD,
+    RequestFilter,
+    cost_rejection,
+)
+from router.policy.objectives import TIER_ORDER, rank, uses_ttft
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    CandidateReport,
+    Estimate,
+    Features,
+    InferenceRequest,
+    Objective,
+    Plan,
+)
+
+_new_report = frozen_factory(CandidateReport)
+_FILTER_INDEX = {name: i for i, name in enumerate(FILTERS)}
+#: Rejections listed in a NoCandidate message before "... and N more".
+_SUMMARY_LIMIT = 8
+
+
+def plan(
+    features: Features,
+    backends: Sequence[tuple[BackendSpec, BackendSnapshot]],
+    cfg: PolicyConfig,
+    now: float,
+) -> Plan:
+    """Filter, estimate and order ``backends`` for one request.
+
+    ``now`` is the monotonic clock reading the snapshots' ``retry_after_until`` uses.
+    Raises InvalidRequest, NoTierAllowed, NoWindowFits or NoCandidate (see the module doc).
+    """
+    req = features.request
+    objective = req.objective or cfg.objective
+    max_out = req.max_output_tokens or cfg.default_max_output_tokens
+    if req.pin_backends:
+        _check_pins(req, backends)
+
+    flt = RequestFilter(features, max_out, now)
+    max_cost = req.max_cost_usd
+    min_samples = cfg.min_samples
+    specs: list[BackendSpec] = []
+    ests: list[Estimate] = []
+    rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
+    for spec, snap in backends:
+        rejection = flt.check(spec, snap)
+        if rejection is not None:
+            rejected.append((spec, rejection[0], rejection[1], None))
+            continue
+        est = estimate(spec, snap, flt.prompt_tokens(spec), max_out, min_samples)
+        if max_cost is not None:
+            too_costly = cost_rejection(est.cost_usd, max_cost)
+            if too_costly is not None:
+                rejected.append((spec, COST, too_costly, est))
+                continue
+        specs.append(spec)
+        ests.append(est)
+
+    if not specs:
+        raise _no_candidate(features, backends, rejected, max_out)
+
+    order, scores, meets = rank(objective, specs, ests, req, cfg.weights)
+    kept = min(len(order), 1 + cfg.max_fallbacks)
+    reports: list[CandidateReport] = []
+    append = reports.append
+    for pos, i in enumerate(order):
+        s = specs[i]
+        append(
+            _new_report(
+                backend=s.name,
+                tier=s.tier,
+                accepted=True,
+                rejected_by="",
+                reason="",
+                estimate=ests[i],
+                rank=pos + 1 if pos < kept else 0,
+                meets_budget=meets[i],
+                score=scores[i],
+            )
+        )
+    for s, by, reason, est in rejected:
+        append(
+            _new_report(
+                backend=s.name,
+                tier=s.tier,
+                accepted=False,
+                rejected_by=by,
+                reason=reason,
+                estimate=est,
+            )
+        )
+    first = order[0]
+    return Plan(
+        request_id=req.request_id,
+        objective=objective,
+        order=tuple(specs[i].name for i in order[:kept]),
+        candidates=tuple(reports),
+        budget_unmet=not meets[first],
+        explanation=explain(
+            objective,
+            specs[first].name,
+            ests[first],
+            scores[first],
+            meets[first],
+            req,
+            kept - 1,
+            len(rejected),
+        ),
+    )
+
+
+def _budget_text(req: InferenceRequest) -> str:
+    parts = []
+    if req.ttft_budget_ms is not None:
+        parts.append(f"ttft<={req.ttft_budget_ms:g}ms")
+    if req.total_budget_ms is not None:
+        parts.append(f"total<={req.total_budget_ms:g}ms")
+    return " and ".join(parts)
+
+
+def explain(
+    objective: Objective,
+    name: str,
+    est: Estimate,
+    score: float,
+    meets: bool,
+    req: InferenceRequest,
+    fallbacks: int,
+    rejected: int,
+) -> str:
+    """The one-line explanation of a plan's primary choice."""
+    budget = _budget_text(req)
+    metric = "ttft" if uses_ttft(req) else "total"
+    latency = est.ttft_ms if metric == "ttft" else est.total_ms
+    fastest = f"fastest (est {metric} {latency:.0f} ms)"
+    if objective is Objective.CHEAPEST:
+        if not budget:
+            head = f"cheapest (${est.cost_usd:.6f}), no latency budget given"
+        elif meets:
+            head = f"cheapest (${est.cost_usd:.6f}) meeting {budget}"
+        else:
+            head = f"{fastest}; no candidate meets {budget} (budget unmet)"
+    else:
+        if objective is Objective.FASTEST:
+            head = fastest
+        else:
+            head = (
+                f"best weighted score {score:.3f} "
+                f"(${est.cost_usd:.6f}, est {metric} {latency:.0f} ms)"
+            )
+        if budget:
+            head += f", meets {budget}" if meets else f"; misses {budget} (budget unmet)"
+    text = f"{name}: {head}; {fallbacks} fallback{'' if fallbacks == 1 else 's'}"
+    if rejected:
+        text += f"; {rejected} rejected"
+    return text
+
+
+def _check_pins(
+    req: InferenceRequest, backends: Sequence[tuple[BackendSpec, BackendSnapshot]]
+) -> None:
+    known = {spec.name for spec, _ in backends}
+    unknown = req.pin_backends - known
+    if unknown:
+        raise InvalidRequest(
+            "pin_backends",
+            f"unknown backend {', '.join(repr(n) for n in sorted(unknown))} "
+            f"(known: {', '.join(sorted(known)) or 'none'})",
+        )
+
+
+def _no_candidate(
+    features: Features,
+    backends: Sequence[tuple[BackendSpec, BackendSnapshot]],
+    rejected: list[tuple[BackendSpec, str, str, Estimate | None]],
+    max_out: int,
+) -> RouterError:
+    """The error to raise when no backend was accepted (precedence in the module doc)."""
+    if not rejected:
+        return NoCandidate("no backends are configured")
+    decisive = max(rejected, key=lambda r: _FILTER_INDEX[r[1]])[1]
+    last = [r for r in rejected if r[1] == decisive]
+    req = features.request
+
+    if decisive == DATA_CLASS:
+        dc = req.data_class.value
+        allowing = sorted(
+            {s.tier for s, _ in backends if req.data_class in s.data_classes},
+            key=TIER_ORDER.__getitem__,
+        )
+        checked = ", ".join(f"{s.name} ({s.tier.value})" for s, *_ in last)
+        if allowing:
+            where = (
+                f"tiers that allow it: {', '.join(t.value for t in allowing)} "
+                "(ruled out by the request's pins or model requirements)"
+            )
+        else:
+            where = "no configured backend allows it"
+        return NoTierAllowed(f"data class {dc!r} may not go to {checked}; {where}")
+
+    if decisive == CONTEXT_WINDOW:
+        flt = RequestFilter(features, max_out, 0.0)
+        spec = max(
+            (r[0] for r in last), key=lambda s: (s.context_window, -TIER_ORDER[s.tier], s.name)
+        )
+        needed = flt.prompt_tokens(spec).tokens + max_out
+        return NoWindowFits(needed, spec.context_window, spec.name)
+
+    if decisive == PAYLOAD:
+        spec = max((r[0] for r in last), key=lambda s: (s.max_payload_bytes, s.name))
+        return InvalidRequest(
+            "messages",
+            f"payload of {features.payload_bytes} bytes exceeds every candidate backend's "
+            f"limit (largest: {spec.max_payload_bytes} bytes, {spec.name})",
+        )
+
+    shown = [f"{s.name}: {by} ({reason})" for s, by, reason, _ in rejected[:_SUMMARY_LIMIT]]
+    more = len(rejected) - _SUMMARY_LIMIT
+    if more > 0:
+        shown.append(f"... and {more} more")
+    return NoCandidate(f"no backend can take this request: {'; '.join(shown)}")

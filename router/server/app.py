@@ -1,0 +1,165 @@
+"""Server factory and lifecycle: ``create_server`` for tests and embedding, ``run`` for the CLI.
+
+Lifecycle (SIGTERM/SIGINT): health -> NOT_SERVING, stop accepting new RPCs, let
+open streams finish within ``server.grace_period_s``, then cancel what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from hybrid_router.v1 import router_pb2, router_pb2_grpc
+
+from router.backends import create_backend
+from router.backends.base import Backend
+from router.config import RouterConfig
+from router.dispatch import Dispatcher
+from router.registry import BackendRegistry
+from router.server.interceptors import ErrorMappingInterceptor
+from router.server.servicer import InferenceRouterServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["InferenceRouter"].full_name
+
+
+class RouterServer:
+    """A running router: gRPC server, backend registry and dispatcher."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        extra_backends: Sequence[Backend] = (),
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._extra = tuple(extra_backends)
+        self.registry = BackendRegistry(config.policy, clock=clock)
+        self.dispatcher = Dispatcher(self.registry, config.policy, clock=clock)
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.config.server.address.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        cfg = self.config.server
+        for bcfg in self.config.backends:
+            await self.registry.add(create_backend(bcfg))
+        for backend in self._extra:
+            await self.registry.add(backend)
+        self.registry.start_polling()
+
+        server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
+                ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        descriptions = {b.name: b.description for b in self.config.backends if b.description}
+        router_pb2_grpc.add_InferenceRouterServicer_to_server(
+            InferenceRouterServicer(
+                self.dispatcher,
+                coalesce=cfg.coalesce_deltas,
+                clock=self._clock,
+                descriptions=descriptions,
+            ),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if cfg.reflection:
+            reflection.enable_server_reflection(
+                (
+                    SERVICE_NAME,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
+            )
+        self.port = server.add_insecure_port(cfg.address)
+        if self.port == 0:
+            raise OSError(f"cannot bind {cfg.address}: address in use or not available")
+        await server.start()
+        self._server = server
+        for svc in ("", SERVICE_NAME):
+            await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        log.info("router listening on %s with %d backends", self.address, len(self.registry))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new RPCs, wait up to ``grace`` s for open streams."""
+        if self._server is None:
+            return
+        if grace is None:
+            grace = self.config.server.grace_period_s
+        await self.health.enter_graceful_shutdown()
+        log.info("draining: up to %.1fs for open streams", grace)
+        await self._server.stop(grace)
+        await self.registry.close()
+        self._server = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def create_server(
+    config: RouterConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    extra_backends: Sequence[Backend] = (),
+) -> RouterServer:
+    """Build, bind and start a router (port 0 in config picks a free port: see ``.port``)."""
+    server = RouterServer(config, clock=clock, extra_backends=extra_backends)
+    try:
+        await server.start()
+    except BaseException:
+        await server.registry.close()
+        raise
+    return server
+
+
+async def _serve(config: RouterConfig, ready: Callable[[RouterServer], None]) -> None:
+    server = await create_server(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready(server)
+    waiter = loop.create_task(server.wait_for_termination())
+    stopper = loop.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    await server.stop()
+    waiter.cancel()
+
+
+def run(config: RouterConfig) -> int:
+    """Serve until SIGTERM/SIGINT, then drain. Prints ``READY <port>`` once serving."""
+
+    def ready(server: RouterServer) -> None:
+        print(f"READY {server.port} (hybrid-router listening on {server.address})", flush=True)
+
+    try:
+        asyncio.run(_serve(config, ready))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,303 @@
+"""proto <-> domain. Validation of incoming requests lives here: every rejection
+names the field and the fix (INVALID_ARGUMENT)."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+
+from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
+
+from router.config import PolicyConfig
+from router.errors import InvalidRequest
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    CandidateReport,
+    CircuitState,
+    DataClass,
+    DeltaEvent,
+    Estimate,
+    FailoverEvent,
+    FinishReason,
+    InferenceRequest,
+    Message,
+    Objective,
+    Plan,
+    Role,
+    Sampling,
+    Tier,
+    UsageEvent,
+)
+
+TIER_FROM_PB = {tpb.TIER_HOSTED: Tier.HOSTED, tpb.TIER_GPU: Tier.GPU, tpb.TIER_EDGE: Tier.EDGE}
+TIER_TO_PB = {v: k for k, v in TIER_FROM_PB.items()}
+DATA_CLASS_FROM_PB = {
+    tpb.DATA_CLASS_UNSPECIFIED: DataClass.INTERNAL,
+    tpb.DATA_CLASS_PUBLIC: DataClass.PUBLIC,
+    tpb.DATA_CLASS_INTERNAL: DataClass.INTERNAL,
+    tpb.DATA_CLASS_RESTRICTED: DataClass.RESTRICTED,
+}
+DATA_CLASS_TO_PB = {
+    DataClass.PUBLIC: tpb.DATA_CLASS_PUBLIC,
+    DataClass.INTERNAL: tpb.DATA_CLASS_INTERNAL,
+    DataClass.RESTRICTED: tpb.DATA_CLASS_RESTRICTED,
+}
+ROLE_FROM_PB = {
+    tpb.ROLE_SYSTEM: Role.SYSTEM,
+    tpb.ROLE_USER: Role.USER,
+    tpb.ROLE_ASSISTANT: Role.ASSISTANT,
+}
+OBJECTIVE_FROM_PB = {
+    rpb.OBJECTIVE_CHEAPEST: Objective.CHEAPEST,
+    rpb.OBJECTIVE_FASTEST: Objective.FASTEST,
+    rpb.OBJECTIVE_WEIGHTED: Objective.WEIGHTED,
+}
+OBJECTIVE_TO_PB = {v: k for k, v in OBJECTIVE_FROM_PB.items()}
+FINISH_TO_PB = {
+    FinishReason.STOP: tpb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: tpb.FINISH_REASON_LENGTH,
+    FinishReason.CANCELLED: tpb.FINISH_REASON_CANCELLED,
+    FinishReason.ERROR: tpb.FINISH_REASON_ERROR,
+}
+CIRCUIT_TO_PB = {
+    CircuitState.CLOSED: rpb.CIRCUIT_STATE_CLOSED,
+    CircuitState.OPEN: rpb.CIRCUIT_STATE_OPEN,
+    CircuitState.HALF_OPEN: rpb.CIRCUIT_STATE_HALF_OPEN,
+}
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+MAX_MESSAGES = 1024
+MAX_STOP = 8
+
+
+def _tiers(values, field: str) -> frozenset[Tier]:  # type: ignore[no-untyped-def]
+    out = set()
+    for i, v in enumerate(values):
+        tier = TIER_FROM_PB.get(v)
+        if tier is None:
+            raise InvalidRequest(f"{field}[{i}]", "must be TIER_HOSTED, TIER_GPU or TIER_EDGE")
+        out.add(tier)
+    return frozenset(out)
+
+
+def _names(values, field: str) -> frozenset[str]:  # type: ignore[no-untyped-def]
+    for i, v in enumerate(values):
+        if not v or len(v) > 64:
+            raise InvalidRequest(f"{field}[{i}]", "must be a backend name (1-64 characters)")
+    return frozenset(values)
+
+
+def request_from_proto(
+    pb: rpb.GenerateRequest, cfg: PolicyConfig, *, tenant: str = "", request_id: str = ""
+) -> InferenceRequest:
+    """Validate and convert. ``request_id`` (e.g. from metadata) wins over the field."""
+    if not pb.messages:
+        raise InvalidRequest("messages", "must contain at least one message")
+    if len(pb.messages) > MAX_MESSAGES:
+        raise InvalidRequest("messages", f"at most {MAX_MESSAGES} messages per request")
+    messages = []
+    for i, m in enumerate(pb.messages):
+        role = ROLE_FROM_PB.get(m.role)
+        if role is None:
+            raise InvalidRequest(
+                f"messages[{i}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
+            )
+        if not m.content:
+            raise InvalidRequest(f"messages[{i}].content", "must not be empty")
+        messages.append(Message(role, m.content))
+    if all(m.role is Role.SYSTEM for m in messages):
+        raise InvalidRequest("messages", "needs at least one user or assistant message")
+
+    max_out = pb.max_output_tokens or cfg.default_max_output_tokens
+    if max_out > cfg.max_output_tokens_limit:
+        raise InvalidRequest(
+            "max_output_tokens",
+            f"{pb.max_output_tokens} is above this router's limit of "
+            f"{cfg.max_output_tokens_limit}; ask for fewer tokens",
+        )
+
+    s = pb.sampling
+    if s.HasField("temperature") and not (0.0 <= s.temperature <= 2.0):
+        raise InvalidRequest("sampling.temperature", "must be between 0 and 2")
+    if s.HasField("top_p") and not (0.0 < s.top_p <= 1.0):
+        raise InvalidRequest("sampling.top_p", "must be in (0, 1]")
+    if len(s.stop) > MAX_STOP:
+        raise InvalidRequest("sampling.stop", f"at most {MAX_STOP} stop strings")
+    sampling = Sampling(
+        temperature=s.temperature if s.HasField("temperature") else None,
+        top_p=s.top_p if s.HasField("top_p") else None,
+        top_k=s.top_k if s.HasField("top_k") else None,
+        seed=s.seed if s.HasField("seed") else None,
+        stop=tuple(s.stop),
+    )
+
+    max_cost = None
+    if pb.HasField("max_cost_usd"):
+        if not math.isfinite(pb.max_cost_usd) or pb.max_cost_usd < 0:
+            raise InvalidRequest("max_cost_usd", "must be a non-negative number of USD")
+        max_cost = pb.max_cost_usd
+
+    if pb.data_class not in DATA_CLASS_FROM_PB:
+        raise InvalidRequest(
+            "data_class", "must be DATA_CLASS_PUBLIC, DATA_CLASS_INTERNAL or DATA_CLASS_RESTRICTED"
+        )
+    if pb.objective != rpb.OBJECTIVE_UNSPECIFIED and pb.objective not in OBJECTIVE_FROM_PB:
+        raise InvalidRequest("objective", "must be OBJECTIVE_CHEAPEST, _FASTEST or _WEIGHTED")
+
+    rid = request_id or pb.request_id
+    if rid and not _REQUEST_ID.match(rid):
+        raise InvalidRequest(
+            "request_id", "use 1-128 characters from letters, digits and . _ : / -"
+        )
+    if len(pb.session_id) > 128:
+        raise InvalidRequest("session_id", "at most 128 characters")
+    for fname in ("model_family",):
+        if len(getattr(pb, fname)) > 64:
+            raise InvalidRequest(fname, "at most 64 characters")
+
+    budget = pb.latency_budget
+    return InferenceRequest(
+        messages=tuple(messages),
+        max_output_tokens=max_out,
+        request_id=rid or uuid.uuid4().hex,
+        sampling=sampling,
+        ttft_budget_ms=float(budget.ttft_ms) if budget.ttft_ms else None,
+        total_budget_ms=float(budget.total_ms) if budget.total_ms else None,
+        max_cost_usd=max_cost,
+        data_class=DATA_CLASS_FROM_PB[pb.data_class],
+        pin_tiers=_tiers(pb.pin_tiers, "pin_tiers"),
+        pin_backends=_names(pb.pin_backends, "pin_backends"),
+        exclude_tiers=_tiers(pb.exclude_tiers, "exclude_tiers"),
+        exclude_backends=_names(pb.exclude_backends, "exclude_backends"),
+        model_family=pb.model_family,
+        capabilities=frozenset(pb.capabilities),
+        site=pb.edge_affinity.site,
+        device_id=pb.edge_affinity.device_id,
+        session_id=pb.session_id,
+        tenant=tenant,
+        objective=OBJECTIVE_FROM_PB.get(pb.objective),
+    )
+
+
+def _estimate_pb(e: Estimate | None) -> rpb.Estimate | None:
+    if e is None:
+        return None
+    return rpb.Estimate(
+        ttft_ms=e.ttft_ms,
+        total_ms=e.total_ms,
+        cost_usd=e.cost_usd,
+        queue_wait_ms=e.queue_wait_ms,
+        from_priors=e.from_priors,
+        prompt_tokens=e.prompt_tokens,
+        token_count_method=(
+            rpb.TOKEN_COUNT_METHOD_EXACT if e.tokens_exact else rpb.TOKEN_COUNT_METHOD_ESTIMATE
+        ),
+    )
+
+
+def _candidate_pb(c: CandidateReport) -> rpb.CandidateReport:
+    return rpb.CandidateReport(
+        backend=c.backend,
+        tier=TIER_TO_PB[c.tier],
+        accepted=c.accepted,
+        rejected_by=c.rejected_by,
+        reason=c.reason,
+        estimate=_estimate_pb(c.estimate),
+        rank=c.rank,
+        meets_budget=c.meets_budget,
+        score=c.score if math.isfinite(c.score) else 0.0,
+    )
+
+
+def decision_to_proto(plan: Plan) -> rpb.Decision:
+    primary = plan.report(plan.primary)
+    return rpb.Decision(
+        request_id=plan.request_id,
+        backend=plan.primary,
+        tier=TIER_TO_PB[primary.tier] if primary else tpb.TIER_UNSPECIFIED,
+        fallbacks=list(plan.fallbacks),
+        candidates=[_candidate_pb(c) for c in plan.candidates],
+        objective=OBJECTIVE_TO_PB[plan.objective],
+        budget_unmet=plan.budget_unmet,
+        explanation=plan.explanation,
+        estimate=_estimate_pb(primary.estimate if primary else None),
+        decision_us=plan.decision_us,
+    )
+
+
+def delta_to_proto(ev: DeltaEvent) -> rpb.GenerateEvent:
+    return rpb.GenerateEvent(delta=tpb.TextDelta(text=ev.text, tokens=ev.tokens))
+
+
+def failover_to_proto(ev: FailoverEvent) -> rpb.GenerateEvent:
+    return rpb.GenerateEvent(
+        failover=rpb.Failover(
+            from_backend=ev.from_backend,
+            to_backend=ev.to_backend,
+            reason=ev.reason,
+            attempt=ev.attempt,
+            to_tier=TIER_TO_PB[ev.to_tier],
+        )
+    )
+
+
+def usage_to_proto(ev: UsageEvent) -> rpb.GenerateEvent:
+    return rpb.GenerateEvent(
+        usage=rpb.Usage(
+            input_tokens=ev.input_tokens,
+            output_tokens=ev.output_tokens,
+            cost_usd=ev.cost_usd,
+            backend=ev.backend,
+            tier=TIER_TO_PB[ev.tier],
+            ttft_ms=ev.ttft_ms,
+            total_ms=ev.total_ms,
+            finish_reason=FINISH_TO_PB[ev.finish_reason],
+            complete=ev.complete,
+            error=ev.error,
+            tokens_estimated=ev.tokens_estimated,
+            request_id=ev.request_id,
+            attempts=ev.attempts,
+        )
+    )
+
+
+def backend_status(
+    spec: BackendSpec, snap: BackendSnapshot, *, description: str = ""
+) -> rpb.BackendStatus:
+    p = spec.prices
+    return rpb.BackendStatus(
+        name=spec.name,
+        tier=TIER_TO_PB[spec.tier],
+        kind=spec.kind,
+        endpoint=spec.endpoint,
+        model=spec.model,
+        model_family=spec.model_family,
+        context_window=spec.context_window,
+        max_payload_bytes=spec.max_payload_bytes,
+        prices=rpb.Prices(
+            input_per_mtok_usd=p.input_per_mtok_usd,
+            output_per_mtok_usd=p.output_per_mtok_usd,
+            gpu_hourly_usd=p.gpu_hourly_usd,
+            edge_per_mtok_usd=p.edge_per_mtok_usd,
+        ),
+        data_classes=[DATA_CLASS_TO_PB[d] for d in sorted(spec.data_classes)],
+        max_concurrency=spec.max_concurrency,
+        healthy=snap.healthy,
+        circuit=CIRCUIT_TO_PB[snap.circuit],
+        in_flight=snap.in_flight,
+        queue_depth=snap.reported_load or 0,
+        ttft_p50_ms=snap.ttft_p50_ms or 0.0,
+        ttft_p90_ms=snap.ttft_p90_ms or 0.0,
+        decode_tokens_per_s=snap.decode_tokens_per_s or 0.0,
+        error_rate=snap.error_rate,
+        requests=snap.requests,
+        failures=snap.failures,
+        from_priors=snap.ttft_p50_ms is None,
+        capabilities=sorted(spec.capabilities),
+        site=spec.site,
+        device_id=spec.device_id,
+        detail=snap.detail or description,
+    )

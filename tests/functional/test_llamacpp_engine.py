@@ -1,0 +1,167 @@
+"""Real tokens from Gemma 3 270M (llama.cpp) through the ModelService gRPC server.
+
+The model loads once for the module (about a second); the engine is not tied to an event
+loop, so each test serves it on its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+
+from hybrid_router.v1 import model_service_pb2 as pb
+from hybrid_router.v1 import model_service_pb2_grpc, types_pb2
+from serving.engines.base import EngineError, EngineRequest
+from serving.engines.llamacpp import LlamaCppEngine, PromptTokenizer
+from serving.model_server import create_server
+
+pytestmark = pytest.mark.model
+
+N_CTX = 1024
+QUESTION = (("system", "Answer briefly."), ("user", "Name three colors."))
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    engine = LlamaCppEngine(n_ctx=N_CTX, n_threads=2, seed=7)
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture
+async def stub(engine: LlamaCppEngine) -> AsyncIterator[model_service_pb2_grpc.ModelServiceStub]:
+    server, port = await create_server(engine, "127.0.0.1:0", replica_id="edge-1")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield model_service_pb2_grpc.ModelServiceStub(channel)
+    await server.stop(None)
+    async with asyncio.timeout(30):  # no request may outlive its test
+        while engine.load().in_flight or engine.load().queue_depth:
+            await asyncio.sleep(0.05)
+
+
+def generate_request(
+    request_id: str, max_output_tokens: int, messages: tuple[tuple[str, str], ...] = QUESTION
+) -> pb.ModelGenerateRequest:
+    roles = {"system": types_pb2.ROLE_SYSTEM, "user": types_pb2.ROLE_USER}
+    return pb.ModelGenerateRequest(
+        request_id=request_id,
+        messages=[types_pb2.ChatMessage(role=roles[r], content=c) for r, c in messages],
+        max_output_tokens=max_output_tokens,
+        sampling=types_pb2.SamplingParams(seed=11),
+    )
+
+
+async def test_streams_real_tokens_with_exact_usage(
+    engine: LlamaCppEngine, stub: model_service_pb2_grpc.ModelServiceStub
+) -> None:
+    events = [e async for e in stub.Generate(generate_request("real", 16), timeout=120)]
+    *deltas, last = events
+    assert all(e.WhichOneof("event") == "delta" for e in deltas)
+    assert last.WhichOneof("event") == "done"
+    done = last.done
+    assert done.input_tokens == engine.count_tokens(QUESTION)
+    assert done.input_tokens == PromptTokenizer().count(QUESTION)
+    assert 1 <= done.output_tokens <= 16
+    if done.finish_reason == types_pb2.FINISH_REASON_LENGTH:
+        assert done.output_tokens == 16
+    else:
+        assert done.finish_reason == types_pb2.FINISH_REASON_STOP
+    assert sum(e.delta.tokens for e in deltas) <= done.output_tokens
+    assert "<end_of_turn>" not in "".join(e.delta.text for e in deltas)
+    info = await stub.Info(pb.InfoRequest())
+    assert (info.engine, info.model, info.model_family) == ("llamacpp", "gemma3-270m", "gemma3")
+    assert (info.context_window, info.max_concurrency, info.replica_id) == (N_CTX, 1, "edge-1")
+    assert info.decode_tokens_per_s > 0
+
+
+async def test_same_seed_gives_the_same_text(stub: model_service_pb2_grpc.ModelServiceStub) -> None:
+    texts = []
+    for attempt in range(2):
+        events = [e async for e in stub.Generate(generate_request(f"s{attempt}", 8), timeout=120)]
+        texts.append("".join(e.delta.text for e in events))
+    assert texts[0] == texts[1]
+
+
+async def test_cancel_stops_decoding_and_the_next_request_starts_at_once(
+    engine: LlamaCppEngine, stub: model_service_pb2_grpc.ModelServiceStub
+) -> None:
+    long_call = stub.Generate(generate_request("long", 900), timeout=300)
+    assert (await long_call.read()).WhichOneof("event") == "delta"
+    long_call.cancel()
+    # Queued right behind the cancelled one: it waits about one token (tens of ms),
+    # not the ~900 tokens (10 s or more) the cancelled request had left.
+    events = [e async for e in stub.Generate(generate_request("after", 4), timeout=120)]
+    done = events[-1].done
+    assert done.output_tokens >= 1
+    assert done.queue_ms < 3000.0
+    assert engine.load().in_flight == 0
+
+
+async def test_two_requests_queue_and_run_one_after_the_other(
+    engine: LlamaCppEngine, stub: model_service_pb2_grpc.ModelServiceStub
+) -> None:
+    timeline: list[str] = []
+
+    async def run(name: str) -> pb.ModelDone:
+        async for event in stub.Generate(generate_request(name, 24), timeout=120):
+            timeline.append(f"{name}:{event.WhichOneof('event')}")
+            if event.WhichOneof("event") == "done":
+                return event.done
+        raise AssertionError("stream ended without done")
+
+    first = asyncio.create_task(run("a"))
+    async with asyncio.timeout(60):
+        while "a:delta" not in timeline:
+            await asyncio.sleep(0.005)
+    second = asyncio.create_task(run("b"))
+    seen_queued = False
+    async with asyncio.timeout(60):
+        while not first.done():
+            info = await stub.Info(pb.InfoRequest())
+            seen_queued = seen_queued or (info.queue_depth, info.in_flight) == (1, 1)
+            await asyncio.sleep(0.005)
+    a_done, b_done = await asyncio.gather(first, second)
+    assert seen_queued or "b:delta" not in timeline[: timeline.index("a:done")]
+    assert timeline.index("a:done") < timeline.index("b:delta")
+    assert b_done.queue_ms > 0.0
+    assert a_done.output_tokens >= 1 and b_done.output_tokens >= 1
+
+
+async def test_too_large_counts_against_n_ctx(
+    stub: model_service_pb2_grpc.ModelServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [e async for e in stub.Generate(generate_request("big", N_CTX), timeout=60)]
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert caught.value.details().startswith("too_large: prompt ")
+    assert f"context window of {N_CTX} tokens" in caught.value.details()
+
+
+async def test_throttled_engine_decodes_at_the_cap_and_cancels_promptly() -> None:
+    slow = LlamaCppEngine(n_ctx=256, max_decode_tokens_per_s=8.0)
+    try:
+        stream = slow.generate(EngineRequest("slow", QUESTION, 200))
+        started = time.monotonic()
+        received = 0
+        async for chunk in stream:
+            received += chunk.tokens
+            if received >= 5:
+                break
+        elapsed = time.monotonic() - started
+        assert elapsed >= 4 / 8.0  # 5 tokens at 8/s: at least 4 intervals
+        await stream.aclose()
+        # 195 tokens were left (about 24 s); the cancel frees the engine at once
+        async with asyncio.timeout(5):
+            while slow.load().in_flight:
+                await asyncio.sleep(0.01)
+        assert slow.load().decode_tokens_per_s == 0.0  # a cancelled request is not measured
+    finally:
+        await slow.close()
+    with pytest.raises(EngineError, match="engine closed"):
+        await anext(slow.generate(EngineRequest("late", QUESTION, 4)))
