@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 from router.config import PolicyConfig
 from router.errors import ErrorClass
@@ -53,8 +54,11 @@ class _Clock:
 
 
 def make_backends(
-    n: int, cfg: PolicyConfig, clock: _Clock
+    n: int, cfg: PolicyConfig, clock: _Clock, *, rejections: bool = True
 ) -> list[tuple[BackendSpec, BackendStats]]:
+    """``n`` backends cycling hosted/gpu/edge, each with 20 completed requests of live
+    statistics and some queueing. With ``rejections``, about half are rejected by one of
+    the filters (small window, data class, unhealthy, over capacity, Retry-After)."""
     out = []
     for i in range(n):
         tier = TIERS[i % 3]
@@ -66,10 +70,11 @@ def make_backends(
             window, priors = 32_768, Priors(150.0 + i, 60.0)
         else:
             prices = Prices(edge_per_mtok_usd=0.01)
-            # every third edge device has a window too small for the bench prompt
-            window, priors = (512 if i % 9 == 2 else 8192), Priors(60.0 + i, 20.0)
+            window, priors = 8192, Priors(60.0 + i, 20.0)
+            if rejections and i % 9 == 2:
+                window = 512  # too small for the bench prompt
         classes = {DataClass.PUBLIC, DataClass.INTERNAL}
-        if i % 7 == 3:
+        if rejections and i % 7 == 3:
             classes = {DataClass.PUBLIC}  # rejected by data_class
         spec = BackendSpec(
             name=f"{tier.value}-{i:03d}",
@@ -94,12 +99,12 @@ def make_backends(
             stats.end()
         for _ in range(i % 12):  # some queueing
             stats.begin()
-        if i % 11 == 5:
+        if rejections and i % 11 == 5:
             stats.set_healthy(False, "bench: marked down")
-        if i % 13 == 6:
+        if rejections and i % 13 == 6:
             for _ in range(40):
                 stats.begin()  # over capacity
-        if i % 17 == 8:
+        if rejections and i % 17 == 8:
             stats.record_failure(ErrorClass.RETRYABLE, retry_after_s=30.0)
         out.append((spec, stats))
     return out
@@ -147,14 +152,18 @@ def quantiles(samples: list[float]) -> dict[str, float]:
     }
 
 
+#: (backends, with rejections): mixed fleets, plus 30 backends that all pass the filters.
+SCENARIOS = ((3, True), (30, True), (300, True), (30, False))
+
+
 def run(iterations: int) -> list[dict[str, object]]:
     cfg = PolicyConfig()
     clock = _Clock()
     counter = TokenCounter(cfg.token_estimate)
     request = make_request()
     rows: list[dict[str, object]] = []
-    for n in SIZES:
-        backends = make_backends(n, cfg, clock)
+    for n, rejections in SCENARIOS:
+        backends = make_backends(n, cfg, clock, rejections=rejections)
         tokenizer_ids = {spec.tokenizer_id for spec, _ in backends}
         snaps: list[tuple[BackendSpec, BackendSnapshot]] = [
             (spec, stats.snapshot()) for spec, stats in backends
@@ -163,23 +172,15 @@ def run(iterations: int) -> list[dict[str, object]]:
         now = clock()
         probe = plan(features, snaps, cfg, now)
         accepted = sum(1 for c in probe.candidates if c.accepted)
-
-        def plan_only() -> object:
-            return plan(features, snaps, cfg, now)
-
-        def features_plan() -> object:
-            return plan(counter.features(request, tokenizer_ids), snaps, cfg, now)
-
-        def decision() -> object:
-            pairs = [(spec, stats.snapshot()) for spec, stats in backends]
-            return plan(counter.features(request, tokenizer_ids), pairs, cfg, clock())
-
+        measures: dict[str, Callable[[], object]] = {
+            "plan": partial(plan, features, snaps, cfg, now),
+            "features+plan": partial(
+                _features_plan, counter, request, tokenizer_ids, snaps, cfg, now
+            ),
+            "decision": partial(_decision, counter, request, tokenizer_ids, backends, cfg, clock),
+        }
         iters = iterations if n <= 30 else max(200, iterations // 10)
-        for label, fn in (
-            ("plan", plan_only),
-            ("features+plan", features_plan),
-            ("decision", decision),
-        ):
+        for label, fn in measures.items():
             rows.append(
                 {
                     "backends": n,
@@ -190,6 +191,15 @@ def run(iterations: int) -> list[dict[str, object]]:
                 }
             )
     return rows
+
+
+def _features_plan(counter, request, tokenizer_ids, snaps, cfg, now):  # type: ignore[no-untyped-def]
+    return plan(counter.features(request, tokenizer_ids), snaps, cfg, now)
+
+
+def _decision(counter, request, tokenizer_ids, backends, cfg, clock):  # type: ignore[no-untyped-def]
+    pairs = [(spec, stats.snapshot()) for spec, stats in backends]
+    return plan(counter.features(request, tokenizer_ids), pairs, cfg, clock())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['backends']:>8} {r['accepted']:>8} {r['measure']:<14} {r['p50_us']:>9.1f} "
             f"{r['p90_us']:>9.1f} {r['p99_us']:>9.1f} {r['iterations']:>10}"
         )
-    target = next(r for r in rows if r["backends"] == 30 and r["measure"] == "features+plan")
-    ok = float(target["p50_us"]) <= 50.0  # type: ignore[arg-type]
-    print(f"target {meta['target']} (features+plan): {'met' if ok else 'NOT met'}")
+    for r in rows:
+        if r["backends"] == 30 and r["measure"] == "features+plan":
+            ok = float(r["p50_us"]) <= 50.0  # type: ignore[arg-type]
+            print(
+                f"target {meta['target']} (features+plan, {r['accepted']} accepted): "
+                f"{'met' if ok else 'NOT met'}"
+            )
     return 0
 
 

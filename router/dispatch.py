@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 
 from router import policy
@@ -99,7 +99,7 @@ class Dispatcher:
 
     async def generate(
         self, request: InferenceRequest, *, deadline: float | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Decide, then stream. ``deadline`` is a ``clock()`` value (or None)."""
         plan, feats = self.decide(request)
         log.info(
@@ -158,7 +158,7 @@ class Dispatcher:
         deadline: float | None,
         outcome: _Outcome,
         attempts: list[Attempt],
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         spec = entry.spec
         stats = entry.stats
         call = BackendCall(request=request, deadline=deadline)

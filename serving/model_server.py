@@ -33,8 +33,8 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -142,7 +142,9 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
-            async with contextlib.aclosing(self._engine.generate(engine_request)) as chunks:
+            # Engines return async generators; closing one stops decoding (client cancel).
+            stream = cast(AsyncGenerator[EngineChunk, None], self._engine.generate(engine_request))
+            async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     yield _event(chunk)
         except EngineError as exc:
@@ -191,7 +193,8 @@ async def create_server(
     Health (``""`` and ``hybrid_router.v1.ModelService``) is SERVING; pass your own
     ``health_servicer`` to ``drain`` it later. Call ``await server.start()``.
     """
-    server = grpc.aio.server()
+    # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServiceServicer(engine, replica_id or default_replica_id()), server
     )
@@ -199,7 +202,10 @@ async def create_server(
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
+        raise OSError(f"cannot bind {address}: {exc}") from exc
     if port == 0:
         raise OSError(f"cannot bind {address}")
     return server, port
@@ -335,8 +341,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    """Bind (fail fast on a taken port), load the model, serve until SIGTERM/SIGINT, drain."""
     engine = create_engine(args.engine, **engine_options(args))
-    await engine.start()
     health_servicer = health.aio.HealthServicer()
     server, port = await create_server(
         engine,
@@ -348,15 +354,17 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    info = engine.info
-    logger.info("serving %s (%s) on %s:%d", info.model, info.engine, args.host, port)
-    print(f"READY {port}", flush=True)
     try:
+        await engine.start()
+        await server.start()
+        info = engine.info
+        logger.info("serving %s (%s) on %s:%d", info.model, info.engine, args.host, port)
+        print(f"READY {port}", flush=True)
         await stop.wait()
         logger.info("draining (grace %.1fs)", args.grace_s)
         await drain(server, health_servicer, args.grace_s)
     finally:
+        await server.stop(None)
         await engine.close()
     logger.info("stopped")
 

@@ -37,7 +37,9 @@ class Backend(abc.ABC):
         """Load the backend reports itself (queued + running, deployment-wide).
 
         ``None`` when the backend has no such signal; the router then relies on its own
-        in-flight count. Called periodically by the registry, never on the request path.
+        in-flight count. Raise BackendError when the backend does not answer: the registry
+        marks it unhealthy until the next good probe. Called periodically by the registry,
+        never on the request path.
         """
         return None
 

@@ -153,10 +153,14 @@ class ModelServiceBackend(Backend):
                     async with asyncio.timeout(self._timeout_s):
                         event = await rpc.read()
                 except TimeoutError as exc:
+                    if final is not None:
+                        break  # the answer is complete; only the stream's end is late
                     raise BackendError(
                         self.name, f"no event for {self._timeout_s:g} s", ErrorClass.RETRYABLE
                     ) from exc
                 except grpc.aio.AioRpcError as exc:
+                    if final is not None:
+                        break
                     raise self._error(exc) from exc
                 if event is grpc.aio.EOF:
                     break
@@ -188,10 +192,16 @@ class ModelServiceBackend(Backend):
             raise self._error(exc) from exc
 
     async def poll_load(self) -> int | None:
-        """queue_depth + in_flight from Info; ``None`` when the server does not answer."""
+        """queue_depth + in_flight from Info.
+
+        ``None`` when the server does not implement Info (no load signal); raises
+        BackendError when it does not answer, which marks the backend unhealthy until the
+        next good probe.
+        """
         try:
             info = await self.info()
         except BackendError as exc:
-            log.debug("load poll failed for %s: %s", self.name, exc.reason)
-            return None
+            if exc.reason.startswith("UNIMPLEMENTED"):
+                return None
+            raise
         return info.queue_depth + info.in_flight

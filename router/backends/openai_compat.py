@@ -52,14 +52,15 @@ Choices made here (the router relies on them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, cast
 
 import httpx
 
@@ -263,15 +264,19 @@ class OpenAIBackend(Backend):
         body = self._body(call.request)
         remaining = self._remaining(call.deadline)
         timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
-        headers = {"X-Request-Id": call.request.request_id} if call.request.request_id else None
+        # OpenAI's header for a caller's request id. Not X-Request-Id: llama-cpp-python's
+        # server rejects (400, empty body) an X-Request-Id that is not a UUID.
+        rid = call.request.request_id
+        headers = {"X-Client-Request-Id": rid} if rid and rid.isascii() else None
         try:
             async with client.stream(
                 "POST", self._url, json=body, headers=headers, timeout=timeout
             ) as resp:
                 if resp.status_code != 200:
                     raise self._status_error(resp.status_code, resp.headers, await _read(resp))
-                async for chunk in self._chunks(resp, call):
-                    yield chunk
+                async with contextlib.aclosing(self._chunks(resp, call)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
         except httpx.TimeoutException as exc:
             raise BackendError(
                 self.name, f"timed out ({type(exc).__name__})", ErrorClass.RETRYABLE
@@ -286,36 +291,37 @@ class OpenAIBackend(Backend):
                 self.name, "stream ended early: the response had no events", ErrorClass.RETRYABLE
             ) from None
 
-    async def _chunks(self, resp: httpx.Response, call: BackendCall) -> AsyncIterator[Chunk]:
-        parser = SSEParser()
-        lines = resp.aiter_lines()
-        seen_event = False
-        seen_done = False
-        finish: str | None = None
-        usage: Mapping[str, Any] | None = None
-        while True:
-            line = await self._next_line(lines, call.deadline)
-            event = parser.feed(line) if line is not None else parser.flush()
-            if event is None:
+    async def _chunks(self, resp: httpx.Response, call: BackendCall) -> AsyncGenerator[Chunk]:
+        lines = cast(AsyncGenerator[str], resp.aiter_lines())
+        async with contextlib.aclosing(lines):
+            parser = SSEParser()
+            seen_event = False
+            seen_done = False
+            finish: str | None = None
+            usage: Mapping[str, Any] | None = None
+            while True:
+                line = await self._next_line(lines, call.deadline)
+                event = parser.feed(line) if line is not None else parser.flush()
+                if event is None:
+                    if line is None:
+                        break
+                    continue
+                seen_event = True
+                if event.data.strip() == "[DONE]":
+                    seen_done = True
+                    # Read the body to its end so the connection goes back to the pool.
+                    while line is not None:
+                        line = await self._next_line(lines, call.deadline)
+                    break
+                text, fr, u = self._parse_event(event)
+                if text:
+                    yield Chunk(text=text, tokens=1)
+                if fr:
+                    finish = fr
+                if u is not None:
+                    usage = u
                 if line is None:
                     break
-                continue
-            seen_event = True
-            if event.data.strip() == "[DONE]":
-                seen_done = True
-                # Read the body to its end so the connection goes back to the pool.
-                while line is not None:
-                    line = await self._next_line(lines, call.deadline)
-                break
-            text, fr, u = self._parse_event(event)
-            if text:
-                yield Chunk(text=text, tokens=1)
-            if fr:
-                finish = fr
-            if u is not None:
-                usage = u
-            if line is None:
-                break
         if not seen_event:
             raise _EmptyStream
         if not seen_done and finish is None:

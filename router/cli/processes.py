@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Child:
                 f.flush()
 
     async def wait_ready_probe(
-        self, probe: Callable[[], asyncio.Future[bool] | object], timeout_s: float
+        self, probe: Callable[[], Awaitable[bool]], timeout_s: float
     ) -> None:
         """Poll ``probe()`` (an awaitable returning True when ready) until ready or exit."""
         deadline = time.monotonic() + timeout_s
@@ -121,7 +121,7 @@ class Child:
             if not self.running:
                 assert self.proc is not None
                 raise ChildFailed(f"{self.name} exited with code {self.proc.returncode}")
-            if await probe():  # type: ignore[misc]
+            if await probe():
                 return
             await asyncio.sleep(0.2)
         raise ChildFailed(f"{self.name} was not ready within {timeout_s:.0f} s")

@@ -49,7 +49,8 @@ _EDGE = Tier.EDGE
 
 
 def _names(items: Iterable[str]) -> str:
-    return ", ".join(sorted(str(i) for i in items)) or "none"
+    """Sorted, comma-separated (StrEnum members join as their values)."""
+    return ", ".join(sorted(items)) or "none"
 
 
 def prompt_tokens_for(features: Features, tokenizer_id: str) -> TokenCount:
@@ -112,13 +113,17 @@ class RequestFilter:
         self._device = req.device_id
 
     def prompt_tokens(self, spec: BackendSpec) -> TokenCount:
+        """The prompt token count for ``spec``'s tokenizer (see :func:`prompt_tokens_for`)."""
         tc = self._counts.get(spec.tokenizer_id)
         return tc if tc is not None else prompt_tokens_for(self.features, spec.tokenizer_id)
 
-    def check(self, spec: BackendSpec, snap: BackendSnapshot) -> tuple[str, str] | None:
+    def check(
+        self, spec: BackendSpec, snap: BackendSnapshot, prompt: TokenCount
+    ) -> tuple[str, str] | None:
         """``(filter, reason)`` of the first filter that rejects the backend, else None.
 
-        Covers every filter but ``cost`` (see :func:`cost_rejection`).
+        ``prompt`` is :meth:`prompt_tokens` of ``spec``. Covers every filter but ``cost``
+        (see :func:`cost_rejection`).
         """
         # pin: pins narrow (tier AND backend pins must both allow), exclusions remove.
         if self._pins:
@@ -140,19 +145,16 @@ class RequestFilter:
         # data_class: the request's classification must be allowed on this backend.
         if self._data_class not in spec.data_classes:
             return DATA_CLASS, (
-                f"data class {self._data_class.value!r} not allowed on this {spec.tier.value} "
-                f"backend (allows {_names(d.value for d in spec.data_classes)})"
+                f"data class '{self._data_class}' not allowed on this {spec.tier} "
+                f"backend (allows {_names(spec.data_classes)})"
             )
         # context_window: prompt tokens (this backend's tokenizer) + max output must fit.
-        tc = self._counts.get(spec.tokenizer_id)
-        if tc is None:
-            tc = prompt_tokens_for(self.features, spec.tokenizer_id)
-        needed = tc.tokens + self.max_output_tokens
+        needed = prompt.tokens + self.max_output_tokens
         if needed > spec.context_window:
             return CONTEXT_WINDOW, (
-                f"needs {needed} tokens ({tc.tokens} prompt, "
-                f"{'exact' if tc.exact else 'estimated'}, + {self.max_output_tokens} max output)"
-                f" > context window {spec.context_window}"
+                f"needs {needed} tokens ({prompt.tokens} prompt, "
+                f"{'exact' if prompt.exact else 'estimated'}, "
+                f"+ {self.max_output_tokens} max output) > context window {spec.context_window}"
             )
         # payload: request bytes within the backend's limit.
         if self._payload > spec.max_payload_bytes:
@@ -195,14 +197,11 @@ class RequestFilter:
 
     def _pin_reason(self, spec: BackendSpec) -> str:
         if self._pin_tiers and spec.tier not in self._pin_tiers:
-            return (
-                f"tier {spec.tier.value} not in pin_tiers "
-                f"({_names(t.value for t in self._pin_tiers)})"
-            )
+            return f"tier {spec.tier} not in pin_tiers ({_names(self._pin_tiers)})"
         if self._pin_backends and spec.name not in self._pin_backends:
             return f"not in pin_backends ({_names(self._pin_backends)})"
         if spec.tier in self._exclude_tiers:
-            return f"tier {spec.tier.value} in exclude_tiers"
+            return f"tier {spec.tier} in exclude_tiers"
         if spec.name in self._exclude_backends:
             return "in exclude_backends"
         return ""

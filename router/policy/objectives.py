@@ -27,7 +27,7 @@ from router.types import BackendSpec, Estimate, InferenceRequest, Objective, Tie
 TIER_ORDER: dict[Tier, int] = {Tier.EDGE: 0, Tier.GPU: 1, Tier.HOSTED: 2}
 
 _CHEAPEST = Objective.CHEAPEST
-_FASTEST = Objective.FASTEST
+_WEIGHTED = Objective.WEIGHTED
 
 
 def uses_ttft(request: InferenceRequest) -> bool:
@@ -60,45 +60,43 @@ def rank(
     total_b = request.total_budget_ms
     by_ttft = ttft_b is not None and total_b is None
     tiers = TIER_ORDER
-    n = len(specs)
-    keys: list[tuple] = [()] * n
-    scores: list[float] = [0.0] * n
-    meets: list[bool] = [True] * n
+    # Sort (key..., name, index) tuples: names are unique, so the index never decides.
+    decorated: list[tuple] = []
+    add = decorated.append
+    scores: list[float] = []
+    meets: list[bool] = []
 
-    if objective is _CHEAPEST or objective is _FASTEST:
-        cheapest = objective is _CHEAPEST
-        for i in range(n):
-            e = estimates[i]
-            s = specs[i]
-            lat = e.ttft_ms if by_ttft else e.total_ms
-            ok = (ttft_b is None or e.ttft_ms <= ttft_b) and (
-                total_b is None or e.total_ms <= total_b
-            )
-            meets[i] = ok
-            if cheapest:
-                scores[i] = e.cost_usd
-                if ok:
-                    keys[i] = (0, e.cost_usd, lat, tiers[s.tier], s.name)
-                else:
-                    keys[i] = (1, lat, e.cost_usd, tiers[s.tier], s.name)
-            else:
-                scores[i] = lat
-                keys[i] = (lat, e.cost_usd, tiers[s.tier], s.name)
-    else:
+    if objective is _WEIGHTED:
         lats = [e.ttft_ms if by_ttft else e.total_ms for e in estimates]
         ref_cost = min((e.cost_usd for e in estimates if e.cost_usd > 0.0), default=1.0)
         ref_lat = min((t for t in lats if t > 0.0), default=1.0)
         w_cost = weights.cost / ref_cost
         w_lat = weights.latency / ref_lat
-        for i in range(n):
-            e = estimates[i]
-            s = specs[i]
+        for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
             score = w_cost * e.cost_usd + w_lat * lats[i]
-            scores[i] = score
-            meets[i] = (ttft_b is None or e.ttft_ms <= ttft_b) and (
+            scores.append(score)
+            meets.append(
+                (ttft_b is None or e.ttft_ms <= ttft_b)
+                and (total_b is None or e.total_ms <= total_b)
+            )
+            add((score, tiers[s.tier], s.name, i))
+    else:
+        cheapest = objective is _CHEAPEST
+        for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
+            lat = e.ttft_ms if by_ttft else e.total_ms
+            ok = (ttft_b is None or e.ttft_ms <= ttft_b) and (
                 total_b is None or e.total_ms <= total_b
             )
-            keys[i] = (score, tiers[s.tier], s.name)
+            meets.append(ok)
+            if not cheapest:
+                scores.append(lat)
+                add((lat, e.cost_usd, tiers[s.tier], s.name, i))
+            else:
+                scores.append(e.cost_usd)
+                if ok:
+                    add((0, e.cost_usd, lat, tiers[s.tier], s.name, i))
+                else:
+                    add((1, lat, e.cost_usd, tiers[s.tier], s.name, i))
 
-    order = sorted(range(n), key=keys.__getitem__)
-    return order, scores, meets
+    decorated.sort()
+    return [d[-1] for d in decorated], scores, meets

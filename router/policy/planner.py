@@ -47,6 +47,7 @@ from router.types import (
 )
 
 _new_report = frozen_factory(CandidateReport)
+_new_plan = frozen_factory(Plan)
 _FILTER_INDEX = {name: i for i, name in enumerate(FILTERS)}
 #: Rejections listed in a NoCandidate message before "... and N more".
 _SUMMARY_LIMIT = 8
@@ -75,12 +76,17 @@ def plan(
     specs: list[BackendSpec] = []
     ests: list[Estimate] = []
     rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
+    check = flt.check
+    counts = features.prompt_tokens
     for spec, snap in backends:
-        rejection = flt.check(spec, snap)
+        prompt = counts.get(spec.tokenizer_id)
+        if prompt is None:
+            prompt = flt.prompt_tokens(spec)
+        rejection = check(spec, snap, prompt)
         if rejection is not None:
             rejected.append((spec, rejection[0], rejection[1], None))
             continue
-        est = estimate(spec, snap, flt.prompt_tokens(spec), max_out, min_samples)
+        est = estimate(spec, snap, prompt, max_out, min_samples)
         if max_cost is not None:
             too_costly = cost_rejection(est.cost_usd, max_cost)
             if too_costly is not None:
@@ -96,37 +102,30 @@ def plan(
     kept = min(len(order), 1 + cfg.max_fallbacks)
     reports: list[CandidateReport] = []
     append = reports.append
+    # Positional: backend, tier, accepted, rejected_by, reason, estimate, rank,
+    # meets_budget, score (CandidateReport's field order).
     for pos, i in enumerate(order):
         s = specs[i]
         append(
             _new_report(
-                backend=s.name,
-                tier=s.tier,
-                accepted=True,
-                rejected_by="",
-                reason="",
-                estimate=ests[i],
-                rank=pos + 1 if pos < kept else 0,
-                meets_budget=meets[i],
-                score=scores[i],
+                s.name,
+                s.tier,
+                True,
+                "",
+                "",
+                ests[i],
+                pos + 1 if pos < kept else 0,
+                meets[i],
+                scores[i],
             )
         )
     for s, by, reason, est in rejected:
-        append(
-            _new_report(
-                backend=s.name,
-                tier=s.tier,
-                accepted=False,
-                rejected_by=by,
-                reason=reason,
-                estimate=est,
-            )
-        )
+        append(_new_report(s.name, s.tier, False, by, reason, est, 0, False, 0.0))
     first = order[0]
-    return Plan(
+    return _new_plan(
         request_id=req.request_id,
         objective=objective,
-        order=tuple(specs[i].name for i in order[:kept]),
+        order=tuple([specs[i].name for i in order[:kept]]),
         candidates=tuple(reports),
         budget_unmet=not meets[first],
         explanation=explain(

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,10 +218,11 @@ class LlamaCppEngine(Engine):
         if thread is not None:
             await asyncio.to_thread(thread.join)
 
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
+        """Close the generator (or cancel its consumer) to stop decoding."""
         return self._generate(request)
 
-    async def _generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    async def _generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
         validate_request(request)
         await self.start()
         prompt = prompt_token_ids(self._llm, request.messages)
@@ -276,14 +277,18 @@ class LlamaCppEngine(Engine):
                         return
                     job = self._pending.popleft()
                     self._current = job
+                last: EngineChunk | EngineError
                 try:
-                    self._decode(job)
+                    last = self._decode(job)
                 except Exception as exc:
                     logger.exception("llama.cpp failed on request %s", job.request.request_id)
-                    _deliver(job, EngineError(f"llama.cpp failed: {exc}", "unavailable"))
-                finally:
-                    with self._cond:
-                        self._current = None
+                    last = EngineError(f"llama.cpp failed: {exc}", "unavailable")
+                with self._cond:
+                    self._current = None
+                    if self._closing and job.cancel.is_set():
+                        last = EngineError("engine closed", "unavailable")
+                # after the load changes, so a consumer that sees the end sees it free
+                _deliver(job, last)
         finally:
             llm, self._llm = self._llm, None
             llm.close()
@@ -314,9 +319,10 @@ class LlamaCppEngine(Engine):
         )
         return llm
 
-    def _decode(self, job: _Job) -> None:
+    def _decode(self, job: _Job) -> EngineChunk | EngineError:
+        """Stream the request's text to its consumer; return the last item to deliver."""
         if job.cancel.is_set():
-            return
+            return EngineChunk(done=True, finish_reason="cancelled")
         request = job.request
         llm = self._llm
         queue_ms = (self._clock() - job.enqueued_at) * 1000.0
@@ -365,33 +371,21 @@ class LlamaCppEngine(Engine):
                         break
         finally:
             tokens.close()
-        if finish == "cancelled":
-            self._finish_cancelled(job)
-            return
+        if output_tokens >= 2 and last_at > first_at:
+            self._update_rate((output_tokens - 1) / (last_at - first_at))
+        if finish == "cancelled":  # the consumer has gone (or the engine is closing)
+            return EngineChunk(done=True, finish_reason="cancelled")
         if not matched:  # text held back for a possible stop string is output after all
             tail = matcher.flush() + decoder.decode(b"", final=True)
             if tail:
                 _deliver(job, EngineChunk(text=tail, tokens=pending_tokens))
-        if output_tokens >= 2 and last_at > first_at:
-            self._update_rate((output_tokens - 1) / (last_at - first_at))
-        _deliver(
-            job,
-            EngineChunk(
-                done=True,
-                input_tokens=len(job.prompt),
-                output_tokens=output_tokens,
-                finish_reason=finish,
-                queue_ms=queue_ms,
-            ),
+        return EngineChunk(
+            done=True,
+            input_tokens=len(job.prompt),
+            output_tokens=output_tokens,
+            finish_reason=finish,
+            queue_ms=queue_ms,
         )
-
-    def _finish_cancelled(self, job: _Job) -> None:
-        with self._cond:
-            closing = self._closing
-        if closing:
-            _deliver(job, EngineError("engine closed", "unavailable"))
-        else:  # the consumer has gone; this only matters to a consumer that stayed
-            _deliver(job, EngineChunk(done=True, finish_reason="cancelled"))
 
     def _update_rate(self, rate: float) -> None:
         with self._cond:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from serving.engines.base import (
     Engine,
@@ -119,10 +119,11 @@ class ScriptedEngine(Engine):
             if not waiter.done():
                 waiter.set_exception(EngineError("engine closed", "unavailable"))
 
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
+        """Close the generator (or cancel its consumer) to stop decoding."""
         return self._generate(request)
 
-    async def _generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+    async def _generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
         if self._closed:
             raise EngineError("engine closed", "unavailable")
         validate_request(request)

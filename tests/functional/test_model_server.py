@@ -13,13 +13,21 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from hybrid_router.v1 import model_service_pb2 as pb
 from hybrid_router.v1 import model_service_pb2_grpc, types_pb2
+
+from serving.engines.base import (
+    Engine,
+    EngineChunk,
+    EngineInfo,
+    EngineLoad,
+    EngineRequest,
+)
 from serving.engines.scripted import ScriptedEngine
 from serving.model_server import SERVICE_NAME, create_server, drain
 
@@ -28,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Served:
-    engine: ScriptedEngine
+    engine: Any  # a ScriptedEngine, except in the test that says otherwise
     stub: model_service_pb2_grpc.ModelServiceStub
     health: health_pb2_grpc.HealthStub
     health_servicer: health.aio.HealthServicer
@@ -36,7 +44,7 @@ class Served:
     port: int
 
 
-async def serve(engine: ScriptedEngine) -> AsyncIterator[Served]:
+async def serve(engine: Engine) -> AsyncIterator[Served]:
     health_servicer = health.aio.HealthServicer()
     server, port = await create_server(
         engine, "127.0.0.1:0", health_servicer=health_servicer, replica_id="replica-1"
@@ -129,6 +137,7 @@ async def test_sampling_stop_strings_reach_the_engine(served: Served) -> None:
         ),
         (generate_request(model="other-model"), "model: this server holds 'scripted-8k'"),
     ],
+    ids=["max_output_tokens", "messages", "role", "top_p", "model"],
 )
 async def test_bad_requests_are_invalid_argument_naming_the_field(
     served: Served, request_: pb.ModelGenerateRequest, message: str
@@ -241,6 +250,39 @@ async def _read_all(call: grpc.aio.UnaryStreamCall) -> list[pb.ModelGenerateEven
     return events
 
 
+class BrokenEngine(Engine):
+    """An engine with a bug: generate raises something that is not an EngineError."""
+
+    info = EngineInfo("broken", "0", 128, 1, "scripted")
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(queue_depth=0, in_flight=0)
+
+    def count_tokens(self, messages: tuple[tuple[str, str], ...]) -> int:
+        return 1
+
+    async def _generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        yield EngineChunk(text="partial", tokens=1)
+        raise KeyError("secret detail")
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]:
+        return self._generate(request)
+
+
+async def test_unexpected_engine_errors_are_internal_with_a_generic_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async for served in serve(BrokenEngine()):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            [e async for e in served.stub.Generate(generate_request("bug-1"))]
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert caught.value.details() == "internal error in the model server"
+        assert "secret" not in caught.value.details()
+        assert "bug-1" in caplog.text and "KeyError" in caplog.text
+        # the server keeps serving
+        assert (await served.stub.Info(pb.InfoRequest())).model == "broken"
+
+
 async def test_health_is_serving_for_the_server_and_the_service(served: Served) -> None:
     for service in ("", SERVICE_NAME):
         response = await served.health.Check(health_pb2.HealthCheckRequest(service=service))
@@ -261,7 +303,7 @@ async def test_drain_reports_not_serving_and_lets_streams_finish(slow: Served) -
     assert slow.engine.cancelled == []
 
 
-async def test_process_prints_ready_serves_and_exits_on_sigterm() -> None:
+async def test_process_prints_ready_serves_and_drains_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -273,7 +315,7 @@ async def test_process_prints_ready_serves_and_exits_on_sigterm() -> None:
         "--model-name",
         "proc-model",
         "--tokens-per-s",
-        "0",
+        "20",
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -286,9 +328,11 @@ async def test_process_prints_ready_serves_and_exits_on_sigterm() -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             assert (await stub.Info(pb.InfoRequest())).model == "proc-model"
-            events = [e async for e in stub.Generate(generate_request(max_output_tokens=3))]
-            assert events[-1].done.output_tokens == 3
-        process.send_signal(signal.SIGTERM)
+            stream = stub.Generate(generate_request(max_output_tokens=10), timeout=60)
+            assert (await stream.read()).WhichOneof("event") == "delta"
+            process.send_signal(signal.SIGTERM)  # the stream in flight may finish
+            rest = await _read_all(stream)
+            assert rest[-1].done.output_tokens == 10
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
         assert await process.stdout.read() == b""  # READY is the only line on stdout
     finally:
@@ -311,3 +355,29 @@ async def test_process_rejects_bad_arguments_with_usage() -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 2
     assert b"invalid choice: 'nope'" in stderr
+
+
+async def test_a_taken_port_fails_instead_of_being_shared(served: Served) -> None:
+    with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{served.port}"):
+        await create_server(ScriptedEngine(), f"127.0.0.1:{served.port}")
+
+
+async def test_process_exits_1_with_the_reason_when_the_model_cannot_load(
+    tmp_path: Path,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "serving.model_server",
+        "--engine",
+        "llamacpp",
+        "--model-path",
+        str(tmp_path / "missing.gguf"),
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    assert stdout == b""
+    assert b"cannot load the model" in stderr and b"missing.gguf" in stderr

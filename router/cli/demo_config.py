@@ -1,0 +1,384 @@
+"""What the demo runs: the stand-ins, the router config and the requests (pure data).
+
+Every stand-in serves the same real model (Gemma 3 270M, Q4_K_M GGUF, llama.cpp on the
+CPU); each is given the properties of the tier it poses as, so that the size, latency,
+cost and data-class rules each decide something. The figures and why they were chosen
+are in docs/demo.md. Context windows are scaled down about 8x from real deployments so
+that prompts prefill in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from router.cli.client import RequestOptions
+
+MODEL = "gemma3-270m"
+MODEL_FAMILY = "gemma3"
+#: Tokenizer id the router understands: the packaged GGUF's own vocabulary (exact counts).
+GGUF_TOKENIZER = {"kind": "gguf", "path": "gemma3-270m"}
+PRICE_SOURCE = "illustrative demo figure, not a provider's price list"
+
+
+@dataclass(frozen=True, slots=True)
+class StandIn:
+    name: str
+    tier: str
+    #: What it is and what it pretends to be, shown next to it everywhere.
+    label: str
+    context_window: int
+    #: "model_server" (our ModelService over llama.cpp) or "openai" (llama_cpp.server).
+    server: str
+    threads: int
+    max_decode_tokens_per_s: float = 0.0
+
+
+EDGE = StandIn(
+    name="edge-site-a",
+    tier="edge",
+    label=(
+        "stand-in: local llama.cpp gemma3-270m posing as the edge tier "
+        "(ModelService; 512-token window, decode capped at 15 tok/s, one request at a time, "
+        "near-zero marginal cost)"
+    ),
+    context_window=512,
+    server="model_server",
+    threads=1,
+    max_decode_tokens_per_s=15.0,
+)
+GPU = StandIn(
+    name="gpu-pool",
+    tier="gpu",
+    label=(
+        "stand-in: local llama.cpp gemma3-270m posing as the GPU tier "
+        "(ModelService like the Ray Serve app; 1024-token window, full CPU speed, "
+        "amortised node cost)"
+    ),
+    context_window=1024,
+    server="model_server",
+    threads=2,
+)
+HOSTED = StandIn(
+    name="hosted-api",
+    tier="hosted",
+    label=(
+        "stand-in: llama_cpp.server (a real OpenAI-compatible HTTP server) with gemma3-270m "
+        "posing as a hosted LLM API (8192-token window, per-token prices)"
+    ),
+    context_window=8192,
+    server="openai",
+    threads=2,
+)
+STAND_INS: tuple[StandIn, ...] = (EDGE, GPU, HOSTED)
+
+
+def model_server_argv(s: StandIn, model_path: str) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "serving.model_server",
+        "--engine",
+        "llamacpp",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--model-path",
+        model_path,
+        "--model-name",
+        MODEL,
+        "--model-family",
+        MODEL_FAMILY,
+        "--replica-id",
+        f"demo-{s.name}",
+        "--n-ctx",
+        str(s.context_window),
+        "--n-threads",
+        str(s.threads),
+        "--grace-s",
+        "2",
+        "--log-level",
+        "WARNING",
+    ]
+    if s.max_decode_tokens_per_s:
+        argv += ["--max-decode-tokens-per-s", f"{s.max_decode_tokens_per_s:g}"]
+    return argv
+
+
+def openai_server_argv(s: StandIn, model_path: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        model_path,
+        "--model_alias",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(s.context_window),
+        "--n_threads",
+        str(s.threads),
+        "--n_threads_batch",
+        str(s.threads),
+        # Same Gemma turn format as serving/engines/prompt.py renders for the others.
+        "--chat_format",
+        "gemma",
+        # Finish every request; by default a new request interrupts the running one.
+        "--interrupt_requests",
+        "False",
+        "--use_mlock",
+        "False",
+        "--verbose",
+        "False",
+    ]
+
+
+def router_config(ports: dict[str, int], address: str = "127.0.0.1:0") -> dict[str, Any]:
+    """The router.yaml of the demo as a mapping (``router.config.parse_config`` input)."""
+    return {
+        "server": {"address": address, "grace_period_s": 2.0},
+        "policy": {
+            "objective": "cheapest",
+            "max_fallbacks": 2,
+            # CPU prefill of a long prompt takes seconds: do not fail over for that.
+            "ttft_timeout_ms": 30_000,
+            "default_max_output_tokens": 40,
+            "min_samples": 3,
+            "load_poll_interval_s": 0.25,
+        },
+        "backends": [
+            {
+                "name": EDGE.name,
+                "tier": "edge",
+                "kind": "model_service",
+                "endpoint": f"127.0.0.1:{ports[EDGE.name]}",
+                "model": MODEL,
+                "model_family": MODEL_FAMILY,
+                "capabilities": ["chat"],
+                "context_window": EDGE.context_window,
+                "max_concurrency": 1,
+                "max_queue": 4,
+                # Devices sit on customer sites: cleared for public and internal data only.
+                "data_classes": ["public", "internal"],
+                "priors": {"ttft_ms": 150, "decode_tokens_per_s": 15},
+                "cost": {"edge_per_mtok_usd": 0.05, "source": PRICE_SOURCE},
+                "tokenizer": GGUF_TOKENIZER,
+                "site": "site-a",
+                "device_id": "demo-edge-1",
+                "description": EDGE.label,
+            },
+            {
+                "name": GPU.name,
+                "tier": "gpu",
+                "kind": "model_service",
+                "endpoint": f"127.0.0.1:{ports[GPU.name]}",
+                "model": MODEL,
+                "model_family": MODEL_FAMILY,
+                "capabilities": ["chat"],
+                "context_window": GPU.context_window,
+                # llama.cpp decodes one sequence at a time (vLLM on a GPU would batch).
+                "max_concurrency": 1,
+                "max_queue": 8,
+                # Our own VPC: the only tier cleared for restricted data.
+                "data_classes": ["public", "internal", "restricted"],
+                "priors": {"ttft_ms": 120, "decode_tokens_per_s": 60},
+                "cost": {
+                    "gpu_hourly_usd": 1.21,
+                    "gpu_throughput_tokens_per_s": 400,
+                    "gpu_utilization": 0.6,
+                    "gpu_prefill_ratio": 0.1,
+                    "source": PRICE_SOURCE,
+                },
+                "tokenizer": GGUF_TOKENIZER,
+                "description": GPU.label,
+            },
+            {
+                "name": HOSTED.name,
+                "tier": "hosted",
+                "kind": "openai",
+                "endpoint": f"http://127.0.0.1:{ports[HOSTED.name]}/v1",
+                "model": MODEL,
+                "model_family": MODEL_FAMILY,
+                "capabilities": ["chat", "long-context"],
+                "context_window": HOSTED.context_window,
+                "max_concurrency": 4,
+                "max_queue": 16,
+                "data_classes": ["public", "internal"],
+                "priors": {"ttft_ms": 400, "decode_tokens_per_s": 50},
+                "cost": {
+                    "input_per_mtok_usd": 1.0,
+                    "output_per_mtok_usd": 4.0,
+                    "source": PRICE_SOURCE,
+                },
+                # A hosted API's tokenizer is not available offline: the router estimates.
+                "tokenizer": {"kind": "estimate"},
+                "timeout_s": 60,
+                "description": HOSTED.label,
+            },
+        ],
+    }
+
+
+# --- requests ------------------------------------------------------------------------
+
+_NOTES = (
+    "blade pitch recalibrated",
+    "no faults",
+    "gearbox oil topped up",
+    "yaw motor noise checked",
+    "sensor firmware updated",
+    "icing alarm cleared",
+    "brake pads inspected",
+    "grid curtailment in the evening",
+)
+
+
+def maintenance_log(days: int) -> str:
+    """A plain-text log (about 38 tokens a day) ending where a summary should start."""
+    lines = ["Maintenance log, wind farm North Ridge."]
+    for d in range(1, days + 1):
+        lines.append(
+            f"Day {d}: turbine T-{10 + d % 7} ran {14 + (d * 5) % 10} hours, produced "
+            f"{20 + (d * 37) % 41} MWh, vibration {1 + (d * 3) % 9 / 10:.1f} mm/s; "
+            f"{_NOTES[d % len(_NOTES)]}."
+        )
+    lines.append("Summary of the month:")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    title: str
+    #: The rule this request is meant to exercise, in words.
+    rule: str
+    expected_tier: str
+    options: RequestOptions
+    #: "generate" streams the answer; "route" asks for the decision only.
+    mode: str = "generate"
+
+
+#: ~616 tokens: over the edge window (512), inside the GPU window (1024).
+LONG_PROMPT_DAYS = 16
+#: ~1100 tokens: over the GPU window (1024), inside the hosted window (8192).
+HUGE_PROMPT_DAYS = 29
+
+
+def scenarios() -> tuple[Scenario, ...]:
+    huge = maintenance_log(HUGE_PROMPT_DAYS)
+    return (
+        Scenario(
+            key="small-public",
+            title="short public prompt, loose budget (20 s)",
+            rule="cost: every tier fits and meets the budget; the edge device costs least",
+            expected_tier="edge",
+            options=RequestOptions(
+                prompt="The capital of France is",
+                data_class="public",
+                max_tokens=40,
+                total_budget_ms=20_000,
+                request_id="demo-small-public",
+            ),
+        ),
+        Scenario(
+            key="restricted",
+            title="restricted data",
+            rule="data class: only the GPU tier (our VPC) may see restricted data",
+            expected_tier="gpu",
+            options=RequestOptions(
+                prompt="Confidential payroll summary for March: the total paid was",
+                data_class="restricted",
+                max_tokens=40,
+                request_id="demo-restricted",
+            ),
+        ),
+        Scenario(
+            key="long-prompt",
+            title=f"long prompt (~{LONG_PROMPT_DAYS * 38} tokens): over the edge window",
+            rule="size: prompt + max output exceed the edge's 512 tokens; GPU is next cheapest",
+            expected_tier="gpu",
+            options=RequestOptions(
+                prompt=maintenance_log(LONG_PROMPT_DAYS),
+                data_class="public",
+                max_tokens=40,
+                request_id="demo-long-prompt",
+            ),
+        ),
+        Scenario(
+            key="tight-latency",
+            title="answer within 2.5 s (48 tokens)",
+            rule="latency: the edge decodes at 15 tok/s and misses the budget; GPU meets it",
+            expected_tier="gpu",
+            options=RequestOptions(
+                prompt="Once upon a time, in a small village by the sea,",
+                data_class="public",
+                max_tokens=48,
+                total_budget_ms=2_500,
+                request_id="demo-tight-latency",
+            ),
+        ),
+        Scenario(
+            key="huge-prompt",
+            title=f"very long prompt (~{HUGE_PROMPT_DAYS * 38} tokens): over the GPU window",
+            rule="size: only the hosted API's window (8192) fits; it costs most but is the one",
+            expected_tier="hosted",
+            options=RequestOptions(
+                prompt=huge,
+                data_class="public",
+                max_tokens=40,
+                request_id="demo-huge-prompt",
+            ),
+        ),
+        Scenario(
+            key="huge-restricted",
+            title="the same very long prompt, but restricted (dry run)",
+            rule="data class beats size: restricted data is refused rather than sent to hosted",
+            expected_tier="refused",
+            options=RequestOptions(
+                prompt=huge,
+                data_class="restricted",
+                max_tokens=40,
+                request_id="demo-huge-restricted",
+            ),
+            mode="route",
+        ),
+    )
+
+
+#: The request whose decision the burst changes (TTFT budget of 1 s).
+def burst_probe(request_id: str) -> RequestOptions:
+    return RequestOptions(
+        prompt="The best way to learn a new language is",
+        data_class="public",
+        max_tokens=32,
+        ttft_budget_ms=1_000,
+        request_id=request_id,
+    )
+
+
+BURST_SIZE = 3
+
+
+def burst_requests() -> tuple[RequestOptions, ...]:
+    """Requests pinned to the edge tier to load it (each ~2 s at 15 tok/s)."""
+    prompts = (
+        "The tallest mountain in the world is",
+        "A good breakfast includes",
+        "The river flows through the valley and",
+    )
+    return tuple(
+        RequestOptions(
+            prompt=prompts[i % len(prompts)],
+            data_class="public",
+            max_tokens=32,
+            tiers=("edge",),
+            request_id=f"demo-burst-{i + 1}",
+        )
+        for i in range(BURST_SIZE)
+    )

@@ -1,0 +1,219 @@
+"""Latency and cost estimates: priors vs. live data, queueing, per-tier cost."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from router.policy.estimate import cost_usd, estimate, frozen_factory, gpu_cost_per_output_token
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    CandidateReport,
+    DataClass,
+    Estimate,
+    Plan,
+    Prices,
+    Priors,
+    Tier,
+    TokenCount,
+)
+
+PROMPT = TokenCount(1000, False)
+
+
+NO_PRICES = Prices()
+
+
+def make_spec(tier: Tier = Tier.GPU, prices: Prices = NO_PRICES, **kw: object) -> BackendSpec:
+    fields: dict[str, object] = {
+        "name": f"{tier.value}-a",
+        "tier": tier,
+        "kind": "model_service",
+        "endpoint": "127.0.0.1:9000",
+        "model": "m",
+        "context_window": 8192,
+        "max_payload_bytes": 1_000_000,
+        "max_concurrency": 4,
+        "max_queue": 8,
+        "data_classes": frozenset({DataClass.INTERNAL}),
+        "priors": Priors(ttft_ms=200.0, decode_tokens_per_s=50.0),
+        "prices": prices,
+    }
+    fields.update(kw)
+    return BackendSpec(**fields)  # type: ignore[arg-type]
+
+
+LIVE = BackendSnapshot(
+    "gpu-a",
+    requests=5,
+    ttft_p50_ms=80.0,
+    ttft_p90_ms=300.0,
+    decode_tokens_per_s=100.0,
+    mean_service_ms=2000.0,
+)
+
+
+def test_priors_are_used_without_live_data() -> None:
+    est = estimate(make_spec(), BackendSnapshot("gpu-a"), PROMPT, 100, min_samples=3)
+    assert est.from_priors
+    assert est.queue_wait_ms == 0.0
+    assert est.ttft_ms == pytest.approx(200.0)
+    # total = ttft + max_out / decode rate: 200 + 100 / 50 * 1000
+    assert est.total_ms == pytest.approx(2200.0)
+    assert (est.prompt_tokens, est.tokens_exact) == (1000, False)
+
+
+def test_live_data_replaces_priors_once_enough_requests_completed() -> None:
+    est = estimate(make_spec(), LIVE, TokenCount(10, True), 100, min_samples=3)
+    assert not est.from_priors
+    # ttft uses the live p50 (not the p90), total the live decode rate
+    assert est.ttft_ms == pytest.approx(80.0)
+    assert est.total_ms == pytest.approx(80.0 + 100 / 100.0 * 1000)
+    assert (est.prompt_tokens, est.tokens_exact) == (10, True)
+
+
+def test_live_data_below_min_samples_is_ignored() -> None:
+    few = dataclasses.replace(LIVE, requests=2)
+    est = estimate(make_spec(), few, PROMPT, 100, min_samples=3)
+    assert est.from_priors
+    assert est.ttft_ms == pytest.approx(200.0)
+    assert est.total_ms == pytest.approx(2200.0)
+
+
+def test_partly_live_data_is_flagged_from_priors() -> None:
+    no_decode = dataclasses.replace(LIVE, decode_tokens_per_s=None)
+    est = estimate(make_spec(), no_decode, PROMPT, 100, min_samples=3)
+    assert est.from_priors
+    assert est.ttft_ms == pytest.approx(80.0)  # live
+    assert est.total_ms == pytest.approx(80.0 + 100 / 50.0 * 1000)  # prior decode rate
+    zero_rate = dataclasses.replace(LIVE, decode_tokens_per_s=0.0)
+    assert estimate(make_spec(), zero_rate, PROMPT, 100, min_samples=3).from_priors
+
+
+def test_no_queue_wait_while_a_slot_is_free() -> None:
+    snap = dataclasses.replace(LIVE, in_flight=3)  # 3 of 4 slots busy
+    est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
+    assert est.queue_wait_ms == 0.0
+
+
+def test_queue_wait_from_live_mean_service_time() -> None:
+    # load 6 on 4 slots: 3 requests ahead of ours, 4 served in parallel
+    snap = dataclasses.replace(LIVE, in_flight=6)
+    est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
+    assert est.queue_wait_ms == pytest.approx(3 * 2000.0 / 4)
+    assert est.ttft_ms == pytest.approx(1500.0 + 80.0)
+    assert est.total_ms == pytest.approx(1580.0 + 1000.0)
+
+
+def test_queue_wait_uses_reported_load_when_larger() -> None:
+    snap = dataclasses.replace(LIVE, in_flight=1, reported_load=4)
+    est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
+    assert est.queue_wait_ms == pytest.approx(1 * 2000.0 / 4)
+
+
+def test_queue_wait_from_priors_without_live_service_time() -> None:
+    # service = prior ttft + max_out / prior rate = 200 + 2000 ms
+    snap = BackendSnapshot("gpu-a", in_flight=4)
+    est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
+    assert est.queue_wait_ms == pytest.approx(1 * 2200.0 / 4)
+    assert est.ttft_ms == pytest.approx(550.0 + 200.0)
+
+
+# --- cost -----------------------------------------------------------------------------
+
+
+def test_hosted_cost_is_tokens_times_prices() -> None:
+    spec = make_spec(Tier.HOSTED, Prices(input_per_mtok_usd=3.0, output_per_mtok_usd=15.0))
+    # 1000 * 3 / 1e6 + 200 * 15 / 1e6
+    assert cost_usd(spec, 1000, 200) == pytest.approx(0.003 + 0.003)
+    est = estimate(spec, BackendSnapshot(spec.name), PROMPT, 200, min_samples=3)
+    assert est.cost_usd == pytest.approx(0.006)
+
+
+def test_gpu_cost_is_amortised_node_time() -> None:
+    # The worked example of docs/policy.md: $4/h, 2000 tok/s at 50% utilisation
+    # -> $4 / 3600 s / 1000 tok/s = $1.111e-6 per output token; prompt tokens at 10%.
+    prices = Prices(
+        gpu_hourly_usd=4.0,
+        gpu_throughput_tokens_per_s=2000.0,
+        gpu_utilization=0.5,
+        gpu_prefill_ratio=0.1,
+    )
+    assert gpu_cost_per_output_token(prices) == pytest.approx(4.0 / 3600 / 1000)
+    spec = make_spec(Tier.GPU, prices)
+    assert cost_usd(spec, 1000, 200) == pytest.approx((200 + 100) * 4.0 / 3600 / 1000)
+    assert cost_usd(spec, 1000, 200) == pytest.approx(3.3333e-4, rel=1e-4)
+
+
+def test_unconfigured_gpu_cost_is_zero() -> None:
+    assert gpu_cost_per_output_token(Prices()) == 0.0
+    assert gpu_cost_per_output_token(Prices(gpu_hourly_usd=4.0)) == 0.0
+    assert cost_usd(make_spec(Tier.GPU), 1000, 200) == 0.0
+
+
+def test_edge_cost_is_marginal_per_output_token() -> None:
+    spec = make_spec(Tier.EDGE, Prices(edge_per_mtok_usd=0.5, input_per_mtok_usd=99.0))
+    assert cost_usd(spec, 1000, 200) == pytest.approx(200 * 0.5 / 1e6)
+
+
+@pytest.mark.parametrize("tier", list(Tier))
+def test_estimate_cost_matches_cost_usd(tier: Tier) -> None:
+    prices = Prices(
+        input_per_mtok_usd=1.0,
+        output_per_mtok_usd=2.0,
+        gpu_hourly_usd=3.0,
+        gpu_throughput_tokens_per_s=500.0,
+        edge_per_mtok_usd=0.25,
+    )
+    spec = make_spec(tier, prices)
+    est = estimate(spec, BackendSnapshot(spec.name), TokenCount(777, True), 333, 3)
+    assert est.cost_usd == pytest.approx(cost_usd(spec, 777, 333))
+    assert est.cost_usd > 0
+
+
+# --- the fast constructor -------------------------------------------------------------
+
+
+def test_frozen_factory_builds_ordinary_frozen_instances() -> None:
+    make = frozen_factory(Estimate)
+    fast = make(1.0, 2.0, 3.0, 0.5, True, 10, False)
+    slow = Estimate(1.0, 2.0, 3.0, 0.5, True, 10, False)
+    assert type(fast) is Estimate
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.ttft_ms = 9.0  # type: ignore[misc]
+    assert dataclasses.replace(fast, ttft_ms=9.0).ttft_ms == 9.0
+
+
+def test_frozen_factory_keeps_defaults_and_keywords() -> None:
+    make = frozen_factory(CandidateReport)
+    fast = make(backend="a", tier=Tier.GPU, accepted=False, rejected_by="pin", reason="x")
+    assert fast == CandidateReport("a", Tier.GPU, False, "pin", "x")
+    assert (fast.rank, fast.meets_budget, fast.score, fast.estimate) == (0, False, 0.0, None)
+    plan = frozen_factory(Plan)(
+        request_id="r",
+        objective="cheapest",
+        order=("a",),
+        candidates=(fast,),
+        budget_unmet=False,
+        explanation="e",
+    )
+    assert type(plan) is Plan and plan.primary == "a" and plan.decision_us == 0.0
+
+
+def test_frozen_factory_falls_back_to_the_class_when_it_cannot_apply() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class WithPost:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class WithFactory:
+        a: list[int] = dataclasses.field(default_factory=list)
+
+    assert frozen_factory(WithPost) is WithPost
+    assert frozen_factory(WithFactory) is WithFactory

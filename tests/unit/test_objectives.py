@@ -1,0 +1,216 @@
+"""Objectives: cheapest-within-budget, fastest, weighted, and deterministic tie-breaks."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.config import WeightsConfig
+from router.policy.objectives import TIER_ORDER, meets_budget, rank, uses_ttft
+from router.types import (
+    BackendSpec,
+    DataClass,
+    Estimate,
+    InferenceRequest,
+    Message,
+    Objective,
+    Priors,
+    Role,
+    Tier,
+)
+
+
+def make_spec(name: str, tier: Tier = Tier.GPU) -> BackendSpec:
+    return BackendSpec(
+        name=name,
+        tier=tier,
+        kind="model_service",
+        endpoint="127.0.0.1:9000",
+        model="m",
+        context_window=8192,
+        max_payload_bytes=1_000_000,
+        max_concurrency=4,
+        max_queue=4,
+        data_classes=frozenset({DataClass.INTERNAL}),
+        priors=Priors(100.0, 50.0),
+    )
+
+
+def est(ttft: float, total: float, cost: float) -> Estimate:
+    return Estimate(
+        ttft_ms=ttft,
+        total_ms=total,
+        cost_usd=cost,
+        queue_wait_ms=0.0,
+        from_priors=False,
+        prompt_tokens=10,
+        tokens_exact=False,
+    )
+
+
+def make_request(**kw: object) -> InferenceRequest:
+    return InferenceRequest(
+        messages=(Message(Role.USER, "hi"),), max_output_tokens=10, request_id="r", **kw
+    )  # type: ignore[arg-type]
+
+
+DEFAULT_WEIGHTS = WeightsConfig()
+
+
+def ranked(
+    objective: Objective,
+    candidates: list[tuple[BackendSpec, Estimate]],
+    weights: WeightsConfig = DEFAULT_WEIGHTS,
+    **req: object,
+) -> tuple[list[str], list[float], list[bool]]:
+    specs = [s for s, _ in candidates]
+    ests = [e for _, e in candidates]
+    order, scores, meets = rank(objective, specs, ests, make_request(**req), weights)
+    return [specs[i].name for i in order], scores, meets
+
+
+# hosted: fast and pricey; gpu: medium; edge: slow and nearly free
+HOSTED = (make_spec("hosted-a", Tier.HOSTED), est(300, 1_000, 0.0100))
+GPU = (make_spec("gpu-a", Tier.GPU), est(150, 3_000, 0.0010))
+EDGE = (make_spec("edge-a", Tier.EDGE), est(60, 9_000, 0.0000))
+ALL = [HOSTED, GPU, EDGE]
+
+
+def test_budget_checks_every_budget_given() -> None:
+    e = est(100, 5_000, 0.0)
+    assert meets_budget(e, make_request())
+    assert meets_budget(e, make_request(ttft_budget_ms=100))
+    assert not meets_budget(e, make_request(ttft_budget_ms=99))
+    assert not meets_budget(e, make_request(ttft_budget_ms=100, total_budget_ms=4_999))
+    assert meets_budget(e, make_request(ttft_budget_ms=100, total_budget_ms=5_000))
+
+
+def test_latency_is_ttft_only_when_only_a_ttft_budget_is_given() -> None:
+    assert uses_ttft(make_request(ttft_budget_ms=1))
+    assert not uses_ttft(make_request())
+    assert not uses_ttft(make_request(total_budget_ms=1))
+    assert not uses_ttft(make_request(ttft_budget_ms=1, total_budget_ms=1))
+
+
+# --- cheapest -------------------------------------------------------------------------
+
+
+def test_cheapest_without_budget_orders_by_cost() -> None:
+    names, scores, meets = ranked(Objective.CHEAPEST, ALL)
+    assert names == ["edge-a", "gpu-a", "hosted-a"]
+    assert scores == [0.01, 0.001, 0.0]  # input order: the cost of each candidate
+    assert meets == [True, True, True]
+
+
+def test_cheapest_meeting_the_budget_then_the_rest_by_latency() -> None:
+    # total <= 5000 ms: hosted and gpu meet it, edge (9000 ms) does not
+    names, _, meets = ranked(Objective.CHEAPEST, ALL, total_budget_ms=5_000)
+    assert names == ["gpu-a", "hosted-a", "edge-a"]
+    assert meets == [True, True, False]
+
+
+def test_non_meeting_candidates_follow_by_latency() -> None:
+    slow_cheap = (make_spec("edge-b", Tier.EDGE), est(60, 20_000, 0.0))
+    names, _, _ = ranked(Objective.CHEAPEST, [slow_cheap, *ALL], total_budget_ms=2_000)
+    assert names == ["hosted-a", "gpu-a", "edge-a", "edge-b"]
+
+
+def test_cheapest_with_no_candidate_meeting_falls_back_to_fastest() -> None:
+    names, _, meets = ranked(Objective.CHEAPEST, ALL, total_budget_ms=500)
+    assert names == ["hosted-a", "gpu-a", "edge-a"]
+    assert meets == [False, False, False]
+
+
+def test_cheapest_with_only_a_ttft_budget_compares_ttft() -> None:
+    # ttft <= 200: gpu (150) and edge (60) meet; edge is cheapest
+    names, _, meets = ranked(Objective.CHEAPEST, ALL, ttft_budget_ms=200)
+    assert names == ["edge-a", "gpu-a", "hosted-a"]
+    assert meets == [False, True, True]
+    # nobody meets 50 ms: fastest by ttft first
+    names, _, _ = ranked(Objective.CHEAPEST, ALL, ttft_budget_ms=50)
+    assert names == ["edge-a", "gpu-a", "hosted-a"]
+
+
+def test_cheapest_with_both_budgets_needs_both() -> None:
+    # ttft <= 200 rules out hosted; total <= 5000 rules out edge
+    names, _, meets = ranked(Objective.CHEAPEST, ALL, ttft_budget_ms=200, total_budget_ms=5_000)
+    assert names[0] == "gpu-a"
+    assert meets == [False, True, False]
+
+
+def test_cheapest_breaks_cost_ties_by_latency() -> None:
+    a = (make_spec("edge-a", Tier.EDGE), est(60, 9_000, 0.0))
+    b = (make_spec("edge-b", Tier.EDGE), est(60, 4_000, 0.0))
+    names, _, _ = ranked(Objective.CHEAPEST, [a, b])
+    assert names == ["edge-b", "edge-a"]
+
+
+# --- fastest --------------------------------------------------------------------------
+
+
+def test_fastest_orders_by_total_latency() -> None:
+    names, scores, meets = ranked(Objective.FASTEST, ALL)
+    assert names == ["hosted-a", "gpu-a", "edge-a"]
+    assert scores == [1_000, 3_000, 9_000]
+    assert meets == [True, True, True]
+
+
+def test_fastest_orders_by_ttft_when_only_a_ttft_budget_is_given() -> None:
+    names, scores, meets = ranked(Objective.FASTEST, ALL, ttft_budget_ms=100)
+    assert names == ["edge-a", "gpu-a", "hosted-a"]
+    assert scores == [300, 150, 60]
+    assert meets == [False, False, True]
+
+
+# --- weighted -------------------------------------------------------------------------
+
+
+def test_weighted_score_normalises_by_the_smallest_non_zero_values() -> None:
+    _, scores, _ = ranked(Objective.WEIGHTED, ALL)
+    # min non-zero cost 0.001, min total 1000 ms
+    assert scores[0] == pytest.approx(0.01 / 0.001 + 1_000 / 1_000)  # hosted 11
+    assert scores[1] == pytest.approx(0.001 / 0.001 + 3_000 / 1_000)  # gpu 4
+    assert scores[2] == pytest.approx(0.0 + 9_000 / 1_000)  # edge: free, 9
+
+
+def test_weighted_order_follows_the_weights() -> None:
+    names, _, _ = ranked(Objective.WEIGHTED, ALL)
+    assert names == ["gpu-a", "edge-a", "hosted-a"]
+    latency_only = WeightsConfig(cost=0.0, latency=1.0)
+    assert ranked(Objective.WEIGHTED, ALL, latency_only)[0] == ["hosted-a", "gpu-a", "edge-a"]
+    cost_only = WeightsConfig(cost=1.0, latency=0.0)
+    assert ranked(Objective.WEIGHTED, ALL, cost_only)[0] == ["edge-a", "gpu-a", "hosted-a"]
+
+
+def test_weighted_with_every_cost_zero_uses_latency_alone() -> None:
+    a = (make_spec("edge-a", Tier.EDGE), est(60, 9_000, 0.0))
+    b = (make_spec("gpu-a", Tier.GPU), est(60, 3_000, 0.0))
+    names, scores, _ = ranked(Objective.WEIGHTED, [a, b])
+    assert names == ["gpu-a", "edge-a"]
+    assert scores == [pytest.approx(3.0), pytest.approx(1.0)]
+
+
+def test_weighted_reports_whether_the_budget_is_met() -> None:
+    _, _, meets = ranked(Objective.WEIGHTED, ALL, total_budget_ms=3_000)
+    assert meets == [True, True, False]
+
+
+# --- tie-breaks -----------------------------------------------------------------------
+
+
+def test_tier_order_prefers_edge_then_gpu_then_hosted() -> None:
+    assert sorted(Tier, key=TIER_ORDER.__getitem__) == [Tier.EDGE, Tier.GPU, Tier.HOSTED]
+
+
+@pytest.mark.parametrize("objective", list(Objective))
+def test_exact_ties_go_to_the_tier_order_then_the_name(objective: Objective) -> None:
+    same = est(100, 1_000, 0.001)
+    candidates = [
+        (make_spec("h-1", Tier.HOSTED), same),
+        (make_spec("g-2", Tier.GPU), same),
+        (make_spec("e-2", Tier.EDGE), same),
+        (make_spec("g-1", Tier.GPU), same),
+        (make_spec("e-1", Tier.EDGE), same),
+    ]
+    expected = ["e-1", "e-2", "g-1", "g-2", "h-1"]
+    assert ranked(objective, candidates)[0] == expected
+    assert ranked(objective, candidates[::-1])[0] == expected
