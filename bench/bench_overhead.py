@@ -70,7 +70,8 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 # Wire tags (field number << 3 | 2) of the first byte of each serialized event.
 ROUTED_DELTA, ROUTED_USAGE, ROUTED_DECISION = 0x12, 0x22, 0x0A
 DIRECT_DELTA, DIRECT_DONE = 0x0A, 0x12
-ROUTED_METHOD = "/hybrid_router.v1.InferenceRouter/Generate"
+ROUTER_SERVICE = "hybrid_router.v1.InferenceRouter"
+ROUTED_METHOD = f"/{ROUTER_SERVICE}/Generate"
 DIRECT_METHOD = "/hybrid_router.v1.ModelService/Generate"
 
 
@@ -330,6 +331,75 @@ def router_variant_main(argv: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# floor relay (child process: ``bench_overhead.py _floor HOST:PORT [--uvloop]``)
+# --------------------------------------------------------------------------------------
+
+
+async def _floor(backend: str) -> None:
+    """The least a grpc.aio relay can do: InferenceRouter.Generate -> ModelService.Generate
+    with raw bytes. One empty Decision first, each backend delta re-tagged (0x0a -> 0x12,
+    the TextDelta bytes are the same), one empty Usage last. No policy, no stats, no
+    domain objects, no protobuf per message. Not a router: a yardstick."""
+    import grpc
+    from hybrid_router.v1 import model_service_pb2, router_pb2
+
+    channel = grpc.aio.insecure_channel(backend)
+    call = channel.unary_stream(DIRECT_METHOD, request_serializer=None, response_deserializer=None)
+    eof = grpc.aio.EOF
+
+    async def generate(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+        req = router_pb2.GenerateRequest.FromString(raw)
+        down = model_service_pb2.ModelGenerateRequest(
+            messages=req.messages, max_output_tokens=req.max_output_tokens
+        ).SerializeToString()
+        await context.write(b"\x0a\x00")  # GenerateEvent(decision=Decision())
+        rpc = call(down, timeout=context.time_remaining())
+        try:
+            while True:
+                msg = await rpc.read()
+                if msg is eof:
+                    break
+                if msg[0] == DIRECT_DELTA:
+                    await context.write(b"\x12" + msg[1:])
+                else:
+                    await context.write(b"\x22\x00")  # GenerateEvent(usage=Usage())
+        finally:
+            if not rpc.done():
+                rpc.cancel()
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    handler = grpc.unary_stream_rpc_method_handler(
+        generate, request_deserializer=None, response_serializer=None
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "hybrid_router.v1.InferenceRouter", {"Generate": handler}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {port}", flush=True)
+    await stop.wait()
+    await server.stop(1.0)
+    await channel.close()
+
+
+def floor_main(argv: Sequence[str]) -> int:
+    if "--uvloop" in argv:
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(_floor(argv[0]))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # orchestration
 # --------------------------------------------------------------------------------------
 
@@ -560,6 +630,17 @@ class Bench:
             ]
         return self.start(f"router-{tag}", argv)
 
+    def floor(self, backend_port: int) -> tuple[Child, int]:
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_floor",
+            f"127.0.0.1:{backend_port}",
+        ]
+        if self.args.router_uvloop:
+            argv.append("--uvloop")
+        return self.start("floor-relay", argv)
+
     def loadgen(
         self, spec: dict[str, Any], watch: dict[str, int], py_spy: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -655,70 +736,92 @@ backends:
 # --------------------------------------------------------------------------------------
 
 
+def stream_rate(a: argparse.Namespace, streams: int) -> float:
+    """Tokens/s per stream for a run: ``--tokens-per-s``, capped so that the aggregate
+    stays within ``--aggregate-cap`` (0: no cap)."""
+    if a.aggregate_cap > 0:
+        return min(a.tokens_per_s, a.aggregate_cap / streams)
+    return a.tokens_per_s
+
+
 def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
-    backend, bport = bench.backend(a.tokens_per_s)
-    router, rport = bench.router(bport, coalesce=True, tag="coalesce-on")
-    time.sleep(1.0)
-    idle_rss = proc_status_kb(router.pid, "VmRSS")
-    req_s = a.max_tokens / a.tokens_per_s
-    results: dict[str, Any] = {"runs": [], "router_idle_rss_mb": (idle_rss or 0) / 1024.0}
-    peak_sampled = 0.0
+    results: dict[str, Any] = {"runs": [], "rss": []}
+    modes = ["direct", "routed"] + (["floor"] if a.floor else [])
     for n in a.streams:
-        for mode in ("direct", "routed"):
+        rate = stream_rate(a, n)
+        backend, bport = bench.backend(rate)
+        router, rport = bench.router(bport, coalesce=True, tag=f"latency-{n}")
+        floor = bench.floor(bport) if a.floor else None
+        time.sleep(1.0)
+        idle_kb = proc_status_kb(router.pid, "VmRSS") or 0
+        req_s = a.max_tokens / rate
+        peak_sampled = 0.0
+        ports = {"direct": bport, "routed": rport, "floor": floor[1] if floor else 0}
+        for mode in modes:
             spec = {
                 "kind": "latency",
                 "tag": mode,
-                "mode": mode,
-                "target": f"127.0.0.1:{bport if mode == 'direct' else rport}",
+                "mode": "direct" if mode == "direct" else "routed",
+                "target": f"127.0.0.1:{ports[mode]}",
                 "streams": n,
                 "channels": a.channels,
                 "max_tokens": a.max_tokens,
                 "ramp_s": req_s if n > 1 else 0.0,
-                "warmup_s": req_s + a.warmup_s,
+                "warmup_s": (req_s if n > 1 else 0.0) + a.warmup_s,
                 "measure_s": a.measure_s,
                 "uvloop": a.loadgen_uvloop,
             }
-            watch = {"router": router.pid, "backend": backend.pid}
+            watch = {"backend": backend.pid}
+            if mode == "routed":
+                watch["router"] = router.pid
+            elif mode == "floor" and floor is not None:
+                watch["router"] = floor[0].pid
             res, win = bench.loadgen(spec, watch, a.py_spy if mode == "routed" else None)
+            res["path"] = mode
+            res["tokens_per_s_per_stream"] = rate
             res["proc"] = win
             results["runs"].append(res)
             if mode == "routed":
-                peak_sampled = max(peak_sampled, win["rss_max_mb"].get("router", 0.0))
+                peak_sampled = win["rss_max_mb"].get("router", 0.0)
             print_latency_row(res, win)
-    results["router_peak_rss_sampled_mb"] = peak_sampled
-    results["router_vmhwm_mb"] = (proc_status_kb(router.pid, "VmHWM") or 0) / 1024.0
-    results["router_rss_after_mb"] = (proc_status_kb(router.pid, "VmRSS") or 0) / 1024.0
-    bench.stop(router)
-    bench.stop(backend)
+        results["rss"].append(
+            {
+                "streams": n,
+                "idle_mb": idle_kb / 1024.0,
+                "peak_sampled_mb": peak_sampled,
+                "vmhwm_mb": (proc_status_kb(router.pid, "VmHWM") or 0) / 1024.0,
+            }
+        )
+        for child in (floor[0] if floor else None, router, backend):
+            if child is not None:
+                bench.stop(child)
     return results
 
 
 def run_throughput(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
     backend, bport = bench.backend(0)
     runs = []
-    variants: list[tuple[str, bool | None]] = [
-        ("direct", None),
-        ("routed, coalescing off", False),
-        ("routed, coalescing on", True),
+    variants = [
+        ("direct", "direct (client -> backend)"),
+        ("off", "routed, coalescing off"),
+        ("on", "routed, coalescing on"),
+        ("floor", "floor relay (bench-only minimal grpc.aio proxy)"),
     ]
-    keys = {"direct": None, "off": False, "on": True}
-    variants = [v for v in variants if any(keys[k] is v[1] for k in a.tp_paths)]
-    for label, coalesce in variants:
-        router = None
-        if coalesce is None:
-            target = f"127.0.0.1:{bport}"
+    for key, label in variants:
+        if key not in a.tp_paths or (key == "floor" and not a.floor):
+            continue
+        relay: Child | None = None
+        if key == "direct":
+            port = bport
+        elif key == "floor":
+            relay, port = bench.floor(bport)
         else:
-            router, rport = bench.router(
-                bport, coalesce=coalesce, tag="coalesce-on" if coalesce else "coalesce-off"
-            )
-            target = f"127.0.0.1:{rport}"
+            relay, port = bench.router(bport, coalesce=key == "on", tag=f"coalesce-{key}")
         spec = {
             "kind": "throughput",
-            "tag": "direct"
-            if coalesce is None
-            else ("coalesce-on" if coalesce else "coalesce-off"),
-            "mode": "direct" if coalesce is None else "routed",
-            "target": target,
+            "tag": key,
+            "mode": "direct" if key == "direct" else "routed",
+            "target": f"127.0.0.1:{port}",
             "streams": a.tp_streams,
             "channels": a.channels,
             "max_tokens": a.tp_max_tokens,
@@ -728,15 +831,17 @@ def run_throughput(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
             "uvloop": a.loadgen_uvloop,
         }
         watch = {"backend": backend.pid}
-        if router is not None:
-            watch["router"] = router.pid
-        res, win = bench.loadgen(spec, watch, a.py_spy if router is not None else None)
+        if relay is not None:
+            watch["router"] = relay.pid
+        spy = a.py_spy if key in ("on", "off") else None
+        res, win = bench.loadgen(spec, watch, spy)
+        res["path"] = key
         res["label"] = label
         res["proc"] = win
         runs.append(res)
         print_throughput_row(res, win)
-        if router is not None:
-            bench.stop(router)
+        if relay is not None:
+            bench.stop(relay)
     bench.stop(backend)
     return {"runs": runs}
 
@@ -758,7 +863,8 @@ def _cpu(win: dict[str, Any], name: str) -> str:
 def print_latency_row(res: dict[str, Any], win: dict[str, Any]) -> None:
     errs = sum(res["errors"].values())
     print(
-        f"  latency {res['mode']:>6} streams={res['streams']:<4} req={res['requests']:<5} "
+        f"  latency {res['path']:>6} streams={res['streams']:<4} "
+        f"rate={res['tokens_per_s_per_stream']:g}/s req={res['requests']:<5} "
         f"err={errs} ttft p50={_f(res['ttft_ms']['p50'])} p99={_f(res['ttft_ms']['p99'])} ms  "
         f"itl p50={_f(res['itl_ms']['p50'])} p99={_f(res['itl_ms']['p99'])} ms  "
         f"cpu router={_cpu(win, 'router')} backend={_cpu(win, 'backend')} "
@@ -788,37 +894,46 @@ def markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lat = report.get("latency")
     if lat:
-        by = {(r["streams"], r["mode"]): r for r in lat["runs"]}
-        pairs = [
-            (n, by[(n, "direct")], by[(n, "routed")])
+        by = {(r["streams"], r["path"]): r for r in lat["runs"]}
+        rows = [
+            (n, by[(n, "direct")], by[(n, "routed")], by.get((n, "floor")))
             for n in cfg["streams"]
             if (n, "direct") in by and (n, "routed") in by
         ]
+        cap = (
+            f", aggregate capped at {cfg['aggregate_cap']:g} tokens/s"
+            if cfg["aggregate_cap"]
+            else ""
+        )
         lines += [
-            f"Latency: {cfg['tokens_per_s']:g} tokens/s per stream, {cfg['max_tokens']} tokens "
-            "per request, backend TTFT 0 ms, closed loop (a stream starts its next request "
-            f"when one ends), {cfg['measure_s']:g} s window.",
+            f"Latency: up to {cfg['tokens_per_s']:g} tokens/s per stream{cap}, "
+            f"{cfg['max_tokens']} tokens per request, backend TTFT 0 ms, closed loop (a stream "
+            f"starts its next request when one ends), {cfg['measure_s']:g} s window.",
             "",
-            "| streams | TTFT p50 direct | TTFT p50 routed | **added p50** | TTFT p99 direct "
-            "| TTFT p99 routed | **added p99** | routed: Decision event p50 |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| streams | tokens/s per stream | TTFT p50 direct | TTFT p50 routed | **added p50** "
+            "| TTFT p99 direct | TTFT p99 routed | **added p99** | floor relay: added p50 / p99 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for n, d, r in pairs:
+        for n, d, r, f in rows:
             dt, rt = d["ttft_ms"], r["ttft_ms"]
+            fl = "-"
+            if f is not None:
+                ft = f["ttft_ms"]
+                fl = f"{_f(ft['p50'] - dt['p50'])} / {_f(ft['p99'] - dt['p99'])} ms"
             lines.append(
-                f"| {n} | {_f(dt['p50'])} ms | {_f(rt['p50'])} ms | "
-                f"**{_f(rt['p50'] - dt['p50'])} ms** | {_f(dt['p99'])} ms | {_f(rt['p99'])} ms | "
-                f"**{_f(rt['p99'] - dt['p99'])} ms** | {_f(r['decision_ms']['p50'])} ms |"
+                f"| {n} | {r['tokens_per_s_per_stream']:g} | {_f(dt['p50'])} ms | "
+                f"{_f(rt['p50'])} ms | **{_f(rt['p50'] - dt['p50'])} ms** | {_f(dt['p99'])} ms | "
+                f"{_f(rt['p99'])} ms | **{_f(rt['p99'] - dt['p99'])} ms** | {fl} |"
             )
         lines += [
             "",
             "| streams | inter-token p50 direct / routed | inter-token p99 direct / routed "
-            "| tokens per routed message | requests direct / routed | errors direct / routed "
+            "| tokens per routed delta | requests direct / routed | errors direct / routed "
             "| CPU direct: backend / loadgen / other | CPU routed: router / backend / loadgen "
             "/ other |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for n, d, r in pairs:
+        for n, d, r, _ in rows:
             di, ri = d["itl_ms"], r["itl_ms"]
             lines.append(
                 f"| {n} | {_f(di['p50'])} / {_f(ri['p50'])} ms | "
@@ -830,15 +945,19 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            "CPU: % of one core over the measurement window (200% = both cores); other = "
-            "the rest of the machine (not the benchmark's processes).",
+            "CPU: % of one core over the measurement window (200% = both cores of a 2-core "
+            "machine); other = the rest of the machine (not the benchmark's processes).",
             "",
-            f"Router RSS: idle {lat['router_idle_rss_mb']:.1f} MB; peak "
-            f"{lat['router_vmhwm_mb']:.1f} MB (VmHWM; largest sampled VmRSS "
-            f"{lat['router_peak_rss_sampled_mb']:.1f} MB) with up to "
-            f"{max(cfg['streams'])} streams open.",
-            "",
+            "| streams open | router VmRSS idle (after start) | router peak VmRSS (sampled) "
+            "| router VmHWM |",
+            "|---:|---:|---:|---:|",
         ]
+        for m in lat["rss"]:
+            lines.append(
+                f"| {m['streams']} | {m['idle_mb']:.1f} MB | {m['peak_sampled_mb']:.1f} MB | "
+                f"{m['vmhwm_mb']:.1f} MB |"
+            )
+        lines.append("")
     tp = report.get("throughput")
     if tp:
         lines += [
@@ -906,6 +1025,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     g = p.add_argument_group("latency phase")
     g.add_argument("--tokens-per-s", type=float, default=50.0, help="backend rate per stream")
+    g.add_argument(
+        "--aggregate-cap",
+        type=float,
+        default=0.0,
+        metavar="TOKENS_PER_S",
+        help="cap streams x tokens/s per stream at this (0: no cap); lowers the per-stream "
+        "rate of large stream counts",
+    )
     g.add_argument("--max-tokens", type=int, default=100, help="tokens per request")
     g.add_argument("--measure-s", type=float, help="measurement window, s (default 10, quick 4)")
     g.add_argument(
@@ -921,8 +1048,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--tp-warmup-s", type=float, default=2.0, help="warm-up, s")
     g.add_argument(
         "--tp-paths",
-        default="direct,off,on",
-        help="paths to run: direct, off (routed, coalescing off), on (coalescing on)",
+        default="direct,off,on,floor",
+        help="paths to run: direct, off (routed, coalescing off), on (coalescing on), floor",
+    )
+    p.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip the floor relay (a bench-only minimal grpc.aio proxy used as a yardstick)",
     )
     g = p.add_argument_group("shared machine")
     g.add_argument(
@@ -967,9 +1100,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a.streams = [int(s) for s in a.streams.split(",") if s.strip()]
     a.phases = [s.strip() for s in a.phases.split(",") if s.strip()]
     a.tp_paths = [s.strip() for s in a.tp_paths.split(",") if s.strip()]
-    bad = [x for x in a.tp_paths if x not in ("direct", "off", "on")]
+    bad = [x for x in a.tp_paths if x not in ("direct", "off", "on", "floor")]
     if bad:
-        p.error(f"--tp-paths: unknown {', '.join(bad)} (use direct, off, on)")
+        p.error(f"--tp-paths: unknown {', '.join(bad)} (use direct, off, on, floor)")
     if a.measure_s is None:
         a.measure_s = 4.0 if a.quick else 10.0
     if a.tp_measure_s is None:
@@ -985,6 +1118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loadgen_main(argv[1])
     if argv and argv[0] == "_router":
         return router_variant_main(argv[1:])
+    if argv and argv[0] == "_floor":
+        return floor_main(argv[1:])
     a = parse_args(argv)
     command = "bench/bench_overhead.py " + " ".join(shlex.quote(x) for x in argv)
     env = dict(os.environ)
@@ -1003,6 +1138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k in (
                 "streams",
                 "tokens_per_s",
+                "aggregate_cap",
+                "floor",
                 "max_tokens",
                 "measure_s",
                 "warmup_s",

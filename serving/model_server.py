@@ -33,8 +33,8 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -143,7 +143,7 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
             # Engines return async generators; closing one stops decoding (client cancel).
-            stream = cast(AsyncGenerator[EngineChunk, None], self._engine.generate(engine_request))
+            stream = self._engine.generate(engine_request)
             async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     yield _event(chunk)

@@ -132,6 +132,9 @@ def openai_server_argv(s: StandIn, model_path: str, port: int) -> list[str]:
         # Finish every request; by default a new request interrupts the running one.
         "--interrupt_requests",
         "False",
+        # Logits for the prompt tokens are not needed and triple the prefill time.
+        "--logits_all",
+        "False",
         "--use_mlock",
         "False",
         "--verbose",
@@ -258,7 +261,8 @@ class Scenario:
     title: str
     #: The rule this request is meant to exercise, in words.
     rule: str
-    expected_tier: str
+    #: Tiers the demo expects the request to go to ("refused": an error is expected).
+    expected: tuple[str, ...]
     options: RequestOptions
     #: "generate" streams the answer; "route" asks for the decision only.
     mode: str = "generate"
@@ -270,6 +274,16 @@ LONG_PROMPT_DAYS = 16
 HUGE_PROMPT_DAYS = 29
 
 
+#: Sampling for every demo request: a base model rambles less at a lower temperature, and
+#: a fixed seed makes a run repeatable on one machine.
+TEMPERATURE = 0.5
+SEED = 1
+
+
+def _request(**kw: Any) -> RequestOptions:
+    return RequestOptions(temperature=TEMPERATURE, seed=SEED, **kw)
+
+
 def scenarios() -> tuple[Scenario, ...]:
     huge = maintenance_log(HUGE_PROMPT_DAYS)
     return (
@@ -277,9 +291,9 @@ def scenarios() -> tuple[Scenario, ...]:
             key="small-public",
             title="short public prompt, loose budget (20 s)",
             rule="cost: every tier fits and meets the budget; the edge device costs least",
-            expected_tier="edge",
-            options=RequestOptions(
-                prompt="The capital of France is",
+            expected=("edge",),
+            options=_request(
+                prompt="Once upon a time, in a small village by the sea,",
                 data_class="public",
                 max_tokens=40,
                 total_budget_ms=20_000,
@@ -290,8 +304,8 @@ def scenarios() -> tuple[Scenario, ...]:
             key="restricted",
             title="restricted data",
             rule="data class: only the GPU tier (our VPC) may see restricted data",
-            expected_tier="gpu",
-            options=RequestOptions(
+            expected=("gpu",),
+            options=_request(
                 prompt="Confidential payroll summary for March: the total paid was",
                 data_class="restricted",
                 max_tokens=40,
@@ -302,8 +316,8 @@ def scenarios() -> tuple[Scenario, ...]:
             key="long-prompt",
             title=f"long prompt (~{LONG_PROMPT_DAYS * 38} tokens): over the edge window",
             rule="size: prompt + max output exceed the edge's 512 tokens; GPU is next cheapest",
-            expected_tier="gpu",
-            options=RequestOptions(
+            expected=("gpu",),
+            options=_request(
                 prompt=maintenance_log(LONG_PROMPT_DAYS),
                 data_class="public",
                 max_tokens=40,
@@ -314,9 +328,9 @@ def scenarios() -> tuple[Scenario, ...]:
             key="tight-latency",
             title="answer within 2.5 s (48 tokens)",
             rule="latency: the edge decodes at 15 tok/s and misses the budget; GPU meets it",
-            expected_tier="gpu",
-            options=RequestOptions(
-                prompt="Once upon a time, in a small village by the sea,",
+            expected=("gpu",),
+            options=_request(
+                prompt="The best way to learn a new language is",
                 data_class="public",
                 max_tokens=48,
                 total_budget_ms=2_500,
@@ -327,8 +341,8 @@ def scenarios() -> tuple[Scenario, ...]:
             key="huge-prompt",
             title=f"very long prompt (~{HUGE_PROMPT_DAYS * 38} tokens): over the GPU window",
             rule="size: only the hosted API's window (8192) fits; it costs most but is the one",
-            expected_tier="hosted",
-            options=RequestOptions(
+            expected=("hosted",),
+            options=_request(
                 prompt=huge,
                 data_class="public",
                 max_tokens=40,
@@ -339,8 +353,8 @@ def scenarios() -> tuple[Scenario, ...]:
             key="huge-restricted",
             title="the same very long prompt, but restricted (dry run)",
             rule="data class beats size: restricted data is refused rather than sent to hosted",
-            expected_tier="refused",
-            options=RequestOptions(
+            expected=("refused",),
+            options=_request(
                 prompt=huge,
                 data_class="restricted",
                 max_tokens=40,
@@ -353,8 +367,8 @@ def scenarios() -> tuple[Scenario, ...]:
 
 #: The request whose decision the burst changes (TTFT budget of 1 s).
 def burst_probe(request_id: str) -> RequestOptions:
-    return RequestOptions(
-        prompt="The best way to learn a new language is",
+    return _request(
+        prompt="The old lighthouse keeper looked at the storm and",
         data_class="public",
         max_tokens=32,
         ttft_budget_ms=1_000,
@@ -373,7 +387,7 @@ def burst_requests() -> tuple[RequestOptions, ...]:
         "The river flows through the valley and",
     )
     return tuple(
-        RequestOptions(
+        _request(
             prompt=prompts[i % len(prompts)],
             data_class="public",
             max_tokens=32,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from rich.console import Group
 from rich.live import Live
 
 from router.cli import render
@@ -555,13 +556,17 @@ async def _backends(
         console = render.make_console()
         if not args.watch:
             console.print(render.backends_table(resp, title=f"backends at {address}"))
+            notes = render.backend_notes(resp)
+            if notes is not None:
+                console.print(notes)
             return EXIT_OK
 
         def table(r: Any) -> Any:
             stamp = time.strftime("%H:%M:%S")
-            return render.backends_table(
-                r, title=f"backends at {address} · {stamp} · every {args.watch:g}s · Ctrl-C"
-            )
+            title = f"backends at {address} · {stamp} · every {args.watch:g}s · Ctrl-C stops"
+            notes = render.backend_notes(r)
+            t = render.backends_table(r, title=title)
+            return t if notes is None else Group(t, notes)
 
         with Live(table(resp), console=console, auto_refresh=False) as live:
             while True:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -125,7 +124,6 @@ def decision_table(decision: router_pb2.Decision, *, title: str | None = None) -
         caption=_decision_caption(decision),
         caption_justify="left",
         expand=False,
-        pad_edge=False,
     )
     table.add_column("backend", no_wrap=True)
     table.add_column("tier", no_wrap=True)
@@ -235,34 +233,27 @@ def usage_line(u: router_pb2.Usage) -> Text:
 # --- backends ------------------------------------------------------------------------
 
 
-def backends_table(
-    resp: router_pb2.ListBackendsResponse,
-    *,
-    labels: Mapping[str, str] | None = None,
-    title: str | None = None,
-) -> Table:
-    """Static facts and live state, one row per backend; ``labels`` adds a note column."""
-    table = Table(title=title, title_justify="left", pad_edge=False)
+def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None = None) -> Table:
+    """Static facts and live state, one row per backend (details: :func:`backend_notes`)."""
+    table = Table(title=title, title_justify="left")
     for name, kw in (
         ("name", {"no_wrap": True}),
         ("tier", {"no_wrap": True}),
         ("kind", {"no_wrap": True}),
-        ("model", {}),
-        ("ctx", {"justify": "right"}),
-        ("healthy", {}),
-        ("circuit", {}),
-        ("in flight", {"justify": "right"}),
-        ("queue", {"justify": "right"}),
+        ("model", {"no_wrap": True}),
+        ("ctx", {"justify": "right", "no_wrap": True}),
+        ("health", {"no_wrap": True}),
+        ("circuit", {"no_wrap": True}),
+        ("in flight", {"justify": "right", "no_wrap": True}),
+        ("queue", {"justify": "right", "no_wrap": True}),
         ("TTFT p50/p90", {"justify": "right", "no_wrap": True}),
-        ("decode tok/s", {"justify": "right"}),
-        ("err rate", {"justify": "right"}),
-        ("requests", {"justify": "right"}),
+        ("tok/s", {"justify": "right", "no_wrap": True}),
+        ("errors", {"justify": "right", "no_wrap": True}),
+        ("requests", {"justify": "right", "no_wrap": True}),
     ):
         table.add_column(name, **kw)  # type: ignore[arg-type]
-    if labels:
-        table.add_column("note", ratio=1, min_width=20)
     for b in resp.backends:
-        healthy = Text("yes", "green") if b.healthy else Text("NO", "bold red")
+        healthy = Text("ok", "green") if b.healthy else Text("DOWN", "bold red")
         circuit = _CIRCUIT.get(b.circuit, "-")
         circuit_text = Text(circuit, "red" if circuit == "open" else "")
         ttft = f"{fmt_ms(b.ttft_p50_ms)} / {fmt_ms(b.ttft_p90_ms)}"
@@ -283,13 +274,25 @@ def backends_table(
             f"{b.error_rate:.0%}",
             f"{b.requests}" + (f" ({b.failures} failed)" if b.failures else ""),
         ]
-        if labels:
-            row.append(labels.get(b.name, b.detail))
         table.add_row(*row)
     if any(b.from_priors for b in resp.backends):
         table.caption = "ᵖ = config priors (too few live samples yet)"
         table.caption_justify = "left"
     return table
+
+
+def backend_notes(resp: router_pb2.ListBackendsResponse) -> Text | None:
+    """``name: detail`` lines for backends that carry a description or a state detail."""
+    lines = [(b.name, b.detail) for b in resp.backends if b.detail]
+    if not lines:
+        return None
+    text = Text()
+    for i, (name, detail) in enumerate(lines):
+        if i:
+            text.append("\n")
+        text.append(f"{name}: ", style="bold")
+        text.append(detail, style="dim")
+    return text
 
 
 # --- JSON ----------------------------------------------------------------------------

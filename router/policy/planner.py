@@ -14,7 +14,8 @@ Errors, checked in this order (docs/policy.md#errors):
    - ``context_window``: ``NoWindowFits`` (RESOURCE_EXHAUSTED) with the tokens needed and
      the largest window among the backends that reached that filter;
    - ``payload``: ``InvalidRequest("messages")``, the largest payload limit named;
-   - anything else (pins, capability, edge affinity, health, capacity, cost):
+   - ``cost``: ``ResourceExhausted`` (the cost cap is a budget) naming the cheapest estimate;
+   - anything else (pins, capability, edge affinity, health, capacity):
      ``NoCandidate`` (UNAVAILABLE) listing each backend's rejection.
 """
 
@@ -23,7 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from router.config import PolicyConfig
-from router.errors import InvalidRequest, NoCandidate, NoTierAllowed, NoWindowFits, RouterError
+from router.errors import (
+    InvalidRequest,
+    NoCandidate,
+    NoTierAllowed,
+    NoWindowFits,
+    ResourceExhausted,
+    RouterError,
+)
 from router.policy.estimate import estimate, frozen_factory
 from router.policy.filters import (
     CONTEXT_WINDOW,
@@ -119,8 +127,8 @@ def plan(
                 scores[i],
             )
         )
-    for s, by, reason, est in rejected:
-        append(_new_report(s.name, s.tier, False, by, reason, est, 0, False, 0.0))
+    for s, by, reason, cost_est in rejected:
+        append(_new_report(s.name, s.tier, False, by, reason, cost_est, 0, False, 0.0))
     first = order[0]
     return _new_plan(
         request_id=req.request_id,
@@ -244,6 +252,17 @@ def _no_candidate(
             "messages",
             f"payload of {features.payload_bytes} bytes exceeds every candidate backend's "
             f"limit (largest: {spec.max_payload_bytes} bytes, {spec.name})",
+        )
+
+    if decisive == COST:
+        spec, est = min(
+            ((r[0], r[3]) for r in last if r[3] is not None),
+            key=lambda p: (p[1].cost_usd, p[0].name),
+        )
+        return ResourceExhausted(
+            f"max_cost_usd ${req.max_cost_usd:.6f} is below every candidate's estimated cost "
+            f"(cheapest: ${est.cost_usd:.6f}, {spec.name}); raise max_cost_usd or lower "
+            "max_output_tokens"
         )
 
     shown = [f"{s.name}: {by} ({reason})" for s, by, reason, _ in rejected[:_SUMMARY_LIMIT]]

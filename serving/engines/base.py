@@ -7,7 +7,7 @@ Imports nothing heavy (no Ray, no llama.cpp): engines load their libraries lazil
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 
@@ -85,7 +85,7 @@ class Engine(abc.ABC):
     def info(self) -> EngineInfo: ...
 
     @abc.abstractmethod
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineChunk]: ...
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]: ...
 
     @abc.abstractmethod
     def load(self) -> EngineLoad: ...

@@ -225,7 +225,10 @@ class LlamaCppEngine(Engine):
     async def _generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
         validate_request(request)
         await self.start()
-        prompt = prompt_token_ids(self._llm, request.messages)
+        llm = self._llm
+        if llm is None:  # closed since it started
+            raise EngineError("engine closed", "unavailable")
+        prompt = prompt_token_ids(llm, request.messages)
         check_fits(len(prompt), request.max_output_tokens, self._n_ctx)
         job = _Job(
             request=request,

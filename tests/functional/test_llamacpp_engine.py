@@ -125,11 +125,10 @@ async def test_two_requests_queue_and_run_one_after_the_other(
             await asyncio.sleep(0.005)
     second = asyncio.create_task(run("b"))
     seen_queued = False
-    async with asyncio.timeout(60):
-        while not first.done():
-            info = await stub.Info(pb.InfoRequest())
-            seen_queued = seen_queued or (info.queue_depth, info.in_flight) == (1, 1)
-            await asyncio.sleep(0.005)
+    while not (seen_queued or first.done()):  # poll gently: the decoder needs the CPU
+        info = await stub.Info(pb.InfoRequest(), timeout=30)
+        seen_queued = (info.queue_depth, info.in_flight) == (1, 1)
+        await asyncio.sleep(0.02)
     a_done, b_done = await asyncio.gather(first, second)
     assert seen_queued, "Info never showed b waiting behind a"
     assert timeline.index("a:done") < timeline.index("b:delta")
@@ -169,3 +168,19 @@ async def test_throttled_engine_decodes_at_the_cap_and_cancels_promptly() -> Non
         await slow.close()
     with pytest.raises(EngineError, match="engine closed"):
         await anext(slow.generate(EngineRequest("late", QUESTION, 4)))
+
+
+async def test_close_ends_running_and_queued_requests_as_unavailable() -> None:
+    slow = LlamaCppEngine(n_ctx=256, max_decode_tokens_per_s=8.0)
+    running = slow.generate(EngineRequest("running", QUESTION, 200))
+    await anext(running)
+    queued = asyncio.create_task(anext(slow.generate(EngineRequest("queued", QUESTION, 4))))
+    async with asyncio.timeout(10):
+        while slow.load().queue_depth == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(slow.close(), timeout=10)
+    for pending in (anext(running), queued):
+        with pytest.raises(EngineError, match="engine closed") as caught:
+            async with asyncio.timeout(10):
+                await pending
+        assert caught.value.error_class == "unavailable"

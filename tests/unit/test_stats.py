@@ -1,0 +1,316 @@
+"""Live backend stats and the circuit breaker, driven by a fake clock (no sleeping)."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.config import CircuitConfig, PolicyConfig
+from router.errors import ErrorClass
+from router.stats import TTFT_WINDOW, BackendStats, CircuitBreaker
+from router.types import CircuitState
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+CIRCUIT = CircuitConfig(
+    consecutive_failures=3, error_rate=0.5, window=10, min_requests=6, cooldown_s=30.0
+)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def breaker(clock: FakeClock) -> CircuitBreaker:
+    return CircuitBreaker(CIRCUIT, clock)
+
+
+def make_stats(clock: FakeClock, min_samples: int = 3) -> BackendStats:
+    return BackendStats("gpu-a", PolicyConfig(min_samples=min_samples, circuit=CIRCUIT), clock)
+
+
+def complete(stats: BackendStats, ttft: float, total: float, tokens: int, decode: float) -> None:
+    stats.begin()
+    stats.record_first_token(ttft)
+    stats.record_success(total, tokens, decode)
+    stats.end()
+
+
+# --- circuit breaker ------------------------------------------------------------------
+
+
+def test_consecutive_failures_open_the_circuit(breaker: CircuitBreaker) -> None:
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()  # resets the run
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.CLOSED and breaker.allow()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.OPEN
+    assert not breaker.allow()
+    assert breaker.opened == 1
+
+
+def test_error_rate_opens_the_circuit_once_min_requests_are_in(breaker: CircuitBreaker) -> None:
+    # alternate failures and successes: never 3 in a row, error rate 50%
+    for _ in range(2):
+        breaker.record_failure()
+        breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.CLOSED  # 3/5: below min_requests (6)
+    breaker.record_success()
+    breaker.record_failure()  # 4/7 >= 50%
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.error_rate == pytest.approx(4 / 7)
+
+
+def test_error_rate_counts_only_the_last_window_outcomes(breaker: CircuitBreaker) -> None:
+    for _ in range(4):
+        breaker.record_failure()
+        breaker.record_success()
+        breaker.record_success()
+    # 12 outcomes, window 10: the oldest two (F, S) dropped -> 3 failures in 10
+    assert breaker.error_rate == pytest.approx(0.3)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_open_circuit_turns_half_open_after_the_cooldown(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        breaker.record_failure()
+    assert breaker.open_until == pytest.approx(130.0)
+    clock.advance(29.9)
+    assert breaker.state is CircuitState.OPEN and not breaker.allow()
+    clock.advance(0.1)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.open_until == float("inf")
+
+
+def test_half_open_admits_one_probe_at_a_time(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    for _ in range(3):
+        breaker.record_failure()
+    clock.advance(30.0)
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()
+    assert not breaker.allow()
+    breaker.release_probe()  # e.g. the probe was cancelled: no verdict
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.allow()
+
+
+def test_probe_success_closes_and_clears_the_window(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        breaker.record_failure()
+    clock.advance(30.0)
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.error_rate == 0.0 and breaker.consecutive_failures == 0
+    assert breaker.allow() and breaker.allow()
+
+
+def test_probe_failure_reopens_for_another_cooldown(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        breaker.record_failure()
+    clock.advance(30.0)
+    assert breaker.allow()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.OPEN and breaker.opened == 2
+    clock.advance(29.0)
+    assert not breaker.allow()
+    clock.advance(1.0)
+    assert breaker.allow()
+
+
+def test_a_probe_that_never_reports_expires_after_the_cooldown(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        breaker.record_failure()
+    clock.advance(30.0)
+    assert breaker.allow()
+    clock.advance(29.0)
+    assert not breaker.allow()
+    clock.advance(1.0)
+    assert breaker.allow()
+
+
+# --- BackendStats: signals ------------------------------------------------------------
+
+
+def test_in_flight_counts_open_streams(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    stats.begin()
+    stats.begin()
+    assert stats.snapshot().in_flight == 2
+    stats.end()
+    stats.end()
+    stats.end()  # never below zero
+    assert stats.snapshot().in_flight == 0
+
+
+def test_observed_values_stay_none_until_min_samples(clock: FakeClock) -> None:
+    stats = make_stats(clock, min_samples=3)
+    complete(stats, 100.0, 1100.0, 50, 1000.0)
+    complete(stats, 200.0, 1200.0, 50, 1000.0)
+    snap = stats.snapshot()
+    assert snap.requests == 2
+    assert (snap.ttft_p50_ms, snap.ttft_p90_ms, snap.decode_tokens_per_s) == (None, None, None)
+    assert snap.mean_service_ms is None
+    complete(stats, 300.0, 1300.0, 50, 1000.0)
+    snap = stats.snapshot()
+    assert snap.requests == 3
+    assert snap.ttft_p50_ms == 200.0
+    assert snap.ttft_p90_ms == 300.0
+    assert snap.decode_tokens_per_s == pytest.approx(50.0)  # 150 tokens in 3 s
+    assert snap.mean_service_ms == pytest.approx(1200.0)
+
+
+def test_ttft_quantiles_are_nearest_rank_over_a_bounded_window(clock: FakeClock) -> None:
+    stats = make_stats(clock, min_samples=1)
+    for ms in range(1, 101):
+        stats.record_first_token(float(ms))
+    assert stats.ttft_quantile(0.5) == 50.0
+    assert stats.ttft_quantile(0.9) == 90.0
+    assert stats.ttft_quantile(0.0) == 1.0 and stats.ttft_quantile(1.0) == 100.0
+    for _ in range(TTFT_WINDOW):
+        stats.record_first_token(1000.0)
+    assert stats.ttft_quantile(0.0) == 1000.0  # the old samples left the window
+
+
+def test_decode_rate_is_tokens_over_decode_time(clock: FakeClock) -> None:
+    stats = make_stats(clock, min_samples=2)
+    complete(stats, 50.0, 2050.0, 100, 2000.0)  # 50 tok/s
+    complete(stats, 50.0, 1050.0, 100, 1000.0)  # 100 tok/s
+    complete(stats, 50.0, 50.0, 1, 0.0)  # no decode phase: not a rate sample
+    assert stats.snapshot().decode_tokens_per_s == pytest.approx(200 / 3.0)
+
+
+def test_load_and_health_are_reported(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    stats.set_reported_load(7)
+    stats.set_healthy(False, "load probe failed: refused")
+    snap = stats.snapshot()
+    assert (snap.reported_load, snap.healthy, snap.detail) == (
+        7,
+        False,
+        "load probe failed: refused",
+    )
+    stats.set_reported_load(None)
+    stats.set_healthy(True)
+    snap = stats.snapshot()
+    assert (snap.reported_load, snap.healthy, snap.detail) == (None, True, "")
+
+
+def test_snapshot_is_cached_until_something_changes(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    first = stats.snapshot()
+    assert stats.snapshot() is first
+    stats.set_reported_load(None)  # unchanged: still cached
+    assert stats.snapshot() is first
+    stats.begin()
+    second = stats.snapshot()
+    assert second is not first and second.in_flight == 1
+
+
+# --- BackendStats: failures and the circuit ---------------------------------------------
+
+
+def test_retryable_failures_open_the_circuit(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    for _ in range(3):
+        assert stats.allow()
+        stats.begin()
+        stats.record_failure(ErrorClass.RETRYABLE)
+        stats.end()
+    snap = stats.snapshot()
+    assert snap.circuit is CircuitState.OPEN
+    assert (snap.requests, snap.failures, snap.error_rate) == (3, 3, 1.0)
+    assert not stats.allow()
+
+
+def test_too_large_and_fatal_do_not_count_against_the_circuit(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    for _ in range(10):
+        stats.record_failure(ErrorClass.TOO_LARGE)
+        stats.record_failure(ErrorClass.FATAL)
+    snap = stats.snapshot()
+    assert snap.circuit is CircuitState.CLOSED and snap.error_rate == 0.0
+    assert (snap.requests, snap.failures) == (20, 20)
+    assert stats.allow()
+
+
+def test_retry_after_holds_the_backend_off_without_opening_the_circuit(
+    clock: FakeClock,
+) -> None:
+    stats = make_stats(clock)
+    for _ in range(5):
+        stats.record_failure(ErrorClass.RETRYABLE, retry_after_s=20.0)
+    snap = stats.snapshot()
+    assert snap.circuit is CircuitState.CLOSED
+    assert snap.retry_after_until == pytest.approx(120.0)
+    clock.advance(5.0)
+    stats.record_failure(ErrorClass.RETRYABLE, retry_after_s=1.0)  # never shortens it
+    assert stats.snapshot().retry_after_until == pytest.approx(120.0)
+    stats.record_failure(ErrorClass.RETRYABLE, retry_after_s=30.0)
+    assert stats.snapshot().retry_after_until == pytest.approx(135.0)
+
+
+def test_snapshot_shows_half_open_once_the_cooldown_passes(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    for _ in range(3):
+        stats.record_failure(ErrorClass.RETRYABLE)
+    assert stats.snapshot().circuit is CircuitState.OPEN
+    clock.advance(30.0)
+    assert stats.snapshot().circuit is CircuitState.HALF_OPEN
+    assert stats.circuit is CircuitState.HALF_OPEN
+
+
+def test_probe_through_stats_success_closes(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    for _ in range(3):
+        stats.record_failure(ErrorClass.RETRYABLE)
+    clock.advance(30.0)
+    assert stats.allow()
+    assert not stats.allow()  # one probe at a time
+    complete(stats, 100.0, 500.0, 10, 400.0)
+    assert stats.snapshot().circuit is CircuitState.CLOSED
+    assert stats.allow() and stats.allow()
+
+
+def test_a_probe_ending_without_a_verdict_frees_the_slot(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    for _ in range(3):
+        stats.record_failure(ErrorClass.RETRYABLE)
+    clock.advance(30.0)
+    assert stats.allow()
+    stats.begin()
+    stats.end()  # cancelled: no outcome recorded
+    assert stats.circuit is CircuitState.HALF_OPEN
+    assert stats.allow()
+    stats.begin()
+    stats.record_failure(ErrorClass.TOO_LARGE)  # says nothing about health
+    stats.end()
+    assert stats.circuit is CircuitState.HALF_OPEN
+    assert stats.allow()
+    stats.begin()
+    stats.record_failure(ErrorClass.RETRYABLE)
+    stats.end()
+    assert stats.circuit is CircuitState.OPEN
