@@ -7,8 +7,11 @@ Measures, with 3, 30 and 300 backends of mixed tiers carrying live statistics:
 - ``decision``: what the servicer does per request: read every backend's snapshot
   (``BackendStats.snapshot``, cached), count tokens, plan.
 
-Some backends are rejected on purpose (small windows, restricted data, unhealthy, busy)
-so every filter runs. Target: p50 <= 50 us for 30 backends.
+In the mixed fleets about half the backends are rejected on purpose (small windows,
+restricted data, unhealthy, busy, Retry-After) so every filter runs; a last scenario has 30
+backends that all pass (every one estimated, ranked and reported). Token counts use the
+``estimate`` tokenizer (an exact GGUF tokenizer costs ~1-3 ms per 1,000 tokens, see
+docs/policy.md). Target: p50 <= 50 us with 30 backends.
 
     .venv/bin/python bench/bench_decision.py [--iterations N] [--json]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,6 +39,7 @@ from router.types import (
     DataClass,
     InferenceRequest,
     Message,
+    Plan,
     Prices,
     Priors,
     Role,
@@ -193,11 +198,25 @@ def run(iterations: int) -> list[dict[str, object]]:
     return rows
 
 
-def _features_plan(counter, request, tokenizer_ids, snaps, cfg, now):  # type: ignore[no-untyped-def]
+def _features_plan(
+    counter: TokenCounter,
+    request: InferenceRequest,
+    tokenizer_ids: set[str],
+    snaps: list[tuple[BackendSpec, BackendSnapshot]],
+    cfg: PolicyConfig,
+    now: float,
+) -> Plan:
     return plan(counter.features(request, tokenizer_ids), snaps, cfg, now)
 
 
-def _decision(counter, request, tokenizer_ids, backends, cfg, clock):  # type: ignore[no-untyped-def]
+def _decision(
+    counter: TokenCounter,
+    request: InferenceRequest,
+    tokenizer_ids: set[str],
+    backends: list[tuple[BackendSpec, BackendStats]],
+    cfg: PolicyConfig,
+    clock: _Clock,
+) -> Plan:
     pairs = [(spec, stats.snapshot()) for spec, stats in backends]
     return plan(counter.features(request, tokenizer_ids), pairs, cfg, clock())
 
@@ -208,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     rows = run(args.iterations)
-    command = "python bench/bench_decision.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    python = os.path.relpath(sys.executable)
+    if python.startswith(".."):
+        python = sys.executable
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join([python, "bench/bench_decision.py", *given])
     meta = {
         "command": command.strip(),
         "python": platform.python_version(),

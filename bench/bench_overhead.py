@@ -257,14 +257,16 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": tally.errors,
         "delta_msgs": tally.delta_msgs,
         "tokens": tally.tokens,
-        "tokens_per_delta": (tally.tokens / tally.delta_msgs) if tally.delta_msgs else math.nan,
+        "tokens_per_delta": (tally.tokens / tally.delta_msgs) if tally.tokens else math.nan,
         "ttft_ms": summary_ms(tally.ttft),
         "decision_ms": summary_ms(tally.decision),
         "itl_ms": summary_ms(tally.gaps),
     }
     if count_tokens:
-        out["msgs_per_s"] = (window["k1"] - window["k0"]) / elapsed
-        out["tokens_per_s"] = (window["tk1"] - window["tk0"]) / elapsed
+        msgs, toks = window["k1"] - window["k0"], window["tk1"] - window["tk0"]
+        out["msgs_per_s"] = msgs / elapsed
+        out["tokens_per_s"] = toks / elapsed
+        out["tokens_per_delta"] = toks / msgs if msgs else math.nan
     return out
 
 
@@ -294,6 +296,60 @@ def _parse_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _patch_linger(linger_s: float) -> None:
+    """Experiment: replace the servicer's coalescing relay with one that, after the first
+    delta, waits ``linger_s`` before each write so that more deltas merge into one message
+    (fewer writes and sendmsg calls at the price of up to ``linger_s`` extra latency)."""
+    import router.server.servicer as sv
+    from router.types import DeltaEvent
+
+    async def relay(events: Any, context: Any) -> None:
+        buf: list[Any] = []
+        wake = asyncio.Event()
+        state = {"first_written": False}
+
+        async def produce() -> None:
+            try:
+                async for ev in events:
+                    last = buf[-1] if buf else None
+                    if type(ev) is DeltaEvent and type(last) is sv._PendingDelta:
+                        last.parts.append(ev.text)
+                        last.tokens += ev.tokens
+                    elif type(ev) is DeltaEvent:
+                        buf.append(sv._PendingDelta(ev.text, ev.tokens))
+                    else:
+                        buf.append(ev)
+                    wake.set()
+            finally:
+                wake.set()
+
+        producer = asyncio.get_running_loop().create_task(produce())
+        try:
+            while True:
+                if buf:
+                    if state["first_written"] and not producer.done():
+                        await asyncio.sleep(linger_s)
+                    item = buf.pop(0)
+                    if type(item) is sv._PendingDelta:
+                        state["first_written"] = True
+                        await context.write(item.to_proto())
+                    else:
+                        await context.write(sv.event_to_proto(item))
+                    continue
+                if producer.done():
+                    break
+                wake.clear()
+                await wake.wait()
+            producer.result()
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+
+    sv._relay_coalesced = relay  # type: ignore[assignment]
+
+
 def router_variant_main(argv: Sequence[str]) -> int:
     """``hybrid-router serve`` with uvloop and/or extra grpc options patched in."""
     p = argparse.ArgumentParser(prog="bench_overhead.py _router")
@@ -301,7 +357,10 @@ def router_variant_main(argv: Sequence[str]) -> int:
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--server-option", action="append", default=[])
     p.add_argument("--channel-option", action="append", default=[])
+    p.add_argument("--coalesce-linger-ms", type=float, default=0.0)
     args = p.parse_args(argv)
+    if args.coalesce_linger_ms > 0:
+        _patch_linger(args.coalesce_linger_ms / 1000.0)
     import grpc.aio
 
     server_opts = [_parse_option(o) for o in args.server_option]
@@ -615,10 +674,17 @@ class Bench:
         cfg = self.workdir / f"router-{tag}.yaml"
         cfg.write_text(router_yaml(backend_port, coalesce=coalesce))
         a = self.args
-        if a.router_uvloop or a.router_server_option or a.router_channel_option:
+        if (
+            a.router_uvloop
+            or a.router_server_option
+            or a.router_channel_option
+            or a.router_coalesce_linger_ms
+        ):
             argv = [sys.executable, str(Path(__file__).resolve()), "_router", "--config", str(cfg)]
             if a.router_uvloop:
                 argv.append("--uvloop")
+            if a.router_coalesce_linger_ms:
+                argv.append(f"--coalesce-linger-ms={a.router_coalesce_linger_ms:g}")
             argv += [f"--server-option={o}" for o in a.router_server_option]
             argv += [f"--channel-option={o}" for o in a.router_channel_option]
         else:
@@ -644,7 +710,29 @@ class Bench:
     def loadgen(
         self, spec: dict[str, Any], watch: dict[str, int], py_spy: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Run one load-generator child; returns (its result, /proc window stats)."""
+        """Run one load-generator child, again (up to ``--retries`` times) when the rest of
+        the machine used more than ``--noise-limit`` CPU during the window; keeps the
+        quietest attempt. Returns (its result, /proc window stats)."""
+        best: tuple[dict[str, Any], dict[str, Any]] | None = None
+        for attempt in range(self.args.retries + 1):
+            res, win = self._loadgen_once(spec, watch, py_spy if attempt == 0 else None)
+            res["attempts"] = attempt + 1
+            other = win.get("other_cpu_pct", 0.0)
+            if best is None or other < best[1].get("other_cpu_pct", 0.0):
+                best = (res, win)
+            if other <= self.args.noise_limit:
+                break
+            print(
+                f"  (noisy: other processes used {other:.0f}% CPU during the window; "
+                f"attempt {attempt + 1}/{self.args.retries + 1})",
+                flush=True,
+            )
+        assert best is not None
+        return best
+
+    def _loadgen_once(
+        self, spec: dict[str, Any], watch: dict[str, int], py_spy: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.args.wait_idle > 0:
             waited, pct = wait_for_quiet(self.args.wait_idle, self.args.idle_threshold)
             if waited > 1.5:
@@ -754,7 +842,8 @@ def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
         floor = bench.floor(bport) if a.floor else None
         time.sleep(1.0)
         idle_kb = proc_status_kb(router.pid, "VmRSS") or 0
-        req_s = a.max_tokens / rate
+        max_tokens = a.single_stream_tokens if n == 1 else a.max_tokens
+        req_s = max_tokens / rate
         peak_sampled = 0.0
         ports = {"direct": bport, "routed": rport, "floor": floor[1] if floor else 0}
         for mode in modes:
@@ -765,7 +854,7 @@ def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
                 "target": f"127.0.0.1:{ports[mode]}",
                 "streams": n,
                 "channels": a.channels,
-                "max_tokens": a.max_tokens,
+                "max_tokens": max_tokens,
                 "ramp_s": req_s if n > 1 else 0.0,
                 "warmup_s": (req_s if n > 1 else 0.0) + a.warmup_s,
                 "measure_s": a.measure_s,
@@ -779,6 +868,7 @@ def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
             res, win = bench.loadgen(spec, watch, a.py_spy if mode == "routed" else None)
             res["path"] = mode
             res["tokens_per_s_per_stream"] = rate
+            res["max_tokens"] = max_tokens
             res["proc"] = win
             results["runs"].append(res)
             if mode == "routed":
@@ -907,8 +997,9 @@ def markdown(report: dict[str, Any]) -> str:
         )
         lines += [
             f"Latency: up to {cfg['tokens_per_s']:g} tokens/s per stream{cap}, "
-            f"{cfg['max_tokens']} tokens per request, backend TTFT 0 ms, closed loop (a stream "
-            f"starts its next request when one ends), {cfg['measure_s']:g} s window.",
+            f"{cfg['max_tokens']} tokens per request ({cfg['single_stream_tokens']} with 1 "
+            "stream, for more TTFT samples), backend TTFT 0 ms, closed loop (a stream starts "
+            f"its next request when one ends), {cfg['measure_s']:g} s window.",
             "",
             "| streams | tokens/s per stream | TTFT p50 direct | TTFT p50 routed | **added p50** "
             "| TTFT p99 direct | TTFT p99 routed | **added p99** | floor relay: added p50 / p99 |",
@@ -1034,6 +1125,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "rate of large stream counts",
     )
     g.add_argument("--max-tokens", type=int, default=100, help="tokens per request")
+    g.add_argument(
+        "--single-stream-tokens",
+        type=int,
+        default=10,
+        help="tokens per request when only 1 stream runs (more TTFT samples per second)",
+    )
     g.add_argument("--measure-s", type=float, help="measurement window, s (default 10, quick 4)")
     g.add_argument(
         "--warmup-s",
@@ -1072,6 +1169,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PCT",
         help="quiet means under PCT%% CPU (of one core, summed over cores) for one second",
     )
+    g.add_argument(
+        "--noise-limit",
+        type=float,
+        default=30.0,
+        metavar="PCT",
+        help="a run during which other processes used more than PCT%% CPU is noisy",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="rerun a noisy run up to this many times and keep the quietest",
+    )
     g = p.add_argument_group("load generator")
     g.add_argument("--channels", type=int, default=1, help="grpc channels (connections) used")
     g.add_argument("--loadgen-uvloop", action="store_true", help="run the load generator on uvloop")
@@ -1090,6 +1200,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="K=V",
         help="extra grpc option for the router's channel to the backend (repeatable)",
+    )
+    g.add_argument(
+        "--router-coalesce-linger-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="patch the router's coalescing relay to wait MS before each write after the "
+        "first delta (bench experiment; the router's own relay has no linger)",
     )
     g.add_argument(
         "--py-spy",
@@ -1141,16 +1259,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "aggregate_cap",
                 "floor",
                 "max_tokens",
+                "single_stream_tokens",
                 "measure_s",
                 "warmup_s",
                 "tp_streams",
                 "tp_max_tokens",
                 "tp_measure_s",
                 "channels",
+                "noise_limit",
+                "retries",
                 "loadgen_uvloop",
                 "router_uvloop",
                 "router_server_option",
                 "router_channel_option",
+                "router_coalesce_linger_ms",
             )
         },
     }

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,10 @@ import grpc
 from hybrid_router.v1 import router_pb2
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from router.cli import demo_config as dc
+from router.cli import demo_report as report
 from router.cli import render
 from router.cli.client import (
     RequestOptions,
@@ -43,6 +42,7 @@ from router.cli.client import (
     open_channel,
     rpc_error_message,
 )
+from router.cli.demo_report import Outcome
 from router.cli.processes import Child, ChildFailed, free_port
 
 log = logging.getLogger(__name__)
@@ -54,67 +54,6 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 class DemoError(Exception):
     """The demo cannot go on; the message names what failed and where its log is."""
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one request did, as a user of the router saw it."""
-
-    key: str
-    title: str
-    rule: str
-    expected: tuple[str, ...]
-    request: router_pb2.GenerateRequest
-    decision: router_pb2.Decision | None = None
-    text: str = ""
-    deltas: int = 0
-    failovers: list[router_pb2.Failover] = field(default_factory=list)
-    usage: router_pb2.Usage | None = None
-    error: str = ""
-    #: A refusal the scenario expects (not a failure of the demo).
-    expected_error: bool = False
-
-    @property
-    def tier(self) -> str:
-        if self.usage is not None:
-            return render.tier_name(self.usage.tier)
-        if self.decision is not None and not self.error:
-            return render.tier_name(self.decision.tier)
-        return "refused" if self.error else "?"
-
-    @property
-    def as_expected(self) -> bool:
-        return self.tier in self.expected
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error) and not self.expected_error
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "title": self.title,
-            "rule": self.rule,
-            "expected_tiers": list(self.expected),
-            "tier": self.tier,
-            "as_expected": self.as_expected,
-            "request": _request_summary(self.request),
-            "decision": render.message_to_dict(self.decision) if self.decision else None,
-            "text": self.text,
-            "deltas": self.deltas,
-            "failovers": [render.message_to_dict(f) for f in self.failovers],
-            "usage": render.message_to_dict(self.usage) if self.usage else None,
-            "error": self.error or None,
-        }
-
-
-def _request_summary(req: router_pb2.GenerateRequest) -> dict[str, Any]:
-    d = render.message_to_dict(req)
-    for m in d.get("messages", []):
-        content = m.get("content", "")
-        if len(content) > 200:
-            m["content"] = content[:200] + f"... ({len(content)} chars)"
-    return d
 
 
 def run(*, keep_running: bool = False, as_json: bool = False, address: str = "127.0.0.1:0") -> int:
@@ -409,12 +348,12 @@ class Demo:
     async def _run_all(self) -> None:
         c = self.console
         assert self.client is not None
-        c.print(_stand_ins_table())
+        c.print(report.stand_ins_table())
         scenarios = dc.scenarios()
         total = len(scenarios) + 1
         for i, sc in enumerate(scenarios, 1):
             c.rule(f"[bold]{i}/{total} · {sc.title}")
-            c.print(_describe(sc.options), highlight=False, markup=False)
+            c.print(report.describe(sc.options), highlight=False, markup=False)
             c.print(f"rule: {sc.rule}", style="dim", highlight=False, markup=False)
             outcome = Outcome(sc.key, sc.title, sc.rule, sc.expected, build_request(sc.options))
             await self._wait_idle()
@@ -433,7 +372,11 @@ class Demo:
         c.print(
             render.backends_table(backends, title="live backend state (hybrid-router backends)")
         )
-        self._summary()
+        c.rule()
+        c.print(report.summary_table(self.outcomes))
+        streamed = ", ".join(report.tiers_streamed(self.outcomes)) or "none"
+        elapsed = time.monotonic() - self._started
+        c.print(f"streamed real tokens from: {streamed} · {elapsed:.0f} s in all", style="dim")
 
     async def _route(self, o: Outcome, *, show: bool = True) -> None:
         assert self.client is not None
@@ -563,20 +506,7 @@ class Demo:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         self.outcomes.extend(burst)
-        table = Table(title="the burst on the edge, served one at a time", title_justify="left")
-        for col in ("request", "backend", "TTFT", "total", "tokens", "result"):
-            table.add_column(col)
-        for o in burst:
-            u = o.usage
-            table.add_row(
-                o.key,
-                u.backend if u else "-",
-                render.fmt_ms(u.ttft_ms) if u else "-",
-                render.fmt_ms(u.total_ms) if u else "-",
-                str(u.output_tokens) if u else "-",
-                o.error or ("complete" if u and u.complete else "incomplete"),
-            )
-        c.print(table)
+        c.print(report.burst_table(burst))
         c.print(
             "Queue time shows up as TTFT: each request waited for the one before it.",
             style="dim",
@@ -639,39 +569,6 @@ class Demo:
 
     # --- output ------------------------------------------------------------------------
 
-    def _summary(self) -> None:
-        c = self.console
-        table = Table(title="summary", title_justify="left")
-        table.add_column("request", ratio=2)
-        table.add_column("tier", no_wrap=True)
-        table.add_column("why", ratio=3)
-        table.add_column("TTFT", justify="right", no_wrap=True)
-        table.add_column("tokens", justify="right", no_wrap=True)
-        table.add_column("cost", justify="right", no_wrap=True)
-        for o in self.outcomes:
-            if o.key.startswith("demo-burst-"):
-                continue
-            u = o.usage
-            tier = Text(o.tier, style="bold" if o.as_expected else "yellow")
-            if o.decision is not None and not o.error:
-                tier.append(f"\n{o.decision.backend}", style="dim")
-            table.add_row(
-                o.title,
-                tier,
-                _why(o),
-                render.fmt_ms(u.ttft_ms) if u else "(dry run)" if not o.error else "-",
-                str(u.output_tokens) if u else "-",
-                render.fmt_usd(u.cost_usd) if u else "-",
-            )
-        c.rule()
-        c.print(table)
-        tiers = sorted({o.tier for o in self.outcomes if o.usage and o.deltas})
-        c.print(
-            f"streamed real tokens from: {', '.join(tiers) or 'none'} · "
-            f"{time.monotonic() - self._started:.0f} s in all",
-            style="dim",
-        )
-
     def _report(self) -> dict[str, Any]:
         return {
             "router_address": self.address,
@@ -687,46 +584,12 @@ class Demo:
                 for s in dc.STAND_INS
             ],
             "requests": [o.to_dict() for o in self.outcomes],
-            "tiers_streamed": sorted({o.tier for o in self.outcomes if o.usage and o.deltas}),
+            "tiers_streamed": report.tiers_streamed(self.outcomes),
             "elapsed_s": round(time.monotonic() - self._started, 1),
         }
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _stand_ins_table() -> Table:
-    table = Table(
-        title="the three tiers on this machine (all: real Gemma 3 270M, llama.cpp, CPU)",
-        title_justify="left",
-        caption="prices are illustrative demo figures, not a provider's price list",
-        caption_justify="left",
-    )
-    table.add_column("backend", no_wrap=True)
-    table.add_column("tier", no_wrap=True)
-    table.add_column("what it really is", ratio=3)
-    table.add_column("window", justify="right", no_wrap=True)
-    table.add_column("data classes", ratio=1)
-    table.add_column("price", ratio=2)
-    by_name = {
-        b["name"]: b for b in dc.router_config({s.name: 0 for s in dc.STAND_INS})["backends"]
-    }
-    prices = {
-        "edge": "$0.05 / M output tokens (marginal)",
-        "gpu": "$1.21/h node, 400 tok/s at 60% ≈ $1.40 / M output tokens",
-        "hosted": "$1.00 in, $4.00 out / M tokens",
-    }
-    for s in dc.STAND_INS:
-        b = by_name[s.name]
-        table.add_row(
-            Text(s.name, style="bold"),
-            Text(s.tier, style={"hosted": "magenta", "gpu": "cyan", "edge": "green"}[s.tier]),
-            s.label.removeprefix("stand-in: "),
-            str(s.context_window),
-            ", ".join(b["data_classes"]),
-            prices[s.tier],
-        )
-    return table
 
 
 @contextlib.contextmanager
@@ -764,34 +627,3 @@ def _http_ready(port: int) -> Any:
 
 def _opts_dict(opts: RequestOptions) -> dict[str, Any]:
     return {name: getattr(opts, name) for name in RequestOptions.__dataclass_fields__}
-
-
-def _describe(o: RequestOptions) -> str:
-    prompt = o.prompt.replace("\n", " ⏎ ")
-    if len(prompt) > 70:
-        prompt = f"{prompt[:60]}… ({len(o.prompt):,} chars)"
-    parts = [f"request: {o.data_class or 'internal'}", f"max {o.max_tokens or 'default'} tokens"]
-    if o.ttft_budget_ms:
-        parts.append(f"TTFT ≤ {render.fmt_ms(o.ttft_budget_ms)}")
-    if o.total_budget_ms:
-        parts.append(f"total ≤ {render.fmt_ms(o.total_budget_ms)}")
-    if o.tiers:
-        parts.append(f"pinned to {', '.join(o.tiers)}")
-    parts.append(f'"{prompt}"')
-    return " · ".join(parts)
-
-
-def _why(o: Outcome) -> str:
-    if o.error:
-        return o.error
-    d = o.decision
-    if d is None:
-        return "-"
-    head = d.explanation
-    prefix = f"{d.backend}: "
-    if head.startswith(prefix):
-        head = head[len(prefix) :]
-    rejected = [f"{c.backend} ({c.rejected_by})" for c in d.candidates if not c.accepted]
-    if rejected:
-        head += f"; rejected: {', '.join(rejected)}"
-    return head

@@ -306,7 +306,7 @@ def scenarios() -> tuple[Scenario, ...]:
             rule="data class: only the GPU tier (our VPC) may see restricted data",
             expected=("gpu",),
             options=_request(
-                prompt="Confidential payroll summary for March: the total paid was",
+                prompt="Internal memo, restricted: the new product launch is planned for",
                 data_class="restricted",
                 max_tokens=40,
                 request_id="demo-restricted",
@@ -314,7 +314,7 @@ def scenarios() -> tuple[Scenario, ...]:
         ),
         Scenario(
             key="long-prompt",
-            title=f"long prompt (~{LONG_PROMPT_DAYS * 38} tokens): over the edge window",
+            title="long prompt (~600 tokens): over the edge window",
             rule="size: prompt + max output exceed the edge's 512 tokens; GPU is next cheapest",
             expected=("gpu",),
             options=_request(
@@ -339,7 +339,7 @@ def scenarios() -> tuple[Scenario, ...]:
         ),
         Scenario(
             key="huge-prompt",
-            title=f"very long prompt (~{HUGE_PROMPT_DAYS * 38} tokens): over the GPU window",
+            title="very long prompt (~1,100 tokens): over the GPU window",
             rule="size: only the hosted API's window (8192) fits; it costs most but is the one",
             expected=("hosted",),
             options=_request(

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
 # --- argument types ---------------------------------------------------------------------
@@ -344,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as other shell tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 def _print_error(message: str) -> None:
@@ -578,7 +586,18 @@ async def _backends(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from router.cli import demo
+    from router.config import ServerConfig
+
+    try:
+        ServerConfig(address=args.address)
+    except ValidationError:
+        raise CliError(
+            f"--address must be HOST:PORT (port 0 picks a free one), got {args.address!r}",
+            exit_code=EXIT_USAGE,
+        ) from None
 
     return demo.run(keep_running=args.keep_running, as_json=args.json, address=args.address)
 

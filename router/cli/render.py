@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from hybrid_router.v1 import router_pb2, types_pb2
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -116,50 +118,111 @@ def _prompt_tokens(e: router_pb2.Estimate) -> str:
     return str(e.prompt_tokens)
 
 
-def decision_table(decision: router_pb2.Decision, *, title: str | None = None) -> Table:
-    """Every backend: verdict (primary / fallback / rejecting filter), estimates, reason."""
-    table = Table(
-        title=title,
-        title_justify="left",
-        caption=_decision_caption(decision),
-        caption_justify="left",
-        expand=False,
-    )
-    table.add_column("backend", no_wrap=True)
-    table.add_column("tier", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("prompt tok", justify="right", no_wrap=True)
-    table.add_column("est. TTFT", justify="right", no_wrap=True)
-    table.add_column("est. total", justify="right", no_wrap=True)
-    table.add_column("est. cost", justify="right", no_wrap=True)
-    table.add_column("budget", no_wrap=True)
-    table.add_column("reason", ratio=1, min_width=24)
-    for c in sorted(decision.candidates, key=_candidate_order):
-        has_estimate = c.HasField("estimate") and (c.accepted or c.estimate.total_ms > 0)
-        e = c.estimate
-        if has_estimate:
-            ttft = fmt_ms(e.ttft_ms)
-            if e.queue_wait_ms >= 1:
-                ttft += f" (queue {fmt_ms(e.queue_wait_ms)})"
-            if e.from_priors:
-                ttft += " ᵖ"
-            cells = [_prompt_tokens(e), ttft, fmt_ms(e.total_ms), fmt_usd(e.cost_usd)]
-        else:
-            cells = ["-", "-", "-", "-"]
-        if c.accepted:
-            budget = Text("meets", style="green") if c.meets_budget else Text("misses", "yellow")
-        else:
-            budget = Text("-", style="dim")
-        table.add_row(
-            Text(c.backend, style="bold" if c.rank == 1 else ""),
-            _tier_text(c.tier),
-            _verdict(c),
-            *cells,
-            budget,
-            Text(c.reason),
-            style=None if c.accepted else "dim",
+#: Below this width the decision table moves reasons, queue waits and prompt token
+#: counts out of the table into lines under it.
+WIDE_TABLE_COLUMNS = 120
+
+
+class DecisionTable:
+    """Every backend: verdict (primary / fallback / rejecting filter), estimates, reason.
+
+    A rich renderable that fits the console: one wide table from
+    ``WIDE_TABLE_COLUMNS`` columns up, else a compact table with notes under it.
+    """
+
+    def __init__(self, decision: router_pb2.Decision, *, title: str | None = None) -> None:
+        self.decision = decision
+        self.title = title
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        if options.max_width >= WIDE_TABLE_COLUMNS:
+            yield self.table(compact=False)
+            return
+        yield self.table(compact=True)
+        notes = self.notes()
+        if notes.plain:
+            yield notes
+
+    def table(self, *, compact: bool) -> Table:
+        d = self.decision
+        table = Table(
+            title=self.title,
+            title_justify="left",
+            caption=None if compact else _decision_caption(d),
+            caption_justify="left",
+            box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
         )
-    return table
+        table.add_column("backend", no_wrap=True)
+        table.add_column("tier", no_wrap=True)
+        table.add_column("verdict", no_wrap=True)
+        if not compact:
+            table.add_column("prompt tok", justify="right", no_wrap=True)
+        for name in ("est. TTFT", "est. total", "est. cost"):
+            table.add_column(name.removeprefix("est. ") if compact else name, justify="right")
+        table.add_column("budget", no_wrap=True)
+        if not compact:
+            table.add_column("reason", ratio=1, min_width=16)
+        for c in sorted(d.candidates, key=_candidate_order):
+            e = c.estimate if _has_estimate(c) else None
+            cells: list[str] = []
+            if not compact:
+                cells.append(_prompt_tokens(e) if e else "-")
+            if e is not None:
+                ttft = fmt_ms(e.ttft_ms)
+                if e.queue_wait_ms >= 1 and not compact:
+                    ttft += f" (queue {fmt_ms(e.queue_wait_ms)})"
+                if e.from_priors:
+                    ttft += " ᵖ"
+                cells += [ttft, fmt_ms(e.total_ms), fmt_usd(e.cost_usd)]
+            else:
+                cells += ["-", "-", "-"]
+            if c.accepted:
+                budget = Text("meets", "green") if c.meets_budget else Text("misses", "yellow")
+            else:
+                budget = Text("-", style="dim")
+            verdict = Text("✘ rejected", "red") if compact and not c.accepted else _verdict(c)
+            row: list[Text | str] = [
+                Text(c.backend, style="bold" if c.rank == 1 else ""),
+                _tier_text(c.tier),
+                verdict,
+                *cells,
+                budget,
+            ]
+            if not compact:
+                row.append(Text(c.reason))
+            table.add_row(*row, style=None if c.accepted else "dim")
+        return table
+
+    def notes(self) -> Text:
+        """What the compact table leaves out: prompt tokens, queue waits, reasons."""
+        d = self.decision
+        text = Text()
+        counts = sorted(
+            {_prompt_tokens(c.estimate) for c in d.candidates if _has_estimate(c)}, key=len
+        )
+        if counts:
+            text.append(f"prompt tokens: {', '.join(counts)} (~ = estimated)\n", style="dim")
+        for c in sorted(d.candidates, key=_candidate_order):
+            if _has_estimate(c) and c.estimate.queue_wait_ms >= 1:
+                text.append(f"{c.backend}: ", style="bold")
+                text.append(f"queue wait {fmt_ms(c.estimate.queue_wait_ms)}\n")
+            if not c.accepted:
+                text.append(f"{c.backend}: ", style="bold")
+                text.append(f"✘ {c.rejected_by}: ", style="red")
+                text.append(f"{c.reason}\n")
+        text.append(_decision_caption(d), style="dim")
+        return text
+
+
+def decision_table(decision: router_pb2.Decision, *, title: str | None = None) -> DecisionTable:
+    """The decision as a table that fits the console (see :class:`DecisionTable`)."""
+    return DecisionTable(decision, title=title)
+
+
+def _has_estimate(c: router_pb2.CandidateReport) -> bool:
+    return c.HasField("estimate") and (c.accepted or c.estimate.total_ms > 0)
 
 
 def _candidate_order(c: router_pb2.CandidateReport) -> tuple[int, int, str]:
@@ -236,26 +299,19 @@ def usage_line(u: router_pb2.Usage) -> Text:
 def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None = None) -> Table:
     """Static facts and live state, one row per backend (details: :func:`backend_notes`)."""
     table = Table(title=title, title_justify="left")
-    for name, kw in (
-        ("name", {"no_wrap": True}),
-        ("tier", {"no_wrap": True}),
-        ("kind", {"no_wrap": True}),
-        ("model", {"no_wrap": True}),
-        ("ctx", {"justify": "right", "no_wrap": True}),
-        ("health", {"no_wrap": True}),
-        ("circuit", {"no_wrap": True}),
-        ("in flight", {"justify": "right", "no_wrap": True}),
-        ("queue", {"justify": "right", "no_wrap": True}),
-        ("TTFT p50/p90", {"justify": "right", "no_wrap": True}),
-        ("tok/s", {"justify": "right", "no_wrap": True}),
-        ("errors", {"justify": "right", "no_wrap": True}),
-        ("requests", {"justify": "right", "no_wrap": True}),
-    ):
-        table.add_column(name, **kw)  # type: ignore[arg-type]
+    right = ("ctx", "in flight\n/ queue", "TTFT\np50 / p90", "tok/s", "errors\n(failed)", "requests")
+    for name in ("name", "tier", "kind", "model", "ctx", "health", *right[1:]):
+        table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
     for b in resp.backends:
-        healthy = Text("ok", "green") if b.healthy else Text("DOWN", "bold red")
         circuit = _CIRCUIT.get(b.circuit, "-")
-        circuit_text = Text(circuit, "red" if circuit == "open" else "")
+        if not b.healthy:
+            health = Text("DOWN", "bold red")
+        elif circuit == "open":
+            health = Text("circuit open", "bold red")
+        elif circuit == "half-open":
+            health = Text("half-open", "yellow")
+        else:
+            health = Text("ok", "green")
         ttft = f"{fmt_ms(b.ttft_p50_ms)} / {fmt_ms(b.ttft_p90_ms)}"
         if b.from_priors:
             ttft += " ᵖ"
@@ -265,14 +321,12 @@ def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None =
             b.kind,
             b.model,
             str(b.context_window),
-            healthy,
-            circuit_text,
-            str(b.in_flight),
-            str(b.queue_depth),
+            health,
+            f"{b.in_flight} / {b.queue_depth}",
             ttft,
             f"{b.decode_tokens_per_s:.0f}",
-            f"{b.error_rate:.0%}",
-            f"{b.requests}" + (f" ({b.failures} failed)" if b.failures else ""),
+            f"{b.error_rate:.0%}" + (f" ({b.failures})" if b.failures else ""),
+            str(b.requests),
         ]
         table.add_row(*row)
     if any(b.from_priors for b in resp.backends):
@@ -299,11 +353,13 @@ def backend_notes(resp: router_pb2.ListBackendsResponse) -> Text | None:
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
-    """proto3 JSON mapping with field names as in the .proto and every field present."""
+    """proto3 JSON mapping with field names as in the .proto and every field present;
+    64-bit counters print as numbers (not strings) while they fit a double exactly."""
     return json_format.MessageToDict(
         message,
         always_print_fields_with_no_presence=True,
         preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,
     )
 
 

@@ -153,10 +153,17 @@ def estimate(
     tier = spec.tier
     if tier is _HOSTED:
         cost = (tokens * p.input_per_mtok_usd + max_output_tokens * p.output_per_mtok_usd) / 1e6
+    elif tier is _GPU:
+        paid_rate = p.gpu_throughput_tokens_per_s * p.gpu_utilization
+        if p.gpu_hourly_usd > 0.0 and paid_rate > 0.0:
+            per_token = p.gpu_hourly_usd / 3600.0 / paid_rate
+            cost = (max_output_tokens + tokens * p.gpu_prefill_ratio) * per_token
+        else:
+            cost = 0.0
     elif tier is _EDGE:
         cost = max_output_tokens * p.edge_per_mtok_usd / 1e6
     else:
-        cost = cost_usd(spec, tokens, max_output_tokens)
+        cost = 0.0
 
     ttft = queue_wait + ttft_base
     return _new_estimate(

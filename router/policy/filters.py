@@ -131,7 +131,8 @@ class RequestFilter:
             if reason:
                 return PIN, reason
         # capability: model family (case-insensitive) and every requested capability.
-        if self._family and spec.model_family.casefold() != self._family:
+        family = self._family
+        if family and spec.model_family != family and spec.model_family.casefold() != family:
             return CAPABILITY, (
                 f"model family {self._family!r} requested; serves "
                 f"{spec.model_family or 'unknown'!r} ({spec.model})"

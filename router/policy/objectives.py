@@ -60,9 +60,10 @@ def rank(
     total_b = request.total_budget_ms
     by_ttft = ttft_b is not None and total_b is None
     tiers = TIER_ORDER
-    # Sort (key..., name, index) tuples: names are unique, so the index never decides.
-    decorated: list[tuple] = []
-    add = decorated.append
+    # Sort (key..., tier, name, index) tuples; names are unique, so the index never
+    # decides. The leading key is a float, which keeps Python's sort on its fast path.
+    first: list[tuple] = []  # cheapest: the budget-meeting group; otherwise everything
+    rest: list[tuple] = []  # cheapest: the others
     scores: list[float] = []
     meets: list[bool] = []
 
@@ -79,24 +80,33 @@ def rank(
                 (ttft_b is None or e.ttft_ms <= ttft_b)
                 and (total_b is None or e.total_ms <= total_b)
             )
-            add((score, tiers[s.tier], s.name, i))
-    else:
-        cheapest = objective is _CHEAPEST
+            first.append((score, tiers[s.tier], s.name, i))
+    elif objective is _CHEAPEST:
         for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
             lat = e.ttft_ms if by_ttft else e.total_ms
-            ok = (ttft_b is None or e.ttft_ms <= ttft_b) and (
+            cost = e.cost_usd
+            scores.append(cost)
+            if (ttft_b is None or e.ttft_ms <= ttft_b) and (
                 total_b is None or e.total_ms <= total_b
-            )
-            meets.append(ok)
-            if not cheapest:
-                scores.append(lat)
-                add((lat, e.cost_usd, tiers[s.tier], s.name, i))
+            ):
+                meets.append(True)
+                first.append((cost, lat, tiers[s.tier], s.name, i))
             else:
-                scores.append(e.cost_usd)
-                if ok:
-                    add((0, e.cost_usd, lat, tiers[s.tier], s.name, i))
-                else:
-                    add((1, lat, e.cost_usd, tiers[s.tier], s.name, i))
+                meets.append(False)
+                rest.append((lat, cost, tiers[s.tier], s.name, i))
+    else:  # fastest
+        for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
+            lat = e.ttft_ms if by_ttft else e.total_ms
+            scores.append(lat)
+            meets.append(
+                (ttft_b is None or e.ttft_ms <= ttft_b)
+                and (total_b is None or e.total_ms <= total_b)
+            )
+            first.append((lat, e.cost_usd, tiers[s.tier], s.name, i))
 
-    decorated.sort()
-    return [d[-1] for d in decorated], scores, meets
+    first.sort()
+    order = [d[-1] for d in first]
+    if rest:
+        rest.sort()
+        order += [d[-1] for d in rest]
+    return order, scores, meets

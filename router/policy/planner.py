@@ -14,7 +14,9 @@ Errors, checked in this order (docs/policy.md#errors):
    - ``context_window``: ``NoWindowFits`` (RESOURCE_EXHAUSTED) with the tokens needed and
      the largest window among the backends that reached that filter;
    - ``payload``: ``InvalidRequest("messages")``, the largest payload limit named;
-   - ``cost``: ``ResourceExhausted`` (the cost cap is a budget) naming the cheapest estimate;
+   - ``cost``, when no backend was turned away for health or capacity (those may pass on
+     a retry): ``ResourceExhausted`` (the cost cap is a budget), naming the cheapest
+     estimate;
    - anything else (pins, capability, edge affinity, health, capacity):
      ``NoCandidate`` (UNAVAILABLE) listing each backend's rejection.
 """
@@ -34,13 +36,16 @@ from router.errors import (
 )
 from router.policy.estimate import estimate, frozen_factory
 from router.policy.filters import (
+    CAPACITY,
     CONTEXT_WINDOW,
     COST,
     DATA_CLASS,
     FILTERS,
+    HEALTH,
     PAYLOAD,
     RequestFilter,
     cost_rejection,
+    prompt_tokens_for,
 )
 from router.policy.objectives import TIER_ORDER, rank, uses_ttft
 from router.types import (
@@ -70,7 +75,8 @@ def plan(
     """Filter, estimate and order ``backends`` for one request.
 
     ``now`` is the monotonic clock reading the snapshots' ``retry_after_until`` uses.
-    Raises InvalidRequest, NoTierAllowed, NoWindowFits or NoCandidate (see the module doc).
+    Raises InvalidRequest, NoTierAllowed, NoWindowFits, ResourceExhausted or NoCandidate
+    (see the module doc).
     """
     req = features.request
     objective = req.objective or cfg.objective
@@ -239,11 +245,10 @@ def _no_candidate(
         return NoTierAllowed(f"data class {dc!r} may not go to {checked}; {where}")
 
     if decisive == CONTEXT_WINDOW:
-        flt = RequestFilter(features, max_out, 0.0)
         spec = max(
             (r[0] for r in last), key=lambda s: (s.context_window, -TIER_ORDER[s.tier], s.name)
         )
-        needed = flt.prompt_tokens(spec).tokens + max_out
+        needed = prompt_tokens_for(features, spec.tokenizer_id).tokens + max_out
         return NoWindowFits(needed, spec.context_window, spec.name)
 
     if decisive == PAYLOAD:
@@ -254,7 +259,7 @@ def _no_candidate(
             f"limit (largest: {spec.max_payload_bytes} bytes, {spec.name})",
         )
 
-    if decisive == COST:
+    if decisive == COST and not any(r[1] in (HEALTH, CAPACITY) for r in rejected):
         spec, est = min(
             ((r[0], r[3]) for r in last if r[3] is not None),
             key=lambda p: (p[1].cost_usd, p[0].name),

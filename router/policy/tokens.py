@@ -85,7 +85,8 @@ class TokenCounter:
         cache_size: int = 256,
         cache_max_chars: int = 16_384,
     ) -> None:
-        self._per_char = cfg.margin / cfg.chars_per_token
+        self._chars_per_token = cfg.chars_per_token
+        self._margin = cfg.margin
         self._overhead = cfg.per_message_overhead
         self._vocabs: dict[str, _Vocab | None] = {}
         self._load_lock = threading.Lock()
@@ -95,10 +96,12 @@ class TokenCounter:
         self._cache_max_chars = cache_max_chars
 
     def estimate(self, messages: tuple[Message, ...]) -> TokenCount:
+        """``ceil(chars / chars_per_token * margin) + per_message_overhead * messages``."""
         chars = 0
         for m in messages:
             chars += len(m.content)
-        return TokenCount(math.ceil(chars * self._per_char) + self._overhead * len(messages), False)
+        tokens = math.ceil(chars / self._chars_per_token * self._margin)
+        return TokenCount(tokens + self._overhead * len(messages), False)
 
     def count(self, messages: tuple[Message, ...], tokenizer_id: str) -> TokenCount:
         """Prompt tokens of ``messages`` for ``tokenizer_id`` (see the module doc)."""

@@ -65,6 +65,12 @@ class RouterServer:
         for backend in self._extra:
             await self.registry.add(backend)
         self.registry.start_polling()
+        # Load exact tokenizers' vocabularies now, off the event loop, not on a first request.
+        ids = {e.spec.tokenizer_id for e in self.registry.entries()}
+        exact = await asyncio.to_thread(self.dispatcher.tokens.warm, ids)
+        for tid, ok in exact.items():
+            if not ok:
+                log.warning("tokenizer %s could not load: prompts are estimated instead", tid)
 
         server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor()],

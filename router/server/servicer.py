@@ -86,7 +86,7 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         self, request: rpb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> rpb.Decision:
         req = self._request(request)
-        plan, _ = self.dispatcher.decide(req)
+        plan, _ = await self.dispatcher.decide(req)
         return convert.decision_to_proto(plan)
 
     async def ListBackends(  # noqa: N802

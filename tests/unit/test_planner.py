@@ -7,7 +7,13 @@ import dataclasses
 import pytest
 
 from router.config import PolicyConfig
-from router.errors import InvalidRequest, NoCandidate, NoTierAllowed, NoWindowFits
+from router.errors import (
+    InvalidRequest,
+    NoCandidate,
+    NoTierAllowed,
+    NoWindowFits,
+    ResourceExhausted,
+)
 from router.policy import plan
 from router.stats import BackendStats
 from router.types import (
@@ -365,3 +371,23 @@ def test_every_backend_busy_or_throttled_is_no_candidate() -> None:
     message = str(info.value)
     assert "hosted-a: health (backend asked to retry after 3.0 s)" in message
     assert "gpu-a: capacity (load 6 >= capacity 6 (2 concurrent + 4 queued))" in message
+
+
+def test_every_candidate_over_the_cost_cap_is_resource_exhausted() -> None:
+    # gpu: (100 + 500 * 0.1) * 4 / 3600 / (2000 * 0.6) = $0.000139; hosted $0.0009
+    with pytest.raises(ResourceExhausted) as info:
+        run(make_request(max_cost_usd=0.0001), HOSTED, GPU)
+    assert info.value.grpc_code == "RESOURCE_EXHAUSTED"
+    assert str(info.value) == (
+        "max_cost_usd $0.000100 is below every candidate's estimated cost "
+        "(cheapest: $0.000139, gpu-a); raise max_cost_usd or lower max_output_tokens"
+    )
+
+
+def test_over_the_cost_cap_while_a_cheap_backend_is_down_is_no_candidate() -> None:
+    # the free edge device would do, once it is back: UNAVAILABLE, not a budget error
+    down = BackendSnapshot("edge-a", healthy=False)
+    with pytest.raises(NoCandidate) as info:
+        run(make_request(max_cost_usd=0.0001), HOSTED, EDGE, snaps={"edge_a": down})
+    assert "edge-a: health (unhealthy)" in str(info.value)
+    assert "hosted-a: cost (estimated cost $0.000900 > max_cost_usd $0.000100)" in str(info.value)

@@ -156,3 +156,10 @@ def test_features_mix_exact_and_estimated_counts(gemma_vocab) -> None:  # type: 
     feats = counter.features(request, ["gguf:gemma3-270m", "estimate"])
     assert feats.prompt_tokens["gguf:gemma3-270m"].exact
     assert not feats.prompt_tokens["estimate"].exact
+
+
+@pytest.mark.parametrize("chars", [1, 3, 299, 300, 301, 1000, 12_345])
+def test_estimate_follows_the_documented_formula_exactly(chars: int) -> None:
+    cfg = TokenEstimateConfig()  # 3.0 chars per token, margin 1.15
+    expected = math.ceil(chars / cfg.chars_per_token * cfg.margin) + cfg.per_message_overhead
+    assert TokenCounter(cfg).count(msgs("z" * chars), "estimate").tokens == expected
