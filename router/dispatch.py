@@ -217,7 +217,6 @@ class Dispatcher:
                 return
 
             first_at = self._clock()
-            stats.record_first_token((first_at - start) * 1000.0)
             chunk: Chunk | None = first
             while chunk is not None:
                 if chunk.text:
@@ -232,6 +231,7 @@ class Dispatcher:
                 except StopAsyncIteration:
                     chunk = None
                 except BackendError as exc:
+                    stats.record_first_token((first_at - start) * 1000.0)
                     stats.record_failure(exc.error_class, exc.retry_after_s)
                     yield self._usage(
                         request,
@@ -247,6 +247,7 @@ class Dispatcher:
                     )
                     raise StreamInterrupted(spec.name, exc.reason) from exc
             if final is None:
+                stats.record_first_token((first_at - start) * 1000.0)
                 stats.record_failure(ErrorClass.RETRYABLE)
                 reason = "stream ended without a final message"
                 yield self._usage(
@@ -264,7 +265,15 @@ class Dispatcher:
                 raise StreamInterrupted(spec.name, reason)
             end = self._clock()
             output_tokens = final.output_tokens if final.output_tokens is not None else out_tokens
-            stats.record_success((end - start) * 1000.0, output_tokens, (end - first_at) * 1000.0)
+            # Time spent in the backend's own queue is load, which the estimate adds from
+            # the live queue; keep it out of the TTFT and service-time samples.
+            queued_ms = final.queue_ms or 0.0
+            stats.record_first_token(max(0.0, (first_at - start) * 1000.0 - queued_ms))
+            stats.record_success(
+                max(0.0, (end - start) * 1000.0 - queued_ms),
+                output_tokens,
+                (end - first_at) * 1000.0,
+            )
             outcome.done = True
             yield self._usage(
                 request,

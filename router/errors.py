@@ -79,8 +79,8 @@ class NoWindowFits(ResourceExhausted):
     def __init__(self, needed_tokens: int, largest_window: int, largest_backend: str) -> None:
         super().__init__(
             f"request needs {needed_tokens} tokens (prompt + max_output_tokens) but the largest "
-            f"context window is {largest_window} tokens ({largest_backend}); shorten the prompt "
-            "or lower max_output_tokens"
+            f"context window among the backends this request may use is {largest_window} "
+            f"tokens ({largest_backend}); shorten the prompt or lower max_output_tokens"
         )
         self.needed_tokens = needed_tokens
         self.largest_window = largest_window

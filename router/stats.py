@@ -199,14 +199,23 @@ class BackendStats:
     # --- load ---------------------------------------------------------------------
 
     def begin(self) -> None:
-        """A stream to the backend opened."""
+        """A stream to the backend opened.
+
+        The backend's reported load is polled; between polls it is kept current with the
+        router's own streams (+1 here, -1 in ``end``), so a finished request does not leave
+        a phantom queue until the next poll.
+        """
         self.in_flight += 1
+        if self.reported_load is not None:
+            self.reported_load += 1
         self._snap = None
 
     def end(self) -> None:
         """A stream to the backend closed (after its outcome, if any, was recorded)."""
         if self.in_flight > 0:
             self.in_flight -= 1
+        if self.reported_load:
+            self.reported_load -= 1
         if self.breaker.state is _HALF_OPEN:
             self.breaker.release_probe()
         self._snap = None

@@ -301,3 +301,5 @@ class Chunk:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: FinishReason | None = None
+    #: Time the request waited in the backend's own queue, ms, when it reports it.
+    queue_ms: float | None = None

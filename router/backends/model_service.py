@@ -175,6 +175,7 @@ class ModelServiceBackend(Backend):
                         input_tokens=d.input_tokens,
                         output_tokens=d.output_tokens,
                         finish_reason=_FINISH.get(d.finish_reason, FinishReason.STOP),
+                        queue_ms=d.queue_ms,
                     )
         finally:
             if not rpc.done():

@@ -252,17 +252,18 @@ class Demo:
             config = parse_config(dc.router_config(ports, self.listen), source="demo config")
         except ConfigError as exc:
             raise DemoError(str(exc)) from None
-        try:
-            self.router = await create_server(config)
-        except OSError as exc:
-            raise DemoError(f"cannot start the router on {self.listen}: {exc}") from None
-        self.address = f"127.0.0.1:{self.router.port}"
-        self.channel = open_channel(self.address)
-        self.client = RouterClient(self.channel, timeout_s=120.0)
-        # The first decision loads the GGUF vocabulary for exact token counts; llama.cpp
-        # prints a harmless line on stderr while doing so: send it to the log instead.
+        # The router loads the GGUF vocabulary for exact token counts at start (or at the
+        # first decision); llama.cpp prints a harmless line on stderr while doing so: send
+        # it to the router's log instead of the screen.
         assert self.workdir is not None
         with _stderr_to(self.workdir / "router.log"):
+            try:
+                self.router = await create_server(config)
+            except OSError as exc:
+                raise DemoError(f"cannot start the router on {self.listen}: {exc}") from None
+            self.address = f"127.0.0.1:{self.router.port}"
+            self.channel = open_channel(self.address)
+            self.client = RouterClient(self.channel, timeout_s=120.0)
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self.client.route(build_request(RequestOptions(prompt="warm-up")))
 

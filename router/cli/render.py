@@ -147,6 +147,7 @@ class DecisionTable:
 
     def table(self, *, compact: bool) -> Table:
         d = self.decision
+        reasons = not compact and any(c.reason for c in d.candidates)
         table = Table(
             title=self.title,
             title_justify="left",
@@ -162,7 +163,7 @@ class DecisionTable:
         for name in ("est. TTFT", "est. total", "est. cost"):
             table.add_column(name.removeprefix("est. ") if compact else name, justify="right")
         table.add_column("budget", no_wrap=True)
-        if not compact:
+        if reasons:
             table.add_column("reason", ratio=1, min_width=16)
         for c in sorted(d.candidates, key=_candidate_order):
             e = c.estimate if _has_estimate(c) else None
@@ -190,7 +191,7 @@ class DecisionTable:
                 *cells,
                 budget,
             ]
-            if not compact:
+            if reasons:
                 row.append(Text(c.reason))
             table.add_row(*row, style=None if c.accepted else "dim")
         return table
@@ -237,7 +238,8 @@ def _decision_caption(decision: router_pb2.Decision) -> str:
     if decision.budget_unmet:
         parts.append("no candidate meets the latency budget: fastest chosen")
     parts.append(f"decided in {decision.decision_us:.0f} µs")
-    parts.append("ᵖ = estimate from config priors (too few live samples)")
+    if any(c.HasField("estimate") and c.estimate.from_priors for c in decision.candidates):
+        parts.append("ᵖ = estimate from config priors (too few live samples)")
     return " · ".join(parts)
 
 
@@ -299,7 +301,14 @@ def usage_line(u: router_pb2.Usage) -> Text:
 def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None = None) -> Table:
     """Static facts and live state, one row per backend (details: :func:`backend_notes`)."""
     table = Table(title=title, title_justify="left")
-    right = ("ctx", "in flight\n/ queue", "TTFT\np50 / p90", "tok/s", "errors\n(failed)", "requests")
+    right = (
+        "ctx",
+        "in flight\n/ queue",
+        "TTFT\np50 / p90",
+        "tok/s",
+        "errors\n(failed)",
+        "requests",
+    )
     for name in ("name", "tier", "kind", "model", "ctx", "health", *right[1:]):
         table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
     for b in resp.backends:

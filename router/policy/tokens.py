@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from router.config import TokenEstimateConfig
@@ -44,31 +44,16 @@ def resolve_gguf_path(path: str) -> str:
     return path
 
 
-class _Vocab:
-    """A loaded GGUF vocabulary and the prompt renderer that goes with it."""
-
-    __slots__ = ("_llama", "_render", "_lock")
-
-    def __init__(self, llama: Any, render: Callable[[tuple[tuple[str, str], ...]], str]) -> None:
-        self._llama = llama
-        self._render = render
-        self._lock = threading.Lock()
-
-    def count(self, messages: tuple[Message, ...]) -> int:
-        if not messages:
-            return 0
-        text = self._render(tuple((m.role.value, m.content) for m in messages))
-        with self._lock:
-            return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+def _pairs(messages: tuple[Message, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((m.role.value, m.content) for m in messages)
 
 
-def _load_vocab(path: str) -> _Vocab:
-    import llama_cpp
+def _load_vocab(path: str) -> Any:
+    from serving.engines.llamacpp import PromptTokenizer
 
-    from serving.engines.prompt import render_gemma
-
-    llama = llama_cpp.Llama(model_path=resolve_gguf_path(path), vocab_only=True, verbose=False)
-    return _Vocab(llama, render_gemma)
+    tokenizer = PromptTokenizer(resolve_gguf_path(path))
+    tokenizer.load()
+    return tokenizer
 
 
 class TokenCounter:
@@ -88,7 +73,7 @@ class TokenCounter:
         self._chars_per_token = cfg.chars_per_token
         self._margin = cfg.margin
         self._overhead = cfg.per_message_overhead
-        self._vocabs: dict[str, _Vocab | None] = {}
+        self._vocabs: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, tuple[Message, ...]], int] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -114,14 +99,14 @@ class TokenCounter:
             return self.estimate(messages)
         chars = sum(len(m.content) for m in messages)
         if chars > self._cache_max_chars or self._cache_size <= 0:
-            return TokenCount(vocab.count(messages), True)
+            return TokenCount(vocab.count(_pairs(messages)), True)
         key = (tokenizer_id, messages)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return TokenCount(hit, True)
-        tokens = vocab.count(messages)
+        tokens = vocab.count(_pairs(messages))
         with self._cache_lock:
             self._cache[key] = tokens
             if len(self._cache) > self._cache_size:
@@ -149,7 +134,7 @@ class TokenCounter:
         """Load every vocabulary now (blocking); returns which ids count exactly."""
         return {tid: self.exact(tid) for tid in set(tokenizer_ids) if tid != ESTIMATE}
 
-    def _vocab(self, tokenizer_id: str) -> _Vocab | None:
+    def _vocab(self, tokenizer_id: str) -> Any:
         try:
             return self._vocabs[tokenizer_id]
         except KeyError:
@@ -157,7 +142,7 @@ class TokenCounter:
         with self._load_lock:
             if tokenizer_id in self._vocabs:
                 return self._vocabs[tokenizer_id]
-            vocab: _Vocab | None = None
+            vocab: Any = None
             if not tokenizer_id.startswith(GGUF_PREFIX):
                 logger.warning(
                     "unknown tokenizer id %r (expected 'estimate' or 'gguf:<path>'); "

@@ -75,6 +75,43 @@ def default_model_path() -> str:
     return str(target)
 
 
+_llama_log = logging.getLogger("llama_cpp.native")
+_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
+_log_callback: Any = None
+
+
+def route_native_logs() -> None:
+    """Send llama.cpp's own log lines to the ``llama_cpp.native`` Python logger.
+
+    llama-cpp-python prints some of them to stderr even with ``verbose=False`` (e.g. the
+    SWA cache and n_ctx_train notes); routed through logging, they appear only where
+    logging is configured for them. Idempotent; call after importing ``llama_cpp``.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        lvl = _LOG_LEVELS.get(level, logging.DEBUG)
+        if _llama_log.isEnabledFor(lvl):
+            _llama_log.log(lvl, "%s", text.decode("utf-8", "replace").rstrip())
+
+    _log_callback = callback  # keep a reference: ctypes does not
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def load_vocab(path: str) -> Any:
+    """A ``llama_cpp.Llama`` holding only the vocabulary of the GGUF at ``path``."""
+    import llama_cpp
+
+    route_native_logs()
+    return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+
+
 def prompt_token_ids(llm: Any, messages: tuple[tuple[str, str], ...]) -> list[int]:
     """Token ids of the Gemma prompt for ``messages`` with ``llm``'s vocabulary (with BOS)."""
     return list(llm.tokenize(render_gemma(messages).encode(), add_bos=True, special=True))
@@ -92,13 +129,15 @@ class PromptTokenizer:
         self._vocab: Any = None
         self._lock = threading.Lock()
 
-    def count(self, messages: tuple[tuple[str, str], ...]) -> int:
+    def load(self) -> None:
+        """Load the vocabulary now (blocking). Idempotent."""
         with self._lock:
             if self._vocab is None:
-                import llama_cpp
+                self._vocab = load_vocab(self._model_path or default_model_path())
 
-                path = self._model_path or default_model_path()
-                self._vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    def count(self, messages: tuple[tuple[str, str], ...]) -> int:
+        self.load()
+        with self._lock:
             return len(prompt_token_ids(self._vocab, messages))
 
 
@@ -299,6 +338,7 @@ class LlamaCppEngine(Engine):
     def _load_model(self) -> Any:
         import llama_cpp
 
+        route_native_logs()
         path = self._model_path or default_model_path()
         started = time.monotonic()
         llm = llama_cpp.Llama(

@@ -242,6 +242,17 @@ async def test_route_prints_every_backend_with_verdict_and_reason(tiers, capsys)
     assert tiers.engines["gpu"].started == []  # a dry run calls no model
 
 
+async def test_route_on_a_narrow_terminal_moves_reasons_under_the_table(tiers, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    rc = await run_cli("route", "--address", tiers.address, "--data-class", "restricted", "hi")
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert out.count("✘ rejected") == 2
+    assert "edge-1: ✘ data_class: data class 'restricted' not allowed" in out
+    assert "→ gpu-1 (gpu)" in out
+
+
 async def test_route_json_is_the_decision(tiers, capsys):
     rc = await run_cli("route", "--address", tiers.address, "--json", "--request-id", "r-7", "hi")
     assert rc == 0

@@ -123,11 +123,14 @@ async def test_streams_deltas_then_usage(model_server) -> None:
     assert [c.text for c in chunks[:-1]] == ["hello", " world", " hello", " world", " hello"]
     assert all(c.tokens == 1 for c in chunks[:-1])
     expected_input = count_scripted_tokens((("system", "Be brief."), ("user", "hello world")))
-    assert chunks[-1] == Chunk(
+    final = chunks[-1]
+    assert final.queue_ms is not None and final.queue_ms >= 0
+    assert final == Chunk(
         done=True,
         input_tokens=expected_input,
         output_tokens=5,
         finish_reason=FinishReason.LENGTH,
+        queue_ms=final.queue_ms,
     )
     assert engine.started == ["req-1"]
     # the consumer read to the end: nothing was cancelled
@@ -306,7 +309,7 @@ async def test_an_error_after_done_does_not_spoil_a_complete_answer() -> None:
         async with backend_for(endpoint) as backend:
             chunks = await collect(backend, call())
     assert chunks[-1] == Chunk(
-        done=True, input_tokens=4, output_tokens=2, finish_reason=FinishReason.STOP
+        done=True, input_tokens=4, output_tokens=2, finish_reason=FinishReason.STOP, queue_ms=0.0
     )
 
 

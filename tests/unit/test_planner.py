@@ -304,7 +304,7 @@ def test_nothing_big_enough_names_the_largest_window() -> None:
     err = info.value
     assert err.grpc_code == "RESOURCE_EXHAUSTED"
     assert (err.needed_tokens, err.largest_window) == (201_000, 128_000)
-    assert "largest context window is 128000 tokens (hosted-a)" in str(err)
+    assert "this request may use is 128000 tokens (hosted-a)" in str(err)
 
 
 def test_window_error_only_counts_backends_that_reached_the_window_filter() -> None:
