@@ -314,3 +314,18 @@ def test_a_probe_ending_without_a_verdict_frees_the_slot(clock: FakeClock) -> No
     stats.record_failure(ErrorClass.RETRYABLE)
     stats.end()
     assert stats.circuit is CircuitState.OPEN
+
+
+def test_reported_load_follows_the_routers_own_streams_between_polls(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    stats.begin()
+    assert stats.snapshot().reported_load is None  # no signal yet: nothing invented
+    stats.set_reported_load(3)  # a poll: 3 queued + running, ours included
+    stats.begin()
+    assert stats.snapshot().reported_load == 4
+    stats.end()
+    stats.end()
+    assert stats.snapshot().reported_load == 2  # no phantom queue until the next poll
+    stats.set_reported_load(0)
+    stats.end()  # a late end never goes below zero
+    assert stats.snapshot().reported_load == 0
