@@ -178,8 +178,6 @@ class Dispatcher:
         stats.begin()
         first_at: float | None = None
         out_tokens = 0
-        text_chunks = 0
-        final: Chunk | None = None
         try:
             try:
                 first = await _first_chunk(stream, timeout_s)
@@ -217,39 +215,25 @@ class Dispatcher:
                 return
 
             first_at = self._clock()
-            chunk: Chunk | None = first
-            while chunk is not None:
-                if chunk.text:
-                    out_tokens += chunk.tokens
-                    text_chunks += 1
-                    yield DeltaEvent(chunk.text, chunk.tokens)
-                if chunk.done:
-                    final = chunk
-                    break
-                try:
-                    chunk = await anext(stream)
-                except StopAsyncIteration:
-                    chunk = None
-                except BackendError as exc:
-                    stats.record_first_token((first_at - start) * 1000.0)
-                    stats.record_failure(exc.error_class, exc.retry_after_s)
-                    yield self._usage(
-                        request,
-                        entry,
-                        feats,
-                        start,
-                        first_at,
-                        out_tokens,
-                        None,
-                        complete=False,
-                        error=exc.reason,
-                        attempts=len(attempts) + 1,
-                    )
-                    raise StreamInterrupted(spec.name, exc.reason) from exc
-            if final is None:
+            chunk = first
+            try:
+                while True:
+                    if chunk.text:
+                        out_tokens += chunk.tokens
+                        yield DeltaEvent(chunk.text, chunk.tokens)
+                    if chunk.done:
+                        final = chunk
+                        break
+                    try:
+                        chunk = await anext(stream)
+                    except StopAsyncIteration:
+                        raise BackendError(
+                            spec.name, "stream ended without a final message"
+                        ) from None
+            except BackendError as exc:
+                # After the first token there is no failover: the answer ends incomplete.
                 stats.record_first_token((first_at - start) * 1000.0)
-                stats.record_failure(ErrorClass.RETRYABLE)
-                reason = "stream ended without a final message"
+                stats.record_failure(exc.error_class, exc.retry_after_s)
                 yield self._usage(
                     request,
                     entry,
@@ -259,10 +243,10 @@ class Dispatcher:
                     out_tokens,
                     None,
                     complete=False,
-                    error=reason,
+                    error=exc.reason,
                     attempts=len(attempts) + 1,
                 )
-                raise StreamInterrupted(spec.name, reason)
+                raise StreamInterrupted(spec.name, exc.reason) from exc
             end = self._clock()
             output_tokens = final.output_tokens if final.output_tokens is not None else out_tokens
             # Time spent in the backend's own queue is load, which the estimate adds from
