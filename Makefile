@@ -29,7 +29,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv install system-deps tools demo test test-fast lint format proto proto-check \
-        proto-baseline bench clean distclean
+        proto-baseline bench clean distclean helm-lint image-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -118,6 +118,12 @@ bench: install ## run every bench/*.py script (results: BENCHMARKS.md)
 	  found=1; echo "+ $(PY) $$f"; $(PY) "$$f"; \
 	done; \
 	[ "$$found" = 1 ] || echo "bench: no bench/*.py scripts yet"
+
+helm-lint: install ## Helm chart: lint --strict, render every value set, validate vs ../shared/schemas
+	$(PYTEST) -q tests/deploy/test_helm_chart.py $(PYTEST_ARGS)
+
+image-check: install ## router image without Docker: hadolint + its pip install in a clean venv
+	$(PYTEST) -q -m "" tests/deploy/test_image.py $(PYTEST_ARGS)
 
 clean: ## remove caches and build output (keeps .venv and .tools)
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache .bench-out

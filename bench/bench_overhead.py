@@ -350,6 +350,42 @@ def _patch_linger(linger_s: float) -> None:
     sv._relay_coalesced = relay  # type: ignore[assignment]
 
 
+ROUTER_PATCHES = ("no-initial-metadata", "no-read-timeout", "log-warning")
+
+
+def _patch_router(names: Sequence[str]) -> None:
+    """Experiments on the router's per-request / per-message work (bench only)."""
+    if "no-read-timeout" in names:
+        # ModelServiceBackend.stream wraps every read in asyncio.timeout(); drop it.
+        import types
+
+        import router.backends.model_service as ms
+
+        ms.asyncio = types.SimpleNamespace(timeout=lambda _s: contextlib.nullcontext())  # type: ignore[assignment]
+    if "no-initial-metadata" in names:
+        # Send the request id as trailing metadata instead of a separate initial-metadata op.
+        import router.server.servicer as sv
+
+        class _Ctx:
+            def __init__(self, ctx: Any) -> None:
+                self._ctx = ctx
+                self.write = ctx.write
+                self.time_remaining = ctx.time_remaining
+
+            async def send_initial_metadata(self, md: Any) -> None:
+                self._ctx.set_trailing_metadata(md)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._ctx, name)
+
+        real_generate = sv.InferenceRouterServicer.Generate
+
+        async def generate(self: Any, request: Any, context: Any) -> None:
+            await real_generate(self, request, _Ctx(context))
+
+        sv.InferenceRouterServicer.Generate = generate  # type: ignore[method-assign]
+
+
 def router_variant_main(argv: Sequence[str]) -> int:
     """``hybrid-router serve`` with uvloop and/or extra grpc options patched in."""
     p = argparse.ArgumentParser(prog="bench_overhead.py _router")
@@ -358,7 +394,9 @@ def router_variant_main(argv: Sequence[str]) -> int:
     p.add_argument("--server-option", action="append", default=[])
     p.add_argument("--channel-option", action="append", default=[])
     p.add_argument("--coalesce-linger-ms", type=float, default=0.0)
+    p.add_argument("--patch", action="append", default=[], choices=ROUTER_PATCHES)
     args = p.parse_args(argv)
+    _patch_router(args.patch)
     if args.coalesce_linger_ms > 0:
         _patch_linger(args.coalesce_linger_ms / 1000.0)
     import grpc.aio
@@ -386,7 +424,8 @@ def router_variant_main(argv: Sequence[str]) -> int:
         uvloop.install()
     from router.cli.main import main
 
-    return main(["serve", "--config", args.config])
+    level = "warning" if "log-warning" in args.patch else "info"
+    return main(["serve", "--config", args.config, "--log-level", level])
 
 
 # --------------------------------------------------------------------------------------
@@ -679,10 +718,12 @@ class Bench:
             or a.router_server_option
             or a.router_channel_option
             or a.router_coalesce_linger_ms
+            or a.router_patch
         ):
             argv = [sys.executable, str(Path(__file__).resolve()), "_router", "--config", str(cfg)]
             if a.router_uvloop:
                 argv.append("--uvloop")
+            argv += [f"--patch={x}" for x in a.router_patch]
             if a.router_coalesce_linger_ms:
                 argv.append(f"--coalesce-linger-ms={a.router_coalesce_linger_ms:g}")
             argv += [f"--server-option={o}" for o in a.router_server_option]
@@ -766,6 +807,12 @@ class Bench:
         result = json.loads(out.decode().strip().splitlines()[-1])
         t0, t1 = result["window"]
         return result, sampler.window(t0, t1)
+
+
+def show_log_tail(child: Child, lines: int = 8) -> None:
+    with contextlib.suppress(OSError):
+        tail = child.log_path.read_text(errors="replace").splitlines()[-lines:]
+        print(f"  --- {child.name} log (last {lines} lines):", *tail, sep="\n    ", flush=True)
 
 
 def start_py_spy(pid: int, prefix: str, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
@@ -867,6 +914,8 @@ def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
                 watch["router"] = floor[0].pid
             res, win = bench.loadgen(spec, watch, a.py_spy if mode == "routed" else None)
             res["path"] = mode
+            if res["errors"]:
+                show_log_tail(router if mode == "routed" else floor[0] if floor else backend)
             res["tokens_per_s_per_stream"] = rate
             res["max_tokens"] = max_tokens
             res["proc"] = win
@@ -951,7 +1000,7 @@ def _cpu(win: dict[str, Any], name: str) -> str:
 
 
 def print_latency_row(res: dict[str, Any], win: dict[str, Any]) -> None:
-    errs = sum(res["errors"].values())
+    errs = ",".join(f"{k}:{v}" for k, v in res["errors"].items()) or "0"
     print(
         f"  latency {res['path']:>6} streams={res['streams']:<4} "
         f"rate={res['tokens_per_s_per_stream']:g}/s req={res['requests']:<5} "
@@ -965,7 +1014,8 @@ def print_latency_row(res: dict[str, Any], win: dict[str, Any]) -> None:
 
 def print_throughput_row(res: dict[str, Any], win: dict[str, Any]) -> None:
     print(
-        f"  throughput {res['label']:<24} msgs/s={res['msgs_per_s']:.0f} "
+        f"  throughput {res['label']:<24} err={sum(res['errors'].values())} "
+        f"msgs/s={res['msgs_per_s']:.0f} "
         f"tokens/s={res['tokens_per_s']:.0f} tokens/msg={_f(res['tokens_per_delta'])} "
         f"cpu router={_cpu(win, 'router')} backend={_cpu(win, 'backend')} "
         f"loadgen={_cpu(win, 'loadgen')} other={_f(win.get('other_cpu_pct', 0), 0)}%",
@@ -1091,6 +1141,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench/bench_overhead.py",
@@ -1100,7 +1159,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "router RSS. Backend, router and load generator run as separate processes on "
             "127.0.0.1. Measures; asserts nothing."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="short windows (about 1 minute)")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON to PATH")
@@ -1119,12 +1178,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--aggregate-cap",
         type=float,
-        default=0.0,
+        default=3200.0,
         metavar="TOKENS_PER_S",
         help="cap streams x tokens/s per stream at this (0: no cap); lowers the per-stream "
         "rate of large stream counts",
     )
-    g.add_argument("--max-tokens", type=int, default=100, help="tokens per request")
+    g.add_argument("--max-tokens", type=int, help="tokens per request (default 100, quick 50)")
     g.add_argument(
         "--single-stream-tokens",
         type=int,
@@ -1158,9 +1217,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--wait-idle",
         type=float,
-        default=120.0,
         metavar="S",
-        help="before each run, wait up to S seconds for the machine to be quiet (0: never)",
+        help="before each run, wait up to S seconds for the machine to be quiet (0: never; "
+        "default 120, quick 20)",
     )
     g.add_argument(
         "--idle-threshold",
@@ -1179,8 +1238,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--retries",
         type=int,
-        default=2,
-        help="rerun a noisy run up to this many times and keep the quietest",
+        help="rerun a noisy run up to this many times and keep the quietest (default 2, quick 0)",
     )
     g = p.add_argument_group("load generator")
     g.add_argument("--channels", type=int, default=1, help="grpc channels (connections) used")
@@ -1200,6 +1258,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="K=V",
         help="extra grpc option for the router's channel to the backend (repeatable)",
+    )
+    g.add_argument(
+        "--router-patch",
+        action="append",
+        default=[],
+        choices=ROUTER_PATCHES,
+        help="bench-only monkeypatch of the router: no-initial-metadata (request id as "
+        "trailing metadata), no-read-timeout (no asyncio.timeout per backend read), "
+        "log-warning (no per-request INFO log line); repeatable",
     )
     g.add_argument(
         "--router-coalesce-linger-ms",
@@ -1225,6 +1292,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         a.measure_s = 4.0 if a.quick else 10.0
     if a.tp_measure_s is None:
         a.tp_measure_s = 4.0 if a.quick else 8.0
+    if a.max_tokens is None:
+        a.max_tokens = 50 if a.quick else 100
+    if a.wait_idle is None:
+        a.wait_idle = 20.0 if a.quick else 120.0
+    if a.retries is None:
+        a.retries = 0 if a.quick else 2
     if a.quick:
         a.tp_warmup_s = min(a.tp_warmup_s, 1.0)
     return a
@@ -1273,6 +1346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "router_server_option",
                 "router_channel_option",
                 "router_coalesce_linger_ms",
+                "router_patch",
             )
         },
     }
@@ -1281,6 +1355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         bench = Bench(a, Path(tmp), env)
         try:

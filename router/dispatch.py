@@ -22,6 +22,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 
+from opentelemetry import trace
+
 from router import policy
 from router.config import PolicyConfig
 from router.errors import (
@@ -36,6 +38,8 @@ from router.errors import (
 from router.policy.estimate import cost_usd
 from router.policy.tokens import TokenCounter
 from router.registry import BackendRegistry, Entry
+from router.security.tenants import TenantAccess
+from router.telemetry import tracing
 from router.types import (
     BackendCall,
     Chunk,
@@ -65,11 +69,13 @@ class Dispatcher:
         *,
         token_counter: TokenCounter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.registry = registry
         self.cfg = cfg
         self.tokens = token_counter or TokenCounter(cfg.token_estimate)
         self._clock = clock
+        self._tracer = tracer if tracer is not None else tracing.tracer_from(None)
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -81,9 +87,17 @@ class Dispatcher:
     def _tokenizer_ids(self) -> set[str]:
         return {e.spec.tokenizer_id for e in self.registry.entries()}
 
-    async def decide(self, request: InferenceRequest) -> tuple[Plan, Features]:
-        """Features + policy. Raises the policy's RouterErrors (no candidate etc.)."""
+    async def decide(
+        self, request: InferenceRequest, access: TenantAccess | None = None
+    ) -> tuple[Plan, Features]:
+        """Features + policy. Raises the policy's RouterErrors (no candidate etc.).
+
+        ``access``: the caller's tenant; the policy then only sees its backends, and a
+        request for anything else is PERMISSION_DENIED (router.security.tenants).
+        """
         t0 = time.perf_counter()
+        if access is not None:
+            access.check_request(request)
         pairs = self.registry.pairs()
         if not pairs:
             raise AllCandidatesFailed([Attempt("(none)", "no backends are configured")])
@@ -99,18 +113,25 @@ class Dispatcher:
                 f"payload is {feats.payload_bytes} bytes; the largest any backend accepts is "
                 f"{largest.max_payload_bytes} bytes ({largest.name}); send less text",
             )
-        plan = policy.plan(feats, pairs, self.cfg, self._clock())
+        if access is None:
+            plan = policy.plan(feats, pairs, self.cfg, self._clock())
+        else:
+            plan = access.plan(feats, pairs, self.cfg, self._clock())
         plan = replace(plan, decision_us=(time.perf_counter() - t0) * 1e6)
         return plan, feats
 
     # --- running ----------------------------------------------------------------------
 
     async def generate(
-        self, request: InferenceRequest, *, deadline: float | None = None
+        self,
+        request: InferenceRequest,
+        *,
+        deadline: float | None = None,
+        access: TenantAccess | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Decide, then stream. ``deadline`` is a ``clock()`` value (or None)."""
-        plan, feats = await self.decide(request)
-        log.info(
+        plan, feats = await self.decide(request, access)
+        log.debug(  # the request's one INFO line comes at its end (router.telemetry)
             "decision request_id=%s backend=%s fallbacks=%s budget_unmet=%s decision_us=%.1f",
             request.request_id,
             plan.primary,
@@ -169,7 +190,9 @@ class Dispatcher:
     ) -> AsyncGenerator[Event, None]:
         spec = entry.spec
         stats = entry.stats
-        call = BackendCall(request=request, deadline=deadline)
+        # One trace span per attempt; its context travels to the backend (traceparent).
+        span = tracing.start_attempt(self._tracer, spec, len(attempts) + 1)
+        call = BackendCall(request=request, deadline=deadline, metadata=tracing.inject(span))
         timeout_s = self.cfg.ttft_timeout_ms / 1000.0
         if deadline is not None:
             timeout_s = min(timeout_s, max(0.0, deadline - self._clock()))
@@ -273,6 +296,7 @@ class Dispatcher:
             )
         finally:
             stats.end()
+            tracing.end_attempt(span, outcome.done, outcome.failure, first_at is not None)
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
 

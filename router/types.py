@@ -123,6 +123,8 @@ class Prices:
     gpu_prefill_ratio: float = 0.1
     #: edge: configured marginal cost, USD per million output tokens.
     edge_per_mtok_usd: float = 0.0
+    #: Where the figures come from (provider page and date), for `hybrid-router prices`.
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,17 +66,18 @@ _STATUS = {
 }
 
 
-class _BadRequest(Exception):
-    pass
+class BadRequest(Exception):
+    """A request field is invalid; the message names it."""
+
 
 
 def to_engine_request(request: model_service_pb2.ModelGenerateRequest) -> EngineRequest:
-    """Proto -> EngineRequest; raises _BadRequest naming the field."""
+    """Proto -> EngineRequest; raises BadRequest naming the field."""
     messages = []
     for index, message in enumerate(request.messages):
         role = _ROLES.get(message.role)
         if role is None:
-            raise _BadRequest(f"messages[{index}].role: must be system, user or assistant")
+            raise BadRequest(f"messages[{index}].role: must be system, user or assistant")
         messages.append((role, message.content))
     sampling = request.sampling
     return EngineRequest(
@@ -91,7 +92,8 @@ def to_engine_request(request: model_service_pb2.ModelGenerateRequest) -> Engine
     )
 
 
-def _event(chunk: EngineChunk) -> model_service_pb2.ModelGenerateEvent:
+def event_for(chunk: EngineChunk) -> model_service_pb2.ModelGenerateEvent:
+    """The ModelService event for an engine chunk (``delta``, or ``done`` with usage)."""
     if chunk.done:
         return model_service_pb2.ModelGenerateEvent(
             done=model_service_pb2.ModelDone(
@@ -131,8 +133,8 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
         try:
             engine_request = to_engine_request(request)
             if request.model and request.model != info.model:
-                raise _BadRequest(f"model: this server holds {info.model!r}, not {request.model!r}")
-        except _BadRequest as exc:
+                raise BadRequest(f"model: this server holds {info.model!r}, not {request.model!r}")
+        except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         logger.debug(
             "generate %s: %d messages, max_output_tokens=%d",
@@ -146,7 +148,7 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
             stream = self._engine.generate(engine_request)
             async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
-                    yield _event(chunk)
+                    yield event_for(chunk)
         except EngineError as exc:
             failure = status_for(exc)
             logger.info(

@@ -2,7 +2,8 @@
 
 :func:`create_backend` turns a validated :class:`router.config.BackendConfig` into an
 adapter. Adapter modules are imported on demand, so a router that uses no OpenAI
-backend never imports httpx (and later, no Bedrock backend never imports botocore).
+or Anthropic backend never imports httpx, and one without a Bedrock backend (or a Secrets
+Manager key) never imports boto3.
 """
 
 from __future__ import annotations
@@ -19,21 +20,42 @@ __all__ = ["Backend", "create_backend"]
 def create_backend(cfg: BackendConfig, *, environ: Mapping[str, str] | None = None) -> Backend:
     """The adapter for ``cfg.kind``, not yet started (the registry calls ``start()``).
 
-    ``environ`` (default ``os.environ``) supplies secrets named in the config (an OpenAI
-    backend's ``api_key_env`` and ``env:VAR`` header values); they are read here, once.
+    ``environ`` (default ``os.environ``) supplies secrets named in the config (an OpenAI or
+    Anthropic backend's ``api_key_env`` and ``env:VAR`` header values); they are read here,
+    once. Bedrock credentials and Secrets Manager keys come from the AWS chain instead.
     Raises ConfigError for an unknown kind or a missing secret.
     """
     spec = cfg.to_spec()
     if cfg.kind == "model_service":
         from router.backends.model_service import ModelServiceBackend
 
-        return ModelServiceBackend(spec, timeout_s=cfg.timeout_s)
+        return ModelServiceBackend(
+            spec, timeout_s=cfg.timeout_s, application=cfg.serve_application
+        )
+    if cfg.kind == "ray_serve":
+        from router.backends.ray_serve import RayServeBackend
+
+        return RayServeBackend(
+            spec,
+            application=cfg.serve_application,
+            load_application=cfg.serve_load_application,
+            timeout_s=cfg.timeout_s,
+        )
     if cfg.kind == "openai":
         from router.backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend(spec, cfg, environ=environ)
+    if cfg.kind == "anthropic":
+        from router.backends.anthropic import AnthropicBackend
+
+        return AnthropicBackend(spec, cfg, environ=environ)
+    if cfg.kind == "bedrock":
+        from router.backends.bedrock import BedrockBackend
+
+        return BedrockBackend(spec, cfg)
     raise ConfigError(
-        f"unknown backend kind {cfg.kind!r}; use 'model_service' or 'openai'",
+        f"unknown backend kind {cfg.kind!r}; use 'model_service', 'ray_serve', 'openai', "
+        "'anthropic' or 'bedrock'",
         source=f"backend {cfg.name}",
         key="kind",
     )

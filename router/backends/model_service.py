@@ -103,9 +103,15 @@ class ModelServiceBackend(Backend):
         *,
         timeout_s: float = 30.0,
         info_timeout_s: float = 2.0,
+        application: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``application``: the Ray Serve application to call, sent as gRPC metadata
+        ``application`` on every call (Serve's gRPC proxy routes by it); "" = none."""
         super().__init__(spec)
+        self._application: tuple[tuple[str, str], ...] = (
+            (("application", application),) if application else ()
+        )
         self._timeout_s = timeout_s
         self._info_timeout_s = min(info_timeout_s, timeout_s)
         self._clock = clock
@@ -142,7 +148,7 @@ class ModelServiceBackend(Backend):
             timeout = call.deadline - self._clock()
             if timeout <= 0:
                 raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE)
-        metadata = list(call.metadata)
+        metadata = [*self._application, *call.metadata]
         if call.request.request_id:
             metadata.append(("x-request-id", call.request.request_id))
         rpc = stub.Generate(to_proto(call.request), timeout=timeout, metadata=metadata or None)
@@ -184,11 +190,19 @@ class ModelServiceBackend(Backend):
             raise BackendError(self.name, "stream ended early (no done event)")
         yield final
 
-    async def info(self) -> model_service_pb2.InfoResponse:
-        """The server's Info (model, window, load). Raises BackendError."""
+    async def info(
+        self, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> model_service_pb2.InfoResponse:
+        """The server's Info (model, window, load). Raises BackendError.
+
+        ``metadata`` replaces the call's metadata (default: the ``application`` one).
+        """
         stub = self._ensure_stub()
+        md = self._application if metadata is None else metadata
         try:
-            return await stub.Info(model_service_pb2.InfoRequest(), timeout=self._info_timeout_s)
+            return await stub.Info(
+                model_service_pb2.InfoRequest(), timeout=self._info_timeout_s, metadata=md or None
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from exc
 

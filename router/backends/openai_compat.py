@@ -42,8 +42,9 @@ Choices made here (the router relies on them):
   context_length_exceeded`` -> TOO_LARGE). If the second answer is fine, the original
   failure stays RETRYABLE. Servers that report errors properly never reach this path.
 * **Secrets.** The API key (``api_key_env``) and ``env:VAR`` header values are read once,
-  when the backend is created, from the ``environ`` mapping; they are never logged (httpx
-  masks ``Authorization`` in its reprs).
+  when the backend is created, from the ``environ`` mapping; or the key comes from a Secrets
+  Manager secret (``api_key_secret``, cached for ``secret_ttl_s``, fetched again after a
+  401). Never logged (httpx masks ``Authorization`` in its reprs).
 * **Cancellation.** Closing the iterator or cancelling the consuming task closes the HTTP
   response before it is fully read, so httpx drops the connection and the server sees the
   disconnect.
@@ -53,11 +54,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, cast
@@ -65,6 +64,14 @@ from typing import Any, cast
 import httpx
 
 from router.backends.base import Backend
+from router.backends.common import (
+    http_status_error,
+    mentions_context_length,
+    parse_retry_after,
+    resolve_env_ref,
+    truncate,
+)
+from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEEvent, SSEParser
 from router.config import BackendConfig
 from router.errors import BackendError, ConfigError, ErrorClass
@@ -74,19 +81,11 @@ log = logging.getLogger(__name__)
 
 #: Largest error body read from a failed response.
 _MAX_ERROR_BODY = 64 * 1024
-#: Longest provider message copied into an error.
-_MAX_MESSAGE = 500
 #: Upper bound on the diagnostic request sent after an empty stream.
 _EXPLAIN_TIMEOUT_S = 10.0
 
-_RETRYABLE_STATUS = frozenset({404, 408, 409, 425, 429})
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _CONTEXT_TYPES = frozenset({"exceed_context_size_error"})
-_CONTEXT_RE = re.compile(
-    r"context[ _-]?(length|window|size)|maximum context|prompt is too long"
-    r"|too many (input )?tokens|input is too long|max_tokens.{0,40}too large",
-    re.IGNORECASE,
-)
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
 
 
@@ -101,53 +100,12 @@ def is_context_length_error(error: Mapping[str, Any]) -> bool:
         return True
     if str(error.get("type") or "") in _CONTEXT_TYPES:
         return True
-    return bool(_CONTEXT_RE.search(str(error.get("message") or "")))
-
-
-def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
-
-    ``now`` is wall-clock time (``time.time()``), used for the HTTP-date form.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def _resolve_secret(value: str, environ: Mapping[str, str], key: str, backend: str) -> str:
-    if not value.startswith("env:"):
-        return value
-    var = value[4:]
-    if not var or var not in environ:
-        raise ConfigError(
-            f"environment variable {var!r} is not set (the value {value!r} reads it)",
-            source=f"backend {backend}",
-            key=key,
-        )
-    return environ[var]
+    return mentions_context_length(str(error.get("message") or ""))
 
 
 def _resolve_headers(cfg: BackendConfig, environ: Mapping[str, str]) -> dict[str, str]:
     headers = {
-        name: _resolve_secret(value, environ, f"headers.{name}", cfg.name)
+        name: resolve_env_ref(value, environ, f"headers.{name}", cfg.name)
         for name, value in cfg.headers.items()
     }
     if cfg.api_key_env:
@@ -163,11 +121,6 @@ def _resolve_headers(cfg: BackendConfig, environ: Mapping[str, str]) -> dict[str
         headers["Authorization"] = f"Bearer {key}"
     headers.setdefault("Accept", "text/event-stream")
     return headers
-
-
-def _truncate(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
 def _error_object(body: bytes) -> dict[str, Any]:
@@ -209,9 +162,27 @@ class OpenAIBackend(Backend):
         self._clock = clock
         self._wall_clock = wall_clock
         self._client: httpx.AsyncClient | None = None
+        self._secret: SecretsManagerKey | None = None
+        if cfg.api_key_secret:
+            self._secret = SecretsManagerKey(
+                cfg.api_key_secret,
+                backend=cfg.name,
+                field=cfg.api_key_secret_field,
+                region=cfg.region,
+                ttl_s=cfg.secret_ttl_s,
+                clock=clock,
+            )
 
     async def start(self) -> None:
         self._ensure_client()
+        if self._secret is not None:
+            await self._secret.prefetch()
+
+    async def _auth(self) -> dict[str, str]:
+        """The Authorization header when the key lives in Secrets Manager."""
+        if self._secret is None:
+            return {}
+        return {"Authorization": f"Bearer {await self._secret.get()}"}
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -267,7 +238,9 @@ class OpenAIBackend(Backend):
         # OpenAI's header for a caller's request id. Not X-Request-Id: llama-cpp-python's
         # server rejects (400, empty body) an X-Request-Id that is not a UUID.
         rid = call.request.request_id
-        headers = {"X-Client-Request-Id": rid} if rid and rid.isascii() else None
+        headers = {"X-Client-Request-Id": rid} if rid and rid.isascii() else {}
+        headers.update(call.metadata)  # W3C traceparent of this attempt (docs/telemetry.md)
+        headers.update(await self._auth())
         try:
             async with client.stream(
                 "POST", self._url, json=body, headers=headers, timeout=timeout
@@ -352,7 +325,7 @@ class OpenAIBackend(Backend):
         if err is not None or event.event == "error":
             error = err if isinstance(err, dict) else {"message": str(err or event.data)}
             cls = ErrorClass.TOO_LARGE if is_context_length_error(error) else ErrorClass.RETRYABLE
-            message = _truncate(str(error.get("message") or "unknown error"))
+            message = truncate(str(error.get("message") or "unknown error"))
             raise BackendError(self.name, f"error in stream: {message}", cls)
         text = ""
         finish = None
@@ -387,27 +360,17 @@ class OpenAIBackend(Backend):
 
     def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> BackendError:
         error = _error_object(body)
-        message = _truncate(
-            str(error.get("message") or "") or httpx.codes.get_reason_phrase(status)
-        )
-        text = f"HTTP {status}: {message}"
+        message = str(error.get("message") or "") or httpx.codes.get_reason_phrase(status)
         log.debug("%s: HTTP %d (%s)", self.name, status, error.get("code") or error.get("type"))
-        if status in (401, 403):
-            code = "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED"
-            return BackendError(self.name, text, ErrorClass.FATAL, grpc_code=code)
-        if status == 413 or (status != 429 and is_context_length_error(error)):
-            return BackendError(self.name, text, ErrorClass.TOO_LARGE)
-        if status in _RETRYABLE_STATUS or status >= 500:
-            return BackendError(
-                self.name,
-                text,
-                ErrorClass.RETRYABLE,
-                retry_after_s=parse_retry_after(headers, self._wall_clock()),
-            )
-        if 400 <= status < 500:
-            return BackendError(self.name, text, ErrorClass.FATAL, grpc_code="INVALID_ARGUMENT")
-        # 1xx/2xx other than 200, 3xx (redirects are not followed): a misbehaving endpoint.
-        return BackendError(self.name, f"unexpected {text}", ErrorClass.RETRYABLE)
+        if status == 401 and self._secret is not None:
+            self._secret.invalidate()  # a rotated key: fetch it again for the next request
+        return http_status_error(
+            self.name,
+            status,
+            message,
+            too_large=is_context_length_error(error),
+            retry_after_s=parse_retry_after(headers.get, self._wall_clock()),
+        )
 
     async def _explain_empty_stream(self, body: dict[str, Any], deadline: float | None) -> None:
         """After an empty 200 stream, learn the error without streaming (see module doc).
@@ -424,6 +387,7 @@ class OpenAIBackend(Backend):
         probe["max_tokens"] = 1
         headers = {**self._headers, "Accept": "application/json"}
         try:
+            headers.update(await self._auth())
             async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
                 resp = await client.post(self._url, json=probe)
         except httpx.HTTPError:

@@ -17,6 +17,10 @@ from hybrid_router.v1 import router_pb2, router_pb2_grpc, types_pb2
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 #: Environment variable read (at call time) when --address is not given.
 ENV_ADDRESS = "HYBRID_ROUTER_ADDRESS"
+#: API key sent as ``authorization: Bearer ...`` when --api-key is not given.
+ENV_API_KEY = "HYBRID_ROUTER_API_KEY"
+#: CA bundle (PEM) that turns TLS on when --ca-bundle is not given.
+ENV_CA_BUNDLE = "HYBRID_ROUTER_CA_BUNDLE"
 
 TIERS: dict[str, types_pb2.Tier.ValueType] = {
     "hosted": types_pb2.TIER_HOSTED,
@@ -128,9 +132,55 @@ def build_request(opts: RequestOptions) -> router_pb2.GenerateRequest:
     return req
 
 
-def open_channel(address: str) -> aio.Channel:
-    """An insecure channel to the router (TLS terminates at the ingress in a deployment)."""
-    return aio.insecure_channel(address)
+@dataclass(frozen=True, slots=True)
+class ChannelSecurity:
+    """TLS for a channel to the router (see :func:`channel_security`)."""
+
+    credentials: grpc.ChannelCredentials
+    server_name: str = ""
+
+
+def channel_security(
+    *,
+    tls: bool = False,
+    ca_bundle: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    server_name: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ChannelSecurity | None:
+    """TLS settings from CLI options (CA bundle falls back to $HYBRID_ROUTER_CA_BUNDLE);
+    None for a plaintext channel. ``tls`` alone uses the system's root certificates."""
+    from router.security.tls import channel_credentials
+
+    env = os.environ if environ is None else environ
+    ca = ca_bundle or env.get(ENV_CA_BUNDLE) or None
+    if not (tls or ca or client_cert or client_key or server_name):
+        return None
+    try:
+        creds = channel_credentials(ca, client_cert, client_key)
+    except ValueError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    return ChannelSecurity(creds, server_name or "")
+
+
+def auth_metadata(
+    api_key: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """``authorization: Bearer <key>`` from --api-key, else $HYBRID_ROUTER_API_KEY."""
+    env = os.environ if environ is None else environ
+    key = (api_key or env.get(ENV_API_KEY) or "").strip()
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
+def open_channel(address: str, security: ChannelSecurity | None = None) -> aio.Channel:
+    """A channel to the router: TLS with ``security``, else plaintext."""
+    if security is None:
+        return aio.insecure_channel(address)
+    options = []
+    if security.server_name:
+        options.append(("grpc.ssl_target_name_override", security.server_name))
+    return aio.secure_channel(address, security.credentials, options=options or None)
 
 
 def rpc_error_message(exc: grpc.aio.AioRpcError, address: str) -> str:
@@ -138,7 +188,17 @@ def rpc_error_message(exc: grpc.aio.AioRpcError, address: str) -> str:
     code = exc.code()
     details = exc.details() or ""
     line = f"{code.name}: {details}" if details else code.name
-    if code is grpc.StatusCode.UNAVAILABLE and _looks_like_connect_failure(details):
+    d = details.lower()
+    if code is grpc.StatusCode.UNAVAILABLE and any(
+        s in d for s in ("ssl", "handshake", "tls", "certificate", "socket closed")
+    ):
+        line += (
+            " (TLS mismatch? a TLS router needs --ca-bundle or --tls, a plaintext one neither; "
+            "an mTLS router also needs --client-cert and --client-key)"
+        )
+    elif code is grpc.StatusCode.UNAUTHENTICATED:
+        line += f" (give a key with --api-key or ${ENV_API_KEY})"
+    elif code is grpc.StatusCode.UNAVAILABLE and _looks_like_connect_failure(details):
         line += (
             f" (is a router listening on {address}? start one with "
             "`hybrid-router serve --config router.yaml` or `hybrid-router demo --keep-running`, "

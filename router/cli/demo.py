@@ -259,7 +259,7 @@ class Demo:
         with _stderr_to(self.workdir / "router.log"):
             try:
                 self.router = await create_server(config)
-            except OSError as exc:
+            except (OSError, ConfigError) as exc:
                 raise DemoError(f"cannot start the router on {self.listen}: {exc}") from None
             self.address = f"127.0.0.1:{self.router.port}"
             self.channel = open_channel(self.address)

@@ -21,16 +21,22 @@ import grpc
 from rich.console import Group
 from rich.live import Live
 
+from router.cli import keys as keys_cli
+from router.cli import prices as prices_cli
 from router.cli import render
 from router.cli.client import (
     DATA_CLASSES,
     ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_CA_BUNDLE,
     OBJECTIVES,
     TIERS,
     CliError,
     RequestOptions,
     RouterClient,
+    auth_metadata,
     build_request,
+    channel_security,
     iterate_events,
     open_channel,
     parse_metadata,
@@ -146,6 +152,22 @@ def _add_connection_options(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="gRPC metadata sent with the call, e.g. an auth header (repeatable)",
+    )
+    g.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"API key, sent as 'authorization: Bearer KEY' (default: ${ENV_API_KEY})",
+    )
+    g.add_argument(
+        "--ca-bundle",
+        metavar="PEM",
+        help=f"CA bundle of a TLS router; turns TLS on (default: ${ENV_CA_BUNDLE})",
+    )
+    g.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    g.add_argument("--client-cert", metavar="PEM", help="client certificate (mTLS router)")
+    g.add_argument("--client-key", metavar="PEM", help="client private key (mTLS router)")
+    g.add_argument(
+        "--tls-server-name", metavar="NAME", help="name to check the server certificate against"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
@@ -322,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON report at the end")
     p.set_defaults(handler=_cmd_demo)
+
+    keys_cli.add_parser(sub, _FMT)
+
+    p = prices_cli.add_parser(sub, _FMT)
+    _add_connection_options(p)
+    p.set_defaults(handler=lambda a: prices_cli.run(a, _client_setup))
     return parser
 
 
@@ -361,23 +389,13 @@ def _print_error(message: str) -> None:
 # --- serve --------------------------------------------------------------------------------
 
 
-class _JsonLogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def _setup_logging(level: str, *, json_lines: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
-        handler.setFormatter(_JsonLogFormatter())
+        # One JSON object per line; request lines carry their fields at the top level.
+        from router.telemetry.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
@@ -446,7 +464,18 @@ def _request_options(args: argparse.Namespace) -> RequestOptions:
 
 
 def _client_setup(args: argparse.Namespace) -> tuple[str, tuple[tuple[str, str], ...]]:
-    return resolve_address(args.address), parse_metadata(args.metadata)
+    """Address and metadata (API key included); TLS settings go to ``args.security``."""
+    args.security = channel_security(
+        tls=args.tls,
+        ca_bundle=args.ca_bundle,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        server_name=args.tls_server_name,
+    )
+    metadata = parse_metadata(args.metadata)
+    if not any(k == "authorization" for k, _ in metadata):
+        metadata = auth_metadata(args.api_key) + metadata
+    return resolve_address(args.address), metadata
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
@@ -458,7 +487,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
 async def _route(
     address: str, metadata: tuple[tuple[str, str], ...], args: argparse.Namespace, request: Any
 ) -> int:
-    async with open_channel(address) as channel:
+    async with open_channel(address, args.security) as channel:
         client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
         try:
             decision = await client.route(request)
@@ -486,7 +515,7 @@ async def _chat(
     out = sys.stdout
     complete = True
     mid_text = False
-    async with open_channel(address) as channel:
+    async with open_channel(address, args.security) as channel:
         client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
         call = client.generate(request)
         try:
@@ -544,7 +573,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 async def _backends(
     address: str, metadata: tuple[tuple[str, str], ...], args: argparse.Namespace
 ) -> int:
-    async with open_channel(address) as channel:
+    async with open_channel(address, args.security) as channel:
         client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
 
         async def fetch() -> Any:

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,10 +22,17 @@ from hybrid_router.v1 import router_pb2, router_pb2_grpc
 from router.backends import create_backend
 from router.backends.base import Backend
 from router.config import RouterConfig
+from router.discovery import start_discovery
 from router.dispatch import Dispatcher
+from router.errors import ConfigError
 from router.registry import BackendRegistry
+from router.server.guard import ServerGuard
 from router.server.interceptors import ErrorMappingInterceptor
 from router.server.servicer import InferenceRouterServicer
+from router.telemetry.observer import Telemetry
+
+if TYPE_CHECKING:
+    from router.discovery.kubernetes import KubernetesDiscovery
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +48,22 @@ class RouterServer:
         *,
         clock: Callable[[], float] = time.monotonic,
         extra_backends: Sequence[Backend] = (),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
         self._extra = tuple(extra_backends)
         self.registry = BackendRegistry(config.policy, clock=clock)
-        self.dispatcher = Dispatcher(self.registry, config.policy, clock=clock)
+        # Auth, TLS, limits, metrics, traces (router/server/guard.py).
+        self.guard = ServerGuard(config, self.registry, telemetry=telemetry)
+        self.dispatcher = Dispatcher(
+            self.registry, config.policy, clock=clock, tracer=self.guard.telemetry.tracer
+        )
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._stopping: asyncio.Task[None] | None = None
+        self.discovery: KubernetesDiscovery | None = None
 
     @property
     def address(self) -> str:
@@ -60,10 +74,13 @@ class RouterServer:
         if self._server is not None:
             return
         cfg = self.config.server
+        await self.guard.start()
         for bcfg in self.config.backends:
             await self.registry.add(create_backend(bcfg))
         for backend in self._extra:
             await self.registry.add(backend)
+        # Backends from the Kubernetes API (discovery.kubernetes), beside the static ones.
+        self.discovery = await start_discovery(self.config.discovery, self.registry)
         self.registry.start_polling()
         # Load exact tokenizers' vocabularies now, off the event loop, not on a first request.
         ids = {e.spec.tokenizer_id for e in self.registry.entries()}
@@ -73,7 +90,7 @@ class RouterServer:
                 log.warning("tokenizer %s could not load: prompts are estimated instead", tid)
 
         server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=[ErrorMappingInterceptor(), *self.guard.interceptors()],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
                 ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
@@ -87,6 +104,7 @@ class RouterServer:
                 coalesce=cfg.coalesce_deltas,
                 clock=self._clock,
                 descriptions=descriptions,
+                limits=cfg.limits,
             ),
             server,
         )
@@ -100,7 +118,7 @@ class RouterServer:
                 ),
                 server,
             )
-        self.port = server.add_insecure_port(cfg.address)
+        self.port = self.guard.bind(server, cfg.address)
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.address}: address in use or not available")
         await server.start()
@@ -118,8 +136,15 @@ class RouterServer:
         await self.health.enter_graceful_shutdown()
         log.info("draining: up to %.1fs for open streams", grace)
         await self._server.stop(grace)
+        await self.stop_discovery()
         await self.registry.close()
+        await self.guard.close()
         self._server = None
+
+    async def stop_discovery(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.stop()
+            self.discovery = None
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -131,13 +156,20 @@ async def create_server(
     *,
     clock: Callable[[], float] = time.monotonic,
     extra_backends: Sequence[Backend] = (),
+    telemetry: Telemetry | None = None,
 ) -> RouterServer:
-    """Build, bind and start a router (port 0 in config picks a free port: see ``.port``)."""
-    server = RouterServer(config, clock=clock, extra_backends=extra_backends)
+    """Build, bind and start a router (port 0 in config picks a free port: see ``.port``).
+
+    ``telemetry``: record into this instead of what ``config.telemetry`` builds (tests).
+    Raises ConfigError (e.g. no API keys on a non-loopback address) or OSError.
+    """
+    server = RouterServer(config, clock=clock, extra_backends=extra_backends, telemetry=telemetry)
     try:
         await server.start()
     except BaseException:
+        await server.stop_discovery()
         await server.registry.close()
+        await server.guard.close()
         raise
     return server
 
@@ -168,4 +200,7 @@ def run(config: RouterConfig) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0

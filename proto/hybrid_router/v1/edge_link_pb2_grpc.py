@@ -107,3 +107,81 @@ class EdgeLink:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class EdgeFleetStub:
+    """The fleet as one router replica sees it (its own links and, with a shared
+    directory, the links other replicas hold). Served on the router's public port.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDevices = channel.unary_unary(
+                '/hybrid_router.v1.EdgeFleet/ListDevices',
+                request_serializer=hybrid__router_dot_v1_dot_edge__link__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=hybrid__router_dot_v1_dot_edge__link__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+
+
+class EdgeFleetServicer:
+    """The fleet as one router replica sees it (its own links and, with a shared
+    directory, the links other replicas hold). Served on the router's public port.
+    """
+
+    def ListDevices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EdgeFleetServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=hybrid__router_dot_v1_dot_edge__link__pb2.ListDevicesRequest.FromString,
+                    response_serializer=hybrid__router_dot_v1_dot_edge__link__pb2.ListDevicesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'hybrid_router.v1.EdgeFleet', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('hybrid_router.v1.EdgeFleet', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EdgeFleet:
+    """The fleet as one router replica sees it (its own links and, with a shared
+    directory, the links other replicas hold). Served on the router's public port.
+    """
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybrid_router.v1.EdgeFleet/ListDevices',
+            hybrid__router_dot_v1_dot_edge__link__pb2.ListDevicesRequest.SerializeToString,
+            hybrid__router_dot_v1_dot_edge__link__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -216,16 +216,24 @@ class ListBackendsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Prices(_message.Message):
-    __slots__ = ("input_per_mtok_usd", "output_per_mtok_usd", "gpu_hourly_usd", "edge_per_mtok_usd")
+    __slots__ = ("input_per_mtok_usd", "output_per_mtok_usd", "gpu_hourly_usd", "edge_per_mtok_usd", "source", "gpu_throughput_tokens_per_s", "gpu_utilization", "gpu_prefill_ratio")
     INPUT_PER_MTOK_USD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PER_MTOK_USD_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURLY_USD_FIELD_NUMBER: _ClassVar[int]
     EDGE_PER_MTOK_USD_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    GPU_THROUGHPUT_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_PREFILL_RATIO_FIELD_NUMBER: _ClassVar[int]
     input_per_mtok_usd: float
     output_per_mtok_usd: float
     gpu_hourly_usd: float
     edge_per_mtok_usd: float
-    def __init__(self, input_per_mtok_usd: _Optional[float] = ..., output_per_mtok_usd: _Optional[float] = ..., gpu_hourly_usd: _Optional[float] = ..., edge_per_mtok_usd: _Optional[float] = ...) -> None: ...
+    source: str
+    gpu_throughput_tokens_per_s: float
+    gpu_utilization: float
+    gpu_prefill_ratio: float
+    def __init__(self, input_per_mtok_usd: _Optional[float] = ..., output_per_mtok_usd: _Optional[float] = ..., gpu_hourly_usd: _Optional[float] = ..., edge_per_mtok_usd: _Optional[float] = ..., source: _Optional[str] = ..., gpu_throughput_tokens_per_s: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., gpu_prefill_ratio: _Optional[float] = ...) -> None: ...
 
 class BackendStatus(_message.Message):
     __slots__ = ("name", "tier", "kind", "endpoint", "model", "model_family", "context_window", "max_payload_bytes", "prices", "data_classes", "max_concurrency", "healthy", "circuit", "in_flight", "queue_depth", "ttft_p50_ms", "ttft_p90_ms", "decode_tokens_per_s", "error_rate", "requests", "failures", "from_priors", "capabilities", "site", "device_id", "detail")

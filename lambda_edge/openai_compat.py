@@ -1,0 +1,208 @@
+"""OpenAI-compatible ``POST /v1/chat/completions`` (non-streaming): request model and the
+response and error shapes, so any OpenAI client can call the router through Lambda.
+
+``model`` picks how the router may route: ``auto`` (or ``hybrid-router``) lets it decide;
+``tier/<hosted|gpu|edge>``, ``backend/<name>`` and ``family/<name>`` pin it. Router
+options that OpenAI has no field for go in an extra ``hybrid_router`` object (the OpenAI
+SDKs send it with ``extra_body=``). Unknown OpenAI parameters are ignored; the ones whose
+meaning we cannot honour (streaming, ``n`` > 1, tools, structured output) are refused
+with a 400 naming them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
+from pydantic import BaseModel, ConfigDict, Field
+
+from lambda_edge.client import Completion, make_request
+from lambda_edge.payloads import (
+    TIER_NAMES,
+    EdgeAffinity,
+    LatencyBudget,
+    TierName,
+)
+
+AUTO_MODELS = frozenset({"auto", "hybrid-router"})
+MODEL_FORMS = "'auto', 'tier/<hosted|gpu|edge>', 'backend/<name>' or 'family/<name>'"
+
+
+class UnsupportedParameter(ValueError):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class RouterOptions(BaseModel):
+    """The ``hybrid_router`` extension object."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    data_class: Literal["public", "internal", "restricted"] | None = None
+    latency_budget: LatencyBudget = LatencyBudget()
+    max_cost_usd: float | None = Field(None, ge=0)
+    objective: Literal["cheapest", "fastest", "weighted"] | None = None
+    pin_tiers: list[TierName] = Field(default_factory=list)
+    pin_backends: list[str] = Field(default_factory=list)
+    exclude_tiers: list[TierName] = Field(default_factory=list)
+    exclude_backends: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=list)
+    edge_affinity: EdgeAffinity = EdgeAffinity()
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    model: str = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=1024)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0)
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    n: int | None = 1
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    hybrid_router: RouterOptions = RouterOptions()
+
+    def check_supported(self) -> None:
+        if self.stream:
+            raise UnsupportedParameter(
+                "stream",
+                "streaming is not offered on this endpoint; send stream=false, or use the "
+                "WebSocket API for a token stream",
+            )
+        if self.n not in (None, 1):
+            raise UnsupportedParameter("n", "only n=1 is supported")
+        if self.tools or self.functions:
+            raise UnsupportedParameter("tools", "tool calling is not supported by the router")
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            raise UnsupportedParameter("response_format", "only type 'text' is supported")
+
+    def to_proto(self, *, request_id: str) -> rpb.GenerateRequest:
+        self.check_supported()
+        o = self.hybrid_router
+        pin_tiers = list(o.pin_tiers)
+        pin_backends = list(o.pin_backends)
+        family = ""
+        model = self.model.strip()
+        if model not in AUTO_MODELS:
+            kind, sep, value = model.partition("/")
+            if not sep or not value:
+                raise UnsupportedParameter("model", f"{model!r} is not routable: use {MODEL_FORMS}")
+            if kind == "tier":
+                if value not in ("hosted", "gpu", "edge"):
+                    raise UnsupportedParameter("model", f"unknown tier {value!r}: {MODEL_FORMS}")
+                pin_tiers.append(value)  # type: ignore[arg-type]
+            elif kind == "backend":
+                pin_backends.append(value)
+            elif kind == "family":
+                family = value
+            else:
+                raise UnsupportedParameter("model", f"{model!r} is not routable: use {MODEL_FORMS}")
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        roles = {"developer": "system"}
+        return make_request(
+            messages=[(roles.get(m.role, m.role), m.text()) for m in self.messages],
+            max_output_tokens=self.max_completion_tokens or self.max_tokens or 0,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=stop,
+            ttft_budget_ms=o.latency_budget.ttft_ms,
+            total_budget_ms=o.latency_budget.total_ms,
+            max_cost_usd=o.max_cost_usd,
+            data_class=o.data_class or "",
+            pin_tiers=pin_tiers,
+            pin_backends=pin_backends,
+            exclude_tiers=o.exclude_tiers,
+            exclude_backends=o.exclude_backends,
+            model_family=family,
+            capabilities=o.capabilities,
+            site=o.edge_affinity.site,
+            device_id=o.edge_affinity.device_id,
+            request_id=request_id,
+            objective=o.objective or "",
+        )
+
+
+def completion_response(c: Completion, *, created: int) -> dict[str, Any]:
+    usage = c.usage
+    backend = usage.backend if usage else (c.decision.backend if c.decision else "")
+    finish = "length" if usage and usage.finish_reason == tpb.FINISH_REASON_LENGTH else "stop"
+    prompt_tokens = usage.input_tokens if usage else 0
+    completion_tokens = usage.output_tokens if usage else 0
+    return {
+        "id": f"chatcmpl-{c.request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": backend,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": None,
+        "hybrid_router": {
+            "request_id": c.request_id,
+            "backend": backend,
+            "tier": TIER_NAMES.get(usage.tier, "") if usage else "",
+            "cost_usd": usage.cost_usd if usage else 0.0,
+            "explanation": c.decision.explanation if c.decision else "",
+            "failovers": len(c.failovers),
+            "tokens_estimated": usage.tokens_estimated if usage else False,
+        },
+    }
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+
+
+def error_body(status: int, message: str, *, param: str | None, code: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": _ERROR_TYPES.get(status, "server_error"),
+            "param": param,
+            "code": code.lower(),
+        }
+    }

@@ -1,0 +1,220 @@
+"""JSON bodies of the HTTP, WebSocket and SQS front-ends (pydantic), and their conversion.
+
+One request shape (:class:`GenerateBody`) serves ``POST /v1/generate``, ``POST /v1/route``,
+a WebSocket message and an SQS job. Validation errors name the field
+(``messages[0].content: Field required``); the router validates the rest (limits, names)
+and its INVALID_ARGUMENT message names the field too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lambda_edge.client import make_request
+
+TierName = Literal["hosted", "gpu", "edge"]
+_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Sampling(_Strict):
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+
+
+class LatencyBudget(_Strict):
+    ttft_ms: int = Field(0, ge=0)
+    total_ms: int = Field(0, ge=0)
+
+
+class EdgeAffinity(_Strict):
+    site: str = ""
+    device_id: str = ""
+
+
+class GenerateBody(_Strict):
+    messages: list[Message] = Field(min_length=1, max_length=1024)
+    max_output_tokens: int = Field(0, ge=0, le=1_000_000)
+    sampling: Sampling = Sampling()
+    latency_budget: LatencyBudget = LatencyBudget()
+    max_cost_usd: float | None = Field(None, ge=0)
+    data_class: Literal["public", "internal", "restricted"] | None = None
+    pin_tiers: list[TierName] = Field(default_factory=list)
+    pin_backends: list[str] = Field(default_factory=list)
+    exclude_tiers: list[TierName] = Field(default_factory=list)
+    exclude_backends: list[str] = Field(default_factory=list)
+    model_family: str = ""
+    capabilities: list[str] = Field(default_factory=list)
+    edge_affinity: EdgeAffinity = EdgeAffinity()
+    request_id: Annotated[str, Field(pattern=_ID)] | None = None
+    objective: Literal["cheapest", "fastest", "weighted"] | None = None
+
+    def to_proto(self, *, request_id: str = "") -> rpb.GenerateRequest:
+        s = self.sampling
+        return make_request(
+            messages=[(m.role, m.content) for m in self.messages],
+            max_output_tokens=self.max_output_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            seed=s.seed,
+            stop=s.stop,
+            ttft_budget_ms=self.latency_budget.ttft_ms,
+            total_budget_ms=self.latency_budget.total_ms,
+            max_cost_usd=self.max_cost_usd,
+            data_class=self.data_class or "",
+            pin_tiers=self.pin_tiers,
+            pin_backends=self.pin_backends,
+            exclude_tiers=self.exclude_tiers,
+            exclude_backends=self.exclude_backends,
+            model_family=self.model_family,
+            capabilities=self.capabilities,
+            site=self.edge_affinity.site,
+            device_id=self.edge_affinity.device_id,
+            request_id=request_id or self.request_id or "",
+            objective=self.objective or "",
+        )
+
+
+class WsMessage(_Strict):
+    """A WebSocket message: ``{"action": "generate", "request": {...}}``."""
+
+    action: Literal["generate", "route"] = "generate"
+    request: GenerateBody
+
+
+class Job(_Strict):
+    """An SQS job: ``{"job_id": "...", "request": {...}}``; the result goes to S3 under it."""
+
+    job_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+    request: GenerateBody
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """("messages", 0, "content") -> "messages[0].content"."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "body"
+
+
+def describe(err: ValidationError, *, prefix: str = "") -> tuple[str, str]:
+    """(field, message) for the first error, with a count of the others."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = field_path(loc)
+    if prefix:
+        path = f"{prefix}.{path}" if path != "body" else prefix
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field; remove it (see docs/lambda.md for the request shape)"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return path, f"{path}: {msg}{more}"
+
+
+# --- proto -> JSON --------------------------------------------------------------------
+
+TIER_NAMES = {tpb.TIER_HOSTED: "hosted", tpb.TIER_GPU: "gpu", tpb.TIER_EDGE: "edge"}
+FINISH_NAMES = {
+    tpb.FINISH_REASON_STOP: "stop",
+    tpb.FINISH_REASON_LENGTH: "length",
+    tpb.FINISH_REASON_CANCELLED: "cancelled",
+    tpb.FINISH_REASON_ERROR: "error",
+}
+OBJECTIVE_NAMES = {
+    rpb.OBJECTIVE_CHEAPEST: "cheapest",
+    rpb.OBJECTIVE_FASTEST: "fastest",
+    rpb.OBJECTIVE_WEIGHTED: "weighted",
+}
+
+
+def estimate_dict(e: rpb.Estimate) -> dict[str, Any]:
+    return {
+        "ttft_ms": round(e.ttft_ms, 3),
+        "total_ms": round(e.total_ms, 3),
+        "cost_usd": e.cost_usd,
+        "queue_wait_ms": round(e.queue_wait_ms, 3),
+        "from_priors": e.from_priors,
+        "prompt_tokens": e.prompt_tokens,
+    }
+
+
+def candidate_dict(c: rpb.CandidateReport) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "backend": c.backend,
+        "tier": TIER_NAMES.get(c.tier, ""),
+        "accepted": c.accepted,
+        "reason": c.reason,
+    }
+    if c.accepted:
+        out.update(rank=c.rank, meets_budget=c.meets_budget, estimate=estimate_dict(c.estimate))
+    else:
+        out["rejected_by"] = c.rejected_by
+    return out
+
+
+def decision_dict(d: rpb.Decision, *, candidates: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "request_id": d.request_id,
+        "backend": d.backend,
+        "tier": TIER_NAMES.get(d.tier, ""),
+        "fallbacks": list(d.fallbacks),
+        "objective": OBJECTIVE_NAMES.get(d.objective, ""),
+        "budget_unmet": d.budget_unmet,
+        "explanation": d.explanation,
+        "estimate": estimate_dict(d.estimate),
+        "decision_us": round(d.decision_us, 1),
+    }
+    if candidates:
+        out["candidates"] = [candidate_dict(c) for c in d.candidates]
+    return out
+
+
+def usage_dict(u: rpb.Usage) -> dict[str, Any]:
+    return {
+        "request_id": u.request_id,
+        "backend": u.backend,
+        "tier": TIER_NAMES.get(u.tier, ""),
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cost_usd": u.cost_usd,
+        "ttft_ms": round(u.ttft_ms, 3),
+        "total_ms": round(u.total_ms, 3),
+        "finish_reason": FINISH_NAMES.get(u.finish_reason, ""),
+        "complete": u.complete,
+        "error": u.error,
+        "tokens_estimated": u.tokens_estimated,
+        "attempts": u.attempts,
+    }
+
+
+def failover_dict(f: rpb.Failover) -> dict[str, Any]:
+    return {
+        "from_backend": f.from_backend,
+        "to_backend": f.to_backend,
+        "to_tier": TIER_NAMES.get(f.to_tier, ""),
+        "reason": f.reason,
+        "attempt": f.attempt,
+    }

@@ -1,0 +1,351 @@
+"""Anthropic Messages API with streaming (``POST {endpoint}/v1/messages``, ``stream: true``).
+
+httpx streams the response; :mod:`router.backends.sse` splits it into Server-Sent Events.
+The events, as Anthropic documents them::
+
+    event: message_start        {"message": {..., "usage": {"input_tokens": N, ...}}}
+    event: content_block_start  {"index": 0, "content_block": {"type": "text", ...}}
+    event: ping
+    event: content_block_delta  {"index": 0, "delta": {"type": "text_delta", "text": "..."}}
+    event: content_block_stop
+    event: message_delta        {"delta": {"stop_reason": "end_turn"}, "usage": {...}}
+    event: message_stop
+    event: error                {"error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+Choices made here:
+
+* **Request.** System messages become the top-level ``system`` string (joined by blank
+  lines); the rest go to ``messages`` in order. ``temperature``, ``top_p``, ``top_k`` and
+  ``stop_sequences`` are sent when the request sets them; ``seed`` has no equivalent.
+* **Tokens.** Deltas hold several tokens; each counts as ``ceil(chars / 3)`` until the
+  provider's usage arrives: ``input_tokens`` (plus cache reads and writes) from
+  ``message_start``, the cumulative ``output_tokens`` from ``message_delta``.
+* **Errors** follow :mod:`router.backends.common` (HTTP status, ``Retry-After``, context
+  length wording such as ``prompt is too long``). 529 ``overloaded_error`` and 429 are
+  RETRYABLE. An ``error`` event inside the stream is RETRYABLE (TOO_LARGE if it names the
+  context window): before the first token the router fails over; after it, the stream ends
+  with ``complete=false`` and the provider's error type and message. A body that ends before
+  ``message_stop`` is RETRYABLE too.
+* **Key.** ``api_key_env`` (read once, when the backend is created) or ``api_key_secret``
+  (Secrets Manager, cached, re-fetched after a 401). Sent as ``x-api-key``; never logged.
+* **Cancellation.** Closing the iterator or cancelling the consumer closes the response
+  before it is fully read; the provider sees the disconnect and stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, cast
+
+import httpx
+
+from router.backends.base import Backend
+from router.backends.common import (
+    estimate_tokens,
+    http_status_error,
+    mentions_context_length,
+    parse_retry_after,
+    resolve_env_ref,
+    truncate,
+)
+from router.backends.secrets import SecretsManagerKey
+from router.backends.sse import SSEParser
+from router.config import BackendConfig
+from router.errors import BackendError, ConfigError, ErrorClass
+from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest, Role
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+#: Largest error body read from a failed response.
+_MAX_ERROR_BODY = 64 * 1024
+_FINISH = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+}
+#: Error types in the body that say the request is too big whatever the wording.
+_TOO_LARGE_TYPES = frozenset({"request_too_large"})
+
+
+class AnthropicBackend(Backend):
+    """Streams messages from the Anthropic API (or a server speaking its wire format)."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        cfg: BackendConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(spec)
+        env = os.environ if environ is None else environ
+        self._url = (cfg.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/v1/messages"
+        self._model = cfg.model
+        self._timeout_s = cfg.timeout_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+        headers = {
+            name: resolve_env_ref(value, env, f"headers.{name}", cfg.name)
+            for name, value in cfg.headers.items()
+            if name.lower() != "x-api-key"
+        }
+        headers["anthropic-version"] = cfg.anthropic_version
+        headers["Accept"] = "text/event-stream"
+        self._headers = headers
+        self._key: str | None = None
+        self._secret: SecretsManagerKey | None = None
+        if cfg.api_key_secret:
+            self._secret = SecretsManagerKey(
+                cfg.api_key_secret,
+                backend=cfg.name,
+                field=cfg.api_key_secret_field,
+                region=cfg.region,
+                ttl_s=cfg.secret_ttl_s,
+                clock=clock,
+            )
+        else:
+            key = env.get(cfg.api_key_env, "")
+            if not key:
+                raise ConfigError(
+                    f"environment variable {cfg.api_key_env!r} is not set or empty; export "
+                    "the Anthropic API key there, or use api_key_secret",
+                    source=f"backend {cfg.name}",
+                    key="api_key_env",
+                )
+            self._key = key
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._ensure_client()
+        if self._secret is not None:
+            await self._secret.prefetch()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=httpx.Timeout(self._timeout_s),
+                limits=httpx.Limits(
+                    max_connections=None,
+                    max_keepalive_connections=max(8, self.spec.max_concurrency),
+                    keepalive_expiry=30.0,
+                ),
+            )
+        return self._client
+
+    def body(self, request: InferenceRequest) -> dict[str, Any]:
+        """The Messages API request body for ``request`` (streaming)."""
+        system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+        body: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": request.max_output_tokens,
+            "messages": [
+                {"role": m.role.value, "content": m.content}
+                for m in request.messages
+                if m.role is not Role.SYSTEM
+            ],
+            "stream": True,
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        s = request.sampling
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.top_p is not None:
+            body["top_p"] = s.top_p
+        if s.top_k is not None:
+            body["top_k"] = s.top_k
+        if s.stop:
+            body["stop_sequences"] = list(s.stop)
+        return body
+
+    def _remaining(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE)
+        return remaining
+
+    async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
+        client = self._ensure_client()
+        body = self.body(call.request)
+        remaining = self._remaining(call.deadline)
+        timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
+        key = self._key if self._secret is None else await self._secret.get()
+        headers = {"x-api-key": key or ""}
+        try:
+            async with client.stream(
+                "POST", self._url, json=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status_code != 200:
+                    raise self._status_error(resp.status_code, resp.headers, await _read(resp))
+                async with contextlib.aclosing(self._chunks(resp, call)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+        except httpx.TimeoutException as exc:
+            raise BackendError(
+                self.name, f"timed out ({type(exc).__name__})", ErrorClass.RETRYABLE
+            ) from exc
+        except httpx.RequestError as exc:
+            raise BackendError(
+                self.name, f"{type(exc).__name__}: {exc or 'connection failed'}"
+            ) from exc
+
+    async def _chunks(self, resp: httpx.Response, call: BackendCall) -> AsyncGenerator[Chunk]:
+        lines = cast(AsyncGenerator[str], resp.aiter_lines())
+        state = _State()
+        async with contextlib.aclosing(lines):
+            parser = SSEParser()
+            while not state.stopped:
+                line = await self._next_line(lines, call.deadline)
+                event = parser.feed(line) if line is not None else parser.flush()
+                if event is not None:
+                    text = self._apply(event.event, event.data, state)
+                    if text:
+                        yield Chunk(text=text, tokens=estimate_tokens(text))
+                if line is None:
+                    break
+            if state.stopped:
+                # Read the body to its end so the connection goes back to the pool.
+                while await self._next_line(lines, call.deadline) is not None:
+                    pass
+        if not state.stopped:
+            raise BackendError(self.name, "stream ended early: no message_stop event")
+        yield Chunk(
+            done=True,
+            input_tokens=state.input_tokens,
+            output_tokens=state.output_tokens,
+            finish_reason=_FINISH.get(state.stop_reason or "end_turn", FinishReason.STOP),
+        )
+
+    def _apply(self, name: str, data: str, state: _State) -> str:
+        """Fold one SSE event into ``state``; return its text (if a text delta)."""
+        if name == "ping":
+            return ""
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise BackendError(self.name, "malformed stream event (not JSON)") from exc
+        if not isinstance(payload, dict):
+            raise BackendError(self.name, "malformed stream event (not an object)")
+        kind = name if name != "message" else str(payload.get("type", ""))
+        if kind == "content_block_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                return text if isinstance(text, str) else ""
+            return ""  # thinking, tool input, citations: not part of the text answer
+        if kind == "message_start":
+            message = payload.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            state.take_usage(usage)
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                state.stop_reason = delta["stop_reason"]
+            state.take_usage(payload.get("usage"))
+        elif kind == "message_stop":
+            state.stopped = True
+        elif kind == "error":
+            raise self._stream_error(payload.get("error"))
+        return ""
+
+    def _stream_error(self, error: Any) -> BackendError:
+        err = error if isinstance(error, dict) else {"message": str(error)}
+        etype = str(err.get("type") or "error")
+        message = truncate(str(err.get("message") or "unknown error"))
+        too_large = etype in _TOO_LARGE_TYPES or mentions_context_length(message)
+        cls = ErrorClass.TOO_LARGE if too_large else ErrorClass.RETRYABLE
+        return BackendError(self.name, f"error in stream: {etype}: {message}", cls)
+
+    async def _next_line(self, lines: AsyncIterator[str], deadline: float | None) -> str | None:
+        """The next line, or ``None`` at the end of the body; bounded by the deadline."""
+        try:
+            if deadline is None:
+                return await anext(lines)
+            async with asyncio.timeout(self._remaining(deadline)):
+                return await anext(lines)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE) from exc
+
+    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> BackendError:
+        err = _error_object(body)
+        etype = str(err.get("type") or "")
+        message = str(err.get("message") or "") or httpx.codes.get_reason_phrase(status)
+        if status == 401 and self._secret is not None:
+            self._secret.invalidate()  # a rotated key: fetch it again for the next request
+        log.debug("%s: HTTP %d (%s)", self.name, status, etype)
+        return http_status_error(
+            self.name,
+            status,
+            f"{etype}: {message}" if etype else message,
+            too_large=etype in _TOO_LARGE_TYPES or mentions_context_length(message),
+            retry_after_s=parse_retry_after(headers.get, self._wall_clock()),
+        )
+
+
+class _State:
+    __slots__ = ("input_tokens", "output_tokens", "stop_reason", "stopped")
+
+    def __init__(self) -> None:
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def take_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        parts = [
+            usage.get(k)
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        ]
+        if isinstance(parts[0], int):
+            self.input_tokens = sum(p for p in parts if isinstance(p, int))
+        out = usage.get("output_tokens")
+        if isinstance(out, int):
+            self.output_tokens = out
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type": ..., "message": ...}}`` -> the inner object."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return {"message": text} if text else {}
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            return err
+        if "message" in data:
+            return data
+    return {"message": str(data)}
+
+
+async def _read(resp: httpx.Response) -> bytes:
+    """At most _MAX_ERROR_BODY bytes of an error response."""
+    buf = bytearray()
+    async for part in resp.aiter_bytes():
+        buf += part
+        if len(buf) >= _MAX_ERROR_BODY:
+            break
+    return bytes(buf[:_MAX_ERROR_BODY])

@@ -1,0 +1,272 @@
+"""``hybrid-router keys create | list | revoke``: API keys in a keys file or a secret.
+
+The store holds ids, tenants and SHA-256 hashes only (router/security/keys.py). ``create``
+prints the new key once, alone on stdout (``KEY=$(hybrid-router keys create ...)``), and a
+note on stderr; nothing can show it again. ``list`` never shows a secret (there is none
+to show). ``revoke`` marks the key revoked; routers stop accepting it at their next
+refresh (``auth.refresh_s``).
+
+Where: ``--file PATH`` (default ``$HYBRID_ROUTER_KEYS_FILE``) or ``--secret-id ID`` (an AWS
+Secrets Manager secret; created on the first ``create``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from router.cli.client import CliError
+from router.errors import ConfigError
+from router.security.keys import KeyRecord, hash_key, is_key_id, new_key
+
+ENV_KEYS_FILE = "HYBRID_ROUTER_KEYS_FILE"
+_TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+_EXAMPLES = """\
+examples:
+  hybrid-router keys create --file keys.yaml --tenant acme --name "ci pipeline"
+  export HYBRID_ROUTER_API_KEY=$(hybrid-router keys create --file keys.yaml --tenant acme)
+  hybrid-router keys list --file keys.yaml
+  hybrid-router keys revoke --file keys.yaml 3f9a1c2b7d4e
+  hybrid-router keys create --secret-id hybrid-router/keys --region eu-west-1 --tenant acme
+
+Routers read the same file (auth.keys_file) or secret (auth.secrets_manager.secret_id)
+and pick up changes within auth.refresh_s. See docs/security.md.
+"""
+
+
+# --- stores ---------------------------------------------------------------------------------
+
+
+class _FileStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+
+    def read(self) -> list[KeyRecord]:
+        from router.security.keystore import parse_keys_document
+
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CliError(f"cannot read {self.path}: {exc.strerror}") from None
+        return parse_keys_document(text, source=str(self.path))
+
+    def write(self, records: list[KeyRecord]) -> None:
+        from router.security.keystore import write_keys_file
+
+        try:
+            write_keys_file(self.path, records)
+        except OSError as exc:
+            raise CliError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+class _SecretStore:
+    def __init__(self, secret_id: str, region: str, endpoint_url: str) -> None:
+        self.secret_id = secret_id
+        self.where = f"secret {secret_id}"
+        try:
+            import boto3
+        except ImportError as exc:  # pragma: no cover - boto3 is in the router extra
+            raise CliError(f"--secret-id needs boto3 ({exc})") from None
+        kwargs: dict[str, Any] = {}
+        if region:
+            kwargs["region_name"] = region
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        self._client = boto3.client("secretsmanager", **kwargs)
+        self._exists = True
+
+    def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            if code == "ResourceNotFoundException":
+                raise
+            raise CliError(f"{self.where}: {code}: {exc}") from None
+        except BotoCoreError as exc:
+            raise CliError(f"{self.where}: {exc}") from None
+
+    def read(self) -> list[KeyRecord]:
+        from botocore.exceptions import ClientError
+
+        from router.security.keystore import parse_keys_document
+
+        try:
+            resp = self._call(self._client.get_secret_value, SecretId=self.secret_id)
+        except ClientError:
+            self._exists = False
+            return []
+        return parse_keys_document(resp.get("SecretString") or "", source=self.where)
+
+    def write(self, records: list[KeyRecord]) -> None:
+        from router.security.keystore import dump_keys_document
+
+        text = dump_keys_document(records)
+        if self._exists:
+            self._call(self._client.put_secret_value, SecretId=self.secret_id, SecretString=text)
+        else:
+            self._call(
+                self._client.create_secret,
+                Name=self.secret_id,
+                SecretString=text,
+                Description="hybrid-router API keys (hashes only)",
+            )
+            self._exists = True
+
+
+def _store(args: argparse.Namespace, environ: Mapping[str, str]) -> _FileStore | _SecretStore:
+    if args.secret_id:
+        if args.file:
+            raise CliError("give --file or --secret-id, not both", exit_code=2)
+        return _SecretStore(args.secret_id, args.region or "", args.endpoint_url or "")
+    path = args.file or environ.get(ENV_KEYS_FILE)
+    if not path:
+        raise CliError(
+            f"no keys store: pass --file PATH (or set {ENV_KEYS_FILE}) or --secret-id ID",
+            exit_code=2,
+        )
+    return _FileStore(Path(path))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _create(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    tenant = args.tenant
+    if not tenant or len(tenant) > 64 or not set(tenant) <= _TENANT_CHARS or tenant[0] in "._-":
+        raise CliError(
+            f"--tenant must be 1-64 characters from letters, digits and . _ - "
+            f"(starting with a letter or digit), got {tenant!r}",
+            exit_code=2,
+        )
+    store = _store(args, environ)
+    records = store.read()
+    key_id, key = new_key()
+    while any(r.id == key_id for r in records):  # 48 random bits: practically never
+        key_id, key = new_key()
+    record = KeyRecord(
+        id=key_id, tenant=tenant, hash=hash_key(key), created=_now(), name=args.name or ""
+    )
+    store.write([*records, record])
+    if args.json:
+        print(json.dumps({"id": key_id, "tenant": tenant, "key": key, "created": record.created}))
+    else:
+        print(key)
+    print(
+        f"created key {key_id} for tenant {tenant!r} in {store.where}. The key above is shown "
+        "only now: store it in your secret manager. The store keeps only its hash.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _list(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    store = _store(args, environ)
+    records = store.read()
+    if args.json:
+        fields = ("id", "tenant", "name", "created", "revoked")
+        rows = [{f: getattr(r, f) for f in fields} for r in records]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not records:
+        print(f"no keys in {store.where}", file=sys.stderr)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"API keys in {store.where}", title_justify="left")
+    for col in ("id", "tenant", "name", "created", "revoked"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r.id, r.tenant, r.name, r.created, "revoked" if r.revoked else "")
+    Console().print(table)
+    return 0
+
+
+def _revoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    key_id = args.key_id
+    if key_id.startswith("hr_"):
+        raise CliError(
+            "give the key's id (the 12 hex digits after hr_), not the key itself", exit_code=2
+        )
+    if not is_key_id(key_id):
+        raise CliError(f"a key id is 12 hex digits (see `keys list`), got {key_id!r}", exit_code=2)
+    store = _store(args, environ)
+    records = store.read()
+    match = [r for r in records if r.id == key_id]
+    if not match:
+        raise CliError(f"no key {key_id} in {store.where} (see `hybrid-router keys list`)")
+    if match[0].revoked:
+        print(f"key {key_id} was already revoked", file=sys.stderr)
+        return 0
+    store.write([replace(r, revoked=True) if r.id == key_id else r for r in records])
+    print(
+        f"revoked key {key_id} (tenant {match[0].tenant!r}); routers reject it after their "
+        "next refresh (auth.refresh_s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run(fn: Callable[[argparse.Namespace, Mapping[str, str]], int]) -> Callable[..., int]:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return fn(args, os.environ)
+        except ConfigError as exc:
+            raise CliError(exc.message) from None
+
+    return handler
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--file", metavar="PATH", help=f"keys file (default: ${ENV_KEYS_FILE})")
+    g.add_argument("--secret-id", metavar="ID", help="AWS Secrets Manager secret instead")
+    g.add_argument("--region", help="AWS region of the secret (default: the AWS config)")
+    g.add_argument("--endpoint-url", metavar="URL", help="Secrets Manager endpoint override")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_parser(sub: Any, formatter_class: type[argparse.HelpFormatter]) -> None:
+    """Register ``keys`` on the ``hybrid-router`` subparsers."""
+    p = sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="Manage the router's API keys. Stores hold hashes only; see docs/security.md.",
+        epilog=_EXAMPLES,
+        formatter_class=formatter_class,
+    )
+    ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    c = ks.add_parser("create", help="create a key (printed once)", epilog=_EXAMPLES,
+                      formatter_class=formatter_class)  # fmt: skip
+    c.add_argument("--tenant", required=True, help="tenant the key belongs to (auth.tenants)")
+    c.add_argument("--name", default="", help="a label, e.g. who holds the key")
+    _store_options(c)
+    c.set_defaults(handler=_run(_create))
+    ls = ks.add_parser("list", help="list keys (ids, tenants, dates; never secrets)")
+    _store_options(ls)
+    ls.set_defaults(handler=_run(_list))
+    r = ks.add_parser("revoke", help="revoke a key by id")
+    r.add_argument("key_id", metavar="KEY_ID", help="the key's id (12 hex digits)")
+    _store_options(r)
+    r.set_defaults(handler=_run(_revoke))

@@ -1,0 +1,248 @@
+"""``hybrid-router prices``: the price table the router uses for cost, and where it comes from.
+
+From a config file (``--config PATH``, or ``$HYBRID_ROUTER_CONFIG`` when no ``--address`` is
+given; environment overrides apply, as for ``serve``) or from a running router
+(``--address``, via ``ListBackends``). Every tier is shown on one scale, USD per million
+input and output tokens, computed as the policy computes cost (docs/policy.md):
+
+    hosted  the configured per-token prices
+    gpu     gpu_hourly_usd / 3600 / (gpu_throughput_tokens_per_s * gpu_utilization) per
+            output token; a prompt token costs gpu_prefill_ratio times that
+    edge    edge_per_mtok_usd per output token; prompt tokens are free
+
+The project ships no default prices (a price without a source and a date is a guess):
+backends without figures cost 0, and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from router.cli.client import CliError
+
+_EXAMPLES = """\
+examples:
+  hybrid-router prices --config router.yaml
+  hybrid-router prices --address 127.0.0.1:50051      # the table a running router uses
+  hybrid-router prices --config router.yaml --json | jq '.backends[] | {name, source}'
+
+Set each backend's cost.* keys and cost.source (the provider's price page and the
+date the figures were taken) in router.yaml; see docs/configuration.md.
+"""
+
+ENV_CONFIG_PATH = "HYBRID_ROUTER_CONFIG"
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    name: str
+    tier: str
+    kind: str
+    model: str
+    input_per_mtok_usd: float
+    output_per_mtok_usd: float
+    gpu_hourly_usd: float
+    gpu_throughput_tokens_per_s: float
+    gpu_utilization: float
+    gpu_prefill_ratio: float
+    edge_per_mtok_usd: float
+    source: str
+
+    @property
+    def effective(self) -> tuple[float, float]:
+        """(USD per 1M input tokens, USD per 1M output tokens) as the policy charges them."""
+        if self.tier == "hosted":
+            return self.input_per_mtok_usd, self.output_per_mtok_usd
+        if self.tier == "gpu":
+            rate = self.gpu_throughput_tokens_per_s * self.gpu_utilization
+            if self.gpu_hourly_usd <= 0 or rate <= 0:
+                return 0.0, 0.0
+            out = self.gpu_hourly_usd / 3600.0 / rate * 1e6
+            return out * self.gpu_prefill_ratio, out
+        if self.tier == "edge":
+            return 0.0, self.edge_per_mtok_usd
+        return 0.0, 0.0
+
+    @property
+    def priced(self) -> bool:
+        return any(v > 0 for v in self.effective)
+
+    def basis(self) -> str:
+        if self.tier == "gpu" and self.gpu_hourly_usd > 0:
+            return (
+                f"${self.gpu_hourly_usd:g}/h, {self.gpu_throughput_tokens_per_s:g} tok/s "
+                f"x{self.gpu_utilization:g}, prefill x{self.gpu_prefill_ratio:g}"
+            )
+        return {"hosted": "per token", "edge": "marginal"}.get(self.tier, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["effective_input_per_mtok_usd"], data["effective_output_per_mtok_usd"] = self.effective
+        data["priced"] = self.priced
+        return data
+
+
+def rows_from_config(path: str | None) -> list[PriceRow]:
+    from router.config import load_config
+    from router.errors import ConfigError
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise CliError(exc.message, exit_code=2) from None
+    rows = []
+    for b in config.backends:
+        c = b.cost
+        rows.append(
+            PriceRow(
+                name=b.name,
+                tier=b.tier.value,
+                kind=b.kind,
+                model=b.model,
+                input_per_mtok_usd=c.input_per_mtok_usd,
+                output_per_mtok_usd=c.output_per_mtok_usd,
+                gpu_hourly_usd=c.gpu_hourly_usd,
+                gpu_throughput_tokens_per_s=c.gpu_throughput_tokens_per_s,
+                gpu_utilization=c.gpu_utilization,
+                gpu_prefill_ratio=c.gpu_prefill_ratio,
+                edge_per_mtok_usd=c.edge_per_mtok_usd,
+                source=c.source,
+            )
+        )
+    return rows
+
+
+def rows_from_listing(resp: Any) -> list[PriceRow]:
+    from router.cli import render
+
+    rows = []
+    for b in resp.backends:
+        p = b.prices
+        rows.append(
+            PriceRow(
+                name=b.name,
+                tier=render.tier_name(b.tier),
+                kind=b.kind,
+                model=b.model,
+                input_per_mtok_usd=p.input_per_mtok_usd,
+                output_per_mtok_usd=p.output_per_mtok_usd,
+                gpu_hourly_usd=p.gpu_hourly_usd,
+                gpu_throughput_tokens_per_s=p.gpu_throughput_tokens_per_s,
+                gpu_utilization=p.gpu_utilization,
+                gpu_prefill_ratio=p.gpu_prefill_ratio,
+                edge_per_mtok_usd=p.edge_per_mtok_usd,
+                source=p.source,
+            )
+        )
+    return rows
+
+
+def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
+    """The ``prices`` subcommand; main.py adds the connection options and the handler."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "prices",
+        help="the price table used for cost, with sources",
+        description=(
+            "Show each backend's prices on one scale (USD per million input and output "
+            "tokens, as the policy charges them) with their source, from a config file or a "
+            "running router. No default prices are shipped: unpriced backends cost 0."
+        ),
+        epilog=_EXAMPLES,
+        formatter_class=formatter,
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"read router.yaml (default when no --address: ${ENV_CONFIG_PATH})",
+    )
+    return p
+
+
+def run(
+    args: argparse.Namespace,
+    client_setup: Callable[[argparse.Namespace], tuple[str, tuple[tuple[str, str], ...]]],
+) -> int:
+    """Handler: ``client_setup`` is main's (address, metadata and TLS from the options)."""
+    if args.config or (not args.address and os.environ.get(ENV_CONFIG_PATH)):
+        where = f"config {args.config or os.environ[ENV_CONFIG_PATH]}"
+        rows = rows_from_config(args.config)
+    else:
+        address, metadata = client_setup(args)
+        where = f"router {address}"
+        rows = rows_from_listing(asyncio.run(_listing(address, metadata, args)))
+    if args.json:
+        print(json.dumps({"from": where, "backends": [r.to_dict() for r in rows]}, indent=2))
+        return 0
+    _print_table(rows, where)
+    return 0
+
+
+async def _listing(address: str, metadata: tuple[tuple[str, str], ...], args: Any) -> Any:
+    import grpc
+
+    from router.cli.client import RouterClient, open_channel, rpc_error_message
+
+    async with open_channel(address, args.security) as channel:
+        client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
+        try:
+            return await client.list_backends()
+        except grpc.aio.AioRpcError as exc:
+            raise CliError(rpc_error_message(exc, address)) from None
+
+
+def _usd(value: float) -> str:
+    return "-" if value == 0 else f"${value:,.4g}"
+
+
+def _print_table(rows: list[PriceRow], where: str) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from router.cli import render
+
+    table = Table(title=f"prices ({where})", title_justify="left")
+    for col, justify in (
+        ("backend", "left"),
+        ("tier", "left"),
+        ("kind", "left"),
+        ("model", "left"),
+        ("$/1M in", "right"),
+        ("$/1M out", "right"),
+        ("basis", "left"),
+        ("source", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    unpriced = []
+    for r in rows:
+        cost_in, cost_out = r.effective
+        if not r.priced:
+            unpriced.append(r.name)
+        table.add_row(
+            r.name,
+            r.tier,
+            r.kind,
+            r.model,
+            _usd(cost_in),
+            _usd(cost_out),
+            r.basis(),
+            r.source or Text("none given", style="yellow"),
+        )
+    console = render.make_console()
+    console.print(table)
+    if not rows:
+        console.print("no backends")
+    if unpriced:
+        console.print(
+            Text(
+                f"no price for {', '.join(unpriced)}: cost counts as 0, so the cheapest "
+                "objective favours it.\nSet cost.* and cost.source in router.yaml "
+                "(hybrid-router ships no default prices).",
+                style="yellow",
+            )
+        )

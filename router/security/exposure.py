@@ -1,0 +1,56 @@
+"""Who may run without API keys: only a server bound to loopback.
+
+:func:`check_auth_exposure` runs before the router binds. Without any key source
+(``auth.keys``, ``auth.keys_file``, ``auth.secrets_manager.secret_id``):
+
+- on a loopback address (127.0.0.0/8, ::1, localhost) the router starts and says, at
+  start, that every caller is let in (the embedded demo and tests do this);
+- on any other address it refuses to start, naming the keys to set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from router.config import RouterConfig
+from router.errors import ConfigError
+
+
+def host_of(address: str) -> str:
+    host = address.rpartition(":")[0]
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` binds only loopback interfaces (names other than localhost
+    count as not loopback: they may resolve anywhere)."""
+    host = host_of(address)
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth_exposure(config: RouterConfig) -> str | None:
+    """None when auth is configured; a notice to show at start when the server may run
+    without it (loopback); raises ConfigError otherwise."""
+    if config.auth.configured:
+        return None
+    address = config.server.address
+    if is_loopback(address):
+        return (
+            f"auth is OFF: no API keys are configured, and {address} is a loopback address, "
+            "so every local caller is let in. Set auth.keys_file (docs/security.md) to "
+            "require keys."
+        )
+    raise ConfigError(
+        f"server.address {address} is not a loopback address and no API keys are "
+        "configured: set auth.keys_file (or auth.keys, or auth.secrets_manager.secret_id) "
+        "and auth.tenants, or bind to 127.0.0.1. See docs/security.md.",
+        source="router.yaml",
+        key="auth",
+    )

@@ -1,0 +1,139 @@
+"""Tenants: what the holders of a tenant's keys may use, and how a request is held to it.
+
+Pure (no I/O): dispatch calls :meth:`TenantAccess.check_request` and
+:meth:`TenantAccess.plan` with the same inputs it gives ``router.policy.plan``.
+
+- A request that *names* something the tenant may not use gets PERMISSION_DENIED at once:
+  a data class, a pinned tier, a pinned backend.
+- The policy only ever sees the backends the tenant may use (the Decision lists no other).
+- When nothing the tenant may use can take the request but a backend it may not use
+  could (a bigger context window, a model family, a data class only another tier
+  accepts), the answer is PERMISSION_DENIED naming that tier and backend, with the
+  policy's own reason. When one of the tenant's backends was only turned away for
+  health or capacity, the policy's error stands (UNAVAILABLE: it may pass on a retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from router import policy
+from router.config import PolicyConfig, TenantConfig
+from router.errors import InvalidRequest, PermissionDenied, RouterError
+from router.policy.filters import CAPACITY, HEALTH
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    DataClass,
+    Features,
+    InferenceRequest,
+    Plan,
+    Tier,
+)
+
+Pairs = Sequence[tuple[BackendSpec, BackendSnapshot]]
+_TRANSIENT = frozenset({HEALTH, CAPACITY})
+
+
+def _names(items: frozenset[str] | frozenset[Tier] | frozenset[DataClass]) -> str:
+    return ", ".join(sorted(items)) or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAccess:
+    name: str
+    tiers: frozenset[Tier]
+    #: Backend names allowed; empty: any backend of an allowed tier.
+    backends: frozenset[str]
+    data_classes: frozenset[DataClass]
+    #: Open Generate streams allowed (0: unlimited).
+    max_streams: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: TenantConfig, default_max_streams: int = 0) -> TenantAccess:
+        return cls(
+            name=cfg.name,
+            tiers=frozenset(cfg.tiers),
+            backends=frozenset(cfg.backends),
+            data_classes=frozenset(cfg.data_classes),
+            max_streams=default_max_streams if cfg.max_streams is None else cfg.max_streams,
+        )
+
+    def allows(self, spec: BackendSpec) -> bool:
+        return spec.tier in self.tiers and (not self.backends or spec.name in self.backends)
+
+    def _denied(self, what: str) -> PermissionDenied:
+        return PermissionDenied(f"tenant {self.name!r} may not use {what}")
+
+    def check_request(self, request: InferenceRequest) -> None:
+        """PERMISSION_DENIED when the request names a data class or tier not allowed."""
+        if request.data_class not in self.data_classes:
+            raise self._denied(
+                f"data class {request.data_class.value!r} "
+                f"(allowed: {_names(self.data_classes)}); ask an operator to add it to "
+                f"auth.tenants[{self.name}].data_classes"
+            )
+        bad_tiers = request.pin_tiers - self.tiers
+        if bad_tiers:
+            raise self._denied(
+                f"tier {_names(bad_tiers)} named in pin_tiers (allowed tiers: {_names(self.tiers)})"
+            )
+        if self.backends:
+            bad = request.pin_backends - self.backends
+            if bad:
+                raise self._denied(
+                    f"backend {_names(bad)} named in pin_backends (allowed backends: "
+                    f"{_names(self.backends)})"
+                )
+
+    def scope(self, pairs: Pairs) -> list[tuple[BackendSpec, BackendSnapshot]]:
+        """The (spec, snapshot) pairs of the backends this tenant may use."""
+        return [p for p in pairs if self.allows(p[0])]
+
+    def plan(self, features: Features, pairs: Pairs, cfg: PolicyConfig, now: float) -> Plan:
+        """``router.policy.plan`` over the tenant's backends only (see the module doc)."""
+        allowed = self.scope(pairs)
+        if len(allowed) == len(pairs):
+            return policy.plan(features, pairs, cfg, now)
+        req = features.request
+        for spec, _ in pairs:
+            if spec.name in req.pin_backends and not self.allows(spec):
+                raise self._denied(
+                    f"backend {spec.name!r} ({spec.tier.value}) named in pin_backends "
+                    f"(allowed tiers: {_names(self.tiers)})"
+                )
+        if not allowed:
+            raise self._denied(
+                f"any backend this router has (allowed tiers: {_names(self.tiers)}; "
+                f"backends: {_names(self.backends) if self.backends else 'any'})"
+            )
+        try:
+            return policy.plan(features, allowed, cfg, now)
+        except InvalidRequest:
+            raise
+        except RouterError as exc:
+            raise self._explain(exc, features, pairs, allowed, cfg, now) from None
+
+    def _explain(
+        self,
+        exc: RouterError,
+        features: Features,
+        pairs: Pairs,
+        allowed: Pairs,
+        cfg: PolicyConfig,
+        now: float,
+    ) -> RouterError:
+        try:
+            full = policy.plan(features, pairs, cfg, now)
+        except RouterError:
+            return exc  # no backend at all could take it: the policy's answer stands
+        mine = {spec.name for spec, _ in allowed}
+        if any(c.backend in mine and c.rejected_by in _TRANSIENT for c in full.candidates):
+            return exc
+        needed = full.report(full.primary)
+        assert needed is not None
+        return self._denied(
+            f"{needed.tier.value} backend {needed.backend!r}, which this request needs "
+            f"(allowed tiers: {_names(self.tiers)}); among its own backends: {exc.message}"
+        )

@@ -1,0 +1,196 @@
+"""Run the GPU tier's Serve applications on this machine (CPU), and as a program.
+
+``start_serve`` starts Serve (in a Ray instance the caller started) with the gRPC proxy
+for ModelService; ``deploy`` deploys the load and model applications and waits until both
+run. Run as a program (a whole local Ray instance, stopped on SIGTERM/SIGINT)::
+
+    python -m serving.ray_app --engine llamacpp --replicas 2 --num-cpus 0.5 --grpc-port 0
+
+prints ``READY <grpc port>`` on stdout once both applications run. Call it with gRPC
+metadata ``application: gpu`` (``Generate``) or ``application: gpu-load`` (the
+deployment-wide load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from serving.ray_app.settings import (
+    DEFAULT_APP_NAME,
+    LoadAppArgs,
+    ModelAppArgs,
+    load_app_name,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (Serve's proxies cannot report the one they bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class LocalServe:
+    grpc_port: int
+    http_port: int
+    app_name: str = DEFAULT_APP_NAME
+
+    @property
+    def load_app_name(self) -> str:
+        return load_app_name(self.app_name)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def start_serve(
+    grpc_port: int = 0, http_port: int = 0, host: str = "127.0.0.1"
+) -> tuple[int, int]:
+    """Start Serve with the ModelService gRPC proxy; returns (grpc port, http port).
+
+    Port 0 picks a free port. Ray must already be initialised (``ray.init``).
+    """
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serving.ray_app.app import GRPC_SERVICER_FUNCTIONS
+
+    grpc_port = grpc_port or free_port(host)
+    http_port = http_port or free_port(host)
+    serve.start(
+        http_options={"host": host, "port": http_port},
+        grpc_options=gRPCOptions(
+            port=grpc_port, grpc_servicer_functions=list(GRPC_SERVICER_FUNCTIONS)
+        ),
+    )
+    return grpc_port, http_port
+
+
+def deploy(
+    model_args: Mapping[str, Any] | ModelAppArgs,
+    *,
+    app_name: str = DEFAULT_APP_NAME,
+    load_args: Mapping[str, Any] | LoadAppArgs | None = None,
+) -> None:
+    """Deploy (or redeploy) the load and the model application; returns once both run."""
+    from ray import serve
+
+    from serving.ray_app.app import build_app, build_load_app
+
+    settings = (
+        model_args
+        if isinstance(model_args, ModelAppArgs)
+        else ModelAppArgs.model_validate(dict(model_args))
+    )
+    targets: list[Any] = []
+    if settings.load_application != "-":
+        load = (
+            load_args.model_dump()
+            if isinstance(load_args, LoadAppArgs)
+            else {"app_name": app_name, **dict(load_args or {})}
+        )
+        board_app = settings.load_application or load_app_name(app_name)
+        targets.append(
+            serve.RunTarget(build_load_app(load), name=board_app, route_prefix=f"/{board_app}")
+        )
+    targets.append(serve.RunTarget(build_app(settings), name=app_name, route_prefix=f"/{app_name}"))
+    serve.run_many(targets)
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serving.ray_app",
+        description=(
+            "Run the GPU tier's Ray Serve applications (ModelService over Serve's gRPC proxy) "
+            "in a local Ray instance. Prints 'READY <grpc port>' on stdout once serving; "
+            "stops on SIGTERM/SIGINT."
+        ),
+    )
+    p.add_argument("--engine", choices=("llamacpp", "scripted", "vllm"), default="llamacpp")
+    p.add_argument(
+        "--engine-options",
+        default="{}",
+        help='engine keyword arguments as JSON, e.g. \'{"n_ctx": 1024, "n_threads": 2}\'',
+    )
+    p.add_argument("--name", default=DEFAULT_APP_NAME, help="application name (default: gpu)")
+    p.add_argument("--model-id", default="", help="model id reported by Info")
+    p.add_argument("--model-version", default="", help="model version reported by Info")
+    p.add_argument("--model-family", default="", help="model family reported by Info")
+    p.add_argument("--replicas", type=int, default=1, help="replicas (default: 1)")
+    p.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per replica (default: 0.5)")
+    p.add_argument(
+        "--max-ongoing-requests",
+        type=int,
+        default=8,
+        help="requests one replica accepts at once (default: 8)",
+    )
+    p.add_argument("--grpc-port", type=int, default=0, help="gRPC proxy port; 0 = a free one")
+    p.add_argument("--http-port", type=int, default=0, help="HTTP proxy port; 0 = a free one")
+    p.add_argument(
+        "--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)"
+    )
+    p.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    return p
+
+
+def model_args_from(ns: argparse.Namespace) -> ModelAppArgs:
+    try:
+        engine_options = json.loads(ns.engine_options)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--engine-options: not valid JSON: {exc}") from None
+    if not isinstance(engine_options, dict):
+        raise ValueError("--engine-options: must be a JSON object")
+    return ModelAppArgs.model_validate(
+        {
+            "engine": ns.engine,
+            "engine_options": engine_options,
+            "model": {"id": ns.model_id, "version": ns.model_version, "family": ns.model_family},
+            "deployment": {
+                "num_replicas": ns.replicas,
+                "max_ongoing_requests": ns.max_ongoing_requests,
+                "ray_actor_options": {"num_cpus": ns.num_cpus},
+            },
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr)
+    try:
+        settings = model_args_from(ns)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError: names the field
+        print(f"serving.ray_app: {exc}", file=sys.stderr)
+        return 2
+    import ray
+    from ray import serve
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    ray.init(num_cpus=ns.ray_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        grpc_port, _ = start_serve(ns.grpc_port, ns.http_port)
+        deploy(settings, app_name=ns.name)
+        print(f"READY {grpc_port}", flush=True)
+        stop.wait()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0

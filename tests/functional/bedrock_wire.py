@@ -1,0 +1,208 @@
+"""A local server speaking Bedrock Runtime's Converse / ConverseStream wire format.
+
+``POST /model/{modelId}/converse-stream`` answers ``200`` with
+``Content-Type: application/vnd.amazon.eventstream`` and a chunked body of binary event
+stream messages, each framed as AWS documents it:
+
+    total length (uint32) | headers length (uint32) | prelude CRC32 (uint32)
+    headers: name length (uint8) | name | value type (uint8, 7 = string) |
+             value length (uint16) | value
+    payload (JSON)
+    message CRC32 (uint32, over everything before it)
+
+Events carry ``:message-type: event``, ``:event-type`` (``messageStart``,
+``contentBlockDelta``, ``contentBlockStop``, ``messageStop``, ``metadata``) and
+``:content-type: application/json``; modelled exceptions inside the stream carry
+``:message-type: exception`` and ``:exception-type`` (``throttlingException``,
+``modelStreamErrorException``...). Errors before the stream are ordinary rest-json errors:
+an HTTP status, ``x-amzn-ErrorType: <Code>:<namespace>`` and ``{"message": ...}``.
+
+The encoder here is written from that description, not taken from botocore (which only
+decodes); the tests point a real boto3 ``bedrock-runtime`` client at this server, so
+botocore's parser checks every frame and error this server sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import struct
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from httpwire import ChunkedWriter, Recorded, WireHTTPServer, send_whole
+
+_STRING = 7
+
+
+def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One ``application/vnd.amazon.eventstream`` message."""
+    head = b""
+    for name, value in headers.items():
+        n, v = name.encode(), value.encode()
+        head += struct.pack("!B", len(n)) + n + struct.pack("!BH", _STRING, len(v)) + v
+    total = 12 + len(head) + len(payload) + 4
+    prelude = struct.pack("!II", total, len(head))
+    prelude += struct.pack("!I", binascii.crc32(prelude) & 0xFFFFFFFF)
+    message = prelude + head + payload
+    return message + struct.pack("!I", binascii.crc32(message) & 0xFFFFFFFF)
+
+
+def event_frame(event_type: str, body: dict[str, Any]) -> bytes:
+    # Bedrock pads events with a "p" field of varying length (it hides token sizes);
+    # clients must ignore members they do not know.
+    payload = json.dumps({**body, "p": "abcdefghij"[: len(event_type) % 10]}).encode()
+    return encode_frame(
+        {
+            ":event-type": event_type,
+            ":content-type": "application/json",
+            ":message-type": "event",
+        },
+        payload,
+    )
+
+
+def exception_frame(exception_type: str, message: str) -> bytes:
+    return encode_frame(
+        {
+            ":exception-type": exception_type,
+            ":content-type": "application/json",
+            ":message-type": "exception",
+        },
+        json.dumps({"message": message}).encode(),
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the server answers to one Converse(Stream) call."""
+
+    #: Non-200: a rest-json error with this code and message.
+    status: int = 200
+    error_code: str = ""
+    message: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    deltas: tuple[str, ...] = ("Hello", ",", " world")
+    stop_reason: str = "end_turn"
+    #: (inputTokens, outputTokens) in the metadata event; None: no metadata event.
+    usage: tuple[int, int] | None = (12, 3)
+    send_message_stop: bool = True
+    #: Seconds after the headers before the first event (a slow first token).
+    first_event_delay_s: float = 0.0
+    delta_interval_s: float = 0.0
+    #: A modelled exception event after the deltas instead of messageStop, e.g.
+    #: ("modelStreamErrorException", "...").
+    stream_exception: tuple[str, str] | None = None
+    #: After this many deltas, drop the connection mid-body.
+    cut_after: int | None = None
+    #: Seconds before the response status line (a slow service).
+    first_byte_delay_s: float = 0.0
+
+
+class BedrockWire(WireHTTPServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scenarios: dict[str, Scenario] = {}
+        self.default = Scenario()
+
+    def model_id(self, request: Recorded) -> str:
+        parts = request.path.split("/")
+        return urllib.parse.unquote(parts[2]) if len(parts) > 3 else ""
+
+    async def respond(
+        self, request: Recorded, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        parts = request.path.split("/")
+        if request.method != "POST" or len(parts) != 4 or parts[1] != "model":
+            await self._error(writer, 404, "UnknownOperationException", "no such operation")
+            request.completed.set()
+            return
+        sc = self.scenarios.get(self.model_id(request), self.default)
+        if sc.first_byte_delay_s:
+            await asyncio.sleep(sc.first_byte_delay_s)
+        if sc.status != 200:
+            await self._error(writer, sc.status, sc.error_code, sc.message, sc.headers)
+        elif parts[3] == "converse":
+            await self._converse(writer, sc)
+        elif parts[3] == "converse-stream":
+            await self._stream(ChunkedWriter(reader, writer), sc)
+        else:
+            await self._error(writer, 404, "UnknownOperationException", "no such operation")
+        request.completed.set()
+
+    async def _error(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        code: str,
+        message: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        await send_whole(
+            writer,
+            status,
+            json.dumps({"message": message}).encode(),
+            (
+                ("Content-Type", "application/json"),
+                ("x-amzn-RequestId", str(uuid.uuid4())),
+                (
+                    "x-amzn-ErrorType",
+                    f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                ),
+                *headers,
+            ),
+        )
+
+    async def _converse(self, writer: asyncio.StreamWriter, sc: Scenario) -> None:
+        body: dict[str, Any] = {
+            "output": {"message": {"role": "assistant", "content": [{"text": "".join(sc.deltas)}]}},
+            "stopReason": sc.stop_reason,
+            "usage": {
+                "inputTokens": (sc.usage or (0, 0))[0],
+                "outputTokens": (sc.usage or (0, 0))[1],
+                "totalTokens": sum(sc.usage or (0, 0)),
+            },
+            "metrics": {"latencyMs": 42},
+        }
+        await send_whole(
+            writer,
+            200,
+            json.dumps(body).encode(),
+            (("Content-Type", "application/json"), ("x-amzn-RequestId", str(uuid.uuid4()))),
+        )
+
+    async def _stream(self, out: ChunkedWriter, sc: Scenario) -> None:
+        await out.head(
+            200,
+            (
+                ("Content-Type", "application/vnd.amazon.eventstream"),
+                ("x-amzn-RequestId", str(uuid.uuid4())),
+            ),
+        )
+        if sc.first_event_delay_s:
+            await out.sleep(sc.first_event_delay_s)
+        await out.chunk(event_frame("messageStart", {"role": "assistant"}))
+        for index, text in enumerate(sc.deltas):
+            if sc.cut_after is not None and index >= sc.cut_after:
+                out.abort()
+                return
+            if index and sc.delta_interval_s:
+                await out.sleep(sc.delta_interval_s)
+            await out.chunk(
+                event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text}})
+            )
+        if sc.stream_exception is not None:
+            await out.chunk(exception_frame(*sc.stream_exception))
+            await out.end()
+            return
+        await out.chunk(event_frame("contentBlockStop", {"contentBlockIndex": 0}))
+        if sc.send_message_stop:
+            await out.chunk(event_frame("messageStop", {"stopReason": sc.stop_reason}))
+        if sc.usage is not None:
+            i, o = sc.usage
+            usage = {"inputTokens": i, "outputTokens": o, "totalTokens": i + o}
+            await out.chunk(event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}))
+        await out.end()
