@@ -24,11 +24,13 @@ PYTHON      ?=
 PYTEST_ARGS ?=
 # Extra arguments for `hybrid-router demo`, e.g. make demo DEMO_ARGS="--json".
 DEMO_ARGS   ?=
+# Extra arguments for scripts/build_lambda_layer.py, e.g. LAMBDA_LAYER_ARGS="--platform manylinux2014_aarch64".
+LAMBDA_LAYER_ARGS ?=
 # llama-cpp-python compiles from source: use every core.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv install system-deps tools demo test test-fast lint format proto proto-check \
+.PHONY: help venv install system-deps tools demo test test-fast lint format proto proto-check lambda-layer \
         proto-baseline bench clean distclean helm-lint image-check
 
 help: ## list targets
@@ -74,8 +76,9 @@ $(STAMP): pyproject.toml | $(PY)
 system-deps: ## apt-get install missing system packages (compilers, cmake, npm, redis-server)
 	@bash scripts/system_deps.sh
 
-tools: ## install pinned non-Python tools into .tools/ (buf, via npm)
+tools: ## install pinned tools into .tools/ (buf via npm; vLLM for the engine-args check)
 	@bash scripts/install_tools.sh
+	@bash scripts/install_vllm_check.sh
 
 # --- the two README commands ----------------------------------------------------
 
@@ -109,6 +112,9 @@ proto-check: tools ## buf lint + buf breaking against the release baseline
 proto-baseline: tools ## refresh the buf baseline image: ONLY when cutting a release
 	$(BUF) build proto -o $(BASELINE)
 	@echo "proto-baseline: wrote $(BASELINE); commit it with the release"
+
+lambda-layer: install ## build/lambda-layer.zip (client + grpcio + protobuf) and build/lambda-functions.zip
+	$(PY) scripts/build_lambda_layer.py $(LAMBDA_LAYER_ARGS)
 
 bench: install ## run every bench/*.py script (results: BENCHMARKS.md)
 	@found=0; \

@@ -1,42 +1,51 @@
 """Router overhead: what the router adds between a client and a fixed-rate backend.
 
-Three separate processes, all on 127.0.0.1:
+Separate processes, all on 127.0.0.1:
 
 - the backend: ``python -m serving.model_server --engine scripted`` (deterministic, fixed
-  token rate, TTFT 0);
+  token rate, TTFT 0, one delta message per token);
 - the router: ``hybrid-router serve --config <generated router.yaml>`` with that backend as
   its only backend;
 - the load generator: a child process running this script's internal ``_loadgen`` mode
-  (grpc.aio client, raw bytes, no protobuf parsing per message).
+  (grpc.aio client on raw bytes: no protobuf parsing per message, one clock read per
+  delta, so that it costs as little CPU as a Python client can);
+- the floor relay (``_floor``, skip with ``--no-floor``): a bench-only, do-nothing
+  grpc.aio proxy (InferenceRouter.Generate -> ModelService.Generate on raw bytes, no
+  policy). It is a yardstick: what any Python grpc.aio hop costs on this machine.
 
 This process only starts and stops them and samples ``/proc`` (CPU ticks, VmRSS) every
 0.2 s. On a small machine all of them share the same cores; the tables report each
-process's CPU so the reader can see who was saturated.
+process's CPU, and the CPU used by everything else on the machine ("other"), so the
+reader can see who was saturated. A run during which other processes used more than
+``--noise-limit`` CPU is repeated (``--retries``) and the quietest attempt is kept.
 
 Phases:
 
-1. ``latency``: for each stream count (``--streams``), ``direct`` (ModelService.Generate on
-   the backend) then ``routed`` (InferenceRouter.Generate through the router), same
-   backend, same load. Each stream runs requests back to back (closed loop); starts are
-   spread over one request's length. TTFT = call start -> first delta; inter-token =
-   gap between consecutive delta messages of one stream. Only requests that start inside
-   the measurement window count.
+1. ``latency``: for each stream count (``--streams``): ``direct`` (ModelService.Generate
+   on the backend), ``routed`` (InferenceRouter.Generate through the router) and
+   ``floor``, same backend, same load. Each stream runs requests back to back (closed
+   loop); starts are spread over one request's length. TTFT = call start -> first delta;
+   inter-token = gap between consecutive delta messages of one stream. Only requests
+   that start inside the measurement window count. The per-stream rate is
+   ``--tokens-per-s``, capped so that streams x rate <= ``--aggregate-cap``.
+   Router RSS (VmRSS after start, largest sampled VmRSS, VmHWM) per stream count.
 2. ``throughput``: backend at full speed (``--tokens-per-s 0``), ``--tp-streams`` streams;
-   relayed delta messages/s and tokens/s, direct (the ceiling of backend + client on this
-   machine), through the router with ``server.coalesce_deltas: false`` and ``true``.
-3. ``rss``: router VmRSS idle (after start, before any request) and at peak (VmHWM and the
-   largest sampled VmRSS while the largest stream count was open).
+   delta messages/s and tokens/s received by the client: direct (the ceiling of backend
+   + client on this machine), through the router with ``server.coalesce_deltas: false``
+   and ``true``, and through the floor relay.
 
 It measures; it asserts nothing. Usage::
 
-    .venv/bin/python bench/bench_overhead.py                 # full run, ~3 minutes
-    .venv/bin/python bench/bench_overhead.py --quick         # ~1 minute
+    .venv/bin/python bench/bench_overhead.py                 # ~6 minutes on a quiet machine
+    .venv/bin/python bench/bench_overhead.py --quick         # ~2 minutes
     .venv/bin/python bench/bench_overhead.py --streams 1,64 --json out.json
 
-Experiments (bench harness only, the router code is unchanged): ``--router-uvloop``
-runs the router on uvloop, ``--router-server-option K=V`` / ``--router-channel-option K=V``
-add grpc options to the router's server / backend channel, ``--py-spy DIR`` records the
-router with py-spy during every routed run (py-spy must be installed; not a dependency).
+Experiments (bench harness only; the router's code is not changed): ``--router-uvloop``,
+``--router-server-option K=V`` / ``--router-channel-option K=V`` (extra grpc options),
+``--router-patch`` (monkeypatches: no-initial-metadata, no-read-timeout, log-warning),
+``--router-coalesce-linger-ms`` (a coalescing relay that waits before each write) and
+``--py-spy DIR`` (record the router with py-spy during routed runs; py-spy is not a
+dependency: ``.venv/bin/pip install py-spy``).
 """
 
 from __future__ import annotations

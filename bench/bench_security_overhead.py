@@ -163,6 +163,125 @@ async def _otlp_sink() -> None:
     await server.stop(0.5)
 
 
+# --- micro: the per-request work of each piece, in process ------------------------------------
+
+
+def micro(repeat: int = 5, number: int = 5000) -> dict[str, float]:
+    """Microseconds per request of each piece, best of ``repeat`` runs of ``number``.
+
+    On a shared machine these CPU costs are steadier than end-to-end latency."""
+    import io
+    import logging
+    import timeit
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from router.config import AuthConfig, PolicyConfig, TenantConfig
+    from router.policy import plan as policy_plan
+    from router.security.authn import Authenticator
+    from router.security.keys import hash_key, new_key
+    from router.security.keystore import KeyStore
+    from router.security.tenants import TenantAccess
+    from router.telemetry import tracing
+    from router.telemetry.logs import REQUEST_LOGGER, JsonFormatter
+    from router.telemetry.metrics import PrometheusMetrics
+    from router.telemetry.observer import Telemetry
+    from router.types import (
+        BackendSnapshot,
+        BackendSpec,
+        DecisionEvent,
+        Features,
+        FinishReason,
+        InferenceRequest,
+        Message,
+        Priors,
+        Role,
+        Tier,
+        TokenCount,
+        UsageEvent,
+    )  # fmt: skip
+
+    def best(fn: Any) -> float:
+        return min(timeit.repeat(fn, repeat=repeat, number=number)) / number * 1e6
+
+    out: dict[str, float] = {}
+    # Auth: a store of 1,000 keys; one look-up by id and one SHA-256 per call.
+    keys = []
+    for _ in range(1000):
+        kid, k = new_key()
+        keys.append({"id": kid, "tenant": "acme", "hash": hash_key(k)})
+    store = KeyStore(AuthConfig.model_validate({"keys": keys}), environ={})
+    kid, key = new_key()
+    store._by_id[kid] = store._by_id[keys[0]["id"]].__class__(kid, "acme", hash_key(key))
+    access = TenantAccess.from_config(TenantConfig(name="acme", tiers=(Tier.GPU, Tier.EDGE)))
+    auth = Authenticator(store, {"acme": access})
+    md = (("authorization", f"Bearer {key}"), ("x-request-id", "r"))
+    out["auth: authenticate"] = best(lambda: auth.authenticate(md))
+
+    # Tenant scoping of the policy: 3 backends, one of them not allowed.
+    def spec(name: str, tier: Tier) -> BackendSpec:
+        return BackendSpec(name, tier, "model_service", "x:1", "m", 8192, 100_000, 8, 8,
+                           frozenset({"internal", "public"}), Priors(100.0, 50.0))  # type: ignore[arg-type]  # fmt: skip
+
+    pairs = [(spec(n, t), BackendSnapshot(n)) for n, t in
+             (("edge-a", Tier.EDGE), ("gpu-a", Tier.GPU), ("hosted-a", Tier.HOSTED))]  # fmt: skip
+    req = InferenceRequest((Message(Role.USER, "hello"),), 64, "r")
+    feats = Features(req, 5, {"estimate": TokenCount(6, False)})
+    cfg = PolicyConfig()
+    out["policy.plan (3 backends, no tenant)"] = best(lambda: policy_plan(feats, pairs, cfg, 0.0))
+    out["tenant: check + scoped plan"] = best(
+        lambda: (access.check_request(req), access.plan(feats, pairs, cfg, 0.0))
+    )
+
+    plan = policy_plan(feats, pairs, cfg, 0.0)
+    decision = DecisionEvent(plan)
+    usage = UsageEvent("r", "gpu-a", Tier.GPU, 9, 10, 0.0001, 20.0, 400.0, FinishReason.STOP, True)
+
+    def one_request(t: Telemetry) -> None:
+        obs = t.begin("Generate", md)
+        obs.set_principal("acme", kid)
+        obs.set_request(req)
+        obs.event(decision)
+        span = tracing.start_attempt(t.tracer, pairs[1][0], 1)
+        tracing.inject(span)
+        tracing.end_attempt(span, True, "", True)
+        obs.event(usage)
+        obs.finish("OK", None)
+
+    logger = logging.getLogger(REQUEST_LOGGER)
+    logger.propagate = False
+    try:
+        logger.setLevel(logging.WARNING)  # bare: no request line
+        out["telemetry off (no-op metrics and tracer, no log line)"] = best(
+            lambda: one_request(Telemetry(log_requests=False))
+        )
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        full = Telemetry(PrometheusMetrics(), provider.get_tracer("bench"))
+        out["metrics only"] = best(lambda: one_request(Telemetry(PrometheusMetrics())))
+        out["tracing only (SDK, batch processor)"] = best(
+            lambda: one_request(Telemetry(tracer=provider.get_tracer("bench"), log_requests=False))
+        )
+        handler = logging.StreamHandler(io.StringIO())
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        out["request log line only (JSON)"] = best(lambda: one_request(Telemetry()))
+        out["metrics + tracing + JSON log line"] = best(lambda: one_request(full))
+        logger.removeHandler(handler)
+        provider.shutdown()
+    finally:
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    return out
+
+
 # --- set-up ---------------------------------------------------------------------------------------
 
 
@@ -292,22 +411,23 @@ def run_variant(
             "key": key if variant != "bare" else "",
             "ca": str(work / "ca.pem") if "tls" in variant or variant == "full" else "",
         }
-        c0 = bo.proc_cpu_ticks(router.pid) or 0
-        proc = subprocess.run(
-            [sys.executable, __file__, "_loadgen", json.dumps(spec)],
-            capture_output=True, cwd=REPO, env=env,
-            timeout=a.warmup_s + a.measure_s + 180,
-        )  # fmt: skip
-        c1 = bo.proc_cpu_ticks(router.pid) or 0
+        with bo.Sampler({"router": router.pid}) as sampler:
+            proc = subprocess.run(
+                [sys.executable, __file__, "_loadgen", json.dumps(spec)],
+                capture_output=True, cwd=REPO, env=env,
+                timeout=a.warmup_s + a.measure_s + 180,
+            )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(f"loadgen failed: {proc.stderr.decode()[-2000:]}")
         result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
-        # Router CPU over the whole run (warm-up included), per request served in it.
-        served = max(1, result["requests"])
-        wall = a.warmup_s + a.measure_s + spec["ramp_s"]
-        result["router_cpu_pct"] = (c1 - c0) / bo.CLK_TCK / wall * 100.0
-        result["router_cpu_ms_per_req"] = (c1 - c0) / bo.CLK_TCK * 1000.0 / (
-            served * (wall / a.measure_s)
+        # Router CPU inside the measurement window, and per request started in it.
+        t0, t1 = result["window"]
+        cpu = sampler.window(t0, t1)
+        pct = cpu["cpu_pct"].get("router", math.nan)
+        result["router_cpu_pct"] = pct
+        result["machine_busy_pct"] = cpu.get("machine_busy_pct", math.nan)
+        result["router_cpu_ms_per_req"] = (
+            pct / 100.0 * (t1 - t0) * 1000.0 / max(1, result["requests"])
         )
         return result
     finally:
@@ -326,16 +446,37 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--streams", default="1,64", help="comma-separated stream counts")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants")
-    p.add_argument("--tokens-per-s", type=float, default=50.0, help="backend rate per stream")
-    p.add_argument("--max-tokens", type=int, default=50, help="tokens per request")
-    p.add_argument("--measure-s", type=float, default=10.0)
+    p.add_argument("--tokens-per-s", type=float, default=20.0, help="backend rate per stream")
+    p.add_argument("--max-tokens", type=int, default=10, help="tokens per request")
+    p.add_argument("--measure-s", type=float, default=12.0)
+    p.add_argument(
+        "--rounds", type=int, default=3, help="repeat every variant; the table shows medians"
+    )
     p.add_argument("--warmup-s", type=float, default=2.0)
     p.add_argument("--channels", type=int, default=1, help="connections the loadgen uses")
+    p.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=50.0,
+        help="before each run, wait (up to 60 s) until the machine's CPU use is below this "
+        "(percent of one core, all cores summed); 0 skips the wait",
+    )
     p.add_argument("--quick", action="store_true", help="measure 4 s per run")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--micro-only", action="store_true", help="only the in-process micro phase")
     a = p.parse_args(args_in)
     if a.quick:
         a.measure_s = 4.0
+    if a.quiet_pct > 0:
+        bo.wait_for_quiet(60.0, a.quiet_pct)
+    micro_us = micro()
+    print("micro (in process, best of 5, us per request):")
+    for name, us in micro_us.items():
+        print(f"  {name:55s} {us:8.2f}")
+    if a.micro_only:
+        if a.json:
+            Path(a.json).write_text(json.dumps({"micro_us": micro_us}, indent=2))
+        return 0
     streams = [int(s) for s in a.streams.split(",")]
     variants = [v for v in a.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)
@@ -345,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     from router.security.keys import KeyRecord, hash_key, new_key
     from router.security.keystore import write_keys_file
 
+    # SIGTERM ends the run like Ctrl-C: the finally below stops every child.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bench-security-"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     make_tls(work)
@@ -366,27 +509,44 @@ def main(argv: list[str] | None = None) -> int:
         children.append(sink)
         sink_port = sink.wait_ready()
         for n in streams:
-            for variant in variants:
-                print(f"+ {variant:9s} {n:3d} streams ...", end=" ", flush=True)
-                r = run_variant(variant, n, a, work, env, backend_port, sink_port, key)
-                r.update(variant=variant, streams=n)
-                results.append(r)
-                t, tot = r["ttft_ms"], r["total_ms"]
-                print(
-                    f"n={r['requests']} ttft p50 {t['p50']:.2f} p99 {t['p99']:.2f} ms, "
-                    f"total p50 {tot['p50']:.1f} ms, router cpu {r['router_cpu_pct']:.0f}% "
-                    f"errors {r['errors'] or 0}",
-                    flush=True,
-                )
+            for rnd in range(a.rounds):
+                # Rotate the order each round so that drift on a shared machine spreads
+                # over every variant instead of loading one.
+                order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
+                for variant in order:
+                    if a.quiet_pct > 0:
+                        bo.wait_for_quiet(60.0, a.quiet_pct)
+                    print(f"+ round {rnd + 1} {variant:9s} {n:3d} streams ...", end=" ", flush=True)
+                    r = run_variant(variant, n, a, work, env, backend_port, sink_port, key)
+                    r.update(variant=variant, streams=n, round=rnd + 1)
+                    results.append(r)
+                    t, tot = r["ttft_ms"], r["total_ms"]
+                    print(
+                        f"n={r['requests']} ttft p50 {t['p50']:.2f} p99 {t['p99']:.2f} ms, "
+                        f"total p50 {tot['p50']:.1f} ms, router cpu {r['router_cpu_pct']:.0f}% "
+                        f"({r['router_cpu_ms_per_req']:.2f} ms/req), machine "
+                        f"{r['machine_busy_pct']:.0f}%, errors {r['errors'] or 0}",
+                        flush=True,
+                    )
     finally:
         for child in reversed(children):
             with contextlib.suppress(Exception):
                 child.stop()
     print_table(results, a)
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results}, indent=2))
+        Path(a.json).write_text(
+            json.dumps({"args": vars(a), "micro_us": micro_us, "results": results}, indent=2)
+        )
     print(f"logs: {work}")
     return 0
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(x for x in values if not math.isnan(x))
+    if not v:
+        return math.nan
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
 def print_table(results: list[dict[str, Any]], a: argparse.Namespace) -> None:
@@ -394,22 +554,32 @@ def print_table(results: list[dict[str, Any]], a: argparse.Namespace) -> None:
     print(
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} cores; backend {a.tokens_per_s:g} tok/s x {a.max_tokens} tokens; "
-        f"{a.measure_s:g} s per run, {a.channels} channel(s)"
+        f"{a.measure_s:g} s per run, {a.rounds} rounds (medians), {a.channels} channel(s)"
     )
     print()
-    print("| streams | variant | requests | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms "
-          "| total p50 ms | router CPU ms/req |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    base: dict[int, float] = {}
-    for r in results:
-        t = r["ttft_ms"]
-        if r["variant"] == "bare":
-            base[r["streams"]] = t["p50"]
-        added = t["p50"] - base.get(r["streams"], math.nan)
+    print(
+        "| streams | variant | requests/round | TTFT p50 ms | TTFT p99 ms "
+        "| added TTFT p50 ms | total p50 ms | router CPU ms/req | added CPU ms/req |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    keys = sorted({(r["streams"], r["variant"]) for r in results},
+                  key=lambda k: (k[0], VARIANTS.index(k[1])))  # fmt: skip
+    rows: dict[tuple[int, str], dict[str, float]] = {}
+    for key in keys:
+        rs = [r for r in results if (r["streams"], r["variant"]) == key]
+        rows[key] = {
+            "n": _median([r["requests"] for r in rs]),
+            "p50": _median([r["ttft_ms"]["p50"] for r in rs]),
+            "p99": _median([r["ttft_ms"]["p99"] for r in rs]),
+            "total": _median([r["total_ms"]["p50"] for r in rs]),
+            "cpu": _median([r["router_cpu_ms_per_req"] for r in rs]),
+        }
+    for (n, variant), row in rows.items():
+        base = rows.get((n, "bare"), {})
         print(
-            f"| {r['streams']} | {r['variant']} | {r['requests']} | {t['p50']:.2f} "
-            f"| {t['p99']:.2f} | {added:+.2f} | {r['total_ms']['p50']:.1f} "
-            f"| {r['router_cpu_ms_per_req']:.2f} |"
+            f"| {n} | {variant} | {row['n']:.0f} | {row['p50']:.2f} | {row['p99']:.2f} "
+            f"| {row['p50'] - base.get('p50', math.nan):+.2f} | {row['total']:.1f} "
+            f"| {row['cpu']:.2f} | {row['cpu'] - base.get('cpu', math.nan):+.2f} |"
         )
 
 

@@ -379,7 +379,7 @@ class RouterClient:
         timeout_s: float = 30.0,
         max_attempts: int = 3,
         backoff_s: float = 0.05,
-        keepalive_time_s: float = 20.0,
+        keepalive_time_s: float = 30.0,
         keepalive_timeout_s: float = 5.0,
         max_receive_message_bytes: int = 16 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -408,6 +408,11 @@ class RouterClient:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", max_receive_message_bytes),
             ("grpc.primary_user_agent", USER_AGENT),
+            # Reconnect soon after a failed connect (gRPC's default waits 1 s, then up to
+            # 120 s): a Lambda invocation has seconds, and our retries need a live channel.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))

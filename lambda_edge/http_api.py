@@ -25,9 +25,6 @@ from pydantic import BaseModel, ValidationError
 
 from lambda_edge.client import RouterCallError
 from lambda_edge.credentials import CredentialsError
-from lambda_edge.openai_compat import ChatCompletionRequest, UnsupportedParameter
-from lambda_edge.openai_compat import completion_response as openai_completion
-from lambda_edge.openai_compat import error_body as openai_error
 from lambda_edge.payloads import (
     GenerateBody,
     decision_dict,
@@ -159,6 +156,13 @@ def make_http_handler(rt: Runtime) -> Handler:
 
     @app.post(OPENAI_PATH)
     def chat_completions() -> Response[str]:
+        # Imported on first use: only the OpenAI route needs these models (cold start).
+        from lambda_edge.openai_compat import (
+            ChatCompletionRequest,
+            UnsupportedParameter,
+            completion_response,
+        )
+
         body = parse(ChatCompletionRequest)
         rid = request_id()
         try:
@@ -168,7 +172,7 @@ def make_http_handler(rt: Runtime) -> Handler:
         with tel.router_span("router.Generate", incoming_traceparent()) as tp:
             c = rt.client.complete(req, traceparent=tp, **call_options())
         tel.usage("http.chat_completions", c.usage, request_id=c.request_id)
-        return _json(200, openai_completion(c, created=int(rt.clock())), c.request_id)
+        return _json(200, completion_response(c, created=int(rt.clock())), c.request_id)
 
     def is_openai() -> bool:
         return str(app.current_event.raw_path or "").rstrip("/").endswith(OPENAI_PATH)
@@ -230,9 +234,15 @@ def make_http_handler(rt: Runtime) -> Handler:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return app.resolve(event, context)
 
-    if not tel.tracer.disabled:
+    if tel.tracer is not None and not tel.tracer.disabled:
         return tel.tracer.capture_lambda_handler(handler, capture_response=False)  # type: ignore[no-any-return]
     return handler  # type: ignore[no-any-return]
+
+
+def openai_error(status: int, message: str, *, param: str | None, code: str) -> dict[str, Any]:
+    from lambda_edge.openai_compat import error_body
+
+    return error_body(status, message, param=param, code=code)
 
 
 def _too_large(limit: int) -> str:

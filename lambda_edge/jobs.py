@@ -206,6 +206,6 @@ def make_sqs_handler(rt: Runtime) -> Handler:
         )
         return response
 
-    if not tel.tracer.disabled:
+    if tel.tracer is not None and not tel.tracer.disabled:
         return tel.tracer.capture_lambda_handler(handler, capture_response=False)  # type: ignore[no-any-return]
     return handler  # type: ignore[no-any-return]

@@ -205,6 +205,6 @@ def make_ws_handler(rt: Runtime) -> Handler:
             log.error("malformed WebSocket event", extra={"error": message})
             return {"statusCode": 400, "body": message}
 
-    if not tel.tracer.disabled:
+    if tel.tracer is not None and not tel.tracer.disabled:
         return tel.tracer.capture_lambda_handler(handler, capture_response=False)  # type: ignore[no-any-return]
     return handler  # type: ignore[no-any-return]

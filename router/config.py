@@ -529,6 +529,14 @@ class EdgePriorsConfig(_Model):
     decode_tokens_per_s: float = Field(15.0, gt=0)
 
 
+class EdgeCostConfig(_Model):
+    """The marginal cost of a token on a device (docs/policy.md)."""
+
+    edge_per_mtok_usd: float = Field(0.0, ge=0)
+    #: Where the figure comes from (power, amortised hardware; and the date).
+    source: str = ""
+
+
 class EdgeBackendTemplate(_Model):
     """What the router assumes about every edge device's backend; the device itself reports
     its model, version, context window, site and concurrency (docs/edge.md)."""
@@ -541,7 +549,7 @@ class EdgeBackendTemplate(_Model):
     max_queue: int = Field(2, ge=0)
     max_payload_bytes: int = Field(262_144, ge=1)
     priors: EdgePriorsConfig = EdgePriorsConfig()
-    cost: CostConfig = CostConfig()
+    cost: EdgeCostConfig = EdgeCostConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     #: Longest silence on a request's stream before it fails over (RETRYABLE).
     timeout_s: float = Field(30.0, gt=0)
@@ -626,6 +634,12 @@ class EdgeConfig(_Model):
                 host, sep, port = value.rpartition(":")
                 if not sep or not host or not port.isdigit() or int(port) > 65535:
                     raise ValueError(f"relay.{key} must be host:port, got {value!r}")
+        wildcard = self.relay.address.rpartition(":")[0] in ("0.0.0.0", "[::]")
+        if wildcard and not self.relay.advertise_address:
+            raise ValueError(
+                f"relay.address {self.relay.address} binds every interface: set "
+                "relay.advertise_address to the host:port other replicas dial (the pod IP)"
+            )
         return self
 
 

@@ -21,7 +21,9 @@ import grpc
 from rich.console import Group
 from rich.live import Live
 
+from router.cli import devices as devices_cli
 from router.cli import keys as keys_cli
+from router.cli import models as models_cli
 from router.cli import prices as prices_cli
 from router.cli import render
 from router.cli.client import (
@@ -350,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = prices_cli.add_parser(sub, _FMT)
     _add_connection_options(p)
     p.set_defaults(handler=lambda a: prices_cli.run(a, _client_setup))
+
+    p = devices_cli.add_parser(sub, _FMT)
+    _add_connection_options(p)
+    p.set_defaults(handler=lambda a: devices_cli.run(a, _client_setup))
+    models_cli.add_parser(sub, _FMT, _add_connection_options, _client_setup)
     return parser
 
 

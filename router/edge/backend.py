@@ -61,7 +61,7 @@ class DeviceEntry:
     backend: Backend | None = None
 
     def availability(self) -> str:
-        """"" when the device can take a request now, else why not."""
+        """ "" when the device can take a request now, else why not."""
         if not self.state.online:
             return self.detail or "offline"
         if self.state.draining:

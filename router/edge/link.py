@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import model_service_pb2 as mpb
@@ -41,7 +42,7 @@ class SilenceTimeout(Exception):
     """No event from the device for the allowed time."""
 
 
-_Item = mpb.ModelGenerateEvent | DeviceRequestError | LinkClosed
+_Item: TypeAlias = mpb.ModelGenerateEvent | DeviceRequestError | LinkClosed
 
 
 class DeviceLink:

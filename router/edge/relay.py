@@ -126,9 +126,7 @@ class RelayServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
 
 
-async def start_relay_server(
-    servicer: RelayServicer, address: str
-) -> tuple[grpc.aio.Server, int]:
+async def start_relay_server(servicer: RelayServicer, address: str) -> tuple[grpc.aio.Server, int]:
     """Bind and start the relay port; (server, port). Raises OSError when it cannot bind."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)

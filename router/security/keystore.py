@@ -212,6 +212,7 @@ class KeyStore:
         self._file_stamp: tuple[float, int] | None = None
         self._file_records: list[KeyRecord] = []
         self._secret_records: list[KeyRecord] = []
+        self._secret_text: str | None = None
         self._by_id: dict[str, KeyRecord] = {r.id: r for r in self._inline}
         self._task: asyncio.Task[None] | None = None
         self.loads = 0
@@ -261,10 +262,14 @@ class KeyStore:
             got = self._read_file(force)
             if got is not None:
                 file_records, changed = got, True
+        secret_text = self._secret_text
         if self._secret is not None:
             text = self._read_secret(self._secret)
-            secret_records = parse_keys_document(text, source=f"secret {self._secret.secret_id}")
-            changed = True
+            if force or text != self._secret_text:
+                secret_records = parse_keys_document(
+                    text, source=f"secret {self._secret.secret_id}"
+                )
+                secret_text, changed = text, True
         if not changed:
             return False
         by_id: dict[str, KeyRecord] = {}
@@ -285,16 +290,16 @@ class KeyStore:
                 origin[r.id] = name
         self._file_records = file_records
         self._secret_records = secret_records
+        self._secret_text = secret_text
         self._by_id = by_id
         self.loads += 1
-        if self._tenants:
-            orphans = sorted({r.tenant for r in by_id.values()} - self._tenants)
-            if orphans:
-                log.warning(
-                    "API keys name tenants that auth.tenants does not define (%s): "
-                    "their requests get PERMISSION_DENIED until the tenants are added",
-                    ", ".join(orphans),
-                )
+        orphans = sorted({r.tenant for r in by_id.values() if not r.revoked} - self._tenants)
+        if orphans:
+            log.warning(
+                "API keys name tenants that auth.tenants does not define (%s): "
+                "their requests get PERMISSION_DENIED until the tenants are added",
+                ", ".join(orphans),
+            )
         return True
 
     async def load(self) -> None:

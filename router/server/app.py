@@ -24,6 +24,7 @@ from router.backends.base import Backend
 from router.config import RouterConfig
 from router.discovery import start_discovery
 from router.dispatch import Dispatcher
+from router.edge import start_edge
 from router.errors import ConfigError
 from router.registry import BackendRegistry
 from router.server.guard import ServerGuard
@@ -33,6 +34,7 @@ from router.telemetry.observer import Telemetry
 
 if TYPE_CHECKING:
     from router.discovery.kubernetes import KubernetesDiscovery
+    from router.edge.hub import EdgeHub
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class RouterServer:
         self.port = 0
         self._stopping: asyncio.Task[None] | None = None
         self.discovery: KubernetesDiscovery | None = None
+        self.edge: EdgeHub | None = None
 
     @property
     def address(self) -> str:
@@ -95,6 +98,11 @@ class RouterServer:
                 ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
                 ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
                 ("grpc.so_reuseport", 0),
+                # Long-lived clients (Lambda channels, edge links) ping to keep NAT and load
+                # balancer paths open; accept pings every 30 s, also between calls.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
         )
         descriptions = {b.name: b.description for b in self.config.backends if b.description}
@@ -109,6 +117,8 @@ class RouterServer:
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        # Edge devices dial in over EdgeLink (router/edge/); None while edge.enabled is off.
+        self.edge = await start_edge(self.config, self.registry, server, clock=self._clock)
         if cfg.reflection:
             reflection.enable_server_reflection(
                 (
@@ -135,7 +145,11 @@ class RouterServer:
             grace = self.config.server.grace_period_s
         await self.health.enter_graceful_shutdown()
         log.info("draining: up to %.1fs for open streams", grace)
+        # Device links stay open until the requests on them end, then close (router/edge/).
+        edge_drain = None if self.edge is None else asyncio.ensure_future(self.edge.drain(grace))
         await self._server.stop(grace)
+        if edge_drain is not None:
+            await edge_drain
         await self.stop_discovery()
         await self.registry.close()
         await self.guard.close()
@@ -145,6 +159,9 @@ class RouterServer:
         if self.discovery is not None:
             await self.discovery.stop()
             self.discovery = None
+        if self.edge is not None:
+            await self.edge.stop()
+            self.edge = None
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

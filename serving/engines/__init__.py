@@ -14,9 +14,12 @@ from serving.engines.base import (
 )
 
 ENGINE_KINDS = ("llamacpp", "scripted")
+#: Engines that need a GPU (the Ray Serve app only; not offered by the CPU servers' CLIs).
+GPU_ENGINE_KINDS = ("vllm",)
 
 __all__ = [
     "ENGINE_KINDS",
+    "GPU_ENGINE_KINDS",
     "Engine",
     "EngineChunk",
     "EngineError",
@@ -28,7 +31,8 @@ __all__ = [
 
 
 def create_engine(kind: str, **options: Any) -> Engine:
-    """Build an engine by kind: ``"llamacpp"`` (LlamaCppEngine) or ``"scripted"``."""
+    """Build an engine by kind: ``"llamacpp"`` (LlamaCppEngine), ``"scripted"`` or
+    ``"vllm"`` (VllmEngine, GPU; ``options``: ``engine_kwargs`` and the model facts)."""
     if kind == "llamacpp":
         from serving.engines.llamacpp import LlamaCppEngine
 
@@ -37,4 +41,9 @@ def create_engine(kind: str, **options: Any) -> Engine:
         from serving.engines.scripted import ScriptedEngine
 
         return ScriptedEngine(**options)
-    raise ValueError(f"engine: unknown kind {kind!r} (expected one of {', '.join(ENGINE_KINDS)})")
+    if kind == "vllm":
+        from serving.engines.vllm import VllmEngine
+
+        return VllmEngine(**options)
+    kinds = ", ".join((*ENGINE_KINDS, *GPU_ENGINE_KINDS))
+    raise ValueError(f"engine: unknown kind {kind!r} (expected one of {kinds})")

@@ -234,6 +234,7 @@ class LoadReporter:
         """Start pushing (on the running loop). Idempotent."""
         if self._task is None:
             self._changed = asyncio.Event()
+            self._changed.set()  # the first report goes out at once: the replica is live
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def run(self) -> None:

@@ -11,6 +11,7 @@ Deployment options (replicas, autoscaling, ``max_ongoing_requests``,
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +24,25 @@ MODEL_DEPLOYMENT = "ModelServer"
 LOAD_DEPLOYMENT = "LoadBoard"
 
 EngineKind = Literal["llamacpp", "scripted", "vllm"]
+
+
+#: Engine constructor parameters that are not configuration (injected for tests).
+_INTERNAL = frozenset({"clock", "sleep", "engine_factory", "sampling_factory"})
+
+
+def _engine_class(kind: str) -> type:
+    # The engine modules import their libraries lazily, so this is cheap.
+    if kind == "llamacpp":
+        from serving.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine
+    if kind == "vllm":
+        from serving.engines.vllm import VllmEngine
+
+        return VllmEngine
+    from serving.engines.scripted import ScriptedEngine
+
+    return ScriptedEngine
 
 
 def load_app_name(app_name: str) -> str:
@@ -133,6 +153,19 @@ class ModelAppArgs(_Model):
     report_min_interval_s: float = Field(0.05, gt=0)
     #: Seconds between reports when nothing changes (the board's liveness signal).
     report_heartbeat_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _engine_options(self) -> ModelAppArgs:
+        """Unknown engine options fail the deploy here, not in every replica."""
+        params = inspect.signature(_engine_class(self.engine)).parameters
+        known = sorted(n for n in params if n != "self" and n not in _INTERNAL)
+        for key in self.engine_kwargs():
+            if key not in params or key in _INTERNAL:
+                raise ValueError(
+                    f"engine_options.{key}: not an option of the {self.engine} engine "
+                    f"(options: {', '.join(known)})"
+                )
+        return self
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Arguments for ``serving.engines.create_engine`` (model settings included)."""

@@ -105,6 +105,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "image": {"digest": "sha256:" + "ab" * 32},
     },
+    "edge-relay": {
+        "config": {"edge": {"enabled": True, "directory": {"redis_url": "env:REDIS_URL"}}},
+        "secretEnv": [{"name": "REDIS_URL", "secretName": "edge-directory", "key": "url"}],
+        "edge": {"relay": {"enabled": True}, "headlessService": {"enabled": True}},
+        "tls": {"secretName": "router-tls", "clientCaSecret": "edge-ca"},
+    },
     "everything": {
         **copy.deepcopy(CUSTOM_BACKENDS),
         "rayService": {"enabled": True},
@@ -143,9 +149,19 @@ def one(objects: list[dict[str, Any]], kind: str, name: str = FULLNAME) -> dict[
     return obj
 
 
+def pod_environ(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The HYBRID_ROUTER__ overrides the pod gets, with $(POD_IP) as kubelet expands it."""
+    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {
+        e["name"]: e["value"].replace("$(POD_IP)", "10.0.7.21")
+        for e in c["env"]
+        if e["name"].startswith("HYBRID_ROUTER__") and "value" in e
+    }
+
+
 def router_config(objects: list[dict[str, Any]]) -> Any:
     data = yaml.safe_load(one(objects, "ConfigMap")["data"]["router.yaml"])
-    return parse_config(data, source="rendered ConfigMap router.yaml", environ={})
+    return parse_config(data, source="rendered ConfigMap router.yaml", environ=pod_environ(objects))
 
 
 # --- every value set -------------------------------------------------------------------
@@ -528,3 +544,20 @@ def test_notes_say_how_to_call_it(chart: Any) -> None:
     assert "grpcurl -plaintext" in notes and "hybrid-router chat" in notes
     assert "create secret generic hybrid-router-keys" in notes
     assert f"{FULLNAME}-nlb" in notes and f"{FULLNAME}-gpu" in notes
+
+
+def test_edge_relay_advertises_the_pod_ip_to_the_other_replicas(chart: Any) -> None:
+    objects = render(chart, VALUE_SETS["edge-relay"])["objects"]
+    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    config = router_config(objects)
+
+    assert config.edge.relay.address == "0.0.0.0:50061"
+    assert config.edge.relay.advertise_address == "10.0.7.21:50061"
+    assert {"name": "relay", "containerPort": 50061, "protocol": "TCP"} in c["ports"]
+    env = [e["name"] for e in c["env"]]
+    assert env.index("POD_IP") < env.index("HYBRID_ROUTER__EDGE__RELAY__ADVERTISE_ADDRESS")
+    relay_rule = one(objects, "NetworkPolicy")["spec"]["ingress"][1]
+    assert relay_rule["ports"] == [{"port": "relay", "protocol": "TCP"}]
+    selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert relay_rule["from"] == [{"podSelector": {"matchLabels": selector}}]
+    assert "relay" not in [p["name"] for p in one(objects, "Service")["spec"]["ports"]]

@@ -26,7 +26,9 @@ FUNCTIONS = ("HttpFunction", "WebSocketFunction", "JobsFunction")
 PARAMETERS = {
     "RouterAddress": "router.internal.example:50051",
     "RouterCidr": "10.20.0.0/16",
-    "RouterApiKeySecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:router-key-AbCdEf",
+    "RouterApiKeySecretArn": (
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:router-key-AbCdEf"
+    ),
     "VpcId": "vpc-0123456789abcdef0",
     "SubnetIds": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
     "PowertoolsLayerArn": (

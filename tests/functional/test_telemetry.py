@@ -273,6 +273,52 @@ async def test_without_a_tracer_the_callers_traceparent_still_reaches_the_backen
     assert seen["traceparent"] == TRACEPARENT
 
 
+async def test_otlp_exporter_sends_the_spans_over_the_real_wire_format(
+    launch, model_server, tmp_path
+):
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[Any] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        async def Export(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    port = collector.add_insecure_port("127.0.0.1:0")
+    await collector.start()
+    try:
+        keys = make_keys(tmp_path / "keys.yaml", ["acme"])
+        backends = [ms_backend("gpu-a", "gpu", await model_server(ScriptedEngine(reply_tokens=2)))]
+        tracing = {"exporter": "otlp", "endpoint": f"http://127.0.0.1:{port}",
+                   "service_name": "router-under-test"}  # fmt: skip
+        router = await launch(config(tmp_path, backends, telemetry={"tracing": tracing}))
+        md = (*bearer(keys["acme"]), ("traceparent", TRACEPARENT))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{router.port}") as ch:
+            await collect(stub_for(ch).Generate(user_request("hi"), metadata=md))
+        await router.stop(0)  # flushes the batch exporter
+    finally:
+        await collector.stop(0)
+
+    spans = [
+        (rs, span)
+        for req in received
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    assert sorted(span.name for _, span in spans) == [
+        "hybrid_router.Generate",
+        "hybrid_router.attempt",
+    ]
+    for rs, span in spans:
+        service = [a.value.string_value for a in rs.resource.attributes if a.key == "service.name"]
+        assert service == ["router-under-test"]
+        assert span.trace_id.hex() == TRACE_ID
+
+
 # --- structured logs ----------------------------------------------------------------------------
 
 SECRET_PROMPTS = [

@@ -129,6 +129,13 @@ Rendered as YAML (a list); read back with fromYamlArray.
 {{- $_ := set $telemetry "metrics" $metrics }}
 {{- $_ := set $cfg "telemetry" $telemetry }}
 {{- end }}
+{{- if $v.edge.relay.enabled }}
+{{- $edge := get $cfg "edge" | default dict }}
+{{- $relay := get $edge "relay" | default dict }}
+{{- $_ := set $relay "address" (printf "%s:%d" $v.listenHost (int $v.edge.relay.port)) }}
+{{- $_ := set $edge "relay" $relay }}
+{{- $_ := set $cfg "edge" $edge }}
+{{- end }}
 {{- $sources := include "hybrid-router.discoverySources" . | fromYamlArray }}
 {{- $discovery := get $cfg "discovery" | default dict }}
 {{- $k8s := get $discovery "kubernetes" | default dict }}

@@ -1,0 +1,158 @@
+"""Requests from the link, run on the engine in use; their events go back tagged with the
+request id.
+
+Each request is a task holding a lease on the engine (``greengrass.slot``). A
+``CancelRequest`` cancels the task, which closes the engine's stream (decoding stops).
+Engine errors go back as ``RequestError``:
+
+===============  =============  =================================================
+EngineError      error_class    router
+===============  =============  =================================================
+``invalid``      ``fatal``      stops, INVALID_ARGUMENT
+``too_large``    ``too_large``  tries a backend with a larger window
+``unavailable``  ``retryable``  fails over (before the first token)
+anything else    ``retryable``  fails over; the traceback is logged here
+===============  =============  =================================================
+
+While draining, new requests are refused (``retryable``: the router fails over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+from hybrid_router.v1 import edge_link_pb2 as epb
+from hybrid_router.v1 import model_service_pb2 as mpb
+from hybrid_router.v1 import types_pb2 as tpb
+
+from greengrass.slot import EngineSlot
+from serving.engines.base import EngineChunk, EngineError, EngineRequest
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[epb.DeviceMessage], None]
+
+_ROLES = {tpb.ROLE_SYSTEM: "system", tpb.ROLE_USER: "user", tpb.ROLE_ASSISTANT: "assistant"}
+_FINISH = {
+    "stop": tpb.FINISH_REASON_STOP,
+    "length": tpb.FINISH_REASON_LENGTH,
+    "cancelled": tpb.FINISH_REASON_CANCELLED,
+}
+_CLASSES = {"invalid": "fatal", "too_large": "too_large", "unavailable": "retryable"}
+
+
+def to_engine_request(req: mpb.ModelGenerateRequest) -> EngineRequest:
+    """Proto -> EngineRequest. Raises EngineError ("invalid") naming the field."""
+    messages = []
+    for i, m in enumerate(req.messages):
+        role = _ROLES.get(m.role)
+        if role is None:
+            raise EngineError(f"messages[{i}].role: must be system, user or assistant", "invalid")
+        messages.append((role, m.content))
+    s = req.sampling
+    return EngineRequest(
+        request_id=req.request_id or uuid.uuid4().hex,
+        messages=tuple(messages),
+        max_output_tokens=req.max_output_tokens,
+        temperature=s.temperature if s.HasField("temperature") else None,
+        top_p=s.top_p if s.HasField("top_p") else None,
+        top_k=s.top_k if s.HasField("top_k") else None,
+        seed=s.seed if s.HasField("seed") else None,
+        stop=tuple(s.stop),
+    )
+
+
+def event_message(rid: str, chunk: EngineChunk) -> epb.DeviceMessage:
+    if chunk.done:
+        event = mpb.ModelGenerateEvent(
+            done=mpb.ModelDone(
+                input_tokens=chunk.input_tokens,
+                output_tokens=chunk.output_tokens,
+                finish_reason=_FINISH.get(chunk.finish_reason, tpb.FINISH_REASON_UNSPECIFIED),
+                queue_ms=chunk.queue_ms,
+            )
+        )
+    else:
+        event = mpb.ModelGenerateEvent(delta=tpb.TextDelta(text=chunk.text, tokens=chunk.tokens))
+    return epb.DeviceMessage(event=epb.RequestEvent(request_id=rid, event=event))
+
+
+def error_message(rid: str, error_class: str, message: str) -> epb.DeviceMessage:
+    return epb.DeviceMessage(
+        error=epb.RequestError(request_id=rid, error_class=error_class, message=message)
+    )
+
+
+class RequestRunner:
+    def __init__(self, slot: EngineSlot) -> None:
+        self._slot = slot
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.draining = False
+        self.served = 0
+        self.failed = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def start(self, req: mpb.ModelGenerateRequest, send: Send) -> None:
+        rid = req.request_id
+        if self.draining:
+            send(error_message(rid, "retryable", "device is draining (shutting down)"))
+            return
+        if not rid or rid in self._tasks:
+            send(error_message(rid, "fatal", "request_id: must be set and unique on the link"))
+            return
+        task = asyncio.get_running_loop().create_task(self._run(req, send))
+        self._tasks[rid] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(rid, None))
+
+    def cancel(self, rid: str) -> None:
+        task = self._tasks.get(rid)
+        if task is not None:
+            task.cancel()
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait for the requests in flight to finish; False when some are still running."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        return not pending
+
+    async def _run(self, req: mpb.ModelGenerateRequest, send: Send) -> None:
+        rid = req.request_id
+        try:
+            engine, model = self._slot.acquire()
+        except EngineError as exc:
+            send(error_message(rid, "retryable", str(exc)))
+            return
+        try:
+            if req.model and req.model != model.name:
+                raise EngineError(
+                    f"model: this device serves {model.name!r}, not {req.model!r}", "unavailable"
+                )
+            stream = engine.generate(to_engine_request(req))
+            async with contextlib.aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    send(event_message(rid, chunk))
+            self.served += 1
+        except EngineError as exc:
+            self.failed += 1
+            send(error_message(rid, _CLASSES.get(exc.error_class, "retryable"), str(exc)))
+        except asyncio.CancelledError:
+            raise  # the router cancelled it, or the link is gone
+        except Exception:
+            self.failed += 1
+            log.exception("request %s: unexpected engine error", rid)
+            send(error_message(rid, "retryable", "internal error on the device"))
+        finally:
+            self._slot.release(engine)

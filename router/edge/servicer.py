@@ -1,0 +1,171 @@
+"""EdgeLink and EdgeFleet servicers: thin proto <-> hub translation.
+
+``EdgeLink.Connect`` (bidirectional, opened by the device): the first message must be a
+``Register`` (within ``edge.register_timeout_s``); the router answers ``Registered`` and
+then writes generate / cancel / desired-models messages and one ``HeartbeatAck`` per
+heartbeat, while it reads heartbeats and request events. The RPC ends when the device
+closes it, the link is lost, the device misses heartbeats, or the replica drains.
+
+Device identity: with ``edge.device_auth: mtls`` the stream must come over TLS with a
+verified client certificate whose common name (or a DNS name) is the device id.
+
+The router's interceptors wrap unary and server-streaming RPCs only, so this
+bidirectional stream handles its own statuses (``context.abort`` with a message that
+names the field or the fix) and needs no API key: the certificate is the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import grpc
+from hybrid_router.v1 import edge_link_pb2 as epb
+from hybrid_router.v1 import edge_link_pb2_grpc
+
+from router.config import EdgeConfig
+from router.edge.backend import DeviceEntry
+from router.edge.devices import InvalidRegistration, from_register
+from router.edge.hub import EdgeHub, LinkRefused
+from router.edge.link import DeviceLink
+from router.server.context import principal_var
+
+log = logging.getLogger(__name__)
+
+
+def peer_names(context: grpc.aio.ServicerContext) -> set[str]:
+    """Common name and subject alternative names of the peer's verified certificate."""
+    auth = context.auth_context() or {}
+    names: set[str] = set()
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for value in auth.get(key, ()):
+            names.add(value.decode() if isinstance(value, bytes) else str(value))
+    return names
+
+
+class EdgeLinkServicer(edge_link_pb2_grpc.EdgeLinkServicer):
+    def __init__(self, hub: EdgeHub, cfg: EdgeConfig) -> None:
+        self._hub = hub
+        self._cfg = cfg
+
+    async def Connect(  # noqa: N802 - gRPC method name
+        self, request_iterator: object, context: grpc.aio.ServicerContext
+    ) -> None:
+        hub = self._hub
+        if hub.draining:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "this router replica is shutting down; dial again"
+            )
+        names: set[str] = set()
+        if self._cfg.device_auth == "mtls":
+            names = peer_names(context)
+            if not names:
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "edge links need a client certificate (mTLS) whose common name is the "
+                    "device id",
+                )
+        try:
+            async with asyncio.timeout(self._cfg.register_timeout_s):
+                first = await context.read()
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"send register as the first message within {self._cfg.register_timeout_s:g} s",
+            )
+        if first is grpc.aio.EOF:
+            return
+        if first.WhichOneof("message") != "register":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first message on a link must be register"
+            )
+        try:
+            state = from_register(first.register)
+        except InvalidRegistration as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if names and state.device_id not in names:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"register.device_id {state.device_id!r} does not match the client "
+                f"certificate ({', '.join(sorted(names))})",
+            )
+        link = DeviceLink(state.device_id)
+        try:
+            entry = await hub.attach(state, link)
+        except LinkRefused as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+        reason = "device closed the link"
+        reader = asyncio.get_running_loop().create_task(self._read(context, entry, link))
+        try:
+            await context.write(hub.registered_message())
+            async for msg in link.outgoing():
+                await context.write(msg)
+            reason = link.closed_reason or reason
+        except asyncio.CancelledError:
+            reason = "link lost"
+            raise
+        except Exception as exc:  # the transport failed under a write
+            reason = f"link lost: {exc}"
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            hub.detach(entry, link, reason)
+
+    async def _read(
+        self, context: grpc.aio.ServicerContext, entry: DeviceEntry, link: DeviceLink
+    ) -> None:
+        hub = self._hub
+        try:
+            while True:
+                msg = await context.read()
+                if msg is grpc.aio.EOF:
+                    link.close("device closed the link")
+                    return
+                kind = msg.WhichOneof("message")
+                if kind == "heartbeat":
+                    try:
+                        await hub.heartbeat(entry, link, msg.heartbeat)
+                    except InvalidRegistration as exc:
+                        log.warning("edge: device %s: bad heartbeat: %s", link.device_id, exc)
+                        continue
+                    if not link.closed:
+                        link.send(
+                            epb.RouterMessage(
+                                heartbeat_ack=epb.HeartbeatAck(unix_ms=int(time.time() * 1000))
+                            )
+                        )
+                elif kind in ("event", "error"):
+                    link.deliver(msg)
+                else:
+                    log.warning("edge: device %s sent %s after registering", link.device_id, kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            link.close(f"link lost: {exc}")
+
+
+class EdgeFleetServicer(edge_link_pb2_grpc.EdgeFleetServicer):
+    def __init__(self, hub: EdgeHub) -> None:
+        self._hub = hub
+
+    async def ListDevices(  # noqa: N802
+        self, request: epb.ListDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> epb.ListDevicesResponse:
+        access = principal_var.get().access  # a tenant sees the devices it may use
+        devices = []
+        for status in self._hub.fleet():
+            if access is not None:
+                entry = self._hub.entries.get(status.device_id)
+                backend = entry.backend if entry is not None else None
+                if backend is None or not access.allows(backend.spec):
+                    continue
+            devices.append(status)
+        return epb.ListDevicesResponse(devices=devices, router_id=self._hub.router_id)
+
+
+def add_edge_services(server: grpc.aio.Server, hub: EdgeHub, cfg: EdgeConfig) -> None:
+    edge_link_pb2_grpc.add_EdgeLinkServicer_to_server(EdgeLinkServicer(hub, cfg), server)
+    edge_link_pb2_grpc.add_EdgeFleetServicer_to_server(EdgeFleetServicer(hub), server)
