@@ -31,7 +31,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv install system-deps tools demo test test-fast lint format proto proto-check lambda-layer \
-        proto-baseline bench clean distclean helm-lint image-check
+        proto-baseline bench clean distclean helm-lint image-check edge-artifact
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -115,6 +115,9 @@ proto-baseline: tools ## refresh the buf baseline image: ONLY when cutting a rel
 
 lambda-layer: install ## build/lambda-layer.zip (client + grpcio + protobuf) and build/lambda-functions.zip
 	$(PY) scripts/build_lambda_layer.py $(LAMBDA_LAYER_ARGS)
+
+edge-artifact: | $(PY) ## build the Greengrass component (zip + recipe) into build/edge/
+	$(PY) scripts/build_edge_artifact.py --out build/edge
 
 bench: install ## run every bench/*.py script (results: BENCHMARKS.md)
 	@found=0; \

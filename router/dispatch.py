@@ -194,8 +194,11 @@ class Dispatcher:
         span = tracing.start_attempt(self._tracer, spec, len(attempts) + 1)
         call = BackendCall(request=request, deadline=deadline, metadata=tracing.inject(span))
         timeout_s = self.cfg.ttft_timeout_ms / 1000.0
+        cut_by_deadline = False
         if deadline is not None:
-            timeout_s = min(timeout_s, max(0.0, deadline - self._clock()))
+            left = max(0.0, deadline - self._clock())
+            if left < timeout_s:
+                timeout_s, cut_by_deadline = left, True
         start = self._clock()
         stream = entry.backend.stream(call)
         stats.begin()
@@ -205,6 +208,11 @@ class Dispatcher:
             try:
                 first = await _first_chunk(stream, timeout_s)
             except _FirstTokenTimeout:
+                if cut_by_deadline:
+                    # The caller's deadline, not the backend's TTFT, ran out: no failover.
+                    raise DeadlineExceeded(
+                        f"deadline passed waiting for the first token from {spec.name}"
+                    ) from None
                 reason = f"no first token within {timeout_s * 1000:.0f} ms"
                 stats.record_failure(ErrorClass.RETRYABLE)
                 outcome.failure = reason

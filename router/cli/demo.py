@@ -1,7 +1,9 @@
 """``hybrid-router demo``: the embedded default, end to end on this machine.
 
 1. Starts three local model servers, each a separate process serving the real Gemma 3
-   270M model through llama.cpp, each posing as one tier (``demo_config.STAND_INS``).
+   270M model through llama.cpp, each posing as one tier (``demo_config.STAND_INS``);
+   with ``--ray`` the GPU tier is the real Ray Serve app (``serving.ray_app``) in a
+   local Ray instance.
 2. Starts the router in this process (``router.server.app.create_server``) on loopback.
 3. Sends requests through the router's public gRPC API, exactly as any client would,
    and shows each decision table and the streamed tokens; then a burst that queues on
@@ -56,10 +58,20 @@ class DemoError(Exception):
     """The demo cannot go on; the message names what failed and where its log is."""
 
 
-def run(*, keep_running: bool = False, as_json: bool = False, address: str = "127.0.0.1:0") -> int:
-    """Run the demo; returns the process exit code."""
+def run(
+    *,
+    keep_running: bool = False,
+    as_json: bool = False,
+    address: str = "127.0.0.1:0",
+    ray: bool = False,
+) -> int:
+    """Run the demo; returns the process exit code.
+
+    ``ray``: the GPU tier is the real Ray Serve app (``serving.ray_app``) in a local Ray
+    instance instead of a plain ModelService server.
+    """
     console = Console(quiet=True) if as_json else render.make_console()
-    demo = Demo(console, as_json=as_json, address=address, keep_running=keep_running)
+    demo = Demo(console, as_json=as_json, address=address, keep_running=keep_running, ray=ray)
     try:
         return asyncio.run(demo.main())
     finally:
@@ -68,9 +80,17 @@ def run(*, keep_running: bool = False, as_json: bool = False, address: str = "12
 
 class Demo:
     def __init__(
-        self, console: Console, *, as_json: bool, address: str, keep_running: bool
+        self,
+        console: Console,
+        *,
+        as_json: bool,
+        address: str,
+        keep_running: bool,
+        ray: bool = False,
     ) -> None:
         self.console = console
+        self.ray = ray
+        self.stand_ins = dc.stand_ins(ray)
         self.as_json = as_json
         self.listen = address
         self.keep_running = keep_running
@@ -199,7 +219,7 @@ class Demo:
     async def _start_stand_ins(self, model_path: str, progress: Progress) -> None:
         assert self.workdir is not None
         tasks = {}
-        for s in dc.STAND_INS:
+        for s in self.stand_ins:
             tasks[s.name] = progress.add_task(f"{s.name}: starting ({s.tier} stand-in)", total=1)
 
         async def start(s: dc.StandIn) -> None:
@@ -212,6 +232,11 @@ class Demo:
                 await child.start()
                 child.port = port
                 await child.wait_ready_probe(_http_ready(port), START_TIMEOUT_S)
+            elif s.server == "ray_serve":
+                child = Child(s.name, dc.ray_serve_argv(s, model_path), log_path)
+                self.children[s.name] = child
+                await child.start(stdout_pipe=True)
+                await child.wait_ready_line(START_TIMEOUT_S)
             else:
                 child = Child(s.name, dc.model_server_argv(s, model_path), log_path)
                 self.children[s.name] = child
@@ -226,8 +251,8 @@ class Demo:
                 ),
             )
 
-        results = await asyncio.gather(*(start(s) for s in dc.STAND_INS), return_exceptions=True)
-        for s, result in zip(dc.STAND_INS, results, strict=True):
+        results = await asyncio.gather(*(start(s) for s in self.stand_ins), return_exceptions=True)
+        for s, result in zip(self.stand_ins, results, strict=True):
             if isinstance(result, ChildFailed):
                 child = self.children.get(s.name)
                 tail = child.log_tail() if child else ""
@@ -249,7 +274,9 @@ class Demo:
             raise DemoError(f"the router server is not available in this install: {exc}") from None
         ports = {name: child.port for name, child in self.children.items()}
         try:
-            config = parse_config(dc.router_config(ports, self.listen), source="demo config")
+            config = parse_config(
+                dc.router_config(ports, self.listen, ray=self.ray), source="demo config"
+            )
         except ConfigError as exc:
             raise DemoError(str(exc)) from None
         # The router loads the GGUF vocabulary for exact token counts at start (or at the
@@ -273,7 +300,7 @@ class Demo:
         from hybrid_router.v1 import model_service_pb2, model_service_pb2_grpc, types_pb2
 
         msg = [types_pb2.ChatMessage(role=types_pb2.ROLE_USER, content="Hello")]
-        for s in dc.STAND_INS:
+        for s in self.stand_ins:
             port = self.children[s.name].port
             try:
                 if s.server == "openai":
@@ -294,7 +321,8 @@ class Demo:
                         req = model_service_pb2.ModelGenerateRequest(
                             request_id=f"warm-up-{s.name}", messages=msg, max_output_tokens=1
                         )
-                        async for _ in stub.Generate(req, timeout=60.0):
+                        app = (("application", dc.RAY_APP),) if s.server == "ray_serve" else ()
+                        async for _ in stub.Generate(req, timeout=60.0, metadata=app or None):
                             pass
             except (grpc.aio.AioRpcError, OSError, Exception) as exc:  # noqa: BLE001
                 # Not fatal: the router's health checks and failover handle a bad server.
@@ -349,7 +377,7 @@ class Demo:
     async def _run_all(self) -> None:
         c = self.console
         assert self.client is not None
-        c.print(report.stand_ins_table())
+        c.print(report.stand_ins_table(self.stand_ins))
         scenarios = dc.scenarios()
         total = len(scenarios) + 1
         for i, sc in enumerate(scenarios, 1):
@@ -582,7 +610,7 @@ class Demo:
                     "port": self.children[s.name].port if s.name in self.children else 0,
                     "pid": self.children[s.name].pid if s.name in self.children else None,
                 }
-                for s in dc.STAND_INS
+                for s in self.stand_ins
             ],
             "requests": [o.to_dict() for o in self.outcomes],
             "tiers_streamed": report.tiers_streamed(self.outcomes),

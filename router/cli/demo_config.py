@@ -9,6 +9,7 @@ that prompts prefill in seconds on a CPU.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,8 @@ class StandIn:
     #: What it is and what it pretends to be, shown next to it everywhere.
     label: str
     context_window: int
-    #: "model_server" (our ModelService over llama.cpp) or "openai" (llama_cpp.server).
+    #: "model_server" (our ModelService over llama.cpp), "openai" (llama_cpp.server) or
+    #: "ray_serve" (the GPU tier's Ray Serve app, serving/ray_app, on CPU).
     server: str
     threads: int
     max_decode_tokens_per_s: float = 0.0
@@ -71,7 +73,26 @@ HOSTED = StandIn(
     server="openai",
     threads=2,
 )
+GPU_RAY = StandIn(
+    name="gpu-pool",
+    tier="gpu",
+    label=(
+        "the GPU tier's real Ray Serve app (serving/ray_app) on CPU: ModelService through "
+        "Serve's gRPC proxy, 1 replica of llama.cpp gemma3-270m, deployment-wide load "
+        "board (1024-token window, amortised node cost)"
+    ),
+    context_window=1024,
+    server="ray_serve",
+    threads=2,
+)
 STAND_INS: tuple[StandIn, ...] = (EDGE, GPU, HOSTED)
+#: Name of the Ray Serve application (its load board is "<name>-load").
+RAY_APP = "gpu"
+
+
+def stand_ins(ray: bool = False) -> tuple[StandIn, ...]:
+    """The demo's stand-ins; ``ray``: the GPU tier is the real Ray Serve app."""
+    return (EDGE, GPU_RAY, HOSTED) if ray else STAND_INS
 
 
 def model_server_argv(s: StandIn, model_path: str) -> list[str]:
@@ -105,6 +126,38 @@ def model_server_argv(s: StandIn, model_path: str) -> list[str]:
     if s.max_decode_tokens_per_s:
         argv += ["--max-decode-tokens-per-s", f"{s.max_decode_tokens_per_s:g}"]
     return argv
+
+
+def ray_serve_argv(s: StandIn, model_path: str) -> list[str]:
+    """A local Ray instance running the GPU tier's Serve apps; prints READY <grpc port>."""
+    engine = {"model_path": model_path, "n_ctx": s.context_window, "n_threads": s.threads}
+    return [
+        sys.executable,
+        "-m",
+        "serving.ray_app",
+        "--name",
+        RAY_APP,
+        "--engine",
+        "llamacpp",
+        "--engine-options",
+        json.dumps(engine),
+        "--model-id",
+        MODEL,
+        "--model-family",
+        MODEL_FAMILY,
+        "--replicas",
+        "1",
+        "--num-cpus",
+        "1",
+        # One decoding slot; up to 8 more wait in the replica, where the load board
+        # counts them (the router's max_queue for this backend).
+        "--max-ongoing-requests",
+        "9",
+        "--ray-cpus",
+        "2",
+        "--log-level",
+        "WARNING",
+    ]
 
 
 def openai_server_argv(s: StandIn, model_path: str, port: int) -> list[str]:
@@ -142,9 +195,15 @@ def openai_server_argv(s: StandIn, model_path: str, port: int) -> list[str]:
     ]
 
 
-def router_config(ports: dict[str, int], address: str = "127.0.0.1:0") -> dict[str, Any]:
-    """The router.yaml of the demo as a mapping (``router.config.parse_config`` input)."""
-    return {
+def router_config(
+    ports: dict[str, int], address: str = "127.0.0.1:0", *, ray: bool = False
+) -> dict[str, Any]:
+    """The router.yaml of the demo as a mapping (``router.config.parse_config`` input).
+
+    ``ray``: the GPU backend is the Ray Serve app (kind ``ray_serve``: the application
+    metadata on each call, the load board's deployment-wide load as its load signal).
+    """
+    config: dict[str, Any] = {
         "server": {"address": address, "grace_period_s": 2.0},
         "policy": {
             "objective": "cheapest",
@@ -226,6 +285,10 @@ def router_config(ports: dict[str, int], address: str = "127.0.0.1:0") -> dict[s
             },
         ],
     }
+    if ray:
+        gpu = next(b for b in config["backends"] if b["name"] == GPU_RAY.name)
+        gpu.update(kind="ray_serve", serve_application=RAY_APP, description=GPU_RAY.label)
+    return config
 
 
 # --- requests ------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def tiers_streamed(outcomes: Sequence[Outcome]) -> list[str]:
     return sorted({o.tier for o in outcomes if o.usage and o.deltas})
 
 
-def stand_ins_table() -> Table:
+def stand_ins_table(stand_ins: tuple[dc.StandIn, ...] = dc.STAND_INS) -> Table:
     table = Table(
         title="the three tiers on this machine (all: real Gemma 3 270M, llama.cpp, CPU)",
         title_justify="left",
@@ -141,15 +141,17 @@ def stand_ins_table() -> Table:
     table.add_column("window", justify="right", no_wrap=True)
     table.add_column("data classes", ratio=1)
     table.add_column("price", ratio=2)
+    ray = any(s.server == "ray_serve" for s in stand_ins)
     by_name = {
-        b["name"]: b for b in dc.router_config({s.name: 0 for s in dc.STAND_INS})["backends"]
+        b["name"]: b
+        for b in dc.router_config({s.name: 0 for s in stand_ins}, ray=ray)["backends"]
     }
     prices = {
         "edge": "$0.05 / M output tokens (marginal)",
         "gpu": "$1.21/h node, 400 tok/s at 60% ≈ $1.40 / M output tokens",
         "hosted": "$1.00 in, $4.00 out / M tokens",
     }
-    for s in dc.STAND_INS:
+    for s in stand_ins:
         b = by_name[s.name]
         table.add_row(
             Text(s.name, style="bold"),

@@ -345,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="router listen address (default: 127.0.0.1:0, a free port)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON report at the end")
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help=(
+            "run the GPU tier as the real Ray Serve app (serving/ray_app) in a local Ray "
+            "instance, on CPU (adds about 10 s; needs the ray extra)"
+        ),
+    )
     p.set_defaults(handler=_cmd_demo)
 
     keys_cli.add_parser(sub, _FMT)
@@ -635,7 +643,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             exit_code=EXIT_USAGE,
         ) from None
 
-    return demo.run(keep_running=args.keep_running, as_json=args.json, address=args.address)
+    return demo.run(
+        keep_running=args.keep_running, as_json=args.json, address=args.address, ray=args.ray
+    )
 
 
 if __name__ == "__main__":

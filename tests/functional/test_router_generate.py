@@ -546,3 +546,22 @@ async def test_without_coalescing_every_token_is_a_message(model_server, start_r
         stub_for(channel_to(router)).Generate(user_request(max_output_tokens=50))
     )
     assert kinds(events).count("delta") == 50
+
+
+async def test_deadline_before_first_token_is_deadline_exceeded(
+    model_server, start_router, channel_to
+):
+    slow = ScriptedEngine(ttft_ms=5_000)
+    other = ScriptedEngine(ttft_ms=5_000)
+    router = await start_router(
+        [
+            ms_backend("a-slow", "edge", await model_server(slow)),
+            ms_backend("b-slow", "gpu", await model_server(other)),
+        ],
+    )
+    call = stub_for(channel_to(router)).Generate(user_request(request_id="dl"), timeout=0.5)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(call)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await wait_for(lambda: "dl" in slow.cancelled)
+    assert other.started == []  # no failover once the caller's time is up
