@@ -1238,6 +1238,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="quiet means under PCT%% CPU (of one core, summed over cores) for one second",
     )
     g.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the benchmark's processes at this niceness (negative needs root): "
+        "less disturbed by other work on a shared machine",
+    )
+    g.add_argument(
         "--noise-limit",
         type=float,
         default=30.0,
@@ -1324,6 +1331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "bench/bench_overhead.py " + " ".join(shlex.quote(x) for x in argv)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH", "")) if x)
+    if a.nice:
+        os.nice(a.nice)  # inherited by every child process
     info = machine_info()
     print(f"# {command}")
     print(
@@ -1350,6 +1359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "channels",
                 "noise_limit",
                 "retries",
+                "nice",
                 "loadgen_uvloop",
                 "router_uvloop",
                 "router_server_option",

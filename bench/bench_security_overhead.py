@@ -253,8 +253,9 @@ def micro(repeat: int = 5, number: int = 5000) -> dict[str, float]:
     logger.propagate = False
     try:
         logger.setLevel(logging.WARNING)  # bare: no request line
+        off = Telemetry(log_requests=False)
         out["telemetry off (no-op metrics and tracer, no log line)"] = best(
-            lambda: one_request(Telemetry(log_requests=False))
+            lambda: one_request(off)
         )
 
         class Drop(SpanExporter):
@@ -264,15 +265,16 @@ def micro(repeat: int = 5, number: int = 5000) -> dict[str, float]:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Drop()))
         full = Telemetry(PrometheusMetrics(), provider.get_tracer("bench"))
-        out["metrics only"] = best(lambda: one_request(Telemetry(PrometheusMetrics())))
-        out["tracing only (SDK, batch processor)"] = best(
-            lambda: one_request(Telemetry(tracer=provider.get_tracer("bench"), log_requests=False))
-        )
+        metrics_only = Telemetry(PrometheusMetrics(), log_requests=False)
+        tracing_only = Telemetry(tracer=provider.get_tracer("bench"), log_requests=False)
+        log_only = Telemetry()
+        out["metrics only"] = best(lambda: one_request(metrics_only))
+        out["tracing only (SDK, batch processor)"] = best(lambda: one_request(tracing_only))
         handler = logging.StreamHandler(io.StringIO())
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        out["request log line only (JSON)"] = best(lambda: one_request(Telemetry()))
+        out["request log line only (JSON)"] = best(lambda: one_request(log_only))
         out["metrics + tracing + JSON log line"] = best(lambda: one_request(full))
         logger.removeHandler(handler)
         provider.shutdown()

@@ -258,8 +258,7 @@ class BackendConfig(_Model):
     def _tier_prices(self) -> BackendConfig:
         if self.kind == "ray_serve" and not self.serve_application:
             raise ValueError(
-                "kind 'ray_serve' needs serve_application (the Serve application's name, "
-                "e.g. gpu)"
+                "kind 'ray_serve' needs serve_application (the Serve application's name, e.g. gpu)"
             )
         if self.kind not in ("model_service", "ray_serve") and (
             self.serve_application or self.serve_load_application

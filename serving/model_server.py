@@ -70,7 +70,6 @@ class BadRequest(Exception):
     """A request field is invalid; the message names it."""
 
 
-
 def to_engine_request(request: model_service_pb2.ModelGenerateRequest) -> EngineRequest:
     """Proto -> EngineRequest; raises BadRequest naming the field."""
     messages = []

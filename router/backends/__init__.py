@@ -29,9 +29,7 @@ def create_backend(cfg: BackendConfig, *, environ: Mapping[str, str] | None = No
     if cfg.kind == "model_service":
         from router.backends.model_service import ModelServiceBackend
 
-        return ModelServiceBackend(
-            spec, timeout_s=cfg.timeout_s, application=cfg.serve_application
-        )
+        return ModelServiceBackend(spec, timeout_s=cfg.timeout_s, application=cfg.serve_application)
     if cfg.kind == "ray_serve":
         from router.backends.ray_serve import RayServeBackend
 

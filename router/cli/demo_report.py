@@ -143,8 +143,7 @@ def stand_ins_table(stand_ins: tuple[dc.StandIn, ...] = dc.STAND_INS) -> Table:
     table.add_column("price", ratio=2)
     ray = any(s.server == "ray_serve" for s in stand_ins)
     by_name = {
-        b["name"]: b
-        for b in dc.router_config({s.name: 0 for s in stand_ins}, ray=ray)["backends"]
+        b["name"]: b for b in dc.router_config({s.name: 0 for s in stand_ins}, ray=ray)["backends"]
     }
     prices = {
         "edge": "$0.05 / M output tokens (marginal)",

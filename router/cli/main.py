@@ -1,4 +1,4 @@
-"""``hybrid-router``: serve | route | chat | backends | demo.
+"""``hybrid-router``: serve | route | chat | backends | demo | keys.
 
 Every command prints one clear ``error: ...`` line and exits non-zero on failure (2 for
 usage and configuration errors, 1 for failed calls, 130 when interrupted); ``--json``

@@ -11,6 +11,7 @@ Telemetry (span, metrics, log line: it sees auth failures too), then Auth.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -134,4 +135,5 @@ class ServerGuard:
         if self._metrics_server is not None:
             await self._metrics_server.close()
             self._metrics_server = None
-        self.telemetry.shutdown()
+        # Flushing spans is a blocking export (up to its timeout): keep it off the loop.
+        await asyncio.to_thread(self.telemetry.shutdown)

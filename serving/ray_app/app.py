@@ -48,7 +48,7 @@ def _validated(model: Any, args: Mapping[str, Any] | Any) -> Any:
 def build_app(args: Mapping[str, Any] | ModelAppArgs | None = None) -> Application:
     """The model application (ingress ``ModelServer``) from its ``args:``."""
     settings: ModelAppArgs = _validated(ModelAppArgs, args or {})
-    deployment = serve.deployment(ModelServer, name=MODEL_DEPLOYMENT).options(
+    deployment = serve.deployment(name=MODEL_DEPLOYMENT)(ModelServer).options(
         **settings.deployment.to_options()
     )
     return deployment.bind(settings.model_dump())
@@ -57,7 +57,7 @@ def build_app(args: Mapping[str, Any] | ModelAppArgs | None = None) -> Applicati
 def build_load_app(args: Mapping[str, Any] | LoadAppArgs | None = None) -> Application:
     """The load application (ingress ``LoadBoard``, one replica) from its ``args:``."""
     settings: LoadAppArgs = _validated(LoadAppArgs, args or {})
-    deployment = serve.deployment(LoadBoard, name=LOAD_DEPLOYMENT).options(
+    deployment = serve.deployment(name=LOAD_DEPLOYMENT)(LoadBoard).options(
         num_replicas=1,
         max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": settings.num_cpus},

@@ -56,9 +56,7 @@ class LocalServe:
         return f"127.0.0.1:{self.grpc_port}"
 
 
-def start_serve(
-    grpc_port: int = 0, http_port: int = 0, host: str = "127.0.0.1"
-) -> tuple[int, int]:
+def start_serve(grpc_port: int = 0, http_port: int = 0, host: str = "127.0.0.1") -> tuple[int, int]:
     """Start Serve with the ModelService gRPC proxy; returns (grpc port, http port).
 
     Port 0 picks a free port. Ray must already be initialised (``ray.init``).

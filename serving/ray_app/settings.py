@@ -165,6 +165,14 @@ class ModelAppArgs(_Model):
                     f"engine_options.{key}: not an option of the {self.engine} engine "
                     f"(options: {', '.join(known)})"
                 )
+        if self.engine == "vllm":
+            vllm_kwargs = self.engine_options.get("engine_kwargs") or {}
+            if not isinstance(vllm_kwargs, dict):
+                raise ValueError("engine_options.engine_kwargs: must be a mapping (vLLM's args)")
+            if not (vllm_kwargs.get("model") or self.model.id):
+                raise ValueError(
+                    "engine vllm needs a model: set model.id or engine_options.engine_kwargs.model"
+                )
         return self
 
     def engine_kwargs(self) -> dict[str, Any]:

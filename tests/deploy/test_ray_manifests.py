@@ -142,7 +142,9 @@ def unknown_keys(config: dict[str, Any]) -> list[str]:
 
     bad = [k for k in config if k not in ServeDeploySchema.model_fields]
     for i, app in enumerate(config.get("applications") or []):
-        bad += [f"applications[{i}].{k}" for k in app if k not in ServeApplicationSchema.model_fields]
+        bad += [
+            f"applications[{i}].{k}" for k in app if k not in ServeApplicationSchema.model_fields
+        ]
         for j, dep in enumerate(app.get("deployments") or []):
             bad += [
                 f"applications[{i}].deployments[{j}].{k}"

@@ -12,15 +12,10 @@ import signal
 import subprocess
 import sys
 
+import edgeutil
 import grpc
 import pytest
-from edgeutil import (  # noqa: F401 - fixtures
-    REPO,
-    edge_config,
-    edge_router,
-    start_agent,
-    wait_for_device,
-)
+from edgeutil import REPO, edge_config, wait_for_device
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import edge_link_pb2_grpc
 from hybrid_router.v1 import router_pb2 as rpb
@@ -29,6 +24,10 @@ from rtutil import collect, kinds, ms_backend, stub_for, text_of, user_request
 from secutil import make_pki, tls_channel
 
 from serving.engines.scripted import ScriptedEngine
+
+# Fixtures from edgeutil (pytest finds them in this module's namespace).
+edge_router = edgeutil.edge_router
+start_agent = edgeutil.start_agent
 
 GPU_COST = {"gpu_hourly_usd": 2.0, "gpu_throughput_tokens_per_s": 100}
 
@@ -63,17 +62,23 @@ async def test_two_devices_at_two_sites_with_site_and_device_affinity(
     stub = stub_for(channel_to(router))
 
     for site, device in (("north", "edge-dev-north"), ("south", "edge-dev-south")):
-        decision = await stub.Route(user_request("hi there", edge_affinity=rpb.EdgeAffinity(site=site)))
+        decision = await stub.Route(
+            user_request("hi there", edge_affinity=rpb.EdgeAffinity(site=site))
+        )
         assert decision.backend == device, decision
         other = "edge-dev-south" if site == "north" else "edge-dev-north"
         assert report(decision, other).rejected_by == "edge_affinity"
-    decision = await stub.Route(user_request("hi", edge_affinity=rpb.EdgeAffinity(device_id="dev-south")))
+    decision = await stub.Route(
+        user_request("hi", edge_affinity=rpb.EdgeAffinity(device_id="dev-south"))
+    )
     assert decision.backend == "edge-dev-south"
     decision = await stub.Route(user_request("hi", edge_affinity=rpb.EdgeAffinity(site="west")))
     assert decision.backend == "gpu-a"
     assert "site 'west' requested" in report(decision, "edge-dev-north").reason
 
-    events = await collect(stub.Generate(user_request("alpha beta", edge_affinity=rpb.EdgeAffinity(site="south"))))
+    events = await collect(
+        stub.Generate(user_request("alpha beta", edge_affinity=rpb.EdgeAffinity(site="south")))
+    )
     assert kinds(events)[0] == "decision" and kinds(events)[-1] == "usage"
     assert text_of(events) == "alpha beta alpha"
     usage = events[-1].usage
@@ -83,7 +88,9 @@ async def test_two_devices_at_two_sites_with_site_and_device_affinity(
     listing = await stub.ListBackends(rpb.ListBackendsRequest())
     edge = {b.name: b for b in listing.backends if b.tier == tpb.TIER_EDGE}
     assert set(edge) == {"edge-dev-north", "edge-dev-south"}
-    assert edge["edge-dev-north"].site == "north" and edge["edge-dev-south"].device_id == "dev-south"
+    assert (
+        edge["edge-dev-north"].site == "north" and edge["edge-dev-south"].device_id == "dev-south"
+    )
     assert all(b.healthy and b.kind == "edge" and b.model == "gemma3-270m" for b in edge.values())
 
     # The fleet table, as an operator gets it.
@@ -156,7 +163,9 @@ async def test_a_device_killed_before_its_first_token_fails_over(
     assert failover.from_backend == "edge-dev-1" and failover.to_backend == "gpu-a"
     assert "link to the device closed" in failover.reason
     usage = events[-1].usage
-    assert usage.complete and usage.backend == "gpu-a" and text_of(events) == "alpha beta alpha beta"
+    assert (
+        usage.complete and usage.backend == "gpu-a" and text_of(events) == "alpha beta alpha beta"
+    )
 
 
 async def test_a_device_killed_after_its_first_token_ends_the_stream_with_a_clear_status(
@@ -180,9 +189,7 @@ async def test_a_device_killed_after_its_first_token_ends_the_stream_with_a_clea
     assert "link to the device closed" in usage.error
 
 
-async def test_a_cancelled_request_stops_on_the_device(
-    edge_router, start_agent, channel_to
-):
+async def test_a_cancelled_request_stops_on_the_device(edge_router, start_agent, channel_to):
     router = await edge_router()
     agent = start_agent(router, "dev-1", scripted={"tokens_per_s": 5})
     await agent.ready()
@@ -219,9 +226,7 @@ async def test_sigterm_drains_the_request_in_flight_then_the_device_leaves(
     assert "device closed the link" in status.detail
 
 
-async def test_mtls_the_certificate_is_the_device_credential(
-    edge_router, start_agent, tmp_path
-):
+async def test_mtls_the_certificate_is_the_device_credential(edge_router, start_agent, tmp_path):
     pki = make_pki(tmp_path / "pki")
     tls = {"cert_file": pki.server_cert, "key_file": pki.server_key, "client_ca_file": pki.ca}
     router = await edge_router(server={"tls": tls}, edge=edge_config(device_auth="mtls"))

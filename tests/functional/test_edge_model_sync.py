@@ -13,19 +13,18 @@ import time
 from pathlib import Path
 
 import boto3
+import edgeutil
 import grpc
 import pytest
 from awsenv import aws_env, moto_server  # noqa: F401 - fixtures
-from edgeutil import (  # noqa: F401 - fixtures
-    REPO,
-    edge_config,
-    edge_router,
-    start_agent,
-    wait_for_device,
-)
+from edgeutil import REPO, edge_config, wait_for_device
 from rtutil import collect, stub_for, user_request
 
 from router.cli.main import main as cli
+
+# Fixtures from edgeutil (pytest finds them in this module's namespace).
+edge_router = edgeutil.edge_router
+start_agent = edgeutil.start_agent
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 MODEL = "gemma3-270m"

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 
+import edgeutil
 import grpc
-from edgeutil import (  # noqa: F401 - fixtures
-    edge_config,
-    edge_router,
-    redis_server,
-    start_agent,
-    wait_for_device,
-)
+from edgeutil import edge_config, wait_for_device
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import collect, kinds, stub_for, text_of, user_request
+
+# Fixtures from edgeutil (pytest finds them in this module's namespace).
+edge_router = edgeutil.edge_router
+redis_server = edgeutil.redis_server
+start_agent = edgeutil.start_agent
 
 
 async def replicas(edge_router, redis_url: str):  # type: ignore[no-untyped-def]

@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import edgeutil
 import grpc
 import pytest
 from awsenv import aws_env, moto_server  # noqa: F401 - fixtures
-from edgeutil import (  # noqa: F401 - fixtures
-    edge_config,
-    edge_router,
-    start_agent,
-    wait_for_device,
-)
+from edgeutil import edge_config, wait_for_device
 from rtutil import collect, stub_for, user_request
 
 from router.cli.main import main as cli
+
+# Fixtures from edgeutil (pytest finds them in this module's namespace).
+edge_router = edgeutil.edge_router
+start_agent = edgeutil.start_agent
 
 MODEL = "gemma3-270m"
 REGION = "us-east-1"
@@ -211,9 +211,7 @@ async def test_a_version_that_fails_its_smoke_test_is_rolled_back(
     await agent.ready()
     await wait_for_device(router, "dev-1", lambda d: version_of(d) == "v1")
 
-    await publish(
-        moto_server, bucket, tmp_path, "v2", {"fail_before_first_token": "unavailable"}
-    )
+    await publish(moto_server, bucket, tmp_path, "v2", {"fail_before_first_token": "unavailable"})
     status = await wait_for_device(router, "dev-1", lambda d: "v2" in d.sync_status)
     assert "smoke test failed" in status.sync_status and "serving v1" in status.sync_status
     assert version_of(status) == "v1"

@@ -17,14 +17,13 @@ from typing import Any
 
 import grpc
 import pytest
+import ray
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import model_service_pb2_grpc
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
-from rtutil import collect, kinds, ms_backend, stub_for, text_of, user_request
-
-import ray
 from ray import serve
+from rtutil import collect, kinds, ms_backend, stub_for, text_of, user_request
 
 from serving.engines.scripted import ScriptedEngine
 from serving.ray_app.load import BoardSnapshot
@@ -199,14 +198,18 @@ async def test_saturation_moves_decisions_to_another_tier_and_back(
     gpu, model_server, start_router, channel_to
 ):
     hosted = await model_server(ScriptedEngine(reply_tokens=4))
-    router = await start_router([ray_backend("gpu-ray", gpu), hosted_backend(hosted)], policy=POLICY)
+    router = await start_router(
+        [ray_backend("gpu-ray", gpu), hosted_backend(hosted)], policy=POLICY
+    )
     stub = stub_for(channel_to(router))
 
     async def decision() -> Any:
         events = await collect(
-            stub.Generate(user_request(
+            stub.Generate(
+                user_request(
                     "probe", max_output_tokens=4, latency_budget=rpb.LatencyBudget(ttft_ms=300)
-                ))
+                )
+            )
         )
         return events[0].decision
 

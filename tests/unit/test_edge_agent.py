@@ -111,7 +111,11 @@ def test_component_configuration_then_flags(tmp_path: Path):
         from_args(["--config", str(conf), "--device-id", "thing-1", "--site", "override",
                    "--work-dir", str(tmp_path)])
     )  # fmt: skip
-    assert (cfg.router, cfg.device_id, cfg.site) == ("router.example.com:443", "thing-1", "override")
+    assert (cfg.router, cfg.device_id, cfg.site) == (
+        "router.example.com:443",
+        "thing-1",
+        "override",
+    )
     assert (cfg.cert_file, cfg.desired_version, cfg.model_bucket) == (
         "/gg/device.pem", "v2", "models-bucket",
     )  # fmt: skip

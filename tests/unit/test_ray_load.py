@@ -175,10 +175,27 @@ def test_model_args_name_bad_fields() -> None:
         ModelAppArgs.model_validate({"engine": "llamacpp", "engine_options": {"model_pth": "x"}})
     with pytest.raises(ValueError, match=r"engine_options\.clock: not an option"):
         ModelAppArgs.model_validate({"engine": "scripted", "engine_options": {"clock": 1}})
+    with pytest.raises(ValueError, match="engine vllm needs a model"):
+        ModelAppArgs.model_validate({"engine": "vllm"})
     args = ModelAppArgs.model_validate(
         {"engine": "scripted", "model": {"id": "m1", "version": "7"}}
     )
     assert args.engine_kwargs() == {"model_name": "m1", "version": "7"}
+
+
+def test_demo_ray_variant_is_a_valid_router_config_and_app() -> None:
+    from router.cli import demo_config as dc
+    from serving.ray_app.local import build_parser, model_args_from
+
+    ports = {s.name: 1000 + i for i, s in enumerate(dc.stand_ins(ray=True))}
+    cfg = parse_config(dc.router_config(ports, ray=True))
+    gpu = {b.name: b for b in cfg.backends}[dc.GPU_RAY.name]
+    assert (gpu.kind, gpu.serve_application) == ("ray_serve", dc.RAY_APP)
+    argv = dc.ray_serve_argv(dc.GPU_RAY, "/models/m.gguf")
+    assert argv[1:3] == ["-m", "serving.ray_app"]
+    args = model_args_from(build_parser().parse_args(argv[3:]))
+    assert args.engine_options["n_ctx"] == dc.GPU_RAY.context_window
+    assert args.deployment.max_ongoing_requests == gpu.max_concurrency + (gpu.max_queue or 0)
 
 
 def gpu_backend(**over: object) -> dict[str, object]:

@@ -263,5 +263,7 @@ def test_factory_builds_engines_by_kind() -> None:
         512,
         "scripted",
     )
-    with pytest.raises(ValueError, match="unknown kind 'vllm'"):
-        create_engine("vllm")
+    with pytest.raises(ValueError, match="unknown kind 'tensorrt'"):
+        create_engine("tensorrt")
+    with pytest.raises(ValueError, match=r"engine_kwargs\.model: required"):
+        create_engine("vllm")  # a GPU engine: tests/unit/test_vllm_engine.py
