@@ -10,6 +10,9 @@ process is the client.
    (llama.cpp, Gemma 3 270M, greedy, 2 threads) and the scripted engine at full speed
    (no model: the per-token cost of the path itself). TTFT = request start -> first text;
    decode rate = (tokens - 1) / (last text - first text).
+   ``relay``: two router replicas sharing a directory (``redis-server``); the scripted
+   device is linked to replica A; the same requests through A and through B (B relays
+   them to A over its relay port).
 2. ``sync``: a second version of the real model (one GGUF metadata key rewritten, 240 MB)
    is published with ``hybrid-router models publish`` to moto S3 while a client sends
    requests back to back through the router to the device serving the bundled model. It
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -107,7 +111,7 @@ class Procs:
         self.procs.clear()
 
 
-def start_router(procs: Procs, edge: dict[str, Any]) -> int:
+def start_router(procs: Procs, edge: dict[str, Any], name: str = "router") -> int:
     cfg = {
         "server": {"address": "127.0.0.1:0", "grace_period_s": 1},
         "policy": {"load_poll_interval_s": 0.2, "ttft_timeout_ms": 60_000},
@@ -116,11 +120,11 @@ def start_router(procs: Procs, edge: dict[str, Any]) -> int:
             "heartbeat_timeout_s": 3, "backend": {"timeout_s": 120}, **edge,
         },
     }  # fmt: skip
-    path = procs.folder / "router.yaml"
+    path = procs.folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = procs.start(
-        "router", [PY, "-m", "router.cli.main", "serve", "--config", str(path),
-                   "--log-level", "warning"],
+        name, [PY, "-m", "router.cli.main", "serve", "--config", str(path),
+               "--log-level", "warning"],
     )  # fmt: skip
     return int(procs.wait_line(out, "READY ").split()[1])
 
@@ -217,6 +221,34 @@ async def phase_overhead(folder: Path, n: int) -> dict[str, Any]:
         results[engine] = {"max_tokens": max_tokens, "in_process": direct, "routed": via}
         print(f"{engine}: in process {direct}\n{' ' * len(engine)}  routed     {via}", flush=True)
     return results
+
+
+# --- phase 1b: relay ------------------------------------------------------------------------
+
+
+async def phase_relay(folder: Path, n: int) -> dict[str, Any]:
+    """The scripted device linked to replica A; requests through A and through B (relay)."""
+    procs = Procs(folder)
+    try:
+        redis_port = free_port()
+        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"])  # fmt: skip
+        time.sleep(0.5)
+        edge = {
+            "directory": {"redis_url": f"redis://127.0.0.1:{redis_port}/0",
+                          "sync_interval_s": 0.2},
+            "relay": {"address": "127.0.0.1:0"},
+        }  # fmt: skip
+        port_a = start_router(procs, {**edge, "replica_id": "a"}, "router-a")
+        port_b = start_router(procs, {**edge, "replica_id": "b"}, "router-b")
+        start_agent(procs, port_a, "scripted", ["--scripted", "{}"])
+        await asyncio.sleep(2.0)  # B reads the directory and polls the relay backend's load
+        via_a = summary(await routed(port_a, n, 200))
+        via_b = summary(await routed(port_b, n, 200))
+    finally:
+        procs.stop()
+    print(f"relay: holder {via_a}\n       other  {via_b}", flush=True)
+    return {"max_tokens": 200, "holder": via_a, "relayed": via_b}
 
 
 # --- phase 2: sync ---------------------------------------------------------------------------
@@ -350,6 +382,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {"cpu_count": os.cpu_count()}
         if args.phase in ("all", "overhead"):
             out["overhead"] = await phase_overhead(folder, args.requests)
+        if args.phase in ("all", "relay"):
+            out["relay"] = await phase_relay(folder, args.requests)
         if args.phase in ("all", "sync"):
             out["sync"] = await phase_sync(folder)
         return out
@@ -357,10 +391,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--phase", choices=["all", "overhead", "sync"], default="all")
+    p.add_argument("--phase", choices=["all", "overhead", "relay", "sync"], default="all")
     p.add_argument("--requests", type=int, default=10, help="requests per measurement")
     p.add_argument("--json", metavar="PATH", help="also write the results here")
     args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
     result = asyncio.run(main_async(args))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

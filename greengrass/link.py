@@ -5,8 +5,8 @@ One session = one ``EdgeLink.Connect`` stream:
 1. send ``Register`` (device id, site, models with versions and windows, hardware);
 2. wait for ``Registered`` (router id, heartbeat interval, desired versions);
 3. heartbeat every interval (load, in flight, tokens/s, versions, sync status); the router
-   answers each with ``HeartbeatAck``; hearing nothing for three intervals means the link
-   is dead (NAT dropped it, router gone) and the session ends;
+   answers each with ``HeartbeatAck``; hearing nothing for three intervals (at least 5 s)
+   means the link is dead (NAT dropped it, router gone) and the session ends;
 4. ``generate`` -> the runner streams events back; ``cancel`` -> the runner cancels;
    ``desired_models`` -> the sync manager.
 
@@ -38,6 +38,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
 )
+
+
+#: The shortest silence from the router taken as a dead link (short intervals in tests
+#: must not turn a busy moment into a reconnect).
+MIN_SILENCE_S = 5.0
 
 
 class LinkError(Exception):
@@ -191,7 +196,7 @@ class EdgeLinkClient:
 
     async def _read(self, call: grpc.aio.StreamStreamCall, tasks: list[asyncio.Task[None]]) -> None:
         while True:
-            silence = 3 * self._heartbeat_s + 1.0
+            silence = max(3 * self._heartbeat_s + 1.0, MIN_SILENCE_S)
             try:
                 async with asyncio.timeout(silence):
                     msg = await call.read()

@@ -561,3 +561,13 @@ def test_edge_relay_advertises_the_pod_ip_to_the_other_replicas(chart: Any) -> N
     selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     assert relay_rule["from"] == [{"podSelector": {"matchLabels": selector}}]
     assert "relay" not in [p["name"] for p in one(objects, "Service")["spec"]["ports"]]
+
+
+def test_rayservice_discovery_targets_the_serve_application(chart: Any) -> None:
+    """The discovered GPU backend must name its Serve application: the proxy routes a call
+    without `application` metadata only when exactly one app exists, and the RayService
+    deploys two (the model app and its load board)."""
+    cfg = router_config(render(chart, VALUE_SETS["everything"])["objects"])
+    (source,) = [s for s in cfg.discovery.kubernetes.sources if s.name == "gpu-ray"]
+    assert source.backend["kind"] == "ray_serve"
+    assert source.backend["serve_application"] == "gpu"

@@ -44,7 +44,7 @@ def edge_config(**overrides: Any) -> dict[str, Any]:
         "enabled": True,
         "device_auth": "none",
         "heartbeat_interval_ms": 250,
-        "heartbeat_timeout_s": 1.5,
+        "heartbeat_timeout_s": 3.0,
         "backend": {
             "data_classes": ["public", "internal"],
             "priors": {"ttft_ms": 50, "decode_tokens_per_s": 100},

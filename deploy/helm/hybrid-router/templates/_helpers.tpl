@@ -82,7 +82,7 @@ Rendered as YAML (a list); read back with fromYamlArray.
     "label_selector" (printf "kubernetes.io/service-name=%s" (include "hybrid-router.rayServeServiceName" .))
     "port_name" "grpc"
     "backend_per" "service"
-    "backend" (merge (deepCopy .Values.rayService.discovery.backend) (dict "tier" "gpu" "kind" "model_service"))) }}
+    "backend" (merge (deepCopy .Values.rayService.discovery.backend) (dict "tier" "gpu" "kind" "ray_serve" "serve_application" .Values.rayService.discovery.serveApplication))) }}
 {{- end }}
 {{- toYaml $sources }}
 {{- end }}
