@@ -93,10 +93,10 @@ test: system-deps install tools ## install everything and run the whole suite (a
 test-fast: install ## unit tests only (no model, slow or tools tests)
 	$(PYTEST) -m "not model and not slow and not tools" tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff check, ruff format --check, mypy on router/ serving/
+lint: install ## ruff check, ruff format --check, mypy on router/ serving/ greengrass/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy router serving
+	$(VENV)/bin/mypy router serving greengrass
 
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

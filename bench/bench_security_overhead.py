@@ -20,6 +20,8 @@ script imports):
   full      auth + TLS + Prometheus metrics (scraped every second by this script) +
             OTLP tracing (every request sampled, batch export to the sink) + one JSON
             request log line per request (to a file)
+  full-no-  ``full`` without tracing (to tell the exporter's share from the rest)
+  tracing
   ========  ==========================================================================
 
 - the load generator (``_loadgen`` mode): closed loop, each stream runs requests back to
@@ -60,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPT = "hello world"
 ROUTED_METHOD = "/hybrid_router.v1.InferenceRouter/Generate"
 DELTA, USAGE = 0x12, 0x22
-VARIANTS = ("bare", "auth", "auth+tls", "full")
+VARIANTS = ("bare", "auth", "auth+tls", "full-no-tracing", "full")
 
 
 # --- load generator (child process) -----------------------------------------------------------
@@ -351,17 +353,19 @@ def router_config(variant: str, backend_port: int, work: Path, sink_port: int) -
             "keys_file": str(work / "keys.yaml"),
             "tenants": [{"name": "bench", "max_streams": 1000}],
         }
-    if variant in ("auth+tls", "full"):
+    if variant in ("auth+tls", "full-no-tracing", "full"):
         cfg["server"]["tls"] = {
             "cert_file": str(work / "cert.pem"),
             "key_file": str(work / "key.pem"),
         }
-    if variant == "full":
+    if variant.startswith("full"):
         cfg["telemetry"] = {
             "metrics": {"address": "127.0.0.1:0"},
             "tracing": {"exporter": "otlp", "endpoint": f"http://127.0.0.1:{sink_port}"},
             "logs": {"requests": True},
         }
+    if variant == "full-no-tracing":
+        cfg["telemetry"]["tracing"] = {"exporter": "none"}
     return cfg
 
 
@@ -389,7 +393,7 @@ def run_variant(
     cfg_path.write_text(yaml.safe_dump(router_config(variant, backend_port, work, sink_port)))
     exe = str(Path(sys.executable).parent / "hybrid-router")
     argv = [exe, "serve", "--config", str(cfg_path), "--log-level", "info"]
-    if variant == "full":
+    if variant.startswith("full"):
         argv.append("--json")
     name = f"router-{variant.replace('+', '-')}-{streams}"
     router = bo.Child(name, argv, work, env=env)
@@ -397,7 +401,7 @@ def run_variant(
     try:
         port = router.wait_ready()
         scraper = None
-        if variant == "full":
+        if variant.startswith("full"):
             scraper = threading.Thread(
                 target=_scrape, args=(work, stop_scrape, router.log_path), daemon=True
             )
@@ -411,7 +415,7 @@ def run_variant(
             "measure_s": a.measure_s,
             "ramp_s": a.max_tokens / a.tokens_per_s,
             "key": key if variant != "bare" else "",
-            "ca": str(work / "ca.pem") if "tls" in variant or variant == "full" else "",
+            "ca": str(work / "ca.pem") if variant not in ("bare", "auth") else "",
         }
         with bo.Sampler({"router": router.pid}) as sampler:
             proc = subprocess.run(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -70,6 +71,13 @@ def run(
     ``ray``: the GPU tier is the real Ray Serve app (``serving.ray_app``) in a local Ray
     instance instead of a plain ModelService server.
     """
+    if ray and importlib.util.find_spec("ray") is None:
+        print(
+            "error: the demo's GPU tier runs on Ray Serve, which is not installed: "
+            'pip install -e ".[demo]" (or run: hybrid-router demo --no-ray)',
+            file=sys.stderr,
+        )
+        return 2
     console = Console(quiet=True) if as_json else render.make_console()
     demo = Demo(console, as_json=as_json, address=address, keep_running=keep_running, ray=ray)
     try:

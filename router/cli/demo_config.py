@@ -77,7 +77,8 @@ GPU_RAY = StandIn(
     name="gpu-pool",
     tier="gpu",
     label=(
-        "the GPU tier's real Ray Serve app (serving/ray_app) on CPU: ModelService through "
+        "stand-in: the GPU tier's real Ray Serve app (serving/ray_app) on CPU, not a GPU: "
+        "ModelService through "
         "Serve's gRPC proxy, 1 replica of llama.cpp gemma3-270m, deployment-wide load "
         "board (1024-token window, amortised node cost)"
     ),

@@ -95,6 +95,7 @@ class EdgeHub:
         self._token = ""
         self._released: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._lock: asyncio.Lock | None = None
         self._draining = False
         self._directory_ok_at = clock()
@@ -297,7 +298,9 @@ class EdgeHub:
             horizon = self._now_ms() - int(self.cfg.forget_after_s * 1000)
             for did, entry in list(self.entries.items()):
                 if entry.link is None and entry.state.last_seen_ms < horizon:
-                    asyncio.get_running_loop().create_task(self._forget(did))
+                    task = asyncio.get_running_loop().create_task(self._forget(did))
+                    self._background.add(task)  # a strong reference until it ends
+                    task.add_done_callback(self._background.discard)
 
     # --- backends -------------------------------------------------------------------------
 

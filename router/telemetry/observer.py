@@ -113,8 +113,6 @@ class Observer:
         if span.is_recording():
             span.set_attribute("router.request_id", request.request_id)
             span.set_attribute("router.data_class", request.data_class.value)
-            span.set_attribute("router.max_output_tokens", request.max_output_tokens)
-            span.set_attribute("router.messages", len(request.messages))
 
     def decision(self, plan: Plan) -> None:
         self.plan = plan
@@ -128,16 +126,11 @@ class Observer:
                 "router.objective": plan.objective.value,
                 "router.budget_unmet": plan.budget_unmet,
                 "router.decision_us": plan.decision_us,
-                "router.explanation": plan.explanation,
-                "router.rejected": [
-                    f"{c.backend}:{c.rejected_by}" for c in plan.candidates if not c.accepted
-                ],
             }
             if primary is not None:
                 attrs["router.tier"] = primary.tier.value
                 if primary.estimate is not None:
                     attrs["router.estimate.ttft_ms"] = primary.estimate.ttft_ms
-                    attrs["router.estimate.total_ms"] = primary.estimate.total_ms
                     attrs["router.estimate.cost_usd"] = primary.estimate.cost_usd
                     attrs["router.prompt_tokens"] = primary.estimate.prompt_tokens
             span.set_attributes(attrs)
@@ -145,6 +138,8 @@ class Observer:
     def event(self, ev: object) -> None:
         """A non-delta event of the Generate stream."""
         t = type(ev)
+        # Span attributes are kept to what a trace view needs: exporting costs CPU per
+        # attribute (docs/telemetry.md); the request log line has the full picture.
         if t is DecisionEvent:
             self.decision(ev.plan)  # type: ignore[attr-defined]
         elif t is FailoverEvent:
@@ -172,7 +167,6 @@ class Observer:
                         "router.output_tokens": u.output_tokens,
                         "router.cost_usd": u.cost_usd,
                         "router.ttft_ms": u.ttft_ms,
-                        "router.total_ms": u.total_ms,
                         "router.complete": u.complete,
                         "router.attempts": u.attempts,
                     }

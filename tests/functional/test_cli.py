@@ -531,8 +531,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not CLI, reason="console script not installed")
-async def test_demo_routes_real_tokens_to_all_three_tiers_and_leaves_nothing_behind():
-    rc, out, err = await run_script("demo", "--json", timeout=540)
+@pytest.mark.parametrize("mode", ["--ray", "--no-ray"])
+async def test_demo_routes_real_tokens_to_all_three_tiers_and_leaves_nothing_behind(mode):
+    rc, out, err = await run_script("demo", "--json", mode, timeout=540)
     assert rc == 0, err
     report = json.loads(out)
     assert set(report["tiers_streamed"]) == {"edge", "gpu", "hosted"}
