@@ -149,7 +149,17 @@ async def test_a_published_version_reaches_the_device_with_no_failed_request_dur
         "v2",
     ]
 
+    # Versions are immutable.
     capsys.readouterr()
+    artifact = tmp_path / "scripted-v2.json"
+    rc = await asyncio.to_thread(
+        cli,
+        ["models", "publish", str(artifact), "--name", MODEL, "--version", "v2",
+         "--context-window", "4096", "--format", "scripted", "--bucket", bucket,
+         "--endpoint-url", moto_server, "--region", REGION],
+    )  # fmt: skip
+    assert rc == 1 and "versions are immutable" in capsys.readouterr().err
+
     rc = await asyncio.to_thread(
         cli,
         [
@@ -188,7 +198,7 @@ async def test_a_corrupt_artifact_is_rejected_and_the_old_version_keeps_serving(
          "--endpoint-url", moto_server, "--region", REGION],
     ) == 0  # fmt: skip
 
-    status = await wait_for_device(router, "dev-1", lambda d: "v2" in d.sync_status)
+    status = await wait_for_device(router, "dev-1", lambda d: d.sync_status.startswith("failed"))
     assert "rejected the artifact: sha256" in status.sync_status
     assert version_of(status) == "v1" and status.desired_versions[MODEL] == "v2"
     assert not (agent.work_dir / "models" / MODEL / "v2").exists()
@@ -212,7 +222,7 @@ async def test_a_version_that_fails_its_smoke_test_is_rolled_back(
     await wait_for_device(router, "dev-1", lambda d: version_of(d) == "v1")
 
     await publish(moto_server, bucket, tmp_path, "v2", {"fail_before_first_token": "unavailable"})
-    status = await wait_for_device(router, "dev-1", lambda d: "v2" in d.sync_status)
+    status = await wait_for_device(router, "dev-1", lambda d: d.sync_status.startswith("failed"))
     assert "smoke test failed" in status.sync_status and "serving v1" in status.sync_status
     assert version_of(status) == "v1"
     events = await collect(stub_for(channel_to(router)).Generate(user_request("alpha")))
