@@ -189,6 +189,7 @@ class AnthropicBackend(Backend):
         timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
         key = self._key if self._secret is None else await self._secret.get()
         headers = {"x-api-key": key or ""}
+        headers.update(call.metadata)  # W3C traceparent of this attempt (docs/telemetry.md)
         try:
             async with client.stream(
                 "POST", self._url, json=body, headers=headers, timeout=timeout

@@ -20,9 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 # Rows of every top-level section of router.yaml (server, policy, backends, ...).
-_ROW = re.compile(
-    rf"^\| `((?:{'|'.join(RouterConfig.model_fields)})[A-Za-z0-9_.\[\]]*)` \|"
-)
+_ROW = re.compile(rf"^\| `((?:{'|'.join(RouterConfig.model_fields)})[A-Za-z0-9_.\[\]]*)` \|")
 _REQUIRED = "required"
 
 
