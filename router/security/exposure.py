@@ -37,10 +37,21 @@ def is_loopback(address: str) -> bool:
 
 def check_auth_exposure(config: RouterConfig) -> str | None:
     """None when auth is configured; a notice to show at start when the server may run
-    without it (loopback); raises ConfigError otherwise."""
+    without it (loopback); raises ConfigError otherwise. Edge links are held to the same
+    rule: off loopback, devices must prove who they are with a client certificate."""
+    address = config.server.address
+    edge = config.edge
+    if edge.enabled and edge.device_auth == "none" and not is_loopback(address):
+        raise ConfigError(
+            f"server.address {address} is not a loopback address and edge.device_auth is "
+            "'none', so anyone who reaches the port could register as a device and receive "
+            "requests: set edge.device_auth: mtls with server.tls.client_ca_file, or bind to "
+            "127.0.0.1. See docs/edge.md.",
+            source="router.yaml",
+            key="edge.device_auth",
+        )
     if config.auth.configured:
         return None
-    address = config.server.address
     if is_loopback(address):
         return (
             f"auth is OFF: no API keys are configured, and {address} is a loopback address, "

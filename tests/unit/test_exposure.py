@@ -70,3 +70,26 @@ def test_duplicate_tenants_are_a_config_error() -> None:
         parse_config({"auth": {"tenants": [{"name": "a"}, {"name": "a"}]}})
 
     assert "tenant names must be unique" in err.value.message
+
+
+def test_edge_links_without_device_certificates_are_refused_off_loopback() -> None:
+    cfg = parse_config(
+        {
+            "server": {"address": "0.0.0.0:50051"},
+            "auth": {"keys_file": "/etc/keys.yaml"},
+            "edge": {"enabled": True, "device_auth": "none"},
+        }
+    )
+
+    with pytest.raises(ConfigError) as err:
+        check_auth_exposure(cfg)
+
+    assert err.value.key == "edge.device_auth" and "device_auth: mtls" in err.value.message
+
+
+def test_edge_links_without_device_certificates_run_on_loopback() -> None:
+    cfg = parse_config({"edge": {"enabled": True, "device_auth": "none"}})
+
+    notice = check_auth_exposure(cfg)
+
+    assert notice is not None and "auth is OFF" in notice
