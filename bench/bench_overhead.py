@@ -359,7 +359,7 @@ def _patch_linger(linger_s: float) -> None:
     sv._relay_coalesced = relay  # type: ignore[assignment]
 
 
-ROUTER_PATCHES = ("no-initial-metadata", "no-read-timeout", "log-warning")
+ROUTER_PATCHES = ("no-initial-metadata", "no-read-timeout", "log-warning", "gc-log", "gc-freeze")
 
 
 def _patch_router(names: Sequence[str]) -> None:
@@ -371,6 +371,48 @@ def _patch_router(names: Sequence[str]) -> None:
         import router.backends.model_service as ms
 
         ms.asyncio = types.SimpleNamespace(timeout=lambda _s: contextlib.nullcontext())  # type: ignore[assignment]
+    if "gc-log" in names:
+        # Every 5 s, log the collections per generation: count, total and longest pause.
+        import gc
+
+        started: dict[str, float] = {}
+        stats = {g: [0, 0.0, 0.0] for g in (0, 1, 2)}
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            now = time.perf_counter()
+            if phase == "start":
+                started["t"] = now
+                return
+            ms = (now - started.get("t", now)) * 1000.0
+            entry = stats[info["generation"]]
+            entry[0] += 1
+            entry[1] += ms
+            entry[2] = max(entry[2], ms)
+            if now - started.setdefault("report", now) >= 5.0:
+                started["report"] = now
+                line = "; ".join(
+                    f"gen{g}: {n} x, {total:.0f} ms, max {mx:.1f} ms"
+                    for g, (n, total, mx) in stats.items()
+                )
+                print(f"bench gc (5 s): {line}", file=sys.stderr, flush=True)
+                for entry in stats.values():
+                    entry[:] = [0, 0.0, 0.0]
+
+        gc.callbacks.append(on_gc)
+    if "gc-freeze" in names:
+        # Move everything allocated at start-up out of the collector's sight.
+        import gc
+
+        import router.server.app as app
+
+        real_start = app.RouterServer.start
+
+        async def start(self: Any) -> None:
+            await real_start(self)
+            gc.collect()
+            gc.freeze()
+
+        app.RouterServer.start = start  # type: ignore[method-assign]
     if "no-initial-metadata" in names:
         # Send the request id as trailing metadata instead of a separate initial-metadata op.
         import router.server.servicer as sv
@@ -564,7 +606,7 @@ class Child:
             for _ in self.proc.stdout:
                 pass
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 5.0, keep_logs: str | None = None) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
@@ -575,6 +617,10 @@ class Child:
                     self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        if keep_logs:
+            Path(keep_logs).mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copy(self.log_path, Path(keep_logs) / f"{self.name}-{self.pid}.log")
 
 
 def proc_cpu_ticks(pid: int) -> int | None:
@@ -685,13 +731,13 @@ class Bench:
         return child, child.wait_ready()
 
     def stop(self, child: Child) -> None:
-        child.stop()
+        child.stop(keep_logs=self.args.keep_logs)
         self.children.remove(child)
 
     def stop_all(self) -> None:
         for child in reversed(self.children):
             with contextlib.suppress(Exception):
-                child.stop()
+                child.stop(keep_logs=self.args.keep_logs)
         self.children.clear()
 
     def backend(self, tokens_per_s: float) -> tuple[Child, int]:
@@ -1216,6 +1262,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="direct,off,on,floor",
         help="paths to run: direct, off (routed, coalescing off), on (coalescing on), floor",
     )
+    p.add_argument("--keep-logs", metavar="DIR", help="copy the children's logs to DIR")
     p.add_argument(
         "--no-floor",
         dest="floor",
@@ -1282,7 +1329,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=ROUTER_PATCHES,
         help="bench-only monkeypatch of the router: no-initial-metadata (request id as "
         "trailing metadata), no-read-timeout (no asyncio.timeout per backend read), "
-        "log-warning (no per-request INFO log line); repeatable",
+        "log-warning (no per-request INFO log line), gc-log (GC pauses every 5 s), "
+        "gc-freeze (gc.freeze() after start-up); repeatable",
     )
     g.add_argument(
         "--router-coalesce-linger-ms",
