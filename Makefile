@@ -96,7 +96,7 @@ test-fast: install ## unit tests only (no model, slow or tools tests)
 lint: install ## ruff check, ruff format --check, mypy on router/ serving/ greengrass/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy router serving greengrass
+	$(VENV)/bin/mypy router serving greengrass lambda_edge
 
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
