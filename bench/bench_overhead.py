@@ -359,7 +359,14 @@ def _patch_linger(linger_s: float) -> None:
     sv._relay_coalesced = relay  # type: ignore[assignment]
 
 
-ROUTER_PATCHES = ("no-initial-metadata", "no-read-timeout", "log-warning", "gc-log", "gc-freeze")
+ROUTER_PATCHES = (
+    "no-initial-metadata",
+    "no-read-timeout",
+    "log-warning",
+    "gc-log",
+    "gc-freeze",
+    "gc-threshold",
+)
 
 
 def _patch_router(names: Sequence[str]) -> None:
@@ -399,6 +406,11 @@ def _patch_router(names: Sequence[str]) -> None:
                     entry[:] = [0, 0.0, 0.0]
 
         gc.callbacks.append(on_gc)
+    if "gc-threshold" in names:
+        # Collect the young generation after 50,000 net allocations instead of 700.
+        import gc
+
+        gc.set_threshold(50_000, 20, 100)
     if "gc-freeze" in names:
         # Move everything allocated at start-up out of the collector's sight.
         import gc
@@ -940,7 +952,7 @@ def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
     for n in a.streams:
         rate = stream_rate(a, n)
         backend, bport = bench.backend(rate)
-        router, rport = bench.router(bport, coalesce=True, tag=f"latency-{n}")
+        router, rport = bench.router(bport, coalesce=a.latency_coalesce, tag=f"latency-{n}")
         floor = bench.floor(bport) if a.floor else None
         time.sleep(1.0)
         idle_kb = proc_status_kb(router.pid, "VmRSS") or 0
@@ -1238,6 +1250,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="cap streams x tokens/s per stream at this (0: no cap); lowers the per-stream "
         "rate of large stream counts",
     )
+    g.add_argument(
+        "--latency-no-coalesce",
+        dest="latency_coalesce",
+        action="store_false",
+        help="router with server.coalesce_deltas: false in this phase (default: true)",
+    )
     g.add_argument("--max-tokens", type=int, help="tokens per request (default 100, quick 50)")
     g.add_argument(
         "--single-stream-tokens",
@@ -1330,7 +1348,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="bench-only monkeypatch of the router: no-initial-metadata (request id as "
         "trailing metadata), no-read-timeout (no asyncio.timeout per backend read), "
         "log-warning (no per-request INFO log line), gc-log (GC pauses every 5 s), "
-        "gc-freeze (gc.freeze() after start-up); repeatable",
+        "gc-freeze (gc.freeze() after start-up), gc-threshold (gen0 threshold 50,000); "
+        "repeatable",
     )
     g.add_argument(
         "--router-coalesce-linger-ms",
@@ -1396,6 +1415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "streams",
                 "tokens_per_s",
                 "aggregate_cap",
+                "latency_coalesce",
                 "floor",
                 "max_tokens",
                 "single_stream_tokens",
