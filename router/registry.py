@@ -101,19 +101,23 @@ class BackendRegistry:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def poll_once(self) -> None:
-        entries = self._ordered
-        results = await asyncio.gather(
-            *(e.backend.poll_load() for e in entries), return_exceptions=True
-        )
-        for entry, result in zip(entries, results, strict=True):
-            if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                entry.stats.set_reported_load(None)
-                entry.stats.set_healthy(False, f"load probe failed: {result}")
-            else:
-                entry.stats.set_reported_load(result)
-                entry.stats.set_healthy(True)
+        await asyncio.gather(*(self._poll_one(e) for e in self._ordered))
+
+    @staticmethod
+    async def _poll_one(entry: Entry) -> None:
+        # Apply each probe's result as soon as it is in: a result held back until every
+        # backend answered could overwrite a newer verdict (e.g. a device that began to
+        # drain while a slower backend's probe was still running).
+        try:
+            load = await entry.backend.poll_load()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            entry.stats.set_reported_load(None)
+            entry.stats.set_healthy(False, f"load probe failed: {exc}")
+            return
+        entry.stats.set_reported_load(load)
+        entry.stats.set_healthy(True)
 
     async def _poll_forever(self) -> None:
         while True:
