@@ -52,6 +52,7 @@ from router.backends.common import (
     mentions_context_length,
     parse_retry_after,
     resolve_env_ref,
+    seconds_left,
     truncate,
 )
 from router.backends.secrets import SecretsManagerKey
@@ -175,12 +176,7 @@ class AnthropicBackend(Backend):
         return body
 
     def _remaining(self, deadline: float | None) -> float | None:
-        if deadline is None:
-            return None
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE)
-        return remaining
+        return seconds_left(self.name, deadline, self._clock)
 
     async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
         client = self._ensure_client()

@@ -59,6 +59,7 @@ from router.backends.common import (
     mentions_context_length,
     parse_retry_after,
     quiet_botocore_bodies,
+    seconds_left,
     truncate,
 )
 from router.config import BackendConfig
@@ -286,12 +287,7 @@ class BedrockBackend(Backend):
             raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE) from exc
 
     def _remaining(self, deadline: float | None) -> float | None:
-        if deadline is None:
-            return None
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE)
-        return remaining
+        return seconds_left(self.name, deadline, self._clock)
 
     def _run_stream(self, kwargs: dict[str, Any], worker: _Worker) -> None:
         """Worker thread: one ConverseStream call, its events put on the loop's queue."""

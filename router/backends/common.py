@@ -52,6 +52,17 @@ CONTEXT_RE = re.compile(
 CHARS_PER_TOKEN = 3.0
 
 
+def seconds_left(backend: str, deadline: float | None, clock: Callable[[], float]) -> float | None:
+    """Seconds until ``deadline`` (a ``clock()`` value), or None without one; a deadline
+    already passed is a RETRYABLE BackendError (dispatch decides what that means)."""
+    if deadline is None:
+        return None
+    remaining = deadline - clock()
+    if remaining <= 0:
+        raise BackendError(backend, "deadline exceeded", ErrorClass.RETRYABLE)
+    return remaining
+
+
 def mentions_context_length(text: str) -> bool:
     """Whether a provider's error message says the request exceeds the context window."""
     return bool(CONTEXT_RE.search(text))
