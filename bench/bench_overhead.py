@@ -74,7 +74,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "hello world"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 # Wire tags (field number << 3 | 2) of the first byte of each serialized event.
 ROUTED_DELTA, ROUTED_USAGE, ROUTED_DECISION = 0x12, 0x22, 0x0A
@@ -312,7 +311,7 @@ def _patch_linger(linger_s: float) -> None:
     import router.server.servicer as sv
     from router.types import DeltaEvent
 
-    async def relay(events: Any, context: Any) -> None:
+    async def relay(events: Any, context: Any, observe: Any = lambda ev: None) -> None:
         buf: list[Any] = []
         wake = asyncio.Event()
         state = {"first_written": False}
@@ -327,6 +326,7 @@ def _patch_linger(linger_s: float) -> None:
                     elif type(ev) is DeltaEvent:
                         buf.append(sv._PendingDelta(ev.text, ev.tokens))
                     else:
+                        observe(ev)
                         buf.append(ev)
                     wake.set()
             finally:
@@ -1399,7 +1399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH", "")) if x)
     if a.nice:
-        os.nice(a.nice)  # inherited by every child process
+        try:
+            os.nice(a.nice)  # inherited by every child process
+        except PermissionError:
+            print(f"--nice {a.nice}: not permitted (negative values need root)", file=sys.stderr)
+            return 2
     info = machine_info()
     print(f"# {command}")
     print(
