@@ -51,6 +51,7 @@ from router.backends.common import (
     http_status_error,
     mentions_context_length,
     parse_retry_after,
+    pooled_http_client,
     resolve_env_ref,
     seconds_left,
     truncate,
@@ -138,14 +139,8 @@ class AnthropicBackend(Backend):
 
     def _ensure_client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                headers=self._headers,
-                timeout=httpx.Timeout(self._timeout_s),
-                limits=httpx.Limits(
-                    max_connections=None,
-                    max_keepalive_connections=max(8, self.spec.max_concurrency),
-                    keepalive_expiry=30.0,
-                ),
+            self._client = pooled_http_client(
+                self._headers, self._timeout_s, self.spec.max_concurrency
             )
         return self._client
 

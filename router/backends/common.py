@@ -27,6 +27,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from router.errors import BackendError, ConfigError, ErrorClass
 
@@ -50,6 +51,22 @@ CONTEXT_RE = re.compile(
 #: Characters per token for counting streamed text when a provider reports no usage (the
 #: same default as ``policy.token_estimate.chars_per_token``).
 CHARS_PER_TOKEN = 3.0
+
+
+def pooled_http_client(headers: Mapping[str, str], timeout_s: float, concurrency: int) -> Any:
+    """The httpx client the HTTP adapters share the shape of: the policy bounds concurrency,
+    the pool only keeps connections warm. httpx is imported here, not at module import."""
+    import httpx
+
+    return httpx.AsyncClient(
+        headers=dict(headers),
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=max(8, concurrency),
+            keepalive_expiry=30.0,
+        ),
+    )
 
 
 def seconds_left(backend: str, deadline: float | None, clock: Callable[[], float]) -> float | None:
