@@ -46,5 +46,24 @@ def kinds(events: list[rpb.GenerateEvent]) -> list[str]:
     return [ev.WhichOneof("event") for ev in events]
 
 
+def shape(events: list[rpb.GenerateEvent]) -> list[str]:
+    """Event kinds with each run of deltas folded into one ``"delta+"``.
+
+    The router merges deltas while a reader is behind (server.coalesce_deltas), so on a
+    busy machine three tokens may arrive as one, two or three messages: tests that are not
+    about coalescing assert on this shape plus the text and token counts.
+    """
+    out: list[str] = []
+    for kind in kinds(events):
+        kind = "delta+" if kind == "delta" else kind
+        if not (kind == "delta+" and out and out[-1] == "delta+"):
+            out.append(kind)
+    return out
+
+
+def delta_tokens(events: list[rpb.GenerateEvent]) -> int:
+    return sum(ev.delta.tokens for ev in events if ev.WhichOneof("event") == "delta")
+
+
 def text_of(events: list[rpb.GenerateEvent]) -> str:
     return "".join(ev.delta.text for ev in events if ev.WhichOneof("event") == "delta")

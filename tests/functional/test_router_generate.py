@@ -10,7 +10,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
-from rtutil import collect, kinds, ms_backend, stub_for, text_of, user_request
+from rtutil import (
+    collect,
+    delta_tokens,
+    kinds,
+    ms_backend,
+    shape,
+    stub_for,
+    text_of,
+    user_request,
+)
 
 from serving.engines.scripted import ScriptedEngine
 
@@ -115,7 +124,8 @@ async def test_failover_before_first_token(model_server, start_router, channel_t
         ]
     )
     events = await collect(stub_for(channel_to(router)).Generate(user_request()))
-    assert kinds(events) == ["decision", "failover", "delta", "delta", "delta", "usage"]
+    assert shape(events) == ["decision", "failover", "delta+", "usage"]
+    assert delta_tokens(events) == 3 == events[-1].usage.output_tokens
     assert events[0].decision.backend == "a-broken"
     fo = events[1].failover
     assert (fo.from_backend, fo.to_backend, fo.attempt) == ("a-broken", "b-good", 2)
@@ -168,7 +178,8 @@ async def test_failure_after_first_token_ends_incomplete(model_server, start_rou
             events.append(ev)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "after the first token" in info.value.details()
-    assert kinds(events) == ["decision", "delta", "delta", "delta", "usage"]
+    assert shape(events) == ["decision", "delta+", "usage"]
+    assert delta_tokens(events) == 3
     usage = events[-1].usage
     assert not usage.complete and usage.backend == "a-flaky"
     assert usage.finish_reason == tpb.FINISH_REASON_ERROR and usage.error
