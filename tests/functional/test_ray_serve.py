@@ -277,12 +277,18 @@ async def test_cancelling_a_router_stream_stops_decoding_in_the_replica(
 ):
     router = await start_router([ray_backend("gpu-ray", gpu)], policy=POLICY)
 
+    seen: list[BoardSnapshot] = []
+
     async def idle() -> BoardSnapshot | None:
         # Counters and load travel in one report: idle means every earlier call is counted.
         snap = await board()
+        seen[:] = [snap]
         return snap if snap.queued + snap.decoding == 0 and len(snap.replicas) == 2 else None
 
-    before = await wait_until(idle)
+    try:  # earlier tests' cancelled calls must have left the replicas (slow on a busy host)
+        before = await wait_until(idle, timeout=60.0)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last board snapshot: {seen}") from None
     call = stub_for(channel_to(router)).Generate(
         user_request("one two three", max_output_tokens=2000)  # 40 s at 50 tokens/s
     )
