@@ -37,24 +37,74 @@ from greengrass.sync import ModelSync
 log = logging.getLogger("greengrass.agent")
 
 
+_TLS_FILES = (("ca_file", "tls.caFile"), ("cert_file", "tls.certFile"), ("key_file", "tls.keyFile"))
+
+
+def _read_tls_files(cfg: AgentConfig) -> dict[str, bytes | None]:
+    """The CA, certificate and key files (None where not set). Raises AgentConfigError
+    naming the key for a file that cannot be read or is not whole PEM (half written)."""
+    out: dict[str, bytes | None] = {}
+    for attr, key in _TLS_FILES:
+        path = getattr(cfg, attr)
+        if not path:
+            out[attr] = None
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise AgentConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        begins, ends = data.count(b"-----BEGIN "), data.count(b"-----END ")
+        if not begins or begins != ends:
+            raise AgentConfigError(f"{key}: {path} is not a complete PEM file")
+        out[attr] = data
+    return out
+
+
+def _credentials(files: Mapping[str, bytes | None]) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=files["ca_file"],
+        private_key=files["key_file"],
+        certificate_chain=files["cert_file"],
+    )
+
+
 def channel_credentials(cfg: AgentConfig) -> grpc.ChannelCredentials | None:
     """TLS (mTLS with the device certificate) unless ``insecure``. Raises AgentConfigError."""
     if cfg.insecure:
         return None
+    return _credentials(_read_tls_files(cfg))
 
-    def read(path: str, key: str) -> bytes | None:
-        if not path:
-            return None
+
+class DeviceCredentials:
+    """The link's TLS credentials, read from the files again before every dial.
+
+    A rotated device certificate (or router CA) is used from the next reconnect on, with
+    no restart. If the files cannot be read or are not whole PEM at that moment (a
+    rotation half done), the link dials with the last good set and logs one warning
+    naming the key and the file. The first read, at start, raises AgentConfigError.
+    """
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self._cfg = cfg
+        self._files = _read_tls_files(cfg)
+        self._creds = _credentials(self._files)
+        self._warned = ""
+
+    def __call__(self) -> grpc.ChannelCredentials:
         try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise AgentConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(cfg.ca_file, "tls.caFile"),
-        private_key=read(cfg.key_file, "tls.keyFile"),
-        certificate_chain=read(cfg.cert_file, "tls.certFile"),
-    )
+            files = _read_tls_files(self._cfg)
+        except AgentConfigError as exc:
+            if str(exc) != self._warned:
+                self._warned = str(exc)
+                log.warning("%s; dialing with the files read before", exc)
+            return self._creds
+        self._warned = ""
+        if files != self._files:
+            changed = [key for attr, key in _TLS_FILES if files[attr] != self._files[attr]]
+            log.info("edge link: %s changed; dialing with the new files", ", ".join(changed))
+            self._files = files
+            self._creds = _credentials(files)
+        return self._creds
 
 
 class Agent:
@@ -77,7 +127,7 @@ class Agent:
         self.draining = False
         self.link = EdgeLinkClient(
             cfg.router,
-            credentials=channel_credentials(cfg),
+            credentials=None if cfg.insecure else DeviceCredentials(cfg),
             register=self.register_message,
             heartbeat=self.heartbeat_message,
             runner=self.runner,

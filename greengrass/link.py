@@ -13,6 +13,10 @@ One session = one ``EdgeLink.Connect`` stream:
 Between sessions: exponential backoff with jitter (``greengrass.backoff``), reset after a
 session that registered. Requests of a lost session are cancelled (the router has already
 failed them over or ended them). ``close()`` ends the stream cleanly (half-close).
+
+Each dial opens a new channel with the credentials of that moment: ``credentials`` may be
+a callable (the agent's ``DeviceCredentials``), called before every dial, so a rotated
+device certificate is used from the next reconnect on.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class EdgeLinkClient:
         self,
         target: str,
         *,
-        credentials: grpc.ChannelCredentials | None,
+        credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials | None] | None,
         register: Callable[[], epb.Register],
         heartbeat: Callable[[], epb.Heartbeat],
         runner: RequestRunner,
@@ -139,9 +143,10 @@ class EdgeLinkClient:
     # --- one session ----------------------------------------------------------------------
 
     def _channel(self) -> grpc.aio.Channel:
-        if self._credentials is None:
+        creds = self._credentials() if callable(self._credentials) else self._credentials
+        if creds is None:
             return grpc.aio.insecure_channel(self._target, options=self._options)
-        return grpc.aio.secure_channel(self._target, self._credentials, options=self._options)
+        return grpc.aio.secure_channel(self._target, creds, options=self._options)
 
     async def _session(self) -> None:
         self.sessions += 1

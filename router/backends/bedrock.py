@@ -34,6 +34,12 @@ Choices made here (the router relies on them):
   ================================================  ===================================
 
   botocore's own retries are off (``total_max_attempts: 1``): failover is the router's job.
+* **Trace context.** The attempt's W3C ``traceparent`` / ``tracestate``
+  (``BackendCall.metadata``, as the HTTP adapters send it) goes out as HTTP headers: a
+  ``before-sign`` hook on the client adds them to the request of the worker thread's
+  current call (a context variable set around the boto3 call). SigV4 does not sign them
+  (botocore leaves trace headers out of the signature, like ``X-Amzn-Trace-Id``), so a
+  proxy that rewrites trace headers cannot break the signature.
 * **Credentials** come from the standard AWS chain (IRSA web identity on EKS, the Lambda or
   ECS task role, instance profile, environment); the router never reads or logs them.
 * **Cancellation.** Closing the iterator or cancelling the consumer shuts the response's
@@ -46,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -74,6 +81,18 @@ from router.types import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The trace headers of the boto3 call running in this worker thread (module doc).
+_TRACE_HEADERS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "bedrock_trace_headers", default=()
+)
+
+
+def _add_trace_headers(request: Any, **_: Any) -> None:
+    """botocore ``before-sign`` hook: the current call's ``traceparent`` / ``tracestate``."""
+    for name, value in _TRACE_HEADERS.get():
+        request.headers[name] = value
+
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -189,7 +208,7 @@ class BedrockBackend(Backend):
             user_agent_appid="hybrid-router",
         )
         try:
-            return boto3.session.Session().client(
+            client = boto3.session.Session().client(
                 "bedrock-runtime",
                 region_name=self._region or None,
                 endpoint_url=self._endpoint or None,
@@ -201,6 +220,8 @@ class BedrockBackend(Backend):
                 source=f"backend {self.name}",
                 key="region",
             ) from None
+        client.meta.events.register("before-sign.bedrock-runtime", _add_trace_headers)
+        return client
 
     # --- the request --------------------------------------------------------------------
 
@@ -245,7 +266,7 @@ class BedrockBackend(Backend):
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         worker = _Worker(loop, queue)
         run = self._run_stream if self._streaming else self._run_once
-        future = loop.run_in_executor(self._executor, run, kwargs, worker)
+        future = loop.run_in_executor(self._executor, run, kwargs, worker, call.metadata)
         usage: dict[str, Any] | None = None
         stop_reason: str | None = None
         stopped = False
@@ -289,12 +310,18 @@ class BedrockBackend(Backend):
     def _remaining(self, deadline: float | None) -> float | None:
         return seconds_left(self.name, deadline, self._clock)
 
-    def _run_stream(self, kwargs: dict[str, Any], worker: _Worker) -> None:
+    def _run_stream(
+        self, kwargs: dict[str, Any], worker: _Worker, trace: tuple[tuple[str, str], ...]
+    ) -> None:
         """Worker thread: one ConverseStream call, its events put on the loop's queue."""
         try:
             if worker.cancelled:
                 return
-            resp = self._client.converse_stream(**kwargs)
+            token = _TRACE_HEADERS.set(trace)
+            try:
+                resp = self._client.converse_stream(**kwargs)
+            finally:
+                _TRACE_HEADERS.reset(token)
             stream = resp["stream"]
             if not worker.attach(stream):
                 return
@@ -309,12 +336,18 @@ class BedrockBackend(Backend):
         finally:
             worker.detach()
 
-    def _run_once(self, kwargs: dict[str, Any], worker: _Worker) -> None:
+    def _run_once(
+        self, kwargs: dict[str, Any], worker: _Worker, trace: tuple[tuple[str, str], ...]
+    ) -> None:
         """Worker thread: one Converse call, replayed as the events of a stream."""
         try:
             if worker.cancelled:
                 return
-            resp = self._client.converse(**kwargs)
+            token = _TRACE_HEADERS.set(trace)
+            try:
+                resp = self._client.converse(**kwargs)
+            finally:
+                _TRACE_HEADERS.reset(token)
             message = (resp.get("output") or {}).get("message") or {}
             text = "".join(
                 b["text"] for b in message.get("content") or () if isinstance(b.get("text"), str)

@@ -1,9 +1,19 @@
 """TLS and mTLS credentials for the router's gRPC port and for clients of it.
 
 Server: ``server.tls.cert_file`` + ``key_file`` turn TLS on; ``client_ca_file`` adds client
-certificate verification (mTLS), required unless ``require_client_cert: false``. Files are
-read once at start; rotate by restarting (a rolling restart behind a Service drops no
-request: each replica drains on SIGTERM).
+certificate verification (mTLS). ``require_client_cert: false`` turns client certificates
+off altogether: gRPC Python has no "verify if presented" mode, so none is asked for.
+
+Rotation without a restart: the port's credentials are gRPC's dynamic SSL server
+credentials. gRPC asks :class:`CertificateFiles` before the TLS handshake of every new
+connection; it reads the three files again and hands gRPC a new certificate configuration
+when their content changed (nothing otherwise). So a cert-manager renewal or a Kubernetes
+Secret update (the kubelet swaps the volume's ``..data`` symlink atomically) takes effect
+for the next connection; connections and streams already open keep the certificate they
+were set up with. A new set that does not check out (unreadable, not PEM, a half-written
+file, a key that does not match the certificate) is not used: the router keeps serving
+the last good set and logs one warning naming the key and the file, until the files are
+good again. At start a bad file is a ConfigError naming the key.
 
 Client: :func:`channel_credentials` for the CLI and other clients: a CA bundle (else the
 system roots) and, for mTLS, a client certificate and key.
@@ -11,6 +21,9 @@ system roots) and, for mTLS, a client certificate and key.
 
 from __future__ import annotations
 
+import logging
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,29 +31,172 @@ import grpc
 from router.config import TlsConfig
 from router.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
+_CERT_KEY = "server.tls.cert_file"
+_KEY_KEY = "server.tls.key_file"
+_CA_KEY = "server.tls.client_ca_file"
+
+#: Reads of the three files before a mismatch counts as real rather than a rotation
+#: caught between two file swaps.
+_READS = 3
+
+
+@dataclass(frozen=True)
+class _Material:
+    cert: bytes
+    key: bytes
+    ca: bytes | None
+
+
+class _Bad(Exception):
+    """One file of a set is wrong: the ``key`` (server.tls.*) and a message naming the file."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class CertificateFiles:
+    """The server's certificate, key and client CA files, re-read for each new connection.
+
+    :meth:`fetch` is gRPC's ``certificate_configuration_fetcher``: it runs on gRPC's own
+    threads, never raises, and returns a new configuration only for a new, valid set.
+    """
+
+    def __init__(self, cfg: TlsConfig) -> None:
+        self._cfg = cfg
+        self._lock = threading.Lock()
+        try:
+            material = self._read()
+            _check(material, cfg)
+        except _Bad as bad:
+            raise ConfigError(bad.message, source="router.yaml", key=bad.key) from None
+        self._current = material
+        #: What was wrong with the last rejected set, so one bad state logs once.
+        self._rejected: tuple[str, str] | None = None
+
+    @property
+    def require_client_auth(self) -> bool:
+        return bool(self._cfg.client_ca_file) and self._cfg.require_client_cert
+
+    def initial(self) -> grpc.ServerCertificateConfiguration:
+        return _configuration(self._current)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self.initial(), self.fetch, require_client_authentication=self.require_client_auth
+        )
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """A configuration for a changed, valid set of files; None to keep the current one."""
+        try:
+            with self._lock:
+                material = self._load()
+                if material is None:
+                    return None
+                self._current = material
+                self._rejected = None
+            log.info(
+                "TLS: new certificate from %s%s; used for new connections",
+                self._cfg.cert_file,
+                f" and client CA from {self._cfg.client_ca_file}" if material.ca else "",
+            )
+            return _configuration(material)
+        except Exception:  # never let a reload break a handshake
+            log.exception("TLS: checking %s for a new certificate failed", self._cfg.cert_file)
+            return None
+
+    def _load(self) -> _Material | None:
+        """The new valid set, else None (unchanged, or bad: warned once per bad set)."""
+        problem: _Bad | None = None
+        for _ in range(_READS):
+            try:
+                material = self._read()
+            except _Bad as bad:
+                problem = bad
+                continue
+            if material == self._current:
+                self._rejected = None
+                return None
+            try:
+                _check(material, self._cfg)
+            except _Bad as bad:
+                problem = bad
+                continue
+            return material
+        assert problem is not None
+        if self._rejected != (problem.key, problem.message):
+            self._rejected = (problem.key, problem.message)
+            log.warning(
+                "TLS: %s: %s; new connections still get the last good certificate until "
+                "the files are fixed",
+                problem.key,
+                problem.message,
+            )
+        return None
+
+    def _read(self) -> _Material:
+        cfg = self._cfg
+        cert = _read(cfg.cert_file, _CERT_KEY)
+        key = _read(cfg.key_file, _KEY_KEY)
+        ca = _read(cfg.client_ca_file, _CA_KEY) if cfg.client_ca_file else None
+        return _Material(cert, key, ca)
+
 
 def _read(path: str, key: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror}", source="router.yaml", key=key
-        ) from None
+        raise _Bad(key, f"cannot read {path}: {exc.strerror}") from None
     if b"-----BEGIN" not in data:
-        raise ConfigError(f"{path} is not a PEM file", source="router.yaml", key=key)
+        raise _Bad(key, f"{path} is not a PEM file")
     return data
 
 
+def _check(m: _Material, cfg: TlsConfig) -> None:
+    """Raise _Bad unless the certificate chain, the key and the CA bundle parse and the key
+    belongs to the certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        chain = x509.load_pem_x509_certificates(m.cert)
+    except ValueError:
+        raise _Bad(_CERT_KEY, f"{cfg.cert_file} is not a complete PEM certificate chain") from None
+    try:
+        key = serialization.load_pem_private_key(m.key, password=None)
+    except (ValueError, TypeError) as exc:
+        what = (
+            "an encrypted private key; give it unencrypted"
+            if isinstance(exc, TypeError)
+            else "not a complete PEM private key"
+        )
+        raise _Bad(_KEY_KEY, f"{cfg.key_file} is {what}") from None
+    if m.ca is not None:
+        try:
+            x509.load_pem_x509_certificates(m.ca)
+        except ValueError:
+            raise _Bad(_CA_KEY, f"{cfg.client_ca_file} is not a complete PEM CA bundle") from None
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if chain[0].public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        raise _Bad(
+            _KEY_KEY,
+            f"{cfg.key_file} does not belong to the certificate in {cfg.cert_file} "
+            "(replace both files together)",
+        )
+
+
+def _configuration(m: _Material) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(m.key, m.cert)], root_certificates=m.ca)
+
+
 def server_credentials(cfg: TlsConfig) -> grpc.ServerCredentials:
-    """Credentials for ``add_secure_port``. Raises ConfigError naming the key of a bad file."""
-    cert = _read(cfg.cert_file, "server.tls.cert_file")
-    key = _read(cfg.key_file, "server.tls.key_file")
-    ca = _read(cfg.client_ca_file, "server.tls.client_ca_file") if cfg.client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)],
-        root_certificates=ca,
-        require_client_auth=bool(ca) and cfg.require_client_cert,
-    )
+    """Credentials for ``add_secure_port`` that pick up rotated files (module doc).
+    Raises ConfigError naming the key of a bad file."""
+    return CertificateFiles(cfg).credentials()
 
 
 def _read_client(path: str, option: str) -> bytes:

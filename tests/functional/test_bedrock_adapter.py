@@ -20,14 +20,23 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import grpc
 import pytest
 from awsenv import aws_env  # noqa: F401  (fixture)
 from bedrock_wire import BedrockWire, Scenario
+from httpwire import Recorded
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from rtutil import stub_for, user_request
 
 from router.backends import create_backend
 from router.backends.bedrock import BedrockBackend, error_for
-from router.config import BackendConfig
+from router.config import BackendConfig, parse_config
 from router.errors import BackendError, ConfigError, ErrorClass
+from router.server.app import RouterServer, create_server
+from router.telemetry.observer import Telemetry
 from router.types import BackendCall, Chunk, FinishReason, InferenceRequest, Message, Role, Sampling
 
 TIMEOUT = 20.0
@@ -438,3 +447,121 @@ async def test_botocore_parses_the_wire_server(wire: BedrockWire) -> None:
     assert whole["output"]["message"]["content"] == [{"text": "Hello, world"}]
     assert whole["stopReason"] == "end_turn" and whole["usage"]["outputTokens"] == 3
     client.close()
+
+
+# --- W3C trace context ------------------------------------------------------------------------
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
+def sigv4_checks_out(req: Recorded, url: str) -> list[str]:
+    """Recompute the request's SigV4 signature with botocore from what the server received
+    (the headers it names as signed, the body, the time it names); the signed headers."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    fields = req.headers["authorization"].split(" ", 1)[1]
+    parts = dict(p.strip().split("=", 1) for p in fields.split(","))
+    signed = parts["SignedHeaders"].split(";")
+    scope = parts["Credential"].split("/")  # key id / date / region / service / aws4_request
+    aws = AWSRequest(
+        method=req.method,
+        url=url + req.path,
+        data=req.raw_body,
+        headers={name: req.headers[name] for name in signed},
+    )
+    aws.context["timestamp"] = req.headers["x-amz-date"]
+    signer = SigV4Auth(
+        Credentials("AKIDTESTTESTTESTTEST", "test-secret-key-not-real"), scope[3], scope[2]
+    )
+    string_to_sign = signer.string_to_sign(aws, signer.canonical_request(aws))
+    assert signer.signature(string_to_sign, aws) == parts["Signature"]
+    return signed
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_the_attempts_trace_context_goes_out_as_headers_and_sigv4_holds(
+    wire: BedrockWire, streaming: bool
+) -> None:
+    traced = call()
+    traced = BackendCall(
+        request=traced.request,
+        deadline=None,
+        metadata=(("traceparent", TRACEPARENT), ("tracestate", "vendor=1")),
+    )
+    async with backend_for(wire.url, streaming=streaming) as backend:
+        await collect(backend, traced)
+        await collect(backend, call())  # the next call on the same client has none
+
+    first, second = wire.requests
+    assert first.headers["traceparent"] == TRACEPARENT
+    assert first.headers["tracestate"] == "vendor=1"
+    assert "traceparent" not in second.headers and "tracestate" not in second.headers
+    for req in (first, second):
+        signed = sigv4_checks_out(req, wire.url)
+        assert "host" in signed and "x-amz-date" in signed
+        assert "traceparent" not in signed  # botocore leaves trace headers unsigned
+
+
+async def _router_with_bedrock(wire: BedrockWire, telemetry: Telemetry | None) -> RouterServer:
+    cfg = parse_config(
+        {
+            "server": {"address": "127.0.0.1:0", "grace_period_s": 1},
+            "backends": [
+                {
+                    "name": "bedrock-a",
+                    "tier": "hosted",
+                    "kind": "bedrock",
+                    "endpoint": wire.url,
+                    "region": "us-west-2",
+                    "model": MODEL,
+                    "context_window": 200_000,
+                }
+            ],
+        },
+        source="test",
+    )
+    kwargs: dict[str, Any] = {} if telemetry is None else {"telemetry": telemetry}
+    return await create_server(cfg, **kwargs)
+
+
+async def _generate(router: RouterServer, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router.port}") as ch:
+        events = [ev async for ev in stub_for(ch).Generate(user_request("hi"), metadata=metadata)]
+    assert events[-1].usage.complete and events[-1].usage.backend == "bedrock-a"
+
+
+async def test_the_router_sends_its_client_spans_traceparent_to_bedrock(
+    wire: BedrockWire,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    router = await _router_with_bedrock(wire, Telemetry(tracer=provider.get_tracer("t")))
+    try:
+        await _generate(router, (("traceparent", TRACEPARENT),))
+    finally:
+        await router.stop(0)
+
+    (attempt,) = [s for s in exporter.get_finished_spans() if s.name == "hybrid_router.attempt"]
+    assert attempt.kind is SpanKind.CLIENT
+    (req,) = wire.requests
+    assert req.headers["traceparent"] == f"00-{TRACE_ID}-{attempt.context.span_id:016x}-01"
+    sigv4_checks_out(req, wire.url)
+
+
+async def test_without_tracing_bedrock_gets_no_traceparent_or_the_callers_unchanged(
+    wire: BedrockWire,
+) -> None:
+    router = await _router_with_bedrock(wire, None)  # telemetry.tracing.exporter: none
+    try:
+        await _generate(router)
+        await _generate(router, (("traceparent", TRACEPARENT),))
+    finally:
+        await router.stop(0)
+
+    untraced, forwarded = wire.requests
+    assert "traceparent" not in untraced.headers
+    assert forwarded.headers["traceparent"] == TRACEPARENT
