@@ -127,6 +127,10 @@ def test_the_recipe_wires_configuration_lifecycle_artifact_and_access():
     assert cfg.device_id == "thing-1" and cfg.router == conf["routerEndpoint"]
     assert cfg.cert_file == conf["tls"]["certFile"] and cfg.ipc and not cfg.insecure
     assert cfg.context_window == conf["llamacpp"]["contextWindow"]
+    # A setting interpolated into the lifecycle makes the nucleus restart the component
+    # when a deployment changes it; model.version arrives over IPC and swaps in place.
+    assert "{configuration:/model/version}" not in json.dumps(lifecycle)
+    assert cfg.desired_version == ""
 
 
 def test_the_artifact_zip_holds_only_the_edge_code(built, tmp_path: Path):

@@ -17,38 +17,28 @@ Events carry ``:message-type: event``, ``:event-type`` (``messageStart``,
 ``modelStreamErrorException``...). Errors before the stream are ordinary rest-json errors:
 an HTTP status, ``x-amzn-ErrorType: <Code>:<namespace>`` and ``{"message": ...}``.
 
-The encoder here is written from that description, not taken from botocore (which only
-decodes); the tests point a real boto3 ``bedrock-runtime`` client at this server, so
-botocore's parser checks every frame and error this server sends.
+The encoder (``eventstream_codec``, shared with ``greengrass_ipc_wire``) is written from
+that description, not taken from botocore (which only decodes); the tests point a real
+boto3 ``bedrock-runtime`` client at this server, so botocore's parser checks every frame
+and error this server sends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import json
-import struct
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from eventstream_codec import encode_message, string_headers
 from httpwire import ChunkedWriter, Recorded, WireHTTPServer, send_whole
-
-_STRING = 7
 
 
 def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
-    """One ``application/vnd.amazon.eventstream`` message."""
-    head = b""
-    for name, value in headers.items():
-        n, v = name.encode(), value.encode()
-        head += struct.pack("!B", len(n)) + n + struct.pack("!BH", _STRING, len(v)) + v
-    total = 12 + len(head) + len(payload) + 4
-    prelude = struct.pack("!II", total, len(head))
-    prelude += struct.pack("!I", binascii.crc32(prelude) & 0xFFFFFFFF)
-    message = prelude + head + payload
-    return message + struct.pack("!I", binascii.crc32(message) & 0xFFFFFFFF)
+    """One ``application/vnd.amazon.eventstream`` message (string headers)."""
+    return encode_message(string_headers(list(headers.items())), payload)
 
 
 def event_frame(event_type: str, body: dict[str, Any]) -> bytes:
