@@ -8,10 +8,13 @@ that can never serve the request is reported for that reason rather than for bei
     pin -> capability -> data_class -> context_window -> payload -> edge_affinity
         -> health -> capacity -> cost
 
-``RequestFilter`` is built once per request and ``check`` runs once per backend. It is the
-hot path of the router: the checks are inline and reason strings are only formatted for
-rejections. ``cost`` needs the estimate, so the planner applies :func:`cost_rejection`
-after estimating the backends that passed everything else.
+``RequestFilter`` is built once per request; ``check`` decides and names the rejection of
+one backend. The planner screens every backend with the same predicates inline (the hot
+path) and calls ``check`` only for those the screen flags, so a change to a filter's
+predicate belongs in both places (tests/unit/test_plan_equivalence.py catches a mismatch).
+Reason strings are only formatted for rejections. ``cost`` needs the estimate, so the
+planner applies :func:`cost_rejection` after estimating the backends that passed
+everything else.
 """
 
 from __future__ import annotations

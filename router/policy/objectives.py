@@ -59,54 +59,64 @@ def rank(
     ttft_b = request.ttft_budget_ms
     total_b = request.total_budget_ms
     by_ttft = ttft_b is not None and total_b is None
+    rows: list[Candidate] = [
+        (
+            s,
+            e,
+            e.cost_usd,
+            e.ttft_ms if by_ttft else e.total_ms,
+            (ttft_b is None or e.ttft_ms <= ttft_b) and (total_b is None or e.total_ms <= total_b),
+        )
+        for s, e in zip(specs, estimates, strict=True)
+    ]
+    order, scores = order_candidates(objective, rows, weights)
+    return order, scores, [r[4] for r in rows]
+
+
+#: One accepted candidate: (spec, estimate, cost in USD, the latency the objective
+#: compares in ms, whether it meets the request's budget).
+Candidate = tuple[BackendSpec, Estimate, float, float, bool]
+
+
+def order_candidates(
+    objective: Objective, rows: Sequence[Candidate], weights: WeightsConfig
+) -> tuple[list[int], list[float]]:
+    """The core of :func:`rank` over precomputed :data:`Candidate` rows.
+
+    Returns ``(order, scores)``: indices into ``rows`` best first, and each row's score.
+    The planner calls this directly with the rows it builds while it estimates.
+    """
     tiers = TIER_ORDER
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
-    first: list[tuple] = []  # cheapest: the budget-meeting group; otherwise everything
-    rest: list[tuple] = []  # cheapest: the others
-    scores: list[float] = []
-    meets: list[bool] = []
-
     if objective is _WEIGHTED:
-        lats = [e.ttft_ms if by_ttft else e.total_ms for e in estimates]
-        ref_cost = min((e.cost_usd for e in estimates if e.cost_usd > 0.0), default=1.0)
-        ref_lat = min((t for t in lats if t > 0.0), default=1.0)
+        ref_cost = min((r[2] for r in rows if r[2] > 0.0), default=1.0)
+        ref_lat = min((r[3] for r in rows if r[3] > 0.0), default=1.0)
         w_cost = weights.cost / ref_cost
         w_lat = weights.latency / ref_lat
-        for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
-            score = w_cost * e.cost_usd + w_lat * lats[i]
-            scores.append(score)
-            meets.append(
-                (ttft_b is None or e.ttft_ms <= ttft_b)
-                and (total_b is None or e.total_ms <= total_b)
-            )
-            first.append((score, tiers[s.tier], s.name, i))
-    elif objective is _CHEAPEST:
-        for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
-            lat = e.ttft_ms if by_ttft else e.total_ms
-            cost = e.cost_usd
-            scores.append(cost)
-            if (ttft_b is None or e.ttft_ms <= ttft_b) and (
-                total_b is None or e.total_ms <= total_b
-            ):
-                meets.append(True)
-                first.append((cost, lat, tiers[s.tier], s.name, i))
+        scores = [w_cost * r[2] + w_lat * r[3] for r in rows]
+        keyed = [
+            (score, tiers[r[0].tier], r[0].name, i)
+            for i, (r, score) in enumerate(zip(rows, scores, strict=True))
+        ]
+        keyed.sort()
+        return [k[-1] for k in keyed], scores
+    if objective is _CHEAPEST:
+        # The budget-meeting group by (cost, latency), then the others by (latency, cost).
+        good: list[tuple[float, float, int, str, int]] = []
+        rest: list[tuple[float, float, int, str, int]] = []
+        for i, (s, _, cost, lat, meets) in enumerate(rows):
+            if meets:
+                good.append((cost, lat, tiers[s.tier], s.name, i))
             else:
-                meets.append(False)
                 rest.append((lat, cost, tiers[s.tier], s.name, i))
-    else:  # fastest
-        for i, (s, e) in enumerate(zip(specs, estimates, strict=True)):
-            lat = e.ttft_ms if by_ttft else e.total_ms
-            scores.append(lat)
-            meets.append(
-                (ttft_b is None or e.ttft_ms <= ttft_b)
-                and (total_b is None or e.total_ms <= total_b)
-            )
-            first.append((lat, e.cost_usd, tiers[s.tier], s.name, i))
-
-    first.sort()
-    order = [d[-1] for d in first]
-    if rest:
-        rest.sort()
-        order += [d[-1] for d in rest]
-    return order, scores, meets
+        good.sort()
+        order = [k[-1] for k in good]
+        if rest:
+            rest.sort()
+            order += [k[-1] for k in rest]
+        return order, [r[2] for r in rows]
+    # fastest
+    fast = [(lat, cost, tiers[s.tier], s.name, i) for i, (s, _, cost, lat, _) in enumerate(rows)]
+    fast.sort()
+    return [k[-1] for k in fast], [r[3] for r in rows]

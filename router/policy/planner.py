@@ -23,7 +23,9 @@ Errors, checked in this order (docs/policy.md#errors):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from router.config import PolicyConfig
 from router.errors import (
@@ -34,7 +36,7 @@ from router.errors import (
     ResourceExhausted,
     RouterError,
 )
-from router.policy.estimate import estimate, frozen_factory
+from router.policy.estimate import estimate, frozen_factory, unfrozen_twin
 from router.policy.filters import (
     CAPACITY,
     CONTEXT_WINDOW,
@@ -47,20 +49,52 @@ from router.policy.filters import (
     cost_rejection,
     prompt_tokens_for,
 )
-from router.policy.objectives import TIER_ORDER, rank, uses_ttft
+from router.policy.objectives import TIER_ORDER, Candidate, order_candidates, uses_ttft
 from router.types import (
     BackendSnapshot,
     BackendSpec,
     CandidateReport,
+    CircuitState,
     Estimate,
     Features,
     InferenceRequest,
     Objective,
     Plan,
+    Tier,
 )
 
 _new_report = frozen_factory(CandidateReport)
 _new_plan = frozen_factory(Plan)
+
+
+def _inline_twin(cls: type, names: tuple[str, ...]) -> type[Any]:
+    """The unfrozen twin plan() builds ``cls`` from inline: the way frozen_factory's
+    constructors do (allocate the twin, store every field, assign ``__class__``), without
+    the call per record. plan() stores exactly ``names``: fail loudly if they change."""
+    twin = unfrozen_twin(cls)
+    if twin is None:
+        raise TypeError(f"{cls.__name__} must stay a frozen, slotted dataclass (see plan())")
+    if tuple(f.name for f in dataclasses.fields(cls)) != names:
+        raise TypeError(f"{cls.__name__}'s fields changed: update its inline build in plan()")
+    return twin
+
+
+_REPORT_TWIN = _inline_twin(
+    CandidateReport,
+    (
+        "backend",
+        "tier",
+        "accepted",
+        "rejected_by",
+        "reason",
+        "estimate",
+        "rank",
+        "meets_budget",
+        "score",
+    ),
+)
+_EDGE = Tier.EDGE
+_OPEN = CircuitState.OPEN
 _FILTER_INDEX = {name: i for i, name in enumerate(FILTERS)}
 #: Rejections listed in a NoCandidate message before "... and N more".
 _SUMMARY_LIMIT = 8
@@ -77,6 +111,17 @@ def plan(
     ``now`` is the monotonic clock reading the snapshots' ``retry_after_until`` uses.
     Raises InvalidRequest, NoTierAllowed, NoWindowFits, ResourceExhausted or NoCandidate
     (see the module doc).
+
+    One pass per backend does what :meth:`RequestFilter.check`, :func:`estimate`,
+    :func:`cost_rejection` and the columns of :func:`rank` do, inline (the decision hot
+    path; tests/unit/test_plan_equivalence.py holds it to those building blocks):
+
+    - a screen of the filters' predicates: a backend that fails any of them goes to
+      ``RequestFilter.check``, which decides and names the rejection (so the screen only
+      ever sends too many there, never too few, and reasons live in one place);
+    - the estimate (:func:`router.policy.estimate.estimate`, called: its formulas live
+      in one place);
+    - the cost cap, the latency the objective compares and whether the budget is met.
     """
     req = features.request
     objective = req.objective or cfg.objective
@@ -85,69 +130,114 @@ def plan(
         _check_pins(req, backends)
 
     flt = RequestFilter(features, max_out, now)
-    max_cost = req.max_cost_usd
-    min_samples = cfg.min_samples
-    specs: list[BackendSpec] = []
-    ests: list[Estimate] = []
-    rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
     check = flt.check
     counts = features.prompt_tokens
+    min_samples = cfg.min_samples
+    max_cost = req.max_cost_usd
+    ttft_b = req.ttft_budget_ms
+    total_b = req.total_budget_ms
+    by_ttft = ttft_b is not None and total_b is None
+    # What the request asks of every backend (the screen; see RequestFilter.check).
+    pinned = bool(req.pin_tiers or req.pin_backends or req.exclude_tiers or req.exclude_backends)
+    family = req.model_family.casefold()
+    caps = req.capabilities
+    data_class = req.data_class
+    payload = features.payload_bytes
+    affinity = bool(req.site or req.device_id)
+    new, estimate_of = object.__new__, estimate
+    edge, circuit_open = _EDGE, _OPEN
+
+    accepted: list[Candidate] = []
+    accept = accepted.append
+    rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
     for spec, snap in backends:
         prompt = counts.get(spec.tokenizer_id)
         if prompt is None:
             prompt = flt.prompt_tokens(spec)
-        rejection = check(spec, snap, prompt)
-        if rejection is not None:
-            rejected.append((spec, rejection[0], rejection[1], None))
-            continue
-        est = estimate(spec, snap, prompt, max_out, min_samples)
-        if max_cost is not None:
-            too_costly = cost_rejection(est.cost_usd, max_cost)
-            if too_costly is not None:
-                rejected.append((spec, COST, too_costly, est))
+        tokens = prompt.tokens
+        tier = spec.tier
+        load = snap.in_flight
+        reported = snap.reported_load
+        if reported is not None and reported > load:
+            load = reported
+        slots = spec.max_concurrency
+        retry_after = snap.retry_after_until
+        if (
+            pinned
+            or (family and spec.model_family != family)
+            or (caps and not caps <= spec.capabilities)
+            or data_class not in spec.data_classes
+            or tokens + max_out > spec.context_window
+            or payload > spec.max_payload_bytes
+            or (affinity and tier is edge)
+            or not snap.healthy
+            or snap.circuit is circuit_open
+            or (retry_after is not None and retry_after > now)
+            or load >= slots + spec.max_queue
+        ):
+            rejection = check(spec, snap, prompt)
+            if rejection is not None:
+                rejected.append((spec, rejection[0], rejection[1], None))
                 continue
-        specs.append(spec)
-        ests.append(est)
 
-    if not specs:
+        est = estimate_of(spec, snap, prompt, max_out, min_samples)
+        cost = est.cost_usd
+        ttft = est.ttft_ms
+        total = est.total_ms
+
+        if max_cost is not None and cost > max_cost:
+            rejected.append((spec, COST, cost_rejection(cost, max_cost) or "", est))
+            continue
+        accept(
+            (
+                spec,
+                est,
+                cost,
+                ttft if by_ttft else total,
+                (ttft_b is None or ttft <= ttft_b) and (total_b is None or total <= total_b),
+            )
+        )
+
+    if not accepted:
         raise _no_candidate(features, backends, rejected, max_out)
 
-    order, scores, meets = rank(objective, specs, ests, req, cfg.weights)
+    order, scores = order_candidates(objective, accepted, cfg.weights)
     kept = min(len(order), 1 + cfg.max_fallbacks)
     reports: list[CandidateReport] = []
     append = reports.append
+    report_twin, report_cls = _REPORT_TWIN, CandidateReport
+    for pos, i in enumerate(order):
+        s, est, _, _, meets = accepted[i]
+        report = new(report_twin)  # every field, then the class (_inline_twin)
+        report.backend = s.name
+        report.tier = s.tier
+        report.accepted = True
+        report.rejected_by = ""
+        report.reason = ""
+        report.estimate = est
+        report.rank = pos + 1 if pos < kept else 0
+        report.meets_budget = meets
+        report.score = scores[i]
+        report.__class__ = report_cls
+        append(report)
+    new_report = _new_report
     # Positional: backend, tier, accepted, rejected_by, reason, estimate, rank,
     # meets_budget, score (CandidateReport's field order).
-    for pos, i in enumerate(order):
-        s = specs[i]
-        append(
-            _new_report(
-                s.name,
-                s.tier,
-                True,
-                "",
-                "",
-                ests[i],
-                pos + 1 if pos < kept else 0,
-                meets[i],
-                scores[i],
-            )
-        )
     for s, by, reason, cost_est in rejected:
-        append(_new_report(s.name, s.tier, False, by, reason, cost_est, 0, False, 0.0))
-    first = order[0]
+        append(new_report(s.name, s.tier, False, by, reason, cost_est, 0, False, 0.0))
+    first, first_est, _, _, first_meets = accepted[order[0]]
     return _new_plan(
         request_id=req.request_id,
         objective=objective,
-        order=tuple([specs[i].name for i in order[:kept]]),
+        order=tuple([accepted[i][0].name for i in order[:kept]]),
         candidates=tuple(reports),
-        budget_unmet=not meets[first],
+        budget_unmet=not first_meets,
         explanation=explain(
             objective,
-            specs[first].name,
-            ests[first],
-            scores[first],
-            meets[first],
+            first.name,
+            first_est,
+            scores[order[0]],
+            first_meets,
             req,
             kept - 1,
             len(rejected),

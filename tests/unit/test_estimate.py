@@ -6,7 +6,14 @@ import dataclasses
 
 import pytest
 
-from router.policy.estimate import cost_usd, estimate, frozen_factory, gpu_cost_per_output_token
+from router.policy.estimate import (
+    cost_usd,
+    estimate,
+    frozen_factory,
+    gpu_cost_per_output_token,
+    unfrozen_twin,
+)
+from router.policy.planner import _inline_twin
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -217,3 +224,42 @@ def test_frozen_factory_falls_back_to_the_class_when_it_cannot_apply() -> None:
 
     assert frozen_factory(WithPost) is WithPost
     assert frozen_factory(WithFactory) is WithFactory
+
+
+def test_unfrozen_twin_instances_become_the_frozen_class() -> None:
+    twin = unfrozen_twin(Estimate)
+    assert twin is not None and twin is not Estimate
+    est = object.__new__(twin)
+    est.ttft_ms, est.total_ms, est.cost_usd, est.queue_wait_ms = 1.0, 2.0, 3.0, 0.5
+    est.from_priors, est.prompt_tokens, est.tokens_exact = True, 10, False
+    est.__class__ = Estimate
+    assert type(est) is Estimate
+    assert est == Estimate(1.0, 2.0, 3.0, 0.5, True, 10, False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        est.ttft_ms = 9.0  # type: ignore[misc]
+
+
+def test_unfrozen_twin_is_none_where_it_cannot_apply() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Reserved:
+        _ff_o: int
+
+    assert unfrozen_twin(NoSlots) is None
+    assert unfrozen_twin(Reserved) is None
+    assert frozen_factory(Reserved) is Reserved
+
+
+def test_planner_refuses_records_whose_fields_it_does_not_know() -> None:
+    with pytest.raises(TypeError, match="Estimate's fields changed"):
+        _inline_twin(Estimate, ("ttft_ms", "total_ms"))
+
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    with pytest.raises(TypeError, match="frozen, slotted dataclass"):
+        _inline_twin(NoSlots, ("a",))
