@@ -1,5 +1,6 @@
 # The router image: `hybrid-router serve`, with only the router extra's dependencies
-# (gRPC service, policy, adapters, discovery, telemetry). No compilers, no model servers.
+# (gRPC service, policy, adapters, discovery, telemetry) and the fast extra (uvloop, which
+# server.event_loop: auto picks). No compilers, no model servers.
 # Build, push and install: docs/eks.md. Checked by tests/deploy/test_image.py (hadolint,
 # and the same pip install in a clean venv, after which the router starts).
 ARG PYTHON_VERSION=3.11
@@ -13,7 +14,7 @@ RUN python -m venv /opt/hybrid-router
 # The whole build context (.dockerignore keeps tests, venvs and caches out): setuptools
 # needs every package directory that pyproject.toml lists.
 COPY . .
-RUN /opt/hybrid-router/bin/pip install --no-cache-dir ".[router]"
+RUN /opt/hybrid-router/bin/pip install --no-cache-dir ".[router,fast]"
 
 FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="hybrid-router" \

@@ -3,7 +3,7 @@
 Separate processes, all on 127.0.0.1:
 
 - the backend: ``python -m serving.model_server --engine scripted`` (deterministic, fixed
-  token rate, TTFT 0, one delta message per token);
+  token rate, TTFT 0; one delta per token unless its writes lag, when it merges them);
 - the router: ``hybrid-router serve --config <generated router.yaml>`` with that backend as
   its only backend;
 - the load generator: a child process running this script's internal ``_loadgen`` mode
@@ -40,12 +40,17 @@ It measures; it asserts nothing. Usage::
     .venv/bin/python bench/bench_overhead.py --quick         # ~2 minutes
     .venv/bin/python bench/bench_overhead.py --streams 1,64 --json out.json
 
-Experiments (bench harness only; the router's code is not changed): ``--router-uvloop``,
-``--router-server-option K=V`` / ``--router-channel-option K=V`` (extra grpc options),
-``--router-patch`` (monkeypatches: no-initial-metadata, no-read-timeout, log-warning),
-``--router-coalesce-linger-ms`` (a coalescing relay that waits before each write) and
-``--py-spy DIR`` (record the router with py-spy during routed runs; py-spy is not a
-dependency: ``.venv/bin/pip install py-spy``).
+Before / after: ``--baseline-src DIR`` runs a second router and backend from another
+source tree (``git archive <commit> | tar -x -C DIR``) in the same run, as extra
+"before" rows, so that both meet the same neighbours on a shared machine.
+
+Experiments: ``--router-set KEY=VALUE`` (server.* keys of the router under test, e.g.
+``coalesce_linger_ms=0``, ``event_loop=asyncio``), ``--backend-no-coalesce`` (one delta
+per token from the backend), ``--router-server-option K=V`` / ``--router-channel-option
+K=V`` (extra grpc options), ``--router-patch`` (bench-only monkeypatches:
+no-initial-metadata, log-warning, gc-log, gc-threshold) and ``--py-spy DIR`` (record the
+router with py-spy during routed runs; py-spy is not a dependency: ``.venv/bin/pip install
+py-spy``).
 """
 
 from __future__ import annotations
@@ -304,80 +309,16 @@ def _parse_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _patch_linger(linger_s: float) -> None:
-    """Experiment: replace the servicer's coalescing relay with one that, after the first
-    delta, waits ``linger_s`` before each write so that more deltas merge into one message
-    (fewer writes and sendmsg calls at the price of up to ``linger_s`` extra latency)."""
-    import router.server.servicer as sv
-    from router.types import DeltaEvent
-
-    async def relay(events: Any, context: Any, observe: Any = lambda ev: None) -> None:
-        buf: list[Any] = []
-        wake = asyncio.Event()
-        state = {"first_written": False}
-
-        async def produce() -> None:
-            try:
-                async for ev in events:
-                    last = buf[-1] if buf else None
-                    if type(ev) is DeltaEvent and type(last) is sv._PendingDelta:
-                        last.parts.append(ev.text)
-                        last.tokens += ev.tokens
-                    elif type(ev) is DeltaEvent:
-                        buf.append(sv._PendingDelta(ev.text, ev.tokens))
-                    else:
-                        observe(ev)
-                        buf.append(ev)
-                    wake.set()
-            finally:
-                wake.set()
-
-        producer = asyncio.get_running_loop().create_task(produce())
-        try:
-            while True:
-                if buf:
-                    if state["first_written"] and not producer.done():
-                        await asyncio.sleep(linger_s)
-                    item = buf.pop(0)
-                    if type(item) is sv._PendingDelta:
-                        state["first_written"] = True
-                        await context.write(item.to_proto())
-                    else:
-                        await context.write(sv.event_to_proto(item))
-                    continue
-                if producer.done():
-                    break
-                wake.clear()
-                await wake.wait()
-            producer.result()
-        finally:
-            if not producer.done():
-                producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
-
-    sv._relay_coalesced = relay  # type: ignore[assignment]
-
-
 ROUTER_PATCHES = (
     "no-initial-metadata",
-    "no-read-timeout",
     "log-warning",
     "gc-log",
-    "gc-freeze",
     "gc-threshold",
 )
 
 
 def _patch_router(names: Sequence[str]) -> None:
     """Experiments on the router's per-request / per-message work (bench only)."""
-    if "no-read-timeout" in names:
-        # ModelServiceBackend.stream wraps every read in asyncio.timeout(); drop it.
-        import types
-
-        import router.backends.model_service as ms
-
-        ms.asyncio = types.SimpleNamespace(timeout=lambda _s: contextlib.nullcontext())  # type: ignore[assignment]
     if "gc-log" in names:
         # Every 5 s, log the collections per generation: count, total and longest pause.
         import gc
@@ -411,20 +352,6 @@ def _patch_router(names: Sequence[str]) -> None:
         import gc
 
         gc.set_threshold(50_000, 20, 100)
-    if "gc-freeze" in names:
-        # Move everything allocated at start-up out of the collector's sight.
-        import gc
-
-        import router.server.app as app
-
-        real_start = app.RouterServer.start
-
-        async def start(self: Any) -> None:
-            await real_start(self)
-            gc.collect()
-            gc.freeze()
-
-        app.RouterServer.start = start  # type: ignore[method-assign]
     if "no-initial-metadata" in names:
         # Send the request id as trailing metadata instead of a separate initial-metadata op.
         import router.server.servicer as sv
@@ -450,18 +377,16 @@ def _patch_router(names: Sequence[str]) -> None:
 
 
 def router_variant_main(argv: Sequence[str]) -> int:
-    """``hybrid-router serve`` with uvloop and/or extra grpc options patched in."""
+    """``hybrid-router serve`` with uvloop installed (for a router that has no
+    server.event_loop), bench-only patches and/or extra grpc options."""
     p = argparse.ArgumentParser(prog="bench_overhead.py _router")
     p.add_argument("--config", required=True)
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--server-option", action="append", default=[])
     p.add_argument("--channel-option", action="append", default=[])
-    p.add_argument("--coalesce-linger-ms", type=float, default=0.0)
     p.add_argument("--patch", action="append", default=[], choices=ROUTER_PATCHES)
     args = p.parse_args(argv)
     _patch_router(args.patch)
-    if args.coalesce_linger_ms > 0:
-        _patch_linger(args.coalesce_linger_ms / 1000.0)
     import grpc.aio
 
     server_opts = [_parse_option(o) for o in args.server_option]
@@ -568,7 +493,9 @@ def floor_main(argv: Sequence[str]) -> int:
 class Child:
     """A child process in its own session; stopped with SIGTERM, then SIGKILL."""
 
-    def __init__(self, name: str, argv: list[str], logdir: Path, *, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, argv: list[str], logdir: Path, *, env: dict[str, str], cwd: Path = REPO
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = logdir / f"{name}.log"
@@ -578,7 +505,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=self._log,
             stdin=subprocess.DEVNULL,
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             start_new_session=True,
         )
@@ -737,8 +664,14 @@ class Bench:
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str]) -> tuple[Child, int]:
-        child = Child(name, argv, self.workdir, env=self.env)
+    def start(self, name: str, argv: list[str], src: Path | None = None) -> tuple[Child, int]:
+        """Start a child; ``src``: run it from that source tree (cwd and PYTHONPATH) instead
+        of this one (``--baseline-src``)."""
+        env, cwd = self.env, REPO
+        if src is not None:
+            env = {**self.env, "PYTHONPATH": str(src)}
+            cwd = src
+        child = Child(name, argv, self.workdir, env=env, cwd=cwd)
         self.children.append(child)
         return child, child.wait_ready()
 
@@ -752,49 +685,48 @@ class Bench:
                 child.stop(keep_logs=self.args.keep_logs)
         self.children.clear()
 
-    def backend(self, tokens_per_s: float) -> tuple[Child, int]:
+    def backend(self, tokens_per_s: float, *, base: bool = False) -> tuple[Child, int]:
+        argv = [
+            sys.executable,
+            "-m",
+            "serving.model_server",
+            "--engine",
+            "scripted",
+            "--port",
+            "0",
+            "--tokens-per-s",
+            f"{tokens_per_s:g}",
+            "--ttft-ms",
+            "0",
+            "--max-concurrency",
+            "4096",
+            "--log-level",
+            "WARNING",
+            "--grace-s",
+            "1",
+        ]
+        if self.args.backend_no_coalesce and not base:
+            argv.append("--no-coalesce")
+        tag = "-before" if base else ""
         return self.start(
-            f"backend-{tokens_per_s:g}tps",
-            [
-                sys.executable,
-                "-m",
-                "serving.model_server",
-                "--engine",
-                "scripted",
-                "--port",
-                "0",
-                "--tokens-per-s",
-                f"{tokens_per_s:g}",
-                "--ttft-ms",
-                "0",
-                "--max-concurrency",
-                "4096",
-                "--log-level",
-                "WARNING",
-                "--grace-s",
-                "1",
-            ],
+            f"backend-{tokens_per_s:g}tps{tag}", argv, self.args.baseline_src if base else None
         )
 
-    def router(self, backend_port: int, *, coalesce: bool, tag: str) -> tuple[Child, int]:
+    def router(
+        self, backend_port: int, *, coalesce: bool, tag: str, base: bool = False
+    ) -> tuple[Child, int]:
+        """The router under test, or with ``base`` the one from ``--baseline-src`` (its own
+        defaults: no ``--router-set`` keys, which it may not know)."""
         cfg = self.workdir / f"router-{tag}.yaml"
-        cfg.write_text(router_yaml(backend_port, coalesce=coalesce))
+        server = {} if base else dict(self.args.router_set)
+        cfg.write_text(router_yaml(backend_port, coalesce=coalesce, server=server))
         a = self.args
-        if (
-            a.router_uvloop
-            or a.router_server_option
-            or a.router_channel_option
-            or a.router_coalesce_linger_ms
-            or a.router_patch
-        ):
+        if base or a.router_server_option or a.router_channel_option or a.router_patch:
             argv = [sys.executable, str(Path(__file__).resolve()), "_router", "--config", str(cfg)]
-            if a.router_uvloop:
-                argv.append("--uvloop")
-            argv += [f"--patch={x}" for x in a.router_patch]
-            if a.router_coalesce_linger_ms:
-                argv.append(f"--coalesce-linger-ms={a.router_coalesce_linger_ms:g}")
-            argv += [f"--server-option={o}" for o in a.router_server_option]
-            argv += [f"--channel-option={o}" for o in a.router_channel_option]
+            if not base:
+                argv += [f"--patch={x}" for x in a.router_patch]
+                argv += [f"--server-option={o}" for o in a.router_server_option]
+                argv += [f"--channel-option={o}" for o in a.router_channel_option]
         else:
             exe = shutil.which("hybrid-router", path=str(Path(sys.executable).parent))
             argv = ([exe] if exe else [sys.executable, "-m", "router.cli.main"]) + [
@@ -802,7 +734,7 @@ class Bench:
                 "--config",
                 str(cfg),
             ]
-        return self.start(f"router-{tag}", argv)
+        return self.start(f"router-{tag}", argv, a.baseline_src if base else None)
 
     def floor(self, backend_port: int) -> tuple[Child, int]:
         argv = [
@@ -811,7 +743,7 @@ class Bench:
             "_floor",
             f"127.0.0.1:{backend_port}",
         ]
-        if self.args.router_uvloop:
+        if self.args.floor_loop == "uvloop":
             argv.append("--uvloop")
         return self.start("floor-relay", argv)
 
@@ -909,7 +841,8 @@ def start_py_spy(pid: int, prefix: str, spec: dict[str, Any]) -> subprocess.Pope
     )
 
 
-def router_yaml(backend_port: int, *, coalesce: bool) -> str:
+def router_yaml(backend_port: int, *, coalesce: bool, server: dict[str, str] | None = None) -> str:
+    extra = "".join(f"  {k}: {v}\n" for k, v in (server or {}).items())
     return f"""\
 # generated by bench/bench_overhead.py
 server:
@@ -917,7 +850,7 @@ server:
   grace_period_s: 1
   coalesce_deltas: {str(coalesce).lower()}
   reflection: false
-policy:
+{extra}policy:
   ttft_timeout_ms: 60000
 backends:
   - name: bench-scripted
@@ -948,19 +881,38 @@ def stream_rate(a: argparse.Namespace, streams: int) -> float:
 
 def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"runs": [], "rss": []}
-    modes = ["direct", "routed"] + (["floor"] if a.floor else [])
+    base = a.baseline_src is not None
+    modes = ["direct", "routed"] + (["before"] if base else []) + (["floor"] if a.floor else [])
     for n in a.streams:
         rate = stream_rate(a, n)
         backend, bport = bench.backend(rate)
         router, rport = bench.router(bport, coalesce=a.latency_coalesce, tag=f"latency-{n}")
+        before = before_backend = None
+        if base:
+            before_backend = bench.backend(rate, base=True)
+            before = bench.router(
+                before_backend[1], coalesce=a.latency_coalesce, tag=f"latency-{n}-before", base=True
+            )
         floor = bench.floor(bport) if a.floor else None
         time.sleep(1.0)
         idle_kb = proc_status_kb(router.pid, "VmRSS") or 0
+        idle_before_kb = (proc_status_kb(before[0].pid, "VmRSS") or 0) if before else 0
         max_tokens = a.single_stream_tokens if n == 1 else a.max_tokens
         req_s = max_tokens / rate
-        peak_sampled = 0.0
-        ports = {"direct": bport, "routed": rport, "floor": floor[1] if floor else 0}
-        for mode in modes:
+        peak: dict[str, float] = {}
+        ports = {
+            "direct": bport,
+            "routed": rport,
+            "before": before[1] if before else 0,
+            "floor": floor[1] if floor else 0,
+        }
+        # Rounds rotate the order of the paths, so that no path always runs first or last.
+        order = [
+            (rnd, modes[(i + rnd) % len(modes)])
+            for rnd in range(a.rounds)
+            for i in range(len(modes))
+        ]
+        for rnd, mode in order:
             spec = {
                 "kind": "latency",
                 "tag": mode,
@@ -977,56 +929,95 @@ def run_latency(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
             watch = {"backend": backend.pid}
             if mode == "routed":
                 watch["router"] = router.pid
+            elif mode == "before" and before is not None and before_backend is not None:
+                watch = {"backend": before_backend[0].pid, "router": before[0].pid}
             elif mode == "floor" and floor is not None:
                 watch["router"] = floor[0].pid
             res, win = bench.loadgen(spec, watch, a.py_spy if mode == "routed" else None)
             res["path"] = mode
+            res["round"] = rnd
             if res["errors"]:
-                show_log_tail(router if mode == "routed" else floor[0] if floor else backend)
+                culprit = {"routed": router, "before": before[0] if before else backend}
+                show_log_tail(culprit.get(mode, floor[0] if floor else backend))
             res["tokens_per_s_per_stream"] = rate
             res["max_tokens"] = max_tokens
             res["proc"] = win
             results["runs"].append(res)
-            if mode == "routed":
-                peak_sampled = win["rss_max_mb"].get("router", 0.0)
+            if mode in ("routed", "before"):
+                peak[mode] = max(peak.get(mode, 0.0), win["rss_max_mb"].get("router", 0.0))
             print_latency_row(res, win)
         results["rss"].append(
             {
                 "streams": n,
                 "idle_mb": idle_kb / 1024.0,
-                "peak_sampled_mb": peak_sampled,
+                "peak_sampled_mb": peak.get("routed", 0.0),
                 "vmhwm_mb": (proc_status_kb(router.pid, "VmHWM") or 0) / 1024.0,
+                **(
+                    {
+                        "before_idle_mb": idle_before_kb / 1024.0,
+                        "before_peak_sampled_mb": peak.get("before", 0.0),
+                        "before_vmhwm_mb": (proc_status_kb(before[0].pid, "VmHWM") or 0) / 1024.0,
+                    }
+                    if before
+                    else {}
+                ),
             }
         )
-        for child in (floor[0] if floor else None, router, backend):
+        for child in (
+            floor[0] if floor else None,
+            before[0] if before else None,
+            before_backend[0] if before_backend else None,
+            router,
+            backend,
+        ):
             if child is not None:
                 bench.stop(child)
     return results
 
 
+TP_PATHS = {
+    "direct": "direct (client -> backend)",
+    "off": "routed, coalescing off",
+    "on": "routed, coalescing on",
+    "floor": "floor relay (bench-only minimal grpc.aio proxy)",
+    "before-direct": "before: direct",
+    "before-off": "before: routed, coalescing off",
+    "before-on": "before: routed, coalescing on",
+}
+
+
 def run_throughput(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
     backend, bport = bench.backend(0)
+    before_backend = bench.backend(0, base=True) if a.baseline_src is not None else None
     runs = []
-    variants = [
-        ("direct", "direct (client -> backend)"),
-        ("off", "routed, coalescing off"),
-        ("on", "routed, coalescing on"),
-        ("floor", "floor relay (bench-only minimal grpc.aio proxy)"),
+    keys = [
+        k
+        for k in TP_PATHS
+        if k in a.tp_paths
+        and not (k == "floor" and not a.floor)
+        and not (k.startswith("before-") and before_backend is None)
     ]
-    for key, label in variants:
-        if key not in a.tp_paths or (key == "floor" and not a.floor):
-            continue
+    order = [
+        (rnd, keys[(i + rnd) % len(keys)]) for rnd in range(a.rounds) for i in range(len(keys))
+    ]
+    for rnd, key in order:
+        label = TP_PATHS[key]
+        is_base = key.startswith("before-")
+        be_child, be_port = before_backend if is_base and before_backend else (backend, bport)
         relay: Child | None = None
-        if key == "direct":
-            port = bport
-        elif key == "floor":
-            relay, port = bench.floor(bport)
+        kind = key.removeprefix("before-")
+        if kind == "direct":
+            port = be_port
+        elif kind == "floor":
+            relay, port = bench.floor(be_port)
         else:
-            relay, port = bench.router(bport, coalesce=key == "on", tag=f"coalesce-{key}")
+            relay, port = bench.router(
+                be_port, coalesce=kind == "on", tag=f"coalesce-{key}", base=is_base
+            )
         spec = {
             "kind": "throughput",
             "tag": key,
-            "mode": "direct" if key == "direct" else "routed",
+            "mode": "direct" if kind == "direct" else "routed",
             "target": f"127.0.0.1:{port}",
             "streams": a.tp_streams,
             "channels": a.channels,
@@ -1036,19 +1027,22 @@ def run_throughput(bench: Bench, a: argparse.Namespace) -> dict[str, Any]:
             "measure_s": a.tp_measure_s,
             "uvloop": a.loadgen_uvloop,
         }
-        watch = {"backend": backend.pid}
+        watch = {"backend": be_child.pid}
         if relay is not None:
             watch["router"] = relay.pid
         spy = a.py_spy if key in ("on", "off") else None
         res, win = bench.loadgen(spec, watch, spy)
         res["path"] = key
         res["label"] = label
+        res["round"] = rnd
         res["proc"] = win
         runs.append(res)
         print_throughput_row(res, win)
         if relay is not None:
             bench.stop(relay)
     bench.stop(backend)
+    if before_backend is not None:
+        bench.stop(before_backend[0])
     return {"runs": runs}
 
 
@@ -1096,17 +1090,57 @@ def _cpus(w: dict[str, Any], names: Sequence[str]) -> str:
     return " / ".join(parts)
 
 
+def _median(values: list[float]) -> float:
+    vals = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not vals:
+        return math.nan
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's shape with the median of each figure over the rounds (``--rounds``);
+    requests and errors are summed."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in ("ttft_ms", "itl_ms"):
+        out[key] = {q: _median([r[key][q] for r in runs]) for q in runs[0][key]}
+    for key in ("tokens_per_delta", "msgs_per_s", "tokens_per_s"):
+        if key in runs[0]:
+            out[key] = _median([r[key] for r in runs])
+    out["requests"] = sum(r["requests"] for r in runs)
+    errors: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    out["errors"] = errors
+    names = {n for r in runs for n in r["proc"].get("cpu_pct", {})}
+    out["proc"] = {
+        "cpu_pct": {
+            n: _median([r["proc"]["cpu_pct"].get(n, math.nan) for r in runs]) for n in names
+        },
+        "other_cpu_pct": _median([r["proc"].get("other_cpu_pct", math.nan) for r in runs]),
+    }
+    out["rounds"] = len(runs)
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines: list[str] = []
     cfg = report["config"]
     lat = report.get("latency")
     if lat:
-        by = {(r["streams"], r["path"]): r for r in lat["runs"]}
+        groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for run in lat["runs"]:
+            groups.setdefault((run["streams"], run["path"]), []).append(run)
+        by = {k: _median_run(v) for k, v in groups.items()}
         rows = [
-            (n, by[(n, "direct")], by[(n, "routed")], by.get((n, "floor")))
+            (n, by[(n, "direct")], by[(n, "routed")], by.get((n, "before")), by.get((n, "floor")))
             for n in cfg["streams"]
             if (n, "direct") in by and (n, "routed") in by
         ]
+        has_before = any(r[3] is not None for r in rows)
         cap = (
             f", aggregate capped at {cfg['aggregate_cap']:g} tokens/s"
             if cfg["aggregate_cap"]
@@ -1116,13 +1150,29 @@ def markdown(report: dict[str, Any]) -> str:
             f"Latency: up to {cfg['tokens_per_s']:g} tokens/s per stream{cap}, "
             f"{cfg['max_tokens']} tokens per request ({cfg['single_stream_tokens']} with 1 "
             "stream, for more TTFT samples), backend TTFT 0 ms, closed loop (a stream starts "
-            f"its next request when one ends), {cfg['measure_s']:g} s window.",
+            f"its next request when one ends), {cfg['measure_s']:g} s window. Added = routed "
+            "minus direct, same backend, same load"
+            + ("; before = the router and backend of --baseline-src." if has_before else "."),
             "",
-            "| streams | tokens/s per stream | TTFT p50 direct | TTFT p50 routed | **added p50** "
-            "| TTFT p99 direct | TTFT p99 routed | **added p99** | floor relay: added p50 / p99 |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| streams | tokens/s per stream | TTFT p50 direct | TTFT p50 routed "
+            + ("| added p50 before " if has_before else "")
+            + "| **added p50** | TTFT p99 direct | TTFT p99 routed "
+            + ("| added p99 before " if has_before else "")
+            + "| **added p99** | floor relay: added p50 / p99 |",
+            "|---:|---:|---:|---:|"
+            + ("---:|" if has_before else "")
+            + "---:|---:|---:|"
+            + ("---:|" if has_before else "")
+            + "---:|---:|",
         ]
-        for n, d, r, f in rows:
+
+        def added(run: dict[str, Any] | None, direct: dict[str, Any], q: str) -> str:
+            if run is None:
+                return "-"
+            # Each "before" row has its own direct baseline: the same backend build it used.
+            return f"{_f(run['ttft_ms'][q] - direct['ttft_ms'][q])} ms"
+
+        for n, d, r, bf, f in rows:
             dt, rt = d["ttft_ms"], r["ttft_ms"]
             fl = "-"
             if f is not None:
@@ -1130,46 +1180,55 @@ def markdown(report: dict[str, Any]) -> str:
                 fl = f"{_f(ft['p50'] - dt['p50'])} / {_f(ft['p99'] - dt['p99'])} ms"
             lines.append(
                 f"| {n} | {r['tokens_per_s_per_stream']:g} | {_f(dt['p50'])} ms | "
-                f"{_f(rt['p50'])} ms | **{_f(rt['p50'] - dt['p50'])} ms** | {_f(dt['p99'])} ms | "
-                f"{_f(rt['p99'])} ms | **{_f(rt['p99'] - dt['p99'])} ms** | {fl} |"
+                f"{_f(rt['p50'])} ms | "
+                + (f"{added(bf, d, 'p50')} | " if has_before else "")
+                + f"**{_f(rt['p50'] - dt['p50'])} ms** | {_f(dt['p99'])} ms | "
+                f"{_f(rt['p99'])} ms | "
+                + (f"{added(bf, d, 'p99')} | " if has_before else "")
+                + f"**{_f(rt['p99'] - dt['p99'])} ms** | {fl} |"
             )
         lines += [
             "",
-            "| streams | inter-token p50 direct / routed | inter-token p99 direct / routed "
-            "| tokens per routed delta | requests direct / routed | errors direct / routed "
-            "| CPU direct: backend / loadgen / other | CPU routed: router / backend / loadgen "
-            "/ other |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| streams | path | inter-token p50 / p99 | tokens per delta | requests | errors "
+            "| CPU: router / backend / loadgen / other |",
+            "|---:|---|---:|---:|---:|---:|---:|",
         ]
-        for n, d, r, _ in rows:
-            di, ri = d["itl_ms"], r["itl_ms"]
-            lines.append(
-                f"| {n} | {_f(di['p50'])} / {_f(ri['p50'])} ms | "
-                f"{_f(di['p99'])} / {_f(ri['p99'])} ms | {_f(r['tokens_per_delta'])} | "
-                f"{d['requests']} / {r['requests']} | "
-                f"{sum(d['errors'].values())} / {sum(r['errors'].values())} | "
-                f"{_cpus(d['proc'], ('backend', 'loadgen'))} | "
-                f"{_cpus(r['proc'], ('router', 'backend', 'loadgen'))} |"
-            )
+        for n, d, r, bf, _ in rows:
+            for label, run in (("direct", d), ("routed", r), ("before", bf)):
+                if run is None:
+                    continue
+                it = run["itl_ms"]
+                lines.append(
+                    f"| {n} | {label} | {_f(it['p50'])} / {_f(it['p99'])} ms | "
+                    f"{_f(run['tokens_per_delta'])} | {run['requests']} | "
+                    f"{sum(run['errors'].values())} | "
+                    f"{_cpus(run['proc'], ('router', 'backend', 'loadgen'))} |"
+                )
         lines += [
             "",
             "CPU: % of one core over the measurement window (200% = both cores of a 2-core "
             "machine); other = the rest of the machine (not the benchmark's processes).",
             "",
             "| streams open | router VmRSS idle (after start) | router peak VmRSS (sampled) "
-            "| router VmHWM |",
-            "|---:|---:|---:|---:|",
+            "| router VmHWM |" + (" before: idle / peak / VmHWM |" if has_before else ""),
+            "|---:|---:|---:|---:|" + ("---:|" if has_before else ""),
         ]
         for m in lat["rss"]:
+            extra = ""
+            if "before_idle_mb" in m:
+                extra = (
+                    f" {m['before_idle_mb']:.1f} / {m['before_peak_sampled_mb']:.1f} / "
+                    f"{m['before_vmhwm_mb']:.1f} MB |"
+                )
             lines.append(
                 f"| {m['streams']} | {m['idle_mb']:.1f} MB | {m['peak_sampled_mb']:.1f} MB | "
-                f"{m['vmhwm_mb']:.1f} MB |"
+                f"{m['vmhwm_mb']:.1f} MB |{extra}"
             )
         lines.append("")
     tp = report.get("throughput")
     if tp:
         lines += [
-            f"Throughput: backend at full speed (one delta per token), {cfg['tp_streams']} "
+            f"Throughput: backend at full speed, {cfg['tp_streams']} "
             f"streams, {cfg['tp_max_tokens']} tokens per request, {cfg['tp_measure_s']:g} s "
             "window.",
             "",
@@ -1177,7 +1236,13 @@ def markdown(report: dict[str, Any]) -> str:
             "| CPU loadgen | CPU other |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in tp["runs"]:
+        tgroups: dict[str, list[dict[str, Any]]] = {}
+        for run in tp["runs"]:
+            tgroups.setdefault(run["path"], []).append(run)
+        for key in TP_PATHS:
+            if key not in tgroups:
+                continue
+            r = _median_run(tgroups[key])
             w = r["proc"]
             lines.append(
                 f"| {r['label']} | {r['msgs_per_s']:.0f} | {r['tokens_per_s']:.0f} | "
@@ -1277,8 +1342,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--tp-warmup-s", type=float, default=2.0, help="warm-up, s")
     g.add_argument(
         "--tp-paths",
-        default="direct,off,on,floor",
-        help="paths to run: direct, off (routed, coalescing off), on (coalescing on), floor",
+        help="paths to run (default direct,off,on,floor): direct, off (routed, coalescing "
+        "off), on (coalescing on), floor; with --baseline-src also before-direct, before-off, "
+        "before-on (added by default)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every path this many times, in rotating order; tables show the median of "
+        "each figure (a shared machine's neighbours come and go)",
     )
     p.add_argument("--keep-logs", metavar="DIR", help="copy the children's logs to DIR")
     p.add_argument(
@@ -1324,8 +1397,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("load generator")
     g.add_argument("--channels", type=int, default=1, help="grpc channels (connections) used")
     g.add_argument("--loadgen-uvloop", action="store_true", help="run the load generator on uvloop")
-    g = p.add_argument_group("experiments (router launched through this script)")
-    g.add_argument("--router-uvloop", action="store_true", help="run the router on uvloop")
+    g = p.add_argument_group("before / after and experiments")
+    g.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="DIR",
+        help="also run a router and backend from this source tree (e.g. `git archive HEAD | "
+        "tar -x -C DIR`) beside the current ones: 'before' rows in every table",
+    )
+    g.add_argument(
+        "--router-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server.* key for the router under test (not the baseline), e.g. "
+        "coalesce_linger_ms=0 or event_loop=asyncio (repeatable)",
+    )
+    g.add_argument(
+        "--backend-no-coalesce",
+        action="store_true",
+        help="run the backend under test with --no-coalesce (one delta per token)",
+    )
+    g.add_argument(
+        "--floor-loop",
+        choices=("asyncio", "uvloop"),
+        default="uvloop",
+        help="event loop of the floor relay (the router's default, server.event_loop auto, "
+        "is uvloop when installed)",
+    )
     g.add_argument(
         "--router-server-option",
         action="append",
@@ -1346,18 +1445,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         choices=ROUTER_PATCHES,
         help="bench-only monkeypatch of the router: no-initial-metadata (request id as "
-        "trailing metadata), no-read-timeout (no asyncio.timeout per backend read), "
-        "log-warning (no per-request INFO log line), gc-log (GC pauses every 5 s), "
-        "gc-freeze (gc.freeze() after start-up), gc-threshold (gen0 threshold 50,000); "
-        "repeatable",
-    )
-    g.add_argument(
-        "--router-coalesce-linger-ms",
-        type=float,
-        default=0.0,
-        metavar="MS",
-        help="patch the router's coalescing relay to wait MS before each write after the "
-        "first delta (bench experiment; the router's own relay has no linger)",
+        "trailing metadata), log-warning (no per-request INFO log line), gc-log (GC pauses "
+        "every 5 s), gc-threshold (gen0 threshold 50,000); repeatable",
     )
     g.add_argument(
         "--py-spy",
@@ -1367,10 +1456,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.streams = [int(s) for s in a.streams.split(",") if s.strip()]
     a.phases = [s.strip() for s in a.phases.split(",") if s.strip()]
+    default_paths = a.tp_paths is None
+    if default_paths:
+        a.tp_paths = "direct,off,on,floor"
     a.tp_paths = [s.strip() for s in a.tp_paths.split(",") if s.strip()]
-    bad = [x for x in a.tp_paths if x not in ("direct", "off", "on", "floor")]
+    bad = [x for x in a.tp_paths if x not in TP_PATHS]
     if bad:
-        p.error(f"--tp-paths: unknown {', '.join(bad)} (use direct, off, on, floor)")
+        p.error(f"--tp-paths: unknown {', '.join(bad)} (use {', '.join(TP_PATHS)})")
+    pairs = []
+    for item in a.router_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--router-set: must be KEY=VALUE (a server.* key), got {item!r}")
+        pairs.append((key.removeprefix("server."), value))
+    a.router_set = pairs
+    if a.baseline_src is not None:
+        a.baseline_src = a.baseline_src.resolve()
+        if not (a.baseline_src / "router").is_dir():
+            p.error(f"--baseline-src: {a.baseline_src} holds no router/ package")
+        if default_paths:
+            a.tp_paths += ["before-direct", "before-off", "before-on"]
     if a.measure_s is None:
         a.measure_s = 4.0 if a.quick else 10.0
     if a.tp_measure_s is None:
@@ -1431,12 +1536,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "channels",
                 "noise_limit",
                 "retries",
+                "rounds",
                 "nice",
                 "loadgen_uvloop",
-                "router_uvloop",
+                "baseline_src",
+                "router_set",
+                "backend_no_coalesce",
+                "floor_loop",
                 "router_server_option",
                 "router_channel_option",
-                "router_coalesce_linger_ms",
                 "router_patch",
             )
         },

@@ -169,144 +169,39 @@ class Dispatcher:
                     attempt=len(attempts) + 1,
                 )
             previous = name
-            outcome = _Outcome()
-            attempt = self._attempt(entry, request, feats, deadline, outcome, attempts)
-            async with contextlib.aclosing(attempt) as events:
-                async for event in events:
-                    yield event
-            if outcome.done:
+            # The attempt runs inline (no async generator per attempt): each token passes
+            # one generator layer here on its way from the adapter to the relay.
+            att = _Attempt(self, entry, request, deadline, len(attempts) + 1)
+            try:
+                first = await att.first_chunk()
+                if first is None:
+                    attempts.append(Attempt(name, att.failure))
+                    continue
+                stream = att.stream
+                chunk = first
+                out_tokens = 0
+                try:
+                    while True:
+                        if chunk.text:
+                            out_tokens += chunk.tokens
+                            yield DeltaEvent(chunk.text, chunk.tokens)
+                        if chunk.done:
+                            break
+                        try:
+                            chunk = await anext(stream)
+                        except StopAsyncIteration:
+                            raise BackendError(
+                                name, "stream ended without a final message"
+                            ) from None
+                except BackendError as exc:
+                    # After the first token there is no failover: the answer ends incomplete.
+                    yield att.interrupted(feats, out_tokens, exc)
+                    raise StreamInterrupted(name, exc.reason) from exc
+                yield att.succeeded(feats, out_tokens, chunk)
                 return
-            attempts.append(Attempt(name, outcome.failure))
+            finally:
+                await att.finish()
         raise AllCandidatesFailed(attempts)
-
-    async def _attempt(
-        self,
-        entry: Entry,
-        request: InferenceRequest,
-        feats: Features,
-        deadline: float | None,
-        outcome: _Outcome,
-        attempts: list[Attempt],
-    ) -> AsyncGenerator[Event, None]:
-        spec = entry.spec
-        stats = entry.stats
-        # One trace span per attempt; its context travels to the backend (traceparent).
-        span = tracing.start_attempt(self._tracer, spec, len(attempts) + 1)
-        call = BackendCall(request=request, deadline=deadline, metadata=tracing.inject(span))
-        timeout_s = self.cfg.ttft_timeout_ms / 1000.0
-        cut_by_deadline = False
-        if deadline is not None:
-            left = max(0.0, deadline - self._clock())
-            if left < timeout_s:
-                timeout_s, cut_by_deadline = left, True
-        start = self._clock()
-        stream = entry.backend.stream(call)
-        stats.begin()
-        first_at: float | None = None
-        out_tokens = 0
-        try:
-            try:
-                first = await _first_chunk(stream, timeout_s)
-            except _FirstTokenTimeout:
-                if cut_by_deadline:
-                    # The caller's deadline, not the backend's TTFT, ran out: no failover.
-                    raise DeadlineExceeded(
-                        f"deadline passed waiting for the first token from {spec.name}"
-                    ) from None
-                reason = f"no first token within {timeout_s * 1000:.0f} ms"
-                stats.record_failure(ErrorClass.RETRYABLE)
-                outcome.failure = reason
-                log.warning("ttft timeout request_id=%s backend=%s", request.request_id, spec.name)
-                return
-            except BackendError as exc:
-                stats.record_failure(exc.error_class, exc.retry_after_s)
-                if exc.error_class is ErrorClass.FATAL:
-                    raise
-                outcome.failure = f"{exc.error_class.value}: {exc.reason}"
-                log.warning(
-                    "backend failed before first token request_id=%s backend=%s class=%s: %s",
-                    request.request_id,
-                    spec.name,
-                    exc.error_class.value,
-                    exc.reason,
-                )
-                return
-            except StopAsyncIteration:
-                stats.record_failure(ErrorClass.RETRYABLE)
-                outcome.failure = "stream ended without output"
-                return
-            except Exception as exc:  # an adapter bug must not stop failover
-                log.exception(
-                    "unexpected adapter error request_id=%s backend=%s",
-                    request.request_id,
-                    spec.name,
-                )
-                stats.record_failure(ErrorClass.RETRYABLE)
-                outcome.failure = f"unexpected error ({type(exc).__name__})"
-                return
-
-            first_at = self._clock()
-            chunk = first
-            try:
-                while True:
-                    if chunk.text:
-                        out_tokens += chunk.tokens
-                        yield DeltaEvent(chunk.text, chunk.tokens)
-                    if chunk.done:
-                        final = chunk
-                        break
-                    try:
-                        chunk = await anext(stream)
-                    except StopAsyncIteration:
-                        raise BackendError(
-                            spec.name, "stream ended without a final message"
-                        ) from None
-            except BackendError as exc:
-                # After the first token there is no failover: the answer ends incomplete.
-                stats.record_first_token((first_at - start) * 1000.0)
-                stats.record_failure(exc.error_class, exc.retry_after_s)
-                yield self._usage(
-                    request,
-                    entry,
-                    feats,
-                    start,
-                    first_at,
-                    out_tokens,
-                    None,
-                    complete=False,
-                    error=exc.reason,
-                    attempts=len(attempts) + 1,
-                )
-                raise StreamInterrupted(spec.name, exc.reason) from exc
-            end = self._clock()
-            output_tokens = final.output_tokens if final.output_tokens is not None else out_tokens
-            # Time spent in the backend's own queue is load, which the estimate adds from
-            # the live queue; keep it out of the TTFT and service-time samples.
-            queued_ms = final.queue_ms or 0.0
-            stats.record_first_token(max(0.0, (first_at - start) * 1000.0 - queued_ms))
-            stats.record_success(
-                max(0.0, (end - start) * 1000.0 - queued_ms),
-                output_tokens,
-                (end - first_at) * 1000.0,
-            )
-            outcome.done = True
-            yield self._usage(
-                request,
-                entry,
-                feats,
-                start,
-                first_at,
-                out_tokens,
-                final,
-                complete=True,
-                error="",
-                attempts=len(attempts) + 1,
-            )
-        finally:
-            stats.end()
-            tracing.end_attempt(span, outcome.done, outcome.failure, first_at is not None)
-            with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[attr-defined]
 
     def _usage(
         self,
@@ -356,12 +251,147 @@ class Dispatcher:
         )
 
 
-class _Outcome:
-    __slots__ = ("done", "failure")
+class _Attempt:
+    """One backend attempt's state: the call, its span, stats and timings."""
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "d",
+        "entry",
+        "request",
+        "number",
+        "span",
+        "stream",
+        "start",
+        "first_at",
+        "timeout_s",
+        "cut_by_deadline",
+        "done",
+        "failure",
+    )
+
+    def __init__(
+        self,
+        d: Dispatcher,
+        entry: Entry,
+        request: InferenceRequest,
+        deadline: float | None,
+        number: int,
+    ) -> None:
+        self.d = d
+        self.entry = entry
+        self.request = request
+        self.number = number
         self.done = False
         self.failure = ""
+        self.first_at: float | None = None
+        # One trace span per attempt; its context travels to the backend (traceparent).
+        self.span = tracing.start_attempt(d._tracer, entry.spec, number)
+        call = BackendCall(request=request, deadline=deadline, metadata=tracing.inject(self.span))
+        self.timeout_s = d.cfg.ttft_timeout_ms / 1000.0
+        self.cut_by_deadline = False
+        if deadline is not None:
+            left = max(0.0, deadline - d._clock())
+            if left < self.timeout_s:
+                self.timeout_s, self.cut_by_deadline = left, True
+        self.start = d._clock()
+        self.stream: AsyncIterator[Chunk] = entry.backend.stream(call)
+        entry.stats.begin()
+
+    async def first_chunk(self) -> Chunk | None:
+        """The first chunk with text (or the final one); None with ``failure`` set when the
+        attempt failed in a way that moves on to the next candidate. Raises FATAL errors and
+        DeadlineExceeded."""
+        spec, stats, rid = self.entry.spec, self.entry.stats, self.request.request_id
+        try:
+            first = await _first_chunk(self.stream, self.timeout_s)
+        except _FirstTokenTimeout:
+            if self.cut_by_deadline:
+                # The caller's deadline, not the backend's TTFT, ran out: no failover.
+                raise DeadlineExceeded(
+                    f"deadline passed waiting for the first token from {spec.name}"
+                ) from None
+            stats.record_failure(ErrorClass.RETRYABLE)
+            self.failure = f"no first token within {self.timeout_s * 1000:.0f} ms"
+            log.warning("ttft timeout request_id=%s backend=%s", rid, spec.name)
+            return None
+        except BackendError as exc:
+            stats.record_failure(exc.error_class, exc.retry_after_s)
+            if exc.error_class is ErrorClass.FATAL:
+                raise
+            self.failure = f"{exc.error_class.value}: {exc.reason}"
+            log.warning(
+                "backend failed before first token request_id=%s backend=%s class=%s: %s",
+                rid,
+                spec.name,
+                exc.error_class.value,
+                exc.reason,
+            )
+            return None
+        except StopAsyncIteration:
+            stats.record_failure(ErrorClass.RETRYABLE)
+            self.failure = "stream ended without output"
+            return None
+        except Exception as exc:  # an adapter bug must not stop failover
+            log.exception("unexpected adapter error request_id=%s backend=%s", rid, spec.name)
+            stats.record_failure(ErrorClass.RETRYABLE)
+            self.failure = f"unexpected error ({type(exc).__name__})"
+            return None
+        self.first_at = self.d._clock()
+        return first
+
+    def interrupted(self, feats: Features, out_tokens: int, exc: BackendError) -> UsageEvent:
+        """After the first token: record the failure; the incomplete Usage."""
+        assert self.first_at is not None
+        stats = self.entry.stats
+        stats.record_first_token((self.first_at - self.start) * 1000.0)
+        stats.record_failure(exc.error_class, exc.retry_after_s)
+        return self.d._usage(
+            self.request,
+            self.entry,
+            feats,
+            self.start,
+            self.first_at,
+            out_tokens,
+            None,
+            complete=False,
+            error=exc.reason,
+            attempts=self.number,
+        )
+
+    def succeeded(self, feats: Features, out_tokens: int, final: Chunk) -> UsageEvent:
+        """The answer is complete: record the stats; the final Usage."""
+        assert self.first_at is not None
+        first_at, start, stats = self.first_at, self.start, self.entry.stats
+        end = self.d._clock()
+        output_tokens = final.output_tokens if final.output_tokens is not None else out_tokens
+        # Time spent in the backend's own queue is load, which the estimate adds from
+        # the live queue; keep it out of the TTFT and service-time samples.
+        queued_ms = final.queue_ms or 0.0
+        stats.record_first_token(max(0.0, (first_at - start) * 1000.0 - queued_ms))
+        stats.record_success(
+            max(0.0, (end - start) * 1000.0 - queued_ms),
+            output_tokens,
+            (end - first_at) * 1000.0,
+        )
+        self.done = True
+        return self.d._usage(
+            self.request,
+            self.entry,
+            feats,
+            start,
+            first_at,
+            out_tokens,
+            final,
+            complete=True,
+            error="",
+            attempts=self.number,
+        )
+
+    async def finish(self) -> None:
+        self.entry.stats.end()
+        tracing.end_attempt(self.span, self.done, self.failure, self.first_at is not None)
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()  # type: ignore[attr-defined]
 
 
 async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:

@@ -1,7 +1,9 @@
 """The ModelService gRPC server (grpc.aio) over an Engine, with grpc.health.v1.
 
-``Generate`` streams one ``delta`` per engine chunk, then one ``done`` (usage, finish
-reason, queue time). Engine errors end the RPC with a status:
+``Generate`` streams the engine's text as ``delta`` events, then one ``done`` (usage,
+finish reason, queue time). While a write to the client is pending, the chunks that arrive
+are merged into one delta whose ``tokens`` counts them (``coalesce``, the default; the
+``--no-coalesce`` flag sends one delta per engine chunk). Engine errors end the RPC with a status:
 
 ===============  ===================  =====================================================
 EngineError      status               message
@@ -33,6 +35,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -116,18 +119,103 @@ def status_for(error: EngineError) -> tuple[grpc.StatusCode, str]:
     return code, message
 
 
-class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """Thin: proto <-> engine records; the engine does the work."""
+class _Pending:
+    """Text deltas merged while a write to the client is pending."""
 
-    def __init__(self, engine: Engine, replica_id: str = "") -> None:
+    __slots__ = ("parts", "tokens")
+
+    def __init__(self, text: str, tokens: int) -> None:
+        self.parts = [text]
+        self.tokens = tokens
+
+    def to_proto(self) -> model_service_pb2.ModelGenerateEvent:
+        return model_service_pb2.ModelGenerateEvent(
+            delta=types_pb2.TextDelta(text="".join(self.parts), tokens=self.tokens)
+        )
+
+
+async def relay_chunks(
+    chunks: AsyncIterator[EngineChunk], context: grpc.aio.ServicerContext
+) -> None:
+    """Write an engine's chunks in order, merging the deltas that arrive while a write is
+    pending into one message (``tokens`` says how many tokens it carries).
+
+    A client (the router) that reads slower than the engine produces then gets fewer,
+    larger deltas instead of a queue, and this server makes one write per batch instead of
+    one per token; a client that keeps up gets every chunk as it comes. An engine that
+    produces without awaiting (the scripted engine at full speed) is read one chunk per
+    event-loop turn, so writes and the first token are never starved.
+    """
+    loop = asyncio.get_running_loop()
+    buf: deque[_Pending | EngineChunk] = deque()
+    parked: asyncio.Future[None] | None = None
+
+    def wake() -> None:
+        nonlocal parked
+        fut = parked
+        if fut is not None:
+            parked = None
+            if not fut.done():
+                fut.set_result(None)
+
+    async def produce() -> None:
+        try:
+            async for chunk in chunks:
+                if chunk.done:
+                    buf.append(chunk)
+                else:
+                    last = buf[-1] if buf else None
+                    if type(last) is _Pending:
+                        last.parts.append(chunk.text)
+                        last.tokens += chunk.tokens
+                    else:
+                        buf.append(_Pending(chunk.text, chunk.tokens))
+                    wake()
+                    await asyncio.sleep(0)  # one chunk per loop turn (see the docstring)
+                    continue
+                wake()
+        finally:
+            wake()
+
+    producer = loop.create_task(produce())
+    try:
+        while True:
+            if buf:
+                item = buf.popleft()
+                if type(item) is _Pending:
+                    await context.write(item.to_proto())
+                else:
+                    await context.write(event_for(item))  # type: ignore[arg-type]
+                continue
+            if producer.done():
+                break
+            parked = loop.create_future()
+            await parked
+        producer.result()
+    finally:
+        if not producer.done():
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+
+class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """Thin: proto <-> engine records; the engine does the work.
+
+    ``coalesce``: merge deltas while a write is pending (``relay_chunks``); off, every
+    engine chunk is its own message and gRPC flow control pushes back on the engine.
+    """
+
+    def __init__(self, engine: Engine, replica_id: str = "", *, coalesce: bool = True) -> None:
         self._engine = engine
         self._replica_id = replica_id
+        self._coalesce = coalesce
 
     async def Generate(
         self,
         request: model_service_pb2.ModelGenerateRequest,
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[model_service_pb2.ModelGenerateEvent]:
+    ) -> None:
         info = self._engine.info
         try:
             engine_request = to_engine_request(request)
@@ -146,8 +234,11 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
             # Engines return async generators; closing one stops decoding (client cancel).
             stream = self._engine.generate(engine_request)
             async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    yield event_for(chunk)
+                if self._coalesce:
+                    await relay_chunks(chunks, context)
+                else:
+                    async for chunk in chunks:
+                        await context.write(event_for(chunk))
         except EngineError as exc:
             failure = status_for(exc)
             logger.info(
@@ -188,16 +279,19 @@ async def create_server(
     *,
     health_servicer: health.aio.HealthServicer | None = None,
     replica_id: str | None = None,
+    coalesce: bool = True,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server for ``engine`` and the port it bound.
 
     Health (``""`` and ``hybrid_router.v1.ModelService``) is SERVING; pass your own
     ``health_servicer`` to ``drain`` it later. Call ``await server.start()``.
+    ``coalesce``: merge deltas while a write is pending (see the module docstring).
     """
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServiceServicer(engine, replica_id or default_replica_id()), server
+        ModelServiceServicer(engine, replica_id or default_replica_id(), coalesce=coalesce),
+        server,
     )
     health_servicer = health_servicer or health.aio.HealthServicer()
     for service in ("", SERVICE_NAME):
@@ -256,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_GRACE_S,
         help="seconds in-flight streams get to finish on SIGTERM (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-coalesce",
+        dest="coalesce",
+        action="store_false",
+        help=(
+            "send one delta per engine chunk even when the client reads slower than the "
+            "engine produces (default: merge the chunks that arrive while a write is pending)"
+        ),
     )
     parser.add_argument(
         "--log-level",
@@ -350,6 +453,7 @@ async def serve(args: argparse.Namespace) -> None:
         f"{args.host}:{args.port}",
         health_servicer=health_servicer,
         replica_id=args.replica_id,
+        coalesce=args.coalesce,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

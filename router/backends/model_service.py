@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -94,6 +95,43 @@ def to_proto(request: InferenceRequest) -> model_service_pb2.ModelGenerateReques
     )
 
 
+def _cancelling() -> bool:
+    """True when someone asked to cancel the running task (not just our call)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class _IdleWatchdog:
+    """Cancels ``rpc`` once ``timeout_s`` pass without an event (``last`` is the loop time
+    of the latest one). The timer is re-armed lazily: when it fires early it moves to
+    ``last + timeout_s``, so a busy stream costs one float store per event and one timer
+    per ``timeout_s``, not a timer per read."""
+
+    __slots__ = ("loop", "last", "fired", "_timeout_s", "_rpc", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float, rpc: Any) -> None:
+        self.loop = loop
+        self.last = loop.time()
+        self.fired = False
+        self._timeout_s = timeout_s
+        self._rpc = rpc
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self.last + timeout_s, self._check)
+
+    def _check(self) -> None:
+        due = self.last + self._timeout_s
+        if self.loop.time() < due:
+            self._handle = self.loop.call_at(due, self._check)
+            return
+        self._handle = None
+        self.fired = True
+        self._rpc.cancel()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class ModelServiceBackend(Backend):
     """Streams from a ModelService server over one grpc.aio channel."""
 
@@ -152,28 +190,37 @@ class ModelServiceBackend(Backend):
         if call.request.request_id:
             metadata.append(("x-request-id", call.request.request_id))
         rpc = stub.Generate(to_proto(call.request), timeout=timeout, metadata=metadata or None)
+        # One idle watchdog per stream instead of a timeout around every read: each event
+        # only notes the loop time; the timer re-arms itself at last event + timeout_s and
+        # cancels the call when that passes without one.
+        watchdog = _IdleWatchdog(asyncio.get_running_loop(), self._timeout_s, rpc)
         final: Chunk | None = None
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self._timeout_s):
-                        event = await rpc.read()
-                except TimeoutError as exc:
+                    event = await rpc.read()
+                except asyncio.CancelledError:
+                    if not watchdog.fired or _cancelling():
+                        raise  # the consumer went away: the finally cancels the call
                     if final is not None:
                         break  # the answer is complete; only the stream's end is late
                     raise BackendError(
                         self.name, f"no event for {self._timeout_s:g} s", ErrorClass.RETRYABLE
-                    ) from exc
+                    ) from None
                 except grpc.aio.AioRpcError as exc:
                     if final is not None:
                         break
                     raise self._error(exc) from exc
+                watchdog.last = watchdog.loop.time()
                 if event is grpc.aio.EOF:
                     break
                 kind = event.WhichOneof("event")
                 if kind == "delta":
-                    if final is None and event.delta.text:
-                        yield Chunk(text=event.delta.text, tokens=event.delta.tokens or 1)
+                    delta = event.delta
+                    if final is None and delta.text:
+                        # A server may merge tokens into one delta (serving.model_server
+                        # does while its writes are pending); tokens says how many.
+                        yield Chunk(text=delta.text, tokens=delta.tokens or 1)
                 elif kind == "done" and final is None:
                     d = event.done
                     final = Chunk(
@@ -184,6 +231,7 @@ class ModelServiceBackend(Backend):
                         queue_ms=d.queue_ms,
                     )
         finally:
+            watchdog.stop()
             if not rpc.done():
                 rpc.cancel()
         if final is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -36,16 +37,93 @@ def event_to_proto(ev: Event) -> rpb.GenerateEvent:
 
 
 class _PendingDelta:
-    """Deltas merged while the client is not reading."""
+    """Deltas merged while the client is not reading; ``since``: loop time of the first."""
 
-    __slots__ = ("parts", "tokens")
+    __slots__ = ("parts", "tokens", "since")
 
-    def __init__(self, text: str, tokens: int) -> None:
+    def __init__(self, text: str, tokens: int, since: float = 0.0) -> None:
         self.parts = [text]
         self.tokens = tokens
+        self.since = since
 
     def to_proto(self) -> rpb.GenerateEvent:
         return rpb.GenerateEvent(delta=tpb.TextDelta(text="".join(self.parts), tokens=self.tokens))
+
+
+class LoopLag:
+    """How late the event loop runs a timer that fires every ``INTERVAL_S``: the time one
+    loop iteration takes under load. ``level`` is a decaying maximum of the samples (it
+    follows a rise at once and halves in about 60 ms)."""
+
+    INTERVAL_S = 0.02
+    DECAY = 0.8
+
+    __slots__ = ("level", "_loop", "_due", "_handle")
+
+    def __init__(self) -> None:
+        self.level = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def observe(self, lag_s: float) -> None:
+        self.level = max(lag_s, self.level * self.DECAY)
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._handle is None:
+            self._loop = loop
+            self._due = loop.time() + self.INTERVAL_S
+            self._handle = loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        self.observe(max(0.0, now - self._due))
+        self._due = now + self.INTERVAL_S
+        self._handle = loop.call_at(self._due, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class Linger:
+    """When the coalescing relay holds a delta write to merge more tokens into it.
+
+    Only a stream whose next token came within ``linger_s`` of its previous write (a fast
+    backend), only while the event loop lags at least ``busy_lag_s`` (0: always), and only
+    until ``linger_s`` after that token arrived or ``max_tokens`` are pending. The first
+    delta, the Decision, Failover and Usage events are never held (see _relay_coalesced).
+    """
+
+    __slots__ = ("linger_s", "max_tokens", "busy_lag_s", "lag")
+
+    def __init__(
+        self,
+        linger_s: float,
+        max_tokens: int,
+        busy_lag_s: float = 0.0,
+        lag: LoopLag | None = None,
+    ) -> None:
+        self.linger_s = linger_s
+        self.max_tokens = max_tokens
+        self.busy_lag_s = busy_lag_s
+        self.lag = lag if lag is not None else (LoopLag() if busy_lag_s > 0 else None)
+
+    def hold(self, since: float, last_write: float, tokens: int) -> bool:
+        """Hold a pending delta (first token at ``since``; this stream's previous write
+        ended at ``last_write``) that carries ``tokens``? Pure: loop times in, bool out."""
+        return (
+            tokens < self.max_tokens
+            and since - last_write < self.linger_s
+            and (self.lag is None or self.lag.level >= self.busy_lag_s)
+        )
 
 
 class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
@@ -57,9 +135,12 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         clock: Callable[[], float] = time.monotonic,
         descriptions: dict[str, str] | None = None,
         limits: LimitsConfig | None = None,
+        linger: Linger | None = None,
     ) -> None:
+        """``linger``: hold fast streams' delta writes under load (None: never hold)."""
         self.dispatcher = dispatcher
         self.coalesce = coalesce
+        self.linger = linger if linger is not None and linger.linger_s > 0 else None
         self._clock = clock
         self._descriptions = descriptions or {}
         lim = limits or LimitsConfig()
@@ -90,7 +171,7 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         self, request: rpb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
         req = self._request(request)
-        await context.send_initial_metadata(((REQUEST_ID_METADATA, req.request_id),))
+        headers = ((REQUEST_ID_METADATA, req.request_id),)
         remaining = context.time_remaining()
         deadline = None if remaining is None else self._clock() + remaining
         obs = observer_var.get()
@@ -99,12 +180,23 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
             events = _capture_text(events, obs.text)
         async with contextlib.aclosing(events):
             if self.coalesce:
-                await _relay_coalesced(events, context, obs.event)
+                linger = self.linger
+                if linger is not None and linger.lag is not None and not linger.lag.running:
+                    linger.lag.start(asyncio.get_running_loop())
+                # The headers (x-request-id) go out while dispatch decides and calls the
+                # backend, not before: their round trip through gRPC core is off the TTFT path.
+                await _relay_coalesced(events, context, obs.event, headers=headers, linger=linger)
             else:
+                await context.send_initial_metadata(headers)
                 async for ev in events:
                     if type(ev) is not DeltaEvent:
                         obs.event(ev)
                     await context.write(event_to_proto(ev))
+
+    def close(self) -> None:
+        """Stop the loop-lag timer (server stop)."""
+        if self.linger is not None and self.linger.lag is not None:
+            self.linger.lag.stop()
 
     async def Route(  # noqa: N802
         self, request: rpb.GenerateRequest, context: grpc.aio.ServicerContext
@@ -139,16 +231,38 @@ async def _capture_text(
             yield ev
 
 
+def _ignore(ev: Event) -> None:
+    pass
+
+
 async def _relay_coalesced(
     events: AsyncIterator[Event],
     context: grpc.aio.ServicerContext,
-    observe: Callable[[Event], None] = lambda ev: None,
+    observe: Callable[[Event], None] = _ignore,
+    *,
+    headers: tuple[tuple[str, str], ...] | None = None,
+    linger: Linger | None = None,
 ) -> None:
     """Write events in order; deltas that arrive while a write is pending are merged, so a
     slow reader costs one buffered delta, never an unbounded queue. ``observe`` sees every
-    event but the deltas, as it arrives."""
+    event but the deltas, as it arrives. ``headers``: initial metadata, sent first (while
+    the producer already runs). ``linger``: hold later delta writes of a fast stream under
+    load so that more tokens go out per message; never the first delta, and a pending
+    non-delta event (Failover, Usage) ends a hold at once."""
+    loop = asyncio.get_running_loop()
     buf: deque[Event | _PendingDelta] = deque()
-    wake = asyncio.Event()
+    parked: asyncio.Future[None] | None = None  # the writer's waiter while it waits
+    holding = False
+    max_tokens = linger.max_tokens if linger is not None else 0
+    timed = linger is not None
+
+    def wake() -> None:
+        nonlocal parked
+        fut = parked
+        if fut is not None:
+            parked = None
+            if not fut.done():
+                fut.set_result(None)
 
     async def produce() -> None:
         try:
@@ -158,31 +272,65 @@ async def _relay_coalesced(
                     if type(last) is _PendingDelta:
                         last.parts.append(ev.text)
                         last.tokens += ev.tokens
+                        if holding and last.tokens < max_tokens:
+                            continue  # the held write goes when its time is up
                     else:
-                        buf.append(_PendingDelta(ev.text, ev.tokens))
+                        buf.append(_PendingDelta(ev.text, ev.tokens, loop.time() if timed else 0.0))
                 else:
                     observe(ev)
                     buf.append(ev)
-                wake.set()
+                wake()
         finally:
-            wake.set()
+            wake()
 
-    producer = asyncio.get_running_loop().create_task(produce())
+    producer = loop.create_task(produce())
     try:
+        if headers is not None:
+            await context.send_initial_metadata(headers)
+        wrote_delta = False
+        last_write = -math.inf
         while True:
-            while buf:
-                item = buf.popleft()
-                msg = item.to_proto() if type(item) is _PendingDelta else event_to_proto(item)  # type: ignore[union-attr,arg-type]
-                await context.write(msg)
-            if producer.done() and not buf:
-                break
-            wake.clear()
-            if buf or producer.done():
+            if buf:
+                item = buf[0]
+                if type(item) is _PendingDelta:
+                    if (
+                        linger is not None
+                        and wrote_delta
+                        and len(buf) == 1
+                        and not producer.done()
+                        and linger.hold(item.since, last_write, item.tokens)
+                    ):
+                        due = item.since + linger.linger_s
+                        if loop.time() < due - _TIMER_SLACK_S:
+                            parked = loop.create_future()
+                            timer = loop.call_at(due, wake)
+                            holding = True
+                            try:
+                                await parked
+                            finally:
+                                holding = False
+                                timer.cancel()
+                            continue  # look again: time up, enough tokens, or a Usage
+                    buf.popleft()
+                    await context.write(item.to_proto())
+                    wrote_delta = True
+                    if timed:
+                        last_write = loop.time()
+                else:
+                    buf.popleft()
+                    await context.write(event_to_proto(item))  # type: ignore[arg-type]
                 continue
-            await wake.wait()
+            if producer.done():
+                break
+            parked = loop.create_future()
+            await parked
         producer.result()
     finally:
         if not producer.done():
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
+
+
+#: A timer may run this much before its time (asyncio's clock resolution); no new hold then.
+_TIMER_SLACK_S = 1e-4

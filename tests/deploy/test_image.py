@@ -74,7 +74,7 @@ def test_image_is_slim_non_root_and_installs_only_the_router_extra() -> None:
 
     assert bases and all(b.startswith("python:") and b.endswith("-slim") for b in bases)
     assert user == [f"{chart['runAsUser']}:{chart['runAsGroup']}"], "the chart's runAsUser"
-    assert pip_install_step() == ["install", "--no-cache-dir", ".[router]"]
+    assert pip_install_step() == ["install", "--no-cache-dir", ".[router,fast]"]
     assert ("ENTRYPOINT", '["hybrid-router"]') in steps
 
 
@@ -130,6 +130,7 @@ def test_pip_install_step_in_a_clean_venv_gives_a_router_that_starts(tmp_path: P
             "import importlib.util as u, sys; print(*[bool(u.find_spec(m)) for m in sys.argv[1:]])",
             "kubernetes",
             "grpc_health",
+            "uvloop",
             "llama_cpp",
             "pytest",
             "ray",
@@ -139,8 +140,8 @@ def test_pip_install_step_in_a_clean_venv_gives_a_router_that_starts(tmp_path: P
         timeout=60,
         check=True,
     )
-    # The router extra (with the discovery client), none of the serving or dev packages.
-    assert probe.stdout.split() == ["True", "True", "False", "False", "False"]
+    # The router and fast extras (discovery client, uvloop), no serving or dev packages.
+    assert probe.stdout.split() == ["True", "True", "True", "False", "False", "False"]
 
     config = tmp_path / "router.yaml"
     config.write_text(

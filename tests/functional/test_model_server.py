@@ -44,13 +44,19 @@ class Served:
     port: int
 
 
-async def serve(engine: Engine) -> AsyncIterator[Served]:
+async def serve(
+    engine: Engine, *, coalesce: bool = True, channel_options: tuple[tuple[str, Any], ...] = ()
+) -> AsyncIterator[Served]:
     health_servicer = health.aio.HealthServicer()
     server, port = await create_server(
-        engine, "127.0.0.1:0", health_servicer=health_servicer, replica_id="replica-1"
+        engine,
+        "127.0.0.1:0",
+        health_servicer=health_servicer,
+        replica_id="replica-1",
+        coalesce=coalesce,
     )
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options)
     try:
         yield Served(
             engine=engine,
@@ -103,14 +109,41 @@ async def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[
 async def test_generate_streams_deltas_then_one_done_with_usage(served: Served) -> None:
     events = [e async for e in served.stub.Generate(generate_request(max_output_tokens=4))]
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds == ["delta", "delta", "delta", "delta", "done"]
+    # Deltas that arrive while a write is pending are merged: 1 to 4 delta messages.
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"delta"}
     assert "".join(e.delta.text for e in events[:-1]) == "alpha beta gamma alpha"
-    assert all(e.delta.tokens == 1 for e in events[:-1])
+    assert all(e.delta.tokens == len(e.delta.text.split()) for e in events[:-1])
     done = events[-1].done
     assert done.input_tokens == served.engine.count_tokens((("user", "alpha beta gamma"),))
     assert done.output_tokens == 4
     assert done.finish_reason == types_pb2.FINISH_REASON_LENGTH
     assert done.queue_ms >= 0.0
+
+
+async def test_without_coalescing_every_engine_chunk_is_a_message() -> None:
+    async for served in serve(ScriptedEngine(), coalesce=False):
+        events = [e async for e in served.stub.Generate(generate_request(max_output_tokens=30))]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["delta"] * 30 + ["done"]
+    assert all(e.delta.tokens == 1 for e in events[:-1])
+
+
+async def test_a_slow_reader_gets_merged_deltas_with_the_text_intact() -> None:
+    # 600 tokens of 2,000 characters against a small fixed HTTP/2 window: a client that does
+    # not read makes the server's writes wait, and the engine's chunks merge meanwhile.
+    word = "x" * 2000
+    engine = ScriptedEngine(context_window=4096)
+    async for served in serve(engine, channel_options=(("grpc.http2.bdp_probe", 0),)):
+        call = served.stub.Generate(generate_request(text=word, max_output_tokens=600))
+        await asyncio.sleep(1.5)  # the engine runs on while we do not read
+        events = [e async for e in call]
+    deltas = [e.delta for e in events if e.WhichOneof("event") == "delta"]
+    assert events[-1].done.output_tokens == 600
+    assert "".join(d.text for d in deltas) == " ".join([word] * 600)
+    assert sum(d.tokens for d in deltas) == 600
+    assert all(d.tokens == len(d.text.split()) for d in deltas)
+    assert len(deltas) < 600  # merged while the reader was away
+    assert engine.cancelled == []
 
 
 async def test_sampling_stop_strings_reach_the_engine(served: Served) -> None:
@@ -187,7 +220,7 @@ async def test_failure_after_first_token_ends_the_stream_unavailable(served: Ser
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for event in served.stub.Generate(generate_request(max_output_tokens=10)):
             events.append(event)
-    assert [e.delta.text for e in events] == ["alpha", " beta"]
+    assert "".join(e.delta.text for e in events) == "alpha beta"
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "scripted failure after 2 tokens"
 

@@ -120,8 +120,11 @@ async def test_streams_deltas_then_usage(model_server) -> None:
     endpoint = await model_server(engine)
     async with backend_for(endpoint) as backend:
         chunks = await collect(backend, call("hello world", max_tokens=5))
-    assert [c.text for c in chunks[:-1]] == ["hello", " world", " hello", " world", " hello"]
-    assert all(c.tokens == 1 for c in chunks[:-1])
+    # The server may merge tokens that arrive while its write is pending (source-side
+    # coalescing): the text is intact and each chunk counts the words it carries.
+    assert "".join(c.text for c in chunks[:-1]) == "hello world hello world hello"
+    assert all(c.text and c.tokens == len(c.text.split()) for c in chunks[:-1])
+    assert sum(c.tokens for c in chunks[:-1]) == 5
     expected_input = count_scripted_tokens((("system", "Be brief."), ("user", "hello world")))
     final = chunks[-1]
     assert final.queue_ms is not None and final.queue_ms >= 0
@@ -255,7 +258,9 @@ class _ScriptedServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 @contextlib.asynccontextmanager
-async def servicer_endpoint(servicer: _ScriptedServicer) -> AsyncIterator[str]:
+async def servicer_endpoint(
+    servicer: model_service_pb2_grpc.ModelServiceServicer,
+) -> AsyncIterator[str]:
     server = grpc.aio.server()
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -311,6 +316,61 @@ async def test_an_error_after_done_does_not_spoil_a_complete_answer() -> None:
     assert chunks[-1] == Chunk(
         done=True, input_tokens=4, output_tokens=2, finish_reason=FinishReason.STOP, queue_ms=0.0
     )
+
+
+class _FixedServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """Sends ``events`` and then, with ``hang``, keeps the stream open without a word."""
+
+    def __init__(self, events: list[pb.ModelGenerateEvent], hang: bool = False) -> None:
+        self.events = events
+        self.hang = hang
+
+    async def Generate(self, request, context):  # type: ignore[no-untyped-def]
+        for event in self.events:
+            yield event
+        if self.hang:
+            await asyncio.sleep(60)
+
+
+def _delta(text: str, tokens: int) -> pb.ModelGenerateEvent:
+    return pb.ModelGenerateEvent(delta=types_pb2.TextDelta(text=text, tokens=tokens))
+
+
+_DONE = pb.ModelGenerateEvent(
+    done=pb.ModelDone(input_tokens=4, output_tokens=6, finish_reason=types_pb2.FINISH_REASON_STOP)
+)
+
+
+async def test_multi_token_deltas_keep_their_token_counts() -> None:
+    # A server that merged tokens (serving.model_server does while its writes are pending)
+    # sends one delta for several; a delta without a count is one token.
+    events = [_delta("a b c", 3), _delta(" d", 0), _delta(" e f", 2), _DONE]
+    async with servicer_endpoint(_FixedServicer(events)) as endpoint:
+        async with backend_for(endpoint) as backend:
+            chunks = await collect(backend, call())
+    assert [(c.text, c.tokens) for c in chunks[:-1]] == [("a b c", 3), (" d", 1), (" e f", 2)]
+    assert chunks[-1].done and chunks[-1].output_tokens == 6
+
+
+async def test_the_idle_timeout_is_per_gap_not_per_stream(model_server) -> None:
+    # 10 tokens at 4 tokens/s take 2.25 s, longer than the 1.5 s idle timeout; no gap is.
+    engine = ScriptedEngine(tokens_per_s=4)
+    endpoint = await model_server(engine)
+    async with backend_for(endpoint, timeout_s=1.5) as backend:
+        chunks = await collect(backend, call(max_tokens=10))
+    assert chunks[-1].done and chunks[-1].output_tokens == 10
+    assert sum(c.tokens for c in chunks[:-1]) == 10
+    assert engine.cancelled == []
+
+
+async def test_silence_after_done_keeps_the_complete_answer() -> None:
+    # The stream stays open after done: the idle timeout ends it, the answer stands.
+    servicer = _FixedServicer([_delta("x", 1), _DONE], hang=True)
+    async with servicer_endpoint(servicer) as endpoint:
+        async with backend_for(endpoint, timeout_s=1.0) as backend:
+            chunks = await collect(backend, call())
+    assert [c.text for c in chunks[:-1]] == ["x"]
+    assert chunks[-1].done and chunks[-1].output_tokens == 6
 
 
 # --- cancellation and deadlines ----------------------------------------------------------------

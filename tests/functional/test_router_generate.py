@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -22,6 +24,7 @@ from rtutil import (
 )
 
 from serving.engines.scripted import ScriptedEngine
+from serving.model_server import create_server as create_model_server
 
 
 async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -547,16 +550,49 @@ async def test_slow_reader_gets_coalesced_deltas(model_server, start_router, cha
     assert events[-1].usage.complete
 
 
-async def test_without_coalescing_every_token_is_a_message(model_server, start_router, channel_to):
+@contextlib.asynccontextmanager
+async def uncoalesced_model_server(engine: ScriptedEngine) -> AsyncIterator[str]:
+    """A model server that sends one delta per token (no source-side coalescing)."""
+    server, port = await create_model_server(engine, "127.0.0.1:0", coalesce=False)
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+async def test_without_coalescing_every_token_is_a_message(start_router, channel_to):
     engine = ScriptedEngine()
-    router = await start_router(
-        [ms_backend("a", "gpu", await model_server(engine))],
-        server={"coalesce_deltas": False},
-    )
-    events = await collect(
-        stub_for(channel_to(router)).Generate(user_request(max_output_tokens=50))
-    )
+    async with uncoalesced_model_server(engine) as endpoint:
+        router = await start_router(
+            [ms_backend("a", "gpu", endpoint)],
+            server={"coalesce_deltas": False},
+        )
+        events = await collect(
+            stub_for(channel_to(router)).Generate(user_request(max_output_tokens=50))
+        )
     assert kinds(events).count("delta") == 50
+
+
+async def test_linger_merges_a_fast_stream_and_keeps_the_text(start_router, channel_to):
+    # Always busy (coalesce_busy_lag_ms 0), 50 ms linger: a backend that sends 300 one-token
+    # deltas as fast as it can reaches the client in fewer, larger messages, text intact.
+    engine = ScriptedEngine()
+    async with uncoalesced_model_server(engine) as endpoint:
+        router = await start_router(
+            [ms_backend("a", "gpu", endpoint)],
+            server={"coalesce_linger_ms": 50, "coalesce_busy_lag_ms": 0},
+        )
+        events = await collect(
+            stub_for(channel_to(router)).Generate(
+                user_request("alpha beta", max_output_tokens=300, request_id="fast")
+            )
+        )
+    assert shape(events) == ["decision", "delta+", "usage"]
+    assert text_of(events) == " ".join(["alpha", "beta"] * 150)
+    assert delta_tokens(events) == 300
+    assert events[-1].usage.complete and events[-1].usage.output_tokens == 300
+    assert kinds(events).count("delta") < 300
 
 
 async def test_deadline_before_first_token_is_deadline_exceeded(

@@ -1,0 +1,90 @@
+"""router.yaml: pydantic models, loading, environment overrides, readable errors.
+
+One module per section (docs/configuration.md):
+
+=================  ==========================================================
+``server``         ServerConfig, TlsConfig, LimitsConfig
+``policy``         PolicyConfig, WeightsConfig, CircuitConfig, TokenEstimateConfig
+``backends``       BackendConfig, PriorsConfig, CostConfig, TokenizerConfig
+``discovery``      DiscoveryConfig, KubernetesDiscoveryConfig, KubernetesSourceConfig
+``auth``           AuthConfig, ApiKeyConfig, TenantConfig, SecretsManagerConfig
+``telemetry``      TelemetryConfig, MetricsConfig, TracingConfig, LogsConfig
+``edge``           EdgeConfig and its sub-sections
+``root``           RouterConfig (the whole file)
+``loading``        parse_config, load_config, HYBRID_ROUTER__ environment overrides
+=================  ==========================================================
+
+Import from ``router.config``; every public name is re-exported here. Environment is
+read only when ``load_config`` is called, never at import time.
+"""
+
+from router.config.auth import ApiKeyConfig, AuthConfig, SecretsManagerConfig, TenantConfig
+from router.config.backends import (
+    BackendConfig,
+    BackendKind,
+    CostConfig,
+    PriorsConfig,
+    TokenizerConfig,
+)
+from router.config.discovery import (
+    DiscoveryConfig,
+    KubernetesDiscoveryConfig,
+    KubernetesSourceConfig,
+)
+from router.config.edge import (
+    EdgeBackendTemplate,
+    EdgeConfig,
+    EdgeCostConfig,
+    EdgeDirectoryConfig,
+    EdgeModelStoreConfig,
+    EdgePriorsConfig,
+    EdgeRelayConfig,
+)
+from router.config.loading import ENV_CONFIG_PATH, ENV_PREFIX, load_config, parse_config
+from router.config.policy import (
+    CircuitConfig,
+    PolicyConfig,
+    TokenEstimateConfig,
+    WeightsConfig,
+)
+from router.config.root import RouterConfig
+from router.config.server import LimitsConfig, ServerConfig, TlsConfig
+from router.config.telemetry import LogsConfig, MetricsConfig, TelemetryConfig, TracingConfig
+
+__all__ = [
+    "ENV_CONFIG_PATH",
+    "ENV_PREFIX",
+    "ApiKeyConfig",
+    "AuthConfig",
+    "BackendConfig",
+    "BackendKind",
+    "CircuitConfig",
+    "CostConfig",
+    "DiscoveryConfig",
+    "EdgeBackendTemplate",
+    "EdgeConfig",
+    "EdgeCostConfig",
+    "EdgeDirectoryConfig",
+    "EdgeModelStoreConfig",
+    "EdgePriorsConfig",
+    "EdgeRelayConfig",
+    "KubernetesDiscoveryConfig",
+    "KubernetesSourceConfig",
+    "LimitsConfig",
+    "LogsConfig",
+    "MetricsConfig",
+    "PolicyConfig",
+    "PriorsConfig",
+    "RouterConfig",
+    "SecretsManagerConfig",
+    "ServerConfig",
+    "TelemetryConfig",
+    "TenantConfig",
+    "TlsConfig",
+    "TokenEstimateConfig",
+    "TokenizerConfig",
+    "TracingConfig",
+    "WeightsConfig",
+    "load_config",
+    "parse_config",
+]

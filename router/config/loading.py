@@ -1,0 +1,128 @@
+"""router.yaml loading: files, environment overrides, readable errors.
+
+Precedence: explicit argument > environment override > file > default.
+Environment overrides use ``HYBRID_ROUTER__`` + a ``__``-separated key path, values
+parsed as YAML scalars; backends are addressed by name, e.g.::
+
+    HYBRID_ROUTER__SERVER__ADDRESS=0.0.0.0:50051
+    HYBRID_ROUTER__POLICY__OBJECTIVE=fastest
+    HYBRID_ROUTER__BACKENDS__gpu-a__ENDPOINT=ray-serve.gpu.svc:9000
+
+Environment is read only when ``load_config`` is called, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from router.config._base import _format_validation_error
+from router.config.root import RouterConfig
+from router.errors import ConfigError
+
+ENV_PREFIX = "HYBRID_ROUTER__"
+ENV_CONFIG_PATH = "HYBRID_ROUTER_CONFIG"
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    applied = []
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        path = var[len(ENV_PREFIX) :].split("__")
+        if not path or any(not p for p in path):
+            raise ConfigError(
+                "malformed override: use HYBRID_ROUTER__SECTION__KEY=value", source="env", key=var
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"value is not valid YAML: {exc}", source="env", key=var) from exc
+        node: Any = data
+        head = path[0].lower()
+        if head == "backends":
+            if len(path) < 3:
+                raise ConfigError(
+                    "use HYBRID_ROUTER__BACKENDS__<name>__<key>=value", source="env", key=var
+                )
+            name = path[1]
+            backends = data.get("backends") or []
+            match = [b for b in backends if isinstance(b, dict) and b.get("name") == name]
+            if not match:
+                known = ", ".join(str(b.get("name")) for b in backends if isinstance(b, dict))
+                raise ConfigError(
+                    f"no backend named {name!r} (known: {known or 'none'})", source="env", key=var
+                )
+            node = match[0]
+            keys = [p.lower() for p in path[2:]]
+        else:
+            keys = [p.lower() for p in path]
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{k!r} is not a section", source="env", key=var)
+            node = child
+        node[keys[-1]] = value
+        applied.append(var)
+    return applied
+
+
+def parse_config(
+    data: Mapping[str, Any] | None,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+) -> RouterConfig:
+    """Validate a config mapping (after env overrides) into a RouterConfig."""
+    raw: dict[str, Any] = dict(data or {})
+    if not isinstance(data, Mapping | None):
+        raise ConfigError("top level must be a mapping with server/policy/backends", source=source)
+    # deep-ish copy of the parts env overrides may touch
+    raw = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    if environ:
+        _apply_env_overrides(raw, environ)
+    try:
+        return RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            "invalid configuration:\n" + _format_validation_error(exc, raw), source=source
+        ) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> RouterConfig:
+    """Load router.yaml. ``path`` falls back to $HYBRID_ROUTER_CONFIG; env overrides apply."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        path = env.get(ENV_CONFIG_PATH)
+    if path is None:
+        raise ConfigError(
+            f"no config file given: pass --config PATH or set {ENV_CONFIG_PATH}",
+            source="router.yaml",
+        )
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found; check the path", source=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=str(p)) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            "top level must be a mapping with server/policy/backends keys", source=str(p)
+        )
+    return parse_config(data, source=str(p), environ=env)

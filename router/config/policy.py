@@ -1,0 +1,63 @@
+"""``policy:``: objective, weights, fallbacks, circuit breaker, token estimate."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from router.config._base import _Model
+from router.types import Objective
+
+
+class CircuitConfig(_Model):
+    #: Consecutive failures that open the circuit.
+    consecutive_failures: int = Field(5, ge=1)
+    #: Error rate over the window that opens the circuit (with at least min_requests).
+    error_rate: float = Field(0.5, gt=0, le=1)
+    window: int = Field(20, ge=1)
+    min_requests: int = Field(10, ge=1)
+    #: Seconds the circuit stays open before one half-open probe.
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class WeightsConfig(_Model):
+    """Weights of the ``weighted`` objective: score = cost * cost/min_cost + latency * t/min_t."""
+
+    cost: float = Field(1.0, ge=0)
+    latency: float = Field(1.0, ge=0)
+
+
+class TokenEstimateConfig(_Model):
+    """Token estimate for backends without an offline tokenizer: ceil(chars / chars_per_token
+    * margin) + per_message_overhead per message."""
+
+    chars_per_token: float = Field(3.0, gt=0)
+    margin: float = Field(1.15, ge=1.0)
+    per_message_overhead: int = Field(4, ge=0)
+
+
+class PolicyConfig(_Model):
+    objective: Objective = Objective.CHEAPEST
+    weights: WeightsConfig = WeightsConfig()
+    #: Fallbacks kept in a plan after the primary.
+    max_fallbacks: int = Field(2, ge=0, le=16)
+    #: Time to first token before the router moves to the next candidate, ms.
+    ttft_timeout_ms: float = Field(10_000, gt=0)
+    #: max_output_tokens used when a request gives 0.
+    default_max_output_tokens: int = Field(256, ge=1)
+    #: Largest max_output_tokens accepted.
+    max_output_tokens_limit: int = Field(32_768, ge=1)
+    #: Observations needed before live stats replace config priors.
+    min_samples: int = Field(3, ge=1)
+    circuit: CircuitConfig = CircuitConfig()
+    token_estimate: TokenEstimateConfig = TokenEstimateConfig()
+    #: Seconds between polls of backends' own load signals.
+    load_poll_interval_s: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _limits(self) -> PolicyConfig:
+        if self.default_max_output_tokens > self.max_output_tokens_limit:
+            raise ValueError(
+                "default_max_output_tokens must not exceed max_output_tokens_limit "
+                f"({self.default_max_output_tokens} > {self.max_output_tokens_limit})"
+            )
+        return self
