@@ -93,7 +93,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "custom-backends": CUSTOM_BACKENDS,
     "tls-nlb-edge": {
         "tls": {"secretName": "router-tls", "clientCaSecret": "edge-ca"},
-        "nlb": {"enabled": True, "sourceRanges": ["10.0.32.0/20"]},
+        "nlb": {"enabled": True, "sourceRanges": ["10.0.32.0/20"], "idleTimeoutSeconds": 900},
         "edge": {"headlessService": {"enabled": True}},
         "auth": {
             "keysSecret": {"name": "", "key": "keys.yaml"},
@@ -313,6 +313,13 @@ def test_internal_nlb_and_headless_service_for_edge_links(chart: Any) -> None:
     )
     assert [p["name"] for p in nlb["spec"]["ports"]] == ["grpc"], "metrics stay private"
     assert nlb["spec"]["loadBalancerSourceRanges"] == ["10.0.32.0/20"]
+    # Long-lived edge links and Lambda channels: the listener's idle timeout is raised.
+    idle = "service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-50051"
+    assert ann[idle] == "tcp.idle_timeout.seconds=900"
+    default_nlb = one(
+        render(chart, {"nlb": {"enabled": True}})["objects"], "Service", f"{FULLNAME}-nlb"
+    )
+    assert idle not in default_nlb["metadata"]["annotations"], "0 keeps AWS's default"
     headless = one(objects, "Service", f"{FULLNAME}-headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is False
@@ -487,6 +494,7 @@ def test_rayservice_gpu_tier_is_discovered_by_the_router(chart: Any) -> None:
         ),
         ({"rayService": {"gpuWorkers": {"gpus": 0}}}, "at '/rayService/gpuWorkers/gpus'"),
         ({"drain": {"streamGraceSeconds": -1}}, "at '/drain/streamGraceSeconds': minimum: got -1"),
+        ({"nlb": {"idleTimeoutSeconds": 30}}, "at '/nlb/idleTimeoutSeconds'"),
     ],
     ids=[
         "replicas-0",
@@ -498,6 +506,7 @@ def test_rayservice_gpu_tier_is_discovered_by_the_router(chart: Any) -> None:
         "discovery-source-incomplete",
         "zero-gpus",
         "negative-grace",
+        "nlb-idle-under-60",
     ],
 )
 def test_values_schema_rejects_bad_values_readably(
