@@ -1,4 +1,4 @@
-"""Example configs load, and docs/configuration.md stays true to router/config.py."""
+"""Example configs load, and docs/configuration.md stays true to router/config/."""
 
 from __future__ import annotations
 
