@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from greengrass.manifest import ManifestError, check_segment
+from greengrass.probation import MAX_ERROR_RATE, MIN_REQUESTS, PROBATION_S, ProbationPolicy
 
 
 class AgentConfigError(ValueError):
@@ -58,6 +59,12 @@ class AgentConfig:
     drain_grace_s: float = 20.0
     min_free_disk_mb: int = 256
     smoke_timeout_s: float = 60.0
+    #: Post-swap watchdog (greengrass.probation): a new version whose engine fails more
+    #: than ``probation_max_error_rate`` of at least ``probation_min_requests`` requests
+    #: within ``probation_s`` of its swap is rolled back (probation_s 0: never).
+    probation_s: float = PROBATION_S
+    probation_min_requests: int = MIN_REQUESTS
+    probation_max_error_rate: float = MAX_ERROR_RATE
     #: Greengrass IPC: configuration updates and status to IoT Core (needs a nucleus).
     ipc: bool = False
     log_level: str = "INFO"
@@ -91,6 +98,9 @@ _KEYS: dict[str, str] = {
     "drainGraceS": "drain_grace_s",
     "minFreeDiskMb": "min_free_disk_mb",
     "smokeTimeoutS": "smoke_timeout_s",
+    "probation.seconds": "probation_s",
+    "probation.minRequests": "probation_min_requests",
+    "probation.maxErrorRate": "probation_max_error_rate",
     "workDir": "work_dir",
     "ipc": "ipc",
     "logLevel": "log_level",
@@ -179,7 +189,20 @@ def validate(cfg: AgentConfig) -> AgentConfig:
         raise AgentConfigError(f"logLevel: DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}")
     if not cfg.work_dir:
         raise AgentConfigError("workDir (--work-dir): required (Greengrass: {work:path})")
+    probation_policy(cfg)
     return cfg
+
+
+def probation_policy(cfg: AgentConfig) -> ProbationPolicy:
+    """The post-swap watchdog's settings. Raises AgentConfigError naming the key."""
+    try:
+        return ProbationPolicy(
+            seconds=cfg.probation_s,
+            min_requests=cfg.probation_min_requests,
+            max_error_rate=cfg.probation_max_error_rate,
+        )
+    except ValueError as exc:
+        raise AgentConfigError(str(exc)) from None
 
 
 _FLAGS: tuple[tuple[str, str, str], ...] = (
@@ -205,6 +228,17 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--drain-grace-s", "drain_grace_s", "seconds to finish requests on SIGTERM"),
     ("--min-free-disk-mb", "min_free_disk_mb", "disk to leave free after a download"),
     ("--smoke-timeout-s", "smoke_timeout_s", "seconds a new model gets for its smoke test"),
+    ("--probation-s", "probation_s", "seconds a new version is watched after a swap (0: off)"),
+    (
+        "--probation-min-requests",
+        "probation_min_requests",
+        "requests a new version serves before it can fail its probation",
+    ),
+    (
+        "--probation-max-error-rate",
+        "probation_max_error_rate",
+        "engine failure rate above which a new version is rolled back (0.5)",
+    ),
     ("--reconnect-initial-s", "reconnect_initial_s", "first reconnect delay"),
     ("--reconnect-max-s", "reconnect_max_s", "largest reconnect delay"),
     ("--log-level", "log_level", "DEBUG, INFO, WARNING, ERROR"),

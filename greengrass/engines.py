@@ -6,7 +6,8 @@
   "artifact" is a small JSON file of engine options, so that tests exercise the whole
   sync path (download, size, sha256, install, load, smoke test) on a few bytes; an
   artifact that is not a JSON object fails to load, and one with
-  ``{"fail_before_first_token": "unavailable"}`` fails its smoke test.
+  ``{"fail_before_first_token": "unavailable"}`` fails its smoke test, and one with
+  ``{"fail_after_requests": 1}`` passes it and fails every later request.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _SCRIPTED_KEYS = frozenset(
         "reply_tokens",
         "fail_before_first_token",
         "fail_after_tokens",
+        "fail_after_requests",
         "max_concurrency",
         "model_family",
         "context_window",

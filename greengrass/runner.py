@@ -135,24 +135,33 @@ class RequestRunner:
         except EngineError as exc:
             send(error_message(rid, "retryable", str(exc)))
             return
+        # The engine's outcome for the post-swap watchdog: None unless the engine ran it
+        # (a wrong model, a bad request or a cancellation says nothing about the engine).
+        ok: bool | None = None
+        generating = False
         try:
             if req.model and req.model != model.name:
                 raise EngineError(
                     f"model: this device serves {model.name!r}, not {req.model!r}", "unavailable"
                 )
             stream = engine.generate(to_engine_request(req))
+            generating = True
             async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     send(event_message(rid, chunk))
             self.served += 1
+            ok = True
         except EngineError as exc:
             self.failed += 1
+            if generating and exc.error_class not in ("invalid", "too_large"):
+                ok = False
             send(error_message(rid, _CLASSES.get(exc.error_class, "retryable"), str(exc)))
         except asyncio.CancelledError:
             raise  # the router cancelled it, or the link is gone
         except Exception:
             self.failed += 1
+            ok = False if generating else None
             log.exception("request %s: unexpected engine error", rid)
             send(error_message(rid, "retryable", "internal error on the device"))
         finally:
-            self._slot.release(engine)
+            self._slot.release(engine, ok)

@@ -3,12 +3,18 @@
 Each request leases the current engine for its whole stream. ``swap`` points new requests
 at the new engine at once; the old one is closed when its last lease ends, so requests
 already decoding finish on the model they started with.
+
+``release`` takes the request's outcome (completed, failed with an engine error, or None
+for neither: cancelled, bad request) and hands it to ``on_outcome`` with the engine that
+served it: the post-swap watchdog (``greengrass.sync``, ``greengrass.probation``) judges a
+new version by it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from serving.engines.base import Engine, EngineError
@@ -36,6 +42,8 @@ class EngineSlot:
         self._leases: dict[Engine, int] = {}
         self._retiring: set[Engine] = set()
         self._closers: set[asyncio.Task[None]] = set()
+        #: Called with (engine, ok) for each request released with an outcome.
+        self.on_outcome: Callable[[Engine, bool], None] | None = None
 
     @property
     def model(self) -> ModelRecord | None:
@@ -54,7 +62,14 @@ class EngineSlot:
         self._leases[engine] = self._leases.get(engine, 0) + 1
         return engine, model
 
-    def release(self, engine: Engine) -> None:
+    def release(self, engine: Engine, ok: bool | None = None) -> None:
+        """End a lease. ``ok``: the request completed (True), failed with an engine error
+        (False), or neither (None: cancelled by the caller, refused as invalid)."""
+        if ok is not None and self.on_outcome is not None:
+            try:
+                self.on_outcome(engine, ok)
+            except Exception:  # the watchdog must not break serving
+                log.exception("recording a request outcome failed")
         left = self._leases.get(engine, 0) - 1
         if left > 0:
             self._leases[engine] = left

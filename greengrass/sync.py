@@ -23,6 +23,14 @@ Any failure in 1-2 keeps the current version serving, records the reason (report
 heartbeats' ``sync_status``) and retries V only after ``retry_s`` or when the desired
 version changes. At start, the current version is loaded; if it fails, the previous one
 (rollback), then the bundled model.
+
+After a swap, V is on probation (``greengrass.probation``, ``probation.*``): the slot
+reports each request's engine outcome; if V fails more than ``maxErrorRate`` of at least
+``minRequests`` requests within ``seconds``, the model it replaced is loaded, smoke-tested
+and swapped back in (requests in flight finish on V), and V is marked failed like any
+failed sync (``state.failed``; retried only after ``retry_s`` or when the desired version
+changes), with ``sync_status`` "rolled back <model> from V to U: 6 of 8 requests failed in
+probation".
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from greengrass import AGENT_VERSION
-from greengrass.config import AgentConfig
+from greengrass.config import AgentConfig, probation_policy
 from greengrass.engines import build_engine, bundled_model, smoke_test
 from greengrass.manifest import ManifestError, version_at_least
+from greengrass.probation import Probation, ProbationPolicy, Verdict
 from greengrass.s3 import S3ModelSource, StoreError
 from greengrass.slot import EngineSlot, ModelRecord
 from greengrass.store import ModelStore, VerifyError
@@ -67,6 +76,7 @@ class ModelSync:
         agent_version: str = AGENT_VERSION,
         retry_s: float = RETRY_S,
         clock: Callable[[], float] = time.monotonic,
+        probation: ProbationPolicy | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.model_name
@@ -85,6 +95,13 @@ class ModelSync:
         self._retry_at: dict[str, float] = {}
         self._wake: asyncio.Event | None = None
         self.status = "starting"
+        # The post-swap watchdog: the version on probation, its engine, what it replaced.
+        self._policy = probation or probation_policy(cfg)
+        self.probation: Probation | None = None
+        self._probation_engine: Engine | None = None
+        self._rollback_to: ModelRecord | None = None
+        self._verdict: Verdict | None = None
+        slot.on_outcome = self._on_outcome
 
     # --- desired version ------------------------------------------------------------------
 
@@ -160,6 +177,19 @@ class ModelSync:
                 await asyncio.wait_for(self._wake.wait(), poll_s)
 
     async def reconcile(self) -> None:
+        if self._verdict is not None:
+            await self._roll_back(self._verdict)
+            return
+        probation = self.probation
+        if probation is not None and probation.verdict is None and not probation.open:
+            log.info(
+                "%s %s passed its probation (%d of %d requests failed)",
+                self.name,
+                probation.version,
+                probation.failed,
+                probation.total,
+            )
+            self._end_probation()
         want = self.desired
         model = self.slot.model
         current = model.version if model is not None else ""
@@ -175,11 +205,11 @@ class ModelSync:
             self._record_failure(want, str(exc))
             log.error("model %s %s: %s (still serving %s)", self.name, want, exc, current)
 
-    def _record_failure(self, version: str, reason: str) -> None:
+    def _record_failure(self, version: str, reason: str, status: str = "") -> None:
         self._retry_at[version] = self._clock() + self._retry_s
         model = self.slot.model
         serving = f"; serving {model.version}" if model is not None else ""
-        self.status = f"failed {self.name} {version}: {reason}{serving}"
+        self.status = status or f"failed {self.name} {version}: {reason}{serving}"
         state = self.store.state(self.name)
         state.failed[version] = reason[:300]
         self.store.save_state(self.name, state)
@@ -236,8 +266,16 @@ class ModelSync:
             raise SyncFailed(f"rejected the artifact: {exc}") from None
         return record
 
-    async def _activate(self, record: ModelRecord, *, remember: bool = True) -> None:
-        """Load, smoke-test and swap in ``record``. Raises SyncFailed (nothing changes)."""
+    async def _activate(
+        self,
+        record: ModelRecord,
+        *,
+        remember: bool = True,
+        watch: bool = True,
+        notify: bool = True,
+    ) -> None:
+        """Load, smoke-test and swap in ``record``; ``watch``: put it on probation when it
+        replaces another model. Raises SyncFailed (nothing changes)."""
         self.status = f"loading {record.name} {record.version}"
         try:
             engine = self._build(self.cfg, record)
@@ -257,6 +295,11 @@ class ModelSync:
                 await engine.close()
             raise
         old = self.slot.swap(engine, record)
+        self._end_probation()
+        if watch and self._policy.enabled and old is not None and old.version != record.version:
+            self.probation = Probation(record.version, old.version, self._policy, clock=self._clock)
+            self._probation_engine = engine
+            self._rollback_to = old
         if remember:
             state = self.store.state(self.name)
             if old is not None and old.path and old.version != record.version:
@@ -273,7 +316,73 @@ class ModelSync:
             record.version,
             f" (was {old.version})" if old is not None else "",
         )
-        self.on_switch()
+        if notify:
+            self.on_switch()
+
+    # --- the post-swap watchdog -------------------------------------------------------------
+
+    def _on_outcome(self, engine: Engine, ok: bool) -> None:
+        """A request's outcome on ``engine`` (called by the slot on release)."""
+        probation = self.probation
+        if probation is None or engine is not self._probation_engine:
+            return
+        verdict = probation.record(ok)
+        if verdict is not None:
+            self._verdict = verdict
+            self.wake()  # the sync loop rolls back
+
+    def _end_probation(self) -> None:
+        self.probation = None
+        self._probation_engine = None
+        self._rollback_to = None
+        self._verdict = None
+
+    async def _roll_back(self, verdict: Verdict) -> None:
+        """Swap back to the model the failing version replaced; mark it failed."""
+        target = self._rollback_to
+        self._end_probation()
+        model = self.slot.model
+        bad = verdict.version
+        if target is None or model is None or model.version != bad:
+            return  # something else was swapped in meanwhile
+        log.warning(
+            "%s %s failed its probation (%s): rolling back to %s",
+            self.name,
+            bad,
+            verdict.reason,
+            target.version,
+        )
+        try:
+            record = target
+            if target.path:
+                installed = await asyncio.to_thread(self.store.installed, self.name, target.version)
+                if installed is None:
+                    raise SyncFailed(f"{target.version} is missing or corrupt on disk")
+                record = installed
+            await self._activate(record, remember=bool(target.path), watch=False, notify=False)
+        except SyncFailed as exc:
+            log.error(
+                "%s %s: rollback to %s failed (%s); still serving %s",
+                self.name,
+                bad,
+                target.version,
+                exc,
+                bad,
+            )
+            self.status = (
+                f"{self.name} {bad}: {verdict.reason}, but the rollback to {target.version} "
+                f"failed: {exc}; serving {bad}"
+            )
+            self.on_switch()
+            return
+        if not target.path:  # back on the bundled model: a restart must not load ``bad``
+            state = self.store.state(self.name)
+            if state.current == bad:
+                state.current = ""
+                self.store.save_state(self.name, state)
+                self.store.prune(self.name, {state.previous} - {""})
+        status = f"rolled back {self.name} from {bad} to {target.version}: {verdict.reason}"
+        self._record_failure(bad, status, status)
 
     def _discard(self, record: ModelRecord) -> None:
         """Remove a freshly installed version that failed (never the current or previous)."""

@@ -15,7 +15,10 @@ At most ``max_concurrency`` requests generate at once; the others wait in FIFO o
 
 Failure injection (plain attributes, may be changed between requests):
 ``fail_before_first_token`` (an error class, raised once the request holds a slot, before
-the TTFT wait) and ``fail_after_tokens`` (``"unavailable"`` after that many tokens).
+the TTFT wait), ``fail_after_tokens`` (``"unavailable"`` after that many tokens) and
+``fail_after_requests`` (the first N requests to get a slot are served, every later one
+fails with ``"unavailable"`` before its first token: a model that passes a smoke test and
+then breaks).
 
 Bookkeeping for tests: ``started`` lists request ids in the order they got a slot;
 ``cancelled`` lists request ids whose consumer closed or cancelled the stream before the
@@ -66,6 +69,7 @@ class ScriptedEngine(Engine):
         reply_tokens: int | None = None,
         fail_before_first_token: str | None = None,
         fail_after_tokens: int | None = None,
+        fail_after_requests: int | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -77,6 +81,14 @@ class ScriptedEngine(Engine):
             raise ValueError("ttft_ms and tokens_per_s: must be >= 0")
         if fail_before_first_token not in (None, *ERROR_CLASSES):
             raise ValueError(f"fail_before_first_token: must be one of {ERROR_CLASSES} or None")
+        if fail_after_requests is not None and (
+            isinstance(fail_after_requests, bool)
+            or not isinstance(fail_after_requests, int)
+            or fail_after_requests < 0
+        ):
+            raise ValueError(
+                f"fail_after_requests: must be an integer >= 0 or None, got {fail_after_requests!r}"
+            )
         self._info = EngineInfo(
             model=model_name,
             version=version,
@@ -90,6 +102,7 @@ class ScriptedEngine(Engine):
         self.reply_tokens = reply_tokens
         self.fail_before_first_token = fail_before_first_token
         self.fail_after_tokens = fail_after_tokens
+        self.fail_after_requests = fail_after_requests
         self.started: list[str] = []
         self.cancelled: list[str] = []
         self._sleep = sleep
@@ -140,6 +153,12 @@ class ScriptedEngine(Engine):
             if self.fail_before_first_token is not None:
                 raise EngineError(
                     "scripted failure before the first token", self.fail_before_first_token
+                )
+            limit_requests = self.fail_after_requests
+            if limit_requests is not None and len(self.started) > limit_requests:
+                raise EngineError(
+                    f"scripted failure: only the first {limit_requests} request(s) are served",
+                    "unavailable",
                 )
             if self.ttft_ms > 0:
                 await self._sleep(self.ttft_ms / 1000.0)

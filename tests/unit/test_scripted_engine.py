@@ -267,3 +267,16 @@ def test_factory_builds_engines_by_kind() -> None:
         create_engine("tensorrt")
     with pytest.raises(ValueError, match=r"engine_kwargs\.model: required"):
         create_engine("vllm")  # a GPU engine: tests/unit/test_vllm_engine.py
+
+
+async def test_failure_after_requests_serves_the_first_n_then_fails_every_request() -> None:
+    engine = ScriptedEngine(fail_after_requests=1)
+    assert (await collect(engine.generate(request("a"))))[-1].done  # e.g. a smoke test
+    for rid in ("b", "c"):
+        with pytest.raises(EngineError, match="only the first 1 request") as caught:
+            await collect(engine.generate(request(rid)))
+        assert caught.value.error_class == "unavailable"
+    assert engine.started == ["a", "b", "c"]
+    assert engine.load() == EngineLoad(queue_depth=0, in_flight=0)
+    with pytest.raises(ValueError, match="fail_after_requests: must be an integer >= 0"):
+        ScriptedEngine(fail_after_requests=-1)
