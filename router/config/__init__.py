@@ -39,6 +39,7 @@ from router.config.edge import (
     EdgeModelStoreConfig,
     EdgePriorsConfig,
     EdgeRelayConfig,
+    EdgeRelayTlsConfig,
 )
 from router.config.loading import ENV_CONFIG_PATH, ENV_PREFIX, load_config, parse_config
 from router.config.policy import (
@@ -68,6 +69,7 @@ __all__ = [
     "EdgeModelStoreConfig",
     "EdgePriorsConfig",
     "EdgeRelayConfig",
+    "EdgeRelayTlsConfig",
     "KubernetesDiscoveryConfig",
     "KubernetesSourceConfig",
     "LimitsConfig",

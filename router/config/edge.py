@@ -68,6 +68,36 @@ class EdgeDirectoryConfig(_Model):
     sync_interval_s: float = Field(1.0, gt=0)
 
 
+class EdgeRelayTlsConfig(_Model):
+    """Mutual TLS on the relay port (docs/edge.md#relay-mtls): every replica serves and
+    dials with the same kind of certificate. All four keys set = on; none = plaintext."""
+
+    #: PEM certificate chain this replica presents, as server and as client (the same
+    #: Secret on every replica is fine; it needs the serverAuth and clientAuth usages).
+    cert_file: str = ""
+    #: PEM private key of cert_file.
+    key_file: str = ""
+    #: PEM CA bundle the peer replicas' certificates must chain to (both directions).
+    ca_file: str = ""
+    #: The DNS name in the certificate that dialing replicas verify (pod IPs are not in it).
+    server_name: str = ""
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> EdgeRelayTlsConfig:
+        keys = ("cert_file", "key_file", "ca_file", "server_name")
+        missing = [k for k in keys if not getattr(self, k)]
+        if missing and len(missing) < len(keys):
+            raise ValueError(
+                f"relay mTLS needs all of {', '.join(keys)}; missing: {', '.join(missing)} "
+                "(set them, or remove the tls section for a plaintext relay port)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
 class EdgeRelayConfig(_Model):
     """The replica-to-replica port: other replicas stream requests to the devices this
     replica holds through it (ModelService protocol)."""
@@ -78,6 +108,8 @@ class EdgeRelayConfig(_Model):
     advertise_address: str = ""
     #: Env var holding a shared token that relay calls must carry ("" = none).
     token_env: str = ""
+    #: Mutual TLS between replicas on this port (off while empty).
+    tls: EdgeRelayTlsConfig = EdgeRelayTlsConfig()
 
 
 class EdgeConfig(_Model):

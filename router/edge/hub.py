@@ -48,7 +48,7 @@ from router.edge.devices import (
 )
 from router.edge.directory import RedisDirectory, resolve_url
 from router.edge.link import DeviceLink
-from router.edge.relay import RelayServicer, start_relay_server
+from router.edge.relay import RelayServicer, RelayTls, start_relay_server
 from router.errors import ConfigError
 from router.registry import BackendRegistry
 from router.types import BackendSpec
@@ -93,6 +93,7 @@ class EdgeHub:
         self.relay_port = 0
         self._relay_server: object | None = None
         self._token = ""
+        self._relay_tls: RelayTls | None = None
         self._released: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -118,6 +119,8 @@ class EdgeHub:
                     source="router.yaml",
                     key="edge.relay.token_env",
                 )
+        if cfg.relay.tls.enabled:
+            self._relay_tls = RelayTls(cfg.relay.tls, clock=self._clock)
         if cfg.relay.address:
             servicer = RelayServicer(
                 self.local_entry,
@@ -125,7 +128,7 @@ class EdgeHub:
                 token=self._token,
                 silence_s=cfg.backend.timeout_s,
             )
-            server, port = await start_relay_server(servicer, cfg.relay.address)
+            server, port = await start_relay_server(servicer, cfg.relay.address, self._relay_tls)
             self._relay_server = server
             self.relay_port = port
             self.relay_address = _advertised(cfg.relay.advertise_address, cfg.relay.address, port)
@@ -351,7 +354,14 @@ class EdgeHub:
         timeout = self.cfg.backend.timeout_s
         if spec.kind == KIND_LINK:
             return EdgeBackend(spec, entry, timeout_s=timeout, clock=self._clock)
-        return RelayBackend(spec, entry, token=self._token, timeout_s=timeout, clock=self._clock)
+        return RelayBackend(
+            spec,
+            entry,
+            token=self._token,
+            channels=self._relay_tls,
+            timeout_s=timeout,
+            clock=self._clock,
+        )
 
     def _refresh_health(self, entry: DeviceEntry) -> None:
         backend = entry.backend

@@ -17,20 +17,34 @@ wrong or missing relay token                   UNAUTHENTICATED
 
 The port is for replicas only: bind it to the pod IP, keep it out of the Service, allow
 only router pods (NetworkPolicy), and set ``edge.relay.token_env``.
+
+Mutual TLS (``edge.relay.tls``, :class:`RelayTls`): the port asks every caller for a
+certificate that chains to ``ca_file`` and presents ``cert_file``; a replica dialing it
+presents the same kind of certificate and verifies the port's as ``server_name`` (pod IPs
+are not in the certificate). The files are re-read like the router port's
+(``router.security.tls``): the port checks them before each new connection's handshake,
+a dialing replica when it makes a channel and, every RECHECK_S, before a request, making a
+new channel when they changed. The token still applies on top.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+import grpc.aio
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import model_service_pb2_grpc
 
+from router.backends.model_service import CHANNEL_OPTIONS
+from router.config import TlsConfig
+from router.config.edge import EdgeRelayTlsConfig
 from router.edge.backend import DEVICE_METADATA, TOKEN_METADATA, DeviceEntry
 from router.edge.link import DeviceRequestError, LinkClosed, SilenceTimeout, link_events
+from router.security.tls import CertificateFiles, TlsKeys
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,72 @@ _CODES = {
     "too_large": grpc.StatusCode.OUT_OF_RANGE,
     "fatal": grpc.StatusCode.INVALID_ARGUMENT,
 }
+
+
+#: Seconds between checks of the relay credential files by a dialing replica.
+RECHECK_S = 10.0
+
+RELAY_KEYS = TlsKeys(
+    cert="edge.relay.tls.cert_file", key="edge.relay.tls.key_file", ca="edge.relay.tls.ca_file"
+)
+
+
+class RelayTls:
+    """The relay port's mTLS credentials, server side and client side.
+
+    Raises ConfigError naming the ``edge.relay.tls`` key of a missing or bad file. A
+    rotated set that does not check out is not used (the last good one is, with a
+    warning), exactly as on the router port.
+    """
+
+    def __init__(
+        self,
+        cfg: EdgeRelayTlsConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        recheck_s: float | None = None,
+    ) -> None:
+        """``recheck_s``: seconds between checks of the files by the dialing side
+        (None: RECHECK_S)."""
+        files = TlsConfig(
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+            client_ca_file=cfg.ca_file,
+            require_client_cert=True,
+        )
+        # Two readers: each notices a change once, and both the port and the dialer must.
+        self._server = CertificateFiles(files, keys=RELAY_KEYS)
+        self._client = CertificateFiles(files, keys=RELAY_KEYS)
+        self.server_name = cfg.server_name
+        self._clock = clock
+        self._recheck_s = RECHECK_S if recheck_s is None else recheck_s
+        self._checked_at = clock()
+        self._generation = 0
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """Credentials for the relay port: client certificates required, files re-read
+        before each new connection."""
+        return self._server.credentials()
+
+    def _refresh(self) -> None:
+        self._checked_at = self._clock()
+        if self._client.fetch() is not None:
+            self._generation += 1
+
+    def generation(self) -> int:
+        if self._clock() - self._checked_at >= self._recheck_s:
+            self._refresh()
+        return self._generation
+
+    def channel(self, endpoint: str) -> tuple[int, grpc.aio.Channel]:
+        """A channel to a peer's relay port with the files as they are now."""
+        self._refresh()
+        cert, key, ca = self._client.pem()
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+        options = (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", self.server_name))
+        return self._generation, grpc.aio.secure_channel(endpoint, creds, options=options)
 
 
 def _meta(context: grpc.aio.ServicerContext, key: str) -> str:
@@ -126,16 +206,26 @@ class RelayServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
 
 
-async def start_relay_server(servicer: RelayServicer, address: str) -> tuple[grpc.aio.Server, int]:
-    """Bind and start the relay port; (server, port). Raises OSError when it cannot bind."""
+async def start_relay_server(
+    servicer: RelayServicer, address: str, tls: RelayTls | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Bind and start the relay port (mTLS with ``tls``); (server, port). Raises OSError
+    when it cannot bind."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.server_credentials())
     except RuntimeError as exc:
         raise OSError(f"edge.relay.address {address}: cannot bind: {exc}") from exc
     if port == 0:
         raise OSError(f"edge.relay.address {address}: cannot bind (in use?)")
     await server.start()
-    log.info("edge relay port listening on %s", address.rpartition(":")[0] + f":{port}")
+    log.info(
+        "edge relay port listening on %s%s",
+        address.rpartition(":")[0] + f":{port}",
+        " (mTLS)" if tls is not None else "",
+    )
     return server, port

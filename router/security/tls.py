@@ -33,9 +33,17 @@ from router.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_CERT_KEY = "server.tls.cert_file"
-_KEY_KEY = "server.tls.key_file"
-_CA_KEY = "server.tls.client_ca_file"
+
+@dataclass(frozen=True)
+class TlsKeys:
+    """The config keys that errors and warnings name for the three files."""
+
+    cert: str = "server.tls.cert_file"
+    key: str = "server.tls.key_file"
+    ca: str = "server.tls.client_ca_file"
+
+
+SERVER_KEYS = TlsKeys()
 
 #: Reads of the three files before a mismatch counts as real rather than a rotation
 #: caught between two file swaps.
@@ -65,12 +73,15 @@ class CertificateFiles:
     threads, never raises, and returns a new configuration only for a new, valid set.
     """
 
-    def __init__(self, cfg: TlsConfig) -> None:
+    def __init__(self, cfg: TlsConfig, *, keys: TlsKeys = SERVER_KEYS) -> None:
+        """``keys``: the config keys to name in errors, for a port other than server.tls
+        (the edge relay port)."""
         self._cfg = cfg
+        self._keys = keys
         self._lock = threading.Lock()
         try:
             material = self._read()
-            _check(material, cfg)
+            _check(material, cfg, keys)
         except _Bad as bad:
             raise ConfigError(bad.message, source="router.yaml", key=bad.key) from None
         self._current = material
@@ -80,6 +91,12 @@ class CertificateFiles:
     @property
     def require_client_auth(self) -> bool:
         return bool(self._cfg.client_ca_file) and self._cfg.require_client_cert
+
+    def pem(self) -> tuple[bytes, bytes, bytes | None]:
+        """The last good (certificate chain, private key, CA bundle); for a client that
+        presents the same files (call :meth:`fetch` first to pick up new ones)."""
+        m = self._current
+        return m.cert, m.key, m.ca
 
     def initial(self) -> grpc.ServerCertificateConfiguration:
         return _configuration(self._current)
@@ -121,7 +138,7 @@ class CertificateFiles:
                 self._rejected = None
                 return None
             try:
-                _check(material, self._cfg)
+                _check(material, self._cfg, self._keys)
             except _Bad as bad:
                 problem = bad
                 continue
@@ -138,10 +155,10 @@ class CertificateFiles:
         return None
 
     def _read(self) -> _Material:
-        cfg = self._cfg
-        cert = _read(cfg.cert_file, _CERT_KEY)
-        key = _read(cfg.key_file, _KEY_KEY)
-        ca = _read(cfg.client_ca_file, _CA_KEY) if cfg.client_ca_file else None
+        cfg, keys = self._cfg, self._keys
+        cert = _read(cfg.cert_file, keys.cert)
+        key = _read(cfg.key_file, keys.key)
+        ca = _read(cfg.client_ca_file, keys.ca) if cfg.client_ca_file else None
         return _Material(cert, key, ca)
 
 
@@ -155,7 +172,7 @@ def _read(path: str, key: str) -> bytes:
     return data
 
 
-def _check(m: _Material, cfg: TlsConfig) -> None:
+def _check(m: _Material, cfg: TlsConfig, keys: TlsKeys) -> None:
     """Raise _Bad unless the certificate chain, the key and the CA bundle parse and the key
     belongs to the certificate."""
     from cryptography import x509
@@ -164,7 +181,7 @@ def _check(m: _Material, cfg: TlsConfig) -> None:
     try:
         chain = x509.load_pem_x509_certificates(m.cert)
     except ValueError:
-        raise _Bad(_CERT_KEY, f"{cfg.cert_file} is not a complete PEM certificate chain") from None
+        raise _Bad(keys.cert, f"{cfg.cert_file} is not a complete PEM certificate chain") from None
     try:
         key = serialization.load_pem_private_key(m.key, password=None)
     except (ValueError, TypeError) as exc:
@@ -173,17 +190,17 @@ def _check(m: _Material, cfg: TlsConfig) -> None:
             if isinstance(exc, TypeError)
             else "not a complete PEM private key"
         )
-        raise _Bad(_KEY_KEY, f"{cfg.key_file} is {what}") from None
+        raise _Bad(keys.key, f"{cfg.key_file} is {what}") from None
     if m.ca is not None:
         try:
             x509.load_pem_x509_certificates(m.ca)
         except ValueError:
-            raise _Bad(_CA_KEY, f"{cfg.client_ca_file} is not a complete PEM CA bundle") from None
+            raise _Bad(keys.ca, f"{cfg.client_ca_file} is not a complete PEM CA bundle") from None
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if chain[0].public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
         raise _Bad(
-            _KEY_KEY,
+            keys.key,
             f"{cfg.key_file} does not belong to the certificate in {cfg.cert_file} "
             "(replace both files together)",
         )

@@ -111,6 +111,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "edge": {"relay": {"enabled": True}, "headlessService": {"enabled": True}},
         "tls": {"secretName": "router-tls", "clientCaSecret": "edge-ca"},
     },
+    "edge-relay-mtls": {
+        "config": {"edge": {"enabled": True, "directory": {"redis_url": "env:REDIS_URL"}}},
+        "secretEnv": [{"name": "REDIS_URL", "secretName": "edge-directory", "key": "url"}],
+        "edge": {"relay": {"enabled": True, "tls": {"secretName": "relay-tls"}}},
+    },
     "everything": {
         **copy.deepcopy(CUSTOM_BACKENDS),
         "rayService": {"enabled": True},
@@ -570,6 +575,45 @@ def test_edge_relay_advertises_the_pod_ip_to_the_other_replicas(chart: Any) -> N
     selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     assert relay_rule["from"] == [{"podSelector": {"matchLabels": selector}}]
     assert "relay" not in [p["name"] for p in one(objects, "Service")["spec"]["ports"]]
+
+
+def test_edge_relay_mtls_mounts_the_secret_as_a_directory_and_configures_it(
+    chart: Any,
+) -> None:
+    objects = render(chart, VALUE_SETS["edge-relay-mtls"])["objects"]
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    tls = router_config(objects).edge.relay.tls
+
+    assert tls.enabled
+    assert tls.cert_file == "/etc/hybrid-router/relay-tls/tls.crt"
+    assert tls.key_file == "/etc/hybrid-router/relay-tls/tls.key"
+    assert tls.ca_file == "/etc/hybrid-router/relay-tls/ca.crt"
+    assert tls.server_name == "hybrid-router-relay"
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "relay-tls"]
+    assert mount == {
+        "name": "relay-tls",
+        "mountPath": "/etc/hybrid-router/relay-tls",
+        "readOnly": True,
+    }
+    assert "subPath" not in mount  # a renewed Secret must reach the files
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "relay-tls"]
+    assert volume["secret"] == {"secretName": "relay-tls"}
+
+    named = copy.deepcopy(VALUE_SETS["edge-relay-mtls"])
+    named["edge"]["relay"]["tls"]["serverName"] = "relay.router.svc"
+    assert router_config(render(chart, named)["objects"]).edge.relay.tls.server_name == (
+        "relay.router.svc"
+    )
+    plain = router_config(render(chart, VALUE_SETS["edge-relay"])["objects"])
+    assert not plain.edge.relay.tls.enabled
+    with pytest.raises(helm.HelmError) as err:
+        chart.render(
+            {"edge": {"relay": {"tls": {"secretName": "relay-tls"}}}},
+            name=RELEASE,
+            namespace=NAMESPACE,
+        )
+    assert "edge.relay.tls.secretName needs edge.relay.enabled" in str(err.value)
 
 
 def test_rayservice_discovery_targets_the_serve_application(chart: Any) -> None:

@@ -133,6 +133,10 @@ Rendered as YAML (a list); read back with fromYamlArray.
 {{- $edge := get $cfg "edge" | default dict }}
 {{- $relay := get $edge "relay" | default dict }}
 {{- $_ := set $relay "address" (printf "%s:%d" $v.listenHost (int $v.edge.relay.port)) }}
+{{- if $v.edge.relay.tls.secretName }}
+{{- $dir := "/etc/hybrid-router/relay-tls" }}
+{{- $_ := set $relay "tls" (dict "cert_file" (printf "%s/tls.crt" $dir) "key_file" (printf "%s/tls.key" $dir) "ca_file" (printf "%s/ca.crt" $dir) "server_name" $v.edge.relay.tls.serverName) }}
+{{- end }}
 {{- $_ := set $edge "relay" $relay }}
 {{- $_ := set $cfg "edge" $edge }}
 {{- end }}
@@ -167,5 +171,8 @@ Rendered as YAML (a list); read back with fromYamlArray.
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
+{{- if and .Values.edge.relay.tls.secretName (not .Values.edge.relay.enabled) }}
+{{- fail "edge.relay.tls.secretName needs edge.relay.enabled: the certificates are for the relay port" }}
 {{- end }}
 {{- end }}
