@@ -100,6 +100,9 @@ class ModelSync:
         self.probation: Probation | None = None
         self._probation_engine: Engine | None = None
         self._rollback_to: ModelRecord | None = None
+        #: (version, status) after a failed rollback: kept while that version serves, so
+        #: the heartbeat goes on saying why instead of "ok".
+        self._held_status: tuple[str, str] | None = None
         self._verdict: Verdict | None = None
         slot.on_outcome = self._on_outcome
 
@@ -194,7 +197,11 @@ class ModelSync:
         model = self.slot.model
         current = model.version if model is not None else ""
         if not want or want == current:
-            self.status = f"ok: {self.name} {current}" if current else self.status
+            held = self._held_status
+            if held is not None and held[0] == current:
+                self.status = held[1]
+            elif current:
+                self.status = f"ok: {self.name} {current}"
             return
         due = self._retry_at.get(want)
         if due is not None and self._clock() < due:
@@ -309,6 +316,7 @@ class ModelSync:
             self.store.save_state(self.name, state)
             self.store.prune(self.name, {state.current, state.previous} - {""})
         self._retry_at.pop(record.version, None)
+        self._held_status = None
         self.status = f"ok: {record.name} {record.version}"
         log.info(
             "serving %s %s%s",
@@ -373,6 +381,7 @@ class ModelSync:
                 f"{self.name} {bad}: {verdict.reason}, but the rollback to {target.version} "
                 f"failed: {exc}; serving {bad}"
             )
+            self._held_status = (bad, self.status)
             self.on_switch()
             return
         if not target.path:  # back on the bundled model: a restart must not load ``bad``

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,29 @@ async def test_a_version_that_passes_its_probation_is_kept_after_the_window(tmp_
     assert outcomes(await serve(runner, generate("c"))) == (0, 1)
     await sync.reconcile()
     assert slot.model is not None and slot.model.version == "v2" and sync.status == "ok: m v2"
+    await slot.close()
+
+
+async def test_a_failed_rollback_keeps_saying_why(tmp_path: Path):
+    source = LocalSource()
+    source.publish("v1", {"reply_tokens": 2})
+    source.publish("v2", {"fail_after_requests": 1})
+    policy = ProbationPolicy(seconds=60, min_requests=2)
+    sync, slot = make_sync(tmp_path, source, probation=policy)
+    runner = RequestRunner(slot)
+    await sync.load_initial()
+    for version in ("v1", "v2"):
+        sync.set_router_desired({"m": version})
+        await sync.reconcile()
+    assert slot.model is not None and slot.model.version == "v2"
+    shutil.rmtree(tmp_path / "models" / "m" / "v1")  # the previous version is gone
+    await serve(runner, generate("a"), generate("b"))
+    await sync.reconcile()
+    assert slot.model.version == "v2"
+    held = sync.status
+    assert "but the rollback to v1 failed" in held and held.endswith("serving v2")
+    await sync.reconcile()  # a later pass does not turn it back into "ok"
+    assert sync.status == held
     await slot.close()
 
 
