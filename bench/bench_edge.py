@@ -226,8 +226,58 @@ async def phase_overhead(folder: Path, n: int) -> dict[str, Any]:
 # --- phase 1b: relay ------------------------------------------------------------------------
 
 
-async def phase_relay(folder: Path, n: int) -> dict[str, Any]:
-    """The scripted device linked to replica A; requests through A and through B (relay)."""
+def relay_pki(folder: Path) -> dict[str, str]:
+    """A throwaway CA and one relay certificate (serverAuth + clientAuth, DNS name
+    ``hybrid-router-relay``) shared by both replicas: ``edge.relay.tls``."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("relay CA")).issuer_name(name("relay CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    san = x509.SubjectAlternativeName([x509.DNSName("hybrid-router-relay")])
+    usage = x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    cert = (
+        x509.CertificateBuilder().subject_name(name("hybrid-router-relay")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(san, critical=False).add_extension(usage, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    files = {
+        "ca_file": ca.public_bytes(pem),
+        "cert_file": cert.public_bytes(pem),
+        "key_file": key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    }
+    out = {"server_name": "hybrid-router-relay"}
+    for key_name, data in files.items():
+        path = folder / f"relay-{key_name}.pem"
+        path.write_bytes(data)
+        out[key_name] = str(path)
+    return out
+
+
+async def phase_relay(folder: Path, n: int, tls: bool = False) -> dict[str, Any]:
+    """The scripted device linked to replica A; requests through A and through B (relay).
+    ``tls``: mutual TLS on the relay port (``edge.relay.tls``)."""
     procs = Procs(folder)
     try:
         redis_port = free_port()
@@ -237,7 +287,7 @@ async def phase_relay(folder: Path, n: int) -> dict[str, Any]:
         edge = {
             "directory": {"redis_url": f"redis://127.0.0.1:{redis_port}/0",
                           "sync_interval_s": 0.2},
-            "relay": {"address": "127.0.0.1:0"},
+            "relay": {"address": "127.0.0.1:0", **({"tls": relay_pki(folder)} if tls else {})},
         }  # fmt: skip
         port_a = start_router(procs, {**edge, "replica_id": "a"}, "router-a")
         port_b = start_router(procs, {**edge, "replica_id": "b"}, "router-b")
@@ -247,8 +297,9 @@ async def phase_relay(folder: Path, n: int) -> dict[str, Any]:
         via_b = summary(await routed(port_b, n, 200))
     finally:
         procs.stop()
-    print(f"relay: holder {via_a}\n       other  {via_b}", flush=True)
-    return {"max_tokens": 200, "holder": via_a, "relayed": via_b}
+    label = "relay (mTLS)" if tls else "relay"
+    print(f"{label}: holder {via_a}\n{' ' * len(label)}  other  {via_b}", flush=True)
+    return {"max_tokens": 200, "holder": via_a, "relayed": via_b, "tls": tls}
 
 
 # --- phase 2: sync ---------------------------------------------------------------------------
@@ -384,6 +435,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             out["overhead"] = await phase_overhead(folder, args.requests)
         if args.phase in ("all", "relay"):
             out["relay"] = await phase_relay(folder, args.requests)
+            if args.relay_tls:
+                out["relay_tls"] = await phase_relay(folder, args.requests, tls=True)
         if args.phase in ("all", "sync"):
             out["sync"] = await phase_sync(folder)
         return out
@@ -394,6 +447,11 @@ def main() -> int:
     p.add_argument("--phase", choices=["all", "overhead", "relay", "sync"], default="all")
     p.add_argument("--requests", type=int, default=10, help="requests per measurement")
     p.add_argument("--json", metavar="PATH", help="also write the results here")
+    p.add_argument(
+        "--relay-tls",
+        action="store_true",
+        help="relay phase: also measure it with mutual TLS on the relay port (edge.relay.tls)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     result = asyncio.run(main_async(args))
