@@ -1,4 +1,4 @@
-"""``hybrid-router``: serve | route | chat | backends | demo | keys.
+"""``hybrid-router``: serve | check | route | chat | backends | demo | keys | prices | ...
 
 Every command prints one clear ``error: ...`` line and exits non-zero on failure (2 for
 usage and configuration errors, 1 for failed calls, 130 when interrupted); ``--json``
@@ -21,6 +21,7 @@ import grpc
 from rich.console import Group
 from rich.live import Live
 
+from router.cli import check as check_cli
 from router.cli import devices as devices_cli
 from router.cli import keys as keys_cli
 from router.cli import models as models_cli
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     keys_cli.add_parser(sub, _FMT)
+    check_cli.add_parser(sub, _FMT)
 
     p = prices_cli.add_parser(sub, _FMT)
     _add_connection_options(p)

@@ -20,11 +20,14 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.cli.client import CliError
+
+if TYPE_CHECKING:
+    from router.config import BackendConfig
 
 _EXAMPLES = """\
 examples:
@@ -96,8 +99,13 @@ def rows_from_config(path: str | None) -> list[PriceRow]:
         config = load_config(path)
     except ConfigError as exc:
         raise CliError(exc.message, exit_code=2) from None
+    return rows_for(config.backends)
+
+
+def rows_for(backends: Iterable[BackendConfig]) -> list[PriceRow]:
+    """One row per configured backend (``hybrid-router check`` reuses it)."""
     rows = []
-    for b in config.backends:
+    for b in backends:
         c = b.cost
         rows.append(
             PriceRow(

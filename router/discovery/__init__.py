@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 __all__ = ["start_discovery"]
 
 
+def check_kubeconfig(cfg: DiscoveryConfig) -> None:
+    """ConfigError when ``discovery.kubernetes.kubeconfig`` names a file that is not there."""
+    kubeconfig = cfg.kubernetes.kubeconfig
+    if kubeconfig and not Path(kubeconfig).is_file():
+        raise ConfigError(
+            f"kubeconfig file not found: {kubeconfig}; fix the path, or leave it empty to use "
+            "the pod's service account (in a pod) or ~/.kube/config",
+            source="router.yaml",
+            key="discovery.kubernetes.kubeconfig",
+        )
+
+
 async def start_discovery(
     cfg: DiscoveryConfig,
     registry: BackendRegistry,
@@ -32,14 +44,7 @@ async def start_discovery(
     """Start every configured discovery source; ``None`` when none is configured."""
     if not cfg.kubernetes.sources:
         return None
-    kubeconfig = cfg.kubernetes.kubeconfig
-    if kubeconfig and not Path(kubeconfig).is_file():
-        raise ConfigError(
-            f"kubeconfig file not found: {kubeconfig}; fix the path, or leave it empty to use "
-            "the pod's service account (in a pod) or ~/.kube/config",
-            source="router.yaml",
-            key="discovery.kubernetes.kubeconfig",
-        )
+    check_kubeconfig(cfg)
     try:
         from router.discovery.kubernetes import KubernetesDiscovery
     except ImportError as exc:

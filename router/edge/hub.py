@@ -65,6 +65,21 @@ class LinkRefused(Exception):
         self.message = message
 
 
+def relay_token(cfg: EdgeConfig, environ: Mapping[str, str]) -> str:
+    """The relay port's shared token from ``edge.relay.token_env`` ("" when none is set).
+    Raises ConfigError when the variable is named but empty or unset."""
+    if not cfg.relay.token_env:
+        return ""
+    token = environ.get(cfg.relay.token_env, "")
+    if not token:
+        raise ConfigError(
+            f"environment variable {cfg.relay.token_env} is empty or unset",
+            source="router.yaml",
+            key="edge.relay.token_env",
+        )
+    return token
+
+
 def default_router_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
@@ -111,14 +126,7 @@ class EdgeHub:
         """Start the relay port and directory (when configured) and the background loops.
         Raises ConfigError or OSError."""
         cfg = self.cfg
-        if cfg.relay.token_env:
-            self._token = self._environ.get(cfg.relay.token_env, "")
-            if not self._token:
-                raise ConfigError(
-                    f"environment variable {cfg.relay.token_env} is empty or unset",
-                    source="router.yaml",
-                    key="edge.relay.token_env",
-                )
+        self._token = relay_token(cfg, self._environ)
         if cfg.relay.tls.enabled:
             self._relay_tls = RelayTls(cfg.relay.tls, clock=self._clock)
         if cfg.relay.address:

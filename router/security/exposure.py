@@ -65,3 +65,15 @@ def check_auth_exposure(config: RouterConfig) -> str | None:
         source="router.yaml",
         key="auth",
     )
+
+
+def plaintext_notice(config: RouterConfig) -> str | None:
+    """A warning for a non-loopback address without TLS (the router still starts: a proxy
+    or mesh may encrypt the traffic), else None."""
+    address = config.server.address
+    if config.server.tls.enabled or is_loopback(address):
+        return None
+    return (
+        f"TLS is off on {address}: API keys and prompts cross the network in clear unless a "
+        "proxy or mesh encrypts them; set server.tls (docs/security.md)"
+    )

@@ -22,7 +22,7 @@ import grpc
 from router.config import RouterConfig
 from router.registry import BackendRegistry
 from router.security.authn import Authenticator
-from router.security.exposure import check_auth_exposure, is_loopback
+from router.security.exposure import check_auth_exposure, plaintext_notice
 from router.security.keystore import KeyStore, SecretReader, read_secret
 from router.security.limits import StreamLimits
 from router.security.tenants import TenantAccess
@@ -92,12 +92,9 @@ class ServerGuard:
             )
             await self.keys.load()
             self.keys.start()
-        if not cfg.server.tls.enabled and not is_loopback(cfg.server.address):
-            log.warning(
-                "TLS is off on %s: API keys and prompts cross the network in clear unless a "
-                "proxy or mesh encrypts them; set server.tls (docs/security.md)",
-                cfg.server.address,
-            )
+        plaintext = plaintext_notice(cfg)
+        if plaintext is not None:
+            log.warning("%s", plaintext)
         metrics = self.telemetry.metrics
         address = cfg.telemetry.metrics.address
         if address and isinstance(metrics, PrometheusMetrics):
