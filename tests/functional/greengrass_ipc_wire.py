@@ -37,6 +37,13 @@ What this server does, as the nucleus does it (its Java eventstream RPC server,
 IoT Core. ``corrupt_next`` flips the message CRC of the next frame this server sends (the
 client must reject it). Test-facing methods (``add_component``, ``set_configuration``,
 ``wait_for``) run on the server's event loop.
+
+Faults for reconnect tests: ``drop_connections()`` aborts every client connection (the
+socket closed under the client, as a crashed nucleus leaves it); ``stop()`` also stops
+listening and removes the socket file, and ``start()`` listens again on the same path (a
+nucleus restart; configuration, recorded calls and publishes are kept);
+``end_subscriptions()`` ends the configuration update streams with TERMINATE_STREAM and
+keeps the connections; ``hold_connects`` records a CONNECT and never answers it.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -180,6 +188,8 @@ class FakeNucleus:
         self.subscriptions: list[_Subscription] = []
         #: Flip the message CRC of the next frame sent (a fault for the client to catch).
         self.corrupt_next = False
+        #: Record CONNECT messages but never answer them (a nucleus that hangs).
+        self.hold_connects = False
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Connection] = set()
 
@@ -205,8 +215,40 @@ class FakeNucleus:
         return comp
 
     async def start(self) -> FakeNucleus:
+        """Listen on ``socket_path`` (again, after :meth:`stop`)."""
         self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path)
         return self
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return len(self._conns)
+
+    def drop_connections(self) -> int:
+        """Abort every client connection (no goodbye on the wire); returns how many."""
+        conns = list(self._conns)
+        for conn in conns:
+            conn.abort()
+        return len(conns)
+
+    async def stop(self) -> None:
+        """Stop as a nucleus does: no more listening, the socket file gone, every
+        connection dropped. :meth:`start` brings it back on the same path."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        self.drop_connections()
+        await self.wait_for(lambda: not self._conns, "every connection closed")
+
+    async def end_subscriptions(self) -> int:
+        """End every configuration update stream (TERMINATE_STREAM), connections kept."""
+        subs, self.subscriptions = list(self.subscriptions), []
+        for sub in subs:
+            await sub.conn.send(APPLICATION_MESSAGE, TERMINATE_STREAM, sub.stream_id)
+            sub.conn.open_streams.discard(sub.stream_id)
+        return len(subs)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -285,6 +327,10 @@ class _Connection:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
 
     async def send(
         self,
@@ -411,6 +457,9 @@ class _Connection:
             token = json.loads(msg.payload).get("authToken")
         comp = next((c for c in self.nucleus.components.values() if c.token == token), None)
         accepted = comp is not None and version == VERSION
+        if self.nucleus.hold_connects:
+            self.nucleus.connects.append(ConnectAttempt(token, version, None, False))
+            return True  # never answered; the client gives up and closes
         self.nucleus.connects.append(
             ConnectAttempt(token, version, comp.name if comp and accepted else None, accepted)
         )

@@ -37,6 +37,7 @@ from greengrass_ipc_wire import (
     FakeNucleus,
 )
 
+from greengrass.backoff import Backoff
 from greengrass.ipc import SOCKET_ENV, TOKEN_ENV, GreengrassIpc, NoIpc, connect
 from router.cli.main import main as cli
 
@@ -90,9 +91,13 @@ def environ(n: FakeNucleus, token: str = TOKEN) -> dict[str, str]:
     return environ_for(n.socket_path, token)
 
 
-async def open_ipc(n: FakeNucleus, thing: str = THING) -> GreengrassIpc:
+async def open_ipc(
+    n: FakeNucleus, thing: str = THING, *, backoff: Backoff | None = None, timeout_s: float = 20
+) -> GreengrassIpc:
     # Connecting blocks until CONNECT_ACK; the nucleus answers on this loop.
-    ipc = await asyncio.to_thread(connect, True, thing, environ(n), timeout_s=20)
+    ipc = await asyncio.to_thread(
+        connect, True, thing, environ(n), timeout_s=timeout_s, backoff=backoff
+    )
     assert isinstance(ipc, GreengrassIpc), "the SDK did not connect to the local nucleus"
     return ipc
 
@@ -233,22 +238,188 @@ async def test_a_nucleus_that_never_answers_times_out_and_the_socket_is_closed(c
 
 
 async def test_a_corrupt_frame_from_the_nucleus_drops_the_connection_not_the_agent(nucleus, caplog):
-    caplog.set_level(logging.WARNING, logger="greengrass.ipc")
-    ipc = await open_ipc(nucleus)
+    caplog.set_level(logging.INFO, logger="greengrass.ipc")
+    ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.5))
     try:
         nucleus.corrupt_next = True  # the PublishToIoTCore response's message CRC is wrong
         ipc.publish_status({"version": "v1"})
+        # awscrt rejects the frame and closes the connection; IPC makes it again and
+        # publishes the last status once more.
         await wait_until(
-            lambda: any("status publish" in r.getMessage() for r in caplog.records),
-            "the failed publish logged",
+            lambda: any("back after" in r.getMessage() for r in caplog.records),
+            "the connection made again",
         )
-        # awscrt rejected the frame and closed the connection; later calls fail quietly.
-        ipc.publish_status({"version": "v1"})
-        ipc.subscribe_config(lambda conf: None)
-        assert len(nucleus.published) == 1  # the nucleus did get the first one
-        assert nucleus.frame_errors == []  # and every frame the client sent was valid
+        await nucleus.wait_for(lambda: len(nucleus.published) == 2, "the status published again")
+        assert [c.accepted for c in nucleus.connects] == [True, True]
+        ipc.publish_status({"version": "v2"})
+        await nucleus.wait_for(lambda: len(nucleus.published) == 3, "a publish after")
+        assert [p.payload for p in nucleus.published] == [b'{"version": "v1"}'] * 2 + [
+            b'{"version": "v2"}'
+        ]
+        assert nucleus.frame_errors == []  # every frame the client sent was valid
+        [lost] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "lost the IPC connection" in lost.getMessage()
     finally:
         ipc.close()
+
+
+# --- reconnecting ---------------------------------------------------------------------------
+
+
+def ipc_log(caplog: Any, level: int) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "greengrass.ipc" and r.levelno == level
+    ]
+
+
+async def test_a_nucleus_restart_is_reconnected_and_a_change_made_meanwhile_is_seen(
+    nucleus, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="greengrass.ipc")
+    ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.5))
+    updates: list[dict[str, Any]] = []
+    ipc.subscribe_config(lambda conf: updates.append(dict(conf)))
+    await wait_until(lambda: len(updates) == 1, "the configuration read after subscribing")
+    await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "the subscription")
+    ipc.publish_status({"version": "v1"})
+    await nucleus.wait_for(lambda: len(nucleus.published) == 1, "a status publish")
+
+    # The nucleus goes away: the socket file too, so attempts fail until it is back.
+    await nucleus.stop()
+    await wait_until(lambda: not ipc.connected, "the drop noticed")
+    # A deployment while the component is disconnected: nobody to notify.
+    assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 0
+    ipc.publish_status({"version": "v1", "sync_status": "pending"})  # not sent while down
+    ipc.publish_status({"version": "v1", "sync_status": "ok"})  # the latest: sent when back
+    await wait_until(
+        lambda: len(ipc_log(caplog, logging.DEBUG)) >= 2, "two failed attempts", timeout_s=60
+    )
+    assert all("reconnecting to the nucleus" in m for m in ipc_log(caplog, logging.DEBUG))
+    await nucleus.start()
+
+    await wait_until(lambda: ipc.connected, "reconnected", timeout_s=60)
+    await wait_until(lambda: len(updates) == 2, "the change made while down", timeout_s=60)
+    assert updates[1] == component_config("v2")
+    await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "subscribed again", 60)
+    await nucleus.wait_for(lambda: len(nucleus.published) == 2, "the latest status", 60)
+    assert nucleus.published_json(f"hybrid-router/edge/{THING}/status")[1] == {
+        "version": "v1",
+        "sync_status": "ok",
+    }
+    # Subscribed for real: a later deployment arrives as before.
+    assert await nucleus.set_configuration(COMPONENT, component_config("v3")) == 1
+    await wait_until(lambda: len(updates) == 3, "a change after the reconnect")
+    assert updates[2]["model"]["version"] == "v3"
+    ipc.publish_status({"version": "v3"})
+    await nucleus.wait_for(lambda: len(nucleus.published) == 3, "a publish after")
+
+    assert [c.accepted for c in nucleus.connects] == [True, True]
+    # One warning for the outage and one line when back, however many attempts failed.
+    [lost] = ipc_log(caplog, logging.WARNING)
+    assert "lost the IPC connection to the nucleus" in lost and nucleus.socket_path in lost
+    [back] = [m for m in ipc_log(caplog, logging.INFO) if "back after" in m]
+    assert "IPC connection to the nucleus back after" in back
+    assert " attempts; the last one that failed: " in back  # why it took more than one
+    # The SDK's own ERROR line for each failed attempt is not let through either.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    ipc.close()
+    await nucleus.wait_for(lambda: not nucleus.subscriptions, "the subscription closed")
+    await nucleus.wait_for(lambda: nucleus.connections == 0, "the connection closed")
+
+
+async def test_an_unchanged_configuration_is_not_handed_over_again_after_a_drop(nucleus, caplog):
+    caplog.set_level(logging.INFO, logger="greengrass.ipc")
+    ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.5))
+    try:
+        updates: list[dict[str, Any]] = []
+        ipc.subscribe_config(lambda conf: updates.append(dict(conf)))
+        await wait_until(lambda: len(updates) == 1, "the first read")
+        assert nucleus.drop_connections() == 1  # the server stays up: only the socket dies
+
+        def reads() -> int:
+            return [op for _, op, _ in nucleus.calls].count("aws.greengrass#GetConfiguration")
+
+        await nucleus.wait_for(lambda: reads() == 2, "the configuration read again", 60)
+        await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "subscribed again", 60)
+        await asyncio.sleep(0.3)
+        assert len(updates) == 1  # the same configuration: not handed over again
+        assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 1
+        await wait_until(lambda: len(updates) == 2, "a change after the drop")
+        assert len(ipc_log(caplog, logging.WARNING)) == 1
+    finally:
+        ipc.close()
+
+
+async def test_the_nucleus_ending_the_subscription_stream_is_recovered(nucleus, caplog):
+    caplog.set_level(logging.INFO, logger="greengrass.ipc")
+    ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.5))
+    try:
+        updates: list[dict[str, Any]] = []
+        ipc.subscribe_config(lambda conf: updates.append(dict(conf)))
+        await wait_until(lambda: len(updates) == 1, "the first read")
+        await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "the subscription")
+        # The stream ends while the connection stays up: a change made now would be missed.
+        assert await nucleus.end_subscriptions() == 1
+        assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 0
+        # The connection is made again, subscribed again, and the configuration re-read.
+        await wait_until(lambda: len(updates) == 2, "the change caught up", timeout_s=60)
+        assert updates[1]["model"]["version"] == "v2"
+        await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "subscribed again", 60)
+        assert [c.accepted for c in nucleus.connects] == [True, True]
+        warnings = ipc_log(caplog, logging.WARNING)
+        assert any("closed the configuration update stream" in m for m in warnings), warnings
+    finally:
+        ipc.close()
+
+
+async def test_refused_reconnect_attempts_are_retried_and_logged_once(nucleus, caplog):
+    caplog.set_level(logging.INFO)
+    ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.2))
+    try:
+        # The nucleus comes back but refuses the token for a while: each attempt gets a
+        # CONNECT_ACK without CONNECTION_ACCEPTED and is closed.
+        nucleus.components[COMPONENT].token = "not-yet"
+        nucleus.drop_connections()
+        await nucleus.wait_for(
+            lambda: sum(not c.accepted for c in nucleus.connects) >= 3, "refused attempts", 60
+        )
+        nucleus.components[COMPONENT].token = TOKEN
+        await wait_until(lambda: ipc.connected, "reconnected", timeout_s=60)
+        assert nucleus.connects[-1].accepted
+        # One warning for the outage; the SDK's ERROR line for each refused attempt
+        # ("connect failed: AccessDeniedError") is not let through.
+        assert len(ipc_log(caplog, logging.WARNING)) == 1
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    finally:
+        ipc.close()
+
+
+async def test_close_during_a_reconnect_wait_returns_promptly(nucleus):
+    # The backoff's full jitter drawn at its ceiling: the next attempt would be in 10 min.
+    ipc = await open_ipc(nucleus, backoff=Backoff(600, 600, rand=lambda lo, hi: hi))
+    nucleus.drop_connections()
+    await wait_until(lambda: not ipc.connected, "the drop noticed")
+    # close() runs on a worker thread here so that a hang fails the test instead of it.
+    await asyncio.wait_for(asyncio.to_thread(ipc.close), 60)
+    assert not ipc._thread.is_alive(), "the reconnect thread is still running"
+    assert len(nucleus.connects) == 1  # no attempt was made
+    ipc.publish_status({"after": "close"})  # a no-op, never raises
+    assert nucleus.published == []
+
+
+async def test_close_during_a_reconnect_attempt_ends_the_attempt(nucleus):
+    # A reconnect attempt to a nucleus that never answers the CONNECT would wait out
+    # timeout_s (10 min here); close() ends it instead.
+    ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.05), timeout_s=600)
+    nucleus.hold_connects = True
+    nucleus.drop_connections()
+    await nucleus.wait_for(lambda: len(nucleus.connects) == 2, "the reconnect attempt", 60)
+    assert not ipc.connected
+    await asyncio.wait_for(asyncio.to_thread(ipc.close), 60)
+    assert not ipc._thread.is_alive(), "the reconnect thread is still running"
+    # The attempt's socket is closed, not left connecting in the background.
+    await nucleus.wait_for(lambda: nucleus.connections == 0, "the attempt's socket closed")
+    assert len(nucleus.connects) == 2
 
 
 # --- the local nucleus, checked by the SDK and by raw frames ----------------------------------
@@ -428,6 +599,65 @@ async def test_the_agent_follows_a_model_version_deployment_without_a_restart(
     assert agent.proc.poll() is None, "the agent restarted"
     assert agent.stdout().count("READY ") == 1
     assert [c.accepted for c in nucleus.connects] == [True]
+
+    agent.signal(signal.SIGTERM)
+    assert await agent.wait() == 0
+    await nucleus.wait_for(lambda: not nucleus.subscriptions, "the subscription closed")
+    assert nucleus.frame_errors == [] and nucleus.protocol_errors == []
+    assert "Traceback" not in agent.log() and " ERROR " not in agent.log(), agent.log()
+
+
+async def test_the_agent_reconnects_after_a_nucleus_restart_and_sees_a_change_made_meanwhile(
+    nucleus,
+    edge_router,
+    start_agent,
+    moto_server,  # noqa: F811
+    aws_env,  # noqa: F811
+    tmp_path,
+):
+    bucket = "models-ipc-reconnect"  # moto_server lives for the session: its own bucket
+    boto3.client("s3", endpoint_url=moto_server, region_name=REGION).create_bucket(Bucket=bucket)
+    await publish(moto_server, bucket, tmp_path, "v1", 3)
+    await publish(moto_server, bucket, tmp_path, "v2", 5)
+    router = await edge_router()
+    args = (
+        "--ipc", "--model-bucket", bucket,
+        "--s3-endpoint-url", moto_server, "--s3-region", REGION, "--min-free-disk-mb", "1",
+    )  # fmt: skip
+    agent = start_agent(router, THING, args=args, env=environ(nucleus))
+    await agent.ready()
+    await wait_for_device(router, THING, lambda d: version_of(d) == "v1")
+    topic = f"hybrid-router/edge/{THING}/status"
+    await nucleus.wait_for(
+        lambda: any(s["version"] == "v1" for s in nucleus.published_json(topic)), "a v1 status"
+    )
+    await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "the agent's subscription")
+
+    # The nucleus stops (its socket gone); a deployment changes model.version meanwhile.
+    await nucleus.stop()
+
+    def lost() -> bool:
+        return "lost the IPC connection to the nucleus" in agent.log()
+
+    await wait_until(lost, "the agent noticed the drop")
+    assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 0
+    await nucleus.start()
+
+    # The agent connects again, re-reads its configuration, switches, and publishes.
+    status = await wait_for_device(router, THING, lambda d: version_of(d) == "v2", 90)
+    assert status.sync_status == f"ok: {MODEL} v2"
+    await nucleus.wait_for(
+        lambda: any(s["version"] == "v2" for s in nucleus.published_json(topic)),
+        f"a v2 status on {topic}",
+        60,
+    )
+    await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "subscribed again", 60)
+    assert agent.proc.poll() is None, "the agent restarted"
+    assert agent.stdout().count("READY ") == 1
+    assert [c.accepted for c in nucleus.connects] == [True, True]
+    log_text = agent.log()
+    assert log_text.count("lost the IPC connection") == 1, log_text
+    assert log_text.count("IPC connection to the nucleus back after") == 1, log_text
 
     agent.signal(signal.SIGTERM)
     assert await agent.wait() == 0
