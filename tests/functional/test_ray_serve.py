@@ -223,7 +223,10 @@ async def test_saturation_moves_decisions_to_another_tier_and_back(
     # A second client, not the router, fills the deployment through Serve's proxy.
     channel, direct = serve_stub(gpu)
     md = (("application", "gpu"),)
-    calls = [direct.Generate(gen_request(max_tokens=5000), metadata=md) for _ in range(8)]
+    # 2,000 tokens (40 s at the app's 50 tokens/s) outlast the checks below; a call whose
+    # cancel Serve loses while it is queued (seen once under heavy load) still ends in time
+    # for the next test.
+    calls = [direct.Generate(gen_request(max_tokens=2000), metadata=md) for _ in range(8)]
 
     async def drain(call: Any) -> None:
         async for _ in call:
