@@ -10,6 +10,9 @@ what a handler invocation adds on top of the gRPC call.
 - ``handler init``: ``import lambda_edge.entry_*`` (Lambda's init phase: Powertools,
   pydantic, the Runtime, the gRPC channel; boto3 clients for the SQS function) in a fresh
   interpreter, minus start-up. .pyc files exist (as in the layer the script builds).
+- ``stream server``: the streaming function's ``import lambda_edge.stream_server`` minus
+  start-up, and the wall time from starting ``python -m lambda_edge.stream_server`` to its
+  first ``GET /healthz`` answer (the Lambda Web Adapter's readiness check).
 - ``invocation``: the HTTP handler (API Gateway v2 event -> JSON response) against a
   local router + scripted model (16 tokens), versus ``RouterClient.complete`` on the same
   channel: the handler's own cost per request.
@@ -106,6 +109,46 @@ def init_figures(runs: int) -> dict[str, float]:
             ms = wall_ms([sys.executable, "-c", f"import lambda_edge.{name}"], env, runs)
             out[f"{name} ({label})"] = round(ms - base, 1)
     return out
+
+
+def stream_server_figures(runs: int) -> dict[str, float]:
+    """The streaming function's server: its import (init) time, and the time from the
+    process's start to the first ``GET /healthz`` answer, which is what the Lambda Web
+    Adapter's readiness check waits for before the first invocation (median of ``runs``)."""
+    import socket
+    import urllib.request
+
+    env = {**os.environ, **AWS_ENV}
+    base = wall_ms([sys.executable, "-c", "pass"], env, runs)
+    imp = wall_ms([sys.executable, "-c", "import lambda_edge.stream_server"], env, runs)
+    ready = []
+    for _ in range(runs):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lambda_edge.stream_server", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.perf_counter() - t0 > 60:
+                        raise RuntimeError("stream server did not start") from None
+                    time.sleep(0.005)
+            ready.append((time.perf_counter() - t0) * 1000)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return {
+        "import_ms": round(imp - base, 1),
+        "start_to_ready_ms": round(statistics.median(ready), 1),
+        "interpreter_start_ms": round(base, 1),
+    }
 
 
 class Ctx:
@@ -214,6 +257,7 @@ def main() -> int:
         ),
         "layer": layer_figures(args.runs, args.download),
         "init_ms": init_figures(args.runs),
+        "stream_server": stream_server_figures(args.runs),
         "invocation": invocation_figures(args.invocations),
     }
     if args.json:
@@ -232,6 +276,11 @@ def main() -> int:
           f"(interpreter start {lay['interpreter_start_ms']} ms)")  # fmt: skip
     for name, ms in report["init_ms"].items():
         print(f"init {name}: {ms} ms")
+    ss = report["stream_server"]
+    print(
+        f"stream server: import {ss['import_ms']} ms, process start to /healthz answering "
+        f"{ss['start_to_ready_ms']} ms (interpreter start {ss['interpreter_start_ms']} ms)"
+    )
     inv = report["invocation"]
     print(
         f"invocation p50: client.complete {inv['client_complete_p50_ms']} ms, HTTP handler "

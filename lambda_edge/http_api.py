@@ -15,44 +15,42 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from lambda_edge.client import RouterCallError
 from lambda_edge.credentials import CredentialsError
+from lambda_edge.http_common import (
+    BodyError,
+    bearer_key,
+    body_error,
+    check_body,
+    credentials_error,
+    header_request_id,
+    openai_error,
+    parse_body,
+    router_error,
+    too_large,
+)
 from lambda_edge.payloads import (
     GenerateBody,
     decision_dict,
-    describe,
     failover_dict,
     usage_dict,
 )
 from lambda_edge.runtime import Runtime
 from lambda_edge.settings import HTTP_API_LIMIT_S
-from lambda_edge.status import http_status
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 ROUTES = ("POST /v1/generate", "POST /v1/route", "POST /v1/chat/completions")
 OPENAI_PATH = "/v1/chat/completions"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
-
-
-class BodyError(Exception):
-    """The body is unusable: 400 (``field`` named) or 413."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
+__all__ = ["ROUTES", "BodyError", "make_http_handler", "openai_error"]
 
 
 def _json(status: int, body: dict[str, Any], request_id: str = "") -> Response[str]:
@@ -76,7 +74,7 @@ def make_http_handler(rt: Runtime) -> Handler:
         limit = settings.max_body_bytes
         # Base64 grows a body by 4/3: refuse obvious excess before decoding it.
         if len(body) > limit * 4 // 3 + 4:
-            raise BodyError(413, _too_large(limit))
+            raise BodyError(413, too_large(limit))
         if ev.is_base64_encoded:
             try:
                 data = base64.b64decode(body, validate=True)
@@ -84,23 +82,14 @@ def make_http_handler(rt: Runtime) -> Handler:
                 raise BodyError(400, "body: not valid base64", "body") from None
         else:
             data = body.encode()
-        if len(data) > limit:
-            raise BodyError(413, _too_large(limit))
-        if not data:
-            raise BodyError(400, "body: empty; send a JSON object", "body")
-        return data
+        return check_body(data, limit)
 
     def parse(model: type[M]) -> M:
-        data = raw_body()
-        try:
-            return model.model_validate_json(data)
-        except ValidationError as err:
-            field, message = describe(err)
-            raise BodyError(400, message, field) from None
+        return parse_body(model, raw_body())
 
     def request_id(body_id: str | None = None) -> str:
-        header = app.current_event.headers.get("x-request-id", "")
-        if header and _REQUEST_ID.match(header):
+        header = header_request_id(app.current_event.headers.get("x-request-id"))
+        if header:
             return header
         ctx = app.lambda_context
         return body_id or str(getattr(ctx, "aws_request_id", "") or "")
@@ -110,8 +99,7 @@ def make_http_handler(rt: Runtime) -> Handler:
         headers = ev.headers
         caller_key = None
         if settings.forward_authorization:
-            m = _BEARER.match(headers.get("authorization", ""))
-            caller_key = m.group(1) if m else None
+            caller_key = bearer_key(headers.get("authorization"))
         started = (ev.get("requestContext") or {}).get("timeEpoch")
         return {
             "timeout_s": rt.timeout_s(
@@ -179,47 +167,20 @@ def make_http_handler(rt: Runtime) -> Handler:
 
     @app.exception_handler(BodyError)
     def bad_body(exc: BodyError) -> Response[str]:
-        code = "PAYLOAD_TOO_LARGE" if exc.status == 413 else "INVALID_ARGUMENT"
-        if is_openai():
-            body = openai_error(exc.status, exc.message, param=exc.field, code=code)
-            return _json(exc.status, body)
-        err: dict[str, Any] = {"status": code, "message": exc.message}
-        if exc.field:
-            err["field"] = exc.field
-        return _json(exc.status, {"error": err})
+        return _json(exc.status, body_error(exc, openai=is_openai()))
 
     @app.exception_handler(RouterCallError)
-    def router_error(exc: RouterCallError) -> Response[str]:
-        status = http_status(exc.code, exc.message)
+    def failed_call(exc: RouterCallError) -> Response[str]:
         if exc.code == "UNAUTHENTICATED" and rt.api_key.from_secret:
             rt.api_key.invalidate()  # a rotated key is read again by the next request
         tel.failure("http", exc.code, exc.message, request_id=exc.request_id)
-        if is_openai():
-            return _json(
-                status, openai_error(status, exc.message, param=None, code=exc.code), exc.request_id
-            )
-        err: dict[str, Any] = {
-            "status": exc.code,
-            "message": exc.message,
-            "request_id": exc.request_id,
-        }
-        body: dict[str, Any] = {"error": err}
-        partial = exc.partial
-        if partial is not None and (partial.decision is not None or partial.text):
-            body["partial"] = {
-                "decision": decision_dict(partial.decision) if partial.decision else None,
-                "text": partial.text,
-                "usage": usage_dict(partial.usage) if partial.usage else None,
-            }
+        status, body = router_error(exc, openai=is_openai())
         return _json(status, body, exc.request_id)
 
     @app.exception_handler(CredentialsError)
     def no_credentials(exc: CredentialsError) -> Response[str]:
         tel.logger.error("router credentials unavailable", extra={"error": str(exc)})
-        message = "the function cannot read its router credentials; see its logs"
-        if is_openai():
-            return _json(500, openai_error(500, message, param=None, code="INTERNAL"))
-        return _json(500, {"error": {"status": "INTERNAL", "message": message}})
+        return _json(500, credentials_error(openai=is_openai()))
 
     @app.not_found
     def not_found(exc: NotFoundError) -> Response[str]:
@@ -237,16 +198,3 @@ def make_http_handler(rt: Runtime) -> Handler:
     if tel.tracer is not None and not tel.tracer.disabled:
         return tel.tracer.capture_lambda_handler(handler, capture_response=False)  # type: ignore[no-any-return]
     return handler  # type: ignore[no-any-return]
-
-
-def openai_error(status: int, message: str, *, param: str | None, code: str) -> dict[str, Any]:
-    from lambda_edge.openai_compat import error_body
-
-    return error_body(status, message, param=param, code=code)
-
-
-def _too_large(limit: int) -> str:
-    return (
-        f"body: larger than {limit} bytes; shorten the prompt (the limit is "
-        f"HYBRID_ROUTER_MAX_BODY_BYTES)"
-    )

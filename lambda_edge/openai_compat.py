@@ -1,12 +1,16 @@
-"""OpenAI-compatible ``POST /v1/chat/completions`` (non-streaming): request model and the
-response and error shapes, so any OpenAI client can call the router through Lambda.
+"""OpenAI-compatible ``POST /v1/chat/completions``: request model and the response, stream
+chunk and error shapes, so any OpenAI client can call the router through Lambda.
 
 ``model`` picks how the router may route: ``auto`` (or ``hybrid-router``) lets it decide;
 ``tier/<hosted|gpu|edge>``, ``backend/<name>`` and ``family/<name>`` pin it. Router
 options that OpenAI has no field for go in an extra ``hybrid_router`` object (the OpenAI
 SDKs send it with ``extra_body=``). Unknown OpenAI parameters are ignored; the ones whose
-meaning we cannot honour (streaming, ``n`` > 1, tools, structured output) are refused
-with a 400 naming them.
+meaning we cannot honour (``n`` > 1, tools, structured output, and ``stream: true`` where
+the front-end answers buffered) are refused with a 400 naming them.
+
+The buffered HTTP function answers a ``chat.completion``; the streaming function
+(lambda_edge.stream_server) answers ``chat.completion.chunk`` objects as Server-Sent Events
+(:func:`chunk`), the same fields OpenAI streams.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ class RouterOptions(BaseModel):
     edge_affinity: EdgeAffinity = EdgeAffinity()
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     model: str = Field(min_length=1)
@@ -81,18 +90,25 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=0)
     stop: str | list[str] | None = None
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
     n: int | None = 1
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
     hybrid_router: RouterOptions = RouterOptions()
 
-    def check_supported(self) -> None:
-        if self.stream:
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def check_supported(self, *, streaming: bool = False) -> None:
+        """``streaming``: the front-end can answer ``stream: true`` (the streaming
+        function); the buffered one refuses it, naming where to stream from."""
+        if self.stream and not streaming:
             raise UnsupportedParameter(
                 "stream",
-                "streaming is not offered on this endpoint; send stream=false, or use the "
-                "WebSocket API for a token stream",
+                "streaming is not offered on this endpoint; send stream=false, or stream "
+                "from the streaming Function URL (StreamFunctionUrl) or the WebSocket API",
             )
         if self.n not in (None, 1):
             raise UnsupportedParameter("n", "only n=1 is supported")
@@ -101,8 +117,8 @@ class ChatCompletionRequest(BaseModel):
         if self.response_format and self.response_format.get("type") not in (None, "text"):
             raise UnsupportedParameter("response_format", "only type 'text' is supported")
 
-    def to_proto(self, *, request_id: str) -> rpb.GenerateRequest:
-        self.check_supported()
+    def to_proto(self, *, request_id: str, streaming: bool = False) -> rpb.GenerateRequest:
+        self.check_supported(streaming=streaming)
         o = self.hybrid_router
         pin_tiers = list(o.pin_tiers)
         pin_backends = list(o.pin_backends)
@@ -148,14 +164,45 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
-def completion_response(c: Completion, *, created: int) -> dict[str, Any]:
-    usage = c.usage
-    backend = usage.backend if usage else (c.decision.backend if c.decision else "")
-    finish = "length" if usage and usage.finish_reason == tpb.FINISH_REASON_LENGTH else "stop"
+def finish_reason(usage: rpb.Usage | None) -> str:
+    """OpenAI's finish reason: ``length`` when the output limit stopped the model."""
+    return "length" if usage and usage.finish_reason == tpb.FINISH_REASON_LENGTH else "stop"
+
+
+def usage_body(usage: rpb.Usage | None) -> dict[str, int]:
     prompt_tokens = usage.input_tokens if usage else 0
     completion_tokens = usage.output_tokens if usage else 0
     return {
-        "id": f"chatcmpl-{c.request_id}",
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def router_extension(
+    request_id: str,
+    usage: rpb.Usage | None,
+    decision: rpb.Decision | None,
+    failovers: int,
+    backend: str,
+) -> dict[str, Any]:
+    """The ``hybrid_router`` object: what OpenAI's shape has no field for."""
+    return {
+        "request_id": request_id,
+        "backend": backend,
+        "tier": TIER_NAMES.get(usage.tier, "") if usage else "",
+        "cost_usd": usage.cost_usd if usage else 0.0,
+        "explanation": decision.explanation if decision else "",
+        "failovers": failovers,
+        "tokens_estimated": usage.tokens_estimated if usage else False,
+    }
+
+
+def completion_response(c: Completion, *, created: int) -> dict[str, Any]:
+    usage = c.usage
+    backend = usage.backend if usage else (c.decision.backend if c.decision else "")
+    return {
+        "id": completion_id(c.request_id),
         "object": "chat.completion",
         "created": created,
         "model": backend,
@@ -164,25 +211,50 @@ def completion_response(c: Completion, *, created: int) -> dict[str, Any]:
                 "index": 0,
                 "message": {"role": "assistant", "content": c.text, "refusal": None},
                 "logprobs": None,
-                "finish_reason": finish,
+                "finish_reason": finish_reason(usage),
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage_body(usage),
         "system_fingerprint": None,
-        "hybrid_router": {
-            "request_id": c.request_id,
-            "backend": backend,
-            "tier": TIER_NAMES.get(usage.tier, "") if usage else "",
-            "cost_usd": usage.cost_usd if usage else 0.0,
-            "explanation": c.decision.explanation if c.decision else "",
-            "failovers": len(c.failovers),
-            "tokens_estimated": usage.tokens_estimated if usage else False,
-        },
+        "hybrid_router": router_extension(
+            c.request_id, usage, c.decision, len(c.failovers), backend
+        ),
     }
+
+
+def completion_id(request_id: str) -> str:
+    return f"chatcmpl-{request_id}"
+
+
+def chunk(
+    request_id: str,
+    *,
+    created: int,
+    model: str,
+    delta: dict[str, Any] | None = None,
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+    with_usage: bool = False,
+    extension: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``. ``delta=None`` with ``usage``: the usage-only chunk
+    (empty ``choices``) that ``stream_options.include_usage`` asks for; ``with_usage``:
+    the other chunks carry ``"usage": null`` then, as OpenAI's do."""
+    out: dict[str, Any] = {
+        "id": completion_id(request_id),
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage is not None or with_usage:
+        out["usage"] = usage
+    if extension is not None:
+        out["hybrid_router"] = extension
+    return out
 
 
 _ERROR_TYPES = {

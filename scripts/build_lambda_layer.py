@@ -128,7 +128,9 @@ def write_zip(src: Path, out: Path) -> None:
         for f in sorted(p for p in src.rglob("*") if p.is_file()):
             info = zipfile.ZipInfo(str(f.relative_to(src)), FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o755 if f.suffix == ".so" else 0o644) << 16
+            # Shared libraries and scripts (the streaming function's run_stream.sh, which
+            # the Lambda Web Adapter executes) keep the execute bit.
+            info.external_attr = (0o755 if f.suffix in (".so", ".sh") else 0o644) << 16
             zf.writestr(info, f.read_bytes())
     tmp.replace(out)
 
@@ -167,6 +169,8 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         pkg = functions / "lambda_edge"
         pkg.mkdir(parents=True)
         for f in sorted((REPO / "lambda_edge").glob("*.py")):
+            shutil.copy2(f, pkg / f.name)
+        for f in sorted((REPO / "lambda_edge").glob("*.sh")):
             shutil.copy2(f, pkg / f.name)
         shutil.copy2(REPO / "lambda_edge" / "py.typed", pkg / "py.typed")
         if compile_pyc:

@@ -1,6 +1,8 @@
 """deploy/sam/template.yaml: cfn-lint on the SAM template and on its translation, the SAM
 translator's own validation, and the properties the Lambda issue asks of it (tracing,
-reserved concurrency, VPC, least-privilege roles, DLQ redrive, alarms)."""
+reserved concurrency, VPC, least-privilege roles, DLQ redrive, alarms), and the streaming
+function's Lambda Web Adapter wiring (layer, exec wrapper, port, readiness path, Function
+URL in RESPONSE_STREAM mode)."""
 
 from __future__ import annotations
 
@@ -18,11 +20,18 @@ from cfnlint.decode import cfn_yaml
 from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
 
-from lambda_edge import settings
+from lambda_edge import settings, stream_server
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "deploy" / "sam" / "template.yaml"
-FUNCTIONS = ("HttpFunction", "WebSocketFunction", "JobsFunction")
+FUNCTIONS = ("HttpFunction", "WebSocketFunction", "JobsFunction", "StreamFunction")
+#: The Lambda Web Adapter's own variables (the streaming function), with what they must be.
+ADAPTER_ENV = {
+    "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+    "AWS_LWA_INVOKE_MODE": "response_stream",
+    stream_server.ENV_LWA_PORT: str(stream_server.DEFAULT_PORT),
+    "AWS_LWA_READINESS_CHECK_PATH": stream_server.HEALTH_PATH,
+}
 PARAMETERS = {
     "RouterAddress": "router.internal.example:50051",
     "RouterCidr": "10.20.0.0/16",
@@ -34,6 +43,7 @@ PARAMETERS = {
     "PowertoolsLayerArn": (
         "arn:aws:lambda:eu-west-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:1"
     ),
+    "WebAdapterLayerArn": "arn:aws:lambda:eu-west-1:753240598075:layer:LambdaAdapterLayerX86:26",
 }
 #: The AWS-managed policies SAM may attach: logging, X-Ray and VPC networking, no more.
 ALLOWED_MANAGED = {
@@ -103,6 +113,14 @@ def test_handlers_exist_and_env_vars_are_ours(template: dict[str, Any]) -> None:
     env = dict(template["Globals"]["Function"]["Environment"]["Variables"])
     for name in FUNCTIONS:
         props = template["Resources"][name]["Properties"]
+        env.update(props.get("Environment", {}).get("Variables", {}))
+        if props["Handler"].endswith(".sh"):
+            # Behind the Lambda Web Adapter the handler is a script that /opt/bootstrap
+            # executes from the package root; it starts the streaming server.
+            script = REPO / props["Handler"]
+            assert script.is_file() and script.stat().st_mode & 0o111, script
+            assert "exec python3 -m lambda_edge.stream_server" in script.read_text()
+            continue
         module, _, attr = props["Handler"].rpartition(".")
         path = REPO / (module.replace(".", "/") + ".py")
         tree = ast.parse(path.read_text())
@@ -114,7 +132,7 @@ def test_handlers_exist_and_env_vars_are_ours(template: dict[str, Any]) -> None:
             if isinstance(t, ast.Name)
         }
         assert attr in assigned, f"{props['Handler']}: {path} defines no {attr}"
-        env.update(props.get("Environment", {}).get("Variables", {}))
+    known |= set(ADAPTER_ENV)
     unknown = {k for k in env if k not in known and k != "POWERTOOLS_LOG_LEVEL"}
     assert unknown == set(), f"variables the code does not read: {unknown}"
 
@@ -178,6 +196,7 @@ def test_each_function_role_is_least_privilege(translated: dict[str, Any]) -> No
 
     http = _actions(_statements(roles["HttpFunction"]))
     assert http == {"secretsmanager:GetSecretValue"}
+    assert _actions(_statements(roles["StreamFunction"])) == {"secretsmanager:GetSecretValue"}
     ws = _actions(_statements(roles["WebSocketFunction"]))
     assert ws == {"secretsmanager:GetSecretValue", "execute-api:ManageConnections"}
     manage = next(
@@ -261,3 +280,29 @@ def test_apis_and_alarms(translated: dict[str, Any]) -> None:
     assert len(dlq) == 1
     assert dlq[0]["Threshold"] == 0 and dlq[0]["ComparisonOperator"] == "GreaterThanThreshold"
     assert dlq[0]["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}
+
+
+def test_stream_function_runs_behind_the_web_adapter_with_a_streaming_url(
+    template: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    res = translated["Resources"]
+    fn = res["StreamFunction"]["Properties"]
+    assert fn["Handler"] == "lambda_edge/run_stream.sh"
+    assert fn["Runtime"] == template["Globals"]["Function"]["Runtime"]
+    # The adapter's layer joins the globals' (client and Powertools, which the server uses).
+    # (SAM names the layer version RouterClientLayer<hash>.)
+    layers = [layer["Ref"] for layer in fn["Layers"]]
+    assert layers[0].startswith("RouterClientLayer")
+    assert layers[1:] == ["PowertoolsLayerArn", "WebAdapterLayerArn"]
+    variables = fn["Environment"]["Variables"]
+    assert {k: variables[k] for k in ADAPTER_ENV} == ADAPTER_ENV
+    assert variables["HYBRID_ROUTER_ADDRESS"] == {"Ref": "RouterAddress"}
+    # A Function URL streams for at most 15 minutes: the timeout parameter stays within.
+    assert fn["Timeout"] == {"Ref": "StreamTimeout"}
+    assert template["Parameters"]["StreamTimeout"]["MaxValue"] == 900
+    url = res["StreamFunctionUrl"]["Properties"]
+    assert url["AuthType"] == "AWS_IAM" and url["InvokeMode"] == "RESPONSE_STREAM"
+    assert url["TargetFunctionArn"] == {"Ref": "StreamFunction"}
+    # The buffered HTTP function's URL keeps the default (buffered) invoke mode.
+    assert res["HttpFunctionUrl"]["Properties"].get("InvokeMode", "BUFFERED") == "BUFFERED"
+    assert "StreamFunctionUrl" in translated["Outputs"]

@@ -76,6 +76,16 @@ def test_layer_holds_the_client_contract_and_grpc_only(built_layer: Path) -> Non
     assert "lambda_edge/entry_jobs.py" in fn
 
 
+def test_functions_zip_holds_the_streaming_bootstrap_executable(built_layer: Path) -> None:
+    """The streaming function's handler is a script the Lambda Web Adapter's /opt/bootstrap
+    executes: it must be in the package with its execute bit (Lambda keeps zip modes)."""
+    with zipfile.ZipFile(built_layer / "lambda-functions.zip") as zf:
+        info = zf.getinfo("lambda_edge/run_stream.sh")
+        assert "lambda_edge/stream_server.py" in zf.namelist()
+    assert (info.external_attr >> 16) & 0o111 == 0o111
+    assert (info.external_attr >> 16) & 0o777 == 0o755
+
+
 def test_build_is_reproducible(built_layer: Path, tmp_path: Path) -> None:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     subprocess.run(
