@@ -14,6 +14,7 @@ deployment-wide load).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -56,25 +57,41 @@ class LocalServe:
         return f"127.0.0.1:{self.grpc_port}"
 
 
-def start_serve(grpc_port: int = 0, http_port: int = 0, host: str = "127.0.0.1") -> tuple[int, int]:
+def start_serve(
+    grpc_port: int = 0, http_port: int = 0, host: str = "127.0.0.1", *, attempts: int = 2
+) -> tuple[int, int]:
     """Start Serve with the ModelService gRPC proxy; returns (grpc port, http port).
 
-    Port 0 picks a free port. Ray must already be initialised (``ray.init``).
+    Port 0 picks a free port. Ray must already be initialised (``ray.init``). Serve gives
+    its proxy actor 60 s to come up; on a saturated machine it can miss that, so a failed
+    start is shut down and tried again (``attempts`` in all), with fresh ports where they
+    were picked here.
     """
     from ray import serve
+    from ray.exceptions import GetTimeoutError, RayActorError
     from ray.serve.config import gRPCOptions
 
     from serving.ray_app.app import GRPC_SERVICER_FUNCTIONS
 
-    grpc_port = grpc_port or free_port(host)
-    http_port = http_port or free_port(host)
-    serve.start(
-        http_options={"host": host, "port": http_port},
-        grpc_options=gRPCOptions(
-            port=grpc_port, grpc_servicer_functions=list(GRPC_SERVICER_FUNCTIONS)
-        ),
-    )
-    return grpc_port, http_port
+    for attempt in range(1, attempts + 1):
+        grpc = grpc_port or free_port(host)
+        http = http_port or free_port(host)
+        try:
+            serve.start(
+                http_options={"host": host, "port": http},
+                grpc_options=gRPCOptions(
+                    port=grpc, grpc_servicer_functions=list(GRPC_SERVICER_FUNCTIONS)
+                ),
+            )
+        except (GetTimeoutError, RayActorError) as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("Serve did not start (%s); trying again", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            continue
+        return grpc, http
+    raise AssertionError("unreachable")
 
 
 def deploy(
