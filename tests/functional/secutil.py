@@ -81,10 +81,22 @@ def _make_ca(cn: str) -> _Ca:
     return _Ca(key, cert)
 
 
-def _issue(ca: _Ca, cn: str, *, server: bool) -> tuple[bytes, bytes]:
+def _issue(
+    ca: _Ca,
+    cn: str,
+    *,
+    server: bool,
+    usages: list[x509.ObjectIdentifier] | None = None,
+    sans: list[x509.GeneralName] | None = None,
+) -> tuple[bytes, bytes]:
+    """(key PEM, cert PEM) signed by ``ca``. Defaults: serverAuth with localhost and
+    127.0.0.1 as names (``server``), else clientAuth; ``usages``/``sans`` override them."""
     key = _key()
     now = dt.datetime.now(dt.UTC)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    if usages is None:
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    if sans is None and server:
+        sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
@@ -94,15 +106,10 @@ def _issue(ca: _Ca, cn: str, *, server: bool) -> tuple[bytes, bytes]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca.key, hashes.SHA256())
     return _pem_key(key), _pem_cert(cert)
 

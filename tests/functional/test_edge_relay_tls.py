@@ -10,7 +10,6 @@ out like a Kubernetes Secret volume and are rotated the way the kubelet does it.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,13 @@ import edgeutil
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from edgeutil import edge_config, wait_for_device
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import model_service_pb2_grpc
 from hybrid_router.v1 import router_pb2 as rpb
 from rtutil import collect, kinds, stub_for, text_of, user_request
-from secutil import _Ca, _key, _make_ca, _name, _pem_cert, _pem_key
+from secutil import _Ca, _issue, _make_ca, _pem_cert
 from test_tls_rotation import SecretVolume
 
 import router.edge.relay
@@ -49,27 +47,13 @@ WAIT_S = 30.0
 def issue_relay_cert(ca: _Ca, *, dns: str = SERVER_NAME) -> tuple[bytes, bytes]:
     """(key, cert) for a replica: serverAuth and clientAuth, the service name as DNS SAN
     (no IP address: replicas dial pod IPs and verify the name)."""
-    key = _key()
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-        .sign(ca.key, hashes.SHA256())
+    return _issue(
+        ca,
+        dns,
+        server=True,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        sans=[x509.DNSName(dns)],
     )
-    return _pem_key(key), _pem_cert(cert)
 
 
 def secret_files(ca: _Ca) -> dict[str, bytes]:
