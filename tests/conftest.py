@@ -1,18 +1,16 @@
 """Fixtures shared by every test tier.
 
 Server fixtures live in tests/functional/conftest.py; this file holds only what
-every tier needs: an isolated environment and the location of ../shared.
+every tier needs: an isolated environment.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Prefix of every variable the router reads (HYBRID_ROUTER_CONFIG, HYBRID_ROUTER__...).
 ENV_PREFIX = "HYBRID_ROUTER_"
 
@@ -35,20 +33,3 @@ def clean_environ() -> Iterator[None]:
         for var, value in saved.items():
             if os.environ.get(var) != value:
                 os.environ[var] = value
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """../shared/schemas beside the repository (Kubernetes, CRD and Greengrass schemas).
-
-    The schemas are read in place, never copied into the project. Missing means the
-    checkout is incomplete: fail loudly rather than skip.
-    """
-    path = REPO_ROOT.parent / "shared" / "schemas"
-    if not path.is_dir():
-        pytest.fail(
-            f"schema folder not found: {path}. Tests expect the 'shared' folder beside the "
-            f"repository ({REPO_ROOT.parent / 'shared'}), as on CI.",
-            pytrace=False,
-        )
-    return path

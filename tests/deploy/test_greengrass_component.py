@@ -1,6 +1,7 @@
 """The Greengrass component: recipe and gdk-config.json against the GDK CLI's schemas
-(../shared/schemas/greengrass/; the GDK lower-cases recipe keys before validating), what
-the recipe wires together, and the artifact zip that `make edge-artifact` builds."""
+(tests/deploy/schemas/greengrass/, sources in its README.md; the GDK lower-cases recipe keys
+before validating), what the recipe wires together, and the artifact zip that
+`make edge-artifact` builds."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from greengrass.config import from_args, validate
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "greengrass" / "recipe.yaml"
 GDK_CONFIG = ROOT / "greengrass" / "gdk-config.json"
+#: The GDK CLI's schemas, copied into the repository (no package publishes them).
+GDK_SCHEMAS = Path(__file__).resolve().parent / "schemas" / "greengrass"
 
 
 def _build_module() -> ModuleType:
@@ -45,10 +48,15 @@ def lower_keys(node: Any) -> Any:
     return node
 
 
-def schema(shared_dir: Path, name: str) -> dict[str, Any]:
-    path = shared_dir / "greengrass" / name
+def schema(name: str, folder: Path = GDK_SCHEMAS) -> dict[str, Any]:
+    path = folder / name
     if not path.is_file():
-        pytest.fail(f"schema missing: {path}", pytrace=False)
+        pytest.fail(
+            f"schema missing: {path}. It is part of the repository: restore it from git, or "
+            "fetch it again from aws-greengrass/aws-greengrass-gdk-cli (gdk/static/), as "
+            "tests/deploy/schemas/README.md says.",
+            pytrace=False,
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -57,8 +65,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return _build_module().build(tmp_path_factory.mktemp("edge"))
 
 
-def test_recipe_and_the_built_recipe_match_the_gdk_schema(shared_dir: Path, built):
-    validator = jsonschema.Draft7Validator(schema(shared_dir, "recipe_schema.json"))
+def test_recipe_and_the_built_recipe_match_the_gdk_schema(built):
+    validator = jsonschema.Draft7Validator(schema("recipe_schema.json"))
     # The source recipe as the GDK sees it at build time (its placeholders filled in), and
     # the one `make edge-artifact` writes for a local deployment.
     source = RECIPE.read_text()
@@ -74,9 +82,9 @@ def test_recipe_and_the_built_recipe_match_the_gdk_schema(shared_dir: Path, buil
         assert not errors, f"{where}: " + "; ".join(e.message for e in errors)
 
 
-def test_gdk_config_matches_its_schema(shared_dir: Path):
+def test_gdk_config_matches_its_schema():
     config = json.loads(GDK_CONFIG.read_text())
-    jsonschema.Draft7Validator(schema(shared_dir, "gdk_config_schema.json")).validate(config)
+    jsonschema.Draft7Validator(schema("gdk_config_schema.json")).validate(config)
     [(name, comp)] = config["component"].items()
     assert comp["build"]["build_system"] == "custom"
     assert "build_edge_artifact.py" in " ".join(comp["build"]["custom_build_command"])

@@ -1,9 +1,10 @@
 """The Helm chart, rendered by the real Helm engine (helm-python-sdk binds Helm v4's Go SDK).
 
 Every value set below must: lint clean with --strict; render objects that all validate
-against ../shared/schemas (Kubernetes v1.32 strict, the RayService CRD, ServiceMonitor);
-carry a ConfigMap whose router.yaml the router itself accepts. Bad values are refused by
-values.schema.json or by the chart's own checks, with a message naming the key.
+against their schemas (k8s_schemas.py: Kubernetes v1.32 strict from kubernetes-validate,
+the RayService CRD and ServiceMonitor from tests/deploy/schemas/); carry a ConfigMap whose
+router.yaml the router itself accepts. Bad values are refused by values.schema.json or by
+the chart's own checks, with a message naming the key.
 """
 
 from __future__ import annotations
@@ -181,12 +182,10 @@ def test_lint_strict_is_clean(values: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
-def test_every_object_validates_against_the_shared_schemas(
-    chart: Any, values: dict[str, Any], shared_dir: Path
-) -> None:
+def test_every_object_validates_against_its_schema(chart: Any, values: dict[str, Any]) -> None:
     objects = render(chart, values)["objects"]
 
-    errors = [err for obj in objects for err in validation_errors(shared_dir, obj)]
+    errors = [err for obj in objects for err in validation_errors(obj)]
 
     assert objects and errors == []
     elsewhere = {

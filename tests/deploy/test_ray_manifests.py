@@ -1,7 +1,7 @@
 """The GPU tier's deployment files: deploy/ray/ and the Helm chart's optional RayService.
 
 - The RayService validates against the KubeRay CRD (v1 openAPIV3Schema, strict) from
-  ../shared/schemas, and has the shape the GPU tier needs (CPU head, GPU workers with the
+  tests/deploy/schemas/crds/, and has the shape the GPU tier needs (CPU head, GPU workers with the
   nvidia.com/gpu toleration, autoscaling, a Service on the gRPC port).
 - Every Serve config (serveConfigV2 strings and deploy/ray/serve_config.yaml) validates with
   Ray Serve's own ``ServeDeploySchema`` (the CRD keeps serveConfigV2 an opaque string), its
@@ -74,8 +74,8 @@ def serve_configs() -> dict[str, dict[str, Any]]:
 # --- the RayService object ---------------------------------------------------------------
 
 
-def test_rayservice_validates_against_the_kuberay_crd(shared_dir: Path) -> None:
-    assert validation_errors(shared_dir, rayservice()) == []
+def test_rayservice_validates_against_the_kuberay_crd() -> None:
+    assert validation_errors(rayservice()) == []
 
 
 def test_rayservice_has_cpu_head_gpu_workers_autoscaling_and_grpc_service() -> None:
