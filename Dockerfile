@@ -1,4 +1,4 @@
-# The router image: `hybrid-router serve`, with only the router extra's dependencies
+# The router image: `hybrid-router serve`, with only the router extra's locked dependencies
 # (gRPC service, policy, adapters, discovery, telemetry) and the fast extra (uvloop, which
 # server.event_loop: auto picks). No compilers, no model servers.
 # Build, push and install: docs/eks.md. Checked by tests/deploy/test_image.py (hadolint,
@@ -11,10 +11,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/hybrid-router
+# The router's lock first (its own layer: code changes do not reinstall it): every
+# version pinned, every file's sha256 checked (requirements/router.txt, `make lock`).
+COPY requirements/router.txt requirements/router.txt
+RUN /opt/hybrid-router/bin/pip install --no-cache-dir --require-hashes --no-deps \
+      -r requirements/router.txt
 # The whole build context (.dockerignore keeps tests, venvs and caches out): setuptools
 # needs every package directory that pyproject.toml lists.
 COPY . .
-RUN /opt/hybrid-router/bin/pip install --no-cache-dir ".[router,fast]"
+RUN /opt/hybrid-router/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="hybrid-router" \

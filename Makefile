@@ -1,9 +1,11 @@
 # hybrid-router: set-up, tests, checks. GNU make.
 #
 #   make demo    install everything and run the embedded demo (the main job)
-#   make test    install everything (Python + tools) and run the whole test suite
+#   make test    install everything (Python + tools), lint, run the whole test suite and
+#                check the demo's report
 #
-# Both are idempotent: the second run skips the install unless pyproject.toml changed.
+# Both install from the locks in requirements/ (`make lock` refreshes them) and are
+# idempotent: the second run skips the install unless a lock or pyproject.toml changed.
 # `make help` lists every target. See docs/development.md.
 
 SHELL := /bin/bash
@@ -14,8 +16,9 @@ MAKEFLAGS += --no-print-directory
 VENV        := .venv
 PY          := $(VENV)/bin/python
 PYTEST      := $(VENV)/bin/pytest
-# Written after a successful `pip install -e ".[dev]"`; newer than pyproject.toml = up to date.
+# Written after a successful install and engine check; newer than the locks = up to date.
 STAMP       := $(VENV)/.hybrid-router-installed
+LOCKS       := requirements/dev.txt requirements/llama-cpp-python.txt requirements/llama-build.txt
 BUF         := .tools/node_modules/.bin/buf
 BASELINE    := proto/baseline/hybrid_router_v1.binpb
 # Interpreter for the venv: $(PYTHON) if given, else the newest python3.1x >= 3.11 on PATH.
@@ -31,7 +34,8 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv install system-deps tools demo test test-fast lint format proto proto-check lambda-layer \
-        proto-baseline bench clean distclean helm-lint image-check edge-artifact
+        proto-baseline bench clean distclean helm-lint image-check edge-artifact engine-check \
+        llama-rebuild lock demo-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -63,15 +67,33 @@ $(PY):
 	  exit 1; \
 	fi
 
-install: $(STAMP) ## pip install -e ".[dev]" into .venv (skipped when up to date)
+install: $(STAMP) ## install the locked dependencies, llama.cpp (portable build) and the project into .venv
 
-$(STAMP): pyproject.toml | $(PY)
+# Locked (requirements/*.txt, with hashes): a new upstream release cannot change what a
+# fresh machine gets. llama-cpp-python is compiled by scripts/llama_wheel.py with a
+# portable CPU profile into .wheelhouse/ (never pip's wheel cache); then a short real
+# generation in a child process proves the engine runs on this CPU.
+$(STAMP): pyproject.toml $(LOCKS) serving/engines/llama_build.py | $(PY)
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "error: $(VENV) uses $$($(PY) --version); Python >= 3.11 is needed." >&2; \
 	  echo "  fix: rm -rf $(VENV) && make venv PYTHON=python3.11" >&2; exit 1; }
-	@echo "install: pip install -e '.[dev]' (first run compiles llama-cpp-python: ~5 min on 2 cores; pip caches the wheel)"
-	$(PY) -m pip install -e ".[dev]"
+	@echo "install: locked dependencies (requirements/dev.txt, hash-checked)"
+	$(PY) -m pip install --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) scripts/llama_wheel.py --python $(PY)
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	$(PY) -m serving.engines.llama_selftest
 	@touch $@
+
+engine-check: install ## generate a few tokens with the installed llama.cpp build (child process)
+	$(PY) -m serving.engines.llama_selftest
+
+llama-rebuild: | $(PY) ## rebuild llama-cpp-python (HYBRID_ROUTER_LLAMA_PROFILE=NAME picks a profile)
+	$(PY) scripts/llama_wheel.py --python $(PY) --rebuild
+	$(PY) -m serving.engines.llama_selftest
+
+lock: ## re-resolve requirements/*.txt from pyproject.toml (uv, hashes); review, test, commit
+	@bash scripts/lock.sh
 
 system-deps: ## apt-get install missing system packages (compilers, cmake, npm, redis-server)
 	@bash scripts/system_deps.sh
@@ -85,8 +107,15 @@ tools: ## install pinned tools into .tools/ (buf via npm; vLLM for the engine-ar
 demo: system-deps install ## install and run the embedded demo (router + local model servers)
 	$(VENV)/bin/hybrid-router demo $(DEMO_ARGS)
 
-test: system-deps install tools ## install everything and run the whole suite (all markers)
+test: system-deps install tools ## install everything, lint, run the whole suite (all markers), check the demo
+	$(MAKE) lint
 	$(PYTEST) -m "" tests $(PYTEST_ARGS)
+	$(MAKE) demo-check
+
+demo-check: install ## run the demo with --json and check its report (every scenario, three tiers, no failure)
+	@mkdir -p .bench-out
+	$(VENV)/bin/hybrid-router demo --json $(DEMO_ARGS) > .bench-out/demo-report.json
+	$(PY) -m router.cli.demo_check .bench-out/demo-report.json
 
 # --- development ----------------------------------------------------------------
 
@@ -128,7 +157,7 @@ bench: install ## run every bench/*.py script (results: BENCHMARKS.md)
 	done; \
 	[ "$$found" = 1 ] || echo "bench: no bench/*.py scripts yet"
 
-helm-lint: install ## Helm chart: lint --strict, render every value set, validate vs ../shared/schemas
+helm-lint: install ## Helm chart: lint --strict, render every value set, validate every object against its schema
 	$(PYTEST) -q tests/deploy/test_helm_chart.py $(PYTEST_ARGS)
 
 image-check: install ## router image without Docker: hadolint + its pip install in a clean venv

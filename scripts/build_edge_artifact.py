@@ -6,10 +6,15 @@ Usage:
 
 The zip holds only the edge extra's code, under one folder ``hybrid-router-edge/``:
 ``greengrass/`` (the agent), ``serving/engines/`` (the engines it loads: llama.cpp and
-the scripted test engine), ``hybrid_router/`` (the generated contract) and
-``requirements.txt`` (the base and ``edge`` dependencies from pyproject.toml, which the
-recipe's Install step pip-installs into a venv). Entries are sorted with fixed
-timestamps, so the same sources give the same bytes (and the same Greengrass digest).
+the scripted test engine, the llama.cpp build profiles and engine check),
+``hybrid_router/`` (the generated contract), ``requirements.txt`` (the ``edge`` lock,
+requirements/edge.txt: every version pinned, every file's sha256), and what builds
+llama-cpp-python on the device with a portable CPU profile: ``scripts/llama_wheel.py``
+with ``requirements/llama-cpp-python.txt`` and ``requirements/llama-build.txt``. The
+recipe's Install step installs the lock into a venv, builds llama.cpp for the device's
+CPU, and runs the engine check (a short real generation) before the agent may run.
+Entries are sorted with fixed timestamps, so the same sources give the same bytes (and
+the same Greengrass digest).
 
 Output (``--out``)::
 
@@ -30,7 +35,6 @@ import json
 import re
 import shutil
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -44,7 +48,10 @@ SOURCES: tuple[tuple[Path, str, tuple[str, ...]], ...] = (
     (GG, "greengrass", ("*.py", "py.typed")),
     (ROOT / "serving", "serving", ("__init__.py", "py.typed")),
     (ROOT / "serving" / "engines", "serving/engines",
-     ("__init__.py", "base.py", "prompt.py", "llamacpp.py", "scripted.py")),
+     ("__init__.py", "base.py", "prompt.py", "llamacpp.py", "scripted.py",
+      "llama_build.py", "llama_selftest.py")),
+    (ROOT / "scripts", "scripts", ("llama_wheel.py",)),
+    (ROOT / "requirements", "requirements", ("llama-cpp-python.txt", "llama-build.txt")),
     (ROOT / "proto" / "hybrid_router", "hybrid_router", ("__init__.py",)),
     (ROOT / "proto" / "hybrid_router" / "v1", "hybrid_router/v1", ("*.py", "*.pyi")),
 )  # fmt: skip
@@ -60,27 +67,9 @@ def component() -> tuple[str, str, str]:
     return name, version, comp["author"]
 
 
-def requirements() -> list[str]:
-    """Base dependencies plus the ``edge`` extra, with hybrid-router[...] expanded."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    extras: dict[str, list[str]] = project["optional-dependencies"]
-    out: list[str] = list(project["dependencies"])
-    seen: set[str] = set()
-
-    def add(extra: str) -> None:
-        if extra in seen:
-            return
-        seen.add(extra)
-        for req in extras[extra]:
-            m = re.match(r"^hybrid-router\[([^\]]+)\]$", req.strip())
-            if m:
-                for inner in m.group(1).split(","):
-                    add(inner.strip())
-            elif req not in out:
-                out.append(req)
-
-    add("edge")
-    return out
+def requirements() -> str:
+    """The ``edge`` lock (requirements/edge.txt), as the device's requirements.txt."""
+    return (ROOT / "requirements" / "edge.txt").read_text(encoding="utf-8")
 
 
 def files() -> list[tuple[Path, str]]:
@@ -105,7 +94,7 @@ def build_zip(dest: Path, version: str) -> Path:
     tmp = dest.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w") as zf:
         entries = [(arc, path.read_bytes()) for path, arc in files()]
-        entries.append((f"{TOP}/requirements.txt", ("\n".join(requirements()) + "\n").encode()))
+        entries.append((f"{TOP}/requirements.txt", requirements().encode()))
         entries.append(
             (f"{TOP}/BUILD.json", json.dumps({"component_version": version}, indent=2).encode())
         )

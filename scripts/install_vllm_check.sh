@@ -14,7 +14,9 @@ VLLM_VERSION="0.29.0"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ROOT}/.tools/vllm-venv"
-STAMP="${VENV}/.vllm-${VLLM_VERSION}"
+LOCK="${ROOT}/requirements/vllm-check.txt"
+# The stamp names the lock's content: a refreshed lock reinstalls.
+STAMP="${VENV}/.vllm-${VLLM_VERSION}-$(sha256sum "${LOCK}" | cut -c1-12)"
 PY="${VENV}/bin/python"
 
 can_import() {
@@ -36,7 +38,9 @@ echo "tools: creating .tools/vllm-venv with ${base} and installing vllm==${VLLM_
 mkdir -p "${ROOT}/.tools"
 rm -rf "${VENV}"
 "${base}" -m venv "${VENV}"
-"${PY}" -m pip install --disable-pip-version-check --quiet "vllm==${VLLM_VERSION}"
+# Locked (requirements/vllm-check.txt, hashes; `make lock` refreshes it).
+"${PY}" -m pip install --disable-pip-version-check --quiet --require-hashes --no-deps \
+    -r "${ROOT}/requirements/vllm-check.txt"
 
 if ! can_import; then
     # Where pip resolves torch to a CPU build, the CUDA builds of torchvision / torchaudio /

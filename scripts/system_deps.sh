@@ -74,7 +74,3 @@ echo "node:   $(node --version 2>&1)  npm: $(npm --version 2>&1)"
 echo "redis:  $(redis-server --version 2>&1 | head -n1)"
 echo "cmake:  $(cmake --version 2>&1 | head -n1)"
 
-if [[ ! -d "${ROOT}/../shared/schemas" ]]; then
-    echo "warning: ${ROOT}/../shared/schemas not found; schema tests will fail" >&2
-fi
-

@@ -114,7 +114,10 @@ def test_the_recipe_wires_configuration_lifecycle_artifact_and_access():
     )
     assert artifact["Unarchive"] == "ZIP" and artifact["Permission"]["Read"] == "OWNER"
     lifecycle = manifest["Lifecycle"]
-    assert "requirements.txt" in lifecycle["Install"]["Script"]
+    install = lifecycle["Install"]["Script"]
+    # The lock, hash-checked; llama.cpp built for the device's CPU; then the engine check.
+    assert "--require-hashes --no-deps" in install and "requirements.txt" in install
+    assert install.index("scripts/llama_wheel.py") < install.index("llama_selftest")
     run = lifecycle["Run"]["Script"]
 
     # Every {configuration:/...} names a default, and the agent accepts the command line.
@@ -153,18 +156,31 @@ def test_the_artifact_zip_holds_only_the_edge_code(built, tmp_path: Path):
             "serving/engines/scripted.py",
             "hybrid_router/v1/edge_link_pb2.py",
             "requirements.txt",
+            "scripts/llama_wheel.py",
+            "serving/engines/llama_build.py",
+            "serving/engines/llama_selftest.py",
+            "requirements/llama-cpp-python.txt",
+            "requirements/llama-build.txt",
         ):
             assert needed in inner, needed
         for top in ("router/", "lambda_edge/", "tests/", "deploy/", "serving/ray_app/"):
             assert not any(n.startswith(top) for n in inner), top
         assert "serving/model_server.py" not in inner and "serving/engines/vllm.py" not in inner
         assert not any(n.endswith((".yaml", ".json")) and "greengrass/" in n for n in inner)
-        requirements = zf.read("hybrid-router-edge/requirements.txt").decode().split()
+        requirements = zf.read("hybrid-router-edge/requirements.txt").decode()
+        llama = zf.read("hybrid-router-edge/requirements/llama-cpp-python.txt").decode()
         for code in (n for n in names if n.endswith(".py")):
             text = zf.read(code).decode()
             assert not re.search(r"^\s*(from|import) router\b", text, re.M), code
         zf.extractall(tmp_path)
-    names_only = {re.split(r"[<>=\[]", r)[0] for r in requirements}
+    # The edge lock as is: every requirement pinned with its hashes.
+    assert requirements == (ROOT / "requirements" / "edge.txt").read_text(encoding="utf-8")
+    pins = dict(
+        re.findall(r"^([a-z0-9][a-z0-9._-]*)(?:\[[^\]]*\])?==([^ ;\\]+)", requirements, re.M)
+    )
+    names_only = set(pins) | set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", llama, re.M))
+    blocks = re.split(r"\n(?=[a-z0-9])", requirements.split("\n", 2)[2])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)
     assert {"grpcio", "protobuf", "llama-cpp-python", "boto3", "awsiotsdk"} <= names_only
     assert not names_only & {"redis", "kubernetes", "pydantic", "rich", "hybrid-router"}
     # The extracted agent imports without the router package.

