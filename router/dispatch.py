@@ -310,12 +310,12 @@ class _Attempt:
                 raise DeadlineExceeded(
                     f"deadline passed waiting for the first token from {spec.name}"
                 ) from None
-            stats.record_failure(ErrorClass.RETRYABLE)
             self.failure = f"no first token within {self.timeout_s * 1000:.0f} ms"
+            stats.record_failure(ErrorClass.RETRYABLE, message=self.failure)
             log.warning("ttft timeout request_id=%s backend=%s", rid, spec.name)
             return None
         except BackendError as exc:
-            stats.record_failure(exc.error_class, exc.retry_after_s)
+            stats.record_failure(exc.error_class, exc.retry_after_s, message=exc.reason)
             if exc.error_class is ErrorClass.FATAL:
                 raise
             self.failure = f"{exc.error_class.value}: {exc.reason}"
@@ -328,13 +328,13 @@ class _Attempt:
             )
             return None
         except StopAsyncIteration:
-            stats.record_failure(ErrorClass.RETRYABLE)
             self.failure = "stream ended without output"
+            stats.record_failure(ErrorClass.RETRYABLE, message=self.failure)
             return None
         except Exception as exc:  # an adapter bug must not stop failover
             log.exception("unexpected adapter error request_id=%s backend=%s", rid, spec.name)
-            stats.record_failure(ErrorClass.RETRYABLE)
             self.failure = f"unexpected error ({type(exc).__name__})"
+            stats.record_failure(ErrorClass.RETRYABLE, message=f"{self.failure}: {exc}")
             return None
         self.first_at = self.d._clock()
         return first
@@ -344,7 +344,9 @@ class _Attempt:
         assert self.first_at is not None
         stats = self.entry.stats
         stats.record_first_token((self.first_at - self.start) * 1000.0)
-        stats.record_failure(exc.error_class, exc.retry_after_s)
+        stats.record_failure(
+            exc.error_class, exc.retry_after_s, message=f"after the first token: {exc.reason}"
+        )
         return self.d._usage(
             self.request,
             self.entry,

@@ -8,7 +8,7 @@ One :class:`BackendStats` per backend per router replica, fed by dispatch::
             ... stats.record_first_token(ttft_ms)
             ... stats.record_success(total_ms, output_tokens, decode_ms)
         except BackendError as exc:
-            stats.record_failure(exc.error_class, exc.retry_after_s)
+            stats.record_failure(exc.error_class, exc.retry_after_s, message=exc.reason)
         finally:
             stats.end()
 
@@ -28,6 +28,10 @@ Circuit breaker (``policy.circuit``):
   its failure re-opens it for another cool-down. A probe that ends without a verdict
   (cancelled, too large, fatal, throttled) frees the slot; a probe that never reports
   frees it after ``cooldown_s``.
+
+Every failure (and a health probe that starts failing) sets ``last_error`` and
+``last_error_unix_ms`` (wall clock, for "how long ago" in ``hybrid-router backends``); a
+success does not clear them. This happens on failures only: the request path is unchanged.
 
 Only RETRYABLE failures count. TOO_LARGE and FATAL say nothing about the backend's health.
 A failure with a Retry-After sets ``retry_after_until`` (the policy skips the backend until
@@ -185,6 +189,9 @@ class BackendStats:
         self.requests = 0
         self.failures = 0
         self.retry_after_until: float | None = None
+        #: The last failure's message, and when it happened (unix ms; 0 = never).
+        self.last_error = ""
+        self.last_error_unix_ms = 0
         self._ttft: deque[float] = deque(maxlen=TTFT_WINDOW)
         self._ttft_sorted: list[float] | None = None
         #: (output tokens, decode ms) of recent successes with a decode phase.
@@ -228,9 +235,17 @@ class BackendStats:
 
     def set_healthy(self, healthy: bool, detail: str = "") -> None:
         if healthy != self.healthy or detail != self.detail:
+            if not healthy:  # on the change only: a probe that keeps failing keeps its time
+                self.note_error(detail or "unhealthy")
             self.healthy = healthy
             self.detail = detail
             self._snap = None
+
+    def note_error(self, message: str) -> None:
+        """Remember ``message`` as the last error, stamped with the wall clock."""
+        self.last_error = message
+        self.last_error_unix_ms = time.time_ns() // 1_000_000
+        self._snap = None
 
     # --- outcomes -----------------------------------------------------------------
 
@@ -257,11 +272,15 @@ class BackendStats:
         self._service_ms += total_ms
         self._snap = None
 
-    def record_failure(self, error_class: ErrorClass, retry_after_s: float | None = None) -> None:
-        """A call failed. Only RETRYABLE failures without a Retry-After count toward the
-        circuit breaker; a Retry-After holds the backend off until then."""
+    def record_failure(
+        self, error_class: ErrorClass, retry_after_s: float | None = None, *, message: str = ""
+    ) -> None:
+        """A call failed (``message``: why, kept as the last error). Only RETRYABLE failures
+        without a Retry-After count toward the circuit breaker; a Retry-After holds the
+        backend off until then."""
         self.requests += 1
         self.failures += 1
+        self.note_error(message or f"{error_class.value} failure")
         if retry_after_s is not None and retry_after_s > 0:
             until = self._clock() + retry_after_s
             if self.retry_after_until is None or until > self.retry_after_until:
@@ -323,6 +342,8 @@ class BackendStats:
             failures=self.failures,
             retry_after_until=self.retry_after_until,
             detail=self.detail,
+            last_error=self.last_error,
+            last_error_unix_ms=self.last_error_unix_ms,
         )
         self._snap = snap
         self._snap_until = self.breaker.open_until

@@ -184,6 +184,9 @@ class BackendSnapshot:
     #: Skip until this monotonic time (a provider's Retry-After), if set.
     retry_after_until: float | None = None
     detail: str = ""
+    #: The last failure's message and when it happened (unix ms, wall clock; 0 = never).
+    last_error: str = ""
+    last_error_unix_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,12 @@
    and shows each decision table and the streamed tokens; then a burst that queues on
    the edge stand-in and moves the next decision elsewhere; then a summary.
 4. Stops everything (also on Ctrl-C / SIGTERM); children also die with this process.
+
+Every child is watched (``processes.Watcher``): one that dies unasked (a signal such as
+SIGSEGV in llama.cpp, or an exit) stops the demo at once with one line naming it, its
+pid, the signal or exit status and its log, then the log's last lines (exit code 1). With
+``--ray`` the Ray Serve runner also reports Ray actors whose worker process died
+(``ACTOR_DIED`` lines, see ``serving.ray_app.local``), with the Ray worker's log.
 """
 
 from __future__ import annotations
@@ -46,7 +52,15 @@ from router.cli.client import (
     rpc_error_message,
 )
 from router.cli.demo_report import Outcome
-from router.cli.processes import Child, ChildFailed, free_port
+from router.cli.processes import (
+    Child,
+    ChildDied,
+    ChildFailed,
+    Death,
+    Watcher,
+    free_port,
+    ray_actor_death,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +127,11 @@ class Demo:
         self._interrupted = False
         self._holding = False
         self._started = time.monotonic()
+        #: The first child that died unasked (the demo stops on it).
+        self.death: Death | None = None
+        self._died = asyncio.Event()
+        self.watcher = Watcher(self._on_death)
+        self._report_printed = False
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -134,14 +153,15 @@ class Demo:
         self._log_to_file(self.workdir / "router.log")
         keep_logs = True
         try:
-            await self._start()
-            await self._run_all()
+            await self._until_death(self._start())
+            await self._until_death(self._run_all())
             failed = [o for o in self.outcomes if o.failed]
             if self.as_json:
                 print(json.dumps(self._report(), indent=2, ensure_ascii=False), flush=True)
+                self._report_printed = True
             keep_logs = bool(failed)
             if self.keep_running:
-                await self._hold()
+                await self._until_death(self._hold())
             if failed:
                 _print_error(
                     f"{len(failed)} request(s) failed ({', '.join(o.key for o in failed)}); "
@@ -159,10 +179,18 @@ class Demo:
                 return EXIT_OK
             self.console.print("\ninterrupted: shutting down")
             return EXIT_INTERRUPTED
+        except ChildDied as exc:
+            keep_logs = True
+            self._print_death(self.death or exc.death)
+            return EXIT_FAILED
         except DemoError as exc:
-            _print_error(str(exc))
+            if self.death is not None:  # the cause, rather than what it broke
+                self._print_death(self.death)
+            else:
+                _print_error(str(exc))
             return EXIT_FAILED
         finally:
+            self.watcher.close()  # from here on the children are stopped on purpose
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -170,6 +198,53 @@ class Demo:
                 self.console.print(f"logs kept in {self.workdir}", style="dim")
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- children that die -----------------------------------------------------------
+
+    def _on_death(self, death: Death) -> None:
+        if self.death is None:
+            self.death = death
+            self._died.set()
+
+    async def _until_death(self, coro: Any) -> Any:
+        """Run ``coro``; if a child dies meanwhile, cancel it and raise :class:`ChildDied`."""
+        task = asyncio.ensure_future(coro)
+        died = asyncio.ensure_future(self._died.wait())
+        try:
+            await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            died.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.death is not None and (task.cancelled() or task.exception() is not None):
+            raise ChildDied(self.death)
+        return task.result()
+
+    def _print_death(self, death: Death) -> None:
+        self.console.print()  # end a line of streamed tokens first
+        _print_error(death.message)
+        if death.log_tail:
+            tail = "\n".join(f"  | {line}" for line in death.log_tail.splitlines())
+            print(f"last lines of {death.log_path}:\n{tail}", file=sys.stderr, flush=True)
+        if self.as_json:
+            doc: dict[str, Any] = {"error": death.message, "died": death.to_dict()}
+            if not self._report_printed:
+                doc = {**self._report(), **doc}
+            print(json.dumps(doc, indent=2, ensure_ascii=False), flush=True)
+
+    def _ray_lines(self, owner: str) -> Any:
+        """stdout lines of ``python -m serving.ray_app``: ``ACTOR_DIED <json>`` is a death."""
+
+        def on_line(line: bytes) -> None:
+            if line.startswith(b"ACTOR_DIED "):
+                try:
+                    report = json.loads(line.removeprefix(b"ACTOR_DIED "))
+                except ValueError:
+                    return
+                self.watcher.report(ray_actor_death(owner, report))
+
+        return on_line
 
     def _log_to_file(self, path: Path) -> None:
         handler = logging.FileHandler(path, encoding="utf-8")
@@ -197,6 +272,7 @@ class Demo:
             )
         )
         assert self.workdir is not None
+        c.print(f"logs: {self.workdir}/ (one file per process)", style="dim", highlight=False)
         with Progress(
             SpinnerColumn(finished_text="[green]✔"),
             TextColumn("{task.description}"),
@@ -238,17 +314,21 @@ class Demo:
                 child = Child(s.name, dc.openai_server_argv(s, model_path, port), log_path)
                 self.children[s.name] = child
                 await child.start()
+                self.watcher.watch(child)
                 child.port = port
                 await child.wait_ready_probe(_http_ready(port), START_TIMEOUT_S)
             elif s.server == "ray_serve":
                 child = Child(s.name, dc.ray_serve_argv(s, model_path), log_path)
+                child.on_line = self._ray_lines(s.name)
                 self.children[s.name] = child
                 await child.start(stdout_pipe=True)
+                self.watcher.watch(child)
                 await child.wait_ready_line(START_TIMEOUT_S)
             else:
                 child = Child(s.name, dc.model_server_argv(s, model_path), log_path)
                 self.children[s.name] = child
                 await child.start(stdout_pipe=True)
+                self.watcher.watch(child)
                 await child.wait_ready_line(START_TIMEOUT_S)
             progress.update(
                 tasks[s.name],
@@ -259,8 +339,20 @@ class Demo:
                 ),
             )
 
-        results = await asyncio.gather(*(start(s) for s in self.stand_ins), return_exceptions=True)
-        for s, result in zip(self.stand_ins, results, strict=True):
+        # The first one that fails stops the others' start (no waiting for their timeouts).
+        started = [asyncio.ensure_future(start(s)) for s in self.stand_ins]
+        try:
+            await asyncio.wait(started, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for t in started:
+                t.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
+        for s, t in zip(self.stand_ins, started, strict=True):
+            if t.cancelled():
+                continue
+            result = t.exception()
+            if isinstance(result, ChildDied):
+                raise result
             if isinstance(result, ChildFailed):
                 child = self.children.get(s.name)
                 tail = child.log_tail() if child else ""
@@ -348,9 +440,10 @@ class Demo:
             self.router = None
             stopped.append("router")
         children = [c for c in self.children.values() if c.proc is not None]
+        running = sum(c.running for c in children)
         await asyncio.gather(*(c.stop(5.0) for c in children), return_exceptions=True)
-        if children:
-            stopped.append(f"{len(children)} model servers")
+        if running:
+            stopped.append(f"{running} model servers")
         if stopped:
             self.console.print(f"stopped {' and '.join(stopped)}", style="dim")
 
@@ -409,6 +502,9 @@ class Demo:
         c.print(
             render.backends_table(backends, title="live backend state (hybrid-router backends)")
         )
+        errors = render.backend_notes(backends, details=False)  # the last errors, if any
+        if errors is not None:
+            c.print(errors)
         c.rule()
         c.print(report.summary_table(self.outcomes))
         streamed = ", ".join(report.tiers_streamed(self.outcomes)) or "none"
@@ -617,12 +713,16 @@ class Demo:
                     "label": s.label,
                     "port": self.children[s.name].port if s.name in self.children else 0,
                     "pid": self.children[s.name].pid if s.name in self.children else None,
+                    "log": str(self.children[s.name].log_path) if s.name in self.children else None,
                 }
                 for s in self.stand_ins
             ],
             "requests": [o.to_dict() for o in self.outcomes],
             "tiers_streamed": report.tiers_streamed(self.outcomes),
             "elapsed_s": round(time.monotonic() - self._started, 1),
+            "logs": str(self.workdir) if self.workdir is not None else None,
+            "error": None,
+            "died": None,
         }
 
 

@@ -309,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="list backends with their live state",
         description=(
             "List every backend: static facts (tier, kind, model, context window) and live "
-            "state (health, circuit, in flight, queue, TTFT, decode rate, errors)."
+            "state (health, circuit, in flight, queue, TTFT, decode rate, errors, and each "
+            "backend's last error: how long ago in the table, the message under it; "
+            "last_error and last_error_unix_ms in --json)."
         ),
         epilog=_BACKENDS_EXAMPLES,
         formatter_class=_FMT,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,6 +83,25 @@ def fmt_ms(ms: float) -> str:
     if ms < 1000:
         return f"{ms:.0f} ms"
     return f"{ms / 1000:.1f} s"
+
+
+def fmt_ago(unix_ms: int, now_ms: int | None = None) -> str:
+    """How long ago ``unix_ms`` was: "0.4 s ago", "12 s ago", "3 min ago", "2 h ago"
+    ("-" for 0, i.e. never)."""
+    if not unix_ms:
+        return "-"
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    s = max(0.0, (now_ms - unix_ms) / 1000.0)
+    if s < 10:
+        return f"{s:.1f} s ago"
+    if s < 120:
+        return f"{s:.0f} s ago"
+    if s < 7200:
+        return f"{s / 60:.0f} min ago"
+    if s < 172800:
+        return f"{s / 3600:.0f} h ago"
+    return f"{s / 86400:.0f} d ago"
 
 
 def fmt_usd(usd: float) -> str:
@@ -298,8 +318,15 @@ def usage_line(u: router_pb2.Usage) -> Text:
 # --- backends ------------------------------------------------------------------------
 
 
-def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None = None) -> Table:
-    """Static facts and live state, one row per backend (details: :func:`backend_notes`)."""
+def backends_table(
+    resp: router_pb2.ListBackendsResponse,
+    *,
+    title: str | None = None,
+    now_ms: int | None = None,
+) -> Table:
+    """Static facts and live state, one row per backend (details: :func:`backend_notes`).
+
+    "last error" is how long ago the backend last failed (its message is in the notes)."""
     table = Table(title=title, title_justify="left")
     right = (
         "ctx",
@@ -307,6 +334,7 @@ def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None =
         "TTFT\np50 / p90",
         "tok/s",
         "errors\n(failed)",
+        "last\nerror",
         "requests",
     )
     for name in ("name", "tier", "kind", "model", "ctx", "health", *right[1:]):
@@ -335,6 +363,7 @@ def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None =
             ttft,
             f"{b.decode_tokens_per_s:.0f}",
             f"{b.error_rate:.0%}" + (f" ({b.failures})" if b.failures else ""),
+            Text(fmt_ago(b.last_error_unix_ms, now_ms), "red" if b.last_error else ""),
             str(b.requests),
         ]
         table.add_row(*row)
@@ -344,17 +373,27 @@ def backends_table(resp: router_pb2.ListBackendsResponse, *, title: str | None =
     return table
 
 
-def backend_notes(resp: router_pb2.ListBackendsResponse) -> Text | None:
-    """``name: detail`` lines for backends that carry a description or a state detail."""
-    lines = [(b.name, b.detail) for b in resp.backends if b.detail]
+def backend_notes(
+    resp: router_pb2.ListBackendsResponse, *, now_ms: int | None = None, details: bool = True
+) -> Text | None:
+    """``name: detail`` lines for backends that carry a description or a state detail
+    (unless ``details`` is false), and ``name: last error 3.2 s ago: message`` for backends
+    that have failed."""
+    lines: list[tuple[str, str, str]] = []
+    for b in resp.backends:
+        if b.detail and details:
+            lines.append((b.name, b.detail, "dim"))
+        if b.last_error:
+            when = fmt_ago(b.last_error_unix_ms, now_ms)
+            lines.append((b.name, f"last error {when}: {b.last_error}", "red"))
     if not lines:
         return None
     text = Text()
-    for i, (name, detail) in enumerate(lines):
+    for i, (name, note, style) in enumerate(lines):
         if i:
             text.append("\n")
         text.append(f"{name}: ", style="bold")
-        text.append(detail, style="dim")
+        text.append(note, style=style)
     return text
 
 

@@ -304,4 +304,6 @@ def backend_status(
         site=spec.site,
         device_id=spec.device_id,
         detail=snap.detail or description,
+        last_error=snap.last_error,
+        last_error_unix_ms=snap.last_error_unix_ms,
     )

@@ -9,19 +9,27 @@ run. Run as a program (a whole local Ray instance, stopped on SIGTERM/SIGINT)::
 prints ``READY <grpc port>`` on stdout once both applications run. Call it with gRPC
 metadata ``application: gpu`` (``Generate``) or ``application: gpu-load`` (the
 deployment-wide load).
+
+While it runs it watches the Ray instance's actors (the GCS actor table, twice a second):
+an actor whose worker process died (a crash in the model, the OOM killer, a signal) is
+reported at once as one line on stdout, ``ACTOR_DIED <json>`` with the actor's class,
+pid, Ray's death reason and message, and the worker's log file (``worker-*-<pid>.err``
+under the Ray session's log folder). ``hybrid-router demo --ray`` stops on that line.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import logging
+import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +133,118 @@ def deploy(
     serve.run_many(targets)
 
 
+# --- actor deaths ------------------------------------------------------------------------
+
+#: Death reasons of an actor whose process crashed or was killed from outside, as opposed
+#: to one that Serve or Ray stopped on purpose (RAY_KILL, OUT_OF_SCOPE, OWNER_DIED, ...).
+CRASH_REASONS = frozenset({"WORKER_DIED", "NODE_DIED"})
+
+
+def worker_log(pid: int, logs_dir: str | None = None) -> str:
+    """The stderr log of the Ray worker process ``pid`` ("" when not found). Python's
+    faulthandler (on in Ray workers) writes a crash's stack there."""
+    if not pid:
+        return ""
+    if logs_dir is None:
+        logs_dir = _logs_dir()
+    for folder in (logs_dir, os.path.join(logs_dir, "old")):
+        for pattern in (f"worker-*-{pid}.err", f"worker-*-{pid}.out"):
+            found = sorted(glob.glob(os.path.join(folder, pattern)))
+            if found:
+                return found[-1]
+    return ""
+
+
+def _logs_dir() -> str:
+    with contextlib.suppress(Exception):
+        from ray._private import worker
+
+        node = worker._global_node
+        if node is not None:
+            return str(node.get_logs_dir_path())
+    return "/tmp/ray/session_latest/logs"
+
+
+def actor_deaths(seen: set[str]) -> list[dict[str, Any]]:
+    """Actors of this Ray instance that crashed and are not in ``seen`` yet (added to it).
+
+    Reads the GCS actor table (``ray._private.state``: no dashboard needed), so it works in
+    the driver of a local instance started with ``include_dashboard=False``.
+    """
+    from ray._private import state
+
+    found = []
+    for actor_id, info in (state.actors(actor_state_name="DEAD") or {}).items():
+        if actor_id in seen:
+            continue
+        seen.add(actor_id)
+        cause = info.get("DeathCause")
+        reason, message = _death_reason(cause)
+        if reason not in CRASH_REASONS:
+            continue
+        pid = int(info.get("Pid") or 0)
+        found.append(
+            {
+                "actor_id": actor_id,
+                "class_name": info.get("ActorClassName", ""),
+                "name": info.get("Name", ""),
+                "pid": pid,
+                "reason": reason,
+                "message": message,
+                "log": worker_log(pid),
+            }
+        )
+    return found
+
+
+def _death_reason(cause: Any) -> tuple[str, str]:
+    """(reason, Ray's message) of an ``ActorDeathCause`` proto."""
+    if cause is None:
+        return "", ""
+    which = cause.WhichOneof("context")
+    if which == "actor_died_error_context":
+        ctx = cause.actor_died_error_context
+        reason = ctx.DESCRIPTOR.fields_by_name["reason"].enum_type.values_by_number[ctx.reason]
+        return reason.name, _first_sentences(ctx.error_message)
+    if which == "oom_context":
+        return "OUT_OF_MEMORY", _first_sentences(cause.oom_context.error_message)
+    return (which or "").upper(), ""
+
+
+def _first_sentences(message: str, limit: int = 300) -> str:
+    """Ray's death messages go on with pages of possible causes: keep the facts."""
+    for boilerplate in (" Some common causes include", " There are some potential root causes"):
+        message = message.split(boilerplate)[0]
+    head = message.strip()
+    return head if len(head) <= limit else head[: limit - 3] + "..."
+
+
+def watch_actor_deaths(
+    report: Callable[[dict[str, Any]], None], stop: threading.Event, interval_s: float = 0.5
+) -> threading.Thread:
+    """A daemon thread that calls ``report`` for each crashed actor until ``stop`` is set."""
+
+    def run() -> None:
+        seen: set[str] = set()
+        failures = 0
+        while not stop.wait(interval_s):
+            try:
+                deaths = actor_deaths(seen)
+            except Exception as exc:  # the GCS is going away, or a Ray without this API
+                failures += 1
+                if failures == 3:
+                    logger.warning("cannot read the Ray actor table: %s", exc)
+                continue
+            failures = 0
+            for death in deaths:
+                if not stop.is_set():
+                    report(death)
+
+    thread = threading.Thread(target=run, name="actor-deaths", daemon=True)
+    thread.start()
+    return thread
+
+
 # --- command line ------------------------------------------------------------------------
 
 
@@ -197,15 +317,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray import serve
 
     stop = threading.Event()
+    ray.init(num_cpus=ns.ray_cpus, include_dashboard=False, log_to_driver=False)
+    # After ray.init: Ray's core installs a handler that aborts the process on SIGTERM
+    # (no serve.shutdown, Ray's agents left running); this one stops it in order.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    ray.init(num_cpus=ns.ray_cpus, include_dashboard=False, log_to_driver=False)
+    stdout = threading.Lock()
+
+    def say(line: str) -> None:
+        with stdout:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def actor_died(death: dict[str, Any]) -> None:
+        logger.error(
+            "Ray actor %s (pid %s) died: %s %s; log: %s",
+            death["class_name"],
+            death["pid"],
+            death["reason"],
+            death["message"],
+            death["log"] or "-",
+        )
+        say("ACTOR_DIED " + json.dumps(death))
+
+    watching = threading.Event()
+    watcher = watch_actor_deaths(actor_died, watching)
     try:
         grpc_port, _ = start_serve(ns.grpc_port, ns.http_port)
         deploy(settings, app_name=ns.name)
-        print(f"READY {grpc_port}", flush=True)
+        say(f"READY {grpc_port}")
         stop.wait()
     finally:
+        watching.set()  # Serve's shutdown stops actors on purpose
+        watcher.join(timeout=2.0)
         serve.shutdown()
         ray.shutdown()
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from router.config import CircuitConfig, PolicyConfig
@@ -231,6 +233,36 @@ def test_snapshot_is_cached_until_something_changes(clock: FakeClock) -> None:
 
 
 # --- BackendStats: failures and the circuit ---------------------------------------------
+
+
+def test_a_failure_is_the_last_error_with_its_wall_clock_time(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    snap = stats.snapshot()
+    assert (snap.last_error, snap.last_error_unix_ms) == ("", 0)
+    before = time.time_ns() // 1_000_000
+    stats.record_failure(ErrorClass.RETRYABLE, message="UNAVAILABLE: connection refused")
+    after = time.time_ns() // 1_000_000
+    snap = stats.snapshot()  # the cached snapshot was dropped
+    assert snap.last_error == "UNAVAILABLE: connection refused"
+    assert before <= snap.last_error_unix_ms <= after
+    complete(stats, 10.0, 50.0, 4, 40.0)  # a success keeps the last error
+    assert stats.snapshot().last_error == "UNAVAILABLE: connection refused"
+    stats.record_failure(ErrorClass.FATAL)  # without a message: the class
+    assert stats.snapshot().last_error == "fatal failure"
+
+
+def test_a_probe_that_starts_failing_is_the_last_error_once(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    stats.set_healthy(True)
+    assert stats.snapshot().last_error == ""
+    stats.set_healthy(False, "load probe failed: refused")
+    first = stats.snapshot()
+    assert first.last_error == "load probe failed: refused" and first.last_error_unix_ms
+    stats.last_error_unix_ms = 1  # the same verdict again does not stamp it anew
+    stats.set_healthy(False, "load probe failed: refused")
+    assert stats.last_error_unix_ms == 1
+    stats.set_healthy(True)
+    assert stats.snapshot().last_error == "load probe failed: refused"
 
 
 def test_retryable_failures_open_the_circuit(clock: FakeClock) -> None:

@@ -1,0 +1,57 @@
+"""``hybrid-router backends``: each backend's last error, how long ago, in the table."""
+
+from __future__ import annotations
+
+import io
+
+from hybrid_router.v1 import router_pb2 as rpb
+from rich.console import Console
+
+from router.cli import render
+
+NOW_MS = 1_800_000_000_000
+
+
+def test_fmt_ago_reads_like_a_person_would_say_it() -> None:
+    assert render.fmt_ago(0, NOW_MS) == "-"
+    assert render.fmt_ago(NOW_MS - 400, NOW_MS) == "0.4 s ago"
+    assert render.fmt_ago(NOW_MS - 42_000, NOW_MS) == "42 s ago"
+    assert render.fmt_ago(NOW_MS - 180_000, NOW_MS) == "3 min ago"
+    assert render.fmt_ago(NOW_MS - 3 * 3_600_000, NOW_MS) == "3 h ago"
+    assert render.fmt_ago(NOW_MS - 3 * 86_400_000, NOW_MS) == "3 d ago"
+    assert render.fmt_ago(NOW_MS + 5_000, NOW_MS) == "0.0 s ago"  # clocks a little apart
+
+
+def _text(renderable: object) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(renderable)
+    return out.getvalue()
+
+
+def test_the_table_and_notes_show_the_last_error_and_its_age() -> None:
+    resp = rpb.ListBackendsResponse(
+        backends=[
+            rpb.BackendStatus(
+                name="edge-a",
+                kind="model_service",
+                healthy=False,
+                detail="load probe failed: UNAVAILABLE",
+                last_error="UNAVAILABLE: failed to connect to 127.0.0.1:4242: Connection refused",
+                last_error_unix_ms=NOW_MS - 12_000,
+            ),
+            rpb.BackendStatus(name="gpu-b", kind="model_service", healthy=True),
+        ]
+    )
+    table = _text(render.backends_table(resp, now_ms=NOW_MS))
+    assert "last" in table and "error" in table
+    edge = next(line for line in table.splitlines() if "edge-a" in line)
+    gpu = next(line for line in table.splitlines() if "gpu-b" in line)
+    assert "12 s ago" in edge and "ago" not in gpu
+    notes = _text(render.backend_notes(resp, now_ms=NOW_MS)).splitlines()
+    assert notes == [
+        "edge-a: load probe failed: UNAVAILABLE",
+        "edge-a: last error 12 s ago: UNAVAILABLE: failed to connect to 127.0.0.1:4242: "
+        "Connection refused",
+    ]
+    only_errors = _text(render.backend_notes(resp, now_ms=NOW_MS, details=False))
+    assert only_errors.splitlines() == notes[1:]
