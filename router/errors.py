@@ -1,27 +1,50 @@
 """The router's one exception tree.
 
-Every error the router raises on purpose derives from :class:`RouterError` and
-declares the gRPC status it maps to (as a ``grpc.StatusCode`` *name*, so this
-module and ``router.policy`` stay free of grpc imports). One interceptor
-(``router.server.interceptors``) turns them into statuses; anything else
-becomes INTERNAL with a generic message and a logged traceback.
+Every error the router raises on purpose derives from :class:`RouterError` and declares
+the gRPC status it maps to (as a ``grpc.StatusCode`` *name*, so this module and
+``router.policy`` stay free of grpc imports). One interceptor
+(``router.server.interceptors``, installed on the router port and on the edge relay port)
+turns them into statuses for every RPC shape; anything else becomes INTERNAL with a
+generic message and a logged traceback. The modules that raise a class below import it
+from here, so its old name still works (``router.security.limits.StreamLimitExceeded``,
+``router.edge.link.LinkClosed``, ``router.edge.hub.LinkRefused``...).
 
-    RouterError
-    ├── ConfigError                    (not a request error: bad router.yaml / env)
+    RouterError                        status (a subclass without one inherits it)
+    ├── ConfigError                    INTERNAL  not a request error: bad router.yaml / env
+    ├── DuplicateBackend               INTERNAL  not a request error: a name registered twice
     ├── InvalidRequest                 INVALID_ARGUMENT   names the field
+    │   ├── RequestLimitExceeded       too many messages / prompt bytes (server.limits)
+    │   └── InvalidRegistration        an edge device's Register / Heartbeat
     ├── Unauthenticated                UNAUTHENTICATED
+    │   └── MalformedKey               not an hr_<id>_<secret> key (never quotes it)
     ├── PermissionDenied               PERMISSION_DENIED
     ├── ResourceExhausted              RESOURCE_EXHAUSTED
-    │   └── NoWindowFits               no context window big enough (names the largest)
+    │   ├── NoWindowFits               no context window big enough (names the largest)
+    │   └── StreamLimitExceeded        streams per connection / per tenant (server.limits)
     ├── NoTierAllowed                  FAILED_PRECONDITION  no tier may take this data class
     ├── NoCandidate                    UNAVAILABLE       all filtered out (health, capacity...)
     ├── AllCandidatesFailed            UNAVAILABLE       lists each attempt and why
     ├── StreamInterrupted              UNAVAILABLE       failure after the first token
     ├── DeadlineExceeded               DEADLINE_EXCEEDED
     ├── Cancelled                      CANCELLED
+    ├── LinkRefused                    an EdgeLink the hub will not take
+    │   ├── ReplicaDraining            UNAVAILABLE       this replica is shutting down
+    │   └── BackendNameTaken           FAILED_PRECONDITION  edge-<id> is a configured backend
+    ├── DeviceError                    UNAVAILABLE       a request to an edge device failed
+    │   ├── DeviceUnavailable          not linked to this replica, offline or draining
+    │   ├── LinkClosed                 the link ended while the request was open
+    │   ├── SilenceTimeout             no event from the device in time
+    │   └── DeviceRequestError         the device's RequestError; status from its class:
+    │                                  too_large OUT_OF_RANGE, fatal INVALID_ARGUMENT,
+    │                                  otherwise UNAVAILABLE
     └── BackendError                   raised by adapters; carries an ErrorClass
         (RETRYABLE / TOO_LARGE / FATAL) that dispatch acts on. Never reaches a
         caller directly: dispatch wraps it in one of the errors above.
+
+Private control-flow errors derive from the tree too: ``router.security.tls._Bad``
+(a ConfigError naming one TLS file) and ``router.backends.openai_compat._EmptyStream``.
+The edge errors travel inside the router as well: ``EdgeBackend`` turns a DeviceError
+into a BackendError, the relay port lets it end the RPC with its own status.
 """
 
 from __future__ import annotations
@@ -32,7 +55,7 @@ from dataclasses import dataclass
 
 
 class RouterError(Exception):
-    """Base of every error the router raises on purpose."""
+    """Base of every error the router raises; ``message`` is what a caller sees."""
 
     grpc_code: str = "INTERNAL"
 
@@ -55,16 +78,40 @@ class ConfigError(RouterError):
         self.key = key
 
 
+class DuplicateBackend(RouterError, ValueError):
+    """A backend name is registered twice (static config, discovery, edge)."""
+
+
 class InvalidRequest(RouterError):
+    """The request names a bad field: the message is ``<field>: <message>`` (just
+    ``message`` when ``field`` is "" because the message names it)."""
+
     grpc_code = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class RequestLimitExceeded(InvalidRequest):
+    """INVALID_ARGUMENT naming the field and the limit (``max_messages``,
+    ``max_prompt_bytes``)."""
+
+    def __init__(self, limit: str, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.limit = limit
+
+
+class InvalidRegistration(InvalidRequest, ValueError):
+    """A device's Register or Heartbeat message; names the bad field."""
 
 
 class Unauthenticated(RouterError):
     grpc_code = "UNAUTHENTICATED"
+
+
+class MalformedKey(Unauthenticated, ValueError):
+    """The text is not an ``hr_<id>_<secret>`` key (the message never quotes it)."""
 
 
 class PermissionDenied(RouterError):
@@ -84,6 +131,15 @@ class NoWindowFits(ResourceExhausted):
         )
         self.needed_tokens = needed_tokens
         self.largest_window = largest_window
+
+
+class StreamLimitExceeded(ResourceExhausted):
+    """RESOURCE_EXHAUSTED; ``limit`` is ``max_streams_per_connection`` or
+    ``max_streams_per_tenant``."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class NoTierAllowed(RouterError):
@@ -131,6 +187,64 @@ class DeadlineExceeded(RouterError):
 
 class Cancelled(RouterError):
     grpc_code = "CANCELLED"
+
+
+class LinkRefused(RouterError):
+    """An EdgeLink the hub will not take; each subclass declares its status."""
+
+
+class ReplicaDraining(LinkRefused):
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str = "this router replica is shutting down; dial again") -> None:
+        super().__init__(message)
+
+
+class BackendNameTaken(LinkRefused):
+    grpc_code = "FAILED_PRECONDITION"
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(
+            f"backend name {backend!r} is taken by a configured backend; rename the device "
+            "or that backend"
+        )
+        self.backend = backend
+
+
+class DeviceError(RouterError):
+    """A request to an edge device failed (raised by ``router.edge``)."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+class DeviceUnavailable(DeviceError):
+    """The device is not linked to this replica, or it is offline or draining."""
+
+
+class LinkClosed(DeviceError):
+    """The link ended while the request was open (or before it could be sent)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"link to the device closed: {reason}")
+        self.reason = reason
+
+
+class SilenceTimeout(DeviceError):
+    """No event from the device for the allowed time."""
+
+
+#: A device's RequestError class -> status (any other class: UNAVAILABLE).
+_DEVICE_CODES = {"too_large": "OUT_OF_RANGE", "fatal": "INVALID_ARGUMENT"}
+
+
+class DeviceRequestError(DeviceError):
+    """The device answered the request with a RequestError (``error_class`` is
+    ``retryable``, ``too_large`` or ``fatal``); the status follows the class."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.grpc_code = _DEVICE_CODES.get(error_class, DeviceError.grpc_code)
 
 
 class ErrorClass(enum.Enum):

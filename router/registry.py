@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from router.backends.base import Backend
 from router.config import PolicyConfig
+from router.errors import DuplicateBackend  # the tree's class; importable from here
 from router.stats import BackendStats
 from router.types import BackendSnapshot, BackendSpec
 
@@ -31,10 +32,6 @@ class Entry:
     @property
     def spec(self) -> BackendSpec:
         return self.backend.spec
-
-
-class DuplicateBackend(ValueError):
-    pass
 
 
 class BackendRegistry:

@@ -76,7 +76,7 @@ from router.backends.common import (
 from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEEvent, SSEParser
 from router.config import BackendConfig
-from router.errors import BackendError, ConfigError, ErrorClass
+from router.errors import BackendError, ConfigError, ErrorClass, RouterError
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest
 
 log = logging.getLogger(__name__)
@@ -386,8 +386,12 @@ class OpenAIBackend(Backend):
             raise self._status_error(resp.status_code, resp.headers, resp.content[:_MAX_ERROR_BODY])
 
 
-class _EmptyStream(Exception):
-    """Internal: a 200 response whose body held no SSE event at all."""
+class _EmptyStream(RouterError):
+    """Internal: a 200 response whose body held no SSE event at all (``stream`` turns it
+    into a BackendError)."""
+
+    def __init__(self) -> None:
+        super().__init__("the response had no events")
 
 
 async def _read(resp: httpx.Response) -> bytes:

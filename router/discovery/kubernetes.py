@@ -37,7 +37,8 @@ from typing import Any
 from router.backends import create_backend
 from router.config import BackendConfig, KubernetesDiscoveryConfig, KubernetesSourceConfig
 from router.discovery.slices import desired_backends, unusable_slices
-from router.registry import BackendRegistry, DuplicateBackend
+from router.errors import DuplicateBackend
+from router.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
 

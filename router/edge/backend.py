@@ -39,8 +39,8 @@ from hybrid_router.v1 import model_service_pb2_grpc
 from router.backends.base import Backend
 from router.backends.model_service import _FINISH, ModelServiceBackend, to_proto
 from router.edge.devices import DeviceState
-from router.edge.link import DeviceLink, DeviceRequestError, LinkClosed, SilenceTimeout, link_events
-from router.errors import BackendError, ErrorClass
+from router.edge.link import DeviceLink, link_events
+from router.errors import BackendError, DeviceError, DeviceRequestError, ErrorClass
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason
 
 #: gRPC metadata naming the device on a relay call, and carrying the relay token.
@@ -126,12 +126,10 @@ class EdgeBackend(Backend):
                         finish_reason=_FINISH.get(d.finish_reason, FinishReason.STOP),
                         queue_ms=d.queue_ms,
                     )
-        except LinkClosed as exc:
-            raise BackendError(self.name, f"link to the device closed: {exc}") from None
         except DeviceRequestError as exc:
             raise device_error(self.name, exc) from None
-        except SilenceTimeout as exc:
-            raise BackendError(self.name, str(exc)) from None
+        except DeviceError as exc:  # LinkClosed, SilenceTimeout
+            raise BackendError(self.name, exc.message) from None
         if final is None:
             raise BackendError(self.name, "stream ended early (no done event)")
         yield final

@@ -15,6 +15,7 @@ from typing import Any
 from hybrid_router.v1 import edge_link_pb2 as epb
 
 from router.config import EdgeConfig
+from router.errors import InvalidRegistration  # the tree's class; importable from here
 from router.types import BackendSpec, Prices, Priors, Tier
 
 #: Greengrass thing names: letters, digits, ``:_-`` (we also allow ``.``), at most 128.
@@ -24,10 +25,6 @@ _MAX_BACKEND_NAME = 64
 #: Kinds of edge backends: the link is held by this replica, or by another one (relay).
 KIND_LINK = "edge"
 KIND_RELAY = "edge-relay"
-
-
-class InvalidRegistration(ValueError):
-    """A Register or Heartbeat message that names its bad field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +80,10 @@ def _models(items: Any, where: str) -> tuple[DeviceModel, ...]:
     out = []
     for i, m in enumerate(items):
         if not m.name:
-            raise InvalidRegistration(f"{where}.models[{i}].name: must not be empty")
+            raise InvalidRegistration(f"{where}.models[{i}].name", "must not be empty")
         if m.context_window < 16:
             raise InvalidRegistration(
-                f"{where}.models[{i}].context_window: must be >= 16, got {m.context_window}"
+                f"{where}.models[{i}].context_window", f"must be >= 16, got {m.context_window}"
             )
         out.append(
             DeviceModel(
@@ -104,11 +101,12 @@ def from_register(reg: epb.Register) -> DeviceState:
     """The device's first message as a state (offline until the hub says otherwise)."""
     if not DEVICE_ID.match(reg.device_id):
         raise InvalidRegistration(
-            "register.device_id: must be 1-128 letters, digits or ':_.-' (a Greengrass thing "
-            f"name), got {reg.device_id!r}"
+            "register.device_id",
+            "must be 1-128 letters, digits or ':_.-' (a Greengrass thing name), got "
+            f"{reg.device_id!r}",
         )
     if len(reg.site) > 128:
-        raise InvalidRegistration("register.site: at most 128 characters")
+        raise InvalidRegistration("register.site", "at most 128 characters")
     hw = reg.hardware
     return DeviceState(
         device_id=reg.device_id,

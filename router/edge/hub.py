@@ -49,20 +49,12 @@ from router.edge.devices import (
 from router.edge.directory import RedisDirectory, resolve_url
 from router.edge.link import DeviceLink
 from router.edge.relay import RelayServicer, RelayTls, start_relay_server
-from router.errors import ConfigError
+from router.errors import BackendNameTaken, ConfigError, ReplicaDraining
+from router.errors import LinkRefused as LinkRefused  # the tree's class; importable from here
 from router.registry import BackendRegistry
 from router.types import BackendSpec
 
 log = logging.getLogger(__name__)
-
-
-class LinkRefused(Exception):
-    """A link the hub will not take; ``code`` is a grpc.StatusCode name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def relay_token(cfg: EdgeConfig, environ: Mapping[str, str]) -> str:
@@ -231,19 +223,16 @@ class EdgeHub:
         )
 
     async def attach(self, state: DeviceState, link: DeviceLink) -> DeviceEntry:
-        """Take a new link (after its Register). Raises LinkRefused."""
+        """Take a new link (after its Register). Raises LinkRefused: ReplicaDraining
+        (UNAVAILABLE) or BackendNameTaken (FAILED_PRECONDITION)."""
         if self._draining:
-            raise LinkRefused("UNAVAILABLE", "this router replica is shutting down; dial again")
+            raise ReplicaDraining()
         did = state.device_id
         entry = self.entries.get(did)
         name = backend_name(did)
         taken = self.registry.get(name)
         if taken is not None and (entry is None or taken.backend is not entry.backend):
-            raise LinkRefused(
-                "FAILED_PRECONDITION",
-                f"backend name {name!r} is taken by a configured backend; rename the device "
-                "or that backend",
-            )
+            raise BackendNameTaken(name)
         if entry is not None and entry.link is not None:
             self._drop(entry, "replaced by a newer link from the same device")
         state = replace(

@@ -6,8 +6,8 @@ the device sends into :meth:`DeviceLink.deliver`. :func:`link_events` is how a r
 travels over the link; the local edge backend and the relay servicer both use it.
 
 When the link closes (device gone, heartbeat timeout, router draining) every open
-request gets :class:`LinkClosed`; callers fail over before the first token or end the
-stream with a clear status after it.
+request gets :class:`~router.errors.LinkClosed`; callers fail over before the first token
+or end the stream with a clear status after it.
 """
 
 from __future__ import annotations
@@ -16,30 +16,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeAlias
 
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import model_service_pb2 as mpb
 
+# A request's errors over a link are the tree's (router.errors.DeviceError); importable
+# from here too.
+from router.errors import DeviceRequestError, LinkClosed, SilenceTimeout
+
 log = logging.getLogger(__name__)
-
-
-class LinkClosed(Exception):
-    """The link ended while the request was open (or before it could be sent)."""
-
-
-class DeviceRequestError(Exception):
-    """The device answered the request with a RequestError."""
-
-    def __init__(self, error_class: str, message: str) -> None:
-        super().__init__(message)
-        self.error_class = error_class
-        self.message = message
-
-
-class SilenceTimeout(Exception):
-    """No event from the device for the allowed time."""
 
 
 _Item: TypeAlias = mpb.ModelGenerateEvent | DeviceRequestError | LinkClosed
@@ -121,7 +108,7 @@ class DeviceLink:
 
 async def link_events(
     link: DeviceLink, request: mpb.ModelGenerateRequest, *, silence_s: float
-) -> AsyncIterator[mpb.ModelGenerateEvent]:
+) -> AsyncGenerator[mpb.ModelGenerateEvent, None]:
     """The events of one request over ``link``, up to and including ``done``.
 
     Raises LinkClosed, DeviceRequestError or SilenceTimeout (no event for ``silence_s``).

@@ -5,15 +5,21 @@ device is named by the ``x-edge-device`` metadata. ``Generate`` sends the reques
 device's link and streams the device's events back; ``Info`` answers from the device's
 last heartbeat. Statuses follow the ModelService contract, so the calling replica's
 :class:`~router.edge.backend.RelayBackend` (a ModelService client) classifies them like
-any model server's:
+any model server's. The servicer raises the tree's errors (``router.errors``) and the
+port's :class:`~router.server.interceptors.ErrorMappingInterceptor` ends the RPC with
+their status, also after events were sent:
 
-=============================================  ==================
-device not linked here, offline, link closed,  UNAVAILABLE
-no event in time, RequestError ``retryable``
-RequestError ``too_large``                     OUT_OF_RANGE
-RequestError ``fatal``, no device named        INVALID_ARGUMENT
-wrong or missing relay token                   UNAUTHENTICATED
-=============================================  ==================
+=============================================  ==================  ======================
+device not linked here, offline, draining      UNAVAILABLE         DeviceUnavailable
+link closed                                    UNAVAILABLE         LinkClosed
+no event in time                               UNAVAILABLE         SilenceTimeout
+RequestError ``retryable``                     UNAVAILABLE         DeviceRequestError
+RequestError ``too_large``                     OUT_OF_RANGE        DeviceRequestError
+RequestError ``fatal``                         INVALID_ARGUMENT    DeviceRequestError
+no device named                                INVALID_ARGUMENT    InvalidRequest
+wrong or missing relay token                   UNAUTHENTICATED     Unauthenticated
+anything else                                  INTERNAL            (logged)
+=============================================  ==================  ======================
 
 The port is for replicas only: bind it to the pod IP, keep it out of the Service, allow
 only router pods (NetworkPolicy), and set ``edge.relay.token_env``.
@@ -29,6 +35,7 @@ new channel when they changed. The token still applies on top.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -43,16 +50,12 @@ from router.backends.model_service import CHANNEL_OPTIONS
 from router.config import TlsConfig
 from router.config.edge import EdgeRelayTlsConfig
 from router.edge.backend import DEVICE_METADATA, TOKEN_METADATA, DeviceEntry
-from router.edge.link import DeviceRequestError, LinkClosed, SilenceTimeout, link_events
+from router.edge.link import link_events
+from router.errors import DeviceUnavailable, InvalidRequest, Unauthenticated
 from router.security.tls import CertificateFiles, TlsKeys
+from router.server.interceptors import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
-
-_CODES = {
-    "too_large": grpc.StatusCode.OUT_OF_RANGE,
-    "fatal": grpc.StatusCode.INVALID_ARGUMENT,
-}
-
 
 #: Seconds between checks of the relay credential files by a dialing replica.
 RECHECK_S = 10.0
@@ -141,55 +144,42 @@ class RelayServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._token = token.encode()
         self._silence_s = silence_s
 
-    async def _entry(self, context: grpc.aio.ServicerContext) -> DeviceEntry:
+    def _entry(self, context: grpc.aio.ServicerContext) -> DeviceEntry:
+        """The linked, available device the call names. Raises Unauthenticated,
+        InvalidRequest or DeviceUnavailable."""
         if self._token:
             given = _meta(context, TOKEN_METADATA).encode()
             if not hmac.compare_digest(given, self._token):
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    f"relay calls need the shared token in '{TOKEN_METADATA}' metadata",
+                raise Unauthenticated(
+                    f"relay calls need the shared token in '{TOKEN_METADATA}' metadata"
                 )
         device = _meta(context, DEVICE_METADATA)
         if not device:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"name the device in '{DEVICE_METADATA}'"
-            )
+            raise InvalidRequest("", f"name the device in '{DEVICE_METADATA}'")
         entry = self._local(device)
         if entry is None or entry.link is None or entry.link.closed:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                f"device {device!r} is not linked to replica {self._router_id}",
-            )
-        assert entry is not None and entry.link is not None
+            raise DeviceUnavailable(f"device {device!r} is not linked to replica {self._router_id}")
         why = entry.availability()
         if why:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"device {device!r}: {why}")
+            raise DeviceUnavailable(f"device {device!r}: {why}")
         return entry
 
     async def Generate(  # noqa: N802 - gRPC method name
         self, request: mpb.ModelGenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[mpb.ModelGenerateEvent]:
-        entry = await self._entry(context)
-        link = entry.link
+        """The device's events; a DeviceError (LinkClosed, SilenceTimeout,
+        DeviceRequestError) ends the RPC with its status, also after events were sent."""
+        link = self._entry(context).link
         assert link is not None
-        failure: tuple[grpc.StatusCode, str] | None = None
-        try:
-            async for event in link_events(link, request, silence_s=self._silence_s):
+        events = link_events(link, request, silence_s=self._silence_s)
+        async with contextlib.aclosing(events):
+            async for event in events:
                 yield event
-        except LinkClosed as exc:
-            failure = grpc.StatusCode.UNAVAILABLE, f"link to the device closed: {exc}"
-        except DeviceRequestError as exc:
-            code = _CODES.get(exc.error_class, grpc.StatusCode.UNAVAILABLE)
-            failure = code, exc.message
-        except SilenceTimeout as exc:
-            failure = grpc.StatusCode.UNAVAILABLE, str(exc)
-        if failure is not None:
-            await context.abort(*failure)
 
     async def Info(  # noqa: N802
         self, request: mpb.InfoRequest, context: grpc.aio.ServicerContext
     ) -> mpb.InfoResponse:
-        entry = await self._entry(context)
+        entry = self._entry(context)
         s = entry.state
         model = s.models[0] if s.models else None
         return mpb.InfoResponse(
@@ -210,8 +200,10 @@ async def start_relay_server(
     servicer: RelayServicer, address: str, tls: RelayTls | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Bind and start the relay port (mTLS with ``tls``); (server, port). Raises OSError
-    when it cannot bind."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    when it cannot bind. Errors become statuses as on the router port (one interceptor)."""
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()], options=[("grpc.so_reuseport", 0)]
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
     try:
         if tls is None:

@@ -9,9 +9,21 @@ closes it, the link is lost, the device misses heartbeats, or the replica drains
 Device identity: with ``edge.device_auth: mtls`` the stream must come over TLS with a
 verified client certificate whose common name (or a DNS name) is the device id.
 
-The router's interceptors wrap unary and server-streaming RPCs only, so this
-bidirectional stream handles its own statuses (``context.abort`` with a message that
-names the field or the fix) and needs no API key: the certificate is the credential.
+Refusals are the tree's errors (``router.errors``), each naming the field or the fix;
+``ErrorMappingInterceptor`` ends the stream with their status (it wraps every RPC shape,
+this bidirectional one included):
+
+=================================================  ===================  ===================
+replica draining                                   UNAVAILABLE          ReplicaDraining
+no client certificate (``device_auth: mtls``)      UNAUTHENTICATED      Unauthenticated
+no message within ``edge.register_timeout_s``      DEADLINE_EXCEEDED    DeadlineExceeded
+first message not ``register``, bad ``register``   INVALID_ARGUMENT     InvalidRegistration
+``device_id`` not the certificate's name           PERMISSION_DENIED    PermissionDenied
+``edge-<device id>`` is a configured backend       FAILED_PRECONDITION  BackendNameTaken
+=================================================  ===================  ===================
+
+The auth and telemetry interceptors wrap unary and server-streaming RPCs only, so the link
+needs no API key: the certificate is the credential.
 """
 
 from __future__ import annotations
@@ -27,9 +39,16 @@ from hybrid_router.v1 import edge_link_pb2_grpc
 
 from router.config import EdgeConfig
 from router.edge.backend import DeviceEntry
-from router.edge.devices import InvalidRegistration, from_register
-from router.edge.hub import EdgeHub, LinkRefused
+from router.edge.devices import from_register
+from router.edge.hub import EdgeHub
 from router.edge.link import DeviceLink
+from router.errors import (
+    DeadlineExceeded,
+    InvalidRegistration,
+    PermissionDenied,
+    ReplicaDraining,
+    Unauthenticated,
+)
 from router.server.context import principal_var
 
 log = logging.getLogger(__name__)
@@ -55,47 +74,33 @@ class EdgeLinkServicer(edge_link_pb2_grpc.EdgeLinkServicer):
     ) -> None:
         hub = self._hub
         if hub.draining:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "this router replica is shutting down; dial again"
-            )
+            raise ReplicaDraining()
         names: set[str] = set()
         if self._cfg.device_auth == "mtls":
             names = peer_names(context)
             if not names:
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "edge links need a client certificate (mTLS) whose common name is the "
-                    "device id",
+                raise Unauthenticated(
+                    "edge links need a client certificate (mTLS) whose common name is the device id"
                 )
         try:
             async with asyncio.timeout(self._cfg.register_timeout_s):
                 first = await context.read()
         except TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"send register as the first message within {self._cfg.register_timeout_s:g} s",
-            )
+            raise DeadlineExceeded(
+                f"send register as the first message within {self._cfg.register_timeout_s:g} s"
+            ) from None
         if first is grpc.aio.EOF:
             return
         if first.WhichOneof("message") != "register":
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "the first message on a link must be register"
-            )
-        try:
-            state = from_register(first.register)
-        except InvalidRegistration as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise InvalidRegistration("", "the first message on a link must be register")
+        state = from_register(first.register)  # raises InvalidRegistration
         if names and state.device_id not in names:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
+            raise PermissionDenied(
                 f"register.device_id {state.device_id!r} does not match the client "
-                f"certificate ({', '.join(sorted(names))})",
+                f"certificate ({', '.join(sorted(names))})"
             )
         link = DeviceLink(state.device_id)
-        try:
-            entry = await hub.attach(state, link)
-        except LinkRefused as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+        entry = await hub.attach(state, link)  # raises LinkRefused
         reason = "device closed the link"
         reader = asyncio.get_running_loop().create_task(self._read(context, entry, link))
         try:

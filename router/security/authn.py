@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from router.errors import PermissionDenied, Unauthenticated
-from router.security.keys import MalformedKey, parse_key, verify
+from router.errors import MalformedKey, PermissionDenied, Unauthenticated
+from router.security.keys import parse_key, verify
 from router.security.keystore import KeyStore
 from router.security.tenants import TenantAccess
 

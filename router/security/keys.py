@@ -24,14 +24,12 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from router.errors import MalformedKey  # the tree's class; importable from here
+
 PREFIX = "hr_"
 _ID_RE = re.compile(r"^[0-9a-f]{12}$")
 _KEY_RE = re.compile(r"^hr_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 HASH_SCHEME = "sha256:"
-
-
-class MalformedKey(ValueError):
-    """The text is not an ``hr_<id>_<secret>`` key (the message never quotes it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from router.errors import InvalidRequest, ResourceExhausted
-
-
-class StreamLimitExceeded(ResourceExhausted):
-    """RESOURCE_EXHAUSTED; ``limit`` is ``max_streams_per_connection`` or
-    ``max_streams_per_tenant``."""
-
-    def __init__(self, limit: str, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
+# The tree's classes (router.errors); importable from here.
+from router.errors import RequestLimitExceeded, StreamLimitExceeded
 
 
 class Slot:
@@ -89,15 +81,6 @@ class StreamLimits:
             self._by_tenant[tenant] = n
         else:
             self._by_tenant.pop(tenant, None)
-
-
-class RequestLimitExceeded(InvalidRequest):
-    """INVALID_ARGUMENT naming the field and the limit (``max_messages``,
-    ``max_prompt_bytes``)."""
-
-    def __init__(self, limit: str, field: str, message: str) -> None:
-        super().__init__(field, message)
-        self.limit = limit
 
 
 def check_request_size(contents: Sequence[str], max_messages: int, max_prompt_bytes: int) -> None:

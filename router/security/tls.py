@@ -57,13 +57,13 @@ class _Material:
     ca: bytes | None
 
 
-class _Bad(Exception):
-    """One file of a set is wrong: the ``key`` (server.tls.*) and a message naming the file."""
+class _Bad(ConfigError):
+    """One file of a set is wrong: the ``key`` (server.tls.*) and a ``reason`` naming the
+    file. Raised to ConfigError at start; a rotated bad set is only logged."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason, key=key)
+        self.reason = reason
 
 
 class CertificateFiles:
@@ -83,7 +83,7 @@ class CertificateFiles:
             material = self._read()
             _check(material, cfg, keys)
         except _Bad as bad:
-            raise ConfigError(bad.message, source="router.yaml", key=bad.key) from None
+            raise ConfigError(bad.reason, source="router.yaml", key=bad.key) from None
         self._current = material
         #: What was wrong with the last rejected set, so one bad state logs once.
         self._rejected: tuple[str, str] | None = None
@@ -144,13 +144,13 @@ class CertificateFiles:
                 continue
             return material
         assert problem is not None
-        if self._rejected != (problem.key, problem.message):
-            self._rejected = (problem.key, problem.message)
+        if self._rejected != (problem.key, problem.reason):
+            self._rejected = (problem.key, problem.reason)
             log.warning(
                 "TLS: %s: %s; new connections still get the last good certificate until "
                 "the files are fixed",
                 problem.key,
-                problem.message,
+                problem.reason,
             )
         return None
 

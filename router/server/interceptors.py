@@ -1,15 +1,27 @@
 """Server interceptors: request id, and RouterError -> gRPC status in one place.
 
+``ErrorMappingInterceptor`` runs outermost on every grpc.aio server the router runs: the
+router port (``router.server.app``: InferenceRouter, EdgeLink, EdgeFleet) and the edge
+relay port (``router.edge.relay``: ModelService). It wraps all four RPC shapes
+(unary-unary, unary-stream, stream-unary, stream-stream), whether the handler is a
+coroutine (``return`` a response, or ``context.read`` / ``context.write``) or an async
+generator (``yield``). A :class:`~router.errors.RouterError` ends the RPC with the status
+it declares and its message, also when it is raised mid-stream after messages were sent;
+anything else ends it with INTERNAL, a generic message quoting the request id, and one
+logged traceback. A handler's own ``context.abort`` and cancellation pass through.
+
 Only the router's own services (``/hybrid_router.v1.*``) are wrapped; health and
-reflection are left as they are. Our servicer methods are coroutines that write
-with ``context.write``, so the wrapper costs one await per RPC, not per message.
+reflection are left as they are. The wrapper costs one await per RPC for coroutine
+handlers and one generator step per message for async-generator handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -21,6 +33,16 @@ log = logging.getLogger(__name__)
 
 OUR_PREFIX = "/hybrid_router.v1."
 
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+#: The four RPC shapes: the handler's attribute and the factory that rebuilds it.
+_SHAPES: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
 
 def _request_id(details: grpc.HandlerCallDetails) -> str:
     for key, value in details.invocation_metadata or ():
@@ -29,9 +51,18 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
     return ""
 
 
-async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status an exception ends an RPC with: a RouterError's declared one, else
+    INTERNAL."""
     if isinstance(exc, RouterError):
-        code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+        return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    """End the RPC for ``exc`` (always raises grpc.aio.AbortError)."""
+    if isinstance(exc, RouterError):
+        code = status_for(exc)
         log.info("%s -> %s: %s", method, code.name, exc.message)
         await context.abort(code, exc.message)
     log.exception(
@@ -43,9 +74,12 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
     )
 
 
-def _wrap(
+def _wrap_coroutine(
     behavior: Callable[..., Awaitable[Any]], method: str, rid: str
 ) -> Callable[..., Awaitable[Any]]:
+    """A coroutine handler: returns the response (unary response) or None (it wrote the
+    stream with ``context.write``)."""
+
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
         token = request_id_var.set(rid or "-")
         try:
@@ -62,7 +96,45 @@ def _wrap(
     return wrapped
 
 
+def _wrap_generator(
+    behavior: Callable[..., AsyncGenerator[Any, None]], method: str, rid: str
+) -> Callable[..., AsyncIterator[Any]]:
+    """An async-generator handler (stream response by ``yield``); an error after some
+    messages still ends the RPC with its status. Closing this generator (cancellation)
+    closes the handler's."""
+
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        token = request_id_var.set(rid or "-")
+        try:
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+            await _abort_for(exc, context, method)
+        finally:
+            # A generator closed by the garbage collector runs in another context.
+            with contextlib.suppress(ValueError):
+                request_id_var.reset(token)
+
+    return wrapped
+
+
+def _wrap(behavior: Behavior, method: str, rid: str) -> Behavior:
+    if inspect.isasyncgenfunction(behavior):
+        return _wrap_generator(behavior, method, rid)
+    if inspect.iscoroutinefunction(behavior):
+        return _wrap_coroutine(behavior, method, rid)
+    return behavior  # a synchronous handler (grpc runs it in a thread): none of ours
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Request id -> ``request_id_var``; RouterError -> its status; anything else ->
+    INTERNAL with one logged traceback. For every RPC shape (see the module docstring)."""
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -73,16 +145,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith(OUR_PREFIX):
             return handler
         rid = _request_id(handler_call_details)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap(handler.unary_unary, method, rid),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap(handler.unary_stream, method, rid),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        for shape, factory in _SHAPES:
+            behavior = getattr(handler, shape)
+            if behavior is not None:
+                return factory(
+                    _wrap(behavior, method, rid),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler

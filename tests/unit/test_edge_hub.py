@@ -13,6 +13,7 @@ from router.config import EdgeConfig, PolicyConfig
 from router.edge.devices import from_register
 from router.edge.hub import EdgeHub, LinkRefused
 from router.edge.link import DeviceLink, LinkClosed
+from router.errors import BackendNameTaken, ReplicaDraining
 from router.policy.filters import RequestFilter
 from router.registry import BackendRegistry
 from router.types import (
@@ -181,7 +182,8 @@ async def test_a_device_whose_backend_name_is_taken_is_refused():
     await registry.add(_Static(spec))
     with pytest.raises(LinkRefused) as err:
         await hub.attach(from_register(register()), DeviceLink("dev-1"))
-    assert err.value.code == "FAILED_PRECONDITION" and "taken" in err.value.message
+    assert isinstance(err.value, BackendNameTaken) and err.value.grpc_code == "FAILED_PRECONDITION"
+    assert "taken" in err.value.message
 
 
 async def test_offline_devices_are_forgotten_after_forget_after_s():
@@ -215,4 +217,4 @@ async def test_a_draining_hub_refuses_new_links_and_closes_idle_ones():
     assert link.closed and "shutting down" in (link.closed_reason or "")
     with pytest.raises(LinkRefused) as err:
         await hub.attach(from_register(register("dev-2")), DeviceLink("dev-2"))
-    assert err.value.code == "UNAVAILABLE"
+    assert isinstance(err.value, ReplicaDraining) and err.value.grpc_code == "UNAVAILABLE"
