@@ -43,6 +43,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from hybrid_router.env import (
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_CA_BUNDLE,
+    ENV_TLS,
+    ENV_TLS_SERVER_NAME,
+)
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import router_pb2_grpc
 from hybrid_router.v1 import types_pb2 as tpb
@@ -62,12 +69,8 @@ __all__ = [
     "traceparent_from_xray",
 ]
 
-#: Environment variables read by :meth:`RouterClient.from_env` (never at import).
-ENV_ADDRESS = "HYBRID_ROUTER_ADDRESS"
-ENV_API_KEY = "HYBRID_ROUTER_API_KEY"
-ENV_TLS = "HYBRID_ROUTER_TLS"
-ENV_CA_BUNDLE = "HYBRID_ROUTER_CA_BUNDLE"
-ENV_TLS_SERVER_NAME = "HYBRID_ROUTER_TLS_SERVER_NAME"
+# ENV_ADDRESS, ENV_API_KEY, ENV_TLS, ENV_CA_BUNDLE, ENV_TLS_SERVER_NAME (hybrid_router.env,
+# re-exported here): read by :meth:`RouterClient.from_env`, never at import.
 #: Lambda's X-Ray trace header for the current invocation.
 ENV_XRAY_TRACE = "_X_AMZN_TRACE_ID"
 

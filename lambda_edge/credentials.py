@@ -1,6 +1,8 @@
 """The router API key: from the environment, or from a Secrets Manager secret, cached.
 
-The secret holds the key as its whole string value, or JSON with an ``api_key`` field.
+The secret holds the key as its whole string value, or JSON with an ``api_key`` field. It
+is read, and its value checked, by :mod:`hybrid_router.refs`, the resolver every component
+uses: an empty value is an error naming ``HYBRID_ROUTER_API_KEY_SECRET`` and the secret.
 It is fetched on first use (not at init: a missing permission then fails a request with
 a clear message instead of the whole container), kept for ``ttl_s`` seconds, and dropped
 at once by :meth:`ApiKeyProvider.invalidate` (called when the router answers
@@ -9,11 +11,12 @@ UNAUTHENTICATED, so a rotated key is picked up by the next request).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+
+from hybrid_router.env import ENV_API_KEY_SECRET
+from hybrid_router.refs import RefError, SecretsManager, secret_value
 
 
 class CredentialsError(RuntimeError):
@@ -63,48 +66,30 @@ class ApiKeyProvider:
 
     def _get(self, secret_id: str) -> str:
         if self._fetch is None:
-            self._fetch = _secrets_manager_fetch()
+            # boto3 is imported on the first read: only functions that use a secret pay for it.
+            self._fetch = SecretsManager()
         try:
             return self._fetch(secret_id)
         except CredentialsError:
             raise
-        except Exception as exc:  # botocore errors: convert at the boundary
+        except Exception as exc:  # SecretUnreadable, botocore errors: convert at the boundary
+            reason = exc.detail if isinstance(exc, RefError) else str(exc)
             raise CredentialsError(
-                f"cannot read the router API key from secret {secret_id!r}: {exc}; check "
+                f"cannot read the router API key from secret {secret_id!r}: {reason}; check "
                 f"the secret exists and the function's role may secretsmanager:GetSecretValue"
             ) from exc
 
 
-def _secrets_manager_fetch() -> Callable[[str], str]:
-    import boto3  # lazy: only functions that use a secret pay for boto3
-
-    client: Any = boto3.client("secretsmanager")
-
-    def fetch(secret_id: str) -> str:
-        resp = client.get_secret_value(SecretId=secret_id)
-        if "SecretString" not in resp:
-            raise CredentialsError(
-                f"secret {secret_id!r} holds binary data; store the key as a string"
-            )
-        return str(resp["SecretString"])
-
-    return fetch
-
-
 def _parse(secret_id: str, value: str) -> str:
-    text = value.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise CredentialsError(f"secret {secret_id!r} looks like JSON but is not") from None
-        key = data.get("api_key") if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key:
-            raise CredentialsError(
-                f"secret {secret_id!r} is JSON without a string 'api_key' field; store "
-                f'{{"api_key": "hr_..."}} or the key alone'
-            )
-        return key
-    if not text:
-        raise CredentialsError(f"secret {secret_id!r} is empty")
-    return text
+    """The key in the secret's text: the whole (stripped) text, or the ``api_key`` field when
+    the text is a JSON object. Empty is an error (hybrid_router.refs' one rule)."""
+    try:
+        return secret_value(
+            value,
+            secret_id=secret_id,
+            field=ENV_API_KEY_SECRET,
+            json_key="api_key",
+            detect_json=True,
+        )
+    except RefError as exc:
+        raise CredentialsError(exc.message) from None

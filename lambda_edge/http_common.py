@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
+from hybrid_router.env import ENV_MAX_BODY_BYTES
 from pydantic import BaseModel, ValidationError
 
 from lambda_edge.client import RouterCallError
@@ -35,8 +36,7 @@ class BodyError(Exception):
 
 def too_large(limit: int) -> str:
     return (
-        f"body: larger than {limit} bytes; shorten the prompt (the limit is "
-        f"HYBRID_ROUTER_MAX_BODY_BYTES)"
+        f"body: larger than {limit} bytes; shorten the prompt (the limit is {ENV_MAX_BODY_BYTES})"
     )
 
 

@@ -1,8 +1,10 @@
-"""Every environment variable the Lambda handlers read, in one place, read once at init.
+"""Every environment variable the Lambda handlers read, read once at init.
 
 Precedence: an explicit argument, then the variable, then the default. Errors name the
-variable and the fix. The client's own variables (address, key, TLS) are defined in
-:mod:`lambda_edge.client`, which must import without this module (it ships in the layer).
+variable and the fix. The ``HYBRID_ROUTER_*`` names are defined once, in
+:mod:`hybrid_router.env` (shipped in the layer with the contract); Powertools' own
+variables are named here. The API key secret (``HYBRID_ROUTER_API_KEY_SECRET``) is
+resolved by :mod:`lambda_edge.credentials` through :mod:`hybrid_router.refs`.
 """
 
 from __future__ import annotations
@@ -12,50 +14,54 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lambda_edge.client import (
+from hybrid_router.env import (
     ENV_ADDRESS,
     ENV_API_KEY,
+    ENV_API_KEY_SECRET,
+    ENV_API_KEY_TTL_S,
     ENV_CA_BUNDLE,
+    ENV_DEADLINE_MARGIN_MS,
+    ENV_FORWARD_AUTHORIZATION,
+    ENV_IDEMPOTENCY_TABLE,
+    ENV_IDEMPOTENCY_TTL_S,
+    ENV_JOB_TIMEOUT_S,
+    ENV_JOBS_BUCKET,
+    ENV_JOBS_FAILURE_PREFIX,
+    ENV_JOBS_RESULT_PREFIX,
+    ENV_MAX_BODY_BYTES,
     ENV_TLS,
     ENV_TLS_SERVER_NAME,
+    ENV_WS_FLUSH_MS,
+    ENV_WS_MAX_FRAME_BYTES,
 )
 
+# Every HYBRID_ROUTER_* name is defined, with its meaning, in hybrid_router.env (one place
+# for the router, the Lambda functions and the edge agent); re-exported here.
 __all__ = [
     "ENV_ADDRESS",
     "ENV_API_KEY",
+    "ENV_API_KEY_SECRET",
+    "ENV_API_KEY_TTL_S",
     "ENV_CA_BUNDLE",
+    "ENV_DEADLINE_MARGIN_MS",
+    "ENV_FORWARD_AUTHORIZATION",
+    "ENV_IDEMPOTENCY_TABLE",
+    "ENV_IDEMPOTENCY_TTL_S",
+    "ENV_JOBS_BUCKET",
+    "ENV_JOBS_FAILURE_PREFIX",
+    "ENV_JOBS_RESULT_PREFIX",
+    "ENV_JOB_TIMEOUT_S",
+    "ENV_MAX_BODY_BYTES",
+    "ENV_METRICS_NAMESPACE",
+    "ENV_SERVICE",
     "ENV_TLS",
     "ENV_TLS_SERVER_NAME",
+    "ENV_WS_FLUSH_MS",
+    "ENV_WS_MAX_FRAME_BYTES",
     "Settings",
     "SettingsError",
 ]
 
-#: Secrets Manager secret id/ARN holding the router API key (a plain string, or JSON with
-#: an "api_key" field). Used when HYBRID_ROUTER_API_KEY is not set.
-ENV_API_KEY_SECRET = "HYBRID_ROUTER_API_KEY_SECRET"
-#: Seconds the secret's value is cached (rotation takes effect within this time, or at
-#: once after the router answers UNAUTHENTICATED).
-ENV_API_KEY_TTL_S = "HYBRID_ROUTER_API_KEY_TTL_S"
-#: "true": forward the HTTP caller's own "Authorization: Bearer ..." header to the router
-#: (the caller's tenant) instead of the function's key.
-ENV_FORWARD_AUTHORIZATION = "HYBRID_ROUTER_FORWARD_AUTHORIZATION"
-#: Milliseconds kept back from the Lambda's remaining time when setting the call deadline.
-ENV_DEADLINE_MARGIN_MS = "HYBRID_ROUTER_DEADLINE_MARGIN_MS"
-#: Largest request body accepted by the HTTP and WebSocket handlers (bytes); more is 413.
-ENV_MAX_BODY_BYTES = "HYBRID_ROUTER_MAX_BODY_BYTES"
-#: WebSocket: least milliseconds between two delta posts (deltas in between coalesce).
-ENV_WS_FLUSH_MS = "HYBRID_ROUTER_WS_FLUSH_MS"
-#: WebSocket: largest frame posted (bytes, at most 32768: API Gateway's frame limit).
-ENV_WS_MAX_FRAME_BYTES = "HYBRID_ROUTER_WS_MAX_FRAME_BYTES"
-#: SQS jobs: the S3 bucket for results, and the key prefixes.
-ENV_JOBS_BUCKET = "HYBRID_ROUTER_JOBS_BUCKET"
-ENV_JOBS_RESULT_PREFIX = "HYBRID_ROUTER_JOBS_RESULT_PREFIX"
-ENV_JOBS_FAILURE_PREFIX = "HYBRID_ROUTER_JOBS_FAILURE_PREFIX"
-#: SQS jobs: DynamoDB table of the Powertools idempotency records, and their lifetime.
-ENV_IDEMPOTENCY_TABLE = "HYBRID_ROUTER_IDEMPOTENCY_TABLE"
-ENV_IDEMPOTENCY_TTL_S = "HYBRID_ROUTER_IDEMPOTENCY_TTL_S"
-#: SQS jobs: longest router call per job, seconds (the Lambda's remaining time still caps it).
-ENV_JOB_TIMEOUT_S = "HYBRID_ROUTER_JOB_TIMEOUT_S"
 #: CloudWatch namespace of the EMF metrics (Powertools' own variable).
 ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_SERVICE = "POWERTOOLS_SERVICE_NAME"

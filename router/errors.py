@@ -53,6 +53,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Base of reference errors (env:VAR, secrets); router.config.refs.ConfigRefError is both.
+from hybrid_router.refs import RefError as RefError
+
 
 class RouterError(Exception):
     """Base of every error the router raises; ``message`` is what a caller sees."""

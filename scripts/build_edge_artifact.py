@@ -7,7 +7,8 @@ Usage:
 The zip holds only the edge extra's code, under one folder ``hybrid-router-edge/``:
 ``greengrass/`` (the agent), ``serving/engines/`` (the engines it loads: llama.cpp and
 the scripted test engine, the llama.cpp build profiles and engine check),
-``hybrid_router/`` (the generated contract), ``requirements.txt`` (the ``edge`` lock,
+``hybrid_router/`` (the generated contract, the environment variable names
+``env.py`` and the reference resolver ``refs.py``), ``requirements.txt`` (the ``edge`` lock,
 requirements/edge.txt: every version pinned, every file's sha256), and what builds
 llama-cpp-python on the device with a portable CPU profile: ``scripts/llama_wheel.py``
 with ``requirements/llama-cpp-python.txt`` and ``requirements/llama-build.txt``. The
@@ -52,7 +53,7 @@ SOURCES: tuple[tuple[Path, str, tuple[str, ...]], ...] = (
       "llama_build.py", "llama_selftest.py")),
     (ROOT / "scripts", "scripts", ("llama_wheel.py",)),
     (ROOT / "requirements", "requirements", ("llama-cpp-python.txt", "llama-build.txt")),
-    (ROOT / "proto" / "hybrid_router", "hybrid_router", ("__init__.py",)),
+    (ROOT / "proto" / "hybrid_router", "hybrid_router", ("*.py", "py.typed")),
     (ROOT / "proto" / "hybrid_router" / "v1", "hybrid_router/v1", ("*.py", "*.pyi")),
 )  # fmt: skip
 

@@ -2,7 +2,8 @@
 """Build the Lambda artifacts (`make lambda-layer`; docs/lambda.md#the-layer).
 
 - ``build/lambda-layer.zip``: the router client for any Python Lambda: ``python/lambda_edge/
-  {__init__,client}.py``, the contract stubs (``python/hybrid_router/``) and their only
+  {__init__,client}.py``, the contract (``python/hybrid_router/``: the stubs, the variable
+  names ``env.py`` and the reference resolver ``refs.py``) and their only
   dependencies: grpcio, protobuf, typing-extensions. Lambda unpacks it under /opt and puts
   /opt/python on sys.path.
 - ``build/lambda-functions.zip``: the handlers' code (``lambda_edge/``); the template pairs
@@ -53,7 +54,7 @@ def _copy_tree_files(src: Path, dst: Path, patterns: tuple[str, ...]) -> None:
 
 
 def stage_client(python_dir: Path) -> None:
-    """lambda_edge/{__init__,client}.py and the hybrid_router stubs."""
+    """lambda_edge/{__init__,client}.py and the hybrid_router package (stubs, env, refs)."""
     pkg = python_dir / "lambda_edge"
     pkg.mkdir(parents=True)
     for name in CLIENT_FILES:
@@ -61,7 +62,8 @@ def stage_client(python_dir: Path) -> None:
         if src.exists():
             shutil.copy2(src, pkg / name)
     stubs = REPO / "proto" / "hybrid_router"
-    _copy_tree_files(stubs, python_dir / "hybrid_router", ("__init__.py", "py.typed"))
+    # The package's own modules too: env.py (variable names) and refs.py (the resolver).
+    _copy_tree_files(stubs, python_dir / "hybrid_router", ("*.py", "py.typed"))
     _copy_tree_files(
         stubs / "v1",
         python_dir / "hybrid_router" / "v1",

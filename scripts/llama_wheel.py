@@ -34,14 +34,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# hybrid_router: proto/hybrid_router in the repository, hybrid_router/ beside scripts/ in the
+# edge artifact (already on the path through ROOT).
+sys.path.insert(1, str(ROOT / "proto"))
 
-from serving.engines import llama_build  # noqa: E402  (stdlib only, importable pre-install)
+# Both stdlib only, importable pre-install.
+from hybrid_router.env import ENV_LLAMA_PROFILE, ENV_WHEELHOUSE  # noqa: E402
+
+from serving.engines import llama_build  # noqa: E402
 
 LOCK = ROOT / "requirements" / "llama-cpp-python.txt"
 BUILD_LOCK = ROOT / "requirements" / "llama-build.txt"
 STAMP_NAME = ".llama-cpp-python-build"
-PROFILE_ENV = "HYBRID_ROUTER_LLAMA_PROFILE"
-WHEELHOUSE_ENV = "HYBRID_ROUTER_WHEELHOUSE"
+PROFILE_ENV = ENV_LLAMA_PROFILE
+WHEELHOUSE_ENV = ENV_WHEELHOUSE
 
 
 def say(message: str) -> None:

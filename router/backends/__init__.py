@@ -8,10 +8,11 @@ Manager key) never imports boto3.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from router.backends.base import Backend
-from router.config import BackendConfig
+from router.config import BackendConfig, backend_refs
 from router.errors import ConfigError
 
 __all__ = ["Backend", "create_backend"]
@@ -21,9 +22,12 @@ def create_backend(cfg: BackendConfig, *, environ: Mapping[str, str] | None = No
     """The adapter for ``cfg.kind``, not yet started (the registry calls ``start()``).
 
     ``environ`` (default ``os.environ``) supplies secrets named in the config (an OpenAI or
-    Anthropic backend's ``api_key_env`` and ``env:VAR`` header values); they are read here,
-    once. Bedrock credentials and Secrets Manager keys come from the AWS chain instead.
-    Raises ConfigError for an unknown kind or a missing secret.
+    Anthropic backend's ``api_key_env`` and ``env:VAR`` header values); they are resolved
+    here, once, by ``router.config.backend_refs`` (hybrid_router.refs: an unset or empty
+    variable is a ConfigError naming the backend, the key and the variable) and handed to
+    the adapter, which never reads the environment. Bedrock credentials and Secrets
+    Manager keys come from the AWS chain instead. Raises ConfigError for an unknown kind or
+    a missing secret.
     """
     spec = cfg.to_spec()
     if cfg.kind == "model_service":
@@ -42,11 +46,13 @@ def create_backend(cfg: BackendConfig, *, environ: Mapping[str, str] | None = No
     if cfg.kind == "openai":
         from router.backends.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(spec, cfg, environ=environ)
+        env = os.environ if environ is None else environ
+        return OpenAIBackend(spec, cfg, refs=backend_refs(cfg, env))
     if cfg.kind == "anthropic":
         from router.backends.anthropic import AnthropicBackend
 
-        return AnthropicBackend(spec, cfg, environ=environ)
+        env = os.environ if environ is None else environ
+        return AnthropicBackend(spec, cfg, refs=backend_refs(cfg, env))
     if cfg.kind == "bedrock":
         from router.backends.bedrock import BedrockBackend
 

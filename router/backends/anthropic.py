@@ -26,7 +26,8 @@ Choices made here:
   context window): before the first token the router fails over; after it, the stream ends
   with ``complete=false`` and the provider's error type and message. A body that ends before
   ``message_stop`` is RETRYABLE too.
-* **Key.** ``api_key_env`` (read once, when the backend is created) or ``api_key_secret``
+* **Key.** ``api_key_env`` (resolved once, when the backend is created, by the config layer:
+  ``router.config.backend_refs``, with the ``env:VAR`` headers) or ``api_key_secret``
   (Secrets Manager, cached, re-fetched after a 401). Sent as ``x-api-key``; never logged.
 * **Cancellation.** Closing the iterator or cancelling the consumer closes the response
   before it is fully read; the provider sees the disconnect and stops generating.
@@ -38,9 +39,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -52,14 +52,13 @@ from router.backends.common import (
     mentions_context_length,
     parse_retry_after,
     pooled_http_client,
-    resolve_env_ref,
     seconds_left,
     truncate,
 )
 from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEParser
-from router.config import BackendConfig
-from router.errors import BackendError, ConfigError, ErrorClass
+from router.config import BackendConfig, BackendRefs, backend_refs
+from router.errors import BackendError, ErrorClass
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest, Role
 
 log = logging.getLogger(__name__)
@@ -85,21 +84,22 @@ class AnthropicBackend(Backend):
         spec: BackendSpec,
         cfg: BackendConfig,
         *,
-        environ: Mapping[str, str] | None = None,
+        refs: BackendRefs | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``refs``: the resolved headers and key (``create_backend`` passes them; None
+        resolves ``cfg`` against an empty environment)."""
         super().__init__(spec)
-        env = os.environ if environ is None else environ
+        if refs is None:
+            refs = backend_refs(cfg, {})
         self._url = (cfg.endpoint or DEFAULT_ENDPOINT).rstrip("/") + "/v1/messages"
         self._model = cfg.model
         self._timeout_s = cfg.timeout_s
         self._clock = clock
         self._wall_clock = wall_clock
         headers = {
-            name: resolve_env_ref(value, env, f"headers.{name}", cfg.name)
-            for name, value in cfg.headers.items()
-            if name.lower() != "x-api-key"
+            name: value for name, value in refs.headers.items() if name.lower() != "x-api-key"
         }
         headers["anthropic-version"] = cfg.anthropic_version
         headers["Accept"] = "text/event-stream"
@@ -116,15 +116,7 @@ class AnthropicBackend(Backend):
                 clock=clock,
             )
         else:
-            key = env.get(cfg.api_key_env, "")
-            if not key:
-                raise ConfigError(
-                    f"environment variable {cfg.api_key_env!r} is not set or empty; export "
-                    "the Anthropic API key there, or use api_key_secret",
-                    source=f"backend {cfg.name}",
-                    key="api_key_env",
-                )
-            self._key = key
+            self._key = refs.api_key  # non-empty: backend_refs checked api_key_env
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:

@@ -23,13 +23,15 @@ FATAL errors are not retried anywhere: dispatch stops and the caller gets the st
 from __future__ import annotations
 
 import email.utils
-import logging
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from router.errors import BackendError, ConfigError, ErrorClass
+# botocore body logs off (secrets, prompts): defined with the secret reader, used by bedrock.
+from hybrid_router.refs import quiet_botocore_bodies as quiet_botocore_bodies
+
+from router.errors import BackendError, ErrorClass
 
 #: Longest provider message copied into an error.
 MAX_MESSAGE = 500
@@ -155,33 +157,3 @@ def http_status_error(
         return BackendError(backend, text, ErrorClass.FATAL, grpc_code="INVALID_ARGUMENT")
     # 1xx/2xx other than 200, 3xx (redirects are not followed): a misbehaving endpoint.
     return BackendError(backend, f"unexpected {text}", ErrorClass.RETRYABLE)
-
-
-def resolve_env_ref(value: str, environ: Mapping[str, str], key: str, backend: str) -> str:
-    """``value``, or the environment variable it names when it is ``env:VAR``.
-
-    Raises ConfigError naming the config key and the variable when it is unset.
-    """
-    if not value.startswith("env:"):
-        return value
-    var = value[4:]
-    if not var or var not in environ:
-        raise ConfigError(
-            f"environment variable {var!r} is not set (the value {value!r} reads it)",
-            source=f"backend {backend}",
-            key=key,
-        )
-    return environ[var]
-
-
-#: botocore loggers that write request and response bodies at DEBUG: prompts, answers and
-#: Secrets Manager values. Kept at INFO unless the operator set their level explicitly.
-_BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth")
-
-
-def quiet_botocore_bodies() -> None:
-    """Stop botocore from logging bodies (secrets, prompt text) under a DEBUG root logger."""
-    for name in _BODY_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.INFO)

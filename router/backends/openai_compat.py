@@ -41,8 +41,9 @@ Choices made here (the router relies on them):
   rejected before any decoding when the prompt does not fit (``400
   context_length_exceeded`` -> TOO_LARGE). If the second answer is fine, the original
   failure stays RETRYABLE. Servers that report errors properly never reach this path.
-* **Secrets.** The API key (``api_key_env``) and ``env:VAR`` header values are read once,
-  when the backend is created, from the ``environ`` mapping; or the key comes from a Secrets
+* **Secrets.** The API key (``api_key_env``) and ``env:VAR`` header values are resolved
+  once, when the backend is created, by the config layer (``router.config.backend_refs``,
+  called by ``create_backend``) and passed in as ``refs``; or the key comes from a Secrets
   Manager secret (``api_key_secret``, cached for ``secret_ttl_s``, fetched again after a
   401). Never logged (httpx masks ``Authorization`` in its reprs).
 * **Cancellation.** Closing the iterator or cancelling the consuming task closes the HTTP
@@ -56,7 +57,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, cast
@@ -69,14 +69,13 @@ from router.backends.common import (
     mentions_context_length,
     parse_retry_after,
     pooled_http_client,
-    resolve_env_ref,
     seconds_left,
     truncate,
 )
 from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEEvent, SSEParser
-from router.config import BackendConfig
-from router.errors import BackendError, ConfigError, ErrorClass, RouterError
+from router.config import BackendConfig, BackendRefs, backend_refs
+from router.errors import BackendError, ErrorClass, RouterError
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest
 
 log = logging.getLogger(__name__)
@@ -105,22 +104,11 @@ def is_context_length_error(error: Mapping[str, Any]) -> bool:
     return mentions_context_length(str(error.get("message") or ""))
 
 
-def _resolve_headers(cfg: BackendConfig, environ: Mapping[str, str]) -> dict[str, str]:
-    headers = {
-        name: resolve_env_ref(value, environ, f"headers.{name}", cfg.name)
-        for name, value in cfg.headers.items()
-    }
-    if cfg.api_key_env:
-        key = environ.get(cfg.api_key_env)
-        if not key:
-            raise ConfigError(
-                f"environment variable {cfg.api_key_env!r} is not set or empty; export the "
-                "API key there or remove api_key_env",
-                source=f"backend {cfg.name}",
-                key="api_key_env",
-            )
+def _headers(refs: BackendRefs) -> dict[str, str]:
+    headers = dict(refs.headers)
+    if refs.api_key:
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        headers["Authorization"] = f"Bearer {key}"
+        headers["Authorization"] = f"Bearer {refs.api_key}"
     headers.setdefault("Accept", "text/event-stream")
     return headers
 
@@ -151,16 +139,17 @@ class OpenAIBackend(Backend):
         spec: BackendSpec,
         cfg: BackendConfig,
         *,
-        environ: Mapping[str, str] | None = None,
+        refs: BackendRefs | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``refs``: the resolved headers and key (``create_backend`` passes them; None
+        resolves ``cfg`` against an empty environment: literal headers only)."""
         super().__init__(spec)
-        env = os.environ if environ is None else environ
         self._url = cfg.endpoint.rstrip("/") + "/chat/completions"
         self._model = cfg.model
         self._timeout_s = cfg.timeout_s
-        self._headers = _resolve_headers(cfg, env)
+        self._headers = _headers(backend_refs(cfg, {}) if refs is None else refs)
         self._clock = clock
         self._wall_clock = wall_clock
         self._client: httpx.AsyncClient | None = None

@@ -9,6 +9,9 @@ Credentials for Secrets Manager come from the standard AWS chain (IRSA on EKS, t
 or task role, the environment); the endpoint can be redirected with the standard
 ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` variable (the tests point it at a moto server).
 
+The secret is read, and its value checked, by :mod:`hybrid_router.refs` (the resolver every
+component uses): an empty value is an error, as for every reference.
+
 If a refresh fails while an older value is cached, the older value keeps being used (a
 Secrets Manager outage does not take a working provider down) and a warning is logged.
 The value is never logged, and never part of an error message.
@@ -17,30 +20,16 @@ The value is never logged, and never part of an error message.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
-from router.backends.common import quiet_botocore_bodies, truncate
+from hybrid_router.refs import RefError, SecretsManager, SecretUnreadable, resolve_secret
+
 from router.errors import BackendError, ConfigError, ErrorClass
 
 log = logging.getLogger(__name__)
-
-#: Error codes that no retry will fix: the secret is missing, unreadable or not a key.
-_PERMANENT = frozenset(
-    {
-        "ResourceNotFoundException",
-        "AccessDeniedException",
-        "AccessDenied",
-        "DecryptionFailure",
-        "InvalidParameterException",
-        "InvalidRequestException",
-        "ValidationException",
-    }
-)
 
 
 class SecretUnavailable(Exception):
@@ -75,7 +64,7 @@ class SecretsManagerKey:
         self._value: str | None = None
         self._fetched_at = -math.inf
         self._lock: asyncio.Lock | None = None
-        self._client: Any = None
+        self._source: SecretsManager | None = None
         #: Times the secret was fetched (tests and logs read it).
         self.fetches = 0
 
@@ -130,58 +119,20 @@ class SecretsManagerKey:
             return value
 
     def _fetch(self) -> str:
-        """Runs in a worker thread: one GetSecretValue call."""
-        import botocore.exceptions
-
+        """Runs in a worker thread: one GetSecretValue call (hybrid_router.refs reads it and
+        applies the one rule: an empty value, or a JSON object without a non-empty
+        ``api_key_secret_field``, is an error)."""
         what = f"cannot read API key from Secrets Manager secret {self.secret_id!r}"
+        if self._source is None:
+            self._source = SecretsManager(region=self._region, binary=True)
         try:
-            if self._client is None:
-                import boto3
-
-                quiet_botocore_bodies()
-                self._client = boto3.session.Session().client(
-                    "secretsmanager", region_name=self._region or None
-                )
-            resp = self._client.get_secret_value(SecretId=self.secret_id)
-        except botocore.exceptions.ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            message = truncate(str(err.get("Message", "")))
+            return resolve_secret(
+                self.secret_id, field="api_key_secret", json_key=self._field, secrets=self._source
+            )
+        except SecretUnreadable as exc:
+            raise SecretUnavailable(f"{what}: {exc.detail}", permanent=exc.permanent) from None
+        except RefError as exc:
+            where = " (api_key_secret_field)" if self._field else ""
             raise SecretUnavailable(
-                f"{what}: {code}: {message}", permanent=code in _PERMANENT
+                f"{what}: the secret {exc.detail}{where}", permanent=True
             ) from None
-        except botocore.exceptions.NoRegionError:
-            raise SecretUnavailable(
-                f"{what}: no AWS region (set the backend's region or AWS_REGION)", permanent=True
-            ) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise SecretUnavailable(f"{what}: {type(exc).__name__}", permanent=False) from None
-        return self._extract(resp, what)
-
-    def _extract(self, resp: dict[str, Any], what: str) -> str:
-        raw = resp.get("SecretString")
-        if raw is None and resp.get("SecretBinary") is not None:
-            try:
-                raw = bytes(resp["SecretBinary"]).decode("utf-8")
-            except UnicodeDecodeError:
-                raise SecretUnavailable(
-                    f"{what}: SecretBinary is not UTF-8 text", permanent=True
-                ) from None
-        if not isinstance(raw, str):
-            raise SecretUnavailable(f"{what}: the secret has no value", permanent=True)
-        if self._field:
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                data = None
-            value = data.get(self._field) if isinstance(data, dict) else None
-            if not isinstance(value, str) or not value.strip():
-                raise SecretUnavailable(
-                    f"{what}: the secret is not a JSON object with a non-empty string field "
-                    f"{self._field!r} (api_key_secret_field)",
-                    permanent=True,
-                )
-            return value.strip()
-        if not raw.strip():
-            raise SecretUnavailable(f"{what}: the secret is empty", permanent=True)
-        return raw.strip()

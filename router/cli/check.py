@@ -49,6 +49,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hybrid_router.env import ENV_CONFIG
+from hybrid_router.refs import env_ref
+
 from router.cli.client import CliError
 from router.errors import ConfigError
 
@@ -355,7 +358,8 @@ class Checker:
                     f"${relay.token_env} is set",
                     "edge.relay.token_env",
                 )
-        if edge.directory.redis_url.startswith("env:"):
+        redis_var = env_ref(edge.directory.redis_url)
+        if redis_var is not None:
             try:
                 resolve_url(edge.directory.redis_url, self.environ)
             except ConfigError as exc:
@@ -364,7 +368,7 @@ class Checker:
                 self._add(
                     "edge.directory.redis_url",
                     OK,
-                    f"${edge.directory.redis_url[4:]} is set",
+                    f"${redis_var} is set",
                     "edge.directory.redis_url",
                 )
 
@@ -692,9 +696,9 @@ def _backend_detail(cfg: BackendConfig) -> str:
     parts = [f"{cfg.kind} adapter", cfg.endpoint or "the provider's endpoint"]
     secrets = [f"${cfg.api_key_env} set"] if cfg.api_key_env else []
     secrets += [
-        f"headers.{name} from ${value[4:]}"
+        f"headers.{name} from ${var}"
         for name, value in cfg.headers.items()
-        if value.startswith("env:")
+        if (var := env_ref(value)) is not None
     ]
     if cfg.api_key_secret:
         secrets.append(f"key from secret {cfg.api_key_secret} (read at start)")
@@ -727,7 +731,7 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argparse.Ar
         epilog=_EXAMPLES,
         formatter_class=formatter,
     )
-    p.add_argument("--config", metavar="PATH", help="router.yaml (default: $HYBRID_ROUTER_CONFIG)")
+    p.add_argument("--config", metavar="PATH", help=f"router.yaml (default: ${ENV_CONFIG})")
     p.add_argument(
         "--probe",
         action="store_true",
@@ -757,7 +761,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
         config = load_config(args.config, environ=env)
     except ConfigError as exc:
         raise CliError(exc.message, exit_code=EXIT_CONFIG) from None
-    source = str(args.config or env.get("HYBRID_ROUTER_CONFIG", ""))
+    source = str(args.config or env.get(ENV_CONFIG, ""))
     checker = Checker(config, environ=env, probe=args.probe, probe_timeout_s=args.probe_timeout)
     findings = [
         Finding(

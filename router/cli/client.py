@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc import aio
+
+# Read at call time: ENV_ADDRESS when --address is not given, ENV_API_KEY (sent as
+# ``authorization: Bearer ...``) when --api-key is not given, ENV_CA_BUNDLE (a PEM file that
+# turns TLS on) when --ca-bundle is not given. Re-exported for the CLI.
+from hybrid_router.env import ENV_ADDRESS as ENV_ADDRESS
+from hybrid_router.env import ENV_API_KEY as ENV_API_KEY
+from hybrid_router.env import ENV_CA_BUNDLE as ENV_CA_BUNDLE
 from hybrid_router.v1 import router_pb2, router_pb2_grpc, types_pb2
 
 #: Default router address when neither --address nor the environment gives one.
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-#: Environment variable read (at call time) when --address is not given.
-ENV_ADDRESS = "HYBRID_ROUTER_ADDRESS"
-#: API key sent as ``authorization: Bearer ...`` when --api-key is not given.
-ENV_API_KEY = "HYBRID_ROUTER_API_KEY"
-#: CA bundle (PEM) that turns TLS on when --ca-bundle is not given.
-ENV_CA_BUNDLE = "HYBRID_ROUTER_CA_BUNDLE"
 
 TIERS: dict[str, types_pb2.Tier.ValueType] = {
     "hosted": types_pb2.TIER_HOSTED,

@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hybrid_router.env import ENV_KEYS_FILE as ENV_KEYS_FILE  # --file's default
+
 from router.cli.client import CliError
 from router.errors import ConfigError
 from router.security.keys import KeyRecord, hash_key, is_key_id, new_key
 
-ENV_KEYS_FILE = "HYBRID_ROUTER_KEYS_FILE"
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 _EXAMPLES = """\

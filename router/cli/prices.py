@@ -20,9 +20,11 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+
+from hybrid_router.env import ENV_CONFIG
 
 from router.cli.client import CliError
 
@@ -39,7 +41,7 @@ Set each backend's cost.* keys and cost.source (the provider's price page and th
 date the figures were taken) in router.yaml; see docs/configuration.md.
 """
 
-ENV_CONFIG_PATH = "HYBRID_ROUTER_CONFIG"
+ENV_CONFIG_PATH = ENV_CONFIG  # the config file's variable (hybrid_router.env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +93,12 @@ class PriceRow:
         return data
 
 
-def rows_from_config(path: str | None) -> list[PriceRow]:
+def rows_from_config(path: str | None, environ: Mapping[str, str] | None = None) -> list[PriceRow]:
     from router.config import load_config
     from router.errors import ConfigError
 
     try:
-        config = load_config(path)
+        config = load_config(path, environ=environ)
     except ConfigError as exc:
         raise CliError(exc.message, exit_code=2) from None
     return rows_for(config.backends)
@@ -175,11 +177,14 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argparse.Ar
 def run(
     args: argparse.Namespace,
     client_setup: Callable[[argparse.Namespace], tuple[str, tuple[tuple[str, str], ...]]],
+    environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Handler: ``client_setup`` is main's (address, metadata and TLS from the options)."""
-    if args.config or (not args.address and os.environ.get(ENV_CONFIG_PATH)):
-        where = f"config {args.config or os.environ[ENV_CONFIG_PATH]}"
-        rows = rows_from_config(args.config)
+    """Handler: ``client_setup`` is main's (address, metadata and TLS from the options);
+    ``environ`` (default ``os.environ``, read now) may name the config file."""
+    env = os.environ if environ is None else environ
+    if args.config or (not args.address and env.get(ENV_CONFIG_PATH)):
+        where = f"config {args.config or env[ENV_CONFIG_PATH]}"
+        rows = rows_from_config(args.config, env)
     else:
         address, metadata = client_setup(args)
         where = f"router {address}"

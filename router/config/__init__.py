@@ -12,6 +12,7 @@ One module per section (docs/configuration.md):
 ``edge``           EdgeConfig and its sub-sections
 ``root``           RouterConfig (the whole file)
 ``loading``        parse_config, load_config, HYBRID_ROUTER__ environment overrides
+``refs``           ``env:VAR`` values and ``*_env`` fields resolved (hybrid_router.refs)
 =================  ==========================================================
 
 Import from ``router.config``; every public name is re-exported here. Environment is
@@ -48,6 +49,13 @@ from router.config.policy import (
     TokenEstimateConfig,
     WeightsConfig,
 )
+from router.config.refs import (
+    BackendRefs,
+    ConfigRefError,
+    backend_refs,
+    resolve_env_var,
+    resolve_ref,
+)
 from router.config.root import RouterConfig
 from router.config.server import LimitsConfig, ServerConfig, TlsConfig
 from router.config.telemetry import LogsConfig, MetricsConfig, TelemetryConfig, TracingConfig
@@ -58,8 +66,10 @@ __all__ = [
     "ApiKeyConfig",
     "AuthConfig",
     "BackendConfig",
+    "BackendRefs",
     "BackendKind",
     "CircuitConfig",
+    "ConfigRefError",
     "CostConfig",
     "DiscoveryConfig",
     "EdgeBackendTemplate",
@@ -87,6 +97,9 @@ __all__ = [
     "TokenizerConfig",
     "TracingConfig",
     "WeightsConfig",
+    "backend_refs",
     "load_config",
     "parse_config",
+    "resolve_env_var",
+    "resolve_ref",
 ]

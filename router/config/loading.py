@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hybrid_router.env import ENV_CONFIG, ENV_OVERRIDE_PREFIX
 from pydantic import ValidationError
 
 from router.config._base import _format_validation_error
 from router.config.root import RouterConfig
 from router.errors import ConfigError
 
-ENV_PREFIX = "HYBRID_ROUTER__"
-ENV_CONFIG_PATH = "HYBRID_ROUTER_CONFIG"
+#: HYBRID_ROUTER__SECTION__KEY overrides, and the config path (names: hybrid_router.env).
+ENV_PREFIX = ENV_OVERRIDE_PREFIX
+ENV_CONFIG_PATH = ENV_CONFIG
 
 
 def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:

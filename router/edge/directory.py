@@ -26,8 +26,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from router.config import resolve_ref
 from router.edge.devices import DeviceState, from_json, to_json
-from router.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,11 @@ return 0
 
 
 def resolve_url(value: str, environ: Mapping[str, str]) -> str:
-    if value.startswith("env:"):
-        var = value[4:]
-        url = environ.get(var, "")
-        if not url:
-            raise ConfigError(
-                f"environment variable {var} is empty or unset; set it to the Redis URL",
-                source="router.yaml",
-                key="edge.directory.redis_url",
-            )
-        return url
-    return value
+    """``edge.directory.redis_url``: a URL, or ``env:VAR`` naming the variable that holds one
+    (unset or empty: ConfigError naming it, hybrid_router.refs' one rule)."""
+    return resolve_ref(
+        value, env=environ, key="edge.directory.redis_url", fix="set it to the Redis URL"
+    )
 
 
 class RedisDirectory:

@@ -33,7 +33,7 @@ from dataclasses import replace
 from hybrid_router.v1 import edge_link_pb2 as epb
 
 from router.backends.base import Backend
-from router.config import EdgeConfig
+from router.config import EdgeConfig, resolve_env_var
 from router.edge.backend import DeviceEntry, EdgeBackend, RelayBackend
 from router.edge.desired import DesiredVersions
 from router.edge.devices import (
@@ -49,7 +49,7 @@ from router.edge.devices import (
 from router.edge.directory import RedisDirectory, resolve_url
 from router.edge.link import DeviceLink
 from router.edge.relay import RelayServicer, RelayTls, start_relay_server
-from router.errors import BackendNameTaken, ConfigError, ReplicaDraining
+from router.errors import BackendNameTaken, ReplicaDraining
 from router.errors import LinkRefused as LinkRefused  # the tree's class; importable from here
 from router.registry import BackendRegistry
 from router.types import BackendSpec
@@ -59,17 +59,15 @@ log = logging.getLogger(__name__)
 
 def relay_token(cfg: EdgeConfig, environ: Mapping[str, str]) -> str:
     """The relay port's shared token from ``edge.relay.token_env`` ("" when none is set).
-    Raises ConfigError when the variable is named but empty or unset."""
+    Raises ConfigError when the variable is named but empty or unset (hybrid_router.refs)."""
     if not cfg.relay.token_env:
         return ""
-    token = environ.get(cfg.relay.token_env, "")
-    if not token:
-        raise ConfigError(
-            f"environment variable {cfg.relay.token_env} is empty or unset",
-            source="router.yaml",
-            key="edge.relay.token_env",
-        )
-    return token
+    return resolve_env_var(
+        cfg.relay.token_env,
+        env=environ,
+        key="edge.relay.token_env",
+        fix="set it to the relay token or remove edge.relay.token_env",
+    )
 
 
 def default_router_id() -> str:

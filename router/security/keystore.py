@@ -4,7 +4,8 @@ Sources (every one that is configured; ids must be unique across them):
 
 - ``auth.keys``: records inline in router.yaml;
 - ``auth.keys_file``: a YAML file written by ``hybrid-router keys`` (``env:VAR`` reads the
-  path from the environment variable VAR, when the store is built);
+  path from the environment variable VAR, when the store is built; unset or empty is a
+  config error, the rule of every reference: hybrid_router.refs);
 - ``auth.secrets_manager.secret_id``: an AWS Secrets Manager secret whose SecretString is
   the same document (YAML or JSON). boto3 is imported only when this is set.
 
@@ -33,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hybrid_router.refs import SecretsManager, SecretUnreadable
 from pydantic import ValidationError
 
-from router.config import ApiKeyConfig, AuthConfig, SecretsManagerConfig
+from router.config import ApiKeyConfig, AuthConfig, SecretsManagerConfig, resolve_ref
 from router.errors import ConfigError
 from router.security.keys import KeyRecord
 
@@ -127,19 +129,11 @@ def write_keys_file(path: Path, records: Iterable[KeyRecord]) -> None:
 
 
 def resolve_keys_path(value: str, environ: Mapping[str, str]) -> Path:
-    """``auth.keys_file``: a path, or ``env:VAR`` naming the variable that holds one."""
-    if value.startswith("env:"):
-        var = value[4:]
-        path = environ.get(var, "") if var else ""
-        if not path:
-            raise ConfigError(
-                f"environment variable {var!r} is not set or empty (the value {value!r} "
-                "reads the keys file path from it)",
-                source="router.yaml",
-                key="auth.keys_file",
-            )
-        return Path(path)
-    return Path(value)
+    """``auth.keys_file``: a path, or ``env:VAR`` naming the variable that holds one (an unset
+    or empty variable is a ConfigError naming it: hybrid_router.refs' one rule)."""
+    return Path(
+        resolve_ref(value, env=environ, key="auth.keys_file", fix="set it to the keys file's path")
+    )
 
 
 # --- Secrets Manager ------------------------------------------------------------------------
@@ -148,44 +142,22 @@ SecretReader = Callable[[SecretsManagerConfig], str]
 
 
 def read_secret(cfg: SecretsManagerConfig) -> str:
-    """The SecretString of ``cfg.secret_id`` (blocking; run it in a thread)."""
+    """The SecretString of ``cfg.secret_id`` (blocking; run it in a thread), read by
+    hybrid_router.refs' Secrets Manager source. The keys document is a document, not a
+    referenced value: an empty one is valid (no keys)."""
+    source = SecretsManager(region=cfg.region, endpoint_url=cfg.endpoint_url)
     try:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError as exc:  # pragma: no cover - boto3 is in the router extra
-        raise ConfigError(
-            f"boto3 is needed to read a Secrets Manager secret ({exc}); "
-            "pip install 'hybrid-router[router]'",
-            key="auth.secrets_manager.secret_id",
-        ) from None
-    kwargs: dict[str, Any] = {}
-    if cfg.region:
-        kwargs["region_name"] = cfg.region
-    if cfg.endpoint_url:
-        kwargs["endpoint_url"] = cfg.endpoint_url
-    where = f"secret {cfg.secret_id!r}"
-    try:
-        client = boto3.client("secretsmanager", **kwargs)
-        resp = client.get_secret_value(SecretId=cfg.secret_id)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise ConfigError(
-            f"cannot read {where}: {code} (check the name, region and the role's "
-            "secretsmanager:GetSecretValue permission)",
-            key="auth.secrets_manager.secret_id",
-        ) from None
-    except BotoCoreError as exc:
-        raise ConfigError(
-            f"cannot read {where}: {type(exc).__name__}: {exc}",
-            key="auth.secrets_manager.secret_id",
-        ) from None
-    text = resp.get("SecretString")
-    if not isinstance(text, str):
-        raise ConfigError(
-            f"{where} has no SecretString; store the keys document as text",
-            key="auth.secrets_manager.secret_id",
+        return source(cfg.secret_id)
+    except SecretUnreadable as exc:
+        fix = (
+            " (check the name, region and the role's secretsmanager:GetSecretValue permission)"
+            if exc.code
+            else ""
         )
-    return text
+        raise ConfigError(
+            f"cannot read secret {cfg.secret_id!r}: {exc.detail}{fix}",
+            key="auth.secrets_manager.secret_id",
+        ) from None
 
 
 # --- the store --------------------------------------------------------------------------------

@@ -155,6 +155,8 @@ def test_the_artifact_zip_holds_only_the_edge_code(built, tmp_path: Path):
             "serving/engines/llamacpp.py",
             "serving/engines/scripted.py",
             "hybrid_router/v1/edge_link_pb2.py",
+            "hybrid_router/env.py",
+            "hybrid_router/refs.py",
             "requirements.txt",
             "scripts/llama_wheel.py",
             "serving/engines/llama_build.py",

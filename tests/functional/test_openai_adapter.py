@@ -226,7 +226,6 @@ async def test_retry_after_as_an_http_date(wire: WireServer) -> None:
     backend = OpenAIBackend(
         config(wire.base_url, "busy").to_spec(),
         config(wire.base_url, "busy"),
-        environ={},
         wall_clock=lambda: now,
     )
     try:
@@ -488,7 +487,7 @@ async def test_the_deadline_bounds_a_stalled_stream(wire: WireServer) -> None:
     now = [0.0]
     wire.scenarios["stall"] = Scenario(deltas=("first", "never"), delta_interval_s=60.0)
     cfg = config(wire.base_url, "stall", timeout_s=30.0)
-    backend = OpenAIBackend(cfg.to_spec(), cfg, environ={}, clock=lambda: now[0])
+    backend = OpenAIBackend(cfg.to_spec(), cfg, clock=lambda: now[0])
     stream = backend.stream(call(deadline=100.0))
     try:
         first = await asyncio.wait_for(anext(stream), TIMEOUT)

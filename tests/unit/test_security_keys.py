@@ -109,7 +109,7 @@ def test_keys_file_path_may_come_from_the_environment() -> None:
     assert resolve_keys_path("env:KEYS", {"KEYS": "/etc/k.yaml"}) == Path("/etc/k.yaml")
     with pytest.raises(ConfigError) as err:
         resolve_keys_path("env:KEYS", {})
-    assert "auth.keys_file" in err.value.message and "'KEYS'" in err.value.message
+    assert "auth.keys_file" in err.value.message and "env:KEYS" in err.value.message
 
 
 # --- the store --------------------------------------------------------------------------------

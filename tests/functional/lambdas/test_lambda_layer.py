@@ -70,6 +70,8 @@ def test_layer_holds_the_client_contract_and_grpc_only(built_layer: Path) -> Non
     ours = sorted(n for n in names if n.startswith("python/lambda_edge/") and n.endswith(".py"))
     assert ours == ["python/lambda_edge/__init__.py", "python/lambda_edge/client.py"]
     assert "python/hybrid_router/v1/router_pb2_grpc.py" in names
+    # The client's variable names and the reference resolver ship with the contract.
+    assert {"python/hybrid_router/env.py", "python/hybrid_router/refs.py"} <= set(names)
     with zipfile.ZipFile(built_layer / "lambda-functions.zip") as zf:
         fn = set(zf.namelist())
     assert {"lambda_edge/entry_http.py", "lambda_edge/entry_websocket.py"} <= fn
