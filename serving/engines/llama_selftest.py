@@ -46,7 +46,8 @@ def _child(model_path: str | None, tokens: int) -> int:
     text = []
     count = 0
     first = 0.0
-    for chunk in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0.0, stream=True):
+    stream: Any = llm.create_completion(PROMPT, max_tokens=tokens, temperature=0.0, stream=True)
+    for chunk in stream:
         if not first:
             first = time.perf_counter()
         choice = chunk["choices"][0]
