@@ -1,0 +1,154 @@
+"""Request options -> the contract's ``GenerateRequest``, checked on the way.
+
+:class:`RequestOptions` holds plain values (enum names as lower-case strings, see
+:mod:`hybrid_router.client.enums`); :func:`build_request` (or ``opts.to_proto()``) makes
+the message, and :func:`make_request` does both from keyword arguments. A wrong value
+raises :class:`~hybrid_router.client.errors.OptionError` naming the option
+(``pin_tiers: 'cloud' is not one of hosted, gpu, edge``, ``messages[1].role: ...``,
+``max_output_tokens: must be >= 0``) before anything is sent. The router checks the rest
+(limits, backend names) and names the field in its INVALID_ARGUMENT.
+
+Unset stays unset: 0 / "" / None leave the router's defaults (``max_cost_usd``,
+``temperature``... are proto3 optionals and are only set when given).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+
+from hybrid_router.client.enums import DATA_CLASSES, OBJECTIVES, ROLES, TIERS
+from hybrid_router.client.errors import OptionError
+from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
+
+__all__ = ["RequestOptions", "build_request", "make_request"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """Everything a caller puts into a ``GenerateRequest``.
+
+    The conversation is ``prompt`` (one user message) or ``messages`` (``(role,
+    content)`` pairs, roles ``system|user|assistant``): exactly one of them. ``system``,
+    when given, goes first as a system message.
+    """
+
+    prompt: str | None = None
+    messages: tuple[tuple[str, str], ...] = ()
+    system: str = ""
+    max_output_tokens: int = 0
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ttft_budget_ms: int = 0
+    total_budget_ms: int = 0
+    max_cost_usd: float | None = None
+    data_class: str = ""
+    pin_tiers: tuple[str, ...] = ()
+    pin_backends: tuple[str, ...] = ()
+    exclude_tiers: tuple[str, ...] = ()
+    exclude_backends: tuple[str, ...] = ()
+    model_family: str = ""
+    capabilities: tuple[str, ...] = ()
+    site: str = ""
+    device_id: str = ""
+    request_id: str = ""
+    objective: str = ""
+
+    def to_proto(self) -> rpb.GenerateRequest:
+        return build_request(self)
+
+
+_NON_NEGATIVE = (
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "ttft_budget_ms",
+    "total_budget_ms",
+    "max_cost_usd",
+)
+
+
+def _non_negative(option: str, value: float | None) -> None:
+    if value is not None and (math.isnan(value) or value < 0):
+        raise OptionError(option, f"must be >= 0, got {value!r}")
+
+
+def _chat(opts: RequestOptions) -> list[tpb.ChatMessage]:
+    if (opts.prompt is None) == (not opts.messages):
+        raise OptionError("prompt", "give either prompt or messages (one of them)")
+    chat = []
+    if opts.system:
+        chat.append(tpb.ChatMessage(role=tpb.ROLE_SYSTEM, content=opts.system))
+    if opts.prompt is not None:
+        chat.append(tpb.ChatMessage(role=tpb.ROLE_USER, content=opts.prompt))
+    for i, (role, content) in enumerate(opts.messages):
+        if role not in ROLES:
+            raise OptionError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
+        chat.append(tpb.ChatMessage(role=ROLES[role], content=content))  # type: ignore[arg-type]
+    return chat
+
+
+def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
+    """The ``GenerateRequest`` for ``opts``; :class:`OptionError` names a wrong option."""
+    for name in _NON_NEGATIVE:
+        _non_negative(name, getattr(opts, name))
+    sampling = tpb.SamplingParams(stop=list(opts.stop))
+    if opts.temperature is not None:
+        sampling.temperature = opts.temperature
+    if opts.top_p is not None:
+        sampling.top_p = opts.top_p
+    if opts.top_k is not None:
+        sampling.top_k = opts.top_k
+    if opts.seed is not None:
+        sampling.seed = opts.seed
+    req = rpb.GenerateRequest(
+        messages=_chat(opts),
+        max_output_tokens=opts.max_output_tokens,
+        sampling=sampling,
+        latency_budget=rpb.LatencyBudget(
+            ttft_ms=opts.ttft_budget_ms, total_ms=opts.total_budget_ms
+        ),
+        data_class=DATA_CLASSES.number(opts.data_class, "data_class"),  # type: ignore[arg-type]
+        pin_tiers=TIERS.numbers(opts.pin_tiers, "pin_tiers"),  # type: ignore[arg-type]
+        pin_backends=list(opts.pin_backends),
+        exclude_tiers=TIERS.numbers(opts.exclude_tiers, "exclude_tiers"),  # type: ignore[arg-type]
+        exclude_backends=list(opts.exclude_backends),
+        model_family=opts.model_family,
+        capabilities=list(opts.capabilities),
+        edge_affinity=rpb.EdgeAffinity(site=opts.site, device_id=opts.device_id),
+        request_id=opts.request_id,
+        objective=OBJECTIVES.number(opts.objective, "objective"),  # type: ignore[arg-type]
+    )
+    if opts.max_cost_usd is not None:
+        req.max_cost_usd = opts.max_cost_usd
+    return req
+
+
+#: Options that hold tuples (make_request also takes lists for them).
+_SEQUENCES = frozenset(
+    {"stop", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "capabilities"}
+)
+
+
+def make_request(
+    prompt: str | None = None,
+    *,
+    messages: Iterable[tuple[str, str]] | None = None,
+    **options: str | int | float | Sequence[str] | None,
+) -> rpb.GenerateRequest:
+    """``build_request(RequestOptions(prompt=..., **options))`` from keyword arguments;
+    lists are accepted where the options hold tuples. Unknown keywords raise TypeError."""
+    known = {f.name for f in fields(RequestOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"make_request() got unknown option(s): {', '.join(unknown)}")
+    values = {k: tuple(v) if k in _SEQUENCES else v for k, v in options.items()}  # type: ignore[arg-type]
+    msgs = tuple((r, c) for r, c in messages) if messages is not None else ()
+    return build_request(RequestOptions(prompt=prompt, messages=msgs, **values))  # type: ignore[arg-type]
