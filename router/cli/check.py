@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from hybrid_router.env import ENV_CONFIG
 from hybrid_router.refs import env_ref
 
-from router.cli.client import CliError
+from router.cli.errors import CliError
 from router.errors import ConfigError
 
 if TYPE_CHECKING:

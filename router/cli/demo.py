@@ -31,10 +31,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
+from hybrid_router.client import (
+    AsyncRouterClient,
+    ChannelConfig,
+    RequestOptions,
+    RouterCallError,
+    build_request,
+)
 from hybrid_router.v1 import router_pb2
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -43,14 +51,7 @@ from rich.text import Text
 from router.cli import demo_config as dc
 from router.cli import demo_report as report
 from router.cli import render
-from router.cli.client import (
-    RequestOptions,
-    RouterClient,
-    build_request,
-    iterate_events,
-    open_channel,
-    rpc_error_message,
-)
+from router.cli.connect import error_line
 from router.cli.demo_report import Outcome
 from router.cli.processes import (
     Child,
@@ -120,8 +121,7 @@ class Demo:
         self.children: dict[str, Child] = {}
         self.router: Any = None
         self.address = ""
-        self.channel: grpc.aio.Channel | None = None
-        self.client: RouterClient | None = None
+        self.client: AsyncRouterClient | None = None
         self.outcomes: list[Outcome] = []
         self.timeline: list[dict[str, Any]] = []
         self._interrupted = False
@@ -389,9 +389,8 @@ class Demo:
             except (OSError, ConfigError) as exc:
                 raise DemoError(f"cannot start the router on {self.listen}: {exc}") from None
             self.address = f"127.0.0.1:{self.router.port}"
-            self.channel = open_channel(self.address)
-            self.client = RouterClient(self.channel, timeout_s=120.0)
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            self.client = AsyncRouterClient(self.address, timeout_s=120.0)
+            with contextlib.suppress(RouterCallError):
                 await self.client.route(build_request(RequestOptions(prompt="warm-up")))
 
     async def _warm_up(self) -> None:
@@ -416,7 +415,7 @@ class Demo:
                             },
                         )
                 else:
-                    async with open_channel(f"127.0.0.1:{port}") as ch:
+                    async with ChannelConfig(f"127.0.0.1:{port}").open_aio() as ch:
                         stub = model_service_pb2_grpc.ModelServiceStub(ch)
                         req = model_service_pb2.ModelGenerateRequest(
                             request_id=f"warm-up-{s.name}", messages=msg, max_output_tokens=1
@@ -430,10 +429,10 @@ class Demo:
 
     async def _shutdown(self) -> None:
         stopped = []
-        if self.channel is not None:
+        if self.client is not None:
             with contextlib.suppress(Exception):
-                await self.channel.close()
-            self.channel = None
+                await self.client.close()
+            self.client = None
         if self.router is not None:
             with contextlib.suppress(Exception):
                 await self.router.stop(1.0)
@@ -515,8 +514,8 @@ class Demo:
         assert self.client is not None
         try:
             o.decision = await self.client.route(o.request)
-        except grpc.aio.AioRpcError as exc:
-            o.error = rpc_error_message(exc, self.address)
+        except RouterCallError as exc:
+            o.error = error_line(exc, self.address)
             if show:
                 style = "yellow" if o.expected_error else "bold red"
                 self.console.print(f"refused: {o.error}", style=style, highlight=False)
@@ -528,36 +527,40 @@ class Demo:
     async def _generate(self, o: Outcome, *, show: bool) -> None:
         assert self.client is not None
         c = self.console
-        call = self.client.generate(o.request)
         text: list[str] = []
         try:
-            async for event in iterate_events(call):
-                kind = event.WhichOneof("event")
-                if kind == "decision":
-                    o.decision = event.decision
-                    if show:
-                        c.print(render.decision_table(event.decision))
-                        c.print(render.decision_headline(event.decision))
-                        c.print(Text("answer ▸ ", style="bold"), end="")
-                elif kind == "delta":
-                    o.deltas += 1
-                    text.append(event.delta.text)
-                    if show:
-                        c.print(
-                            event.delta.text, end="", markup=False, highlight=False, soft_wrap=True
-                        )
-                elif kind == "failover":
-                    o.failovers.append(event.failover)
-                    if show:
-                        c.print()
-                        c.print(render.failover_line(event.failover))
-                elif kind == "usage":
-                    o.usage = event.usage
-                    if show:
-                        c.print()
-                        c.print(render.usage_line(event.usage))
-        except grpc.aio.AioRpcError as exc:
-            o.error = rpc_error_message(exc, self.address)
+            async with self.client.generate(o.request) as stream:
+                async for event in stream:
+                    kind = event.WhichOneof("event")
+                    if kind == "decision":
+                        o.decision = event.decision
+                        if show:
+                            c.print(render.decision_table(event.decision))
+                            c.print(render.decision_headline(event.decision))
+                            c.print(Text("answer ▸ ", style="bold"), end="")
+                    elif kind == "delta":
+                        o.deltas += 1
+                        text.append(event.delta.text)
+                        if show:
+                            c.print(
+                                event.delta.text,
+                                end="",
+                                markup=False,
+                                highlight=False,
+                                soft_wrap=True,
+                            )
+                    elif kind == "failover":
+                        o.failovers.append(event.failover)
+                        if show:
+                            c.print()
+                            c.print(render.failover_line(event.failover))
+                    elif kind == "usage":
+                        o.usage = event.usage
+                        if show:
+                            c.print()
+                            c.print(render.usage_line(event.usage))
+        except RouterCallError as exc:
+            o.error = error_line(exc, self.address)
             if show:
                 c.print()
                 c.print(f"error: {o.error}", style="bold red", highlight=False)
@@ -625,9 +628,7 @@ class Demo:
                 "the same probe during the burst",
                 "latency, live: the edge queue pushes its estimated TTFT past 1 s",
                 ("gpu", "hosted"),
-                build_request(
-                    RequestOptions(**{**_opts_dict(probe), "request_id": "demo-probe-during"})
-                ),
+                build_request(replace(probe, request_id="demo-probe-during")),
             )
             c.print(Text("during the burst (streamed):", style="bold"))
             await self._generate(during, show=True)
@@ -650,9 +651,7 @@ class Demo:
             "probe after the burst drained (dry run)",
             "live stats: the edge queue has drained; its observed TTFT decides",
             ("edge", "gpu", "hosted"),
-            build_request(
-                RequestOptions(**{**_opts_dict(probe), "request_id": "demo-probe-after"})
-            ),
+            build_request(replace(probe, request_id="demo-probe-after")),
         )
         c.print(Text("after the burst drained (dry run):", style="bold"))
         await self._route(after)
@@ -760,7 +759,3 @@ def _http_ready(port: int) -> Any:
             return False
 
     return probe
-
-
-def _opts_dict(opts: RequestOptions) -> dict[str, Any]:
-    return {name: getattr(opts, name) for name in RequestOptions.__dataclass_fields__}

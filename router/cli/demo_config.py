@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from router.cli.client import RequestOptions
+from hybrid_router.client import RequestOptions
 
 MODEL = "gemma3-270m"
 MODEL_FAMILY = "gemma3"
@@ -359,7 +359,7 @@ def scenarios() -> tuple[Scenario, ...]:
             options=_request(
                 prompt="Once upon a time, in a small village by the sea,",
                 data_class="public",
-                max_tokens=40,
+                max_output_tokens=40,
                 total_budget_ms=20_000,
                 request_id="demo-small-public",
             ),
@@ -372,7 +372,7 @@ def scenarios() -> tuple[Scenario, ...]:
             options=_request(
                 prompt="Internal memo, restricted: the new product launch is planned for",
                 data_class="restricted",
-                max_tokens=40,
+                max_output_tokens=40,
                 request_id="demo-restricted",
             ),
         ),
@@ -384,7 +384,7 @@ def scenarios() -> tuple[Scenario, ...]:
             options=_request(
                 prompt=maintenance_log(LONG_PROMPT_DAYS),
                 data_class="public",
-                max_tokens=40,
+                max_output_tokens=40,
                 request_id="demo-long-prompt",
             ),
         ),
@@ -396,7 +396,7 @@ def scenarios() -> tuple[Scenario, ...]:
             options=_request(
                 prompt="The best way to learn a new language is",
                 data_class="public",
-                max_tokens=48,
+                max_output_tokens=48,
                 total_budget_ms=2_500,
                 request_id="demo-tight-latency",
             ),
@@ -409,7 +409,7 @@ def scenarios() -> tuple[Scenario, ...]:
             options=_request(
                 prompt=huge,
                 data_class="public",
-                max_tokens=40,
+                max_output_tokens=40,
                 request_id="demo-huge-prompt",
             ),
         ),
@@ -421,7 +421,7 @@ def scenarios() -> tuple[Scenario, ...]:
             options=_request(
                 prompt=huge,
                 data_class="restricted",
-                max_tokens=40,
+                max_output_tokens=40,
                 request_id="demo-huge-restricted",
             ),
             mode="route",
@@ -434,7 +434,7 @@ def burst_probe(request_id: str) -> RequestOptions:
     return _request(
         prompt="The old lighthouse keeper looked at the storm and",
         data_class="public",
-        max_tokens=32,
+        max_output_tokens=32,
         ttft_budget_ms=1_000,
         request_id=request_id,
     )
@@ -454,8 +454,8 @@ def burst_requests() -> tuple[RequestOptions, ...]:
         _request(
             prompt=prompts[i % len(prompts)],
             data_class="public",
-            max_tokens=32,
-            tiers=("edge",),
+            max_output_tokens=32,
+            pin_tiers=("edge",),
             request_id=f"demo-burst-{i + 1}",
         )
         for i in range(BURST_SIZE)

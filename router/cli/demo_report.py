@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hybrid_router.client import RequestOptions
 from hybrid_router.v1 import router_pb2
 from rich.table import Table
 from rich.text import Text
 
 from router.cli import demo_config as dc
 from router.cli import render
-from router.cli.client import RequestOptions
 
 
 @dataclass(slots=True)
@@ -164,16 +164,20 @@ def stand_ins_table(stand_ins: tuple[dc.StandIn, ...] = dc.STAND_INS) -> Table:
 
 
 def describe(o: RequestOptions) -> str:
-    prompt = o.prompt.replace("\n", " ⏎ ")
+    text = o.prompt or ""
+    prompt = text.replace("\n", " ⏎ ")
     if len(prompt) > 70:
-        prompt = f"{prompt[:60]}… ({len(o.prompt):,} chars)"
-    parts = [f"request: {o.data_class or 'internal'}", f"max {o.max_tokens or 'default'} tokens"]
+        prompt = f"{prompt[:60]}… ({len(text):,} chars)"
+    parts = [
+        f"request: {o.data_class or 'internal'}",
+        f"max {o.max_output_tokens or 'default'} tokens",
+    ]
     if o.ttft_budget_ms:
         parts.append(f"TTFT ≤ {render.fmt_ms(o.ttft_budget_ms)}")
     if o.total_budget_ms:
         parts.append(f"total ≤ {render.fmt_ms(o.total_budget_ms)}")
-    if o.tiers:
-        parts.append(f"pinned to {', '.join(o.tiers)}")
+    if o.pin_tiers:
+        parts.append(f"pinned to {', '.join(o.pin_tiers)}")
     parts.append(f'"{prompt}"')
     return " · ".join(parts)
 

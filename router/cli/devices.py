@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router.cli.client import CliError
+from router.cli.errors import CliError
 
 _EXAMPLES = """\
 examples:
@@ -47,13 +47,14 @@ async def list_devices(
     address: str, metadata: tuple[tuple[str, str], ...], args: argparse.Namespace
 ) -> Any:
     import grpc
+    from hybrid_router.client import call_error
     from hybrid_router.v1 import edge_link_pb2 as epb
     from hybrid_router.v1 import edge_link_pb2_grpc
 
-    from router.cli.client import open_channel, rpc_error_message
+    from router.cli.connect import call_failed, open_client
 
-    async with open_channel(address, args.security) as channel:
-        stub = edge_link_pb2_grpc.EdgeFleetStub(channel)
+    async with open_client(args) as client:
+        stub = edge_link_pb2_grpc.EdgeFleetStub(client.channel)
         try:
             return await stub.ListDevices(
                 epb.ListDevicesRequest(), timeout=args.timeout or 10.0, metadata=metadata or None
@@ -64,7 +65,7 @@ async def list_devices(
                     f"the router at {address} does not take edge devices (set edge.enabled: "
                     "true in its router.yaml)"
                 ) from None
-            raise CliError(rpc_error_message(exc, address)) from None
+            raise call_failed(call_error(exc), address) from None
 
 
 def ago(unix_ms: int, now: float | None = None) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from hybrid_router.env import ENV_KEYS_FILE as ENV_KEYS_FILE  # --file's default
 
-from router.cli.client import CliError
+from router.cli.errors import CliError
 from router.errors import ConfigError
 from router.security.keys import KeyRecord, hash_key, is_key_id, new_key
 

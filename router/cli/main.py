@@ -17,7 +17,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import grpc
+from hybrid_router.client import (
+    DATA_CLASSES,
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_CA_BUNDLE,
+    OBJECTIVES,
+    TIERS,
+    OptionError,
+    RequestOptions,
+    RouterCallError,
+    build_request,
+)
 from rich.console import Group
 from rich.live import Live
 
@@ -27,25 +38,8 @@ from router.cli import keys as keys_cli
 from router.cli import models as models_cli
 from router.cli import prices as prices_cli
 from router.cli import render
-from router.cli.client import (
-    DATA_CLASSES,
-    ENV_ADDRESS,
-    ENV_API_KEY,
-    ENV_CA_BUNDLE,
-    OBJECTIVES,
-    TIERS,
-    CliError,
-    RequestOptions,
-    RouterClient,
-    auth_metadata,
-    build_request,
-    channel_security,
-    iterate_events,
-    open_channel,
-    parse_metadata,
-    resolve_address,
-    rpc_error_message,
-)
+from router.cli.connect import call_failed, client_setup, open_client, usage_error
+from router.cli.errors import CliError
 
 log = logging.getLogger(__name__)
 
@@ -365,12 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = prices_cli.add_parser(sub, _FMT)
     _add_connection_options(p)
-    p.set_defaults(handler=lambda a: prices_cli.run(a, _client_setup))
+    p.set_defaults(handler=lambda a: prices_cli.run(a, client_setup))
 
     p = devices_cli.add_parser(sub, _FMT)
     _add_connection_options(p)
-    p.set_defaults(handler=lambda a: devices_cli.run(a, _client_setup))
-    models_cli.add_parser(sub, _FMT, _add_connection_options, _client_setup)
+    p.set_defaults(handler=lambda a: devices_cli.run(a, client_setup))
+    models_cli.add_parser(sub, _FMT, _add_connection_options, client_setup)
     return parser
 
 
@@ -463,19 +457,19 @@ def _request_options(args: argparse.Namespace) -> RequestOptions:
     return RequestOptions(
         prompt=prompt,
         system=args.system,
-        max_tokens=args.max_tokens,
+        max_output_tokens=args.max_tokens,
         ttft_budget_ms=args.ttft_budget_ms,
         total_budget_ms=args.total_budget_ms,
         max_cost_usd=args.max_cost_usd,
         data_class=args.data_class or "",
-        tiers=tuple(args.tier),
-        backends=tuple(args.backend),
+        pin_tiers=tuple(args.tier),
+        pin_backends=tuple(args.backend),
         exclude_tiers=tuple(args.exclude_tier),
         exclude_backends=tuple(args.exclude_backend),
-        family=args.family,
+        model_family=args.family,
         capabilities=tuple(args.capability),
         site=args.site,
-        device=args.device,
+        device_id=args.device,
         objective=args.objective or "",
         temperature=args.temperature,
         seed=args.seed,
@@ -484,36 +478,27 @@ def _request_options(args: argparse.Namespace) -> RequestOptions:
     )
 
 
-def _client_setup(args: argparse.Namespace) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """Address and metadata (API key included); TLS settings go to ``args.security``."""
-    args.security = channel_security(
-        tls=args.tls,
-        ca_bundle=args.ca_bundle,
-        client_cert=args.client_cert,
-        client_key=args.client_key,
-        server_name=args.tls_server_name,
-    )
-    metadata = parse_metadata(args.metadata)
-    if not any(k == "authorization" for k, _ in metadata):
-        metadata = auth_metadata(args.api_key) + metadata
-    return resolve_address(args.address), metadata
+def _request(args: argparse.Namespace) -> Any:
+    try:
+        return build_request(_request_options(args))
+    except OptionError as exc:
+        raise usage_error(exc) from None
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
-    address, metadata = _client_setup(args)
-    request = build_request(_request_options(args))
+    address, metadata = client_setup(args)
+    request = _request(args)
     return asyncio.run(_route(address, metadata, args, request))
 
 
 async def _route(
     address: str, metadata: tuple[tuple[str, str], ...], args: argparse.Namespace, request: Any
 ) -> int:
-    async with open_channel(address, args.security) as channel:
-        client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
+    async with open_client(args, metadata) as client:
         try:
             decision = await client.route(request)
-        except grpc.aio.AioRpcError as exc:
-            raise CliError(rpc_error_message(exc, address)) from None
+        except RouterCallError as exc:
+            raise call_failed(exc, address) from None
     if args.json:
         print(render.to_json(decision))
         return EXIT_OK
@@ -524,8 +509,8 @@ async def _route(
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    address, metadata = _client_setup(args)
-    request = build_request(_request_options(args))
+    address, metadata = client_setup(args)
+    request = _request(args)
     return asyncio.run(_chat(address, metadata, args, request))
 
 
@@ -536,11 +521,9 @@ async def _chat(
     out = sys.stdout
     complete = True
     mid_text = False
-    async with open_channel(address, args.security) as channel:
-        client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
-        call = client.generate(request)
+    async with open_client(args, metadata) as client, client.generate(request) as stream:
         try:
-            async for event in iterate_events(call):
+            async for event in stream:
                 kind = event.WhichOneof("event")
                 if args.json:
                     print(json.dumps(render.message_to_dict(event), ensure_ascii=False), flush=True)
@@ -568,12 +551,12 @@ async def _chat(
                     console.rule(style="dim")
                     console.print(render.usage_line(event.usage))
                     complete = event.usage.complete
-        except grpc.aio.AioRpcError as exc:
+        except RouterCallError as exc:
             if mid_text and not args.json:
                 out.write("\n")
-            raise CliError(rpc_error_message(exc, address)) from None
+            raise call_failed(exc, address) from None
         except asyncio.CancelledError:
-            # Ctrl-C: iterate_events cancelled the RPC; say so on a fresh line.
+            # Ctrl-C: leaving the stream's block cancels the RPC; say so on a fresh line.
             if mid_text and not args.json:
                 out.write("\n")
             out.flush()
@@ -582,7 +565,7 @@ async def _chat(
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
-    address, metadata = _client_setup(args)
+    address, metadata = client_setup(args)
     try:
         return asyncio.run(_backends(address, metadata, args))
     except KeyboardInterrupt:
@@ -594,14 +577,13 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 async def _backends(
     address: str, metadata: tuple[tuple[str, str], ...], args: argparse.Namespace
 ) -> int:
-    async with open_channel(address, args.security) as channel:
-        client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
+    async with open_client(args, metadata) as client:
 
         async def fetch() -> Any:
             try:
                 return await client.list_backends()
-            except grpc.aio.AioRpcError as exc:
-                raise CliError(rpc_error_message(exc, address)) from None
+            except RouterCallError as exc:
+                raise call_failed(exc, address) from None
 
         resp = await fetch()
         if args.json:

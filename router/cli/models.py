@@ -31,7 +31,7 @@ from greengrass.manifest import (
     parse_manifest,
     version_prefix,
 )
-from router.cli.client import CliError
+from router.cli.errors import CliError
 
 ClientSetup = Callable[[argparse.Namespace], tuple[str, tuple[tuple[str, str], ...]]]
 

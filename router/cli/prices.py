@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from hybrid_router.env import ENV_CONFIG
 
-from router.cli.client import CliError
+from router.cli.errors import CliError
 
 if TYPE_CHECKING:
     from router.config import BackendConfig
@@ -197,16 +197,15 @@ def run(
 
 
 async def _listing(address: str, metadata: tuple[tuple[str, str], ...], args: Any) -> Any:
-    import grpc
+    from hybrid_router.client import RouterCallError
 
-    from router.cli.client import RouterClient, open_channel, rpc_error_message
+    from router.cli.connect import call_failed, open_client
 
-    async with open_channel(address, args.security) as channel:
-        client = RouterClient(channel, metadata=metadata, timeout_s=args.timeout)
+    async with open_client(args, metadata) as client:
         try:
             return await client.list_backends()
-        except grpc.aio.AioRpcError as exc:
-            raise CliError(rpc_error_message(exc, address)) from None
+        except RouterCallError as exc:
+            raise call_failed(exc, address) from None
 
 
 def _usd(value: float) -> str:

@@ -14,39 +14,14 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from hybrid_router.v1 import router_pb2, types_pb2
+from hybrid_router.client import CIRCUIT_STATES, DATA_CLASSES, FINISH_REASONS, OBJECTIVES, TIERS
+from hybrid_router.v1 import router_pb2
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-_TIER = {
-    types_pb2.TIER_HOSTED: "hosted",
-    types_pb2.TIER_GPU: "gpu",
-    types_pb2.TIER_EDGE: "edge",
-}
 _TIER_STYLE = {"hosted": "magenta", "gpu": "cyan", "edge": "green"}
-_DATA_CLASS = {
-    types_pb2.DATA_CLASS_PUBLIC: "public",
-    types_pb2.DATA_CLASS_INTERNAL: "internal",
-    types_pb2.DATA_CLASS_RESTRICTED: "restricted",
-}
-_OBJECTIVE = {
-    router_pb2.OBJECTIVE_CHEAPEST: "cheapest",
-    router_pb2.OBJECTIVE_FASTEST: "fastest",
-    router_pb2.OBJECTIVE_WEIGHTED: "weighted",
-}
-_CIRCUIT = {
-    router_pb2.CIRCUIT_STATE_CLOSED: "closed",
-    router_pb2.CIRCUIT_STATE_OPEN: "open",
-    router_pb2.CIRCUIT_STATE_HALF_OPEN: "half-open",
-}
-_FINISH = {
-    types_pb2.FINISH_REASON_STOP: "stop",
-    types_pb2.FINISH_REASON_LENGTH: "length",
-    types_pb2.FINISH_REASON_CANCELLED: "cancelled",
-    types_pb2.FINISH_REASON_ERROR: "error",
-}
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -62,19 +37,24 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 def tier_name(tier: int) -> str:
-    return _TIER.get(tier, "?")
+    return TIERS.name(tier, "?")
 
 
 def data_class_name(dc: int) -> str:
-    return _DATA_CLASS.get(dc, "internal")
+    return DATA_CLASSES.name(dc, "internal")
 
 
 def objective_name(obj: int) -> str:
-    return _OBJECTIVE.get(obj, "default")
+    return OBJECTIVES.name(obj, "default")
 
 
 def finish_name(reason: int) -> str:
-    return _FINISH.get(reason, "-")
+    return FINISH_REASONS.name(reason, "-")
+
+
+def circuit_name(state: int) -> str:
+    """For people: ``half-open`` (the contract's ``half_open``)."""
+    return CIRCUIT_STATES.name(state, "-").replace("_", "-")
 
 
 def fmt_ms(ms: float) -> str:
@@ -340,7 +320,7 @@ def backends_table(
     for name in ("name", "tier", "kind", "model", "ctx", "health", *right[1:]):
         table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
     for b in resp.backends:
-        circuit = _CIRCUIT.get(b.circuit, "-")
+        circuit = circuit_name(b.circuit)
         if not b.healthy:
             health = Text("DOWN", "bold red")
         elif circuit == "open":

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hybrid_router.client import RequestOptions, build_request
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import ms_backend
 
-from router.cli.client import RequestOptions, build_request
 from router.cli.main import build_parser, main
 from serving.engines.scripted import ScriptedEngine
 
