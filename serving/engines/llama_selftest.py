@@ -29,8 +29,11 @@ from serving.engines import llama_build
 CHILD_TIMEOUT_S = 180.0
 PROMPT = "The capital of France is"
 #: Flags worth naming when a build faults: the ones native builds pick up.
-NOTABLE_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni")
-NOTABLE_PREFIXES = ("amx", "sve", "sme")
+NOTABLE_FLAGS = frozenset(
+    {"avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni"}
+    | {"asimddp", "asimdhp", "i8mm", "sve", "sve2", "sme", "sme2"}
+)
+NOTABLE_PREFIXES = ("amx",)
 
 
 def _child(model_path: str | None, tokens: int) -> int:
