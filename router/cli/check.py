@@ -322,10 +322,10 @@ class Checker:
         edge = self.config.edge
         if not edge.enabled:
             return
-        from router.edge import check_device_auth
-        from router.edge.directory import resolve_url
         from router.edge.hub import relay_token
-        from router.edge.relay import RelayTls
+        from router.server.edge_link import check_device_auth
+        from router.server.relay import RelayTls
+        from router.stores.device_directory import resolve_url
 
         try:
             check_device_auth(self.config)

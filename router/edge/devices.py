@@ -1,6 +1,7 @@
 """Edge device records: what a device told the router (Register, Heartbeat) and how it is
 seen (online, holder replica, last seen), plus the conversions to the backend spec, the
-fleet view (``DeviceStatus``) and the shared directory's JSON.
+fleet view (``DeviceStatus``) and the shared directory's JSON; and :class:`DeviceEntry`,
+the hub's record of a device (its state, its link when this replica holds it, its backend).
 
 Pure data and validation: no I/O, no clock reads (callers pass times in).
 """
@@ -10,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hybrid_router.v1 import edge_link_pb2 as epb
 
 from router.config import EdgeConfig
 from router.errors import InvalidRegistration  # the tree's class; importable from here
 from router.types import BackendSpec, Prices, Priors, Tier
+
+if TYPE_CHECKING:
+    from router.backends.base import Backend
+    from router.backends.device_link import DeviceLink
 
 #: Greengrass thing names: letters, digits, ``:_-`` (we also allow ``.``), at most 128.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9:_.-]{1,128}$")
@@ -74,6 +79,28 @@ class DeviceState:
     @property
     def load(self) -> int:
         return self.queue_depth + self.in_flight
+
+
+@dataclass(slots=True, eq=False)
+class DeviceEntry:
+    """A device known to this replica: its state, and its link when this replica holds it
+    (what the edge adapters read: ``router.backends.edge_device.DeviceView``)."""
+
+    state: DeviceState
+    link: DeviceLink | None = None
+    #: Monotonic time of the last heartbeat on ``link``.
+    last_heartbeat: float = 0.0
+    #: Why the device is not a candidate ("" when it is).
+    detail: str = ""
+    backend: Backend | None = None
+
+    def availability(self) -> str:
+        """ "" when the device can take a request now, else why not."""
+        if not self.state.online:
+            return self.detail or "offline"
+        if self.state.draining:
+            return "draining: finishing its requests, takes no new one"
+        return ""
 
 
 def _models(items: Any, where: str) -> tuple[DeviceModel, ...]:

@@ -1,7 +1,7 @@
 """The edge hub: devices known to this replica, their backends, and the tasks that keep
 them current.
 
-- Links (``router.edge.servicer``) ``attach``, ``heartbeat`` and ``detach``; the hub keeps
+- Links (``router.server.edge_link``) ``attach``, ``heartbeat`` and ``detach``; the hub keeps
   one :class:`DeviceEntry` per device and one backend per device that holds the required
   model (``edge-<device id>``), added to and removed from the BackendRegistry at run time.
 - ``sweep`` (every ~1/4 heartbeat timeout, injectable clock): a linked device without a
@@ -9,7 +9,7 @@ them current.
   devices are forgotten after ``edge.forget_after_s``.
 - With ``edge.directory.redis_url``: every ``sync_interval_s`` the hub writes the devices it
   holds to the directory and reads the others, which become relay backends (through the
-  holder's relay port, ``router.edge.relay``).
+  holder's relay port, ``router.server.relay``).
 - Desired model versions (config over the model store's pointers) go to every linked
   device in ``Registered`` and, when they change, in ``DesiredModels``.
 
@@ -33,12 +33,15 @@ from dataclasses import replace
 from hybrid_router.v1 import edge_link_pb2 as epb
 
 from router.backends.base import Backend
+from router.backends.device_link import DeviceLink
+from router.backends.edge_device import EdgeBackend
+from router.backends.edge_relay import RelayBackend
 from router.config import EdgeConfig, resolve_env_var
-from router.edge.backend import DeviceEntry, EdgeBackend, RelayBackend
 from router.edge.desired import DesiredVersions
 from router.edge.devices import (
     KIND_LINK,
     KIND_RELAY,
+    DeviceEntry,
     DeviceState,
     backend_name,
     backend_spec,
@@ -46,12 +49,11 @@ from router.edge.devices import (
     to_status,
     with_heartbeat,
 )
-from router.edge.directory import RedisDirectory, resolve_url
-from router.edge.link import DeviceLink
-from router.edge.relay import RelayServicer, RelayTls, start_relay_server
 from router.errors import BackendNameTaken, ReplicaDraining
 from router.errors import LinkRefused as LinkRefused  # the tree's class; importable from here
 from router.registry import BackendRegistry
+from router.server.relay import RelayServicer, RelayTls, start_relay_server
+from router.stores.device_directory import RedisDirectory, resolve_url
 from router.types import BackendSpec
 
 log = logging.getLogger(__name__)

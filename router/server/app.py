@@ -25,7 +25,6 @@ from router.backends.base import Backend
 from router.config import RouterConfig
 from router.discovery import start_discovery
 from router.dispatch import Dispatcher
-from router.edge import start_edge
 from router.errors import ConfigError
 from router.registry import BackendRegistry
 from router.server.guard import ServerGuard
@@ -122,8 +121,12 @@ class RouterServer:
         )
         router_pb2_grpc.add_InferenceRouterServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        # Edge devices dial in over EdgeLink (router/edge/); None while edge.enabled is off.
-        self.edge = await start_edge(self.config, self.registry, server, clock=self._clock)
+        # Edge devices dial in over EdgeLink (router/server/edge_link.py, the hub in
+        # router/edge/); nothing of it is imported while edge.enabled is off.
+        if self.config.edge.enabled:
+            from router.server.edge_link import start_edge
+
+            self.edge = await start_edge(self.config, self.registry, server, clock=self._clock)
         if cfg.reflection:
             reflection.enable_server_reflection(
                 (

@@ -2,7 +2,7 @@
 
 ``ErrorMappingInterceptor`` runs outermost on every grpc.aio server the router runs: the
 router port (``router.server.app``: InferenceRouter, EdgeLink, EdgeFleet) and the edge
-relay port (``router.edge.relay``: ModelService). It wraps all four RPC shapes
+relay port (``router.server.relay``: ModelService). It wraps all four RPC shapes
 (unary-unary, unary-stream, stream-unary, stream-stream), whether the handler is a
 coroutine (``return`` a response, or ``context.read`` / ``context.write``) or an async
 generator (``yield``). A :class:`~router.errors.RouterError` ends the RPC with the status

@@ -19,10 +19,10 @@ from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import ms_backend
 
-from router.edge.backend import DEVICE_METADATA, TOKEN_METADATA, DeviceEntry
-from router.edge.devices import DeviceState
-from router.edge.link import DeviceLink
-from router.edge.relay import RelayServicer, start_relay_server
+from router.backends.device_link import DeviceLink
+from router.backends.edge_relay import DEVICE_METADATA, TOKEN_METADATA
+from router.edge.devices import DeviceEntry, DeviceState
+from router.server.relay import RelayServicer, start_relay_server
 
 edge_router = edgeutil.edge_router
 

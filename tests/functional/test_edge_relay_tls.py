@@ -27,9 +27,9 @@ from rtutil import collect, kinds, stub_for, text_of, user_request
 from secutil import _Ca, _issue, _make_ca, _pem_cert
 from test_tls_rotation import SecretVolume
 
-import router.edge.relay
+import router.server.relay
+from router.backends.edge_relay import DEVICE_METADATA, TOKEN_METADATA, RelayBackend
 from router.config import parse_config
-from router.edge.backend import DEVICE_METADATA, TOKEN_METADATA, RelayBackend
 from router.errors import ConfigError
 from router.server.app import RouterServer
 
@@ -197,7 +197,7 @@ async def test_rotated_files_reach_the_port_and_the_dialing_replica(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    monkeypatch.setattr(router.edge.relay, "RECHECK_S", 0.0)  # check before every request
+    monkeypatch.setattr(router.server.relay, "RECHECK_S", 0.0)  # check before every request
     old = secret_files(_make_ca("relay CA 1"))
     volume = SecretVolume(tmp_path / "relay-tls", old)
     a, b = await tls_replicas(edge_router, redis_server, volume)

@@ -9,10 +9,10 @@ from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import model_service_pb2 as mpb
 
 from router.backends.base import Backend
+from router.backends.device_link import DeviceLink, LinkClosed
 from router.config import EdgeConfig, PolicyConfig
 from router.edge.devices import from_register
 from router.edge.hub import EdgeHub, LinkRefused
-from router.edge.link import DeviceLink, LinkClosed
 from router.errors import BackendNameTaken, ReplicaDraining
 from router.policy.filters import RequestFilter
 from router.registry import BackendRegistry

@@ -71,9 +71,9 @@ def test_every_declared_status_is_a_grpc_status() -> None:
 
 
 def test_old_import_paths_still_work() -> None:
+    from router.backends.device_link import DeviceRequestError, LinkClosed, SilenceTimeout
     from router.edge.devices import InvalidRegistration
     from router.edge.hub import LinkRefused
-    from router.edge.link import DeviceRequestError, LinkClosed, SilenceTimeout
     from router.registry import DuplicateBackend
     from router.security.keys import MalformedKey
     from router.security.limits import RequestLimitExceeded, StreamLimitExceeded

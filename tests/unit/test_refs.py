@@ -22,11 +22,11 @@ from hybrid_router.refs import RefError, SecretUnreadable
 from lambda_edge.credentials import ApiKeyProvider, CredentialsError
 from router.backends import create_backend
 from router.config import BackendConfig, ConfigRefError, EdgeConfig, backend_refs, resolve_ref
-from router.edge.directory import resolve_url
 from router.edge.hub import relay_token
 from router.errors import ConfigError, RouterError
 from router.errors import RefError as RouterRefError
 from router.security.keystore import resolve_keys_path
+from router.stores.device_directory import resolve_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

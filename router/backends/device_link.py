@@ -1,9 +1,11 @@
 """One device's EdgeLink stream as the router holds it: an outbox of RouterMessages and the
 requests in flight on the link, each with its own queue of device events.
 
-The servicer (``router.edge.servicer``) writes the outbox to the stream and feeds what
-the device sends into :meth:`DeviceLink.deliver`. :func:`link_events` is how a request
-travels over the link; the local edge backend and the relay servicer both use it.
+The EdgeLink servicer (``router.server.edge_link``) writes the outbox to the stream and
+feeds what the device sends into :meth:`DeviceLink.deliver`. :func:`link_events` is how a
+request travels over the link, as a channel is for the other adapters: the local edge
+backend (``router.backends.edge_device``) and the relay servicer (``router.server.relay``)
+both use it.
 
 When the link closes (device gone, heartbeat timeout, router draining) every open
 request gets :class:`~router.errors.LinkClosed`; callers fail over before the first token

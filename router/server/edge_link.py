@@ -1,4 +1,6 @@
-"""EdgeLink and EdgeFleet servicers: thin proto <-> hub translation.
+"""EdgeLink and EdgeFleet servicers: thin proto <-> hub translation (the hub, devices and
+their rules are ``router.edge``), and :func:`start_edge`, which ``router.server.app`` calls
+only when ``edge.enabled`` is on.
 
 ``EdgeLink.Connect`` (bidirectional, opened by the device): the first message must be a
 ``Register`` (within ``edge.register_timeout_s``); the router answers ``Registered`` and
@@ -32,23 +34,25 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import edge_link_pb2_grpc
 
-from router.config import EdgeConfig
-from router.edge.backend import DeviceEntry
-from router.edge.devices import from_register
+from router.backends.device_link import DeviceLink
+from router.config import EdgeConfig, RouterConfig
+from router.edge.devices import DeviceEntry, from_register
 from router.edge.hub import EdgeHub
-from router.edge.link import DeviceLink
 from router.errors import (
+    ConfigError,
     DeadlineExceeded,
     InvalidRegistration,
     PermissionDenied,
     ReplicaDraining,
     Unauthenticated,
 )
+from router.registry import BackendRegistry
 from router.server.context import principal_var
 
 log = logging.getLogger(__name__)
@@ -174,3 +178,34 @@ class EdgeFleetServicer(edge_link_pb2_grpc.EdgeFleetServicer):
 def add_edge_services(server: grpc.aio.Server, hub: EdgeHub, cfg: EdgeConfig) -> None:
     edge_link_pb2_grpc.add_EdgeLinkServicer_to_server(EdgeLinkServicer(hub, cfg), server)
     edge_link_pb2_grpc.add_EdgeFleetServicer_to_server(EdgeFleetServicer(hub), server)
+
+
+def check_device_auth(config: RouterConfig) -> None:
+    """``edge.device_auth: mtls`` needs TLS with client certificate verification."""
+    tls = config.server.tls
+    if config.edge.device_auth == "mtls" and not (tls.enabled and tls.client_ca_file):
+        raise ConfigError(
+            "edge.device_auth 'mtls' needs server.tls.cert_file, key_file and client_ca_file "
+            "(devices present certificates signed by that CA); set them, or set "
+            "edge.device_auth: none to trust device ids as sent (development only)",
+            source="router.yaml",
+            key="edge.device_auth",
+        )
+
+
+async def start_edge(
+    config: RouterConfig,
+    registry: BackendRegistry,
+    server: grpc.aio.Server,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> EdgeHub | None:
+    """Start the hub and add EdgeLink/EdgeFleet to ``server`` (not yet started); None when
+    ``edge.enabled`` is off. Raises ConfigError or OSError."""
+    if not config.edge.enabled:
+        return None
+    check_device_auth(config)
+    hub = EdgeHub(config.edge, registry, clock=clock)
+    await hub.start()
+    add_edge_services(server, hub, config.edge)
+    return hub

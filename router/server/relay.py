@@ -4,7 +4,7 @@ A small grpc.aio server on ``edge.relay.address`` that implements ModelService; 
 device is named by the ``x-edge-device`` metadata. ``Generate`` sends the request down the
 device's link and streams the device's events back; ``Info`` answers from the device's
 last heartbeat. Statuses follow the ModelService contract, so the calling replica's
-:class:`~router.edge.backend.RelayBackend` (a ModelService client) classifies them like
+:class:`~router.backends.edge_relay.RelayBackend` (a ModelService client) classifies them like
 any model server's. The servicer raises the tree's errors (``router.errors``) and the
 port's :class:`~router.server.interceptors.ErrorMappingInterceptor` ends the RPC with
 their status, also after events were sent:
@@ -46,11 +46,12 @@ import grpc.aio
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import model_service_pb2_grpc
 
+from router.backends.device_link import link_events
+from router.backends.edge_relay import DEVICE_METADATA, TOKEN_METADATA
 from router.backends.model_service import CHANNEL_OPTIONS
 from router.config import TlsConfig
 from router.config.edge import EdgeRelayTlsConfig
-from router.edge.backend import DEVICE_METADATA, TOKEN_METADATA, DeviceEntry
-from router.edge.link import link_events
+from router.edge.devices import DeviceEntry
 from router.errors import DeviceUnavailable, InvalidRequest, Unauthenticated
 from router.security.tls import CertificateFiles, TlsKeys
 from router.server.interceptors import ErrorMappingInterceptor
