@@ -4,7 +4,7 @@ what a handler invocation adds on top of the gRPC call.
 - ``layer``: ``scripts/build_lambda_layer.py --deps local`` for this interpreter (and,
   with ``--download``, the template's target: python3.12 manylinux2014_x86_64 wheels);
   zipped and unzipped bytes, and the handlers' package (``lambda-functions.zip``).
-- ``client import``: ``import lambda_edge.client`` (grpc + protobuf + the contract) from
+- ``client import``: ``import hybrid_router.client`` (grpc + protobuf + the contract) from
   the unpacked layer in a fresh venv with nothing installed, as a Lambda orchestrator
   importing the layer does; median wall time minus the interpreter's own start-up.
 - ``handler init``: ``import lambda_edge.entry_*`` (Lambda's init phase: Powertools,
@@ -90,7 +90,7 @@ def layer_figures(runs: int, download: bool) -> dict[str, Any]:
         py = str(env_dir / "bin" / "python")
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(opt / "python")}
         base = wall_ms([py, "-s", "-c", "pass"], env, runs)
-        imp = wall_ms([py, "-s", "-c", "import lambda_edge.client"], env, runs)
+        imp = wall_ms([py, "-s", "-c", "import hybrid_router.client"], env, runs)
         out["client_import_ms"] = round(imp - base, 1)
         out["interpreter_start_ms"] = round(base, 1)
     return out
@@ -196,7 +196,8 @@ def invocation_figures(n: int) -> dict[str, float]:
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     import logging
 
-    from lambda_edge.client import make_request
+    from hybrid_router.client import make_request
+
     from lambda_edge.http_api import make_http_handler
     from lambda_edge.runtime import Runtime
     from lambda_edge.settings import Settings

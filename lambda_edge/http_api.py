@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from hybrid_router.client import RouterCallError
 from pydantic import BaseModel
 
-from lambda_edge.client import RouterCallError
 from lambda_edge.credentials import CredentialsError
 from lambda_edge.http_common import (
     BodyError,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
+from hybrid_router.client import RouterCallError
 from hybrid_router.env import ENV_MAX_BODY_BYTES
 from pydantic import BaseModel, ValidationError
 
-from lambda_edge.client import RouterCallError
 from lambda_edge.payloads import decision_dict, describe, usage_dict
 from lambda_edge.status import http_status
 

@@ -39,9 +39,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
+from hybrid_router.client import RouterCallError
 from pydantic import ValidationError
 
-from lambda_edge.client import RouterCallError
 from lambda_edge.payloads import Job, decision_dict, describe, failover_dict, usage_dict
 from lambda_edge.runtime import Runtime
 from lambda_edge.status import permanent

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from hybrid_router.client import TIERS, Completion, make_request
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambda_edge.client import Completion, make_request
 from lambda_edge.payloads import (
-    TIER_NAMES,
     EdgeAffinity,
     LatencyBudget,
     TierName,
@@ -129,7 +128,7 @@ class ChatCompletionRequest(BaseModel):
             if not sep or not value:
                 raise UnsupportedParameter("model", f"{model!r} is not routable: use {MODEL_FORMS}")
             if kind == "tier":
-                if value not in ("hosted", "gpu", "edge"):
+                if value not in TIERS:
                     raise UnsupportedParameter("model", f"unknown tier {value!r}: {MODEL_FORMS}")
                 pin_tiers.append(value)  # type: ignore[arg-type]
             elif kind == "backend":
@@ -190,7 +189,7 @@ def router_extension(
     return {
         "request_id": request_id,
         "backend": backend,
-        "tier": TIER_NAMES.get(usage.tier, "") if usage else "",
+        "tier": TIERS.name(usage.tier) if usage else "",
         "cost_usd": usage.cost_usd if usage else 0.0,
         "explanation": decision.explanation if decision else "",
         "failovers": failovers,

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from hybrid_router.client import FINISH_REASONS, OBJECTIVES, TIERS, make_request
 from hybrid_router.v1 import router_pb2 as rpb
-from hybrid_router.v1 import types_pb2 as tpb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from lambda_edge.client import make_request
 
 TierName = Literal["hosted", "gpu", "edge"]
 _ID = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -136,19 +134,6 @@ def describe(err: ValidationError, *, prefix: str = "") -> tuple[str, str]:
 
 # --- proto -> JSON --------------------------------------------------------------------
 
-TIER_NAMES = {tpb.TIER_HOSTED: "hosted", tpb.TIER_GPU: "gpu", tpb.TIER_EDGE: "edge"}
-FINISH_NAMES = {
-    tpb.FINISH_REASON_STOP: "stop",
-    tpb.FINISH_REASON_LENGTH: "length",
-    tpb.FINISH_REASON_CANCELLED: "cancelled",
-    tpb.FINISH_REASON_ERROR: "error",
-}
-OBJECTIVE_NAMES = {
-    rpb.OBJECTIVE_CHEAPEST: "cheapest",
-    rpb.OBJECTIVE_FASTEST: "fastest",
-    rpb.OBJECTIVE_WEIGHTED: "weighted",
-}
-
 
 def estimate_dict(e: rpb.Estimate) -> dict[str, Any]:
     return {
@@ -164,7 +149,7 @@ def estimate_dict(e: rpb.Estimate) -> dict[str, Any]:
 def candidate_dict(c: rpb.CandidateReport) -> dict[str, Any]:
     out: dict[str, Any] = {
         "backend": c.backend,
-        "tier": TIER_NAMES.get(c.tier, ""),
+        "tier": TIERS.name(c.tier),
         "accepted": c.accepted,
         "reason": c.reason,
     }
@@ -179,9 +164,9 @@ def decision_dict(d: rpb.Decision, *, candidates: bool = True) -> dict[str, Any]
     out: dict[str, Any] = {
         "request_id": d.request_id,
         "backend": d.backend,
-        "tier": TIER_NAMES.get(d.tier, ""),
+        "tier": TIERS.name(d.tier),
         "fallbacks": list(d.fallbacks),
-        "objective": OBJECTIVE_NAMES.get(d.objective, ""),
+        "objective": OBJECTIVES.name(d.objective),
         "budget_unmet": d.budget_unmet,
         "explanation": d.explanation,
         "estimate": estimate_dict(d.estimate),
@@ -196,13 +181,13 @@ def usage_dict(u: rpb.Usage) -> dict[str, Any]:
     return {
         "request_id": u.request_id,
         "backend": u.backend,
-        "tier": TIER_NAMES.get(u.tier, ""),
+        "tier": TIERS.name(u.tier),
         "input_tokens": u.input_tokens,
         "output_tokens": u.output_tokens,
         "cost_usd": u.cost_usd,
         "ttft_ms": round(u.ttft_ms, 3),
         "total_ms": round(u.total_ms, 3),
-        "finish_reason": FINISH_NAMES.get(u.finish_reason, ""),
+        "finish_reason": FINISH_REASONS.name(u.finish_reason),
         "complete": u.complete,
         "error": u.error,
         "tokens_estimated": u.tokens_estimated,
@@ -214,7 +199,7 @@ def failover_dict(f: rpb.Failover) -> dict[str, Any]:
     return {
         "from_backend": f.from_backend,
         "to_backend": f.to_backend,
-        "to_tier": TIER_NAMES.get(f.to_tier, ""),
+        "to_tier": TIERS.name(f.to_tier),
         "reason": f.reason,
         "attempt": f.attempt,
     }

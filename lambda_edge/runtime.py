@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lambda_edge.client import RouterClient, lambda_timeout_s
+from hybrid_router.client import RouterClient, lambda_timeout_s
+
 from lambda_edge.credentials import ApiKeyProvider
 from lambda_edge.settings import Settings
 from lambda_edge.telemetry import Telemetry

@@ -44,15 +44,15 @@ from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from hybrid_router.v1 import router_pb2 as rpb
-
-from lambda_edge.client import (
+from hybrid_router.client import (
     Completion,
     GenerateStream,
     RouterCallError,
     traceparent_from_xray,
     valid_traceparent,
 )
+from hybrid_router.v1 import router_pb2 as rpb
+
 from lambda_edge.credentials import CredentialsError
 from lambda_edge.http_common import (
     BodyError,

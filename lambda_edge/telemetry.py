@@ -21,10 +21,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.tracing import Tracer
+from hybrid_router.client import TIERS, traceparent_from_xray, valid_traceparent
+from hybrid_router.client.context import ENV_XRAY_TRACE
 from hybrid_router.v1 import router_pb2 as rpb
-
-from lambda_edge.client import ENV_XRAY_TRACE, traceparent_from_xray, valid_traceparent
-from lambda_edge.payloads import TIER_NAMES
 
 
 def tracing_enabled(explicit: bool | None = None) -> bool:
@@ -80,7 +79,7 @@ class Telemetry:
     def usage(self, kind: str, usage: rpb.Usage | None, *, request_id: str) -> None:
         if usage is None:
             return
-        tier = TIER_NAMES.get(usage.tier, "unknown")
+        tier = TIERS.name(usage.tier, "unknown")
         backend = usage.backend or "unknown"
         m = EphemeralMetrics(namespace=self.namespace, service=self.service)
         m.add_dimension(name="tier", value=tier)

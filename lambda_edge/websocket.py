@@ -26,9 +26,9 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
 )
+from hybrid_router.client import RouterCallError
 from pydantic import ValidationError
 
-from lambda_edge.client import RouterCallError
 from lambda_edge.credentials import CredentialsError
 from lambda_edge.payloads import WsMessage, describe
 from lambda_edge.runtime import Runtime

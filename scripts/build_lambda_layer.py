@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Build the Lambda artifacts (`make lambda-layer`; docs/lambda.md#the-layer).
 
-- ``build/lambda-layer.zip``: the router client for any Python Lambda: ``python/lambda_edge/
-  {__init__,client}.py``, the contract (``python/hybrid_router/``: the stubs, the variable
-  names ``env.py`` and the reference resolver ``refs.py``) and their only
-  dependencies: grpcio, protobuf, typing-extensions. Lambda unpacks it under /opt and puts
-  /opt/python on sys.path.
+- ``build/lambda-layer.zip``: the router client for any Python Lambda: the
+  ``hybrid_router`` package (``python/hybrid_router/``: the contract stubs ``v1/``, the
+  client library ``client/``, the variable names ``env.py`` and the reference resolver
+  ``refs.py``) and its only dependencies: grpcio, protobuf, typing-extensions. Lambda
+  unpacks it under /opt and puts /opt/python on sys.path.
 - ``build/lambda-functions.zip``: the handlers' code (``lambda_edge/``); the template pairs
   it with the layer above and the AWS-managed Powertools layer.
 
@@ -40,7 +40,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEPS = ("grpcio", "protobuf", "typing-extensions")
-CLIENT_FILES = ("__init__.py", "client.py", "py.typed")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 SKIP_DIRS = {"__pycache__"}
 
@@ -54,21 +53,16 @@ def _copy_tree_files(src: Path, dst: Path, patterns: tuple[str, ...]) -> None:
 
 
 def stage_client(python_dir: Path) -> None:
-    """lambda_edge/{__init__,client}.py and the hybrid_router package (stubs, env, refs)."""
-    pkg = python_dir / "lambda_edge"
-    pkg.mkdir(parents=True)
-    for name in CLIENT_FILES:
-        src = REPO / "lambda_edge" / name
-        if src.exists():
-            shutil.copy2(src, pkg / name)
-    stubs = REPO / "proto" / "hybrid_router"
+    """The hybrid_router package: its own modules (env, refs), the stubs and the client."""
+    pkg = REPO / "proto" / "hybrid_router"
     # The package's own modules too: env.py (variable names) and refs.py (the resolver).
-    _copy_tree_files(stubs, python_dir / "hybrid_router", ("*.py", "py.typed"))
+    _copy_tree_files(pkg, python_dir / "hybrid_router", ("*.py", "py.typed"))
     _copy_tree_files(
-        stubs / "v1",
+        pkg / "v1",
         python_dir / "hybrid_router" / "v1",
         ("__init__.py", "*_pb2.py", "*_pb2_grpc.py"),
     )
+    _copy_tree_files(pkg / "client", python_dir / "hybrid_router" / "client", ("*.py",))
 
 
 def local_deps(python_dir: Path, target_version: str) -> dict[str, str]:

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hybrid_router.v1 import router_pb2 as rpb
-from hybrid_router.v1 import types_pb2 as tpb
-from pydantic import ValidationError
-
-from lambda_edge.client import (
+from hybrid_router.client import (
     lambda_timeout_s,
     make_request,
     traceparent_from_xray,
     valid_traceparent,
 )
+from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
+from pydantic import ValidationError
+
 from lambda_edge.credentials import ApiKeyProvider, CredentialsError
 from lambda_edge.openai_compat import ChatCompletionRequest, UnsupportedParameter
 from lambda_edge.payloads import GenerateBody, Job, describe
@@ -326,24 +326,29 @@ def test_lambda_edge_imports_only_the_contract_and_itself() -> None:
                 top in stdlib
                 or top in allowed_third_party
                 or top == "lambda_edge"
-                or name.startswith("hybrid_router.v1")
+                or name.startswith(("hybrid_router.v1", "hybrid_router.client"))
                 # the shared variable names and reference resolver (stdlib only)
                 or name in ("hybrid_router.env", "hybrid_router.refs")
             ), f"{path.name} imports {name}"
 
 
-def test_the_client_module_is_dependency_light() -> None:
-    """The layer's module: stdlib, grpc and the contract, nothing else (not even the rest
-    of lambda_edge)."""
-    for name in _imports(PKG / "client.py"):
-        top = name.split(".")[0]
-        assert top in set(sys.stdlib_module_names) | {"grpc", "hybrid_router"}, name
+def test_the_client_library_is_dependency_light() -> None:
+    """The layer's library (hybrid_router.client): stdlib, grpc, the contract and the
+    variable names, nothing else (no lambda_edge, no router, no pydantic)."""
+    client = PKG.parent / "proto" / "hybrid_router" / "client"
+    ours = ("hybrid_router.client", "hybrid_router.v1", "hybrid_router.env")
+    for path in sorted(client.glob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert top in set(sys.stdlib_module_names) | {"grpc"} or name.startswith(ours), (
+                f"{path.name} imports {name}"
+            )
 
 
 def test_importing_the_handlers_loads_no_router_internals() -> None:
     code = (
         "import sys, lambda_edge.http_api, lambda_edge.websocket, lambda_edge.jobs, "
-        "lambda_edge.client\n"
+        "hybrid_router.client\n"
         "tops = {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted(tops & {'router', 'serving', 'greengrass'}))"
     )

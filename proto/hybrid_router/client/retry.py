@@ -11,24 +11,33 @@ attempt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hybrid_router.client.errors import OptionError, RouterCallError
 
 __all__ = ["RetryPolicy"]
 
 
-@dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 3
-    backoff_s: float = 0.05
-    codes: frozenset[str] = frozenset({"UNAVAILABLE"})
+    """``max_attempts`` calls at most, ``backoff_s`` after the first failure, doubling;
+    only for the status names in ``codes``."""
 
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+    __slots__ = ("backoff_s", "codes", "max_attempts")
+
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        backoff_s: float = 0.05,
+        codes: frozenset[str] = frozenset({"UNAVAILABLE"}),
+    ) -> None:
+        if max_attempts < 1:
             raise OptionError("max_attempts", "must be >= 1")
-        if self.backoff_s < 0:
+        if backoff_s < 0:
             raise OptionError("backoff_s", "must be >= 0")
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.codes = codes
+
+    def __repr__(self) -> str:
+        return f"RetryPolicy(max_attempts={self.max_attempts}, backoff_s={self.backoff_s})"
 
     def delay(self, err: RouterCallError, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

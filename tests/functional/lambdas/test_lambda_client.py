@@ -1,6 +1,6 @@
-"""lambda_edge.client (the layer's client) against a real router on loopback: streaming,
-buffered calls, safe retries, deadlines, TLS; its metadata (auth, traceparent, request
-id) seen by a recording InferenceRouter server."""
+"""hybrid_router.client's sync RouterClient (the Lambda layer's client) against a real
+router on loopback: streaming, buffered calls, safe retries, deadlines, TLS; its metadata
+(auth, traceparent, request id) seen by a recording InferenceRouter server."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hybrid_router.client import RouterCallError, RouterClient, make_request
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import router_pb2_grpc
 from lambda_events import free_port
 from rtutil import ms_backend
 
-from lambda_edge.client import RouterCallError, RouterClient, make_request
 from serving.engines.scripted import ScriptedEngine
 
 
@@ -262,7 +262,7 @@ async def test_metadata_carries_key_traceparent_and_request_id():
         first, second, third = recorder.metadata
         assert first["authorization"] == "Bearer hr_first"
         assert first["traceparent"] == tp and first["x-request-id"] == "m-1"
-        assert first["user-agent"].startswith("hybrid-router-lambda-client/1")
+        assert first["user-agent"].startswith("hybrid-router-client/1")
         assert second["authorization"] == "Bearer hr_second"
         assert "traceparent" not in second and "x-request-id" not in second
         assert third["authorization"] == "Bearer hr_caller"

@@ -27,7 +27,7 @@ SCRIPT = REPO / "scripts" / "build_lambda_layer.py"
 
 ORCHESTRATOR = r"""
 import json, sys
-from lambda_edge.client import RouterClient, make_request
+from hybrid_router.client import RouterClient, make_request
 import grpc, google.protobuf
 
 client = RouterClient(sys.argv[1])
@@ -65,10 +65,14 @@ def test_layer_holds_the_client_contract_and_grpc_only(built_layer: Path) -> Non
         names = zf.namelist()
     tops = {n.split("/")[1] for n in names if n.startswith("python/")}
     # The client, the contract and their dependencies: no handlers, no router, no boto3.
-    assert {"lambda_edge", "hybrid_router", "grpc", "google", "typing_extensions.py"} <= tops
-    assert not tops & {"router", "serving", "pydantic", "aws_lambda_powertools", "boto3"}
-    ours = sorted(n for n in names if n.startswith("python/lambda_edge/") and n.endswith(".py"))
-    assert ours == ["python/lambda_edge/__init__.py", "python/lambda_edge/client.py"]
+    assert {"hybrid_router", "grpc", "google", "typing_extensions.py"} <= tops
+    assert not tops & {"lambda_edge", "router", "serving", "pydantic", "aws_lambda_powertools"}
+    assert "boto3" not in tops
+    client = REPO / "proto" / "hybrid_router" / "client"
+    ours = sorted(
+        n for n in names if n.startswith("python/hybrid_router/client/") and n.endswith(".py")
+    )
+    assert ours == sorted(f"python/hybrid_router/client/{p.name}" for p in client.glob("*.py"))
     assert "python/hybrid_router/v1/router_pb2_grpc.py" in names
     # The client's variable names and the reference resolver ship with the contract.
     assert {"python/hybrid_router/env.py", "python/hybrid_router/refs.py"} <= set(names)

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+from hybrid_router.client import make_request
 from lambda_events import free_port, prompt_body
 from rtutil import ms_backend
 
-from lambda_edge.client import make_request
 from lambda_edge.runtime import Runtime
 from lambda_edge.settings import Settings
 from lambda_edge.stream_server import LAMBDA_CONTEXT_HEADER, StreamServer, make_stream_server
