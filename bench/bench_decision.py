@@ -31,8 +31,10 @@ from functools import partial
 
 from router.config import PolicyConfig
 from router.errors import ErrorClass
-from router.policy import TokenCounter, plan
+from router.policy import PolicyParams, plan
+from router.records import policy_params
 from router.stats import BackendStats
+from router.tokenizers import Tokenizers, features
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -162,23 +164,24 @@ SCENARIOS = ((3, True), (30, True), (300, True), (30, False))
 
 
 def run(iterations: int) -> list[dict[str, object]]:
-    cfg = PolicyConfig()
+    config = PolicyConfig()
+    cfg = policy_params(config)
     clock = _Clock()
-    counter = TokenCounter(cfg.token_estimate)
+    counter = Tokenizers(config.token_estimate)
     request = make_request()
     rows: list[dict[str, object]] = []
     for n, rejections in SCENARIOS:
-        backends = make_backends(n, cfg, clock, rejections=rejections)
+        backends = make_backends(n, config, clock, rejections=rejections)
         tokenizer_ids = {spec.tokenizer_id for spec, _ in backends}
         snaps: list[tuple[BackendSpec, BackendSnapshot]] = [
             (spec, stats.snapshot()) for spec, stats in backends
         ]
-        features = counter.features(request, tokenizer_ids)
+        feats = features(request, counter, tokenizer_ids)
         now = clock()
-        probe = plan(features, snaps, cfg, now)
+        probe = plan(feats, snaps, cfg, now)
         accepted = sum(1 for c in probe.candidates if c.accepted)
         measures: dict[str, Callable[[], object]] = {
-            "plan": partial(plan, features, snaps, cfg, now),
+            "plan": partial(plan, feats, snaps, cfg, now),
             "features+plan": partial(
                 _features_plan, counter, request, tokenizer_ids, snaps, cfg, now
             ),
@@ -199,26 +202,26 @@ def run(iterations: int) -> list[dict[str, object]]:
 
 
 def _features_plan(
-    counter: TokenCounter,
+    counter: Tokenizers,
     request: InferenceRequest,
     tokenizer_ids: set[str],
     snaps: list[tuple[BackendSpec, BackendSnapshot]],
-    cfg: PolicyConfig,
+    cfg: PolicyParams,
     now: float,
 ) -> Plan:
-    return plan(counter.features(request, tokenizer_ids), snaps, cfg, now)
+    return plan(features(request, counter, tokenizer_ids), snaps, cfg, now)
 
 
 def _decision(
-    counter: TokenCounter,
+    counter: Tokenizers,
     request: InferenceRequest,
     tokenizer_ids: set[str],
     backends: list[tuple[BackendSpec, BackendStats]],
-    cfg: PolicyConfig,
+    cfg: PolicyParams,
     clock: _Clock,
 ) -> Plan:
     pairs = [(spec, stats.snapshot()) for spec, stats in backends]
-    return plan(counter.features(request, tokenizer_ids), pairs, cfg, clock())
+    return plan(features(request, counter, tokenizer_ids), pairs, cfg, clock())
 
 
 def main(argv: list[str] | None = None) -> int:

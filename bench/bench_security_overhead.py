@@ -179,7 +179,8 @@ def micro(repeat: int = 5, number: int = 5000) -> dict[str, float]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    from router.config import AuthConfig, PolicyConfig, TenantConfig
+    from router.config import AuthConfig, TenantConfig
+    from router.policy import PolicyParams
     from router.policy import plan as policy_plan
     from router.security.authn import Authenticator
     from router.security.keys import hash_key, new_key
@@ -230,7 +231,7 @@ def micro(repeat: int = 5, number: int = 5000) -> dict[str, float]:
              (("edge-a", Tier.EDGE), ("gpu-a", Tier.GPU), ("hosted-a", Tier.HOSTED))]  # fmt: skip
     req = InferenceRequest((Message(Role.USER, "hello"),), 64, "r")
     feats = Features(req, 5, {"estimate": TokenCount(6, False)})
-    cfg = PolicyConfig()
+    cfg = PolicyParams()
     out["policy.plan (3 backends, no tenant)"] = best(lambda: policy_plan(feats, pairs, cfg, 0.0))
     out["tenant: check + scoped plan"] = best(
         lambda: (access.check_request(req), access.plan(feats, pairs, cfg, 0.0))

@@ -36,10 +36,11 @@ from router.errors import (
     StreamInterrupted,
 )
 from router.policy.estimate import cost_usd
-from router.policy.tokens import TokenCounter
+from router.records import policy_params
 from router.registry import BackendRegistry, Entry
 from router.security.tenants import TenantAccess
 from router.telemetry import tracing
+from router.tokenizers import TokenCounter, Tokenizers, features
 from router.types import (
     BackendCall,
     Chunk,
@@ -73,7 +74,10 @@ class Dispatcher:
     ) -> None:
         self.registry = registry
         self.cfg = cfg
-        self.tokens = token_counter or TokenCounter(cfg.token_estimate)
+        #: What the policy reads of ``cfg``, as a plain record (the policy never sees pydantic).
+        self.params = policy_params(cfg)
+        #: Prompt token counts for the policy (router.tokenizers).
+        self.tokens: TokenCounter = token_counter or Tokenizers(cfg.token_estimate)
         self._clock = clock
         self._tracer = tracer if tracer is not None else tracing.tracer_from(None)
 
@@ -103,9 +107,9 @@ class Dispatcher:
             raise AllCandidatesFailed([Attempt("(none)", "no backends are configured")])
         ids = self._tokenizer_ids()
         if len(ids) > 1 and sum(len(m.content) for m in request.messages) > self.OFFLOAD_CHARS:
-            feats = await asyncio.to_thread(self.tokens.features, request, ids)
+            feats = await asyncio.to_thread(features, request, self.tokens, ids)
         else:
-            feats = self.tokens.features(request, ids)
+            feats = features(request, self.tokens, ids)
         largest = max((p[0] for p in pairs), key=lambda spec: spec.max_payload_bytes)
         if feats.payload_bytes > largest.max_payload_bytes:
             raise InvalidRequest(
@@ -114,9 +118,9 @@ class Dispatcher:
                 f"{largest.max_payload_bytes} bytes ({largest.name}); send less text",
             )
         if access is None:
-            plan = policy.plan(feats, pairs, self.cfg, self._clock())
+            plan = policy.plan(feats, pairs, self.params, self._clock())
         else:
-            plan = access.plan(feats, pairs, self.cfg, self._clock())
+            plan = access.plan(feats, pairs, self.params, self._clock())
         plan = replace(plan, decision_us=(time.perf_counter() - t0) * 1e6)
         return plan, feats
 

@@ -22,7 +22,7 @@ telemetry.tracing      ``build_provider`` (the OTLP exporter is installed)
 backend NAME           ``create_backend``: ``api_key_env`` and ``env:VAR`` headers set;
                        Bedrock's region (its client is built, offline)
 prices                 ``router.cli.prices`` rows: unpriced backends, prices without a source
-tokenizer ID           ``TokenCounter.warm``: exact (GGUF) vocabularies load
+tokenizer ID           ``Tokenizers.warm``: exact (GGUF) vocabularies load
 routable NAME          ``TenantAccess`` + the policy's own ``RequestFilter``: some tenant
                        may send some data class to it, and a one-word prompt with
                        ``policy.default_max_output_tokens`` fits its context window
@@ -478,9 +478,9 @@ class Checker:
             self._add("prices", OK, f"{len(rows)} backends priced, each with a source")
 
     def _tokenizers(self) -> Any:
-        from router.policy.tokens import ESTIMATE, TokenCounter
+        from router.tokenizers import ESTIMATE, Tokenizers
 
-        counter = TokenCounter(self.config.policy.token_estimate)
+        counter = Tokenizers(self.config.policy.token_estimate)
         users: dict[str, list[str]] = {}
         for b in self.config.backends:
             users.setdefault(b.tokenizer.id, []).append(f"backends[{b.name}]")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from router.config import WeightsConfig
+from router.policy.records import Weights
 from router.types import BackendSpec, Estimate, InferenceRequest, Objective, Tier
 
 #: Tie-break order of tiers (lower first).
@@ -48,7 +48,7 @@ def rank(
     specs: Sequence[BackendSpec],
     estimates: Sequence[Estimate],
     request: InferenceRequest,
-    weights: WeightsConfig,
+    weights: Weights,
 ) -> tuple[list[int], list[float], list[bool]]:
     """Order candidates ``specs[i]`` / ``estimates[i]`` best first.
 
@@ -79,7 +79,7 @@ Candidate = tuple[BackendSpec, Estimate, float, float, bool]
 
 
 def order_candidates(
-    objective: Objective, rows: Sequence[Candidate], weights: WeightsConfig
+    objective: Objective, rows: Sequence[Candidate], weights: Weights
 ) -> tuple[list[int], list[float]]:
     """The core of :func:`rank` over precomputed :data:`Candidate` rows.
 

@@ -27,7 +27,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from router.config import PolicyConfig
 from router.errors import (
     InvalidRequest,
     NoCandidate,
@@ -50,6 +49,7 @@ from router.policy.filters import (
     prompt_tokens_for,
 )
 from router.policy.objectives import TIER_ORDER, Candidate, order_candidates, uses_ttft
+from router.policy.records import PolicyParams
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -103,12 +103,14 @@ _SUMMARY_LIMIT = 8
 def plan(
     features: Features,
     backends: Sequence[tuple[BackendSpec, BackendSnapshot]],
-    cfg: PolicyConfig,
+    cfg: PolicyParams,
     now: float,
 ) -> Plan:
     """Filter, estimate and order ``backends`` for one request.
 
-    ``now`` is the monotonic clock reading the snapshots' ``retry_after_until`` uses.
+    ``cfg``: the policy's settings as a plain record (:class:`PolicyParams`, built by
+    ``router.records.policy_params``). ``now`` is the monotonic clock reading the
+    snapshots' ``retry_after_until`` uses.
     Raises InvalidRequest, NoTierAllowed, NoWindowFits, ResourceExhausted or NoCandidate
     (see the module doc).
 

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from router import policy
-from router.config import PolicyConfig, TenantConfig
+from router.config import TenantConfig
 from router.errors import InvalidRequest, PermissionDenied, RouterError
 from router.policy.filters import CAPACITY, HEALTH
+from router.policy.records import PolicyParams
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -91,7 +92,7 @@ class TenantAccess:
         """The (spec, snapshot) pairs of the backends this tenant may use."""
         return [p for p in pairs if self.allows(p[0])]
 
-    def plan(self, features: Features, pairs: Pairs, cfg: PolicyConfig, now: float) -> Plan:
+    def plan(self, features: Features, pairs: Pairs, cfg: PolicyParams, now: float) -> Plan:
         """``router.policy.plan`` over the tenant's backends only (see the module doc)."""
         allowed = self.scope(pairs)
         if len(allowed) == len(pairs):
@@ -121,7 +122,7 @@ class TenantAccess:
         features: Features,
         pairs: Pairs,
         allowed: Pairs,
-        cfg: PolicyConfig,
+        cfg: PolicyParams,
         now: float,
     ) -> RouterError:
         try:

@@ -12,8 +12,9 @@ Gemma 3 turn format: Gemma has two roles, ``user`` and ``model``, and no system 
 
 The text carries no ``<bos>``: tokenizers add it (llama.cpp: ``add_bos=True``). Tokenize
 with special tokens enabled (llama.cpp: ``special=True``) so that the turn markers are
-single tokens. The router counts prompt tokens with this same function, so its output
-must stay stable: change it only together with the counter.
+single tokens. The router counts prompt tokens with a copy of this function
+(``router.tokenizers.render_gemma``: the router may not import ``serving``), so its output
+must stay stable: change both together (tests/unit/test_tokenizers.py compares them).
 """
 
 from __future__ import annotations

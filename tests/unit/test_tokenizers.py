@@ -1,4 +1,5 @@
-"""Prompt token counting: the documented estimate, exact GGUF counts, and the fallback."""
+"""Prompt token counting (router/tokenizers.py): the documented estimate, exact GGUF counts,
+the fallback, and the features dispatch hands the policy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from router.config import TokenEstimateConfig
-from router.policy.tokens import TokenCounter
+from router.tokenizers import TokenCounter, Tokenizers, features, render_gemma
 from router.types import InferenceRequest, Message, Role, TokenCount
 
 CFG = TokenEstimateConfig(chars_per_token=4.0, margin=1.25, per_message_overhead=4)
@@ -22,39 +23,39 @@ def msgs(*contents: str) -> tuple[Message, ...]:
 
 
 def test_estimate_is_chars_over_chars_per_token_with_margin_plus_overhead() -> None:
-    counter = TokenCounter(CFG)
+    counter = Tokenizers(CFG)
     # 400 chars / 4 * 1.25 = 125, + 2 messages * 4
-    assert counter.count(msgs("a" * 100, "b" * 300), "estimate") == TokenCount(133, False)
+    assert counter.count("estimate", msgs("a" * 100, "b" * 300)) == TokenCount(133, False)
     # 10 chars -> ceil(3.125) = 4, + 4
-    assert counter.count(msgs("0123456789"), "estimate") == TokenCount(8, False)
+    assert counter.count("estimate", msgs("0123456789")) == TokenCount(8, False)
 
 
 def test_estimate_with_the_default_config() -> None:
     cfg = TokenEstimateConfig()
-    counter = TokenCounter(cfg)
+    counter = Tokenizers(cfg)
     text = "x" * 1000
     expected = math.ceil(1000 / cfg.chars_per_token * cfg.margin) + cfg.per_message_overhead
-    assert counter.count(msgs(text), "estimate") == TokenCount(expected, False)
+    assert counter.count("estimate", msgs(text)) == TokenCount(expected, False)
 
 
 def test_estimate_counts_characters_not_bytes() -> None:
-    counter = TokenCounter(CFG)
-    assert counter.count(msgs("é" * 8), "estimate") == counter.count(msgs("e" * 8), "estimate")
+    counter = Tokenizers(CFG)
+    assert counter.count("estimate", msgs("é" * 8)) == counter.count("estimate", msgs("e" * 8))
 
 
 def test_features_hold_payload_bytes_and_a_count_per_tokenizer() -> None:
-    counter = TokenCounter(CFG)
+    counter = Tokenizers(CFG)
     request = InferenceRequest(
         messages=msgs("héllo", "wörld!"), max_output_tokens=10, request_id="r"
     )
     feats = counter.features(request, ["estimate", "estimate"])
     assert feats.request is request
     assert feats.payload_bytes == len("héllo".encode()) + len("wörld!".encode()) == 13
-    assert feats.prompt_tokens == {"estimate": counter.count(request.messages, "estimate")}
+    assert feats.prompt_tokens == {"estimate": counter.count("estimate", request.messages)}
 
 
 def test_features_always_include_the_estimate() -> None:
-    counter = TokenCounter(CFG)
+    counter = Tokenizers(CFG)
     request = InferenceRequest(messages=msgs("hi"), max_output_tokens=10, request_id="r")
     assert set(counter.features(request, []).prompt_tokens) == {"estimate"}
 
@@ -62,13 +63,13 @@ def test_features_always_include_the_estimate() -> None:
 def test_unloadable_gguf_falls_back_to_the_estimate_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    counter = TokenCounter(CFG)
+    counter = Tokenizers(CFG)
     missing = f"gguf:{tmp_path / 'missing.gguf'}"
     messages = msgs("hello there")
-    with caplog.at_level(logging.WARNING, logger="router.policy.tokens"):
-        first = counter.count(messages, missing)
-        second = counter.count(messages, missing)
-    assert first == second == counter.count(messages, "estimate")
+    with caplog.at_level(logging.WARNING, logger="router.tokenizers"):
+        first = counter.count(missing, messages)
+        second = counter.count(missing, messages)
+    assert first == second == counter.count("estimate", messages)
     assert not first.exact
     warnings = [r for r in caplog.records if "cannot load tokenizer" in r.getMessage()]
     assert len(warnings) == 1
@@ -80,11 +81,45 @@ def test_unloadable_gguf_falls_back_to_the_estimate_with_one_warning(
 def test_unknown_tokenizer_id_is_estimated_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    counter = TokenCounter(CFG)
-    with caplog.at_level(logging.WARNING, logger="router.policy.tokens"):
-        count = counter.count(msgs("hello"), "tiktoken:cl100k")
-    assert count == counter.count(msgs("hello"), "estimate")
+    counter = Tokenizers(CFG)
+    with caplog.at_level(logging.WARNING, logger="router.tokenizers"):
+        count = counter.count("tiktoken:cl100k", msgs("hello"))
+    assert count == counter.count("estimate", msgs("hello"))
     assert any("unknown tokenizer id 'tiktoken:cl100k'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        (("user", "hi"),),
+        (
+            ("system", "  Be terse. "),
+            ("user", "Name a colour.\n"),
+            ("assistant", "Red."),
+            ("user", "?"),
+        ),
+        (("system", "a"), ("system", "b"), ("assistant", "model first")),
+        (("system", "only a system text"),),
+        (("user", "<start_of_turn>user\nnot a marker"), ("assistant", "ünïcödé ✓ 数字")),
+    ],
+)
+def test_the_prompt_is_the_llamacpp_engines_prompt(pairs: tuple[tuple[str, str], ...]) -> None:
+    """router.tokenizers.render_gemma is a copy (the router may not import serving): an
+    exact count must tokenize exactly the text the engine feeds the model."""
+    from serving.engines.prompt import render_gemma as engine_render
+
+    assert render_gemma(pairs) == engine_render(pairs)
+
+
+def test_the_prompt_rejects_what_the_engine_rejects() -> None:
+    from serving.engines.prompt import render_gemma as engine_render
+
+    for bad in ((), (("tool", "x"),)):
+        with pytest.raises(ValueError) as ours:
+            render_gemma(bad)
+        with pytest.raises(ValueError) as theirs:
+            engine_render(bad)
+        assert str(ours.value) == str(theirs.value)
 
 
 # --- the real tokenizer ---------------------------------------------------------------
@@ -103,7 +138,7 @@ def gemma_vocab():  # type: ignore[no-untyped-def]
 def test_gguf_counts_match_the_real_tokenizer(gemma_vocab) -> None:  # type: ignore[no-untyped-def]
     from serving.engines.prompt import render_gemma
 
-    counter = TokenCounter(CFG)
+    counter = Tokenizers(CFG)
     messages = (
         Message(Role.SYSTEM, "You are terse."),
         Message(Role.USER, "Name three colours of the rainbow, please. ünïcödé ✓"),
@@ -112,33 +147,33 @@ def test_gguf_counts_match_the_real_tokenizer(gemma_vocab) -> None:  # type: ign
     )
     rendered = render_gemma(tuple((m.role.value, m.content) for m in messages))
     expected = len(gemma_vocab.tokenize(rendered.encode(), add_bos=True, special=True))
-    count = counter.count(messages, "gguf:gemma3-270m")
+    count = counter.count("gguf:gemma3-270m", messages)
     assert count == TokenCount(expected, True)
     assert counter.exact("gguf:gemma3-270m")
     # a cached repeat and an explicit path give the same answer
-    assert counter.count(messages, "gguf:gemma3-270m") == count
-    assert counter.count(messages, f"gguf:{gemma_vocab.model_path}") == count
+    assert counter.count("gguf:gemma3-270m", messages) == count
+    assert counter.count(f"gguf:{gemma_vocab.model_path}", messages) == count
 
 
 @pytest.mark.model
 def test_default_estimate_over_counts_english_prose(gemma_vocab) -> None:  # type: ignore[no-untyped-def]
     # The margin covers prose; digits, CJK and code can exceed it (docs/policy.md).
-    counter = TokenCounter(TokenEstimateConfig())
+    counter = Tokenizers(TokenEstimateConfig())
     prose = msgs("You are a helpful assistant.", "The quick brown fox jumps over the dog. " * 40)
-    exact = counter.count(prose, "gguf:gemma3-270m")
+    exact = counter.count("gguf:gemma3-270m", prose)
     assert exact.exact
-    assert counter.count(prose, "estimate").tokens > exact.tokens
+    assert counter.count("estimate", prose).tokens > exact.tokens
 
 
 @pytest.mark.model
 def test_gguf_counts_are_thread_safe(gemma_vocab) -> None:  # type: ignore[no-untyped-def]
-    counter = TokenCounter(CFG, cache_size=0)
+    counter = Tokenizers(CFG, cache_size=0)
     prompts = [msgs(f"question number {i}: " + "word " * i) for i in range(40)]
-    expected = [counter.count(p, "gguf:gemma3-270m").tokens for p in prompts]
+    expected = [counter.count("gguf:gemma3-270m", p).tokens for p in prompts]
     results: dict[int, int] = {}
 
     def work(i: int) -> None:
-        results[i] = counter.count(prompts[i], "gguf:gemma3-270m").tokens
+        results[i] = counter.count("gguf:gemma3-270m", prompts[i]).tokens
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
     for t in threads:
@@ -151,7 +186,7 @@ def test_gguf_counts_are_thread_safe(gemma_vocab) -> None:  # type: ignore[no-un
 
 @pytest.mark.model
 def test_features_mix_exact_and_estimated_counts(gemma_vocab) -> None:  # type: ignore[no-untyped-def]
-    counter = TokenCounter(CFG)
+    counter = Tokenizers(CFG)
     request = InferenceRequest(messages=msgs("hello world"), max_output_tokens=10, request_id="r")
     feats = counter.features(request, ["gguf:gemma3-270m", "estimate"])
     assert feats.prompt_tokens["gguf:gemma3-270m"].exact
@@ -162,4 +197,45 @@ def test_features_mix_exact_and_estimated_counts(gemma_vocab) -> None:  # type: 
 def test_estimate_follows_the_documented_formula_exactly(chars: int) -> None:
     cfg = TokenEstimateConfig()  # 3.0 chars per token, margin 1.15
     expected = math.ceil(chars / cfg.chars_per_token * cfg.margin) + cfg.per_message_overhead
-    assert TokenCounter(cfg).count(msgs("z" * chars), "estimate").tokens == expected
+    assert Tokenizers(cfg).count("estimate", msgs("z" * chars)).tokens == expected
+
+
+# --- the interface dispatch uses ------------------------------------------------------
+
+
+class _Fixed:
+    """A TokenCounter that knows one exact tokenizer and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def count(self, tokenizer_id: str, messages: tuple[Message, ...]) -> TokenCount:
+        self.asked.append(tokenizer_id)
+        return TokenCount(7, True) if tokenizer_id == "fixed" else TokenCount(9, False)
+
+    def warm(self, tokenizer_ids: object) -> dict[str, bool]:
+        return {"fixed": True}
+
+
+def test_features_take_counts_from_any_token_counter() -> None:
+    counter = _Fixed()
+    as_protocol: TokenCounter = counter  # structural: no base class needed
+    request = InferenceRequest(messages=msgs("hé"), max_output_tokens=10, request_id="r")
+    feats = features(request, as_protocol, ["fixed", "estimate", "fixed"])
+    assert feats.payload_bytes == 3
+    assert feats.prompt_tokens == {"estimate": TokenCount(9, False), "fixed": TokenCount(7, True)}
+    assert counter.asked == ["estimate", "fixed"]  # once per id, the estimate always
+
+
+def test_dispatcher_counts_with_the_counter_it_is_given() -> None:
+    from router.config import PolicyConfig
+    from router.dispatch import Dispatcher
+    from router.policy import PolicyParams
+    from router.registry import BackendRegistry
+
+    counter = _Fixed()
+    cfg = PolicyConfig(max_fallbacks=1, min_samples=5)
+    d = Dispatcher(BackendRegistry(cfg), cfg, token_counter=counter)
+    assert d.tokens is counter
+    assert d.params == PolicyParams(max_fallbacks=1, min_samples=5)
+    assert isinstance(Dispatcher(BackendRegistry(cfg), cfg).tokens, Tokenizers)

@@ -1,0 +1,38 @@
+"""The policy's configuration inputs: plain frozen, slotted records, not the yaml models.
+
+``plan()`` reads these fields of the policy configuration and nothing else. They are built
+from router.yaml's ``PolicyConfig`` once, when the router starts, by
+:func:`router.records.policy_params`, outside the policy. Backend specs are already
+records (``router.types.BackendSpec``, built by ``BackendConfig.to_spec``).
+
+The defaults equal the configuration's defaults (tests/unit/test_policy_purity.py checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.types import Objective
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Weights of the ``weighted`` objective (docs/policy.md#6-objectives)."""
+
+    cost: float = 1.0
+    latency: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyParams:
+    """What ``plan()`` needs of ``policy:`` in router.yaml."""
+
+    #: Used when the request names no objective.
+    objective: Objective = Objective.CHEAPEST
+    weights: Weights = Weights()
+    #: Fallbacks kept in a plan after the primary.
+    max_fallbacks: int = 2
+    #: max_output_tokens used when a request gives 0.
+    default_max_output_tokens: int = 256
+    #: Observations needed before live stats replace a backend's priors.
+    min_samples: int = 3

