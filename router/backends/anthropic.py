@@ -59,6 +59,7 @@ from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEParser
 from router.config import BackendConfig, BackendRefs, backend_refs
 from router.errors import BackendError, ErrorClass
+from router.preflight import Finding
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest, Role
 
 log = logging.getLogger(__name__)
@@ -333,3 +334,13 @@ async def _read(resp: httpx.Response) -> bytes:
         if len(buf) >= _MAX_ERROR_BODY:
             break
     return bytes(buf[:_MAX_ERROR_BODY])
+
+
+# --- check --probe (router/backends/preflight.py) ----------------------------------------------
+
+
+async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Finding]:
+    """An HTTP HEAD on the endpoint (the provider's by default): no model is called."""
+    from router.backends.preflight import http_probe
+
+    return await http_probe(cfg, cfg.endpoint or DEFAULT_ENDPOINT, timeout)

@@ -71,6 +71,7 @@ from router.backends.common import (
 )
 from router.config import BackendConfig
 from router.errors import BackendError, ConfigError, ErrorClass
+from router.preflight import WARN, Finding, Options
 from router.types import (
     BackendCall,
     BackendSpec,
@@ -488,3 +489,36 @@ def _retry_after(headers: Any, now: float) -> float | None:
 def _ignore_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved, so asyncio does not log it
+
+
+# --- start-up check and check --probe (router/backends/preflight.py) -----------------------------
+
+
+async def preflight(cfg: BackendConfig, backend: Backend, opts: Options) -> list[Finding]:
+    """Build the boto3 client offline, as ``start`` does at start: checks the region."""
+    from router.backends.preflight import built
+
+    try:
+        await backend.start()
+    except ConfigError as exc:
+        return [Finding.failed(f"backend {cfg.name}", exc)]
+    return [built(cfg, f"region {cfg.region or 'from the AWS config'}")]
+
+
+async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Finding]:
+    """An HTTP HEAD on ``endpoint`` (a VPC endpoint) when one is set; the AWS SDK's
+    regional endpoint is not probed."""
+    from router.backends.preflight import http_probe
+
+    if cfg.endpoint:
+        return await http_probe(cfg, cfg.endpoint, timeout)
+    return [
+        Finding(
+            WARN,
+            f"probe {cfg.name}",
+            f"backends[{cfg.name}].endpoint",
+            "not probed: Bedrock is reached through the AWS SDK's regional endpoint "
+            f"({cfg.region or 'region from the AWS config'})",
+            f"set backends[{cfg.name}].endpoint to probe a VPC endpoint",
+        )
+    ]

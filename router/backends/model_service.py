@@ -26,10 +26,11 @@ consumer that stops there does not cancel a finished call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -37,7 +38,11 @@ from hybrid_router.v1 import model_service_pb2, model_service_pb2_grpc, types_pb
 
 from router.backends.base import Backend
 from router.errors import BackendError, ErrorClass
+from router.preflight import FAIL, OK, WARN, Finding
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest, Role
+
+if TYPE_CHECKING:
+    from router.config import BackendConfig
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +273,51 @@ class ModelServiceBackend(Backend):
                 return None
             raise
         return info.queue_depth + info.in_flight
+
+
+# --- check --probe (router/backends/preflight.py) ----------------------------------------------
+
+
+async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Finding]:
+    """Reach the server through its load signal (``Info``), never ``Generate``; a
+    ModelService server's window is compared with ``context_window``. Ray Serve's too."""
+    component = f"probe {cfg.name}"
+    key = f"backends[{cfg.name}].endpoint"
+    try:
+        load = await asyncio.wait_for(backend.poll_load(), timeout)
+    except BackendError as exc:
+        return [
+            Finding(
+                FAIL,
+                component,
+                key,
+                f"unreachable: {cfg.endpoint}: {exc.reason}",
+                f"check {key}, that the server runs and that the network allows it",
+            )
+        ]
+    except TimeoutError:
+        return [
+            Finding(FAIL, component, key, f"no answer from {cfg.endpoint} within {timeout:g} s")
+        ]
+    if load is None:
+        return [
+            Finding(OK, component, key, f"reachable: {cfg.endpoint} (no Info RPC: no load signal)")
+        ]
+    detail = f"reachable: {cfg.endpoint}, load {load}"
+    if isinstance(backend, ModelServiceBackend) and cfg.kind == "model_service":
+        with contextlib.suppress(BackendError, TimeoutError):
+            info = await asyncio.wait_for(backend.info(), timeout)
+            detail += f", serves {info.model or '?'} ({info.engine or 'engine ?'})"
+            if info.context_window and cfg.context_window > info.context_window:
+                return [
+                    Finding(
+                        WARN,
+                        component,
+                        f"backends[{cfg.name}].context_window",
+                        f"{detail}; backends[{cfg.name}].context_window {cfg.context_window} > "
+                        f"the server's {info.context_window}: prompts in between fail over "
+                        "as too large",
+                        f"set context_window: {info.context_window}",
+                    )
+                ]
+    return [Finding(OK, component, key, detail)]

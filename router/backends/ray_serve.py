@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from router.backends.model_service import ModelServiceBackend
+from router.backends.model_service import probe as probe  # check --probe: the Info RPC
 from router.errors import BackendError, ErrorClass
 from router.types import BackendSpec
 

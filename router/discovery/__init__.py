@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 from router.config import DiscoveryConfig
 from router.errors import ConfigError
+from router.preflight import OK, Finding, Options
 from router.registry import BackendRegistry
 
 if TYPE_CHECKING:
+    from router.config import RouterConfig
     from router.discovery.kubernetes import KubernetesDiscovery
 
-__all__ = ["start_discovery"]
+__all__ = ["preflight", "start_discovery"]
 
 
 def check_kubeconfig(cfg: DiscoveryConfig) -> None:
@@ -33,6 +35,27 @@ def check_kubeconfig(cfg: DiscoveryConfig) -> None:
             source="router.yaml",
             key="discovery.kubernetes.kubeconfig",
         )
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``discovery``: the kubeconfig file ``serve`` would read is there (the API itself is
+    reached only at start)."""
+    kube = config.discovery.kubernetes
+    if not kube.sources:
+        return []
+    try:
+        check_kubeconfig(config.discovery)
+    except ConfigError as exc:
+        return [Finding.failed("discovery", exc)]
+    where = kube.kubeconfig or "the pod's service account, else ~/.kube/config"
+    return [
+        Finding(
+            OK,
+            "discovery",
+            "discovery.kubernetes",
+            f"{len(kube.sources)} EndpointSlice sources; Kubernetes API through {where}",
+        )
+    ]
 
 
 async def start_discovery(

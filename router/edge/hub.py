@@ -29,6 +29,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from hybrid_router.v1 import edge_link_pb2 as epb
 
@@ -49,12 +50,16 @@ from router.edge.devices import (
     to_status,
     with_heartbeat,
 )
-from router.errors import BackendNameTaken, ReplicaDraining
+from router.errors import BackendNameTaken, ConfigError, ReplicaDraining
 from router.errors import LinkRefused as LinkRefused  # the tree's class; importable from here
+from router.preflight import OK, Finding, Options
 from router.registry import BackendRegistry
 from router.server.relay import RelayServicer, RelayTls, start_relay_server
 from router.stores.device_directory import RedisDirectory, resolve_url
 from router.types import BackendSpec
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,22 @@ def relay_token(cfg: EdgeConfig, environ: Mapping[str, str]) -> str:
         key="edge.relay.token_env",
         fix="set it to the relay token or remove edge.relay.token_env",
     )
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``edge.relay.token_env``: the relay token's variable is set (:func:`relay_token`)."""
+    edge = config.edge
+    if not edge.enabled or not edge.relay.token_env:
+        return []
+    try:
+        relay_token(edge, env)
+    except ConfigError as exc:
+        return [Finding.failed("edge.relay.token_env", exc)]
+    return [
+        Finding(
+            OK, "edge.relay.token_env", "edge.relay.token_env", f"${edge.relay.token_env} is set"
+        )
+    ]
 
 
 def default_router_id() -> str:

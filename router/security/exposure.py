@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 from router.config import RouterConfig
 from router.errors import ConfigError
+from router.preflight import OK, WARN, Finding, Options
 
 
 def host_of(address: str) -> str:
@@ -77,3 +79,21 @@ def plaintext_notice(config: RouterConfig) -> str | None:
         f"TLS is off on {address}: API keys and prompts cross the network in clear unless a "
         "proxy or mesh encrypts them; set server.tls (docs/security.md)"
     )
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """The loopback rule (``serve`` refuses to start, or says at start that anyone is let
+    in) and the plaintext notice."""
+    try:
+        notice = check_auth_exposure(config)
+    except ConfigError as exc:
+        return [Finding.failed("exposure", exc)]
+    address = config.server.address
+    if notice is not None:
+        findings = [Finding(WARN, "exposure", "auth", notice)]
+    else:
+        findings = [Finding(OK, "exposure", "auth", f"API keys are required on {address}")]
+    plaintext = plaintext_notice(config)
+    if plaintext is not None:
+        findings.append(Finding(WARN, "exposure", "server.tls", plaintext))
+    return findings

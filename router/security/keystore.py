@@ -31,7 +31,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from hybrid_router.refs import SecretsManager, SecretUnreadable
@@ -39,7 +39,11 @@ from pydantic import ValidationError
 
 from router.config import ApiKeyConfig, AuthConfig, SecretsManagerConfig, resolve_ref
 from router.errors import ConfigError
+from router.preflight import OK, WARN, Finding, Options, captured_warnings
 from router.security.keys import KeyRecord
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 log = logging.getLogger(__name__)
 
@@ -307,3 +311,55 @@ class KeyStore:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# --- start-up check (router/preflight.py) -----------------------------------------------------
+
+
+async def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``auth keys``: every key source loads as ``serve`` loads it (the Secrets Manager
+    secret only with ``opts.probe``: it needs AWS); counts keys and tenants, never prints
+    a secret; keys naming undefined tenants warn."""
+    auth = config.auth
+    if not auth.configured:
+        return []  # the exposure check says what that means on this address
+    sources = []
+    if auth.keys:
+        sources.append(f"{len(auth.keys)} inline (auth.keys)")
+    if auth.keys_file:
+        sources.append(f"file {auth.keys_file}")
+    secret = auth.secrets_manager.secret_id
+    unread = ""
+    if secret and not opts.probe:
+        auth = auth.model_copy(update={"secrets_manager": SecretsManagerConfig()})
+        unread = f"; secret {secret!r} not read (needs AWS: --probe reads it)"
+    elif secret:
+        sources.append(f"secret {secret}")
+    tenants = [t.name for t in config.auth.tenants]
+    with captured_warnings(log.name) as warnings:
+        try:
+            store = KeyStore(auth, environ=env, tenants=tenants)
+            await store.load()  # starts no refresh task: nothing to close
+        except ConfigError as exc:
+            return [Finding.failed("auth keys", exc, "auth.keys_file")]
+    records = store.records()
+    active = [r for r in records if not r.revoked]
+    detail = (
+        f"keys: {len(records)} ({len(active)} active, {len(records) - len(active)} revoked) "
+        f"from {', '.join(sources) or 'no source read'}; key tenants: "
+        f"{', '.join(sorted({r.tenant for r in active})) or 'none'}; auth.tenants: "
+        f"{', '.join(tenants) or 'none'}{unread}"
+    )
+    if warnings:
+        return [Finding(WARN, "auth keys", "auth.tenants", f"{detail}. {' '.join(warnings)}")]
+    if not active and not unread:
+        return [
+            Finding(
+                WARN,
+                "auth keys",
+                "auth.keys_file",
+                f"{detail}: every request is refused (UNAUTHENTICATED)",
+                "create one with `hybrid-router keys create --tenant NAME --file PATH`",
+            )
+        ]
+    return [Finding(OK, "auth keys", "auth", detail)]

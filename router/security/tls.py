@@ -21,15 +21,22 @@ system roots) and, for mTLS, a client certificate and key.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from router.config import TlsConfig
 from router.errors import ConfigError
+from router.preflight import FAIL, OK, WARN, Finding, Options
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +244,75 @@ def channel_credentials(
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+# --- start-up check (router/preflight.py) -----------------------------------------------------
+
+#: A certificate that expires sooner than this is a warning.
+EXPIRY_WARNING = dt.timedelta(days=14)
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``server.tls``: the files load as ``serve`` loads them (:class:`CertificateFiles`),
+    and the certificate is valid now."""
+    tls = config.server.tls
+    if not tls.enabled:
+        return [Finding(OK, "server.tls", "server.tls", "off (plaintext gRPC port)")]
+    try:
+        CertificateFiles(tls)
+    except ConfigError as exc:
+        return [Finding.failed("server.tls", exc)]
+    mtls = ""
+    if tls.client_ca_file:
+        mtls = (
+            "; client certificates required (mTLS)"
+            if tls.require_client_cert
+            else "; client_ca_file set but require_client_cert is false: none are asked for"
+        )
+    return [
+        certificate_validity(
+            "server.tls", tls.cert_file, "server.tls.cert_file", f"key matches{mtls}", opts.now()
+        )
+    ]
+
+
+def certificate_validity(
+    component: str, cert_file: str, key: str, detail: str, now: dt.datetime
+) -> Finding:
+    """The dates of the (already checked) certificate in ``cert_file``: expired or not
+    yet valid fails (clients refuse it), due within :data:`EXPIRY_WARNING` warns."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificates(Path(cert_file).read_bytes())[0]
+    end, start = cert.not_valid_after_utc, cert.not_valid_before_utc
+    subject = cert.subject.rfc4514_string()
+    if now >= end:
+        return Finding(
+            FAIL,
+            component,
+            key,
+            f"{key}: {cert_file} ({subject}) expired on {end:%Y-%m-%d %H:%M} UTC",
+            "clients refuse it: renew the certificate",
+        )
+    if now < start:
+        return Finding(
+            FAIL,
+            component,
+            key,
+            f"{key}: {cert_file} ({subject}) is not valid before {start:%Y-%m-%d %H:%M} UTC",
+            "check the issuer's clock or reissue it",
+        )
+    if end - now < EXPIRY_WARNING:
+        return Finding(
+            WARN,
+            component,
+            key,
+            f"{detail}; {cert_file} ({subject}) expires on {end:%Y-%m-%d %H:%M} UTC, in "
+            f"{_days(end - now)}: renew it (rotated files are picked up without a restart)",
+        )
+    return Finding(OK, component, key, f"{detail}; {subject}, valid until {end:%Y-%m-%d} UTC")
+
+
+def _days(delta: dt.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"

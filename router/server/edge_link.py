@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 from hybrid_router.v1 import edge_link_pb2 as epb
@@ -52,6 +52,7 @@ from router.errors import (
     ReplicaDraining,
     Unauthenticated,
 )
+from router.preflight import OK, Finding, Options
 from router.registry import BackendRegistry
 from router.server.context import principal_var
 
@@ -191,6 +192,18 @@ def check_device_auth(config: RouterConfig) -> None:
             source="router.yaml",
             key="edge.device_auth",
         )
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``edge``: how devices prove who they are (:func:`check_device_auth`)."""
+    edge = config.edge
+    if not edge.enabled:
+        return []
+    try:
+        check_device_auth(config)
+    except ConfigError as exc:
+        return [Finding.failed("edge", exc)]
+    return [Finding(OK, "edge", "edge.device_auth", f"edge.device_auth {edge.device_auth}")]
 
 
 async def start_edge(

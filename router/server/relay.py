@@ -39,7 +39,8 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -52,9 +53,13 @@ from router.backends.model_service import CHANNEL_OPTIONS
 from router.config import TlsConfig
 from router.config.edge import EdgeRelayTlsConfig
 from router.edge.devices import DeviceEntry
-from router.errors import DeviceUnavailable, InvalidRequest, Unauthenticated
-from router.security.tls import CertificateFiles, TlsKeys
+from router.errors import ConfigError, DeviceUnavailable, InvalidRequest, Unauthenticated
+from router.preflight import Finding, Options
+from router.security.tls import CertificateFiles, TlsKeys, certificate_validity
 from router.server.interceptors import ErrorMappingInterceptor
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +227,24 @@ async def start_relay_server(
         " (mTLS)" if tls is not None else "",
     )
     return server, port
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``edge.relay.tls``: the relay port's files load as the port loads them
+    (:class:`RelayTls`), and its certificate is valid now."""
+    tls = config.edge.relay.tls
+    if not config.edge.enabled or not tls.enabled:
+        return []
+    try:
+        RelayTls(tls)
+    except ConfigError as exc:
+        return [Finding.failed("edge.relay.tls", exc)]
+    return [
+        certificate_validity(
+            "edge.relay.tls",
+            tls.cert_file,
+            "edge.relay.tls.cert_file",
+            f"key matches; peers verified against {tls.ca_file}",
+            opts.now(),
+        )
+    ]

@@ -24,10 +24,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hybrid_router.refs import env_ref
 
 from router.config import resolve_ref
 from router.edge.devices import DeviceState, from_json, to_json
+from router.errors import ConfigError
+from router.preflight import OK, Finding, Options
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,20 @@ def resolve_url(value: str, environ: Mapping[str, str]) -> str:
     return resolve_ref(
         value, env=environ, key="edge.directory.redis_url", fix="set it to the Redis URL"
     )
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``edge.directory.redis_url``: an ``env:VAR`` URL's variable is set
+    (:func:`resolve_url`); Redis itself is reached only at start."""
+    url = config.edge.directory.redis_url
+    var = env_ref(url)
+    if not config.edge.enabled or var is None:
+        return []
+    try:
+        resolve_url(url, env)
+    except ConfigError as exc:
+        return [Finding.failed("edge.directory.redis_url", exc)]
+    return [Finding(OK, "edge.directory.redis_url", "edge.directory.redis_url", f"${var} is set")]
 
 
 class RedisDirectory:

@@ -15,8 +15,8 @@ installed a provider, yet still forwards a caller's ``traceparent`` to the backe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -25,7 +25,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from router.config import TracingConfig
 from router.errors import ConfigError
+from router.preflight import OK, Finding, Options
 from router.types import BackendSpec
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 TRACER_NAME = "hybrid_router"
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -100,3 +104,24 @@ def end_attempt(span: trace.Span, done: bool, failure: str, first_token: bool) -
         if not done:
             span.set_status(Status(StatusCode.ERROR, failure or "did not complete"))
     span.end()
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``telemetry.tracing``: the exporter ``serve`` would build is installed."""
+    tracing = config.telemetry.tracing
+    if tracing.exporter == "none":
+        return []
+    try:
+        provider = build_provider(tracing)
+    except ConfigError as exc:
+        return [Finding.failed("telemetry.tracing", exc)]
+    if provider is not None:
+        provider.shutdown()
+    return [
+        Finding(
+            OK,
+            "telemetry.tracing",
+            "telemetry.tracing",
+            f"OTLP exporter to {tracing.endpoint or 'its default endpoint'}",
+        )
+    ]
