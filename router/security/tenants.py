@@ -15,14 +15,17 @@ Pure (no I/O): dispatch calls :meth:`TenantAccess.check_request` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from router import policy
 from router.config import TenantConfig
 from router.errors import InvalidRequest, PermissionDenied, RouterError
 from router.policy.filters import CAPACITY, HEALTH
+from router.policy.reachability import probe_request, reachability
 from router.policy.records import PolicyParams
+from router.preflight import OK, WARN, Finding, Options, captured_warnings
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -32,6 +35,9 @@ from router.types import (
     Plan,
     Tier,
 )
+
+if TYPE_CHECKING:
+    from router.config import RouterConfig
 
 Pairs = Sequence[tuple[BackendSpec, BackendSnapshot]]
 _TRANSIENT = frozenset({HEALTH, CAPACITY})
@@ -138,3 +144,78 @@ class TenantAccess:
             f"{needed.tier.value} backend {needed.backend!r}, which this request needs "
             f"(allowed tiers: {_names(self.tiers)}); among its own backends: {exc.message}"
         )
+
+
+# --- start-up check (router/preflight.py) -----------------------------------------------------
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``routable NAME``: whether any caller can ever be routed to each static backend
+    (:func:`router.policy.reachability.reachability` over ``auth.tenants``; anyone when
+    auth is off): some tenant may use it, may send some data class it accepts, and a
+    one-word prompt with ``policy.default_max_output_tokens`` fits its window."""
+    from router.tokenizers import Tokenizers, features
+
+    policy_cfg = config.policy
+    max_out = policy_cfg.default_max_output_tokens
+    tenants = (
+        [TenantAccess.from_config(t) for t in config.auth.tenants]
+        if config.auth.configured
+        else None
+    )
+    counter = opts.tokens if opts.tokens is not None else Tokenizers(policy_cfg.token_estimate)
+    ids = {b.tokenizer.id for b in config.backends}
+    # A vocabulary that does not load is the tokenizer check's finding: counted as estimated.
+    with captured_warnings("router.tokenizers", "llama_cpp"):
+        probe = features(probe_request(max_out), counter, ids)
+    by_name = {t.name: t for t in tenants or ()}
+    specs = [b.to_spec() for b in config.backends]
+    findings = []
+    for spec, reach in zip(specs, reachability(specs, tenants, probe, max_out), strict=True):
+        component = f"routable {spec.name}"
+        key = f"backends[{spec.name}]"
+        if not reach.usable:
+            findings.append(
+                Finding(
+                    WARN,
+                    component,
+                    key,
+                    f"no tenant in auth.tenants may use it ({spec.tier.value} tier): add the "
+                    "tier (or the backend's name) to a tenant's tiers (backends), or remove "
+                    "the backend",
+                )
+            )
+        elif reach.window is not None:
+            findings.append(
+                Finding(
+                    WARN,
+                    component,
+                    f"{key}.context_window",
+                    f"{key}.context_window: a one-word prompt with the default max output "
+                    f"(policy.default_max_output_tokens {max_out}) {reach.window}: requests "
+                    "that do not set a smaller max_output_tokens never go there",
+                    "raise context_window or lower policy.default_max_output_tokens",
+                )
+            )
+        elif not reach.reached:
+            allowed = "; ".join(
+                f"{name}: {_names(by_name[name].data_classes)}" for name in reach.callers or ()
+            )
+            findings.append(
+                Finding(
+                    WARN,
+                    component,
+                    f"{key}.data_classes",
+                    f"{key}.data_classes ({', '.join(sorted(spec.data_classes))}) shares no "
+                    f"data class with the tenants that may use it ({allowed}): no request can "
+                    "go there",
+                    f"widen {key}.data_classes or a tenant's auth.tenants[].data_classes",
+                )
+            )
+        else:
+            who = "; ".join(
+                f"{dc.value} from {', '.join(sorted(names))}"
+                for dc, names in sorted(reach.reached.items())
+            )
+            findings.append(Finding(OK, component, key, who))
+    return findings
