@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -26,6 +27,8 @@ from router.config import RouterConfig
 from router.discovery import start_discovery
 from router.dispatch import Dispatcher
 from router.errors import ConfigError
+from router.preflight import COMPONENTS, OK, WARN, Finding, Options, raise_on_failure
+from router.preflight import run as run_preflights
 from router.registry import BackendRegistry
 from router.server.guard import ServerGuard
 from router.server.interceptors import ErrorMappingInterceptor
@@ -78,6 +81,7 @@ class RouterServer:
         if self._server is not None:
             return
         cfg = self.config.server
+        await self.preflight()
         await self.guard.start()
         for bcfg in self.config.backends:
             await self.registry.add(create_backend(bcfg))
@@ -144,6 +148,19 @@ class RouterServer:
         for svc in ("", SERVICE_NAME):
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("router listening on %s with %d backends", self.address, len(self.registry))
+
+    async def preflight(self) -> list[Finding]:
+        """The start-up checks ``hybrid-router check`` runs (router/preflight.py): raises
+        ConfigError with the text check prints for a failure (nothing else is logged
+        then), else logs each warning, named by its check."""
+        findings = await run_preflights(
+            COMPONENTS, self.config, os.environ, options=Options(tokens=self.dispatcher.tokens)
+        )
+        raise_on_failure(findings)
+        for f in findings:
+            if f.level == WARN:
+                log.warning("%s: %s", f.component, f.text)
+        return findings
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new RPCs, wait up to ``grace`` s for open streams."""
@@ -237,6 +254,17 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             ) from None
         return None
     return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
+    """``server.event_loop``: the loop ``serve`` would run on (uvloop installed when asked)."""
+    choice = config.server.event_loop
+    try:
+        factory = loop_factory(choice)
+    except ConfigError as exc:
+        return [Finding.failed("event loop", exc)]
+    used = "asyncio" if factory is None else "uvloop"
+    return [Finding(OK, "event loop", "server.event_loop", f"server.event_loop {choice}: {used}")]
 
 
 def run(config: RouterConfig) -> int:

@@ -22,7 +22,7 @@ import grpc
 from router.config import RouterConfig
 from router.registry import BackendRegistry
 from router.security.authn import Authenticator
-from router.security.exposure import check_auth_exposure, plaintext_notice
+from router.security.exposure import check_auth_exposure
 from router.security.keystore import KeyStore, SecretReader, read_secret
 from router.security.limits import StreamLimits
 from router.security.tenants import TenantAccess
@@ -78,12 +78,13 @@ class ServerGuard:
         return self._metrics_server.port if self._metrics_server is not None else 0
 
     async def start(self) -> None:
-        """Check exposure, load keys, start /metrics. Raises ConfigError or OSError."""
+        """Check exposure, load keys, start /metrics. Raises ConfigError or OSError.
+
+        The exposure and plaintext notices are logged by the start-up checks that run
+        before (``RouterServer.preflight``, router/preflight.py), not again here."""
         cfg = self._config
         self.notice = check_auth_exposure(cfg)
-        if self.notice is not None:
-            log.warning("%s", self.notice)
-        else:
+        if self.notice is None:
             self.keys = KeyStore(
                 cfg.auth,
                 environ=self._environ,
@@ -92,9 +93,6 @@ class ServerGuard:
             )
             await self.keys.load()
             self.keys.start()
-        plaintext = plaintext_notice(cfg)
-        if plaintext is not None:
-            log.warning("%s", plaintext)
         metrics = self.telemetry.metrics
         address = cfg.telemetry.metrics.address
         if address and isinstance(metrics, PrometheusMetrics):
