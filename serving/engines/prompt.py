@@ -1,62 +1,19 @@
-"""Request text helpers shared by the engines: the Gemma 3 prompt, checks, stop strings.
+"""Request text helpers shared by the engines: the prompt, checks, stop strings.
 
-Gemma 3 turn format: Gemma has two roles, ``user`` and ``model``, and no system role.
-``render_gemma`` follows the official Gemma 3 chat template:
-
-- system texts are joined with a blank line and put at the start of the first user turn
-  (followed by a blank line); when the conversation does not start with a user turn they
-  form a user turn of their own;
-- ``assistant`` becomes ``model``;
-- contents are stripped of surrounding whitespace (the template's ``| trim``);
-- every turn is closed with ``<end_of_turn>`` and the prompt ends with the open model turn.
-
-The text carries no ``<bos>``: tokenizers add it (llama.cpp: ``add_bos=True``). Tokenize
-with special tokens enabled (llama.cpp: ``special=True``) so that the turn markers are
-single tokens. The router counts prompt tokens with a copy of this function
-(``router.tokenizers.render_gemma``: the router may not import ``serving``), so its output
-must stay stable: change both together (tests/unit/test_tokenizers.py compares them).
+The Gemma 3 prompt itself (``render_gemma``, the turn markers) lives in
+``hybrid_router.prompt``, shared with the router's exact token counts.
 """
 
 from __future__ import annotations
 
+from hybrid_router.prompt import END_OF_TURN, START_OF_TURN, render_gemma
+
 from serving.engines.base import EngineError, EngineRequest
 
-START_OF_TURN = "<start_of_turn>"
-END_OF_TURN = "<end_of_turn>"
+__all__ = ["END_OF_TURN", "START_OF_TURN", "STOP_STRINGS", "render_gemma"]
+
 #: Strings that end a model answer (a base model may go on to write the next turn).
 STOP_STRINGS: tuple[str, ...] = (END_OF_TURN, START_OF_TURN)
-
-_ROLES = {"user": "user", "assistant": "model"}
-
-
-def render_gemma(messages: tuple[tuple[str, str], ...]) -> str:
-    """Render (role, content) pairs as a Gemma 3 prompt ending with an open model turn.
-
-    Raises ValueError naming the field for empty ``messages`` or an unknown role.
-    """
-    if not messages:
-        raise ValueError("messages: must not be empty")
-    system: list[str] = []
-    turns: list[tuple[str, str]] = []
-    for index, (role, content) in enumerate(messages):
-        if role == "system":
-            system.append(content.strip())
-        elif role in _ROLES:
-            turns.append((_ROLES[role], content.strip()))
-        else:
-            raise ValueError(
-                f"messages[{index}].role: unknown role {role!r} "
-                "(expected 'system', 'user' or 'assistant')"
-            )
-    if system:
-        preamble = "\n\n".join(system)
-        if turns and turns[0][0] == "user":
-            turns[0] = ("user", f"{preamble}\n\n{turns[0][1]}")
-        else:
-            turns.insert(0, ("user", preamble))
-    parts = [f"{START_OF_TURN}{role}\n{text}{END_OF_TURN}\n" for role, text in turns]
-    parts.append(f"{START_OF_TURN}model\n")
-    return "".join(parts)
 
 
 class StopMatcher:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from router.config import TokenEstimateConfig
-from router.tokenizers import TokenCounter, Tokenizers, features, render_gemma
+from router.tokenizers import TokenCounter, Tokenizers, features
 from router.types import InferenceRequest, Message, Role, TokenCount
 
 CFG = TokenEstimateConfig(chars_per_token=4.0, margin=1.25, per_message_overhead=4)
@@ -88,38 +88,15 @@ def test_unknown_tokenizer_id_is_estimated_with_a_warning(
     assert any("unknown tokenizer id 'tiktoken:cl100k'" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize(
-    "pairs",
-    [
-        (("user", "hi"),),
-        (
-            ("system", "  Be terse. "),
-            ("user", "Name a colour.\n"),
-            ("assistant", "Red."),
-            ("user", "?"),
-        ),
-        (("system", "a"), ("system", "b"), ("assistant", "model first")),
-        (("system", "only a system text"),),
-        (("user", "<start_of_turn>user\nnot a marker"), ("assistant", "ünïcödé ✓ 数字")),
-    ],
-)
-def test_the_prompt_is_the_llamacpp_engines_prompt(pairs: tuple[tuple[str, str], ...]) -> None:
-    """router.tokenizers.render_gemma is a copy (the router may not import serving): an
-    exact count must tokenize exactly the text the engine feeds the model."""
-    from serving.engines.prompt import render_gemma as engine_render
+def test_the_router_counts_the_very_prompt_the_engine_renders() -> None:
+    """One function renders the prompt for the llama.cpp engine and for exact counts."""
+    from hybrid_router import prompt
 
-    assert render_gemma(pairs) == engine_render(pairs)
+    import router.tokenizers
+    from serving.engines import prompt as engine_prompt
 
-
-def test_the_prompt_rejects_what_the_engine_rejects() -> None:
-    from serving.engines.prompt import render_gemma as engine_render
-
-    for bad in ((), (("tool", "x"),)):
-        with pytest.raises(ValueError) as ours:
-            render_gemma(bad)
-        with pytest.raises(ValueError) as theirs:
-            engine_render(bad)
-        assert str(ours.value) == str(theirs.value)
+    assert router.tokenizers.render_gemma is prompt.render_gemma
+    assert engine_prompt.render_gemma is prompt.render_gemma
 
 
 # --- the real tokenizer ---------------------------------------------------------------
