@@ -7,18 +7,17 @@ in production; nothing here reaches AWS: endpoints point at local servers.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from testkit import wait_until_sync
 
 _AWS_VARS = (
     "AWS_PROFILE",
@@ -70,18 +69,15 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        if proc.poll() is not None:
+            err = log_path.read_text(errors="replace")
+            pytest.fail(f"moto_server exited with {proc.returncode}: {err[-2000:]}")
+        return httpx.get(f"{url}/moto-api/", timeout=2).status_code < 500
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                err = log_path.read_text(errors="replace")
-                pytest.fail(f"moto_server exited with {proc.returncode}: {err[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/moto-api/", timeout=2).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("moto_server did not start within 60 s")
-            time.sleep(0.2)
+        wait_until_sync(answering, f"moto_server to answer on {url}", timeout_s=60, every_s=0.2)
         yield url
     finally:
         proc.terminate()

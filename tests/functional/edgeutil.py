@@ -7,7 +7,6 @@ Import as ``from edgeutil import ...``; the fixtures are collected by the import
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -15,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ import grpc
 import pytest
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import edge_link_pb2_grpc
+from rtutil import user_request
+from testkit import wait_until, wait_until_sync
 
 from router.config import parse_config
 from router.server.app import RouterServer, create_server
@@ -107,15 +107,19 @@ class Agent:
 
     async def ready(self, timeout_s: float = 30.0) -> str:
         """The router id from ``READY <device> <router>``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def router_id() -> str | None:
             for line in self.stdout().splitlines():
                 if line.startswith("READY "):
                     return line.split()[2]
             if self.proc.poll() is not None:
                 pytest.fail(f"agent {self.device_id} exited {self.proc.returncode}:\n{self.log()}")
-            await asyncio.sleep(0.05)
-        pytest.fail(f"agent {self.device_id} not READY in {timeout_s} s:\n{self.log()[-3000:]}")
+            return None
+
+        try:
+            return str(await wait_until(router_id, f"agent {self.device_id} READY", timeout_s))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log()[-3000:]}") from None
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -210,16 +214,31 @@ async def wait_for_device(
     timeout_s: float = 30.0,
 ) -> epb.DeviceStatus:
     """The device's status once ``predicate`` holds on this router's fleet view."""
-    deadline = time.monotonic() + timeout_s
-    last: epb.DeviceStatus | None = None
-    while time.monotonic() < deadline:
-        for d in (await list_devices(router)).devices:
-            if d.device_id == device_id:
-                last = d
-                if predicate(d):
-                    return d
-        await asyncio.sleep(0.05)
-    pytest.fail(f"device {device_id} never matched on {router.address}; last seen: {last}")
+
+    async def matching() -> epb.DeviceStatus:
+        seen = {d.device_id: d for d in (await list_devices(router)).devices}
+        assert device_id in seen, f"not listed (devices: {sorted(seen)})"
+        assert predicate(seen[device_id]), f"last seen: {seen[device_id]}"
+        return seen[device_id]
+
+    status: epb.DeviceStatus = await wait_until(
+        matching, f"device {device_id} to match on {router.address}", timeout_s
+    )
+    return status
+
+
+async def wait_routed_to_device(
+    stub: Any, backend: str = "edge-dev-1", timeout_s: float = 30.0
+) -> None:
+    """Until a Route through ``stub`` picks ``backend`` (a relay backend turns healthy at a
+    load poll)."""
+
+    async def routed() -> bool:
+        decision = await stub.Route(user_request("hi"))
+        assert decision.backend == backend, decision
+        return True
+
+    await wait_until(routed, f"a Route to pick {backend}", timeout_s)
 
 
 @pytest.fixture
@@ -236,14 +255,15 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
     )
+
+    def accepting() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"redis-server exited: {log.read_text(errors='replace')}")
+        with socket.create_connection(("127.0.0.1", port), 1):
+            return True
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start: {log.read_text(errors='replace')}")
-            time.sleep(0.05)
+        wait_until_sync(accepting, f"redis-server on port {port}", timeout_s=20)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

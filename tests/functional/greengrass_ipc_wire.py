@@ -54,7 +54,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +68,7 @@ from eventstream_codec import (
     encode_message,
     read_message,
 )
+from testkit import wait_until
 
 log = logging.getLogger("greengrass_ipc_wire")
 
@@ -291,11 +291,7 @@ class FakeNucleus:
     async def wait_for(
         self, predicate: Callable[[], bool], what: str, timeout_s: float = 30.0
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the nucleus never saw {what}")
-            await asyncio.sleep(0.02)
+        await wait_until(predicate, f"the nucleus to see {what}", timeout_s)
 
     def published_json(self, topic: str) -> list[dict[str, Any]]:
         return [json.loads(p.payload) for p in self.published if p.topic == topic]

@@ -8,6 +8,7 @@ import grpc
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import router_pb2_grpc
 from hybrid_router.v1 import types_pb2 as tpb
+from testkit import collect  # noqa: F401  (re-exported: the router tests import it from here)
 
 
 def ms_backend(name: str, tier: str, endpoint: str, **overrides: Any) -> dict[str, Any]:
@@ -36,10 +37,6 @@ def user_request(text: str = "alpha beta gamma", **fields: Any) -> rpb.GenerateR
     return rpb.GenerateRequest(
         messages=[tpb.ChatMessage(role=tpb.ROLE_USER, content=text)], **fields
     )
-
-
-async def collect(call: Any) -> list[rpb.GenerateEvent]:
-    return [ev async for ev in call]
 
 
 def kinds(events: list[rpb.GenerateEvent]) -> list[str]:

@@ -20,6 +20,7 @@ import boto3
 import pytest
 from anthropic_wire import AnthropicWire, Scenario
 from awsenv import aws_env, moto_server  # noqa: F401  (fixtures)
+from testkit import FakeClock, collect_chunks, collect_failure
 
 from router.backends import create_backend
 from router.backends.anthropic import AnthropicBackend
@@ -81,25 +82,6 @@ def call(*messages: Message, max_tokens: int = 64, sampling: Sampling | None = N
     return BackendCall(request=request)
 
 
-async def collect(backend: Any, c: BackendCall) -> list[Chunk]:
-    async def run() -> list[Chunk]:
-        return [chunk async for chunk in backend.stream(c)]
-
-    return await asyncio.wait_for(run(), TIMEOUT)
-
-
-async def failure(backend: Any, c: BackendCall) -> tuple[list[Chunk], BackendError]:
-    got: list[Chunk] = []
-
-    async def run() -> None:
-        async for chunk in backend.stream(c):
-            got.append(chunk)
-
-    with pytest.raises(BackendError) as info:
-        await asyncio.wait_for(run(), TIMEOUT)
-    return got, info.value
-
-
 # --- the normal stream ----------------------------------------------------------------
 
 
@@ -119,7 +101,7 @@ async def test_streams_deltas_then_usage_and_sends_the_messages_request(
         environ={"ANTHROPIC_TEST_KEY": KEY, "BETA": "feature-2025-01-01"},
         headers={"anthropic-beta": "env:BETA"},
     ) as backend:
-        chunks = await collect(backend, call(*messages, max_tokens=50, sampling=sampling))
+        chunks = await collect_chunks(backend, call(*messages, max_tokens=50, sampling=sampling))
 
     assert [c.text for c in chunks[:-1]] == ["Hello", ",", " world"]
     assert chunks[-1] == Chunk(
@@ -158,7 +140,7 @@ async def test_streams_deltas_then_usage_and_sends_the_messages_request(
 async def test_stop_reasons(wire: AnthropicWire, stop: str, expected: FinishReason) -> None:
     wire.scenarios["m"] = Scenario(stop_reason=stop)
     async with backend_for(wire.url, "m") as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert chunks[-1].finish_reason is expected
 
 
@@ -189,7 +171,7 @@ async def test_http_errors_map_to_error_classes(
 ) -> None:
     wire.scenarios["m"] = Scenario(status=status, message=message)
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert got == []
     assert (err.error_class, err.grpc_code) == (cls, grpc_code)
     assert f"HTTP {status}" in err.reason and message[:20] in err.reason
@@ -199,7 +181,7 @@ async def test_http_errors_map_to_error_classes(
 async def test_retry_after_is_read(wire: AnthropicWire) -> None:
     wire.scenarios["m"] = Scenario(status=429, message="slow down", headers=(("retry-after", "9"),))
     async with backend_for(wire.url, "m") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE and err.retry_after_s == 9.0
 
 
@@ -211,7 +193,7 @@ async def test_overloaded_error_mid_stream_is_retryable_with_its_type(wire: Anth
         deltas=("Once", " upon"), stream_error=("overloaded_error", "Overloaded")
     )
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["Once", " upon"]
     assert err.error_class is ErrorClass.RETRYABLE
     assert err.reason == "error in stream: overloaded_error: Overloaded"
@@ -220,7 +202,7 @@ async def test_overloaded_error_mid_stream_is_retryable_with_its_type(wire: Anth
 async def test_a_stream_without_message_stop_is_retryable(wire: AnthropicWire) -> None:
     wire.scenarios["m"] = Scenario(send_message_stop=False)
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["Hello", ",", " world"]
     assert err.error_class is ErrorClass.RETRYABLE and "no message_stop" in err.reason
 
@@ -228,7 +210,7 @@ async def test_a_stream_without_message_stop_is_retryable(wire: AnthropicWire) -
 async def test_a_stream_cut_mid_way_is_retryable(wire: AnthropicWire) -> None:
     wire.scenarios["m"] = Scenario(deltas=("a", "b", "c"), cut_after=1)
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["a"]
     assert err.error_class is ErrorClass.RETRYABLE
 
@@ -303,7 +285,7 @@ async def test_the_key_comes_from_secrets_manager_and_is_cached(
         region="eu-west-1",
     ) as backend:
         for _ in range(3):
-            chunks = await collect(backend, call())
+            chunks = await collect_chunks(backend, call())
             assert chunks[-1].done
         assert backend._secret is not None and backend._secret.fetches == 1
     assert [r.headers["x-api-key"] for r in wire.requests] == [KEY] * 3
@@ -316,24 +298,24 @@ async def test_a_rotated_key_is_fetched_again_after_a_401(
     arn = secrets.create_secret(Name="router/rotating", SecretString="old-key")["ARN"]
     wire.valid_keys = {"old-key"}
     async with backend_for(wire.url, environ={}, api_key_secret=arn, region="eu-west-1") as backend:
-        assert (await collect(backend, call()))[-1].done
+        assert (await collect_chunks(backend, call()))[-1].done
         secrets.put_secret_value(SecretId=arn, SecretString="new-key")
         wire.valid_keys = {"new-key"}
-        _, err = await failure(backend, call())  # the cached old key is refused once...
+        _, err = await collect_failure(backend, call())  # the cached old key is refused once...
         assert err.grpc_code == "UNAUTHENTICATED"
-        assert (await collect(backend, call()))[-1].done  # ...then the new one is used
+        assert (await collect_chunks(backend, call()))[-1].done  # ...then the new one is used
     assert [r.headers["x-api-key"] for r in wire.requests] == ["old-key", "old-key", "new-key"]
 
 
 async def test_the_cache_expires_after_the_ttl(secrets: Any) -> None:
     secrets.create_secret(Name="ttl", SecretString="v1")
-    now = [0.0]
-    key = SecretsManagerKey("ttl", backend="b", region="eu-west-1", ttl_s=60, clock=lambda: now[0])
+    clock = FakeClock(0.0)
+    key = SecretsManagerKey("ttl", backend="b", region="eu-west-1", ttl_s=60, clock=clock)
     assert await key.get() == "v1"
     secrets.put_secret_value(SecretId="ttl", SecretString="v2")
-    now[0] = 59.0
+    clock.advance(59.0)
     assert await key.get() == "v1"
-    now[0] = 61.0
+    clock.advance(2.0)  # 61 s: past the TTL
     assert await key.get() == "v2"
     assert key.fetches == 2
     assert "v2" not in repr(key)
@@ -381,7 +363,7 @@ async def test_openai_backends_can_take_their_key_from_secrets_manager(secrets: 
         assert isinstance(backend, OpenAIBackend)
         await backend.start()
         try:
-            chunks = await collect(backend, call())
+            chunks = await collect_chunks(backend, call())
         finally:
             await backend.close()
     assert chunks[-1].done

@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from rtutil import stub_for, user_request
+from testkit import FakeClock, collect_chunks, collect_failure, wait_until
 
 from router.backends import create_backend
 from router.backends.bedrock import BedrockBackend, error_for
@@ -95,25 +96,6 @@ def call(
     return BackendCall(request=request, deadline=deadline)
 
 
-async def collect(backend: BedrockBackend, c: BackendCall) -> list[Chunk]:
-    async def run() -> list[Chunk]:
-        return [chunk async for chunk in backend.stream(c)]
-
-    return await asyncio.wait_for(run(), TIMEOUT)
-
-
-async def failure(backend: BedrockBackend, c: BackendCall) -> tuple[list[Chunk], BackendError]:
-    got: list[Chunk] = []
-
-    async def run() -> None:
-        async for chunk in backend.stream(c):
-            got.append(chunk)
-
-    with pytest.raises(BackendError) as info:
-        await asyncio.wait_for(run(), TIMEOUT)
-    return got, info.value
-
-
 # --- the normal stream ----------------------------------------------------------------
 
 
@@ -127,7 +109,7 @@ async def test_streams_deltas_then_usage_and_sends_the_converse_request(wire: Be
         Message(Role.USER, "third"),
     )
     async with backend_for(wire.url) as backend:
-        chunks = await collect(backend, call(*messages, max_tokens=32, sampling=sampling))
+        chunks = await collect_chunks(backend, call(*messages, max_tokens=32, sampling=sampling))
 
     assert [c.text for c in chunks[:-1]] == ["Hello", ",", " world"]
     assert all(c.tokens >= 1 and not c.done for c in chunks[:-1])
@@ -157,7 +139,7 @@ async def test_streams_deltas_then_usage_and_sends_the_converse_request(wire: Be
 
 async def test_converse_without_streaming_gives_one_delta_and_usage(wire: BedrockWire) -> None:
     async with backend_for(wire.url, streaming=False) as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert [c.text for c in chunks[:-1]] == ["Hello, world"]
     assert chunks[-1] == Chunk(
         done=True, input_tokens=12, output_tokens=3, finish_reason=FinishReason.STOP
@@ -178,14 +160,14 @@ async def test_converse_without_streaming_gives_one_delta_and_usage(wire: Bedroc
 async def test_stop_reasons(wire: BedrockWire, stop: str, expected: FinishReason) -> None:
     wire.scenarios["m"] = Scenario(stop_reason=stop)
     async with backend_for(wire.url, "m") as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert chunks[-1].finish_reason is expected
 
 
 async def test_no_metadata_event_leaves_usage_to_the_router(wire: BedrockWire) -> None:
     wire.scenarios["m"] = Scenario(usage=None, deltas=("abcdef", "ghi"))
     async with backend_for(wire.url, "m") as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert chunks[-1].done and (chunks[-1].input_tokens, chunks[-1].output_tokens) == (None, None)
     assert [c.tokens for c in chunks[:-1]] == [2, 1]  # ceil(chars / 3)
 
@@ -226,7 +208,7 @@ async def test_http_errors_map_to_error_classes(
 ) -> None:
     wire.scenarios["m"] = Scenario(status=status, error_code=code, message=message)
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert got == []
     assert err.error_class is cls
     assert err.grpc_code == grpc_code
@@ -243,7 +225,7 @@ async def test_throttling_with_retry_after_is_honoured(wire: BedrockWire) -> Non
         headers=(("Retry-After", "12"),),
     )
     async with backend_for(wire.url, "m") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE and err.retry_after_s == 12.0
 
 
@@ -262,7 +244,7 @@ async def test_exceptions_inside_the_event_stream(
 ) -> None:
     wire.scenarios["m"] = Scenario(deltas=("partial",), stream_exception=(exception, message))
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["partial"]
     assert err.error_class is cls
     assert message in err.reason
@@ -272,7 +254,7 @@ async def test_exceptions_inside_the_event_stream(
 async def test_a_stream_cut_mid_way_is_retryable(wire: BedrockWire) -> None:
     wire.scenarios["m"] = Scenario(deltas=("one", " two", " three"), cut_after=2)
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["one", " two"]
     assert err.error_class is ErrorClass.RETRYABLE
 
@@ -280,7 +262,7 @@ async def test_a_stream_cut_mid_way_is_retryable(wire: BedrockWire) -> None:
 async def test_a_stream_without_message_stop_is_retryable(wire: BedrockWire) -> None:
     wire.scenarios["m"] = Scenario(send_message_stop=False, usage=None)
     async with backend_for(wire.url, "m") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["Hello", ",", " world"]
     assert err.error_class is ErrorClass.RETRYABLE and "stream ended early" in err.reason
 
@@ -290,7 +272,7 @@ async def test_connection_refused_is_retryable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     async with backend_for(f"http://127.0.0.1:{port}") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert "EndpointConnectionError" in err.reason
 
@@ -298,7 +280,7 @@ async def test_connection_refused_is_retryable() -> None:
 async def test_a_read_timeout_is_retryable(wire: BedrockWire) -> None:
     wire.scenarios["m"] = Scenario(first_event_delay_s=30.0)
     async with backend_for(wire.url, "m", timeout_s=0.5) as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE and "timed out" in err.reason
 
 
@@ -308,7 +290,7 @@ async def test_no_credentials_is_retryable_and_says_where_they_come_from(
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     async with backend_for(wire.url) as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert "no AWS credentials" in err.reason
     assert wire.requests == []
@@ -333,16 +315,16 @@ def test_error_codes_from_the_event_stream_and_http_agree() -> None:
 
 
 async def test_the_deadline_bounds_a_stalled_stream(wire: BedrockWire) -> None:
-    now = [0.0]
+    clock = FakeClock(0.0)
     wire.scenarios["m"] = Scenario(deltas=("first", "never"), delta_interval_s=60.0)
     cfg = config(wire.url, "m", timeout_s=120.0)
-    backend = BedrockBackend(cfg.to_spec(), cfg, clock=lambda: now[0])
+    backend = BedrockBackend(cfg.to_spec(), cfg, clock=clock)
     await backend.start()
     stream = backend.stream(call(deadline=100.0))
     try:
         first = await asyncio.wait_for(anext(stream), TIMEOUT)
         assert first.text == "first"
-        now[0] = 99.8
+        clock.advance(99.8)  # 0.2 s before the deadline
         with pytest.raises(BackendError) as info:
             await asyncio.wait_for(anext(stream), TIMEOUT)
     finally:
@@ -379,8 +361,7 @@ async def test_closing_while_the_first_event_is_awaited_drops_the_connection(
     async with backend_for(wire.url, "m", timeout_s=120.0) as backend:
         stream = backend.stream(call())
         pending = asyncio.ensure_future(anext(stream))
-        while not wire.requests:
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: wire.requests, "the request at the server", timeout_s=TIMEOUT)
         await asyncio.sleep(0.2)
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -390,7 +371,7 @@ async def test_closing_while_the_first_event_is_awaited_drops_the_connection(
         await asyncio.wait_for(wire.requests[0].disconnected.wait(), TIMEOUT)
         # the backend still serves the next request
         wire.scenarios["m"] = Scenario()
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert chunks[-1].done
 
 
@@ -492,8 +473,8 @@ async def test_the_attempts_trace_context_goes_out_as_headers_and_sigv4_holds(
         metadata=(("traceparent", TRACEPARENT), ("tracestate", "vendor=1")),
     )
     async with backend_for(wire.url, streaming=streaming) as backend:
-        await collect(backend, traced)
-        await collect(backend, call())  # the next call on the same client has none
+        await collect_chunks(backend, traced)
+        await collect_chunks(backend, call())  # the next call on the same client has none
 
     first, second = wire.requests
     assert first.headers["traceparent"] == TRACEPARENT

@@ -9,8 +9,6 @@ out like a Kubernetes Secret volume and are rotated the way the kubelet does it.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from edgeutil import edge_config, wait_for_device
+from edgeutil import edge_config, wait_for_device, wait_routed_to_device
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import model_service_pb2_grpc
 from hybrid_router.v1 import router_pb2 as rpb
@@ -83,17 +81,6 @@ async def tls_replicas(
     return a, b
 
 
-async def wait_routed_to_device(stub: Any, backend: str = "edge-dev-1") -> None:
-    deadline = time.monotonic() + WAIT_S
-    decision = None
-    while time.monotonic() < deadline:  # the relay backend turns healthy at a load poll
-        decision = await stub.Route(user_request("hi"))
-        if decision.backend == backend:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"never routed to {backend}: {decision}")
-
-
 async def relay_info(
     port: int,
     *,
@@ -147,7 +134,7 @@ async def test_request_to_b_is_served_through_a_over_mtls(
     assert await agent.ready() == "replica-a"
     await wait_for_device(b, "dev-1")
     stub_b = stub_for(channel_to(b))
-    await wait_routed_to_device(stub_b)
+    await wait_routed_to_device(stub_b, timeout_s=WAIT_S)
 
     events = await collect(
         stub_b.Generate(user_request("alpha beta", edge_affinity=rpb.EdgeAffinity(site="plant-7")))
@@ -205,7 +192,7 @@ async def test_rotated_files_reach_the_port_and_the_dialing_replica(
     await agent.ready()
     await wait_for_device(b, "dev-1")
     stub_b = stub_for(channel_to(b))
-    await wait_routed_to_device(stub_b)
+    await wait_routed_to_device(stub_b, timeout_s=WAIT_S)
     assert text_of(await collect(stub_b.Generate(user_request("one")))) == "one one"
     reg = b.edge.registry.get("edge-dev-1")
     assert reg is not None and isinstance(reg.backend, RelayBackend)

@@ -7,11 +7,9 @@ device. When the device goes away, B sees it offline without being told by A.
 
 from __future__ import annotations
 
-import asyncio
-
 import edgeutil
 import grpc
-from edgeutil import edge_config, wait_for_device
+from edgeutil import edge_config, wait_for_device, wait_routed_to_device
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import collect, kinds, stub_for, text_of, user_request
@@ -42,12 +40,7 @@ async def test_a_request_through_the_replica_the_device_did_not_dial(
     status = await wait_for_device(b, "dev-1")  # B's view, from the directory
     assert status.router_id == "replica-a" and status.site == "plant-7"
     stub_b = stub_for(channel_to(b))
-    for _ in range(100):  # the relay backend turns healthy at B's next load poll
-        decision = await stub_b.Route(user_request("hi"))
-        if decision.backend == "edge-dev-1":
-            break
-        await asyncio.sleep(0.05)
-    assert decision.backend == "edge-dev-1", decision
+    await wait_routed_to_device(stub_b, timeout_s=10.0)  # at B's next load poll
 
     events = await collect(
         stub_b.Generate(user_request("alpha beta", edge_affinity=rpb.EdgeAffinity(site="plant-7")))
@@ -86,10 +79,7 @@ async def test_cancel_through_the_relay_stops_the_device(
     await agent.ready()
     await wait_for_device(b, "dev-1")
     stub_b = stub_for(channel_to(b))
-    for _ in range(100):
-        if (await stub_b.Route(user_request("hi"))).backend == "edge-dev-1":
-            break
-        await asyncio.sleep(0.05)
+    await wait_routed_to_device(stub_b, timeout_s=10.0)
     call = stub_b.Generate(user_request("alpha", max_output_tokens=200))
     assert kinds([await call.read(), await call.read()]) == ["decision", "delta"]
     await wait_for_device(a, "dev-1", lambda d: d.in_flight == 1)

@@ -15,7 +15,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from greengrass_ipc_wire import (
     VERSION,
     FakeNucleus,
 )
+from testkit import wait_until
 
 from greengrass.backoff import Backoff
 from greengrass.ipc import SOCKET_ENV, TOKEN_ENV, GreengrassIpc, NoIpc, connect
@@ -50,6 +51,8 @@ TOKEN = "svcuid-of-the-edge-agent"
 THING = "dev-1"
 MODEL = "gemma3-270m"
 REGION = "us-east-1"
+#: How long the IPC client and the nucleus get to see each other's side of a change.
+WAIT_S = 30.0
 
 
 def recipe_access(thing: str) -> dict[str, Any]:
@@ -102,13 +105,6 @@ async def open_ipc(
     return ipc
 
 
-async def wait_until(pred: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
-        await asyncio.sleep(0.02)
-
-
 # --- greengrass/ipc.py ---------------------------------------------------------------------
 
 
@@ -127,7 +123,9 @@ async def test_configuration_updates_arrive_on_the_loop_and_status_reaches_iot_c
     ipc.subscribe_config(on_update)  # on the loop, as the agent calls it: does not block
     # After subscribing, the current configuration is read once (catches up on a change
     # made between the process start and the subscription).
-    await wait_until(lambda: len(updates) == 1, "the configuration read after subscribing")
+    await wait_until(
+        lambda: len(updates) == 1, "the configuration read after subscribing", timeout_s=WAIT_S
+    )
     assert updates[0]["model"]["version"] == "v1" and updates[0]["site"] == "plant-7"
     [sub] = nucleus.subscriptions
     assert (sub.component, sub.key_path) == (COMPONENT, ())
@@ -136,14 +134,14 @@ async def test_configuration_updates_arrive_on_the_loop_and_status_reaches_iot_c
     new = component_config("v2")
     new["site"] = "plant-8"
     assert await nucleus.set_configuration(COMPONENT, new) == 2
-    await wait_until(lambda: len(updates) == 2, "the updated configuration")
+    await wait_until(lambda: len(updates) == 2, "the updated configuration", timeout_s=WAIT_S)
     assert updates[1] == new
     assert threads == {threading.get_ident()}, "on_update must run on the agent's loop"
 
     def reads() -> int:
         return [op for _, op, _ in nucleus.calls].count("aws.greengrass#GetConfiguration")
 
-    await wait_until(lambda: reads() == 3, "a read for each of the two events")
+    await wait_until(lambda: reads() == 3, "a read for each of the two events", timeout_s=WAIT_S)
     await asyncio.sleep(0.3)
     assert len(updates) == 2  # the second read found nothing new: not handed over again
     assert all(
@@ -180,6 +178,7 @@ async def test_a_topic_outside_the_recipe_policy_is_refused_and_logged(nucleus, 
         await wait_until(
             lambda: any("UnauthorizedError" in r.getMessage() for r in caplog.records),
             "the refusal logged",
+            timeout_s=WAIT_S,
         )
         [record] = [r for r in caplog.records if "UnauthorizedError" in r.getMessage()]
         assert "hybrid-router/edge/someone-else/status" in record.getMessage()
@@ -248,6 +247,7 @@ async def test_a_corrupt_frame_from_the_nucleus_drops_the_connection_not_the_age
         await wait_until(
             lambda: any("back after" in r.getMessage() for r in caplog.records),
             "the connection made again",
+            timeout_s=WAIT_S,
         )
         await nucleus.wait_for(lambda: len(nucleus.published) == 2, "the status published again")
         assert [c.accepted for c in nucleus.connects] == [True, True]
@@ -279,14 +279,16 @@ async def test_a_nucleus_restart_is_reconnected_and_a_change_made_meanwhile_is_s
     ipc = await open_ipc(nucleus, backoff=Backoff(0.05, 0.5))
     updates: list[dict[str, Any]] = []
     ipc.subscribe_config(lambda conf: updates.append(dict(conf)))
-    await wait_until(lambda: len(updates) == 1, "the configuration read after subscribing")
+    await wait_until(
+        lambda: len(updates) == 1, "the configuration read after subscribing", timeout_s=WAIT_S
+    )
     await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "the subscription")
     ipc.publish_status({"version": "v1"})
     await nucleus.wait_for(lambda: len(nucleus.published) == 1, "a status publish")
 
     # The nucleus goes away: the socket file too, so attempts fail until it is back.
     await nucleus.stop()
-    await wait_until(lambda: not ipc.connected, "the drop noticed")
+    await wait_until(lambda: not ipc.connected, "the drop noticed", timeout_s=WAIT_S)
     # A deployment while the component is disconnected: nobody to notify.
     assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 0
     ipc.publish_status({"version": "v1", "sync_status": "pending"})  # not sent while down
@@ -308,7 +310,7 @@ async def test_a_nucleus_restart_is_reconnected_and_a_change_made_meanwhile_is_s
     }
     # Subscribed for real: a later deployment arrives as before.
     assert await nucleus.set_configuration(COMPONENT, component_config("v3")) == 1
-    await wait_until(lambda: len(updates) == 3, "a change after the reconnect")
+    await wait_until(lambda: len(updates) == 3, "a change after the reconnect", timeout_s=WAIT_S)
     assert updates[2]["model"]["version"] == "v3"
     ipc.publish_status({"version": "v3"})
     await nucleus.wait_for(lambda: len(nucleus.published) == 3, "a publish after")
@@ -333,7 +335,7 @@ async def test_an_unchanged_configuration_is_not_handed_over_again_after_a_drop(
     try:
         updates: list[dict[str, Any]] = []
         ipc.subscribe_config(lambda conf: updates.append(dict(conf)))
-        await wait_until(lambda: len(updates) == 1, "the first read")
+        await wait_until(lambda: len(updates) == 1, "the first read", timeout_s=WAIT_S)
         assert nucleus.drop_connections() == 1  # the server stays up: only the socket dies
 
         def reads() -> int:
@@ -344,7 +346,7 @@ async def test_an_unchanged_configuration_is_not_handed_over_again_after_a_drop(
         await asyncio.sleep(0.3)
         assert len(updates) == 1  # the same configuration: not handed over again
         assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 1
-        await wait_until(lambda: len(updates) == 2, "a change after the drop")
+        await wait_until(lambda: len(updates) == 2, "a change after the drop", timeout_s=WAIT_S)
         assert len(ipc_log(caplog, logging.WARNING)) == 1
     finally:
         ipc.close()
@@ -356,7 +358,7 @@ async def test_the_nucleus_ending_the_subscription_stream_is_recovered(nucleus, 
     try:
         updates: list[dict[str, Any]] = []
         ipc.subscribe_config(lambda conf: updates.append(dict(conf)))
-        await wait_until(lambda: len(updates) == 1, "the first read")
+        await wait_until(lambda: len(updates) == 1, "the first read", timeout_s=WAIT_S)
         await nucleus.wait_for(lambda: len(nucleus.subscriptions) == 1, "the subscription")
         # The stream ends while the connection stays up: a change made now would be missed.
         assert await nucleus.end_subscriptions() == 1
@@ -398,7 +400,7 @@ async def test_close_during_a_reconnect_wait_returns_promptly(nucleus):
     # The backoff's full jitter drawn at its ceiling: the next attempt would be in 10 min.
     ipc = await open_ipc(nucleus, backoff=Backoff(600, 600, rand=lambda lo, hi: hi))
     nucleus.drop_connections()
-    await wait_until(lambda: not ipc.connected, "the drop noticed")
+    await wait_until(lambda: not ipc.connected, "the drop noticed", timeout_s=WAIT_S)
     # close() runs on a worker thread here so that a hang fails the test instead of it.
     await asyncio.wait_for(asyncio.to_thread(ipc.close), 60)
     assert not ipc._thread.is_alive(), "the reconnect thread is still running"
@@ -639,7 +641,7 @@ async def test_the_agent_reconnects_after_a_nucleus_restart_and_sees_a_change_ma
     def lost() -> bool:
         return "lost the IPC connection to the nucleus" in agent.log()
 
-    await wait_until(lost, "the agent noticed the drop")
+    await wait_until(lost, "the agent noticed the drop", timeout_s=WAIT_S)
     assert await nucleus.set_configuration(COMPONENT, component_config("v2")) == 0
     await nucleus.start()
 

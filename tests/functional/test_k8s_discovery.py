@@ -7,7 +7,6 @@ open stream.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from k8s_api import FakeKubeAPI, endpoint_slice
 from rtutil import collect, kinds, stub_for, text_of, user_request
+from testkit import wait_until
 
 from router.config import parse_config
 from router.errors import ConfigError
@@ -34,13 +34,8 @@ POD_A = ("llama-pod-a", "127.0.0.1")
 POD_B = ("llama-pod-b", "127.0.0.2")
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+#: How long a change in the API server may take to reach the router.
+WAIT_S = 15.0
 
 
 @pytest.fixture
@@ -156,7 +151,9 @@ async def test_backends_appear_change_and_vanish_in_list_backends(
 
     # ADDED pod: a MODIFIED slice with a second ready endpoint.
     kube_api.put(slice_with(port, (*POD_A, True), (*POD_B, True)))
-    await wait_for(lambda: len(names(router)) == 2)
+    await wait_until(
+        lambda: len(names(router)) == 2, "both pods listed as backends", timeout_s=WAIT_S
+    )
     backends = await listed(router)
     assert backends["gpu-llama-llama-pod-b"].endpoint == f"127.0.0.2:{port}"
 
@@ -164,7 +161,11 @@ async def test_backends_appear_change_and_vanish_in_list_backends(
     kube_api.bookmark()
     # pod-a terminating (not ready): it stops receiving traffic.
     kube_api.put(slice_with(port, (*POD_A, False), (*POD_B, True), terminating=("llama-pod-a",)))
-    await wait_for(lambda: names(router) == {"gpu-llama-llama-pod-b"})
+    await wait_until(
+        lambda: names(router) == {"gpu-llama-llama-pod-b"},
+        "only pod-b listed as a backend",
+        timeout_s=WAIT_S,
+    )
     assert set(await listed(router)) == {"gpu-llama-llama-pod-b"}
     events = await generate(router, "gamma")
     assert events[0].decision.backend == "gpu-llama-llama-pod-b"
@@ -172,7 +173,7 @@ async def test_backends_appear_change_and_vanish_in_list_backends(
 
     # DELETED slice: no discovered backend left.
     kube_api.delete(NS, "llama-serve-svc-x7k2p")
-    await wait_for(lambda: not names(router))
+    await wait_until(lambda: not names(router), "no discovered backend left", timeout_s=WAIT_S)
     assert await listed(router) == {}
     watches = [r for r in kube_api.requests if r.get("watch") == "true"]
     assert watches and all(r["allowWatchBookmarks"] == "true" for r in watches)
@@ -186,7 +187,9 @@ async def test_watch_expiry_410_relists_and_catches_up(
     kube_api.put(slice_with(port, (*POD_A, True)))
     router = await router_for()
     watcher = router.discovery.watchers[0]  # type: ignore[union-attr]
-    await wait_for(lambda: kube_api.watching == 1)
+    await wait_until(
+        lambda: kube_api.watching == 1, "the router to watch the API server", timeout_s=WAIT_S
+    )
     assert watcher.lists == 1
 
     caplog.set_level(logging.INFO, logger="router.discovery")
@@ -195,7 +198,11 @@ async def test_watch_expiry_410_relists_and_catches_up(
     kube_api.compact()
     kube_api.put(slice_with(port, (*POD_B, True)))
 
-    await wait_for(lambda: names(router) == {"gpu-llama-llama-pod-b"})
+    await wait_until(
+        lambda: names(router) == {"gpu-llama-llama-pod-b"},
+        "only pod-b listed as a backend",
+        timeout_s=WAIT_S,
+    )
     assert watcher.lists == 2
     assert "watch expired (410 Gone" in caplog.text
     events = await generate(router)
@@ -208,11 +215,15 @@ async def test_api_server_restart_keeps_backends_and_resumes(
     port, _ = pods
     kube_api.put(slice_with(port, (*POD_A, True)))
     router = await router_for()
-    await wait_for(lambda: kube_api.watching == 1)
+    await wait_until(
+        lambda: kube_api.watching == 1, "the router to watch the API server", timeout_s=WAIT_S
+    )
     caplog.set_level(logging.WARNING, logger="router.discovery")
 
     await kube_api.stop()  # the API server goes away
-    await wait_for(lambda: "unreachable" in caplog.text)
+    await wait_until(
+        lambda: "unreachable" in caplog.text, "the API-server-unreachable warning", timeout_s=WAIT_S
+    )
     # Pods keep serving while the API server is down: the backend stays and takes traffic.
     assert names(router) == {"gpu-llama-llama-pod-a"}
     events = await generate(router)
@@ -221,7 +232,9 @@ async def test_api_server_restart_keeps_backends_and_resumes(
 
     kube_api.put(slice_with(port, (*POD_A, True), (*POD_B, True)))  # changed meanwhile
     await kube_api.start()  # back, same port
-    await wait_for(lambda: len(names(router)) == 2)
+    await wait_until(
+        lambda: len(names(router)) == 2, "both pods listed as backends", timeout_s=WAIT_S
+    )
     assert set(await listed(router)) == {"gpu-llama-llama-pod-a", "gpu-llama-llama-pod-b"}
 
 
@@ -235,7 +248,11 @@ async def test_rbac_denial_is_logged_with_the_fix_and_recovers(
 
     # A denied router still starts after initial_sync_timeout_s (serving static backends).
     router = await router_for(k8s={"initial_sync_timeout_s": 0.5})
-    await wait_for(lambda: "permission denied" in caplog.text)
+    await wait_until(
+        lambda: "permission denied" in caplog.text,
+        "the permission-denied warning",
+        timeout_s=WAIT_S,
+    )
     assert names(router) == set()
     denial = next(r.getMessage() for r in caplog.records if "permission denied" in r.getMessage())
     assert "403 Forbidden" in denial and 'cannot list resource "endpointslices"' in denial
@@ -243,7 +260,11 @@ async def test_rbac_denial_is_logged_with_the_fix_and_recovers(
     assert "rbac.create=true" in denial and f"namespace '{NS}'" in denial
 
     kube_api.deny(False)  # the Role is fixed
-    await wait_for(lambda: names(router) == {"gpu-llama-llama-pod-a"})
+    await wait_until(
+        lambda: names(router) == {"gpu-llama-llama-pod-a"},
+        "only pod-a listed as a backend",
+        timeout_s=WAIT_S,
+    )
 
 
 async def test_vanishing_backend_finishes_its_open_stream(
@@ -260,7 +281,11 @@ async def test_vanishing_backend_finishes_its_open_stream(
         assert first[0].decision.backend == "gpu-llama-llama-pod-a"
 
         kube_api.put(slice_with(port, (*POD_B, True)))  # pod-a leaves mid-stream
-        await wait_for(lambda: names(router) == {"gpu-llama-llama-pod-b"})
+        await wait_until(
+            lambda: names(router) == {"gpu-llama-llama-pod-b"},
+            "only pod-b listed as a backend",
+            timeout_s=WAIT_S,
+        )
         assert set(await listed(router)) == {"gpu-llama-llama-pod-b"}
 
         rest = []
@@ -291,7 +316,7 @@ async def test_service_mode_one_backend_per_service(
     assert backends["gpu-llama-llama-serve-svc"].endpoint == f"llama-serve-svc.{NS}.svc:{port}"
 
     kube_api.put(slice_with(port, (*POD_A, False), (*POD_B, False)))  # no ready proxy left
-    await wait_for(lambda: not names(router))
+    await wait_until(lambda: not names(router), "no discovered backend left", timeout_s=WAIT_S)
 
 
 def test_static_router_never_imports_the_kubernetes_client() -> None:

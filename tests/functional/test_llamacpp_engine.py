@@ -14,6 +14,7 @@ import grpc
 import pytest
 from hybrid_router.v1 import model_service_pb2 as pb
 from hybrid_router.v1 import model_service_pb2_grpc, types_pb2
+from testkit import wait_until
 
 from serving.engines.base import EngineError, EngineRequest
 from serving.engines.llamacpp import LlamaCppEngine, PromptTokenizer
@@ -120,9 +121,9 @@ async def test_two_requests_queue_and_run_one_after_the_other(
         raise AssertionError("stream ended without done")
 
     first = asyncio.create_task(run("a"))
-    async with asyncio.timeout(60):
-        while "a:delta" not in timeline:
-            await asyncio.sleep(0.005)
+    await wait_until(
+        lambda: "a:delta" in timeline, "a's first delta", timeout_s=60.0, every_s=0.005
+    )
     second = asyncio.create_task(run("b"))
     seen_queued = False
     while not (seen_queued or first.done()):  # poll gently: the decoder needs the CPU
@@ -160,9 +161,7 @@ async def test_throttled_engine_decodes_at_the_cap_and_cancels_promptly() -> Non
         assert time.monotonic() - first_at >= 0.4
         await stream.aclose()
         # 195 tokens were left (about 24 s); the cancel frees the engine at once
-        async with asyncio.timeout(5):
-            while slow.load().in_flight:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: not slow.load().in_flight, "the engine freed", timeout_s=5)
         assert 0.0 < slow.load().decode_tokens_per_s <= 8.0 * 1.05
     finally:
         await slow.close()
@@ -175,9 +174,7 @@ async def test_close_ends_running_and_queued_requests_as_unavailable() -> None:
     running = slow.generate(EngineRequest("running", QUESTION, 200))
     await anext(running)
     queued = asyncio.create_task(anext(slow.generate(EngineRequest("queued", QUESTION, 4))))
-    async with asyncio.timeout(10):
-        while slow.load().queue_depth == 0:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: slow.load().queue_depth, "the second request queued", timeout_s=10)
     await asyncio.wait_for(slow.close(), timeout=10)
     for pending in (anext(running), queued):
         with pytest.raises(EngineError, match="engine closed") as caught:

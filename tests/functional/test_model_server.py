@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hybrid_router.v1 import model_service_pb2 as pb
 from hybrid_router.v1 import model_service_pb2_grpc, types_pb2
+from testkit import collect, wait_until
 
 from serving.engines.base import (
     Engine,
@@ -98,12 +99,6 @@ def generate_request(
         max_output_tokens=max_output_tokens,
         **fields,
     )
-
-
-async def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_generate_streams_deltas_then_one_done_with_usage(served: Served) -> None:
@@ -229,8 +224,10 @@ async def test_client_cancel_stops_the_engine(slow: Served) -> None:
     call = slow.stub.Generate(generate_request("doomed", max_output_tokens=1000))
     assert (await call.read()).delta.text == "alpha"
     assert call.cancel()
-    await wait_until(lambda: slow.engine.cancelled == ["doomed"])
-    await wait_until(lambda: slow.engine.load().in_flight == 0)
+    await wait_until(
+        lambda: slow.engine.cancelled == ["doomed"], "the engine to see the client cancel"
+    )
+    await wait_until(lambda: slow.engine.load().in_flight == 0, "the engine slot to free")
     # the slot is free again: the next request runs
     events = [e async for e in slow.stub.Generate(generate_request("next"))]
     assert events[-1].done.output_tokens == 4
@@ -241,7 +238,9 @@ async def test_deadline_reaches_the_engine(slow: Served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         [e async for e in call]
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await wait_until(lambda: slow.engine.cancelled == ["late"])
+    await wait_until(
+        lambda: slow.engine.cancelled == ["late"], "the engine to see the deadline cancel"
+    )
 
 
 async def test_info_describes_the_engine(served: Served) -> None:
@@ -260,8 +259,8 @@ async def test_info_reports_live_queue_and_rate(slow: Served) -> None:
     running = slow.stub.Generate(generate_request("a", max_output_tokens=1000))
     await running.read()
     queued = slow.stub.Generate(generate_request("b", max_output_tokens=2))
-    queued_events = asyncio.create_task(_collect(queued))
-    await wait_until(lambda: slow.engine.load().queue_depth == 1)
+    queued_events = asyncio.create_task(collect(queued))
+    await wait_until(lambda: slow.engine.load().queue_depth == 1, "b queued behind a")
     info = await slow.stub.Info(pb.InfoRequest())
     assert (info.queue_depth, info.in_flight) == (1, 1)
     assert info.decode_tokens_per_s == 20.0
@@ -269,10 +268,6 @@ async def test_info_reports_live_queue_and_rate(slow: Served) -> None:
     done = (await queued_events)[-1].done
     assert done.output_tokens == 2
     assert done.queue_ms > 0.0
-
-
-async def _collect(call: grpc.aio.UnaryStreamCall) -> list[pb.ModelGenerateEvent]:
-    return [e async for e in call]
 
 
 async def _read_all(call: grpc.aio.UnaryStreamCall) -> list[pb.ModelGenerateEvent]:

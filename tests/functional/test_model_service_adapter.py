@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from hybrid_router.v1 import model_service_pb2 as pb
 from hybrid_router.v1 import model_service_pb2_grpc, types_pb2
+from testkit import collect, collect_chunks, collect_failure, wait_until
 
 from router.backends import create_backend
 from router.backends.model_service import ModelServiceBackend
@@ -78,34 +79,6 @@ def call(
     return BackendCall(request=request, deadline=deadline)
 
 
-async def collect(backend: ModelServiceBackend, c: BackendCall) -> list[Chunk]:
-    async def run() -> list[Chunk]:
-        return [chunk async for chunk in backend.stream(c)]
-
-    return await asyncio.wait_for(run(), TIMEOUT)
-
-
-async def failure(backend: ModelServiceBackend, c: BackendCall) -> tuple[list[Chunk], BackendError]:
-    got: list[Chunk] = []
-
-    async def run() -> None:
-        async for chunk in backend.stream(c):
-            got.append(chunk)
-
-    with pytest.raises(BackendError) as info:
-        await asyncio.wait_for(run(), TIMEOUT)
-    return got, info.value
-
-
-async def eventually(predicate: Callable[[], bool], what: str) -> None:
-    """Wait (bounded, generous) until ``predicate()`` holds."""
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,7 +92,7 @@ async def test_streams_deltas_then_usage(model_server) -> None:
     engine = ScriptedEngine()
     endpoint = await model_server(engine)
     async with backend_for(endpoint) as backend:
-        chunks = await collect(backend, call("hello world", max_tokens=5))
+        chunks = await collect_chunks(backend, call("hello world", max_tokens=5))
     # The server may merge tokens that arrive while its write is pending (source-side
     # coalescing): the text is intact and each chunk counts the words it carries.
     assert "".join(c.text for c in chunks[:-1]) == "hello world hello world hello"
@@ -144,7 +117,7 @@ async def test_stop_string_and_short_answer_finish_with_stop(model_server) -> No
     engine = ScriptedEngine()
     endpoint = await model_server(engine)
     async with backend_for(endpoint) as backend:
-        chunks = await collect(
+        chunks = await collect_chunks(
             backend, call("one two three four", max_tokens=10, sampling=Sampling(stop=("three",)))
         )
     assert "".join(c.text for c in chunks) == "one two "
@@ -158,7 +131,7 @@ async def test_the_factory_builds_a_working_model_service_backend(model_server) 
     assert isinstance(backend, ModelServiceBackend)
     await backend.start()
     try:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     finally:
         await backend.close()
     assert chunks[-1].finish_reason is FinishReason.STOP and chunks[-1].output_tokens == 2
@@ -170,7 +143,7 @@ async def test_the_factory_builds_a_working_model_service_backend(model_server) 
 async def test_a_prompt_over_the_window_is_too_large(model_server) -> None:
     endpoint = await model_server(ScriptedEngine(context_window=32))
     async with backend_for(endpoint) as backend:
-        got, err = await failure(backend, call("word " * 40, max_tokens=8))
+        got, err = await collect_failure(backend, call("word " * 40, max_tokens=8))
     assert got == []
     assert err.error_class is ErrorClass.TOO_LARGE
     assert "OUT_OF_RANGE" in err.reason and "context window of 32" in err.reason
@@ -179,7 +152,7 @@ async def test_a_prompt_over_the_window_is_too_large(model_server) -> None:
 async def test_an_invalid_request_is_fatal_invalid_argument(model_server) -> None:
     endpoint = await model_server(ScriptedEngine())
     async with backend_for(endpoint) as backend:
-        _, err = await failure(backend, call(sampling=Sampling(temperature=-1.0)))
+        _, err = await collect_failure(backend, call(sampling=Sampling(temperature=-1.0)))
     assert err.error_class is ErrorClass.FATAL
     assert err.grpc_code == "INVALID_ARGUMENT"
     assert "sampling.temperature" in err.reason
@@ -188,7 +161,7 @@ async def test_an_invalid_request_is_fatal_invalid_argument(model_server) -> Non
 async def test_an_engine_failure_mid_stream_is_retryable(model_server) -> None:
     endpoint = await model_server(ScriptedEngine(fail_after_tokens=2))
     async with backend_for(endpoint) as backend:
-        got, err = await failure(backend, call(max_tokens=10))
+        got, err = await collect_failure(backend, call(max_tokens=10))
     assert [c.text for c in got] == ["hello", " world"]
     assert err.error_class is ErrorClass.RETRYABLE
     assert "UNAVAILABLE" in err.reason
@@ -196,7 +169,7 @@ async def test_an_engine_failure_mid_stream_is_retryable(model_server) -> None:
 
 async def test_no_server_is_retryable() -> None:
     async with backend_for(f"127.0.0.1:{closed_port()}") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
         assert err.error_class is ErrorClass.RETRYABLE
         assert "UNAVAILABLE" in err.reason
         with pytest.raises(BackendError) as probe:
@@ -216,16 +189,11 @@ async def test_a_server_stopping_mid_stream_is_retryable() -> None:
             assert first.text == "hello"
             await server.stop(0)
             with pytest.raises(BackendError) as info:
-                await asyncio.wait_for(_drain(stream), TIMEOUT)
+                await collect(stream, TIMEOUT)
             assert info.value.error_class is ErrorClass.RETRYABLE
     finally:
         await server.stop(0)
         await engine.close()
-
-
-async def _drain(stream: AsyncIterator[Chunk]) -> None:
-    async for _ in stream:
-        pass
 
 
 class _ScriptedServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -291,7 +259,7 @@ async def test_status_mapping(
 ) -> None:
     async with servicer_endpoint(_ScriptedServicer(code, deltas=1)) as endpoint:
         async with backend_for(endpoint) as backend:
-            got, err = await failure(backend, call())
+            got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["x"]
     assert err.error_class is error_class
     assert err.grpc_code == grpc_code
@@ -301,7 +269,7 @@ async def test_status_mapping(
 async def test_a_stream_that_ends_without_done_is_retryable() -> None:
     async with servicer_endpoint(_ScriptedServicer(None, deltas=2)) as endpoint:
         async with backend_for(endpoint) as backend:
-            got, err = await failure(backend, call())
+            got, err = await collect_failure(backend, call())
             assert await backend.poll_load() is None  # no Info: no load signal
     assert [c.text for c in got] == ["x", "x"]
     assert err.error_class is ErrorClass.RETRYABLE
@@ -312,7 +280,7 @@ async def test_an_error_after_done_does_not_spoil_a_complete_answer() -> None:
     servicer = _ScriptedServicer(grpc.StatusCode.INTERNAL, deltas=2, send_done=True)
     async with servicer_endpoint(servicer) as endpoint:
         async with backend_for(endpoint) as backend:
-            chunks = await collect(backend, call())
+            chunks = await collect_chunks(backend, call())
     assert chunks[-1] == Chunk(
         done=True, input_tokens=4, output_tokens=2, finish_reason=FinishReason.STOP, queue_ms=0.0
     )
@@ -347,7 +315,7 @@ async def test_multi_token_deltas_keep_their_token_counts() -> None:
     events = [_delta("a b c", 3), _delta(" d", 0), _delta(" e f", 2), _DONE]
     async with servicer_endpoint(_FixedServicer(events)) as endpoint:
         async with backend_for(endpoint) as backend:
-            chunks = await collect(backend, call())
+            chunks = await collect_chunks(backend, call())
     assert [(c.text, c.tokens) for c in chunks[:-1]] == [("a b c", 3), (" d", 1), (" e f", 2)]
     assert chunks[-1].done and chunks[-1].output_tokens == 6
 
@@ -357,7 +325,7 @@ async def test_the_idle_timeout_is_per_gap_not_per_stream(model_server) -> None:
     engine = ScriptedEngine(tokens_per_s=4)
     endpoint = await model_server(engine)
     async with backend_for(endpoint, timeout_s=1.5) as backend:
-        chunks = await collect(backend, call(max_tokens=10))
+        chunks = await collect_chunks(backend, call(max_tokens=10))
     assert chunks[-1].done and chunks[-1].output_tokens == 10
     assert sum(c.tokens for c in chunks[:-1]) == 10
     assert engine.cancelled == []
@@ -368,7 +336,7 @@ async def test_silence_after_done_keeps_the_complete_answer() -> None:
     servicer = _FixedServicer([_delta("x", 1), _DONE], hang=True)
     async with servicer_endpoint(servicer) as endpoint:
         async with backend_for(endpoint, timeout_s=1.0) as backend:
-            chunks = await collect(backend, call())
+            chunks = await collect_chunks(backend, call())
     assert [c.text for c in chunks[:-1]] == ["x"]
     assert chunks[-1].done and chunks[-1].output_tokens == 6
 
@@ -391,8 +359,14 @@ async def test_cancelling_the_consumer_cancels_the_engine(model_server) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await eventually(lambda: engine.cancelled == ["cancel-me"], "the engine to see the cancel")
-        await eventually(lambda: engine.load().in_flight == 0, "the engine slot to free")
+        await wait_until(
+            lambda: engine.cancelled == ["cancel-me"],
+            "the engine to see the cancel",
+            timeout_s=TIMEOUT,
+        )
+        await wait_until(
+            lambda: engine.load().in_flight == 0, "the engine slot to free", timeout_s=TIMEOUT
+        )
 
 
 async def test_closing_the_iterator_cancels_the_engine(model_server) -> None:
@@ -402,9 +376,13 @@ async def test_closing_the_iterator_cancels_the_engine(model_server) -> None:
         stream = backend.stream(call(max_tokens=1000, request_id="close-me"))
         assert (await asyncio.wait_for(anext(stream), TIMEOUT)).text == "hello"
         await stream.aclose()  # type: ignore[attr-defined]
-        await eventually(lambda: engine.cancelled == ["close-me"], "the engine to see the cancel")
+        await wait_until(
+            lambda: engine.cancelled == ["close-me"],
+            "the engine to see the cancel",
+            timeout_s=TIMEOUT,
+        )
         # the channel still serves the next request
-        chunks = await collect(backend, call(max_tokens=2, request_id="next"))
+        chunks = await collect_chunks(backend, call(max_tokens=2, request_id="next"))
     assert chunks[-1].done
 
 
@@ -412,18 +390,22 @@ async def test_the_deadline_becomes_the_grpc_deadline(model_server) -> None:
     engine = ScriptedEngine(ttft_ms=60_000)
     endpoint = await model_server(engine)
     async with backend_for(endpoint) as backend:
-        got, err = await failure(backend, call(request_id="late", deadline=time.monotonic() + 2.0))
+        got, err = await collect_failure(
+            backend, call(request_id="late", deadline=time.monotonic() + 2.0)
+        )
     assert got == []
     assert err.error_class is ErrorClass.RETRYABLE
     assert "DEADLINE_EXCEEDED" in err.reason
-    await eventually(lambda: engine.cancelled == ["late"], "the engine to see the deadline")
+    await wait_until(
+        lambda: engine.cancelled == ["late"], "the engine to see the deadline", timeout_s=TIMEOUT
+    )
 
 
 async def test_a_deadline_already_past_sends_nothing(model_server) -> None:
     engine = ScriptedEngine()
     endpoint = await model_server(engine)
     async with backend_for(endpoint) as backend:
-        _, err = await failure(backend, call(deadline=time.monotonic() - 1))
+        _, err = await collect_failure(backend, call(deadline=time.monotonic() - 1))
     assert err.error_class is ErrorClass.RETRYABLE and "deadline" in err.reason
     assert engine.started == []
 
@@ -432,10 +414,12 @@ async def test_a_silent_server_times_out_and_is_cancelled(model_server) -> None:
     engine = ScriptedEngine(ttft_ms=60_000)
     endpoint = await model_server(engine)
     async with backend_for(endpoint, timeout_s=2.0) as backend:
-        _, err = await failure(backend, call(request_id="silent"))
+        _, err = await collect_failure(backend, call(request_id="silent"))
     assert err.error_class is ErrorClass.RETRYABLE
     assert "no event for 2 s" in err.reason
-    await eventually(lambda: engine.cancelled == ["silent"], "the engine to see the cancel")
+    await wait_until(
+        lambda: engine.cancelled == ["silent"], "the engine to see the cancel", timeout_s=TIMEOUT
+    )
 
 
 # --- load and info ----------------------------------------------------------------------------
@@ -447,12 +431,13 @@ async def test_poll_load_reports_queue_plus_in_flight(model_server) -> None:
     async with backend_for(endpoint) as backend:
         assert await backend.poll_load() == 0
         tasks = [
-            asyncio.create_task(_drain(backend.stream(call(request_id=f"q{i}")))) for i in range(3)
+            asyncio.create_task(collect(backend.stream(call(request_id=f"q{i}")))) for i in range(3)
         ]
         try:
-            await eventually(
+            await wait_until(
                 lambda: engine.load().queue_depth == 2 and engine.load().in_flight == 1,
                 "one running and two queued",
+                timeout_s=TIMEOUT,
             )
             assert await backend.poll_load() == 3
             info = await backend.info()
@@ -462,6 +447,10 @@ async def test_poll_load_reports_queue_plus_in_flight(model_server) -> None:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await eventually(lambda: engine.load().queue_depth == 0, "the queue to empty")
-        await eventually(lambda: engine.load().in_flight == 0, "the running request to stop")
+        await wait_until(
+            lambda: engine.load().queue_depth == 0, "the queue to empty", timeout_s=TIMEOUT
+        )
+        await wait_until(
+            lambda: engine.load().in_flight == 0, "the running request to stop", timeout_s=TIMEOUT
+        )
         assert await backend.poll_load() == 0

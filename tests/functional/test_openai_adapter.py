@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from openai_wire import Scenario, WireServer, serve_wire
+from testkit import FakeClock, collect_chunks, collect_failure, wait_until_sync
 
 from router.backends import create_backend
 from router.backends.model_service import ModelServiceBackend
@@ -94,27 +95,6 @@ def call(
     return BackendCall(request=request, deadline=deadline)
 
 
-async def collect(backend: OpenAIBackend, c: BackendCall) -> list[Chunk]:
-    async def run() -> list[Chunk]:
-        return [chunk async for chunk in backend.stream(c)]
-
-    return await asyncio.wait_for(run(), TIMEOUT)
-
-
-async def failure(backend: OpenAIBackend, c: BackendCall) -> tuple[list[Chunk], BackendError]:
-    """Chunks received before the stream failed, and the error."""
-    got: list[Chunk] = []
-
-    async def run() -> None:
-        async for chunk in backend.stream(c):
-            got.append(chunk)
-
-    with pytest.raises(BackendError) as info:
-        await asyncio.wait_for(run(), TIMEOUT)
-    assert not isinstance(info.value.__cause__, BackendError)
-    return got, info.value
-
-
 # --- the normal stream --------------------------------------------------------------
 
 
@@ -130,7 +110,7 @@ async def test_streams_deltas_then_usage_and_sends_the_request_openai_expects(
         api_key_env="WIRE_KEY",
         headers={"OpenAI-Organization": "env:ORG", "X-Team": "router"},
     ) as backend:
-        chunks = await collect(backend, call(max_tokens=32, sampling=sampling))
+        chunks = await collect_chunks(backend, call(max_tokens=32, sampling=sampling))
 
     assert [c.text for c in chunks[:-1]] == ["Hello", ",", " world"]
     assert all(c.tokens == 1 and not c.done for c in chunks[:-1])
@@ -164,7 +144,7 @@ async def test_no_usage_from_the_server_leaves_token_totals_to_the_router(
 ) -> None:
     wire.scenarios["no-usage"] = Scenario(deltas=("a", "b", "c", "d"), usage=None)
     async with backend_for(wire.base_url, "no-usage") as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert sum(c.tokens for c in chunks) == 4
     assert chunks[-1] == Chunk(
         done=True, input_tokens=None, output_tokens=None, finish_reason=FinishReason.STOP
@@ -182,7 +162,7 @@ async def test_no_usage_from_the_server_leaves_token_totals_to_the_router(
 async def test_finish_reason(wire: WireServer, finish: str, expected: FinishReason) -> None:
     wire.scenarios["f"] = Scenario(finish_reason=finish)
     async with backend_for(wire.base_url, "f") as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert chunks[-1].finish_reason is expected
 
 
@@ -191,14 +171,14 @@ async def test_a_stream_without_done_but_with_finish_reason_is_complete(
 ) -> None:
     wire.scenarios["no-done"] = Scenario(send_done=False, finish_reason="length")
     async with backend_for(wire.base_url, "no-done") as backend:
-        chunks = await collect(backend, call())
+        chunks = await collect_chunks(backend, call())
     assert chunks[-1].done and chunks[-1].finish_reason is FinishReason.LENGTH
 
 
 async def test_the_connection_is_reused_between_requests(wire: WireServer) -> None:
     async with backend_for(wire.base_url) as backend:
         for i in range(3):
-            await collect(backend, call(request_id=f"r{i}"))
+            await collect_chunks(backend, call(request_id=f"r{i}"))
     assert [r.connection for r in wire.requests] == [1, 1, 1]
 
 
@@ -212,7 +192,7 @@ async def test_429_is_retryable_with_retry_after_seconds(wire: WireServer) -> No
         error={"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"},
     )
     async with backend_for(wire.base_url, "busy") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert got == []
     assert err.error_class is ErrorClass.RETRYABLE
     assert err.retry_after_s == 7.0
@@ -229,7 +209,7 @@ async def test_retry_after_as_an_http_date(wire: WireServer) -> None:
         wall_clock=lambda: now,
     )
     try:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     finally:
         await backend.close()
     assert err.error_class is ErrorClass.RETRYABLE
@@ -241,7 +221,7 @@ async def test_retry_after_ms_wins(wire: WireServer) -> None:
         status=429, headers=(("retry-after-ms", "1500"), ("Retry-After", "2"))
     )
     async with backend_for(wire.base_url, "busy") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.retry_after_s == 1.5
 
 
@@ -251,7 +231,7 @@ async def test_server_errors_are_retryable(wire: WireServer, status: int) -> Non
         status=status, error={"message": "upstream exploded", "type": "server_error"}
     )
     async with backend_for(wire.base_url, "bad") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert f"HTTP {status}: upstream exploded" in err.reason
     assert err.retry_after_s is None
@@ -260,7 +240,7 @@ async def test_server_errors_are_retryable(wire: WireServer, status: int) -> Non
 async def test_a_non_json_error_body_is_reported(wire: WireServer) -> None:
     wire.scenarios["html"] = Scenario(status=502, raw_body=b"<html>Bad gateway</html>")
     async with backend_for(wire.base_url, "html") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert "<html>Bad gateway</html>" in err.reason
 
@@ -272,7 +252,7 @@ async def test_auth_failures_are_fatal(wire: WireServer, status: int, code: str)
         error={"message": "Incorrect API key provided", "type": "invalid_request_error"},
     )
     async with backend_for(wire.base_url, "auth") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.FATAL
     assert err.grpc_code == code
     assert "Incorrect API key provided" in err.reason
@@ -291,7 +271,7 @@ async def test_other_4xx_is_fatal_invalid_argument_with_the_provider_message(
         },
     )
     async with backend_for(wire.base_url, "bad-req") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.FATAL
     assert err.grpc_code == "INVALID_ARGUMENT"
     assert "Invalid value for 'temperature'" in err.reason
@@ -358,7 +338,7 @@ async def test_context_length_errors_are_too_large(wire: WireServer, shape: str)
     status, body = CONTEXT_ERRORS[shape]
     wire.scenarios[shape] = Scenario(status=status, raw_body=json.dumps(body).encode())
     async with backend_for(wire.base_url, shape) as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.TOO_LARGE, err.reason
     assert f"HTTP {status}" in err.reason
 
@@ -378,7 +358,7 @@ async def test_an_error_event_in_the_stream_is_retryable(wire: WireServer) -> No
         stream_error={"message": "The server had an error while processing your request."},
     )
     async with backend_for(wire.base_url, "oops") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["partial"]
     assert err.error_class is ErrorClass.RETRYABLE
     assert "error in stream: The server had an error" in err.reason
@@ -396,7 +376,7 @@ async def test_a_context_error_event_in_the_stream_is_too_large(wire: WireServer
         },
     )
     async with backend_for(wire.base_url, "ctx") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got if c.text] == []
     assert err.error_class is ErrorClass.TOO_LARGE
 
@@ -406,7 +386,7 @@ async def test_a_stream_cut_mid_way_is_retryable_after_the_first_deltas(
 ) -> None:
     wire.scenarios["cut"] = Scenario(deltas=("one", " two", " three", " four"), cut_after=2)
     async with backend_for(wire.base_url, "cut") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["one", " two"]
     assert err.error_class is ErrorClass.RETRYABLE
 
@@ -414,7 +394,7 @@ async def test_a_stream_cut_mid_way_is_retryable_after_the_first_deltas(
 async def test_a_body_that_ends_without_finish_or_done_is_retryable(wire: WireServer) -> None:
     wire.scenarios["short"] = Scenario(finish_reason=None, send_done=False, usage=None)
     async with backend_for(wire.base_url, "short") as backend:
-        got, err = await failure(backend, call())
+        got, err = await collect_failure(backend, call())
     assert [c.text for c in got] == ["Hello", ",", " world"]
     assert err.error_class is ErrorClass.RETRYABLE
     assert "stream ended early" in err.reason
@@ -433,7 +413,7 @@ async def test_an_empty_stream_is_explained_by_asking_without_streaming(
         },
     )
     async with backend_for(wire.base_url, "empty") as backend:
-        got, err = await failure(backend, call(max_tokens=50))
+        got, err = await collect_failure(backend, call(max_tokens=50))
     assert got == []
     assert err.error_class is ErrorClass.TOO_LARGE
     stream_req, probe = wire.requests
@@ -447,7 +427,7 @@ async def test_an_empty_stream_that_the_probe_cannot_explain_is_retryable(
 ) -> None:
     wire.scenarios["empty"] = Scenario(empty_stream=True)
     async with backend_for(wire.base_url, "empty") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert "no events" in err.reason
 
@@ -455,7 +435,7 @@ async def test_an_empty_stream_that_the_probe_cannot_explain_is_retryable(
 async def test_a_slow_first_byte_times_out_as_retryable(wire: WireServer) -> None:
     wire.scenarios["slow"] = Scenario(first_byte_delay_s=60.0)
     async with backend_for(wire.base_url, "slow", timeout_s=0.5) as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert "timed out" in err.reason
 
@@ -465,7 +445,7 @@ async def test_connection_refused_is_retryable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     async with backend_for(f"http://127.0.0.1:{port}/v1") as backend:
-        _, err = await failure(backend, call())
+        _, err = await collect_failure(backend, call())
     assert err.error_class is ErrorClass.RETRYABLE
     assert "ConnectError" in err.reason
 
@@ -475,7 +455,7 @@ async def test_connection_refused_is_retryable() -> None:
 
 async def test_a_deadline_already_past_fails_without_a_request(wire: WireServer) -> None:
     async with backend_for(wire.base_url) as backend:
-        _, err = await failure(backend, call(deadline=time.monotonic() - 1))
+        _, err = await collect_failure(backend, call(deadline=time.monotonic() - 1))
     assert err.error_class is ErrorClass.RETRYABLE
     assert "deadline" in err.reason
     assert wire.requests == []
@@ -484,15 +464,15 @@ async def test_a_deadline_already_past_fails_without_a_request(wire: WireServer)
 async def test_the_deadline_bounds_a_stalled_stream(wire: WireServer) -> None:
     # A controllable clock: the deadline is far away until the first delta has arrived,
     # then 0.2 s away while the server stalls for a minute.
-    now = [0.0]
+    clock = FakeClock(0.0)
     wire.scenarios["stall"] = Scenario(deltas=("first", "never"), delta_interval_s=60.0)
     cfg = config(wire.base_url, "stall", timeout_s=30.0)
-    backend = OpenAIBackend(cfg.to_spec(), cfg, clock=lambda: now[0])
+    backend = OpenAIBackend(cfg.to_spec(), cfg, clock=clock)
     stream = backend.stream(call(deadline=100.0))
     try:
         first = await asyncio.wait_for(anext(stream), TIMEOUT)
         assert first.text == "first"
-        now[0] = 99.8
+        clock.advance(99.8)  # 0.2 s before the deadline
         with pytest.raises(BackendError) as info:
             await asyncio.wait_for(anext(stream), TIMEOUT)
     finally:
@@ -532,7 +512,7 @@ async def test_closing_the_iterator_closes_the_connection(wire: WireServer) -> N
         await asyncio.wait_for(req.disconnected.wait(), TIMEOUT)
         # the backend still serves the next request
         wire.scenarios["long"] = Scenario()
-        chunks = await collect(backend, call(request_id="after"))
+        chunks = await collect_chunks(backend, call(request_id="after"))
     assert chunks[-1].done
 
 
@@ -556,7 +536,7 @@ async def test_the_api_key_is_read_once_at_creation(wire: WireServer) -> None:
     env = {"K": "first"}
     async with backend_for(wire.base_url, environ=env, api_key_env="K") as backend:
         env["K"] = "second"
-        await collect(backend, call())
+        await collect_chunks(backend, call())
     assert wire.requests[0].headers["authorization"] == "Bearer first"
 
 
@@ -685,18 +665,17 @@ def llama_server() -> Iterator[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     base = f"http://127.0.0.1:{port}/v1"
+
+    def answering() -> bool:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {err[-2000:]}")
+        return httpx.get(f"{base}/models", timeout=2).status_code == 200
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {err[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not start within 120 s")
-            time.sleep(0.3)
+        wait_until_sync(
+            answering, f"llama_cpp.server to answer on {base}", timeout_s=120, every_s=0.3
+        )
         yield base
     finally:
         proc.terminate()
@@ -712,7 +691,7 @@ def llama_server() -> Iterator[str]:
 @pytest.mark.model
 async def test_real_llama_server_streams_tokens(llama_server: str) -> None:
     async with backend_for(llama_server, "gemma3-270m", context_window=LLAMA_CTX) as backend:
-        chunks = await collect(
+        chunks = await collect_chunks(
             backend,
             call("The capital of France is", max_tokens=12, sampling=Sampling(temperature=0.0)),
         )
@@ -728,9 +707,9 @@ async def test_real_llama_server_streams_tokens(llama_server: str) -> None:
 @pytest.mark.model
 async def test_real_llama_server_too_long_prompt_is_too_large(llama_server: str) -> None:
     async with backend_for(llama_server, "gemma3-270m", context_window=LLAMA_CTX) as backend:
-        _, err = await failure(backend, call("word " * (LLAMA_CTX + 500), max_tokens=16))
+        _, err = await collect_failure(backend, call("word " * (LLAMA_CTX + 500), max_tokens=16))
         assert err.error_class is ErrorClass.TOO_LARGE
         assert "maximum context length is 2048" in err.reason
         # the backend is still usable afterwards
-        chunks = await collect(backend, call("Hello", max_tokens=4))
+        chunks = await collect_chunks(backend, call("Hello", max_tokens=4))
     assert chunks[-1].done

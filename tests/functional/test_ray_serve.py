@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from ray import serve
 from rtutil import collect, kinds, ms_backend, shape, stub_for, text_of, user_request
+from testkit import wait_until
 
 from serving.engines.scripted import ScriptedEngine
 from serving.ray_app.load import BoardSnapshot
@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 #: Decode rate of the scripted replicas: slow enough to saturate, fast enough to test.
 TOKENS_PER_S = 50.0
 REPLICAS = 2
+#: How long a change may take to show (through Ray, on 2 shared cores), and how often to look.
+WAIT_S, POLL_S = 30.0, 0.1
 
 
 def scripted_app(**engine: Any) -> dict[str, Any]:
@@ -114,18 +116,6 @@ async def board(app: str = "gpu") -> BoardSnapshot:
         return handle.snapshot.remote().result(timeout_s=30)
 
     return await asyncio.to_thread(read)
-
-
-async def wait_until(check: Any, timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Await ``check()`` until it returns something truthy; that value is returned."""
-    end = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
-        await asyncio.sleep(every)
 
 
 # --- the router streams from the Serve app ------------------------------------------------
@@ -228,31 +218,32 @@ async def test_saturation_moves_decisions_to_another_tier_and_back(
     # for the next test.
     calls = [direct.Generate(gen_request(max_tokens=2000), metadata=md) for _ in range(8)]
 
-    async def drain(call: Any) -> None:
-        async for _ in call:
-            pass
-
-    readers = [asyncio.create_task(drain(c)) for c in calls]
+    readers = [asyncio.create_task(collect(c)) for c in calls]
     try:
 
         async def saturated() -> BoardSnapshot | None:
             snap = await board()
             return snap if snap.queued + snap.decoding >= 8 else None
 
-        snap = await wait_until(saturated)
+        snap = await wait_until(
+            saturated, "all 8 calls on the load board", timeout_s=WAIT_S, every_s=POLL_S
+        )
         assert snap.decoding == REPLICAS and snap.queued == 8 - REPLICAS
 
         async def router_sees_it() -> bool:
             resp = await stub.ListBackends(rpb.ListBackendsRequest())
             return {b.name: b for b in resp.backends}["gpu-ray"].queue_depth >= 8
 
-        await wait_until(router_sees_it)  # the next poll, 50 ms at most
+        # the next poll, 50 ms at most
+        await wait_until(
+            router_sees_it, "the router to see gpu-ray's queue", timeout_s=WAIT_S, every_s=POLL_S
+        )
 
         async def moved() -> Any:
             d = await decision()
             return d if d.backend == "hosted-a" else None
 
-        away = await wait_until(moved)
+        away = await wait_until(moved, "a route to hosted-a", timeout_s=WAIT_S, every_s=POLL_S)
         gpu_report = next(c for c in away.candidates if c.backend == "gpu-ray")
         assert gpu_report.accepted and not gpu_report.meets_budget
         # 8 requests on 2 slots: 7 ahead of ours, each 50 ms + 4 tokens at 100/s (priors),
@@ -268,7 +259,7 @@ async def test_saturation_moves_decisions_to_another_tier_and_back(
         d = await decision()
         return d if d.backend == "gpu-ray" else None
 
-    returned = await wait_until(back)
+    returned = await wait_until(back, "a route to gpu-ray again", timeout_s=WAIT_S, every_s=POLL_S)
     assert returned.tier == tpb.TIER_GPU
 
 
@@ -280,18 +271,14 @@ async def test_cancelling_a_router_stream_stops_decoding_in_the_replica(
 ):
     router = await start_router([ray_backend("gpu-ray", gpu)], policy=POLICY)
 
-    seen: list[BoardSnapshot] = []
-
-    async def idle() -> BoardSnapshot | None:
+    async def idle() -> BoardSnapshot:
         # Counters and load travel in one report: idle means every earlier call is counted.
         snap = await board()
-        seen[:] = [snap]
-        return snap if snap.queued + snap.decoding == 0 and len(snap.replicas) == 2 else None
+        assert snap.queued + snap.decoding == 0 and len(snap.replicas) == 2, snap
+        return snap
 
-    try:  # earlier tests' cancelled calls must have left the replicas (slow on a busy host)
-        before = await wait_until(idle, timeout=60.0)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last board snapshot: {seen}") from None
+    # Earlier tests' cancelled calls must have left the replicas (slow on a busy host).
+    before = await wait_until(idle, "both replicas idle", timeout_s=60.0, every_s=POLL_S)
     call = stub_for(channel_to(router)).Generate(
         user_request("one two three", max_output_tokens=2000)  # 40 s at 50 tokens/s
     )
@@ -303,12 +290,16 @@ async def test_cancelling_a_router_stream_stops_decoding_in_the_replica(
                 break
     call.cancel()
 
-    async def stopped() -> BoardSnapshot | None:
+    async def stopped() -> BoardSnapshot:
         snap = await board()
         done = snap.total("cancelled") > before.total("cancelled")
-        return snap if done and snap.queued + snap.decoding == 0 else None
+        assert done and snap.queued + snap.decoding == 0, snap
+        return snap
 
-    snap = await wait_until(stopped, timeout=20.0)  # long before the 40 s answer would end
+    # long before the 40 s answer would end
+    snap = await wait_until(
+        stopped, "the cancelled call to leave the replica", timeout_s=20.0, every_s=POLL_S
+    )
     assert snap.total("started") == before.total("started") + 1
     assert snap.total("completed") == before.total("completed")
 
@@ -341,7 +332,9 @@ async def test_replica_dying_before_first_token_fails_over(
         async def holding() -> bool:
             return (await board(app)).total("started") >= 1
 
-        await wait_until(holding)
+        await wait_until(
+            holding, "the replica to hold the request", timeout_s=WAIT_S, every_s=POLL_S
+        )
         for actor in await asyncio.to_thread(_replica_actors, app):
             ray.kill(actor, no_restart=False)
         events = await asyncio.wait_for(task, 60)
@@ -363,7 +356,9 @@ async def test_replica_dying_before_first_token_fails_over(
             status = {b.name: b for b in resp.backends}["gpu-doomed"]
             return status if not status.healthy else None
 
-        status = await wait_until(unhealthy)
+        status = await wait_until(
+            unhealthy, "gpu-doomed to turn unhealthy", timeout_s=WAIT_S, every_s=POLL_S
+        )
         assert "load probe failed" in status.detail
         decision = await stub.Route(user_request("x"))
         assert decision.backend == "hosted-a"
@@ -421,7 +416,7 @@ async def test_real_model_streams_through_serve(gpu, start_router, channel_to):
             resp = await stub.ListBackends(rpb.ListBackendsRequest())
             return all(b.healthy for b in resp.backends)
 
-        await wait_until(healthy)
+        await wait_until(healthy, "every backend healthy", timeout_s=WAIT_S, every_s=POLL_S)
         events = await collect(
             stub.Generate(
                 user_request(

@@ -22,19 +22,10 @@ from rtutil import (
     text_of,
     user_request,
 )
+from testkit import wait_until
 
 from serving.engines.scripted import ScriptedEngine
 from serving.model_server import create_server as create_model_server
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
 
 # --- the stream -----------------------------------------------------------------------
 
@@ -157,7 +148,9 @@ async def test_ttft_timeout_moves_to_next_candidate(model_server, start_router, 
     assert "no first token within 300 ms" in events[1].failover.reason
     assert events[-1].usage.backend == "b-fast" and events[-1].usage.complete
     # The timed-out attempt was cancelled at the backend.
-    await wait_for(lambda: len(slow.cancelled) == 1)
+    await wait_until(
+        lambda: len(slow.cancelled) == 1, "the slow backend to see its attempt cancelled"
+    )
 
 
 async def test_failure_after_first_token_ends_incomplete(model_server, start_router, channel_to):
@@ -273,8 +266,10 @@ async def test_client_cancel_reaches_the_backend(model_server, start_router, cha
         if seen.count("delta") == 2:
             call.cancel()
             break
-    await wait_for(lambda: "cancel-me" in engine.cancelled)
-    await wait_for(lambda: router.registry.get("a").stats.in_flight == 0)
+    await wait_until(lambda: "cancel-me" in engine.cancelled, "the engine to see the client cancel")
+    await wait_until(
+        lambda: router.registry.get("a").stats.in_flight == 0, "the router to free the backend slot"
+    )
 
 
 async def test_deadline_reaches_the_backend(model_server, start_router, channel_to):
@@ -286,7 +281,7 @@ async def test_deadline_reaches_the_backend(model_server, start_router, channel_
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await collect(call)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await wait_for(lambda: "late" in engine.cancelled)
+    await wait_until(lambda: "late" in engine.cancelled, "the engine to see the deadline cancel")
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -415,7 +410,7 @@ async def test_live_queue_moves_the_decision(model_server, start_router, channel
     ]
     for c in long_calls:
         await c.read()  # decision arrived: the request is dispatched
-    await wait_for(lambda: edge.load().queue_depth >= 2)
+    await wait_until(lambda: edge.load().queue_depth >= 2, "two requests queued on edge-a")
     after = await stub.Route(user_request(max_output_tokens=8, latency_budget=budget))
     assert after.backend == "gpu-a", after.explanation
     edge_report = next(c for c in after.candidates if c.backend == "edge-a")
@@ -610,5 +605,5 @@ async def test_deadline_before_first_token_is_deadline_exceeded(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await collect(call)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await wait_for(lambda: "dl" in slow.cancelled)
+    await wait_until(lambda: "dl" in slow.cancelled, "the slow backend to see the deadline cancel")
     assert other.started == []  # no failover once the caller's time is up

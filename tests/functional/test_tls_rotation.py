@@ -22,6 +22,7 @@ from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import edge_link_pb2_grpc
 from rtutil import delta_tokens, ms_backend, stub_for, user_request
 from secutil import Pki, make_pki
+from testkit import wait_until
 
 from router.errors import ConfigError
 from router.server.app import RouterServer
@@ -249,12 +250,16 @@ async def device_online(port: int, trust: Pki, client: Pki, device_id: str) -> b
     """Whether the router on ``port`` lists ``device_id`` online (waits up to 30 s)."""
     async with channel(port, trust, client) as ch:
         stub = edge_link_pb2_grpc.EdgeFleetStub(ch)
-        for _ in range(300):
+
+        async def online() -> bool:
             fleet = await stub.ListDevices(epb.ListDevicesRequest(), timeout=15)
-            if any(d.device_id == device_id and d.online for d in fleet.devices):
-                return True
-            await asyncio.sleep(0.1)
-    return False
+            return any(d.device_id == device_id and d.online for d in fleet.devices)
+
+        try:
+            await wait_until(online, f"{device_id} online", timeout_s=30.0, every_s=0.1)
+        except AssertionError:
+            return False
+    return True
 
 
 async def test_the_edge_agent_dials_again_with_a_rotated_device_certificate(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import FakeClock
 
 from greengrass.backoff import Backoff
 from greengrass.config import (
@@ -205,8 +206,8 @@ async def test_switch_installs_verifies_and_keeps_the_previous_version(tmp_path:
 async def test_an_interrupted_download_leaves_nothing_and_the_retry_starts_clean(tmp_path: Path):
     source = LocalSource()
     source.publish("v1", {"reply_tokens": 2})
-    clock = [0.0]
-    sync, slot = make_sync(tmp_path, source, retry_s=10, clock=lambda: clock[0])
+    clock = FakeClock(0.0)
+    sync, slot = make_sync(tmp_path, source, retry_s=10, clock=clock)
     await sync.load_initial()
     source.fail_after = 5
     sync.set_router_desired({"m": "v1"})
@@ -216,7 +217,7 @@ async def test_an_interrupted_download_leaves_nothing_and_the_retry_starts_clean
     source.fail_after = None
     await sync.reconcile()
     assert source.downloads == 1  # not before retry_s
-    clock[0] = 11.0
+    clock.advance(11.0)
     await sync.reconcile()
     assert slot.model.version == "v1" and source.downloads == 2  # type: ignore[union-attr]
     await slot.close()

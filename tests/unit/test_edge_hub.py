@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import model_service_pb2 as mpb
+from testkit import FakeClock
 
 from router.backends.base import Backend
 from router.backends.device_link import DeviceLink, LinkClosed
@@ -31,18 +32,6 @@ from router.types import (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Wall(Clock):
-    pass
-
-
 def register(device: str = "dev-1", *, site: str = "s1", model: str = "gemma3-270m",
              version: str = "v1", window: int = 2048) -> epb.Register:  # fmt: skip
     return epb.Register(
@@ -55,8 +44,8 @@ def register(device: str = "dev-1", *, site: str = "s1", model: str = "gemma3-27
     )  # fmt: skip
 
 
-def make_hub(**cfg: object) -> tuple[EdgeHub, BackendRegistry, Clock, Wall]:
-    clock, wall = Clock(), Wall()
+def make_hub(**cfg: object) -> tuple[EdgeHub, BackendRegistry, FakeClock, FakeClock]:
+    clock, wall = FakeClock(1000.0), FakeClock(1000.0)  # monotonic, wall-clock seconds
     registry = BackendRegistry(PolicyConfig(), clock=clock)
     edge = EdgeConfig.model_validate(
         {"enabled": True, "device_auth": "none", "heartbeat_timeout_s": 6.0, **cfg}
@@ -97,12 +86,12 @@ async def test_no_heartbeat_within_the_timeout_takes_the_device_offline():
     link = DeviceLink("dev-1")
     entry = await hub.attach(from_register(register()), link)
     _, queue = link.open(mpb.ModelGenerateRequest(request_id="q-1"))
-    clock.t += 5.0
+    clock.advance(5.0)
     await hub.heartbeat(entry, link, epb.Heartbeat(in_flight=1))
-    clock.t += 5.0
+    clock.advance(5.0)
     hub.sweep()
     assert not link.closed  # 5 s since the last heartbeat: still fresh
-    clock.t += 1.5
+    clock.advance(1.5)
     hub.sweep()
     assert link.closed and "no heartbeat for 6.5 s" in (link.closed_reason or "")
     item = queue.get_nowait()
@@ -191,11 +180,11 @@ async def test_offline_devices_are_forgotten_after_forget_after_s():
     link = DeviceLink("dev-1")
     entry = await hub.attach(from_register(register()), link)
     hub.detach(entry, link, "device closed the link")
-    wall.t += 30
+    wall.advance(30)
     hub.sweep()
     await asyncio.sleep(0)
     assert "dev-1" in hub.entries and registry.get("edge-dev-1") is not None
-    wall.t += 31
+    wall.advance(31)
     hub.sweep()
     for _ in range(5):
         await asyncio.sleep(0)

@@ -3,7 +3,6 @@ rollback it drives through the real runner, slot and sync over a local model sou
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 from pathlib import Path
@@ -14,6 +13,7 @@ from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import types_pb2 as tpb
 from test_edge_agent import LocalSource, make_sync
+from testkit import FakeClock, wait_until
 
 from greengrass.config import AgentConfig, AgentConfigError, from_args, from_component_config
 from greengrass.config import validate as validate_config
@@ -21,20 +21,11 @@ from greengrass.probation import Probation, ProbationPolicy
 from greengrass.runner import RequestRunner
 from greengrass.store import ModelStore
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # --- the decision -----------------------------------------------------------------------
 
 
 def test_a_version_fails_once_enough_requests_mostly_failed():
-    clock = Clock()
+    clock = FakeClock()
     p = Probation("v2", "v1", ProbationPolicy(seconds=60, min_requests=5), clock=clock)
     assert p.open and p.seconds_left() == 60
     for ok in (False, False, False, False):
@@ -47,7 +38,7 @@ def test_a_version_fails_once_enough_requests_mostly_failed():
 
 
 def test_half_failed_is_not_more_than_half():
-    p = Probation("v2", "v1", ProbationPolicy(seconds=60, min_requests=4), clock=Clock())
+    p = Probation("v2", "v1", ProbationPolicy(seconds=60, min_requests=4), clock=FakeClock())
     for ok in (False, True, False, True, True, False):
         assert p.record(ok) is None  # 2/4, 2/5, 3/6: never more than half
     verdict = p.record(False)
@@ -55,10 +46,10 @@ def test_half_failed_is_not_more_than_half():
 
 
 def test_the_window_ends_and_the_version_passes_however_few_requests():
-    clock = Clock()
+    clock = FakeClock()
     p = Probation("v2", "v1", ProbationPolicy(seconds=60, min_requests=2), clock=clock)
     assert p.record(False) is None
-    clock.now += 60
+    clock.advance(60)
     assert not p.open and p.verdict is None and p.seconds_left() == 0
     assert p.record(False) is None and p.total == 1  # outside the window: not counted
 
@@ -121,7 +112,7 @@ async def test_a_version_failing_real_requests_is_rolled_back_and_refused_until_
     source = LocalSource()
     source.publish("v1", {"reply_tokens": 2})
     source.publish("v2", {"fail_after_requests": 1})  # passes its smoke test, then fails
-    clock = Clock()
+    clock = FakeClock()
     policy = ProbationPolicy(seconds=60, min_requests=3, max_error_rate=0.5)
     sync, slot = make_sync(tmp_path, source, retry_s=600, clock=clock, probation=policy)
     runner = RequestRunner(slot)
@@ -156,7 +147,7 @@ async def test_a_version_failing_real_requests_is_rolled_back_and_refused_until_
 
     await sync.reconcile()  # v2 is still desired, but refused until retry_s
     assert slot.model.version == "v1" and sync.status == expected
-    clock.now += 600
+    clock.advance(600)
     await sync.reconcile()
     assert slot.model.version == "v2" and source.downloads == 2
     assert sync.probation is not None and sync.probation.version == "v2"
@@ -167,7 +158,7 @@ async def test_a_version_that_passes_its_probation_is_kept_after_the_window(tmp_
     source = LocalSource()
     source.publish("v1", {"reply_tokens": 2})
     source.publish("v2", {"tokens_per_s": 20})
-    clock = Clock()
+    clock = FakeClock()
     policy = ProbationPolicy(seconds=60, min_requests=1, max_error_rate=0.0)
     sync, slot = make_sync(tmp_path, source, clock=clock, probation=policy)
     runner = RequestRunner(slot)
@@ -178,15 +169,13 @@ async def test_a_version_that_passes_its_probation_is_kept_after_the_window(tmp_
     # A request the caller cancels (or whose deadline passes) is not counted.
     sent: list[epb.DeviceMessage] = []
     runner.start(generate("cancelled", max_output_tokens=1000), sent.append)
-    async with asyncio.timeout(30):
-        while not sent:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: sent, "the request's first message", timeout_s=30)
     runner.cancel("cancelled")
     assert await runner.wait_idle(30)
     assert sync.probation is not None and sync.probation.total == 0
     assert outcomes(await serve(runner, generate("a", max_output_tokens=2))) == (1, 0)
     assert sync.probation.total == 1
-    clock.now += 61
+    clock.advance(61)
     await sync.reconcile()
     assert sync.probation is None  # passed
     slot.engine.fail_before_first_token = "unavailable"  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from hybrid_router.client import (
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from pydantic import ValidationError
+from testkit import FakeClock
 
 from lambda_edge.credentials import ApiKeyProvider, CredentialsError
 from lambda_edge.openai_compat import ChatCompletionRequest, UnsupportedParameter
@@ -160,18 +161,18 @@ def test_traceparent_validation() -> None:
 
 
 def test_secret_is_fetched_once_per_ttl_and_on_invalidate() -> None:
-    t = [0.0]
+    clock = FakeClock(0.0)
     fetched: list[str] = []
 
     def fetch(secret_id: str) -> str:
         fetched.append(secret_id)
         return json.dumps({"api_key": f"hr_key_{len(fetched)}"})
 
-    p = ApiKeyProvider(secret_id="arn:s", ttl_s=300, fetch=fetch, clock=lambda: t[0])
+    p = ApiKeyProvider(secret_id="arn:s", ttl_s=300, fetch=fetch, clock=clock)
     assert p() == "hr_key_1" and p() == "hr_key_1"
-    t[0] = 299.0
+    clock.advance(299.0)
     assert p() == "hr_key_1"
-    t[0] = 300.0
+    clock.advance(1.0)  # 300 s: the TTL
     assert p() == "hr_key_2"
     p.invalidate()
     assert p() == "hr_key_3" and fetched == ["arn:s"] * 3

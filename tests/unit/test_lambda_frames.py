@@ -7,16 +7,9 @@ import json
 import pytest
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
+from testkit import FakeClock
 
 from lambda_edge.ws_frames import FrameBuilder, encode, split_text
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def delta(text: str, tokens: int = 1) -> rpb.GenerateEvent:
@@ -48,21 +41,21 @@ def frames(data: list[bytes]) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_first_delta_goes_out_at_once_then_deltas_wait_for_the_interval() -> None:
-    clock = Clock()
+    clock = FakeClock()
     fb = FrameBuilder("r", max_frame_bytes=32_000, flush_s=0.1, clock=clock)
     assert [f["type"] for f in frames(fb.add(decision()))] == ["decision"]
-    clock.t += 0.01
+    clock.advance(0.01)
     assert frames(fb.add(delta("Hel"))) == [
         {"type": "delta", "request_id": "r", "text": "Hel", "tokens": 1}
     ]
-    clock.t += 0.03
+    clock.advance(0.03)
     assert fb.add(delta("lo")) == []
-    clock.t += 0.03
+    clock.advance(0.03)
     assert fb.add(delta(" wor")) == []
-    clock.t += 0.05  # 0.11 s since the last post
+    clock.advance(0.05)  # 0.11 s since the last post
     out = frames(fb.add(delta("ld")))
     assert out == [{"type": "delta", "request_id": "r", "text": "lo world", "tokens": 3}]
-    clock.t += 0.01
+    clock.advance(0.01)
     assert fb.add(delta("!")) == []
     # A non-delta event flushes what is held first, in order.
     assert [(f["type"], f.get("text")) for f in frames(fb.add(usage()))] == [
@@ -73,13 +66,13 @@ def test_first_delta_goes_out_at_once_then_deltas_wait_for_the_interval() -> Non
 
 
 def test_zero_interval_posts_every_delta() -> None:
-    clock = Clock()
+    clock = FakeClock()
     fb = FrameBuilder("r", max_frame_bytes=32_000, flush_s=0.0, clock=clock)
     assert [len(fb.add(delta(w))) for w in ("a", "b", "c")] == [1, 1, 1]
 
 
 def test_a_full_frame_goes_out_before_its_time_and_keeps_the_tail() -> None:
-    clock = Clock()
+    clock = FakeClock()
     fb = FrameBuilder("r", max_frame_bytes=1024, flush_s=60.0, clock=clock)
     fb.add(delta("x"))  # the first delta, at once
     out: list[bytes] = []
@@ -107,7 +100,7 @@ def test_split_text_respects_the_escaped_budget(text: str) -> None:
 
 
 def test_huge_decision_drops_rejected_candidates_then_all() -> None:
-    clock = Clock()
+    clock = FakeClock()
     fb = FrameBuilder("r", max_frame_bytes=4096, flush_s=0.1, clock=clock)
     d = frames(fb.add(decision(n_candidates=60)))[0]["decision"]
     assert [c["backend"] for c in d["candidates"]] == ["b0", "b1"]
@@ -118,7 +111,7 @@ def test_huge_decision_drops_rejected_candidates_then_all() -> None:
 
 
 def test_error_frame_is_last_and_fits() -> None:
-    clock = Clock()
+    clock = FakeClock()
     fb = FrameBuilder("r", max_frame_bytes=2048, flush_s=10.0, clock=clock)
     fb.add(delta("a"))
     fb.add(delta("b"))

@@ -8,6 +8,7 @@ import json
 import pytest
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
+from testkit import FakeClock
 
 from lambda_edge.openai_compat import ChatCompletionRequest, UnsupportedParameter
 from lambda_edge.settings import SettingsError
@@ -15,16 +16,8 @@ from lambda_edge.sse import DONE, OpenAIStream, RouterEventStream, Tracker, even
 from lambda_edge.stream_server import FUNCTION_URL_LIMIT_S, InvocationContext, listen_port
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_lambda_context_header_gives_deadline_request_id_and_trace() -> None:
-    clock = Clock(1_000.0)
+    clock = FakeClock(1_000.0)
     header = json.dumps(
         {
             "request_id": "abc-1",
@@ -37,13 +30,13 @@ def test_lambda_context_header_gives_deadline_request_id_and_trace() -> None:
     assert ctx.aws_request_id == "abc-1"
     assert ctx.get_remaining_time_in_millis() == 12_500
     assert ctx.xray_trace_id.startswith("Root=1-5759e988")
-    clock.now = 1_020.0
+    clock.advance(20.0)  # 1_020 s: 7.5 s past the deadline
     assert ctx.get_remaining_time_in_millis() == 0
 
 
 @pytest.mark.parametrize("header", [None, "", "not json", "[1]", '{"deadline": "soon"}'])
 def test_without_a_usable_header_the_function_url_limit_applies(header: str | None) -> None:
-    ctx = InvocationContext.from_header(header, clock=Clock(50.0))
+    ctx = InvocationContext.from_header(header, clock=FakeClock(50.0))
     assert ctx.get_remaining_time_in_millis() == int(FUNCTION_URL_LIMIT_S * 1000)
     assert ctx.aws_request_id == ""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from testkit import FakeClock
 
 from router.config import PolicyConfig
 from router.errors import (
@@ -34,14 +35,6 @@ from router.types import (
 
 NOW = 500.0
 CFG = PolicyConfig()
-
-
-class FakeClock:
-    def __init__(self, t: float = NOW) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_spec(name: str, tier: Tier, **kw: object) -> BackendSpec:
@@ -233,7 +226,7 @@ def test_live_queue_moves_the_next_request_elsewhere() -> None:
 
 
 def test_priors_switch_to_live_stats_after_min_samples() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     cfg = PolicyConfig(min_samples=3)
     stats = BackendStats("edge-a", cfg, clock)
     request = make_request(ttft_budget_ms=200)

@@ -12,19 +12,12 @@ import sys
 
 import pytest
 from hybrid_router.v1 import model_service_pb2 as mpb
+from testkit import FakeClock
 
 from router.config import parse_config
 from router.errors import ConfigError
 from serving.ray_app.load import LoadBoard, LoadReporter, ReplicaLoad
 from serving.ray_app.settings import DeploymentSettings, ModelAppArgs
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def load(rid: str, ongoing: int, decoding: int, capacity: int = 1, **kw: object) -> ReplicaLoad:
@@ -63,9 +56,9 @@ def test_board_drops_silent_replicas_and_goodbyes() -> None:
     board = LoadBoard("gpu", stale_after_s=3.0, clock=clock)
     board.report(load("gpu#a", ongoing=3, decoding=1))
     board.report(load("gpu#b", ongoing=1, decoding=1))
-    clock.now += 2.0
+    clock.advance(2.0)
     board.report(load("gpu#b", ongoing=1, decoding=1))  # b heartbeats, a has died
-    clock.now += 1.5
+    clock.advance(1.5)
     snap = board.snapshot()
     assert [r.replica_id for r in snap.replicas] == ["gpu#b"]
     board.forget("gpu#b")

@@ -10,10 +10,12 @@ hold shows up as a failed wait, never as a slow pass.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator
 
 import pytest
 from hybrid_router.v1 import router_pb2 as rpb
+from testkit import wait_until
 
 from router.server.servicer import Linger, LoopLag, _relay_coalesced
 from router.types import DeltaEvent, Event, FailoverEvent, FinishReason, Tier, UsageEvent
@@ -86,13 +88,8 @@ def failover() -> FailoverEvent:
     return FailoverEvent("a", "b", Tier.GPU, "unavailable", 2)
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + WAIT_S
-    while not predicate():
-        if loop.time() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+#: testkit.wait_until for the relay: it reacts within milliseconds, so look every 5 ms.
+until = functools.partial(wait_until, timeout_s=WAIT_S, every_s=0.005)
 
 
 def always_busy(linger_s: float = LONG_LINGER_S, max_tokens: int = 1000) -> Linger:

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
+from testkit import FakeClock, collect, wait_until
 
 from serving.engines import create_engine
-from serving.engines.base import EngineChunk, EngineError, EngineLoad, EngineRequest
+from serving.engines.base import EngineError, EngineLoad, EngineRequest
 from serving.engines.scripted import ScriptedEngine
-
-
-class FakeClock:
-    """A clock that only moves when the engine sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def request(
@@ -42,15 +26,11 @@ def request(
     )
 
 
-async def collect(chunks: AsyncIterator[EngineChunk]) -> list[EngineChunk]:
-    return [chunk async for chunk in chunks]
-
-
 async def wait_for_load(engine: ScriptedEngine, expected: EngineLoad) -> None:
     """Let queued tasks run until the engine reports ``expected`` (fails after 5 s)."""
-    async with asyncio.timeout(5):
-        while engine.load() != expected:
-            await asyncio.sleep(0)
+    await wait_until(
+        lambda: engine.load() == expected, f"engine load {expected}", timeout_s=5.0, every_s=0
+    )
 
 
 async def test_output_cycles_the_last_message_words_and_ends_with_usage() -> None:
@@ -118,11 +98,11 @@ async def test_bad_requests_fail_before_taking_a_slot(
 
 
 async def test_ttft_and_rate_follow_the_injected_clock() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     engine = ScriptedEngine(ttft_ms=250, tokens_per_s=10, sleep=clock.sleep, clock=clock)
     chunks = await collect(engine.generate(request(max_output_tokens=4)))
     assert clock.sleeps == pytest.approx([0.25, 0.1, 0.1, 0.1])
-    assert clock.now == pytest.approx(1000.55)
+    assert clock() == pytest.approx(1000.55)
     assert chunks[-1].queue_ms == 0.0
     assert engine.load().decode_tokens_per_s == 10.0
 
@@ -132,7 +112,7 @@ async def test_rate_does_not_drift_when_the_consumer_is_slow() -> None:
     engine = ScriptedEngine(tokens_per_s=10, sleep=clock.sleep, clock=clock)
     stream = engine.generate(request(max_output_tokens=3))
     await anext(stream)
-    clock.now += 0.15  # the consumer took longer than one token interval
+    clock.advance(0.15)  # the consumer took longer than one token interval
     await anext(stream)
     await anext(stream)
     assert clock.sleeps == pytest.approx([0.05])
@@ -145,7 +125,7 @@ async def test_requests_beyond_the_slots_wait_in_fifo_order() -> None:
     await anext(first)  # "a" holds the only slot
     waiters = [asyncio.create_task(collect(engine.generate(request(rid)))) for rid in "bc"]
     await wait_for_load(engine, EngineLoad(queue_depth=2, in_flight=1))
-    clock.now += 2.0
+    clock.advance(2.0)
     rest = await collect(first)
     b_chunks, c_chunks = await asyncio.gather(*waiters)
     assert rest[-1].finish_reason == "length"

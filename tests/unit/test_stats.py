@@ -5,23 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from testkit import FakeClock
 
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
 from router.stats import TTFT_WINDOW, BackendStats, CircuitBreaker
 from router.types import CircuitState
-
-
-class FakeClock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
 
 CIRCUIT = CircuitConfig(
     consecutive_failures=3, error_rate=0.5, window=10, min_requests=6, cooldown_s=30.0

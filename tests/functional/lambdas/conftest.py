@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from lambda_events import LambdaContext, free_port
+from testkit import wait_until_sync
 
 
 @dataclass
@@ -63,16 +63,18 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on port {port}")
-            time.sleep(0.1)
+
+    def answering() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"moto_server on port {port} exited with {proc.returncode}")
+        urllib.request.urlopen(url + "/moto-api/", timeout=2).read()
+        return True
+
+    try:
+        wait_until_sync(answering, f"moto_server to answer on {url}", timeout_s=60, every_s=0.1)
+    except BaseException:
+        proc.kill()
+        raise
     yield MotoServer(url, proc)
     proc.terminate()
     try:

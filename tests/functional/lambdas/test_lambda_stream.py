@@ -23,6 +23,7 @@ import pytest
 from hybrid_router.client import make_request
 from lambda_events import free_port, prompt_body
 from rtutil import ms_backend
+from testkit import wait_until
 
 from lambda_edge.runtime import Runtime
 from lambda_edge.settings import Settings
@@ -106,14 +107,6 @@ async def router_text(rt: Runtime, text: str, max_tokens: int) -> str:
     """What the router itself answers for this prompt (buffered, same channel)."""
     req = make_request(prompt=text, max_output_tokens=max_tokens)
     return (await asyncio.to_thread(rt.client.complete, req)).text
-
-
-async def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # --- OpenAI SSE ----------------------------------------------------------------------------
@@ -407,7 +400,9 @@ async def test_client_disconnect_mid_stream_cancels_the_model(model_server, star
         "messages": [{"role": "user", "content": "on and on"}],
     }
     await _leave_after_the_first_bytes(s.url + "/v1/chat/completions", body)
-    await wait_for(lambda: len(engine.cancelled) == 1, "the engine to record the cancel")
+    await wait_until(
+        lambda: len(engine.cancelled) == 1, "the engine to record the cancel", timeout_s=60.0
+    )
     assert engine.cancelled == engine.started
 
 
@@ -431,10 +426,14 @@ async def test_client_disconnect_before_the_first_token_cancels_the_model(
             + f"Content-Length: {len(raw)}\r\n\r\n".encode()
             + raw
         )
-        await wait_for(lambda: engine.started == ["leaver-1"], "the engine to start")
+        await wait_until(
+            lambda: engine.started == ["leaver-1"], "the engine to start", timeout_s=60.0
+        )
     finally:
         sock.close()
-    await wait_for(lambda: engine.cancelled == ["leaver-1"], "the engine to record the cancel")
+    await wait_until(
+        lambda: engine.cancelled == ["leaver-1"], "the engine to record the cancel", timeout_s=60.0
+    )
 
 
 # --- health, routes, the entry point ------------------------------------------------------

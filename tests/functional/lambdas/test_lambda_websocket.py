@@ -25,6 +25,7 @@ from lambda_events import (
     ws_message_event,
 )
 from rtutil import ms_backend
+from testkit import wait_until
 
 from lambda_edge.runtime import Runtime
 from lambda_edge.settings import Settings
@@ -251,11 +252,11 @@ async def test_client_gone_mid_stream_cancels_the_router_stream(
         assert len(gone.posts) == 3 and gone.gone == 1  # no post after the first 410
         assert json.loads(gone.posts[0])["type"] == "decision"
         # The router cancelled the backend call: the engine saw its consumer go away.
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 15
-        while "gone-1" not in engine.cancelled:
-            assert loop.time() < end, "the engine never saw the cancellation"
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: "gone-1" in engine.cancelled,
+            "the engine to see the cancellation",
+            timeout_s=15.0,
+        )
         assert engine.started == ["gone-1"]
     finally:
         gone.close()
