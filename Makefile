@@ -115,17 +115,17 @@ test: system-deps install tools ## install everything, lint, run the whole suite
 demo-check: install ## run the demo with --json and check its report (every scenario, three tiers, no failure)
 	@mkdir -p .bench-out
 	$(VENV)/bin/hybrid-router demo --json $(DEMO_ARGS) > .bench-out/demo-report.json
-	$(PY) -m router.cli.demo_check .bench-out/demo-report.json
+	$(PY) -m hybrid_router_cli.demo.check .bench-out/demo-report.json
 
 # --- development ----------------------------------------------------------------
 
 test-fast: install ## unit tests only (no model, slow or tools tests)
 	$(PYTEST) -m "not model and not slow and not tools" tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff check, ruff format --check, mypy on router/ serving/ greengrass/
+lint: install ## ruff check, ruff format --check, mypy on router/ hybrid_router_cli/ serving/ greengrass/ lambda_edge/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy router serving greengrass lambda_edge
+	$(VENV)/bin/mypy router hybrid_router_cli serving greengrass lambda_edge
 
 format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

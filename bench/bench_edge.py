@@ -123,7 +123,7 @@ def start_router(procs: Procs, edge: dict[str, Any], name: str = "router") -> in
     path = procs.folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = procs.start(
-        name, [PY, "-m", "router.cli.main", "serve", "--config", str(path),
+        name, [PY, "-m", "hybrid_router_cli.main", "serve", "--config", str(path),
                "--log-level", "warning"],
     )  # fmt: skip
     return int(procs.wait_line(out, "READY ").split()[1])
@@ -397,8 +397,9 @@ async def _switch(port: int, s3_url: str, v2: Path, prep_s: float) -> dict[str, 
         t0 = time.monotonic()
         done = await asyncio.to_thread(
             subprocess.run,
-            [PY, "-m", "router.cli.main", "models", "publish", str(v2), "--name", "gemma3-270m",
-             "--version", "v2", "--context-window", "1024", "--model-family", "gemma3",
+            [PY, "-m", "hybrid_router_cli.main", "models", "publish", str(v2),
+             "--name", "gemma3-270m", "--version", "v2", "--context-window", "1024",
+             "--model-family", "gemma3",
              "--bucket", "bench-models", "--endpoint-url", s3_url, "--region", "us-east-1"],
             capture_output=True, text=True, check=False, cwd=REPO,
         )  # fmt: skip

@@ -410,7 +410,7 @@ def router_variant_main(argv: Sequence[str]) -> int:
         import uvloop
 
         uvloop.install()
-    from router.cli.main import main
+    from hybrid_router_cli.main import main
 
     level = "warning" if "log-warning" in args.patch else "info"
     return main(["serve", "--config", args.config, "--log-level", level])
@@ -729,7 +729,7 @@ class Bench:
                 argv += [f"--channel-option={o}" for o in a.router_channel_option]
         else:
             exe = shutil.which("hybrid-router", path=str(Path(sys.executable).parent))
-            argv = ([exe] if exe else [sys.executable, "-m", "router.cli.main"]) + [
+            argv = ([exe] if exe else [sys.executable, "-m", "hybrid_router_cli.main"]) + [
                 "serve",
                 "--config",
                 str(cfg),

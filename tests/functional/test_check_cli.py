@@ -20,8 +20,8 @@ from httpwire import Recorded, WireHTTPServer, send_whole
 from rtutil import ms_backend
 from secutil import make_keys, make_pki
 
-from router.cli.check import FAIL, OK, WARN, Checker
-from router.cli.main import main
+from hybrid_router_cli.commands.check import FAIL, OK, WARN, Checker
+from hybrid_router_cli.main import main
 from router.config import parse_config
 from serving.engines.scripted import ScriptedEngine
 

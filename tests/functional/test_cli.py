@@ -26,7 +26,7 @@ from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import ms_backend
 
-from router.cli.main import build_parser, main
+from hybrid_router_cli.main import build_parser, main
 from serving.engines.scripted import ScriptedEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,9 +192,9 @@ def test_request_options_map_onto_the_contract():
             "Hello there",
         ]
     )  # fmt: skip
-    from router.cli.main import _request_options
+    from hybrid_router_cli.options import request_options
 
-    req = build_request(_request_options(args))
+    req = build_request(request_options(args))
     assert [(m.role, m.content) for m in req.messages] == [
         (tpb.ROLE_SYSTEM, "Be brief."),
         (tpb.ROLE_USER, "Hello there"),

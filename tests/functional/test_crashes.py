@@ -1,9 +1,9 @@
 """A crashed model server says so (issue 11, item 3).
 
-- The demo's child watcher (``router.cli.processes``): a real model server started the way
-  ``hybrid-router demo`` starts it, killed with SIGSEGV / SIGKILL or exiting by itself, is
-  reported at once with its name, pid, signal or exit status and log; a child stopped on
-  purpose is not.
+- The demo's child watcher (``hybrid_router_cli.demo.processes``): a real model server
+  started the way ``hybrid-router demo`` starts it, killed with SIGSEGV / SIGKILL or exiting
+  by itself, is reported at once with its name, pid, signal or exit status and log; a child
+  stopped on purpose is not.
 - The router: a backend whose process was killed shows the failure in ``ListBackends``
   (``last_error``, ``last_error_unix_ms``) and in ``hybrid-router backends``.
 - The whole demo with the real model (``model``, ``slow``): a model server killed with
@@ -29,8 +29,7 @@ import pytest
 from hybrid_router.v1 import router_pb2 as rpb
 from rtutil import collect, ms_backend, stub_for, user_request
 
-from router.cli.main import main
-from router.cli.processes import (
+from hybrid_router_cli.demo.processes import (
     Child,
     ChildDied,
     Death,
@@ -38,6 +37,7 @@ from router.cli.processes import (
     ray_actor_death,
     signal_in_log,
 )
+from hybrid_router_cli.main import main
 from serving.engines.scripted import ScriptedEngine
 
 REPO = Path(__file__).resolve().parents[2]

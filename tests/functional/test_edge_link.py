@@ -96,7 +96,7 @@ async def test_two_devices_at_two_sites_with_site_and_device_affinity(
     # The fleet table, as an operator gets it.
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "router.cli.main", "devices", "--address",
+        [sys.executable, "-m", "hybrid_router_cli.main", "devices", "--address",
          f"127.0.0.1:{router.port}", "--json"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip
@@ -108,7 +108,7 @@ async def test_two_devices_at_two_sites_with_site_and_device_affinity(
     assert fleet["dev-south"]["last_seen_unix_ms"] and fleet["dev-south"]["agent_version"]
     table = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "router.cli.main", "devices", "--address",
+        [sys.executable, "-m", "hybrid_router_cli.main", "devices", "--address",
          f"127.0.0.1:{router.port}"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},

@@ -26,7 +26,7 @@ from awsenv import aws_env, moto_server  # noqa: F401 - fixtures
 from edgeutil import edge_config, wait_for_device
 from rtutil import collect, stub_for, user_request
 
-from router.cli.main import main as cli
+from hybrid_router_cli.main import main as cli
 
 # Fixtures from edgeutil (pytest finds them in this module's namespace).
 edge_router = edgeutil.edge_router

@@ -40,7 +40,7 @@ from testkit import wait_until
 
 from greengrass.backoff import Backoff
 from greengrass.ipc import SOCKET_ENV, TOKEN_ENV, GreengrassIpc, NoIpc, connect
-from router.cli.main import main as cli
+from hybrid_router_cli.main import main as cli
 
 edge_router = edgeutil.edge_router
 start_agent = edgeutil.start_agent

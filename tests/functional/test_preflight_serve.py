@@ -20,9 +20,9 @@ import pytest
 import yaml
 from rtutil import ms_backend
 
+from hybrid_router_cli.commands.check import Row
 from hybrid_router_cli.main import main
 from router import preflight
-from router.cli.check import Row
 from router.preflight import WARN
 
 CLI = shutil.which("hybrid-router", path=str(Path(sys.executable).parent)) or ""

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rtutil import ms_backend
 
-from router.cli.main import main
+from hybrid_router_cli.main import main
 from serving.engines.scripted import ScriptedEngine
 
 HOSTED_SOURCE = "price page 2026-11-28"

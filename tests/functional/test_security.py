@@ -143,7 +143,7 @@ async def test_health_answers_without_a_key(launch, backends, keys, tmp_path, ch
 async def test_a_key_revoked_in_the_file_stops_working_at_the_next_refresh(
     launch, backends, tmp_path, channel_to
 ):
-    from router.cli.main import main
+    from hybrid_router_cli.main import main
 
     path = tmp_path / "keys.yaml"
     keys = make_keys(path, ["open"])
@@ -262,7 +262,7 @@ async def test_serve_refuses_a_public_address_without_keys(tmp_path, backends):
     path.write_text(yaml.safe_dump({"server": {"address": "0.0.0.0:0"}, "backends": backends}))
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", "serve", "--config", str(path),
+        sys.executable, "-m", "hybrid_router_cli.main", "serve", "--config", str(path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -1,4 +1,4 @@
-"""``router.cli.demo_check``: what CI asserts about the demo's --json report."""
+"""``hybrid_router_cli.demo.check``: what CI asserts about the demo's --json report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from router.cli import demo_check
+from hybrid_router_cli.demo import check as demo_check
 
 
 def _answer(key: str, tier: str, expected: tuple[str, ...] = ()) -> dict:
@@ -76,7 +76,7 @@ def test_the_command_line_exit_codes(tmp_path):
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
     good.write_text(json.dumps(GOOD))
     bad.write_text("{not json")
-    run = [sys.executable, "-m", "router.cli.demo_check"]
+    run = [sys.executable, "-m", "hybrid_router_cli.demo.check"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith("demo report: ok (4 requests")
     broken = subprocess.run([*run, str(bad)], capture_output=True, text=True)

@@ -30,25 +30,29 @@ class Rule:
 RULES = (
     Rule(
         "proto/hybrid_router",
-        ("router", "serving", "greengrass", "lambda_edge"),
+        ("router", "serving", "greengrass", "lambda_edge", "hybrid_router_cli"),
         "the contract and shared client ship with every deployable",
     ),
-    Rule("serving", ("router", "greengrass", "lambda_edge"), "model servers never import the router"),
+    Rule(
+        "serving",
+        ("router", "greengrass", "lambda_edge", "hybrid_router_cli"),
+        "model servers never import the router",
+    ),
     Rule(
         "greengrass",
-        ("router", "lambda_edge", "serving.model_server", "serving.ray_app"),
+        ("router", "lambda_edge", "serving.model_server", "serving.ray_app", "hybrid_router_cli"),
         "the edge agent ships only its own code, the engines and the contract",
     ),
     Rule(
         "lambda_edge",
-        ("router", "serving", "greengrass"),
+        ("router", "serving", "greengrass", "hybrid_router_cli"),
         "the Lambda layer holds only the contract, the client and the handlers",
     ),
     Rule(
         "router",
-        ("serving", "greengrass", "lambda_edge"),
-        "the router image installs neither model servers nor the edge agent",
-        except_in=("router/cli",),
+        ("serving", "greengrass", "lambda_edge", "hybrid_router_cli", "rich", "argparse"),
+        "the router image holds the service only: no model servers, no edge agent, and not "
+        "the command line (hybrid_router_cli: argparse, rich)",
     ),
     Rule(
         "router/policy",

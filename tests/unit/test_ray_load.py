@@ -177,7 +177,7 @@ def test_model_args_name_bad_fields() -> None:
 
 
 def test_demo_ray_variant_is_a_valid_router_config_and_app() -> None:
-    from router.cli import demo_config as dc
+    from hybrid_router_cli.demo import config as dc
     from serving.ray_app.local import build_parser, model_args_from
 
     ports = {s.name: 1000 + i for i, s in enumerate(dc.stand_ins(ray=True))}

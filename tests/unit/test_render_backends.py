@@ -7,7 +7,7 @@ import io
 from hybrid_router.v1 import router_pb2 as rpb
 from rich.console import Console
 
-from router.cli import render
+from hybrid_router_cli import render
 
 NOW_MS = 1_800_000_000_000
 

@@ -1,5 +1,6 @@
 """The CLI's connection options -> ``hybrid_router.client``, and a failed call -> one line
-with the fix. Nothing here prints; ``router.cli.main`` and ``router.cli.demo`` do.
+with the fix. Nothing here prints; the commands and the demo do (the options themselves:
+``hybrid_router_cli.options.add_connection_options``).
 
 ``client_setup(args)`` checks the options before any I/O (a bad address or an unreadable
 PEM file is a usage error, exit 2) and returns the address and the call metadata (the
@@ -26,7 +27,7 @@ from hybrid_router.client import (
 )
 from hybrid_router.client.channel import AUTH_METADATA, call_metadata
 
-from router.cli.errors import CliError
+from hybrid_router_cli.errors import EXIT_USAGE, CliError
 
 #: Default router address when neither --address nor the environment gives one.
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -41,7 +42,7 @@ def flag(option: str) -> str:
 
 
 def usage_error(exc: OptionError) -> CliError:
-    return CliError(f"{flag(exc.option)}: {exc.problem}", exit_code=2)
+    return CliError(f"{flag(exc.option)}: {exc.problem}", exit_code=EXIT_USAGE)
 
 
 def resolve_address(explicit: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -52,7 +53,8 @@ def resolve_address(explicit: str | None, environ: Mapping[str, str] | None = No
         return parse_target(address)
     except OptionError:
         raise CliError(
-            f"--address must be HOST:PORT (e.g. 127.0.0.1:50051), got {address!r}", exit_code=2
+            f"--address must be HOST:PORT (e.g. 127.0.0.1:50051), got {address!r}",
+            exit_code=EXIT_USAGE,
         ) from None
 
 
@@ -62,7 +64,7 @@ def parse_metadata(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CliError(f"--metadata must be KEY=VALUE, got {item!r}", exit_code=2)
+            raise CliError(f"--metadata must be KEY=VALUE, got {item!r}", exit_code=EXIT_USAGE)
         out.append((key.strip().lower(), value))
     return tuple(out)
 

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from hybrid_router.client import RouterCallError
 from hybrid_router.env import ENV_CONFIG
 
-from router.cli.errors import CliError
+from hybrid_router_cli import render
+from hybrid_router_cli.connect import call_failed, client_setup, open_client
+from hybrid_router_cli.errors import EXIT_USAGE, CliError
+from hybrid_router_cli.options import add_connection_options
+from hybrid_router_cli.registry import Command
 
 if TYPE_CHECKING:
     from router.config import BackendConfig
@@ -100,7 +104,7 @@ def rows_from_config(path: str | None, environ: Mapping[str, str] | None = None)
     try:
         config = load_config(path, environ=environ)
     except ConfigError as exc:
-        raise CliError(exc.message, exit_code=2) from None
+        raise CliError(exc.message, exit_code=EXIT_USAGE) from None
     return rows_for(config.backends)
 
 
@@ -129,8 +133,6 @@ def rows_for(backends: Iterable[BackendConfig]) -> list[PriceRow]:
 
 
 def rows_from_listing(resp: Any) -> list[PriceRow]:
-    from router.cli import render
-
     rows = []
     for b in resp.backends:
         p = b.prices
@@ -153,34 +155,17 @@ def rows_from_listing(resp: Any) -> list[PriceRow]:
     return rows
 
 
-def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
-    """The ``prices`` subcommand; main.py adds the connection options and the handler."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "prices",
-        help="the price table used for cost, with sources",
-        description=(
-            "Show each backend's prices on one scale (USD per million input and output "
-            "tokens, as the policy charges them) with their source, from a config file or a "
-            "running router. No default prices are shipped: unpriced backends cost 0."
-        ),
-        epilog=_EXAMPLES,
-        formatter_class=formatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         metavar="PATH",
         help=f"read router.yaml (default when no --address: ${ENV_CONFIG_PATH})",
     )
-    return p
+    add_connection_options(p)
 
 
-def run(
-    args: argparse.Namespace,
-    client_setup: Callable[[argparse.Namespace], tuple[str, tuple[tuple[str, str], ...]]],
-    environ: Mapping[str, str] | None = None,
-) -> int:
-    """Handler: ``client_setup`` is main's (address, metadata and TLS from the options);
-    ``environ`` (default ``os.environ``, read now) may name the config file."""
+def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+    """``environ`` (default ``os.environ``, read now) may name the config file."""
     env = os.environ if environ is None else environ
     if args.config or (not args.address and env.get(ENV_CONFIG_PATH)):
         where = f"config {args.config or env[ENV_CONFIG_PATH]}"
@@ -190,17 +175,13 @@ def run(
         where = f"router {address}"
         rows = rows_from_listing(asyncio.run(_listing(address, metadata, args)))
     if args.json:
-        print(json.dumps({"from": where, "backends": [r.to_dict() for r in rows]}, indent=2))
+        print(render.to_json({"from": where, "backends": [r.to_dict() for r in rows]}))
         return 0
-    _print_table(rows, where)
+    render.make_console().print(render.prices_view(rows, where=where))
     return 0
 
 
 async def _listing(address: str, metadata: tuple[tuple[str, str], ...], args: Any) -> Any:
-    from hybrid_router.client import RouterCallError
-
-    from router.cli.connect import call_failed, open_client
-
     async with open_client(args, metadata) as client:
         try:
             return await client.list_backends()
@@ -208,53 +189,15 @@ async def _listing(address: str, metadata: tuple[tuple[str, str], ...], args: An
             raise call_failed(exc, address) from None
 
 
-def _usd(value: float) -> str:
-    return "-" if value == 0 else f"${value:,.4g}"
-
-
-def _print_table(rows: list[PriceRow], where: str) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from router.cli import render
-
-    table = Table(title=f"prices ({where})", title_justify="left")
-    for col, justify in (
-        ("backend", "left"),
-        ("tier", "left"),
-        ("kind", "left"),
-        ("model", "left"),
-        ("$/1M in", "right"),
-        ("$/1M out", "right"),
-        ("basis", "left"),
-        ("source", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    unpriced = []
-    for r in rows:
-        cost_in, cost_out = r.effective
-        if not r.priced:
-            unpriced.append(r.name)
-        table.add_row(
-            r.name,
-            r.tier,
-            r.kind,
-            r.model,
-            _usd(cost_in),
-            _usd(cost_out),
-            r.basis(),
-            r.source or Text("none given", style="yellow"),
-        )
-    console = render.make_console()
-    console.print(table)
-    if not rows:
-        console.print("no backends")
-    if unpriced:
-        console.print(
-            Text(
-                f"no price for {', '.join(unpriced)}: cost counts as 0, so the cheapest "
-                "objective favours it.\nSet cost.* and cost.source in router.yaml "
-                "(hybrid-router ships no default prices).",
-                style="yellow",
-            )
-        )
+COMMAND = Command(
+    name="prices",
+    help="the price table used for cost, with sources",
+    description=(
+        "Show each backend's prices on one scale (USD per million input and output "
+        "tokens, as the policy charges them) with their source, from a config file or a "
+        "running router. No default prices are shipped: unpriced backends cost 0."
+    ),
+    epilog=_EXAMPLES,
+    add_arguments=add_arguments,
+    run=run,
+)

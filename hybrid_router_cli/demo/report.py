@@ -1,6 +1,7 @@
 """What the demo shows: per-request outcomes, the tables, the JSON report's pieces.
 
-Pure functions of outcomes and the demo's configuration; ``router.cli.demo`` prints them.
+Pure functions of outcomes and the demo's configuration; ``hybrid_router_cli.demo.run``
+prints them (the shared pieces: ``hybrid_router_cli.render``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from hybrid_router.v1 import router_pb2
 from rich.table import Table
 from rich.text import Text
 
-from router.cli import demo_config as dc
-from router.cli import render
+from hybrid_router_cli import render
+from hybrid_router_cli.demo import config as dc
 
 
 @dataclass(slots=True)
@@ -154,7 +155,7 @@ def stand_ins_table(stand_ins: tuple[dc.StandIn, ...] = dc.STAND_INS) -> Table:
         b = by_name[s.name]
         table.add_row(
             Text(s.name, style="bold"),
-            Text(s.tier, style={"hosted": "magenta", "gpu": "cyan", "edge": "green"}[s.tier]),
+            render.tier_text(s.tier),
             s.label.removeprefix("stand-in: "),
             str(s.context_window),
             ", ".join(b["data_classes"]),

@@ -13,7 +13,6 @@ Secrets Manager secret; created on the first ``create``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -24,7 +23,9 @@ from typing import Any
 
 from hybrid_router.env import ENV_KEYS_FILE as ENV_KEYS_FILE  # --file's default
 
-from router.cli.errors import CliError
+from hybrid_router_cli import render
+from hybrid_router_cli.errors import EXIT_USAGE, CliError
+from hybrid_router_cli.registry import Command
 from router.errors import ConfigError
 from router.security.keys import KeyRecord, hash_key, is_key_id, new_key
 
@@ -131,13 +132,13 @@ class _SecretStore:
 def _store(args: argparse.Namespace, environ: Mapping[str, str]) -> _FileStore | _SecretStore:
     if args.secret_id:
         if args.file:
-            raise CliError("give --file or --secret-id, not both", exit_code=2)
+            raise CliError("give --file or --secret-id, not both", exit_code=EXIT_USAGE)
         return _SecretStore(args.secret_id, args.region or "", args.endpoint_url or "")
     path = args.file or environ.get(ENV_KEYS_FILE)
     if not path:
         raise CliError(
             f"no keys store: pass --file PATH (or set {ENV_KEYS_FILE}) or --secret-id ID",
-            exit_code=2,
+            exit_code=EXIT_USAGE,
         )
     return _FileStore(Path(path))
 
@@ -155,7 +156,7 @@ def _create(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         raise CliError(
             f"--tenant must be 1-64 characters from letters, digits and . _ - "
             f"(starting with a letter or digit), got {tenant!r}",
-            exit_code=2,
+            exit_code=EXIT_USAGE,
         )
     store = _store(args, environ)
     records = store.read()
@@ -167,7 +168,8 @@ def _create(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     store.write([*records, record])
     if args.json:
-        print(json.dumps({"id": key_id, "tenant": tenant, "key": key, "created": record.created}))
+        data = {"id": key_id, "tenant": tenant, "key": key, "created": record.created}
+        print(render.to_json(data, indent=None))
     else:
         print(key)
     print(
@@ -183,21 +185,12 @@ def _list(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     records = store.read()
     if args.json:
         fields = ("id", "tenant", "name", "created", "revoked")
-        rows = [{f: getattr(r, f) for f in fields} for r in records]
-        print(json.dumps(rows, indent=2))
+        print(render.to_json([{f: getattr(r, f) for f in fields} for r in records]))
         return 0
     if not records:
         print(f"no keys in {store.where}", file=sys.stderr)
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"API keys in {store.where}", title_justify="left")
-    for col in ("id", "tenant", "name", "created", "revoked"):
-        table.add_column(col)
-    for r in records:
-        table.add_row(r.id, r.tenant, r.name, r.created, "revoked" if r.revoked else "")
-    Console().print(table)
+    render.make_console().print(render.keys_table(records, where=store.where))
     return 0
 
 
@@ -205,10 +198,13 @@ def _revoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     key_id = args.key_id
     if key_id.startswith("hr_"):
         raise CliError(
-            "give the key's id (the 12 hex digits after hr_), not the key itself", exit_code=2
+            "give the key's id (the 12 hex digits after hr_), not the key itself",
+            exit_code=EXIT_USAGE,
         )
     if not is_key_id(key_id):
-        raise CliError(f"a key id is 12 hex digits (see `keys list`), got {key_id!r}", exit_code=2)
+        raise CliError(
+            f"a key id is 12 hex digits (see `keys list`), got {key_id!r}", exit_code=EXIT_USAGE
+        )
     store = _store(args, environ)
     records = store.read()
     match = [r for r in records if r.id == key_id]
@@ -226,14 +222,18 @@ def _revoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
-def _run(fn: Callable[[argparse.Namespace, Mapping[str, str]], int]) -> Callable[..., int]:
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return fn(args, os.environ)
-        except ConfigError as exc:
-            raise CliError(exc.message) from None
+_ACTIONS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
+    "create": _create,
+    "list": _list,
+    "revoke": _revoke,
+}
 
-    return handler
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _ACTIONS[args.keys_command](args, os.environ)
+    except ConfigError as exc:
+        raise CliError(exc.message) from None
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -248,26 +248,28 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def add_parser(sub: Any, formatter_class: type[argparse.HelpFormatter]) -> None:
-    """Register ``keys`` on the ``hybrid-router`` subparsers."""
-    p = sub.add_parser(
-        "keys",
-        help="create, list and revoke API keys",
-        description="Manage the router's API keys. Stores hold hashes only; see docs/security.md.",
-        epilog=_EXAMPLES,
-        formatter_class=formatter_class,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    c = ks.add_parser("create", help="create a key (printed once)", epilog=_EXAMPLES,
-                      formatter_class=formatter_class)  # fmt: skip
+    c = ks.add_parser(
+        "create",
+        help="create a key (printed once)",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("--tenant", required=True, help="tenant the key belongs to (auth.tenants)")
     c.add_argument("--name", default="", help="a label, e.g. who holds the key")
     _store_options(c)
-    c.set_defaults(handler=_run(_create))
-    ls = ks.add_parser("list", help="list keys (ids, tenants, dates; never secrets)")
-    _store_options(ls)
-    ls.set_defaults(handler=_run(_list))
+    _store_options(ks.add_parser("list", help="list keys (ids, tenants, dates; never secrets)"))
     r = ks.add_parser("revoke", help="revoke a key by id")
     r.add_argument("key_id", metavar="KEY_ID", help="the key's id (12 hex digits)")
     _store_options(r)
-    r.set_defaults(handler=_run(_revoke))
+
+
+COMMAND = Command(
+    name="keys",
+    help="create, list and revoke API keys",
+    description="Manage the router's API keys. Stores hold hashes only; see docs/security.md.",
+    epilog=_EXAMPLES,
+    add_arguments=add_arguments,
+    run=run,
+)

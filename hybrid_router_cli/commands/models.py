@@ -17,23 +17,18 @@ import argparse
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from greengrass.manifest import (
-    Manifest,
-    ManifestError,
-    check_segment,
-    desired_key,
-    manifest_key,
-    parse_manifest,
-    version_prefix,
-)
-from router.cli.errors import CliError
+from hybrid_router_cli import render
+from hybrid_router_cli.connect import client_setup
+from hybrid_router_cli.errors import EXIT_USAGE, CliError
+from hybrid_router_cli.options import add_connection_options
+from hybrid_router_cli.registry import Command
 
-ClientSetup = Callable[[argparse.Namespace], tuple[str, tuple[tuple[str, str], ...]]]
+if TYPE_CHECKING:
+    from greengrass.manifest import Manifest
 
 _EXAMPLES = """\
 examples:
@@ -55,24 +50,7 @@ def _store_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--endpoint-url", default="", help="S3 endpoint override")
 
 
-def add_parser(
-    sub: Any,
-    formatter: type[argparse.HelpFormatter],
-    add_connection_options: Callable[[argparse.ArgumentParser], None],
-    client_setup: ClientSetup,
-) -> None:
-    p = sub.add_parser(
-        "models",
-        help="publish edge models to S3 and see which devices run which version",
-        description=(
-            "Edge models in the S3 model store: publish uploads a model file and writes its "
-            "manifest (and by default makes it the fleet's desired version); set-desired "
-            "points the fleet at a published version; status shows which devices run which "
-            "version."
-        ),
-        epilog=_EXAMPLES,
-        formatter_class=formatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     msub = p.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
 
     pub = msub.add_parser("publish", help="upload a model file and write its manifest")
@@ -91,19 +69,21 @@ def add_parser(
     pub.add_argument("--force", action="store_true", help="overwrite an existing version")
     pub.add_argument("--json", action="store_true", help="print the manifest as JSON")
     _store_options(pub, required=True)
-    pub.set_defaults(handler=_cmd_publish)
 
     des = msub.add_parser("set-desired", help="point the fleet at a published version")
     des.add_argument("--name", required=True)
     des.add_argument("--version", required=True)
     des.add_argument("--json", action="store_true")
     _store_options(des, required=True)
-    des.set_defaults(handler=_cmd_set_desired)
 
     st = msub.add_parser("status", help="which devices run which version")
     _store_options(st, required=False)
     add_connection_options(st)
-    st.set_defaults(handler=lambda a: _cmd_status(a, client_setup))
+
+
+def run(args: argparse.Namespace) -> int:
+    action = {"publish": _cmd_publish, "set-desired": _cmd_set_desired, "status": _cmd_status}
+    return action[args.models_command](args)
 
 
 # --- S3 -------------------------------------------------------------------------------------
@@ -154,23 +134,33 @@ def _hash(path: Path) -> tuple[str, int]:
 
 
 def _segments(args: argparse.Namespace) -> None:
+    from greengrass.manifest import ManifestError, check_segment
+
     try:
         check_segment(args.name, "--name")
         check_segment(args.version, "--version")
     except ManifestError as exc:
-        raise CliError(str(exc), exit_code=2) from None
+        raise CliError(str(exc), exit_code=EXIT_USAGE) from None
 
 
 def publish(args: argparse.Namespace) -> Manifest:
+    from greengrass.manifest import (
+        Manifest,
+        ManifestError,
+        manifest_key,
+        parse_manifest,
+        version_prefix,
+    )
+
     _segments(args)
     path = Path(args.file)
     if not path.is_file():
-        raise CliError(f"{args.file}: no such file", exit_code=2)
+        raise CliError(f"{args.file}: no such file", exit_code=EXIT_USAGE)
     if args.context_window < 16:
-        raise CliError("--context-window: must be >= 16", exit_code=2)
+        raise CliError("--context-window: must be >= 16", exit_code=EXIT_USAGE)
     sha, size = _hash(path)
     if size == 0:
-        raise CliError(f"{args.file}: empty file", exit_code=2)
+        raise CliError(f"{args.file}: empty file", exit_code=EXIT_USAGE)
     key = version_prefix(args.prefix, args.name, args.version) + path.name
     manifest = Manifest(
         name=args.name,
@@ -187,7 +177,7 @@ def publish(args: argparse.Namespace) -> Manifest:
     try:
         parse_manifest(manifest.to_json())
     except ManifestError as exc:
-        raise CliError(str(exc), exit_code=2) from None
+        raise CliError(str(exc), exit_code=EXIT_USAGE) from None
     s3 = _s3(args)
     mkey = manifest_key(args.prefix, args.name, args.version)
     try:
@@ -213,6 +203,8 @@ def publish(args: argparse.Namespace) -> Manifest:
 
 
 def _put_desired(s3: Any, bucket: str, prefix: str, name: str, version: str) -> None:
+    from greengrass.manifest import desired_key
+
     body = {"version": version, "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
     s3.put_object(
         Bucket=bucket,
@@ -237,6 +229,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_set_desired(args: argparse.Namespace) -> int:
+    from greengrass.manifest import manifest_key
+
     _segments(args)
     s3 = _s3(args)
     mkey = manifest_key(args.prefix, args.name, args.version)
@@ -249,7 +243,7 @@ def _cmd_set_desired(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise _aws_error(exc, f"s3://{args.bucket}") from None
     if args.json:
-        print(json.dumps({"name": args.name, "desired": args.version}))
+        print(render.to_json({"name": args.name, "desired": args.version}, indent=None))
     else:
         print(f"desired version of {args.name} is now {args.version}")
     return 0
@@ -257,6 +251,8 @@ def _cmd_set_desired(args: argparse.Namespace) -> int:
 
 def store_listing(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """{model: {"versions": [...], "desired": v}} from the bucket."""
+    from greengrass.manifest import desired_key
+
     s3 = _s3(args)
     base = args.prefix.strip("/") + "/" if args.prefix.strip("/") else ""
     out: dict[str, dict[str, Any]] = {}
@@ -280,8 +276,8 @@ def store_listing(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _cmd_status(args: argparse.Namespace, client_setup: ClientSetup) -> int:
-    from router.cli.devices import list_devices
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hybrid_router_cli.commands.devices import list_devices
 
     address, metadata = client_setup(args)
     resp = asyncio.run(list_devices(address, metadata, args))
@@ -293,42 +289,35 @@ def _cmd_status(args: argparse.Namespace, client_setup: ClientSetup) -> int:
     for name, info in store.items():
         for v in info["versions"]:
             rows.setdefault((name, v), [])
+    models = [
+        {
+            "name": n,
+            "version": v,
+            "devices": [d for d, _ in devs],
+            "online": sum(1 for _, on in devs if on),
+            "published": v in store.get(n, {}).get("versions", ()),
+            "desired": store.get(n, {}).get("desired", "") == v,
+        }
+        for (n, v), devs in sorted(rows.items())
+    ]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "router_id": resp.router_id,
-                    "models": [
-                        {
-                            "name": n,
-                            "version": v,
-                            "devices": [d for d, _ in devs],
-                            "online": sum(1 for _, on in devs if on),
-                            "published": v in store.get(n, {}).get("versions", ()),
-                            "desired": store.get(n, {}).get("desired", "") == v,
-                        }
-                        for (n, v), devs in sorted(rows.items())
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(render.to_json({"router_id": resp.router_id, "models": models}))
         return 0
-    from rich.table import Table
-
-    from router.cli.render import make_console
-
-    table = Table(title=f"model versions on the fleet ({address})")
-    for col in ("model", "version", "devices", "online", "published", "desired"):
-        table.add_column(col)
-    for (n, v), devs in sorted(rows.items()):
-        table.add_row(
-            n,
-            v,
-            ", ".join(sorted(d for d, _ in devs)) or "-",
-            str(sum(1 for _, on in devs if on)),
-            ("yes" if v in store.get(n, {}).get("versions", ()) else "no") if store else "?",
-            ("yes" if store.get(n, {}).get("desired") == v else "") if store else "?",
-        )
-    make_console().print(table)
+    table = render.model_versions_table(models, address=address, store_read=bool(store))
+    render.make_console().print(table)
     return 0
+
+
+COMMAND = Command(
+    name="models",
+    help="publish edge models to S3 and see which devices run which version",
+    description=(
+        "Edge models in the S3 model store: publish uploads a model file and writes its "
+        "manifest (and by default makes it the fleet's desired version); set-desired "
+        "points the fleet at a published version; status shows which devices run which "
+        "version."
+    ),
+    epilog=_EXAMPLES,
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -1,7 +1,7 @@
 """``hybrid-router demo``: the embedded default, end to end on this machine.
 
 1. Starts three local model servers, each a separate process serving the real Gemma 3
-   270M model through llama.cpp, each posing as one tier (``demo_config.STAND_INS``);
+   270M model through llama.cpp, each posing as one tier (``config.STAND_INS``);
    with ``--ray`` the GPU tier is the real Ray Serve app (``serving.ray_app``) in a
    local Ray instance.
 2. Starts the router in this process (``router.server.app.create_server``) on loopback.
@@ -48,12 +48,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from router.cli import demo_config as dc
-from router.cli import demo_report as report
-from router.cli import render
-from router.cli.connect import error_line
-from router.cli.demo_report import Outcome
-from router.cli.processes import (
+from hybrid_router_cli import render
+from hybrid_router_cli.connect import error_line
+from hybrid_router_cli.demo import config as dc
+from hybrid_router_cli.demo import report
+from hybrid_router_cli.demo.processes import (
     Child,
     ChildDied,
     ChildFailed,
@@ -62,6 +61,7 @@ from router.cli.processes import (
     free_port,
     ray_actor_death,
 )
+from hybrid_router_cli.demo.report import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Check a ``hybrid-router demo --json`` report: what CI asserts about the main job.
 
-    python -m router.cli.demo_check .bench-out/demo-report.json     # make demo-check
+    python -m hybrid_router_cli.demo.check .bench-out/demo-report.json     # make demo-check
 
 The demo passes when it ended without an error, every scenario went where the README and
 docs/demo.md say it goes (each outcome's own ``expected_tiers``), no request failed, and
@@ -58,10 +58,10 @@ def problems(report: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m router.cli.demo_check",
+        prog="python -m hybrid_router_cli.demo.check",
         description="Check a `hybrid-router demo --json` report (exit 0 when it passes).",
         epilog="example: hybrid-router demo --json > report.json && "
-        "python -m router.cli.demo_check report.json",
+        "python -m hybrid_router_cli.demo.check report.json",
     )
     parser.add_argument("report", help="the JSON report file, or - for standard input")
     args = parser.parse_args(argv)

@@ -1,7 +1,9 @@
-"""Rendering of the contract's messages for people (rich) and for scripts (JSON).
+"""Every table and every JSON document the CLI prints: for people (rich) and for scripts.
 
-Pure functions from protobuf messages to rich renderables or JSON text; nothing here
-performs I/O except :func:`make_console`.
+Pure functions from protobuf messages and the commands' records to rich renderables or
+JSON text; nothing here performs I/O except :func:`make_console` and :func:`live`. rich
+is imported only by the functions that build tables (the ``cli`` extra installs it), so
+the names, numbers and JSON work in the router image too.
 """
 
 from __future__ import annotations
@@ -9,24 +11,32 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from hybrid_router.client import CIRCUIT_STATES, DATA_CLASSES, FINISH_REASONS, OBJECTIVES, TIERS
-from hybrid_router.v1 import router_pb2
-from rich import box
-from rich.console import Console, ConsoleOptions, RenderableType
-from rich.table import Table
-from rich.text import Text
+from hybrid_router.v1 import edge_link_pb2, router_pb2
 
-_TIER_STYLE = {"hosted": "magenta", "gpu": "cyan", "edge": "green"}
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, Group, RenderableType
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+
+    from hybrid_router_cli.commands.check import Row as CheckRow
+    from hybrid_router_cli.commands.prices import PriceRow
+    from router.security.keys import KeyRecord
+
+TIER_STYLE = {"hosted": "magenta", "gpu": "cyan", "edge": "green"}
 
 
 def make_console(*, stderr: bool = False) -> Console:
     """A console that stays readable when piped: 140 columns unless a terminal (or
     $COLUMNS) says otherwise, no colour codes outside a terminal."""
+    from rich.console import Console
+
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 140
@@ -94,15 +104,27 @@ def fmt_usd(usd: float) -> str:
     return "<$0.000001"
 
 
-def _tier_text(tier: int) -> Text:
-    name = tier_name(tier)
-    return Text(name, style=_TIER_STYLE.get(name, ""))
+def live(console: Console, renderable: RenderableType) -> Live:
+    """A display that :meth:`~rich.live.Live.update` redraws in place (``backends --watch``)."""
+    from rich.live import Live
+
+    return Live(renderable, console=console, auto_refresh=False)
+
+
+def tier_text(tier: int | str) -> Text:
+    """The tier's name in its colour (edge green, gpu cyan, hosted magenta)."""
+    from rich.text import Text
+
+    name = tier if isinstance(tier, str) else tier_name(tier)
+    return Text(name, style=TIER_STYLE.get(name, ""))
 
 
 # --- Decision ---------------------------------------------------------------------
 
 
 def _verdict(c: router_pb2.CandidateReport) -> Text:
+    from rich.text import Text
+
     if not c.accepted:
         return Text(f"✘ {c.rejected_by or 'rejected'}", style="red")
     if c.rank == 1:
@@ -146,6 +168,10 @@ class DecisionTable:
             yield notes
 
     def table(self, *, compact: bool) -> Table:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
         d = self.decision
         reasons = not compact and any(c.reason for c in d.candidates)
         table = Table(
@@ -186,7 +212,7 @@ class DecisionTable:
             verdict = Text("✘ rejected", "red") if compact and not c.accepted else _verdict(c)
             row: list[Text | str] = [
                 Text(c.backend, style="bold" if c.rank == 1 else ""),
-                _tier_text(c.tier),
+                tier_text(c.tier),
                 verdict,
                 *cells,
                 budget,
@@ -198,6 +224,8 @@ class DecisionTable:
 
     def notes(self) -> Text:
         """What the compact table leaves out: prompt tokens, queue waits, reasons."""
+        from rich.text import Text
+
         d = self.decision
         text = Text()
         counts = sorted(
@@ -245,10 +273,12 @@ def _decision_caption(decision: router_pb2.Decision) -> str:
 
 def decision_headline(decision: router_pb2.Decision) -> Text:
     """``→ edge-1 (edge)  <explanation>`` followed by the estimate and fallbacks."""
+    from rich.text import Text
+
     text = Text("→ ")
     text.append(decision.backend or "?", style="bold")
     text.append(" (")
-    text.append_text(_tier_text(decision.tier))
+    text.append_text(tier_text(decision.tier))
     text.append(")")
     if decision.budget_unmet:
         text.append("  budget unmet", style="bold yellow")
@@ -270,6 +300,8 @@ def decision_headline(decision: router_pb2.Decision) -> Text:
 
 
 def failover_line(f: router_pb2.Failover) -> Text:
+    from rich.text import Text
+
     return Text(
         f"↪ failover {f.from_backend} → {f.to_backend} ({tier_name(f.to_tier)}), "
         f"attempt {f.attempt}: {f.reason}",
@@ -278,6 +310,8 @@ def failover_line(f: router_pb2.Failover) -> Text:
 
 
 def usage_line(u: router_pb2.Usage) -> Text:
+    from rich.text import Text
+
     text = Text("· ")
     text.append(f"{u.backend} ({tier_name(u.tier)})", style="bold")
     est = "~" if u.tokens_estimated else ""
@@ -307,6 +341,9 @@ def backends_table(
     """Static facts and live state, one row per backend (details: :func:`backend_notes`).
 
     "last error" is how long ago the backend last failed (its message is in the notes)."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, title_justify="left")
     right = (
         "ctx",
@@ -334,7 +371,7 @@ def backends_table(
             ttft += " ᵖ"
         row: list[Text | str] = [
             Text(b.name, style="bold"),
-            _tier_text(b.tier),
+            tier_text(b.tier),
             b.kind,
             b.model,
             str(b.context_window),
@@ -368,6 +405,8 @@ def backend_notes(
             lines.append((b.name, f"last error {when}: {b.last_error}", "red"))
     if not lines:
         return None
+    from rich.text import Text
+
     text = Text()
     for i, (name, note, style) in enumerate(lines):
         if i:
@@ -375,6 +414,172 @@ def backend_notes(
         text.append(f"{name}: ", style="bold")
         text.append(note, style=style)
     return text
+
+
+def backends_view(
+    resp: router_pb2.ListBackendsResponse, *, title: str | None = None
+) -> Table | Group:
+    """:func:`backends_table` with :func:`backend_notes` under it (``hybrid-router backends``)."""
+    from rich.console import Group
+
+    table = backends_table(resp, title=title)
+    notes = backend_notes(resp)
+    return table if notes is None else Group(table, notes)
+
+
+# --- prices ---------------------------------------------------------------------------
+
+
+def fmt_per_mtok(usd: float) -> str:
+    """A price per million tokens: ``$1.25``, ``-`` for none."""
+    return "-" if usd == 0 else f"${usd:,.4g}"
+
+
+def prices_view(rows: Sequence[PriceRow], *, where: str) -> Group:
+    """Every backend's effective price per million tokens, its basis and its source, and a
+    note naming the unpriced backends (``hybrid-router prices``)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"prices ({where})", title_justify="left")
+    for col in ("backend", "tier", "kind", "model"):
+        table.add_column(col)
+    table.add_column("$/1M in", justify="right")
+    table.add_column("$/1M out", justify="right")
+    table.add_column("basis")
+    table.add_column("source")
+    for r in rows:
+        cost_in, cost_out = r.effective
+        table.add_row(
+            r.name,
+            r.tier,
+            r.kind,
+            r.model,
+            fmt_per_mtok(cost_in),
+            fmt_per_mtok(cost_out),
+            r.basis(),
+            r.source or Text("none given", style="yellow"),
+        )
+    parts: list[RenderableType] = [table]
+    if not rows:
+        parts.append("no backends")
+    unpriced = [r.name for r in rows if not r.priced]
+    if unpriced:
+        parts.append(
+            Text(
+                f"no price for {', '.join(unpriced)}: cost counts as 0, so the cheapest "
+                "objective favours it.\nSet cost.* and cost.source in router.yaml "
+                "(hybrid-router ships no default prices).",
+                style="yellow",
+            )
+        )
+    return Group(*parts)
+
+
+# --- edge devices and model versions ----------------------------------------------------
+
+
+def device_versions(device: edge_link_pb2.DeviceStatus) -> str:
+    """``gemma3-270m v1 (want v2)``: each model's version, and the desired one if it differs."""
+    parts = []
+    for m in device.models:
+        want = device.desired_versions.get(m.name, "")
+        text = f"{m.name} {m.version}"
+        if want and want != m.version:
+            text += f" (want {want})"
+        parts.append(text)
+    return ", ".join(parts) or "no model"
+
+
+def devices_view(resp: edge_link_pb2.ListDevicesResponse, *, address: str) -> Group:
+    """One row per device (``hybrid-router devices``)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"edge devices at {address} (replica {resp.router_id})")
+    for col in ("device", "online", "site", "model", "load", "tok/s", "last seen", "router"):
+        table.add_column(col)
+    table.add_column("status", overflow="fold")
+    for d in resp.devices:
+        online = Text("yes", "green") if d.online else Text("no", "red")
+        if d.online and d.draining:
+            online = Text("draining", "yellow")
+        table.add_row(
+            d.device_id,
+            online,
+            d.site or "-",
+            device_versions(d),
+            f"{d.queue_depth}+{d.in_flight}",
+            f"{d.decode_tokens_per_s:.1f}" if d.decode_tokens_per_s else "-",
+            fmt_ago(d.last_seen_unix_ms),
+            d.router_id or "-",
+            Text(d.detail or d.sync_status),
+        )
+    if resp.devices:
+        return Group(table)
+    return Group(table, "no device has dialed in yet (see docs/edge.md to run an agent)")
+
+
+def model_versions_table(
+    models: Sequence[Mapping[str, Any]], *, address: str, store_read: bool
+) -> Table:
+    """``hybrid-router models status``: which devices run which version; ``published`` and
+    ``desired`` are "?" when the bucket was not read."""
+    from rich.table import Table
+
+    table = Table(title=f"model versions on the fleet ({address})")
+    for col in ("model", "version", "devices", "online", "published", "desired"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(
+            m["name"],
+            m["version"],
+            ", ".join(sorted(m["devices"])) or "-",
+            str(m["online"]),
+            ("yes" if m["published"] else "no") if store_read else "?",
+            ("yes" if m["desired"] else "") if store_read else "?",
+        )
+    return table
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def keys_table(records: Sequence[KeyRecord], *, where: str) -> Table:
+    """Ids, tenants, names, dates (``hybrid-router keys list``; never a secret)."""
+    from rich.table import Table
+
+    table = Table(title=f"API keys in {where}", title_justify="left")
+    for col in ("id", "tenant", "name", "created", "revoked"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r.id, r.tenant, r.name, r.created, "revoked" if r.revoked else "")
+    return table
+
+
+# --- check ---------------------------------------------------------------------------
+
+#: The style of each ``check`` result.
+RESULT_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+
+
+def findings_view(findings: Sequence[CheckRow], counts: Mapping[str, int], *, source: str) -> Group:
+    """``hybrid-router check``: one row per finding, then ``N ok, N warn, N fail``."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"check {source}", title_justify="left")
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("detail", ratio=1)
+    for f in findings:
+        # Text, not markup: details hold config keys such as backends[gpu-a].
+        table.add_row(Text(f.check), Text(f.result, style=RESULT_STYLE[f.result]), Text(f.detail))
+    summary = f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail"
+    return Group(table, Text(summary, style="bold red" if counts["fail"] else "green"))
 
 
 # --- JSON ----------------------------------------------------------------------------
@@ -391,5 +596,7 @@ def message_to_dict(message: Message) -> dict[str, Any]:
     )
 
 
-def to_json(message: Message, *, indent: int | None = 2) -> str:
-    return json.dumps(message_to_dict(message), indent=indent, ensure_ascii=False)
+def to_json(value: Message | Any, *, indent: int | None = 2) -> str:
+    """A message (as :func:`message_to_dict`) or plain data as JSON text."""
+    data = message_to_dict(value) if isinstance(value, Message) else value
+    return json.dumps(data, indent=indent, ensure_ascii=False)

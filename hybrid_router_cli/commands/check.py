@@ -45,14 +45,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hybrid_router.env import ENV_CONFIG
 
-from router.cli.errors import CliError
+from hybrid_router_cli import render
+from hybrid_router_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+from hybrid_router_cli.registry import Command
 from router.errors import ConfigError
 from router.preflight import DEFAULT_PROBE_TIMEOUT_S, FAIL, OK, WARN
 
@@ -60,11 +61,10 @@ if TYPE_CHECKING:
     from router.config import RouterConfig
     from router.preflight import Finding
 
-__all__ = ["FAIL", "OK", "WARN", "Checker", "Row", "add_parser", "run"]
+__all__ = ["COMMAND", "FAIL", "OK", "WARN", "Checker", "Row", "run"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+#: The config does not load (as ``serve``).
+EXIT_CONFIG = EXIT_USAGE
 
 _EXAMPLES = """\
 examples:
@@ -140,19 +140,7 @@ class Checker:
 # --- command ------------------------------------------------------------------------------
 
 
-def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "check",
-        help="validate a router.yaml before it runs (exit 0 ok, 1 a check failed, 2 bad config)",
-        description=(
-            "Load a router.yaml as serve does, then check what serve would only find at "
-            "start or at the first request: the auth/exposure rule, TLS files, the keys "
-            "file, secrets named by env, prices, backends no request can reach and exact "
-            "tokenizers. --probe also dials every static backend (never calls a model)."
-        ),
-        epilog=_EXAMPLES,
-        formatter_class=formatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="PATH", help=f"router.yaml (default: ${ENV_CONFIG})")
     p.add_argument(
         "--probe",
@@ -167,8 +155,6 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> argparse.Ar
         help=f"per backend (default: {DEFAULT_PROBE_TIMEOUT_S:g})",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(handler=run)
-    return p
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
@@ -178,7 +164,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
 
     env = os.environ if environ is None else environ
     if args.probe_timeout <= 0:
-        raise CliError(f"--probe-timeout must be > 0, got {args.probe_timeout:g}", exit_code=2)
+        raise CliError(
+            f"--probe-timeout must be > 0, got {args.probe_timeout:g}", exit_code=EXIT_USAGE
+        )
     try:
         config = load_config(args.config, environ=env)
     except ConfigError as exc:
@@ -195,21 +183,18 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
         *asyncio.run(checker.run()),
     ]
     failed = any(f.result == FAIL for f in findings)
+    counts = _counts(findings)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "config": source,
-                    "ok": not failed,
-                    "probed": args.probe,
-                    "counts": _counts(findings),
-                    "checks": [f.to_dict() for f in findings],
-                },
-                indent=2,
-            )
-        )
+        report = {
+            "config": source,
+            "ok": not failed,
+            "probed": args.probe,
+            "counts": counts,
+            "checks": [f.to_dict() for f in findings],
+        }
+        print(render.to_json(report))
     else:
-        _print_table(findings, source)
+        render.make_console().print(render.findings_view(findings, counts, source=source))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -217,11 +202,41 @@ def _counts(findings: Sequence[Row]) -> dict[str, int]:
     return {r: sum(1 for f in findings if f.result == r) for r in (OK, WARN, FAIL)}
 
 
+COMMAND = Command(
+    name="check",
+    help="validate a router.yaml before it runs (exit 0 ok, 1 a check failed, 2 bad config)",
+    description=(
+        "Load a router.yaml as serve does, then check what serve would only find at "
+        "start or at the first request: the auth/exposure rule, TLS files, the keys "
+        "file, secrets named by env, prices, backends no request can reach and exact "
+        "tokenizers. --probe also dials every static backend (never calls a model)."
+    ),
+    epilog=_EXAMPLES,
+    add_arguments=add_arguments,
+    run=run,
+)
+
+
+COMMAND = Command(
+    name="check",
+    help="validate a router.yaml before it runs (exit 0 ok, 1 a check failed, 2 bad config)",
+    description=(
+        "Load a router.yaml as serve does, then check what serve would only find at "
+        "start or at the first request: the auth/exposure rule, TLS files, the keys "
+        "file, secrets named by env, prices, backends no request can reach and exact "
+        "tokenizers. --probe also dials every static backend (never calls a model)."
+    ),
+    epilog=_EXAMPLES,
+    add_arguments=add_arguments,
+    run=run,
+)
+
+
 def _print_table(findings: Sequence[Row], source: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from router.cli import render
+    from hybrid_router_cli import render
 
     styles: dict[str, str] = {OK: "green", WARN: "yellow", FAIL: "bold red"}
     table = Table(title=f"check {source}", title_justify="left")

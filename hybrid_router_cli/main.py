@@ -1,0 +1,85 @@
+"""``hybrid-router``: serve | check | route | chat | backends | prices | devices | models |
+keys | demo (the commands: :mod:`hybrid_router_cli.registry`).
+
+Every command prints one clear ``error: ...`` line and exits non-zero on failure (2 for
+usage and configuration errors, 1 for failed calls, 130 when interrupted); ``--json``
+switches the output to JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from hybrid_router_cli import registry
+from hybrid_router_cli.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+)
+
+#: Modules only the ``cli`` extra installs; the router image (router + fast) lacks them.
+CLI_EXTRA = ("rich",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybrid-router",
+        description=(
+            "Route each LLM request to a hosted API, a GPU model or an edge device by "
+            "latency, size and cost, and stream the answer back."
+        ),
+        epilog="start here: hybrid-router demo   (details: hybrid-router COMMAND --help)",
+        formatter_class=registry.FORMATTER,
+    )
+    registry.add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return run(args)
+    except CliError as exc:
+        _print_error(exc.message)
+        return exc.exit_code
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in CLI_EXTRA:
+            raise
+        json_works = getattr(args, "json", None) is False
+        _print_error(
+            f"`hybrid-router {args.command}` prints its tables with {missing}, which this "
+            "install lacks (the router image installs the service only): "
+            "pip install 'hybrid-router[cli]'" + (", or pass --json" if json_works else "")
+        )
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as other shell tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _print_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

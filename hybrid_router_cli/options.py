@@ -1,0 +1,199 @@
+"""Options several commands share: argument types, the connection options of every
+command that calls a router (read by :func:`hybrid_router_cli.connect.client_setup`) and
+the request options of ``route`` and ``chat`` (-> :class:`hybrid_router.client.RequestOptions`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hybrid_router.client import (
+    DATA_CLASSES,
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_CA_BUNDLE,
+    OBJECTIVES,
+    TIERS,
+    OptionError,
+    RequestOptions,
+    build_request,
+)
+from hybrid_router.v1 import router_pb2
+
+from hybrid_router_cli.connect import usage_error
+
+# --- argument types ---------------------------------------------------------------------
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+# --- connection options -------------------------------------------------------------------
+
+
+def add_connection_options(p: argparse.ArgumentParser) -> None:
+    """--address, --timeout, --metadata, --api-key, TLS, and --json."""
+    g = p.add_argument_group("connection")
+    g.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help=f"router address (default: ${ENV_ADDRESS}, else 127.0.0.1:50051)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="deadline for the call (default: none)",
+    )
+    g.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gRPC metadata sent with the call, e.g. an auth header (repeatable)",
+    )
+    g.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"API key, sent as 'authorization: Bearer KEY' (default: ${ENV_API_KEY})",
+    )
+    g.add_argument(
+        "--ca-bundle",
+        metavar="PEM",
+        help=f"CA bundle of a TLS router; turns TLS on (default: ${ENV_CA_BUNDLE})",
+    )
+    g.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    g.add_argument("--client-cert", metavar="PEM", help="client certificate (mTLS router)")
+    g.add_argument("--client-key", metavar="PEM", help="client private key (mTLS router)")
+    g.add_argument(
+        "--tls-server-name", metavar="NAME", help="name to check the server certificate against"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+# --- request options (route, chat) --------------------------------------------------------
+
+
+def add_request_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help='the prompt text ("-" reads stdin)')
+    g = p.add_argument_group("request")
+    g.add_argument(
+        "--max-tokens",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="max output tokens (default: the router's)",
+    )
+    g.add_argument(
+        "--ttft-budget-ms",
+        type=non_negative_int,
+        default=0,
+        metavar="MS",
+        help="time-to-first-token budget (0: none)",
+    )
+    g.add_argument(
+        "--total-budget-ms",
+        type=non_negative_int,
+        default=0,
+        metavar="MS",
+        help="total latency budget (0: none)",
+    )
+    g.add_argument(
+        "--max-cost-usd", type=non_negative_float, metavar="USD", help="upper bound on cost"
+    )
+    g.add_argument(
+        "--data-class",
+        choices=sorted(DATA_CLASSES),
+        help="data classification (default: internal)",
+    )
+    g.add_argument(
+        "--tier", action="append", default=[], choices=sorted(TIERS), help="pin a tier (repeat)"
+    )
+    g.add_argument(
+        "--backend", action="append", default=[], metavar="NAME", help="pin a backend (repeat)"
+    )
+    g.add_argument(
+        "--exclude-tier", action="append", default=[], choices=sorted(TIERS), help="exclude a tier"
+    )
+    g.add_argument(
+        "--exclude-backend", action="append", default=[], metavar="NAME", help="exclude a backend"
+    )
+    g.add_argument("--family", default="", help="required model family, e.g. gemma3")
+    g.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="required capability, e.g. long-context (repeat)",
+    )
+    g.add_argument("--site", default="", help="edge site affinity")
+    g.add_argument("--device", default="", help="edge device affinity")
+    g.add_argument("--objective", choices=list(OBJECTIVES), help="override the router's objective")
+    g.add_argument("--system", default="", metavar="TEXT", help="system message")
+    g.add_argument("--temperature", type=non_negative_float, help="sampling temperature")
+    g.add_argument("--seed", type=non_negative_int, help="sampling seed")
+    g.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeat)"
+    )
+    g.add_argument("--request-id", default="", metavar="ID", help="request id (default: new)")
+
+
+def request_options(args: argparse.Namespace) -> RequestOptions:
+    """The parsed request options (``-`` as the prompt reads stdin)."""
+    prompt = args.prompt
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    return RequestOptions(
+        prompt=prompt,
+        system=args.system,
+        max_output_tokens=args.max_tokens,
+        ttft_budget_ms=args.ttft_budget_ms,
+        total_budget_ms=args.total_budget_ms,
+        max_cost_usd=args.max_cost_usd,
+        data_class=args.data_class or "",
+        pin_tiers=tuple(args.tier),
+        pin_backends=tuple(args.backend),
+        exclude_tiers=tuple(args.exclude_tier),
+        exclude_backends=tuple(args.exclude_backend),
+        model_family=args.family,
+        capabilities=tuple(args.capability),
+        site=args.site,
+        device_id=args.device,
+        objective=args.objective or "",
+        temperature=args.temperature,
+        seed=args.seed,
+        stop=tuple(args.stop),
+        request_id=args.request_id,
+    )
+
+
+def request(args: argparse.Namespace) -> router_pb2.GenerateRequest:
+    """The request the options describe; an invalid one is a usage error (exit 2)."""
+    try:
+        return build_request(request_options(args))
+    except OptionError as exc:
+        raise usage_error(exc) from None
