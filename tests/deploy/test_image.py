@@ -4,7 +4,7 @@
 - the image runs as the numeric non-root user the chart's securityContext expects;
 - (slow) the Dockerfile's own pip install steps (the router lock, then the project), run
   in a clean venv from a copy of the build context that honours .dockerignore, install
-  only the router extra, and
+  only the router extra (no rich: that is the ``cli`` extra), and
   ``hybrid-router serve`` from that venv starts, says READY, answers health checks and
   drains on SIGTERM.
 """
@@ -141,14 +141,16 @@ def test_pip_install_step_in_a_clean_venv_gives_a_router_that_starts(tmp_path: P
             "llama_cpp",
             "pytest",
             "ray",
+            "rich",
         ],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    # The router and fast extras (discovery client, uvloop), no serving or dev packages.
-    assert probe.stdout.split() == ["True", "True", "True", "False", "False", "False"]
+    # The router and fast extras (discovery client, uvloop), no serving, dev or cli packages
+    # (rich: `hybrid-router serve` runs without it).
+    assert probe.stdout.split() == ["True", "True", "True", "False", "False", "False", "False"]
 
     config = tmp_path / "router.yaml"
     config.write_text(

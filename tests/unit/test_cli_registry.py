@@ -87,10 +87,12 @@ def test_without_rich_json_works_and_tables_name_the_extra(tmp_path: Path) -> No
     config.write_text(yaml.safe_dump({"backends": [backend]}), encoding="utf-8")
 
     as_json = _python(_NO_RICH, "prices", "--config", str(config), "--json")
+    checked = _python(_NO_RICH, "check", "--config", str(config), "--json")
     table = _python(_NO_RICH, "prices", "--config", str(config))
 
     assert as_json.returncode == 0, as_json.stderr
     assert [b["name"] for b in json.loads(as_json.stdout)["backends"]] == ["edge-a"]
+    assert json.loads(checked.stdout)["config"] == str(config), checked.stderr
     assert table.returncode == 1
     assert table.stderr.strip().splitlines() == [
         "error: `hybrid-router prices` prints its tables with rich, which this install lacks "
