@@ -22,63 +22,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable
 
 from hybrid_router.v1 import edge_link_pb2 as epb
 from hybrid_router.v1 import model_service_pb2 as mpb
-from hybrid_router.v1 import types_pb2 as tpb
 
 from greengrass.slot import EngineSlot
-from serving.engines.base import EngineChunk, EngineError, EngineRequest
+from serving.engines.base import EngineChunk, EngineError
+from serving.engines.wire import event_for, to_engine_request
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[epb.DeviceMessage], None]
 
-_ROLES = {tpb.ROLE_SYSTEM: "system", tpb.ROLE_USER: "user", tpb.ROLE_ASSISTANT: "assistant"}
-_FINISH = {
-    "stop": tpb.FINISH_REASON_STOP,
-    "length": tpb.FINISH_REASON_LENGTH,
-    "cancelled": tpb.FINISH_REASON_CANCELLED,
-}
 _CLASSES = {"invalid": "fatal", "too_large": "too_large", "unavailable": "retryable"}
 
 
-def to_engine_request(req: mpb.ModelGenerateRequest) -> EngineRequest:
-    """Proto -> EngineRequest. Raises EngineError ("invalid") naming the field."""
-    messages = []
-    for i, m in enumerate(req.messages):
-        role = _ROLES.get(m.role)
-        if role is None:
-            raise EngineError(f"messages[{i}].role: must be system, user or assistant", "invalid")
-        messages.append((role, m.content))
-    s = req.sampling
-    return EngineRequest(
-        request_id=req.request_id or uuid.uuid4().hex,
-        messages=tuple(messages),
-        max_output_tokens=req.max_output_tokens,
-        temperature=s.temperature if s.HasField("temperature") else None,
-        top_p=s.top_p if s.HasField("top_p") else None,
-        top_k=s.top_k if s.HasField("top_k") else None,
-        seed=s.seed if s.HasField("seed") else None,
-        stop=tuple(s.stop),
-    )
-
-
 def event_message(rid: str, chunk: EngineChunk) -> epb.DeviceMessage:
-    if chunk.done:
-        event = mpb.ModelGenerateEvent(
-            done=mpb.ModelDone(
-                input_tokens=chunk.input_tokens,
-                output_tokens=chunk.output_tokens,
-                finish_reason=_FINISH.get(chunk.finish_reason, tpb.FINISH_REASON_UNSPECIFIED),
-                queue_ms=chunk.queue_ms,
-            )
-        )
-    else:
-        event = mpb.ModelGenerateEvent(delta=tpb.TextDelta(text=chunk.text, tokens=chunk.tokens))
-    return epb.DeviceMessage(event=epb.RequestEvent(request_id=rid, event=event))
+    return epb.DeviceMessage(event=epb.RequestEvent(request_id=rid, event=event_for(chunk)))
 
 
 def error_message(rid: str, error_class: str, message: str) -> epb.DeviceMessage:

@@ -50,7 +50,7 @@ SOURCES: tuple[tuple[Path, str, tuple[str, ...]], ...] = (
     (ROOT / "serving", "serving", ("__init__.py", "py.typed")),
     (ROOT / "serving" / "engines", "serving/engines",
      ("__init__.py", "base.py", "prompt.py", "llamacpp.py", "scripted.py",
-      "llama_build.py", "llama_selftest.py")),
+      "llama_build.py", "llama_selftest.py", "wire.py")),
     (ROOT / "scripts", "scripts", ("llama_wheel.py",)),
     (ROOT / "requirements", "requirements", ("llama-cpp-python.txt", "llama-build.txt")),
     (ROOT / "proto" / "hybrid_router", "hybrid_router", ("*.py", "py.typed")),

@@ -34,7 +34,6 @@ import os
 import signal
 import socket
 import sys
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -44,7 +43,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hybrid_router.v1 import model_service_pb2, model_service_pb2_grpc, types_pb2
 
 from serving.engines import ENGINE_KINDS, create_engine
-from serving.engines.base import Engine, EngineChunk, EngineError, EngineRequest
+from serving.engines.base import Engine, EngineChunk, EngineError
+from serving.engines.wire import BadRequest, event_for, to_engine_request
 
 logger = logging.getLogger(__name__)
 
@@ -52,62 +52,11 @@ SERVICE_NAME = "hybrid_router.v1.ModelService"
 TOO_LARGE_PREFIX = "too_large:"
 DEFAULT_GRACE_S = 10.0
 
-_ROLES = {
-    types_pb2.ROLE_SYSTEM: "system",
-    types_pb2.ROLE_USER: "user",
-    types_pb2.ROLE_ASSISTANT: "assistant",
-}
-_FINISH = {
-    "stop": types_pb2.FINISH_REASON_STOP,
-    "length": types_pb2.FINISH_REASON_LENGTH,
-    "cancelled": types_pb2.FINISH_REASON_CANCELLED,
-}
 _STATUS = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
     "too_large": grpc.StatusCode.OUT_OF_RANGE,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
 }
-
-
-class BadRequest(Exception):
-    """A request field is invalid; the message names it."""
-
-
-def to_engine_request(request: model_service_pb2.ModelGenerateRequest) -> EngineRequest:
-    """Proto -> EngineRequest; raises BadRequest naming the field."""
-    messages = []
-    for index, message in enumerate(request.messages):
-        role = _ROLES.get(message.role)
-        if role is None:
-            raise BadRequest(f"messages[{index}].role: must be system, user or assistant")
-        messages.append((role, message.content))
-    sampling = request.sampling
-    return EngineRequest(
-        request_id=request.request_id or uuid.uuid4().hex,
-        messages=tuple(messages),
-        max_output_tokens=request.max_output_tokens,
-        temperature=sampling.temperature if sampling.HasField("temperature") else None,
-        top_p=sampling.top_p if sampling.HasField("top_p") else None,
-        top_k=sampling.top_k if sampling.HasField("top_k") else None,
-        seed=sampling.seed if sampling.HasField("seed") else None,
-        stop=tuple(sampling.stop),
-    )
-
-
-def event_for(chunk: EngineChunk) -> model_service_pb2.ModelGenerateEvent:
-    """The ModelService event for an engine chunk (``delta``, or ``done`` with usage)."""
-    if chunk.done:
-        return model_service_pb2.ModelGenerateEvent(
-            done=model_service_pb2.ModelDone(
-                input_tokens=chunk.input_tokens,
-                output_tokens=chunk.output_tokens,
-                finish_reason=_FINISH.get(chunk.finish_reason, types_pb2.FINISH_REASON_UNSPECIFIED),
-                queue_ms=chunk.queue_ms,
-            )
-        )
-    return model_service_pb2.ModelGenerateEvent(
-        delta=types_pb2.TextDelta(text=chunk.text, tokens=chunk.tokens)
-    )
 
 
 def status_for(error: EngineError) -> tuple[grpc.StatusCode, str]:
