@@ -7,7 +7,7 @@ the gRPC status it maps to (as a ``grpc.StatusCode`` *name*, so this module and
 turns them into statuses for every RPC shape; anything else becomes INTERNAL with a
 generic message and a logged traceback. The modules that raise a class below import it
 from here, so its old name still works (``router.security.limits.StreamLimitExceeded``,
-``router.edge.link.LinkClosed``, ``router.edge.hub.LinkRefused``...).
+``router.backends.device_link.LinkClosed``, ``router.edge.hub.LinkRefused``...).
 
     RouterError                        status (a subclass without one inherits it)
     ├── ConfigError                    INTERNAL  not a request error: bad router.yaml / env

@@ -1,7 +1,7 @@
 """Start-up checks: each component checks its own part of a config; one runner runs them.
 
 ``hybrid-router serve`` (``router.server.app``) and ``hybrid-router check``
-(``router.cli.check``) run the same list, :data:`COMPONENTS`, through :func:`run`:
+(``hybrid_router_cli.commands.check``) run the same list, :data:`COMPONENTS`, through :func:`run`:
 
 - ``serve`` refuses to start on any ``fail`` finding, with the finding's text as its
   error, and logs each ``warn`` finding;
