@@ -160,6 +160,14 @@ BENCH_PROFILES: tuple[Profile, ...] = (
         ("AMX_INT8",),
         "x86-64 with AVX-512 (VBMI, VNNI, BF16) and no AMX: the fastest safe build here",
     ),
+    Profile(
+        "all-variants",
+        X86,
+        _COMMON + ("-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"),
+        frozenset(),
+        (),
+        "llama.cpp's runtime CPU-variant selection (one libggml-cpu-*.so per x86 level)",
+    ),
 )
 
 
