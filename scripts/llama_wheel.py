@@ -138,6 +138,9 @@ def build(python: str, directory: Path, version: str, profile: llama_build.Profi
     )
     say(f"CMAKE_ARGS={profile.cmake_args_text}")
     directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(".building-*"):  # left by a build that was killed
+        if time.time() - stale.stat().st_mtime > 3 * 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=directory.parent, prefix=".building-") as tmp:
         env = dict(os.environ, CMAKE_ARGS=profile.cmake_args_text, FORCE_CMAKE="1")
