@@ -365,7 +365,8 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
             await proc.wait()
     stderr = err.decode()
     assert proc.returncode == 1, stderr
-    line = next(x for x in stderr.splitlines() if x.startswith("error: "))
+    line = next((x for x in stderr.splitlines() if x.startswith("error: ")), "")
+    assert line, stderr
     m = re.fullmatch(r"error: edge-site-a \(pid (\d+)\) died with SIGSEGV; log: (\S+)", line)
     assert m, stderr
     assert int(m.group(1)) == edge
