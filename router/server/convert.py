@@ -7,6 +7,14 @@ import math
 import re
 import uuid
 
+from hybrid_router.client.enums import (
+    CIRCUIT_STATES,
+    DATA_CLASSES,
+    FINISH_REASONS,
+    OBJECTIVES,
+    ROLES,
+    TIERS,
+)
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 
@@ -32,41 +40,21 @@ from router.types import (
     UsageEvent,
 )
 
-TIER_FROM_PB = {tpb.TIER_HOSTED: Tier.HOSTED, tpb.TIER_GPU: Tier.GPU, tpb.TIER_EDGE: Tier.EDGE}
-TIER_TO_PB = {v: k for k, v in TIER_FROM_PB.items()}
+# The proto <-> domain tables, built from the one table of names (hybrid_router.client.
+# enums, read from the proto enums): router.types' values are those names.
+TIER_TO_PB = {t: TIERS[t.value] for t in Tier}
+TIER_FROM_PB = {n: t for t, n in TIER_TO_PB.items()}
+DATA_CLASS_TO_PB = {d: DATA_CLASSES[d.value] for d in DataClass}
+#: An unspecified data class is treated as internal (docs/policy.md).
 DATA_CLASS_FROM_PB = {
     tpb.DATA_CLASS_UNSPECIFIED: DataClass.INTERNAL,
-    tpb.DATA_CLASS_PUBLIC: DataClass.PUBLIC,
-    tpb.DATA_CLASS_INTERNAL: DataClass.INTERNAL,
-    tpb.DATA_CLASS_RESTRICTED: DataClass.RESTRICTED,
+    **{n: d for d, n in DATA_CLASS_TO_PB.items()},
 }
-DATA_CLASS_TO_PB = {
-    DataClass.PUBLIC: tpb.DATA_CLASS_PUBLIC,
-    DataClass.INTERNAL: tpb.DATA_CLASS_INTERNAL,
-    DataClass.RESTRICTED: tpb.DATA_CLASS_RESTRICTED,
-}
-ROLE_FROM_PB = {
-    tpb.ROLE_SYSTEM: Role.SYSTEM,
-    tpb.ROLE_USER: Role.USER,
-    tpb.ROLE_ASSISTANT: Role.ASSISTANT,
-}
-OBJECTIVE_FROM_PB = {
-    rpb.OBJECTIVE_CHEAPEST: Objective.CHEAPEST,
-    rpb.OBJECTIVE_FASTEST: Objective.FASTEST,
-    rpb.OBJECTIVE_WEIGHTED: Objective.WEIGHTED,
-}
-OBJECTIVE_TO_PB = {v: k for k, v in OBJECTIVE_FROM_PB.items()}
-FINISH_TO_PB = {
-    FinishReason.STOP: tpb.FINISH_REASON_STOP,
-    FinishReason.LENGTH: tpb.FINISH_REASON_LENGTH,
-    FinishReason.CANCELLED: tpb.FINISH_REASON_CANCELLED,
-    FinishReason.ERROR: tpb.FINISH_REASON_ERROR,
-}
-CIRCUIT_TO_PB = {
-    CircuitState.CLOSED: rpb.CIRCUIT_STATE_CLOSED,
-    CircuitState.OPEN: rpb.CIRCUIT_STATE_OPEN,
-    CircuitState.HALF_OPEN: rpb.CIRCUIT_STATE_HALF_OPEN,
-}
+ROLE_FROM_PB = {ROLES[r.value]: r for r in Role}
+OBJECTIVE_TO_PB = {o: OBJECTIVES[o.value] for o in Objective}
+OBJECTIVE_FROM_PB = {n: o for o, n in OBJECTIVE_TO_PB.items()}
+FINISH_TO_PB = {f: FINISH_REASONS[f.value] for f in FinishReason}
+CIRCUIT_TO_PB = {c: CIRCUIT_STATES[c.value] for c in CircuitState}
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 MAX_MESSAGES = 1024
