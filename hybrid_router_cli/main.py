@@ -3,7 +3,9 @@ keys | demo (the commands: :mod:`hybrid_router_cli.registry`).
 
 Every command prints one clear ``error: ...`` line and exits non-zero on failure (2 for
 usage and configuration errors, 1 for failed calls, 130 when interrupted); ``--json``
-switches the output to JSON for scripts.
+switches the output to JSON for scripts. An error nobody foresaw is one line too (its
+type and message, and how to see more); ``--debug`` (or ``HYBRID_ROUTER_DEBUG=1``) shows
+its traceback instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+
+from hybrid_router.env import ENV_DEBUG
 
 from hybrid_router_cli import registry
 from hybrid_router_cli.errors import (
@@ -35,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="start here: hybrid-router demo   (details: hybrid-router COMMAND --help)",
         formatter_class=registry.FORMATTER,
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an unexpected error (also: {ENV_DEBUG}=1)",
     )
     registry.add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     return parser
@@ -75,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_BROKEN_PIPE
+    except Exception as exc:  # the one place nothing escapes as a traceback
+        if args.debug or os.environ.get(ENV_DEBUG, "0") not in ("", "0"):
+            raise
+        _print_error(
+            f"`hybrid-router {args.command}` failed unexpectedly: {type(exc).__name__}: "
+            f"{exc}; rerun with --debug (or {ENV_DEBUG}=1) for the traceback, and report it"
+        )
+        return EXIT_FAILED
 
 
 def _print_error(message: str) -> None:

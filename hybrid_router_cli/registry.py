@@ -76,4 +76,11 @@ def add_commands(subparsers: Any) -> None:
             formatter_class=FORMATTER,
         )
         command.add_arguments(p)
+        # Also after the command (`hybrid-router check --debug`); main.py defines it first.
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of an unexpected error",
+        )
         p.set_defaults(run=command.run)

@@ -62,6 +62,12 @@ ENV_IDEMPOTENCY_TTL_S = "HYBRID_ROUTER_IDEMPOTENCY_TTL_S"
 #: SQS jobs: longest router call per job (seconds).
 ENV_JOB_TIMEOUT_S = "HYBRID_ROUTER_JOB_TIMEOUT_S"
 
+# --- the command line (hybrid_router_cli) ----------------------------------------------------
+
+#: Any non-empty value but "0": an unexpected error in a command shows its traceback
+#: (the same as --debug).
+ENV_DEBUG = "HYBRID_ROUTER_DEBUG"
+
 # --- building llama.cpp (scripts/llama_wheel.py) ---------------------------------------------
 
 #: CPU profile of the llama-cpp-python build (serving/engines/llama_build.py names them).
