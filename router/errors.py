@@ -77,8 +77,18 @@ class ConfigError(RouterError):
         if key:
             prefix += f"{key}: "
         super().__init__(prefix + message)
+        #: The file, environment variable or flag the value came from; "" until the
+        #: config locates it (``RouterConfig.locate``): components name only the key.
         self.source = source
         self.key = key
+        #: The message without its source and key.
+        self.detail = message
+
+    def located(self, source: str) -> ConfigError:
+        """This error naming ``source`` (itself when it already names one)."""
+        if self.source or not source:
+            return self
+        return ConfigError(self.detail, source=source, key=self.key)
 
 
 class DuplicateBackend(RouterError, ValueError):

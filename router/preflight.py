@@ -20,7 +20,7 @@ a copy of its rules. Only with ``opts.probe`` may it reach the network (``check 
 =========================  ===================================================
 component (finding)        preflight
 =========================  ===================================================
-event loop                 ``router.server.app``
+event loop, listen         ``router.server.app`` (listen: ``router.server.listen``)
 exposure                   ``router.security.exposure``
 server.tls                 ``router.security.tls``
 auth keys                  ``router.security.keystore``
@@ -45,6 +45,7 @@ without edge imports nothing of the edge tier to check it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib
 import inspect
@@ -82,6 +83,9 @@ class Finding:
     #: What to do about it, when the message does not already say it ("" otherwise:
     #: the ConfigError texts ``serve`` stops with carry their fix inline).
     fix: str = ""
+    #: False while ``message`` names no source (a ConfigError naming only its key):
+    #: :func:`run` puts the file, variable or flag that set the key in front.
+    located: bool = True
 
     @property
     def text(self) -> str:
@@ -92,7 +96,14 @@ class Finding:
     def failed(cls, component: str, exc: ConfigError, key: str = "") -> Finding:
         """The ConfigError the component raises at start, as a finding (``key`` when
         the error names only a file)."""
-        return cls(FAIL, component, exc.key or key, exc.message)
+        return cls(FAIL, component, exc.key or key, exc.message, located=bool(exc.source))
+
+    def locate(self, config: RouterConfig) -> Finding:
+        """This finding naming where its key was set (``config.origin``)."""
+        if self.located:
+            return self
+        origin = config.origin(self.key)
+        return dataclasses.replace(self, message=f"{origin}: {self.message}", located=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +186,7 @@ async def run(
         result = resolve(component)(config, env, opts)
         if inspect.isawaitable(result):
             result = await result
-        findings.extend(result)
+        findings.extend(f.locate(config) for f in result)
     return findings
 
 
@@ -183,12 +194,19 @@ def failures(findings: Sequence[Finding]) -> list[Finding]:
     return [f for f in findings if f.level == FAIL]
 
 
+class PreflightFailed(ConfigError):
+    """The failed findings of a start: each text already names its source."""
+
+    def located(self, source: str) -> ConfigError:
+        return self
+
+
 def raise_on_failure(findings: Sequence[Finding]) -> None:
     """ConfigError whose message is the failed findings' texts, one a line (one failure:
     exactly the text ``check`` prints for it), and whose ``key`` is the first one's."""
     failed = failures(findings)
     if failed:
-        error = ConfigError("\n".join(f.text for f in failed))
+        error = PreflightFailed("\n".join(f.text for f in failed))
         error.key = failed[0].key
         raise error
 

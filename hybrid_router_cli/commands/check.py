@@ -10,6 +10,8 @@ backends too. This command only renders their findings:
 check                  the component that owns it
 =====================  ==============================================================
 event loop             ``router.server.app``: uvloop installed when asked
+listen                 ``router.server.listen``: server.address is free to listen on (port
+                       in use, not this machine's address, a privileged port)
 exposure               ``router.security.exposure``: no keys only on loopback; TLS off
                        on a public address
 server.tls             ``router.security.tls``: files parse, the key belongs to the
@@ -53,6 +55,7 @@ from hybrid_router.env import ENV_CONFIG
 
 from hybrid_router_cli import render
 from hybrid_router_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+from hybrid_router_cli.options import positive_float
 from hybrid_router_cli.registry import Command
 from router.errors import ConfigError
 from router.preflight import DEFAULT_PROBE_TIMEOUT_S, FAIL, OK, WARN
@@ -149,7 +152,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--probe-timeout",
-        type=float,
+        type=positive_float,
         default=DEFAULT_PROBE_TIMEOUT_S,
         metavar="SECONDS",
         help=f"per backend (default: {DEFAULT_PROBE_TIMEOUT_S:g})",
@@ -163,10 +166,6 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
     from router.config import load_config
 
     env = os.environ if environ is None else environ
-    if args.probe_timeout <= 0:
-        raise CliError(
-            f"--probe-timeout must be > 0, got {args.probe_timeout:g}", exit_code=EXIT_USAGE
-        )
     try:
         config = load_config(args.config, environ=env)
     except ConfigError as exc:
@@ -200,21 +199,6 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
 
 def _counts(findings: Sequence[Row]) -> dict[str, int]:
     return {r: sum(1 for f in findings if f.result == r) for r in (OK, WARN, FAIL)}
-
-
-COMMAND = Command(
-    name="check",
-    help="validate a router.yaml before it runs (exit 0 ok, 1 a check failed, 2 bad config)",
-    description=(
-        "Load a router.yaml as serve does, then check what serve would only find at "
-        "start or at the first request: the auth/exposure rule, TLS files, the keys "
-        "file, secrets named by env, prices, backends no request can reach and exact "
-        "tokenizers. --probe also dials every static backend (never calls a model)."
-    ),
-    epilog=_EXAMPLES,
-    add_arguments=add_arguments,
-    run=run,
-)
 
 
 COMMAND = Command(

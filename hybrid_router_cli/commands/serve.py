@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
                 f"--address must be HOST:PORT (e.g. 0.0.0.0:50051), got {args.address!r}",
                 exit_code=EXIT_USAGE,
             ) from None
-        config = config.model_copy(update={"server": server})
+        config = config.model_copy(update={"server": server}).located_at(
+            config.source, {"server.address": "--address"}
+        )
     setup_logging(args.log_level, json_lines=args.json)
     try:
         from router.server import app

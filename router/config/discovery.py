@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from router.config._base import _format_validation_error, _Model
+from router.config._base import _Model, validation_problems
 from router.config.backends import BackendConfig
 
 _TEMPLATE_DEFAULTS = {"tier": "gpu", "kind": "model_service"}
@@ -51,9 +51,10 @@ class KubernetesSourceConfig(_Model):
         try:
             return BackendConfig.model_validate(data)
         except ValidationError as exc:
-            lines = _format_validation_error(exc, data).replace("\n", ";").split(";")
+            problems = validation_problems(exc, data)
             raise ValueError(
-                "in the backend template: " + "; ".join("backend." + ln.strip() for ln in lines)
+                "in the backend template: "
+                + "; ".join(f"backend.{p.key}: {p.message}" for p in problems)
             ) from None
 
 

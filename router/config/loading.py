@@ -22,7 +22,7 @@ import yaml
 from hybrid_router.env import ENV_CONFIG, ENV_OVERRIDE_PREFIX
 from pydantic import ValidationError
 
-from router.config._base import _format_validation_error
+from router.config._base import validation_problems
 from router.config.root import RouterConfig
 from router.errors import ConfigError
 
@@ -31,49 +31,64 @@ ENV_PREFIX = ENV_OVERRIDE_PREFIX
 ENV_CONFIG_PATH = ENV_CONFIG
 
 
-def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
-    applied = []
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Apply every ``HYBRID_ROUTER__...`` variable to ``data``; the keys they set, each
+    with its variable (``{"policy.objective": "HYBRID_ROUTER__POLICY__OBJECTIVE"}``)."""
+    applied: dict[str, str] = {}
     for var, raw in sorted(environ.items()):
         if not var.startswith(ENV_PREFIX):
             continue
         path = var[len(ENV_PREFIX) :].split("__")
         if not path or any(not p for p in path):
             raise ConfigError(
-                "malformed override: use HYBRID_ROUTER__SECTION__KEY=value", source="env", key=var
+                "malformed override: use HYBRID_ROUTER__SECTION__KEY=value", source=var
             )
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"value is not valid YAML: {exc}", source="env", key=var) from exc
+            raise ConfigError(
+                f"value is not valid YAML: {_yaml_problem(exc)}", source=var
+            ) from None
         node: Any = data
         head = path[0].lower()
         if head == "backends":
             if len(path) < 3:
-                raise ConfigError(
-                    "use HYBRID_ROUTER__BACKENDS__<name>__<key>=value", source="env", key=var
-                )
+                raise ConfigError("use HYBRID_ROUTER__BACKENDS__<name>__<key>=value", source=var)
             name = path[1]
             backends = data.get("backends") or []
             match = [b for b in backends if isinstance(b, dict) and b.get("name") == name]
             if not match:
                 known = ", ".join(str(b.get("name")) for b in backends if isinstance(b, dict))
                 raise ConfigError(
-                    f"no backend named {name!r} (known: {known or 'none'})", source="env", key=var
+                    f"no backend named {name!r} (known: {known or 'none'})", source=var
                 )
             node = match[0]
             keys = [p.lower() for p in path[2:]]
+            prefix = f"backends[{name}]."
         else:
             keys = [p.lower() for p in path]
+            prefix = ""
         for k in keys[:-1]:
             child = node.get(k)
             if child is None:
                 child = node[k] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{k!r} is not a section", source="env", key=var)
+                raise ConfigError(f"{k!r} is not a section", source=var)
             node = child
         node[keys[-1]] = value
-        applied.append(var)
+        applied[prefix + ".".join(keys)] = var
     return applied
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as ``line L, column C: problem`` (never PyYAML's ``<unicode string>``)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    text = f"{context}, {problem}" if context else str(problem)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {text}"
+    return text
 
 
 def parse_config(
@@ -88,14 +103,17 @@ def parse_config(
         raise ConfigError("top level must be a mapping with server/policy/backends", source=source)
     # deep-ish copy of the parts env overrides may touch
     raw = yaml.safe_load(yaml.safe_dump(raw)) or {}
-    if environ:
-        _apply_env_overrides(raw, environ)
+    origins = _apply_env_overrides(raw, environ) if environ else {}
     try:
-        return RouterConfig.model_validate(raw)
+        config = RouterConfig.model_validate(raw)
     except ValidationError as exc:
+        problems = validation_problems(exc, raw, origins)
+        if all(p.origin for p in problems):
+            source = "environment overrides"
         raise ConfigError(
-            "invalid configuration:\n" + _format_validation_error(exc, raw), source=source
+            "invalid configuration:\n" + "\n".join(p.line() for p in problems), source=source
         ) from None
+    return config.located_at(source, origins)
 
 
 def load_config(
@@ -108,10 +126,7 @@ def load_config(
     if path is None:
         path = env.get(ENV_CONFIG_PATH)
     if path is None:
-        raise ConfigError(
-            f"no config file given: pass --config PATH or set {ENV_CONFIG_PATH}",
-            source="router.yaml",
-        )
+        raise ConfigError(f"no config file given: pass --config PATH or set {ENV_CONFIG_PATH}")
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -122,7 +137,7 @@ def load_config(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=str(p)) from None
+        raise ConfigError(f"not valid YAML: {_yaml_problem(exc)}", source=str(p)) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(
             "top level must be a mapping with server/policy/backends keys", source=str(p)

@@ -38,6 +38,12 @@ class ConfigRefError(ConfigError, RefError):
         self.ref = error.ref
         self.detail = error.detail
         self.permanent = error.permanent
+        self._error = error
+
+    def located(self, source: str) -> ConfigRefError:
+        if self.source or not source:
+            return self
+        return ConfigRefError(self._error, source=source, key=self.key)
 
 
 def _raise(error: RefError, source: str, key: str) -> NoReturn:
@@ -49,7 +55,7 @@ def resolve_ref(
     *,
     env: Mapping[str, str],
     key: str,
-    source: str = "router.yaml",
+    source: str = "",
     fix: str = "",
 ) -> str:
     """``value``, or the variable it names when it is ``env:VAR`` (hybrid_router.refs.resolve)."""
@@ -64,7 +70,7 @@ def resolve_env_var(
     *,
     env: Mapping[str, str],
     key: str,
-    source: str = "router.yaml",
+    source: str = "",
     fix: str = "",
 ) -> str:
     """The variable a ``*_env`` field names (hybrid_router.refs.resolve_env)."""

@@ -32,7 +32,6 @@ def check_kubeconfig(cfg: DiscoveryConfig) -> None:
         raise ConfigError(
             f"kubeconfig file not found: {kubeconfig}; fix the path, or leave it empty to use "
             "the pod's service account (in a pod) or ~/.kube/config",
-            source="router.yaml",
             key="discovery.kubernetes.kubeconfig",
         )
 
@@ -74,7 +73,6 @@ async def start_discovery(
         raise ConfigError(
             f"discovery.kubernetes needs the kubernetes client ({exc}); install "
             "hybrid-router[k8s] or remove discovery.kubernetes.sources",
-            source="router.yaml",
             key="discovery.kubernetes",
         ) from None
     try:
@@ -85,6 +83,5 @@ async def start_discovery(
         raise ConfigError(
             f"cannot configure the Kubernetes client: {exc}. Inside a pod the service "
             "account is used; elsewhere set discovery.kubernetes.kubeconfig or ~/.kube/config",
-            source="router.yaml",
             key="discovery.kubernetes.kubeconfig",
         ) from None

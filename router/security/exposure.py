@@ -49,7 +49,6 @@ def check_auth_exposure(config: RouterConfig) -> str | None:
             "'none', so anyone who reaches the port could register as a device and receive "
             "requests: set edge.device_auth: mtls with server.tls.client_ca_file, or bind to "
             "127.0.0.1. See docs/edge.md.",
-            source="router.yaml",
             key="edge.device_auth",
         )
     if config.auth.configured:
@@ -64,7 +63,6 @@ def check_auth_exposure(config: RouterConfig) -> str | None:
         f"server.address {address} is not a loopback address and no API keys are "
         "configured: set auth.keys_file (or auth.keys, or auth.secrets_manager.secret_id) "
         "and auth.tenants, or bind to 127.0.0.1. See docs/security.md.",
-        source="router.yaml",
         key="auth",
     )
 

@@ -90,7 +90,7 @@ class CertificateFiles:
             material = self._read()
             _check(material, cfg, keys)
         except _Bad as bad:
-            raise ConfigError(bad.reason, source="router.yaml", key=bad.key) from None
+            raise ConfigError(bad.reason, key=bad.key) from None
         self._current = material
         #: What was wrong with the last rejected set, so one bad state logs once.
         self._rejected: tuple[str, str] | None = None

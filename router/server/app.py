@@ -32,6 +32,7 @@ from router.preflight import run as run_preflights
 from router.registry import BackendRegistry
 from router.server.guard import ServerGuard
 from router.server.interceptors import ErrorMappingInterceptor
+from router.server.listen import bind_failed, check_address
 from router.server.servicer import InferenceRouterServicer, Linger
 from router.telemetry.observer import Telemetry
 
@@ -140,9 +141,12 @@ class RouterServer:
                 ),
                 server,
             )
-        self.port = self.guard.bind(server, cfg.address)
+        try:
+            self.port = self.guard.bind(server, cfg.address)
+        except RuntimeError:  # grpcio >= 1.60 raises "Failed to bind" instead of returning 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind {cfg.address}: address in use or not available")
+            raise self.config.locate(bind_failed(cfg.address))
         await server.start()
         self._server = server
         for svc in ("", SERVICE_NAME):
@@ -257,14 +261,25 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options) -> list[Finding]:
-    """``server.event_loop``: the loop ``serve`` would run on (uvloop installed when asked)."""
+    """``server.event_loop``: the loop ``serve`` would run on (uvloop installed when asked);
+    ``server.address``: free to listen on (router/server/listen.py)."""
     choice = config.server.event_loop
     try:
         factory = loop_factory(choice)
     except ConfigError as exc:
         return [Finding.failed("event loop", exc)]
     used = "asyncio" if factory is None else "uvloop"
-    return [Finding(OK, "event loop", "server.event_loop", f"server.event_loop {choice}: {used}")]
+    findings = [
+        Finding(OK, "event loop", "server.event_loop", f"server.event_loop {choice}: {used}")
+    ]
+    address = config.server.address
+    try:
+        check_address(address)
+    except ConfigError as exc:
+        findings.append(Finding.failed("listen", exc))
+    else:
+        findings.append(Finding(OK, "listen", "server.address", f"{address} is free"))
+    return findings
 
 
 def run(config: RouterConfig) -> int:
@@ -282,6 +297,6 @@ def run(config: RouterConfig) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {config.locate(exc)}", file=sys.stderr)
         return 2
     return 0

@@ -189,7 +189,6 @@ def check_device_auth(config: RouterConfig) -> None:
             "edge.device_auth 'mtls' needs server.tls.cert_file, key_file and client_ca_file "
             "(devices present certificates signed by that CA); set them, or set "
             "edge.device_auth: none to trust device ids as sent (development only)",
-            source="router.yaml",
             key="edge.device_auth",
         )
 

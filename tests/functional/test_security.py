@@ -269,7 +269,7 @@ async def test_serve_refuses_a_public_address_without_keys(tmp_path, backends):
 
     assert proc.returncode == 2 and out == b""
     assert err.decode().startswith(
-        "error: router.yaml: auth: server.address 0.0.0.0:0 is not a loopback address"
+        f"error: {path}: auth: server.address 0.0.0.0:0 is not a loopback address"
     )
 
 

@@ -140,7 +140,7 @@ def test_template_errors_name_the_key_and_the_fix() -> None:
         load({**TEMPLATE, "tier": "cloud"})
 
     assert "discovery.kubernetes.sources[0](gpu)" in str(missing.value)
-    assert "backend.context_window: Field required" in str(missing.value)
+    assert "backend.context_window: required" in str(missing.value)
     assert "backend.endpoint is set by discovery" in str(endpoint.value)
     assert "backend.tier: must be one of 'hosted', 'gpu' or 'edge'" in str(tier.value)
 

@@ -233,17 +233,17 @@ SITES: list[tuple[str, Callable[[], object], str]] = [
     (
         "auth.keys_file",
         lambda: resolve_keys_path("env:V", EMPTY),
-        "router.yaml: auth.keys_file: env:V is unset or empty",
+        "auth.keys_file: env:V is unset or empty",
     ),
     (
         "edge.directory.redis_url",
         lambda: resolve_url("env:V", EMPTY),
-        "router.yaml: edge.directory.redis_url: env:V is unset or empty",
+        "edge.directory.redis_url: env:V is unset or empty",
     ),
     (
         "edge.relay.token_env",
         lambda: relay_token(EdgeConfig(relay={"token_env": "V"}), EMPTY),
-        "router.yaml: edge.relay.token_env: env:V is unset or empty",
+        "edge.relay.token_env: env:V is unset or empty",
     ),
 ]
 
