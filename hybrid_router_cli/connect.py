@@ -25,7 +25,7 @@ from hybrid_router.client import (
     RouterCallError,
     parse_target,
 )
-from hybrid_router.client.channel import AUTH_METADATA, call_metadata
+from hybrid_router.client.channel import AUTH_METADATA, call_metadata, check_metadata
 
 from hybrid_router_cli.errors import EXIT_USAGE, CliError
 
@@ -66,7 +66,10 @@ def parse_metadata(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
         if not sep or not key.strip():
             raise CliError(f"--metadata must be KEY=VALUE, got {item!r}", exit_code=EXIT_USAGE)
         out.append((key.strip().lower(), value))
-    return tuple(out)
+    try:
+        return tuple(check_metadata(out))
+    except OptionError as exc:
+        raise CliError(f"--metadata: {exc.problem}", exit_code=EXIT_USAGE) from None
 
 
 def channel_config(
@@ -111,7 +114,11 @@ def client_setup(args: argparse.Namespace) -> tuple[str, tuple[tuple[str, str], 
     metadata = parse_metadata(args.metadata)
     if not any(k == AUTH_METADATA for k, _ in metadata):
         key = (args.api_key or os.environ.get(ENV_API_KEY) or "").strip()
-        metadata = tuple(call_metadata(api_key=key or None)) + metadata
+        try:
+            metadata = tuple(call_metadata(api_key=key or None)) + metadata
+        except OptionError as exc:
+            given = "--api-key" if args.api_key else f"${ENV_API_KEY}"
+            raise CliError(f"{given}: {exc.problem}", exit_code=EXIT_USAGE) from None
     return address, metadata
 
 

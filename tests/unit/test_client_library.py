@@ -163,7 +163,11 @@ def test_make_request_takes_messages_and_lists() -> None:
         ({"prompt": "x", "data_class": "secret"}, "data_class", "public, internal, restricted"),
         ({"prompt": "x", "objective": "cheap"}, "objective", "cheapest, fastest, weighted"),
         ({"prompt": "x", "max_output_tokens": -1}, "max_output_tokens", "must be >= 0"),
-        ({"prompt": "x", "max_cost_usd": float("nan")}, "max_cost_usd", "must be >= 0"),
+        ({"prompt": "x", "max_cost_usd": float("nan")}, "max_cost_usd", "must be a finite number"),
+        ({"prompt": "x", "temperature": float("inf")}, "temperature", "must be a finite number"),
+        ({"prompt": "x", "max_output_tokens": 2**32}, "max_output_tokens", "at most 4294967295"),
+        ({"prompt": "x", "seed": 2**64}, "seed", "at most 18446744073709551615"),
+        ({"prompt": "x", "ttft_budget_ms": 2**32}, "ttft_budget_ms", "at most 4294967295"),
         ({"prompt": "x", "temperature": -0.5}, "temperature", "must be >= 0"),
         ({}, "prompt", "either prompt or messages"),
         ({"prompt": "x", "messages": (("user", "y"),)}, "prompt", "either prompt or messages"),
@@ -320,3 +324,39 @@ def test_the_package_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --- metadata gRPC cannot send is refused before any call -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pairs", "words"),
+    [
+        ([("bad key", "1")], "key 'bad key' is not a gRPC metadata key"),
+        ([("Upper", "1")], "key 'Upper' is not a gRPC metadata key"),
+        ([("grpc-timeout", "1")], "keys starting grpc- are reserved"),
+        ([("x-team", "a\nb")], "value of 'x-team' must be printable ASCII on one line"),
+        ([("x-team", "é")], "value of 'x-team' must be printable ASCII"),
+    ],
+)
+def test_metadata_grpc_cannot_send_is_named(pairs, words):
+    with pytest.raises(OptionError) as err:
+        call_metadata(extra=pairs)
+    assert err.value.option == "metadata" and words in str(err.value)
+
+
+def test_good_metadata_and_binary_values_pass():
+    md = call_metadata(api_key="hr_a_b", extra=[("x-team", "a b"), ("trace-bin", b"\x00\x01")])
+    assert md == [
+        ("authorization", "Bearer hr_a_b"),
+        ("x-team", "a b"),
+        ("trace-bin", b"\x00\x01"),
+    ]
+
+
+@pytest.mark.parametrize("key", ["a\nb", "hr_a b", "hr_é"])
+def test_an_api_key_that_cannot_travel_is_refused_without_quoting_it(key):
+    with pytest.raises(OptionError) as err:
+        call_metadata(api_key=key)
+    assert err.value.option == "api_key"
+    assert key not in str(err.value)

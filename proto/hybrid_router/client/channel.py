@@ -19,6 +19,7 @@ turn it on too. A plaintext channel is only ever made when none of them is given
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -48,6 +49,8 @@ __all__ = [
     "ApiKey",
     "ChannelConfig",
     "call_metadata",
+    "check_api_key",
+    "check_metadata",
     "parse_target",
 ]
 
@@ -221,13 +224,58 @@ def call_metadata(
     ``traceparent`` (a malformed one is dropped), then ``extra``."""
     md: list[tuple[str, str]] = []
     if api_key:
+        check_api_key(api_key)
         md.append((AUTH_METADATA, f"Bearer {api_key}"))
     if request_id:
+        if not _printable(request_id):
+            raise OptionError("request_id", "must be printable ASCII on one line")
         md.append((REQUEST_ID_METADATA, request_id))
     if tp := valid_traceparent(traceparent):
         md.append((TRACEPARENT_METADATA, tp))
-    md.extend(extra)
+    md.extend(check_metadata(extra))
     return md
+
+
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
+
+
+def _printable(text: str) -> bool:
+    return all(" " <= c <= "~" for c in text)
+
+
+def check_api_key(key: str) -> None:
+    """OptionError (never quoting the key) unless ``key`` can travel in a header."""
+    if not _printable(key) or " " in key:
+        raise OptionError(
+            "api_key",
+            "holds spaces, line breaks or non-ASCII characters; copy the key again "
+            "(an hr_<id>_<secret> key is printable ASCII)",
+        )
+
+
+def check_metadata(pairs: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
+    """``pairs`` when gRPC can send them, else OptionError naming the bad one: keys are
+    lower-case letters, digits, ``-``, ``_`` and ``.``, not ``grpc-...``; values are
+    printable ASCII (bytes under a key ending ``-bin``)."""
+    for key, value in pairs:
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
+            raise OptionError(
+                "metadata",
+                f"key {key!r} is not a gRPC metadata key: use lower-case letters, digits, "
+                "'-', '_' and '.'",
+            )
+        if key.startswith("grpc-"):
+            raise OptionError("metadata", f"key {key!r}: keys starting grpc- are reserved")
+        if key.endswith("-bin"):
+            if not isinstance(value, bytes | str):
+                raise OptionError("metadata", f"value of {key!r} must be bytes")
+        elif not isinstance(value, str) or not _printable(value):
+            raise OptionError(
+                "metadata",
+                f"value of {key!r} must be printable ASCII on one line (binary values go "
+                "under a key ending -bin)",
+            )
+    return pairs
 
 
 CHANNEL_KEYS = frozenset(ChannelConfig.__dataclass_fields__) - {"address"}

@@ -5,7 +5,8 @@
 the message, and :func:`make_request` does both from keyword arguments. A wrong value
 raises :class:`~hybrid_router.client.errors.OptionError` naming the option
 (``pin_tiers: 'cloud' is not one of hosted, gpu, edge``, ``messages[1].role: ...``,
-``max_output_tokens: must be >= 0``) before anything is sent. The router checks the rest
+``max_output_tokens: must be >= 0``, ``seed: must be at most ...`` for a value its
+protocol field cannot hold) before anything is sent. The router checks the rest
 (limits, backend names) and names the field in its INVALID_ARGUMENT.
 
 Unset stays unset: 0 / "" / None leave the router's defaults (``max_cost_usd``,
@@ -75,9 +76,32 @@ _NON_NEGATIVE = (
 )
 
 
+_UINT32_MAX = 2**32 - 1
+#: The widest value each option's protocol field holds (uint32, uint64, float, double).
+_MAXIMA: dict[str, float] = {
+    "max_output_tokens": _UINT32_MAX,
+    "top_k": _UINT32_MAX,
+    "ttft_budget_ms": _UINT32_MAX,
+    "total_budget_ms": _UINT32_MAX,
+    "seed": 2**64 - 1,
+    # float fields: beyond this a float32 is infinite.
+    "temperature": 3.4e38,
+    "top_p": 3.4e38,
+    "max_cost_usd": 1e300,
+}
+
+
 def _non_negative(option: str, value: float | None) -> None:
-    if value is not None and (math.isnan(value) or value < 0):
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OptionError(option, f"must be a finite number, got {value!r}")
+    if value < 0:
         raise OptionError(option, f"must be >= 0, got {value!r}")
+    if value > _MAXIMA[option]:
+        most = _MAXIMA[option]
+        shown = str(most) if isinstance(most, int) else f"{most:g}"
+        raise OptionError(option, f"must be at most {shown}, got {value!r}")
 
 
 def _chat(opts: RequestOptions) -> list[tpb.ChatMessage]:
@@ -99,6 +123,9 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
     """The ``GenerateRequest`` for ``opts``; :class:`OptionError` names a wrong option."""
     for name in _NON_NEGATIVE:
         _non_negative(name, getattr(opts, name))
+    if not all(" " <= c <= "~" for c in opts.request_id):
+        # It travels as x-request-id metadata too.
+        raise OptionError("request_id", "must be printable ASCII on one line")
     sampling = tpb.SamplingParams(stop=list(opts.stop))
     if opts.temperature is not None:
         sampling.temperature = opts.temperature
