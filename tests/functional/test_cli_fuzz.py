@@ -5,10 +5,11 @@ The options come from the real parsers (``hybrid_router_cli.main.build_parser``)
 new option is fuzzed the day it is added. Each command gets the least it needs to run
 (a good config file, a keys file, a GGUF file) and then one option at a time with each
 bad value: out-of-range numbers, non-finite numbers, empty and blank strings, line breaks,
-NUL, malformed metadata, missing files, URLs that are not, unreachable addresses. The
-router address and the AWS endpoint point at a port nobody listens on, so calls fail
-fast and for real. (No NUL byte: a command line cannot carry one.) ``serve`` runs as a subprocess (it sets up logging and signals), the
-rest in-process. ``demo`` is left out: it starts model servers.
+malformed metadata, missing files, URLs that are not, unreachable addresses (no NUL
+byte: a command line cannot carry one). The router address and the AWS endpoint point at
+a port nobody listens on, so calls fail fast and for real. ``serve`` runs as a
+subprocess (it sets up logging and signals), the rest in-process. ``demo`` is left out:
+it starts model servers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
