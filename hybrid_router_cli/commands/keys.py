@@ -23,7 +23,7 @@ from typing import Any
 
 from hybrid_router.env import ENV_KEYS_FILE as ENV_KEYS_FILE  # --file's default
 
-from hybrid_router_cli import render
+from hybrid_router_cli import aws, registry, render
 from hybrid_router_cli.errors import EXIT_USAGE, CliError
 from hybrid_router_cli.registry import Command
 from router.errors import ConfigError
@@ -31,17 +31,25 @@ from router.security.keys import KeyRecord, hash_key, is_key_id, new_key
 
 _TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
-_EXAMPLES = """\
-examples:
-  hybrid-router keys create --file keys.yaml --tenant acme --name "ci pipeline"
-  export HYBRID_ROUTER_API_KEY=$(hybrid-router keys create --file keys.yaml --tenant acme)
-  hybrid-router keys list --file keys.yaml
-  hybrid-router keys revoke --file keys.yaml 3f9a1c2b7d4e
-  hybrid-router keys create --secret-id hybrid-router/keys --region eu-west-1 --tenant acme
-
+_NOTE = """
 Routers read the same file (auth.keys_file) or secret (auth.secrets_manager.secret_id)
 and pick up changes within auth.refresh_s. See docs/security.md.
 """
+
+_CREATE_EXAMPLES = """\
+  hybrid-router keys create --file keys.yaml --tenant acme --name "ci pipeline"
+  export HYBRID_ROUTER_API_KEY=$(hybrid-router keys create --file keys.yaml --tenant acme)
+  hybrid-router keys create --secret-id hybrid-router/keys --region eu-west-1 --tenant acme
+"""
+_LIST_EXAMPLES = """\
+  hybrid-router keys list --file keys.yaml
+  hybrid-router keys list --secret-id hybrid-router/keys --region eu-west-1 --json
+"""
+_REVOKE_EXAMPLES = """\
+  hybrid-router keys revoke --file keys.yaml 3f9a1c2b7d4e
+  hybrid-router keys revoke --secret-id hybrid-router/keys --region eu-west-1 3f9a1c2b7d4e
+"""
+_EXAMPLES = "examples:\n" + _CREATE_EXAMPLES + _LIST_EXAMPLES + _REVOKE_EXAMPLES + _NOTE
 
 
 # --- stores ---------------------------------------------------------------------------------
@@ -52,13 +60,20 @@ class _FileStore:
         self.path = path
         self.where = str(path)
 
-    def read(self) -> list[KeyRecord]:
+    def read(self, *, missing_ok: bool = False) -> list[KeyRecord]:
+        """The keys; a missing file is empty for ``create`` (which makes it), else an error."""
         from router.security.keystore import parse_keys_document
 
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return []
+            if missing_ok:
+                return []
+            raise CliError(
+                f"{self.path}: file not found; check --file (or ${ENV_KEYS_FILE}), or make "
+                f"the file with: hybrid-router keys create --file {self.path} --tenant NAME",
+                exit_code=EXIT_USAGE,
+            ) from None
         except OSError as exc:
             raise CliError(f"cannot read {self.path}: {exc.strerror}") from None
         return parse_keys_document(text, source=str(self.path))
@@ -77,15 +92,12 @@ class _SecretStore:
         self.secret_id = secret_id
         self.where = f"secret {secret_id}"
         try:
-            import boto3
+            import boto3  # noqa: F401
         except ImportError as exc:  # pragma: no cover - boto3 is in the router extra
             raise CliError(f"--secret-id needs boto3 ({exc})") from None
-        kwargs: dict[str, Any] = {}
-        if region:
-            kwargs["region_name"] = region
-        if endpoint_url:
-            kwargs["endpoint_url"] = endpoint_url
-        self._client = boto3.client("secretsmanager", **kwargs)
+        self._client = aws.client(
+            "secretsmanager", region=region, endpoint_url=endpoint_url, what=self.where
+        )
         self._exists = True
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -101,7 +113,9 @@ class _SecretStore:
         except BotoCoreError as exc:
             raise CliError(f"{self.where}: {exc}") from None
 
-    def read(self) -> list[KeyRecord]:
+    def read(self, *, missing_ok: bool = False) -> list[KeyRecord]:
+        """The keys; a missing secret is empty for ``create`` (which makes it), else an
+        error."""
         from botocore.exceptions import ClientError
 
         from router.security.keystore import parse_keys_document
@@ -109,6 +123,13 @@ class _SecretStore:
         try:
             resp = self._call(self._client.get_secret_value, SecretId=self.secret_id)
         except ClientError:
+            if not missing_ok:
+                raise CliError(
+                    f"{self.where}: not found (ResourceNotFoundException); check --secret-id "
+                    "and --region, or make it with: hybrid-router keys create --secret-id "
+                    f"{self.secret_id} --tenant NAME",
+                    exit_code=EXIT_USAGE,
+                ) from None
             self._exists = False
             return []
         return parse_keys_document(resp.get("SecretString") or "", source=self.where)
@@ -159,7 +180,7 @@ def _create(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             exit_code=EXIT_USAGE,
         )
     store = _store(args, environ)
-    records = store.read()
+    records = store.read(missing_ok=True)
     key_id, key = new_key()
     while any(r.id == key_id for r in records):  # 48 random bits: practically never
         key_id, key = new_key()
@@ -180,12 +201,16 @@ def _create(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _row(record: KeyRecord) -> dict[str, Any]:
+    """A key as ``--json`` prints it: never a secret (the store has none)."""
+    return {f: getattr(record, f) for f in ("id", "tenant", "name", "created", "revoked")}
+
+
 def _list(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     store = _store(args, environ)
     records = store.read()
     if args.json:
-        fields = ("id", "tenant", "name", "created", "revoked")
-        print(render.to_json([{f: getattr(r, f) for f in fields} for r in records]))
+        print(render.to_json([_row(r) for r in records]))
         return 0
     if not records:
         print(f"no keys in {store.where}", file=sys.stderr)
@@ -210,10 +235,15 @@ def _revoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     match = [r for r in records if r.id == key_id]
     if not match:
         raise CliError(f"no key {key_id} in {store.where} (see `hybrid-router keys list`)")
-    if match[0].revoked:
+    already = match[0].revoked
+    if not already:
+        store.write([replace(r, revoked=True) if r.id == key_id else r for r in records])
+    if args.json:
+        row = _row(replace(match[0], revoked=True)) | {"already_revoked": already}
+        print(render.to_json(row, indent=None))
+    if already:
         print(f"key {key_id} was already revoked", file=sys.stderr)
         return 0
-    store.write([replace(r, revoked=True) if r.id == key_id else r for r in records])
     print(
         f"revoked key {key_id} (tenant {match[0].tenant!r}); routers reject it after their "
         "next refresh (auth.refresh_s)",
@@ -230,6 +260,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
 
 
 def run(args: argparse.Namespace) -> int:
+    aws.check_endpoint_url(args.endpoint_url or "")
     try:
         return _ACTIONS[args.keys_command](args, os.environ)
     except ConfigError as exc:
@@ -248,19 +279,25 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _action(ks: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    return ks.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog="examples:\n" + examples + _NOTE,
+        formatter_class=registry.FORMATTER,
+    )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    c = ks.add_parser(
-        "create",
-        help="create a key (printed once)",
-        epilog=_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    c = _action(ks, "create", "create a key (printed once)", _CREATE_EXAMPLES)
     c.add_argument("--tenant", required=True, help="tenant the key belongs to (auth.tenants)")
     c.add_argument("--name", default="", help="a label, e.g. who holds the key")
     _store_options(c)
-    _store_options(ks.add_parser("list", help="list keys (ids, tenants, dates; never secrets)"))
-    r = ks.add_parser("revoke", help="revoke a key by id")
+    lst = _action(ks, "list", "list keys (ids, tenants, dates; never secrets)", _LIST_EXAMPLES)
+    _store_options(lst)
+    r = _action(ks, "revoke", "revoke a key by id", _REVOKE_EXAMPLES)
     r.add_argument("key_id", metavar="KEY_ID", help="the key's id (12 hex digits)")
     _store_options(r)
 

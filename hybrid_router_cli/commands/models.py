@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybrid_router_cli import render
+from hybrid_router_cli import aws, registry, render
 from hybrid_router_cli.connect import client_setup
 from hybrid_router_cli.errors import EXIT_USAGE, CliError
 from hybrid_router_cli.options import add_connection_options
@@ -30,16 +30,28 @@ from hybrid_router_cli.registry import Command
 if TYPE_CHECKING:
     from greengrass.manifest import Manifest
 
-_EXAMPLES = """\
-examples:
-  hybrid-router models publish gemma3-270m-v2.gguf --bucket my-models --name gemma3-270m \\
-      --version v2 --context-window 2048 --model-family gemma3
-  hybrid-router models set-desired --bucket my-models --name gemma3-270m --version v1
-  hybrid-router models status --address 127.0.0.1:50051 --bucket my-models
-
+_NOTE = """
 Devices download from the bucket with their own credentials (Greengrass: the token
 exchange role, which needs s3:GetObject on <prefix>/*). See docs/edge.md.
 """
+_PUBLISH_EXAMPLES = """\
+  hybrid-router models publish gemma3-270m-v2.gguf --bucket my-models --name gemma3-270m \\
+      --version v2 --context-window 2048 --model-family gemma3
+  hybrid-router models publish gemma3-270m-v3.gguf --bucket my-models --name gemma3-270m \\
+      --version v3 --context-window 2048 --no-desired --json   # upload now, roll out later
+"""
+_SET_DESIRED_EXAMPLES = """\
+  hybrid-router models set-desired --bucket my-models --name gemma3-270m --version v1
+"""
+_STATUS_EXAMPLES = """\
+  hybrid-router models status --address 127.0.0.1:50051 --bucket my-models
+  hybrid-router models status --address 127.0.0.1:50051 --json
+"""
+_EXAMPLES = "examples:\n" + _PUBLISH_EXAMPLES + _SET_DESIRED_EXAMPLES + _STATUS_EXAMPLES + _NOTE
+
+#: llama.cpp's n_ctx is a C int; the contract's context_window fields are uint32.
+MAX_CONTEXT_WINDOW = 2**31 - 1
+GGUF_MAGIC = b"GGUF"
 
 
 def _store_options(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -50,10 +62,20 @@ def _store_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--endpoint-url", default="", help="S3 endpoint override")
 
 
+def _action(msub: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    return msub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog="examples:\n" + examples + _NOTE,
+        formatter_class=registry.FORMATTER,
+    )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     msub = p.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
 
-    pub = msub.add_parser("publish", help="upload a model file and write its manifest")
+    pub = _action(msub, "publish", "upload a model file and write its manifest", _PUBLISH_EXAMPLES)
     pub.add_argument("file", help="the model file (a GGUF for llama.cpp devices)")
     pub.add_argument("--name", required=True, help="model name, e.g. gemma3-270m")
     pub.add_argument("--version", required=True, help="version label, e.g. v2 or 2025-06-01")
@@ -70,18 +92,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pub.add_argument("--json", action="store_true", help="print the manifest as JSON")
     _store_options(pub, required=True)
 
-    des = msub.add_parser("set-desired", help="point the fleet at a published version")
+    des = _action(
+        msub, "set-desired", "point the fleet at a published version", _SET_DESIRED_EXAMPLES
+    )
     des.add_argument("--name", required=True)
     des.add_argument("--version", required=True)
     des.add_argument("--json", action="store_true")
     _store_options(des, required=True)
 
-    st = msub.add_parser("status", help="which devices run which version")
+    st = _action(msub, "status", "which devices run which version", _STATUS_EXAMPLES)
     _store_options(st, required=False)
     add_connection_options(st)
 
 
 def run(args: argparse.Namespace) -> int:
+    aws.check_endpoint_url(args.endpoint_url)
     action = {"publish": _cmd_publish, "set-desired": _cmd_set_desired, "status": _cmd_status}
     return action[args.models_command](args)
 
@@ -90,14 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _s3(args: argparse.Namespace) -> Any:
-    import boto3
-
-    kwargs: dict[str, Any] = {}
-    if args.region:
-        kwargs["region_name"] = args.region
-    if args.endpoint_url:
-        kwargs["endpoint_url"] = args.endpoint_url
-    return boto3.client("s3", **kwargs)
+    return aws.client(
+        "s3", region=args.region, endpoint_url=args.endpoint_url, what=f"s3://{args.bucket}"
+    )
 
 
 def _aws_error(exc: Exception, what: str) -> CliError:
@@ -133,6 +153,21 @@ def _hash(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _check_artifact(path: Path, fmt: str) -> None:
+    """A non-empty file; a ``gguf`` one starts with the GGUF magic."""
+    with path.open("rb") as f:
+        head = f.read(len(GGUF_MAGIC))
+    if not head:
+        raise CliError(f"{path}: empty file; pass the model file", exit_code=EXIT_USAGE)
+    if fmt == "gguf" and head != GGUF_MAGIC:
+        raise CliError(
+            f"{path} is not a GGUF model (first bytes {head!r}, expected {GGUF_MAGIC!r}); "
+            "pass a .gguf file (llama.cpp's format), or --format scripted for a scripted "
+            "engine's options",
+            exit_code=EXIT_USAGE,
+        )
+
+
 def _segments(args: argparse.Namespace) -> None:
     from greengrass.manifest import ManifestError, check_segment
 
@@ -156,11 +191,14 @@ def publish(args: argparse.Namespace) -> Manifest:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{args.file}: no such file", exit_code=EXIT_USAGE)
-    if args.context_window < 16:
-        raise CliError("--context-window: must be >= 16", exit_code=EXIT_USAGE)
+    if not 16 <= args.context_window <= MAX_CONTEXT_WINDOW:
+        raise CliError(
+            f"--context-window: must be >= 16 and <= {MAX_CONTEXT_WINDOW}, got "
+            f"{args.context_window}; pass the context the device runs, e.g. 2048",
+            exit_code=EXIT_USAGE,
+        )
+    _check_artifact(path, args.format)
     sha, size = _hash(path)
-    if size == 0:
-        raise CliError(f"{args.file}: empty file", exit_code=EXIT_USAGE)
     key = version_prefix(args.prefix, args.name, args.version) + path.name
     manifest = Manifest(
         name=args.name,
@@ -249,11 +287,11 @@ def _cmd_set_desired(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_listing(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def store_listing(args: argparse.Namespace, s3: Any = None) -> dict[str, dict[str, Any]]:
     """{model: {"versions": [...], "desired": v}} from the bucket."""
     from greengrass.manifest import desired_key
 
-    s3 = _s3(args)
+    s3 = s3 or _s3(args)
     base = args.prefix.strip("/") + "/" if args.prefix.strip("/") else ""
     out: dict[str, dict[str, Any]] = {}
     try:
@@ -280,8 +318,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from hybrid_router_cli.commands.devices import list_devices
 
     address, metadata = client_setup(args)
+    s3 = _s3(args) if args.bucket else None  # its flags are checked before the router call
     resp = asyncio.run(list_devices(address, metadata, args))
-    store = store_listing(args) if args.bucket else {}
+    store = store_listing(args, s3) if args.bucket else {}
     rows: dict[tuple[str, str], list[tuple[str, bool]]] = {}
     for d in resp.devices:
         for m in d.models:

@@ -19,6 +19,7 @@ from awsenv import aws_env, moto_server  # noqa: F401 - fixtures
 from rtutil import ms_backend, stub_for, user_request
 from secutil import bearer, make_pki
 
+from hybrid_router_cli.main import main as cli_main
 from router.config import parse_config
 from router.security.keystore import parse_keys_document
 from router.server.app import RouterServer, create_server
@@ -225,3 +226,104 @@ async def test_cli_sends_the_key_and_speaks_tls_and_mtls(tmp_path, model_server,
                            "--timeout", "10", "x")  # fmt: skip
     assert rc == 1 and "UNAVAILABLE" in err and "--client-cert" in err, err
     assert key not in err
+
+
+# --- issue 18: flags boto3 cannot use, missing stores, --json, help ------------------------------
+
+KEY_ID = "3f9a1c2b7d4e"
+ACTIONS = {
+    "create": ["keys", "create", "--tenant", "acme"],
+    "list": ["keys", "list"],
+    "revoke": ["keys", "revoke", KEY_ID],
+}
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: ") and "Traceback" not in captured.err
+    return line
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        ([], ["secret x: no AWS region", "--region", "AWS_REGION", "AWS_DEFAULT_REGION"]),
+        (["--region", "eu west 1"], ["--region 'eu west 1' is not an AWS region name"]),
+        (
+            ["--region", "eu-west-1", "--endpoint-url", "notaurl"],
+            ["--endpoint-url 'notaurl' is not an http(s) URL"],
+        ),
+    ],
+    ids=["no-region", "bad-region", "bad-endpoint"],
+)
+def test_aws_flags_boto3_cannot_use_are_one_usage_error_line(action, flags, needles, capsys):
+    argv = [*ACTIONS[action], "--secret-id", "x", *flags]
+
+    assert cli_main(argv) == 2
+
+    line = _one_error_line(capsys)
+    assert all(n in line for n in needles), line
+
+
+@pytest.mark.parametrize("action", ["list", "revoke"])
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_listing_or_revoking_from_a_missing_file_is_a_usage_error(
+    action, via, tmp_path, capsys, monkeypatch
+):
+    path = tmp_path / "nope.yaml"
+    if via == "flag":
+        argv = [*ACTIONS[action], "--file", str(path)]
+    else:
+        monkeypatch.setenv("HYBRID_ROUTER_KEYS_FILE", str(path))
+        argv = ACTIONS[action]
+
+    assert cli_main(argv) == 2
+
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {path}: file not found; ")
+    assert f"keys create --file {path}" in line
+    assert not path.exists()
+
+
+async def test_listing_or_revoking_from_a_missing_secret_is_a_usage_error(request, aws_env):  # noqa: F811
+    moto_url = request.getfixturevalue("moto_server")
+    common = ["--secret-id", "no/such/keys", "--region", "eu-west-1", "--endpoint-url", moto_url]
+    for action in ("list", "revoke"):
+        rc, out, err = await cli(*ACTIONS[action], *common)
+
+        assert (rc, out) == (2, ""), err
+        assert err.startswith("error: secret no/such/keys: not found"), err
+        assert "--secret-id" in err and len(err.strip().splitlines()) == 1
+
+
+def test_revoke_json_prints_the_key_as_json(tmp_path, capsys):
+    path = str(tmp_path / "keys.yaml")
+    assert cli_main(["keys", "create", "--file", path, "--tenant", "acme", "--json"]) == 0
+    key_id = json.loads(capsys.readouterr().out)["id"]
+
+    assert cli_main(["keys", "revoke", "--file", path, key_id, "--json"]) == 0
+    first = capsys.readouterr()
+    assert cli_main(["keys", "revoke", "--file", path, key_id, "--json"]) == 0
+    again = capsys.readouterr()
+
+    row = json.loads(first.out)
+    assert row == {
+        "id": key_id, "tenant": "acme", "name": "", "created": row["created"],
+        "revoked": True, "already_revoked": False,
+    }  # fmt: skip
+    assert json.loads(again.out) == row | {"already_revoked": True}
+    assert f"revoked key {key_id}" in first.err and "already revoked" in again.err
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_every_keys_action_has_help_with_examples(action, capsys):
+    assert cli_main(["keys", action, "--help"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: hybrid-router keys {action}")
+    examples = out.split("\nexamples:\n", 1)[1]
+    assert f"  hybrid-router keys {action} " in examples
