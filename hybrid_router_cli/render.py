@@ -3,7 +3,8 @@
 Pure functions from protobuf messages and the commands' records to rich renderables or
 JSON text; nothing here performs I/O except :func:`make_console` and :func:`live`. rich
 is imported only by the functions that build tables (the ``cli`` extra installs it), so
-the names, numbers and JSON work in the router image too.
+the names, numbers and JSON work in the router image too. The backends table and its
+narrow layouts are in :mod:`hybrid_router_cli.render_backends`.
 """
 
 from __future__ import annotations
@@ -327,104 +328,6 @@ def usage_line(u: router_pb2.Usage) -> Text:
     else:
         text.append(f" · INCOMPLETE: {u.error or 'cut short'}", style="bold red")
     return text
-
-
-# --- backends ------------------------------------------------------------------------
-
-
-def backends_table(
-    resp: router_pb2.ListBackendsResponse,
-    *,
-    title: str | None = None,
-    now_ms: int | None = None,
-) -> Table:
-    """Static facts and live state, one row per backend (details: :func:`backend_notes`).
-
-    "last error" is how long ago the backend last failed (its message is in the notes)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, title_justify="left")
-    right = (
-        "ctx",
-        "in flight\n/ queue",
-        "TTFT\np50 / p90",
-        "tok/s",
-        "errors\n(failed)",
-        "last\nerror",
-        "requests",
-    )
-    for name in ("name", "tier", "kind", "model", "ctx", "health", *right[1:]):
-        table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
-    for b in resp.backends:
-        circuit = circuit_name(b.circuit)
-        if not b.healthy:
-            health = Text("DOWN", "bold red")
-        elif circuit == "open":
-            health = Text("circuit open", "bold red")
-        elif circuit == "half-open":
-            health = Text("half-open", "yellow")
-        else:
-            health = Text("ok", "green")
-        ttft = f"{fmt_ms(b.ttft_p50_ms)} / {fmt_ms(b.ttft_p90_ms)}"
-        if b.from_priors:
-            ttft += " ᵖ"
-        row: list[Text | str] = [
-            Text(b.name, style="bold"),
-            tier_text(b.tier),
-            b.kind,
-            b.model,
-            str(b.context_window),
-            health,
-            f"{b.in_flight} / {b.queue_depth}",
-            ttft,
-            f"{b.decode_tokens_per_s:.0f}",
-            f"{b.error_rate:.0%}" + (f" ({b.failures})" if b.failures else ""),
-            Text(fmt_ago(b.last_error_unix_ms, now_ms), "red" if b.last_error else ""),
-            str(b.requests),
-        ]
-        table.add_row(*row)
-    if any(b.from_priors for b in resp.backends):
-        table.caption = "ᵖ = config priors (too few live samples yet)"
-        table.caption_justify = "left"
-    return table
-
-
-def backend_notes(
-    resp: router_pb2.ListBackendsResponse, *, now_ms: int | None = None, details: bool = True
-) -> Text | None:
-    """``name: detail`` lines for backends that carry a description or a state detail
-    (unless ``details`` is false), and ``name: last error 3.2 s ago: message`` for backends
-    that have failed."""
-    lines: list[tuple[str, str, str]] = []
-    for b in resp.backends:
-        if b.detail and details:
-            lines.append((b.name, b.detail, "dim"))
-        if b.last_error:
-            when = fmt_ago(b.last_error_unix_ms, now_ms)
-            lines.append((b.name, f"last error {when}: {b.last_error}", "red"))
-    if not lines:
-        return None
-    from rich.text import Text
-
-    text = Text()
-    for i, (name, note, style) in enumerate(lines):
-        if i:
-            text.append("\n")
-        text.append(f"{name}: ", style="bold")
-        text.append(note, style=style)
-    return text
-
-
-def backends_view(
-    resp: router_pb2.ListBackendsResponse, *, title: str | None = None
-) -> Table | Group:
-    """:func:`backends_table` with :func:`backend_notes` under it (``hybrid-router backends``)."""
-    from rich.console import Group
-
-    table = backends_table(resp, title=title)
-    notes = backend_notes(resp)
-    return table if notes is None else Group(table, notes)
 
 
 # --- prices ---------------------------------------------------------------------------

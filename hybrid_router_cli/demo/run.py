@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from hybrid_router_cli import render
+from hybrid_router_cli import render, render_backends
 from hybrid_router_cli.connect import error_line
 from hybrid_router_cli.demo import config as dc
 from hybrid_router_cli.demo import report
@@ -498,12 +498,9 @@ class Demo:
         await self._burst()
         backends = await self.client.list_backends()
         c.rule()
-        c.print(
-            render.backends_table(backends, title="live backend state (hybrid-router backends)")
-        )
-        errors = render.backend_notes(backends, details=False)  # the last errors, if any
-        if errors is not None:
-            c.print(errors)
+        # The table fitted to the terminal, then the last errors, if any (not the details).
+        title = "live backend state (hybrid-router backends)"
+        c.print(render_backends.backends_view(backends, title=title, details=False))
         c.rule()
         c.print(report.summary_table(self.outcomes))
         streamed = ", ".join(report.tiers_streamed(self.outcomes)) or "none"

@@ -288,10 +288,14 @@ def backend_status(
         requests=snap.requests,
         failures=snap.failures,
         from_priors=snap.ttft_p50_ms is None,
+        decode_from_priors=not snap.decode_tokens_per_s,  # None (or 0) until observed
         capabilities=sorted(spec.capabilities),
         site=spec.site,
         device_id=spec.device_id,
         detail=snap.detail or description,
         last_error=snap.last_error,
         last_error_unix_ms=snap.last_error_unix_ms,
+        priors=rpb.Priors(
+            ttft_ms=spec.priors.ttft_ms, decode_tokens_per_s=spec.priors.decode_tokens_per_s
+        ),
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
 from rich.console import Console
 
-from hybrid_router_cli import render
+from hybrid_router_cli import render, render_backends
 
 NOW_MS = 1_800_000_000_000
 
@@ -42,16 +43,51 @@ def test_the_table_and_notes_show_the_last_error_and_its_age() -> None:
             rpb.BackendStatus(name="gpu-b", kind="model_service", healthy=True),
         ]
     )
-    table = _text(render.backends_table(resp, now_ms=NOW_MS))
+    table = _text(render_backends.backends_table(resp, now_ms=NOW_MS))
     assert "last" in table and "error" in table
     edge = next(line for line in table.splitlines() if "edge-a" in line)
     gpu = next(line for line in table.splitlines() if "gpu-b" in line)
     assert "12 s ago" in edge and "ago" not in gpu
-    notes = _text(render.backend_notes(resp, now_ms=NOW_MS)).splitlines()
+    notes = _text(render_backends.backend_notes(resp, now_ms=NOW_MS)).splitlines()
     assert notes == [
         "edge-a: load probe failed: UNAVAILABLE",
         "edge-a: last error 12 s ago: UNAVAILABLE: failed to connect to 127.0.0.1:4242: "
         "Connection refused",
     ]
-    only_errors = _text(render.backend_notes(resp, now_ms=NOW_MS, details=False))
+    only_errors = _text(render_backends.backend_notes(resp, now_ms=NOW_MS, details=False))
     assert only_errors.splitlines() == notes[1:]
+
+
+def _priors_resp(*, with_priors: bool = True) -> rpb.ListBackendsResponse:
+    priors = rpb.Priors(ttft_ms=420, decode_tokens_per_s=17) if with_priors else None
+    return rpb.ListBackendsResponse(
+        backends=[
+            rpb.BackendStatus(
+                name="edge-a",
+                tier=tpb.TIER_EDGE,
+                kind="model_service",
+                healthy=True,
+                from_priors=True,
+                decode_from_priors=True,
+                priors=priors,
+            )
+        ]
+    )
+
+
+def test_figures_from_priors_are_the_configured_priors_marked() -> None:
+    row = next(
+        line
+        for line in _text(render_backends.backends_table(_priors_resp())).splitlines()
+        if "edge-a" in line
+    )
+    assert "420 ms ᵖ" in row and "17 ᵖ" in row and "0 ms /" not in row
+    # A router older than the priors field: "-", never a made-up 0.
+    old = _text(render_backends.backends_table(_priors_resp(with_priors=False)))
+    row = next(line for line in old.splitlines() if "edge-a" in line)
+    assert "- ᵖ" in row and "0 ms" not in row
+
+
+def test_a_watch_into_a_file_does_not_redraw_in_place() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True)
+    assert not render_backends.redraws_in_place(console)
