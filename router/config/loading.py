@@ -6,7 +6,10 @@ parsed as YAML scalars; backends are addressed by name, e.g.::
 
     HYBRID_ROUTER__SERVER__ADDRESS=0.0.0.0:50051
     HYBRID_ROUTER__POLICY__OBJECTIVE=fastest
-    HYBRID_ROUTER__BACKENDS__gpu-a__ENDPOINT=ray-serve.gpu.svc:9000
+    HYBRID_ROUTER__BACKENDS__GPU_A__ENDPOINT=ray-serve.gpu.svc:9000   # backend gpu-a
+
+A backend is named exactly, or in shell spelling: upper case, ``_`` for ``-`` and ``.``
+(a shell variable cannot hold ``-``).
 
 Environment is read only when ``load_config`` is called, never at import time.
 """
@@ -55,14 +58,8 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
             if len(path) < 3:
                 raise ConfigError("use HYBRID_ROUTER__BACKENDS__<name>__<key>=value", source=var)
             name = path[1]
-            backends = data.get("backends") or []
-            match = [b for b in backends if isinstance(b, dict) and b.get("name") == name]
-            if not match:
-                known = ", ".join(str(b.get("name")) for b in backends if isinstance(b, dict))
-                raise ConfigError(
-                    f"no backend named {name!r} (known: {known or 'none'})", source=var
-                )
-            node = match[0]
+            node = _backend(data.get("backends") or [], name, var)
+            name = str(node.get("name"))
             keys = [p.lower() for p in path[2:]]
             prefix = f"backends[{name}]."
         else:
@@ -78,6 +75,31 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
         node[keys[-1]] = value
         applied[prefix + ".".join(keys)] = var
     return applied
+
+
+def _shell_name(name: str) -> str:
+    """A backend name as a shell variable can spell it: ``gpu-ray-serve`` -> ``GPU_RAY_SERVE``."""
+    return name.upper().replace("-", "_").replace(".", "_")
+
+
+def _backend(backends: list[Any], name: str, var: str) -> dict[str, Any]:
+    """The backend an override names: by its exact name, else by its name in shell
+    spelling (``GPU_RAY_SERVE`` for ``gpu-ray-serve``: a shell variable cannot hold ``-``)."""
+    named = [b for b in backends if isinstance(b, dict)]
+    exact = [b for b in named if b.get("name") == name]
+    if exact:
+        return exact[0]
+    spelled = [b for b in named if _shell_name(str(b.get("name"))) == _shell_name(name)]
+    if len(spelled) == 1:
+        return spelled[0]
+    known = ", ".join(str(b.get("name")) for b in named)
+    if spelled:
+        raise ConfigError(
+            f"{name!r} matches several backends ({', '.join(str(b.get('name')) for b in spelled)})"
+            "; use the exact name (env 'VAR=value' cmd sets a variable with '-' in its name)",
+            source=var,
+        )
+    raise ConfigError(f"no backend named {name!r} (known: {known or 'none'})", source=var)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -257,3 +257,36 @@ def test_load_config_error_carries_the_source(tmp_path):
         load_config(path, environ={})
     assert info.value.source == str(path)
     assert "server.grace_period_s: must be >= 0, got -1" in info.value.message
+
+
+# --- overrides a shell can set --------------------------------------------------------------------
+
+
+def test_a_backend_is_named_in_shell_spelling(tmp_path, capsys):
+    # `export HYBRID_ROUTER__BACKENDS__gpu-1__...` is not a valid shell identifier.
+    script = (
+        f"export HYBRID_ROUTER__BACKENDS__GPU_1__PRIORS__TTFT_MS=123\n"
+        f"{sys.executable} -m hybrid_router_cli.main prices --config "
+        f"{_write(tmp_path, _config())} --json\n"
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    config = load_config(
+        tmp_path / "site-a.yaml",
+        environ={"HYBRID_ROUTER__BACKENDS__GPU_1__PRIORS__TTFT_MS": "123"},
+    )
+    assert config.backends[0].priors.ttft_ms == 123
+    assert config.origin("backends[gpu-1].priors.ttft_ms") == (
+        "HYBRID_ROUTER__BACKENDS__GPU_1__PRIORS__TTFT_MS"
+    )
+
+
+def test_a_shell_spelling_two_backends_share_asks_for_the_exact_name(tmp_path):
+    backends = [ms_backend("gpu-a", "gpu", "x:1"), ms_backend("gpu.a", "gpu", "x:2")]
+    path = _write(tmp_path, _config(backends=backends))
+    var = "HYBRID_ROUTER__BACKENDS__GPU_A__ENDPOINT"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={var: "y:1"})
+    assert info.value.message.startswith(f"{var}: 'GPU_A' matches several backends (gpu-a, gpu.a)")
+    exact = load_config(path, environ={"HYBRID_ROUTER__BACKENDS__gpu.a__ENDPOINT": "y:1"})
+    assert [b.endpoint for b in exact.backends] == ["x:1", "y:1"]
