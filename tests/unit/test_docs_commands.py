@@ -199,3 +199,8 @@ MAKES = sorted({(p.name, t) for p in DOCS for t in _MAKE.findall(_make_lines(p))
 @pytest.mark.parametrize(("where", "target"), MAKES)
 def test_a_documented_make_target_exists(where: str, target: str) -> None:
     assert target in _make_targets(), f"{where}: make {target}"
+
+
+@pytest.mark.parametrize("path", [p for p in _leaves() if p], ids=" ".join)
+def test_every_command_help_has_examples(path: tuple[str, ...]) -> None:
+    assert f"hybrid-router {' '.join(path)} --help" in dict(_help_examples())
