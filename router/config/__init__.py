@@ -42,7 +42,13 @@ from router.config.edge import (
     EdgeRelayConfig,
     EdgeRelayTlsConfig,
 )
-from router.config.loading import ENV_CONFIG_PATH, ENV_PREFIX, load_config, parse_config
+from router.config.loading import (
+    ENV_CONFIG_PATH,
+    ENV_PREFIX,
+    load_config,
+    parse_config,
+    yaml_problem,
+)
 from router.config.policy import (
     CircuitConfig,
     PolicyConfig,
@@ -100,6 +106,7 @@ __all__ = [
     "backend_refs",
     "load_config",
     "parse_config",
+    "yaml_problem",
     "resolve_env_var",
     "resolve_ref",
 ]

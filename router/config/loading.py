@@ -49,9 +49,7 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"value is not valid YAML: {_yaml_problem(exc)}", source=var
-            ) from None
+            raise ConfigError(f"value is not valid YAML: {yaml_problem(exc)}", source=var) from None
         node: Any = data
         head = path[0].lower()
         if head == "backends":
@@ -102,7 +100,7 @@ def _backend(backends: list[Any], name: str, var: str) -> dict[str, Any]:
     raise ConfigError(f"no backend named {name!r} (known: {known or 'none'})", source=var)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error as ``line L, column C: problem`` (never PyYAML's ``<unicode string>``)."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -159,7 +157,7 @@ def load_config(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {_yaml_problem(exc)}", source=str(p)) from None
+        raise ConfigError(f"not valid YAML: {yaml_problem(exc)}", source=str(p)) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(
             "top level must be a mapping with server/policy/backends keys", source=str(p)

@@ -37,7 +37,7 @@ import yaml
 from hybrid_router.refs import SecretsManager, SecretUnreadable
 from pydantic import ValidationError
 
-from router.config import ApiKeyConfig, AuthConfig, SecretsManagerConfig, resolve_ref
+from router.config import ApiKeyConfig, AuthConfig, SecretsManagerConfig, resolve_ref, yaml_problem
 from router.errors import ConfigError
 from router.preflight import OK, WARN, Finding, Options, captured_warnings
 from router.security.keys import KeyRecord
@@ -73,7 +73,7 @@ def parse_keys_document(text: str, *, source: str) -> list[KeyRecord]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML or JSON: {exc}", source=source) from None
+        raise ConfigError(f"not valid YAML or JSON: {yaml_problem(exc)}", source=source) from None
     if data is None:
         return []
     if not isinstance(data, dict) or not isinstance(data.get("keys", []), list):

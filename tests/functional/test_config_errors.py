@@ -290,3 +290,12 @@ def test_a_shell_spelling_two_backends_share_asks_for_the_exact_name(tmp_path):
     assert info.value.message.startswith(f"{var}: 'GPU_A' matches several backends (gpu-a, gpu.a)")
     exact = load_config(path, environ={"HYBRID_ROUTER__BACKENDS__gpu.a__ENDPOINT": "y:1"})
     assert [b.endpoint for b in exact.backends] == ["x:1", "y:1"]
+
+
+def test_a_keys_file_yaml_error_gives_line_and_column(tmp_path, capsys):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("version: 1\nkeys: [unclosed\n")
+    assert main(["keys", "list", "--file", str(keys)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {keys}: not valid YAML or JSON: line 3, column 1: ")
+    assert "<unicode string>" not in err
