@@ -263,8 +263,8 @@ def run(args: argparse.Namespace) -> int:
     aws.check_endpoint_url(args.endpoint_url or "")
     try:
         return _ACTIONS[args.keys_command](args, os.environ)
-    except ConfigError as exc:
-        raise CliError(exc.message) from None
+    except ConfigError as exc:  # a keys file or secret that does not parse: exit 2
+        raise CliError(exc.message, exit_code=EXIT_USAGE) from None
 
 
 # --- parser -----------------------------------------------------------------------------------
