@@ -33,8 +33,17 @@ tokenizer ID           ``router.backends.preflight``: exact (GGUF) vocabularies 
 routable NAME          ``router.security.tenants`` over ``router.policy.reachability``:
                        some tenant may send some data class to it, and a one-word
                        prompt with ``policy.default_max_output_tokens`` fits its window
-probe NAME             (``--probe``) the kind's ``probe``: ``poll_load`` (ModelService
-                       ``Info``) or an HTTP HEAD on the endpoint; never calls a model
+probe NAME             (``--probe``) the kind's ``probe`` proves what answers, not
+                       only that something does; it never calls a model.
+                       ``model_service``, ``ray_serve``: ``poll_load``, i.e.
+                       ModelService ``Info`` (Ray Serve: on the load application);
+                       UNIMPLEMENTED (another gRPC server, such as a router's own
+                       port) fails; a smaller server window warns. ``openai``:
+                       ``GET <endpoint>/models`` with the adapter's headers and key;
+                       all but a 200 OpenAI model list fails (401/403: the key was
+                       refused); a list without ``model`` warns. ``anthropic``: an
+                       HTTP HEAD on the endpoint (any answer is ok). ``bedrock``: a
+                       HEAD on a VPC ``endpoint``; without one, not probed (warn)
 =====================  ==============================================================
 
 Results: ``ok``; ``warn`` (``serve`` runs, but degraded or with something that can never
@@ -148,7 +157,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--probe",
         action="store_true",
-        help="also connect to each static backend (health / Info, or HTTP HEAD)",
+        help="also ask each static backend what it is (ModelService Info, the OpenAI "
+        "model list, or an HTTP HEAD); never calls a model",
     )
     p.add_argument(
         "--probe-timeout",
@@ -208,7 +218,7 @@ COMMAND = Command(
         "Load a router.yaml as serve does, then check what serve would only find at "
         "start or at the first request: the auth/exposure rule, TLS files, the keys "
         "file, secrets named by env, prices, backends no request can reach and exact "
-        "tokenizers. --probe also dials every static backend (never calls a model)."
+        "tokenizers. --probe also asks every static backend what it is (never calls a model)."
     ),
     epilog=_EXAMPLES,
     add_arguments=add_arguments,

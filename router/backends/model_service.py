@@ -269,23 +269,37 @@ class ModelServiceBackend(Backend):
         try:
             info = await self.info()
         except BackendError as exc:
-            if exc.reason.startswith("UNIMPLEMENTED"):
+            if unimplemented(exc):
                 return None
             raise
         return info.queue_depth + info.in_flight
 
 
+def unimplemented(exc: BackendError) -> bool:
+    """Whether the server answered UNIMPLEMENTED (what gRPC says for a service or method
+    it does not serve, and for an HTTP/2 404)."""
+    return exc.reason.startswith(grpc.StatusCode.UNIMPLEMENTED.name)
+
+
 # --- check --probe (router/backends/preflight.py) ----------------------------------------------
+
+#: The service a ``model_service`` / ``ray_serve`` endpoint must serve.
+SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Finding]:
-    """Reach the server through its load signal (``Info``), never ``Generate``; a
-    ModelService server's window is compared with ``context_window``. Ray Serve's too."""
+    """Prove the endpoint is a ModelService server through the backend's own load signal
+    (``poll_load``: ``Info``, on the load application for Ray Serve), never ``Generate``.
+    No ``Info`` (UNIMPLEMENTED) is ``fail``: another gRPC server (a router's own port)
+    answers there, and every request would fail. A ModelService server's window is
+    compared with ``context_window``. Ray Serve's probe too (``router.backends.ray_serve``)."""
     component = f"probe {cfg.name}"
     key = f"backends[{cfg.name}].endpoint"
     try:
         load = await asyncio.wait_for(backend.poll_load(), timeout)
     except BackendError as exc:
+        if unimplemented(exc):
+            return [_not_a_model_service(cfg, backend)]
         return [
             Finding(
                 FAIL,
@@ -299,11 +313,9 @@ async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Fi
         return [
             Finding(FAIL, component, key, f"no answer from {cfg.endpoint} within {timeout:g} s")
         ]
-    if load is None:
-        return [
-            Finding(OK, component, key, f"reachable: {cfg.endpoint} (no Info RPC: no load signal)")
-        ]
-    detail = f"reachable: {cfg.endpoint}, load {load}"
+    if load is None:  # poll_load's "no Info": a ModelService server always answers it
+        return [_not_a_model_service(cfg, backend)]
+    detail = f"reachable: {cfg.endpoint}, load {load} ({SERVICE} Info)"
     if isinstance(backend, ModelServiceBackend) and cfg.kind == "model_service":
         with contextlib.suppress(BackendError, TimeoutError):
             info = await asyncio.wait_for(backend.info(), timeout)
@@ -321,3 +333,20 @@ async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Fi
                     )
                 ]
     return [Finding(OK, component, key, detail)]
+
+
+def _not_a_model_service(cfg: BackendConfig, backend: Backend) -> Finding:
+    key = f"backends[{cfg.name}].endpoint"
+    load_app = getattr(backend, "load_application", "")  # Ray Serve's: what poll_load calls
+    via = f" via application {load_app!r}" if load_app else ""
+    return Finding(
+        FAIL,
+        f"probe {cfg.name}",
+        key,
+        f"{key}: {cfg.endpoint} answers gRPC but does not serve {SERVICE} "
+        f"(UNIMPLEMENTED Info{via}); every request would fail UNIMPLEMENTED",
+        "point endpoint at a model server (hybrid-router's serving/ model server, or a Ray "
+        "Serve app with serve_application: Serve's gRPC proxy with ModelService among its "
+        "grpc_servicer_functions), not at a router's own port (that serves "
+        "hybrid_router.v1.InferenceRouter)",
+    )

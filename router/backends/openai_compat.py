@@ -76,7 +76,7 @@ from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEEvent, SSEParser
 from router.config import BackendConfig, BackendRefs, backend_refs
 from router.errors import BackendError, ErrorClass, RouterError
-from router.preflight import Finding
+from router.preflight import FAIL, OK, WARN, Finding
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ class OpenAIBackend(Backend):
         resolves ``cfg`` against an empty environment: literal headers only)."""
         super().__init__(spec)
         self._url = cfg.endpoint.rstrip("/") + "/chat/completions"
+        #: The model list (``check --probe``): what the server is, without calling a model.
+        self.models_url = cfg.endpoint.rstrip("/") + "/models"
         self._model = cfg.model
         self._timeout_s = cfg.timeout_s
         self._headers = _headers(backend_refs(cfg, {}) if refs is None else refs)
@@ -187,6 +189,12 @@ class OpenAIBackend(Backend):
                 self._headers, self._timeout_s, self.spec.max_concurrency
             )
         return self._client
+
+    async def list_models(self, timeout: float) -> httpx.Response:
+        """``GET {endpoint}/models`` with the headers and key every call sends. Raises
+        httpx.HTTPError when there is no answer."""
+        headers = {"Accept": "application/json", **await self._auth()}
+        return await self._ensure_client().get(self.models_url, headers=headers, timeout=timeout)
 
     def _body(self, request: InferenceRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -396,9 +404,99 @@ async def _read(resp: httpx.Response) -> bytes:
 
 # --- check --probe (router/backends/preflight.py) ----------------------------------------------
 
+#: How many of a model list's ids a finding names.
+_LISTED = 5
+
 
 async def probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[Finding]:
-    """An HTTP HEAD on the base URL: reachable without calling a model."""
-    from router.backends.preflight import http_probe
+    """``GET {endpoint}/models`` as the adapter sends its calls (headers, key): the answer
+    must be an OpenAI model list (``{"object": "list", "data": [...]}``), which should name
+    ``model``. Never a completion."""
+    assert isinstance(backend, OpenAIBackend)
+    component = f"probe {cfg.name}"
+    key = f"backends[{cfg.name}].endpoint"
+    url = backend.models_url
+    try:
+        resp = await asyncio.wait_for(backend.list_models(timeout), timeout)
+    except httpx.HTTPError as exc:
+        return [
+            Finding(
+                FAIL,
+                component,
+                key,
+                f"unreachable: GET {url}: {type(exc).__name__}: {exc or 'no detail'}",
+                f"check {key}, DNS and network policy",
+            )
+        ]
+    except TimeoutError:
+        return [Finding(FAIL, component, key, f"no answer from GET {url} within {timeout:g} s")]
+    content_type = resp.headers.get("content-type") or "no content type"
+    got = f"GET {url} answered HTTP {resp.status_code} ({content_type})"
+    if location := resp.headers.get("location"):
+        got += f", redirecting to {location}"
+    if resp.status_code in (401, 403):
+        return [_refused(cfg, got)]
+    ids = _model_ids(resp) if resp.status_code == 200 else None
+    if ids is None:
+        return [
+            Finding(
+                FAIL,
+                component,
+                key,
+                f'{got}, not an OpenAI model list ({{"object": "list", "data": [...]}}): '
+                f"{cfg.endpoint} is not an OpenAI-compatible API",
+                f"set {key} to the base URL that /chat/completions and /models are under "
+                "(usually ending in /v1)",
+            )
+        ]
+    if cfg.model not in ids:
+        shown = ", ".join(ids[:_LISTED]) + (", ..." if len(ids) > _LISTED else "")
+        return [
+            Finding(
+                WARN,
+                component,
+                f"backends[{cfg.name}].model",
+                f"{url} does not list model {cfg.model!r} ({len(ids)} listed: {shown or 'none'}); "
+                "requests fail unless the server takes any name (llama.cpp's server does)",
+                f"set backends[{cfg.name}].model to an id the server lists",
+            )
+        ]
+    return [Finding(OK, component, key, f"{url} lists {cfg.model} ({len(ids)} models)")]
 
-    return await http_probe(cfg, cfg.endpoint, timeout)
+
+def _model_ids(resp: httpx.Response) -> list[str] | None:
+    """The ids of an OpenAI model list; None when the body is not one."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    models = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        return None
+    return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _refused(cfg: BackendConfig, got: str) -> Finding:
+    """401/403: the key (or its absence) was refused, naming where the key comes from."""
+    where = f"backends[{cfg.name}]"
+    if cfg.api_key_secret:
+        key, source = f"{where}.api_key_secret", f"secret {cfg.api_key_secret}"
+    elif cfg.api_key_env:
+        key, source = f"{where}.api_key_env", f"${cfg.api_key_env}"
+    elif any(name.lower() == "authorization" for name in cfg.headers):
+        key, source = f"{where}.headers", "headers.Authorization"
+    else:
+        return Finding(
+            FAIL,
+            f"probe {cfg.name}",
+            f"{where}.api_key_env",
+            f"{got}: the server wants an API key and none is configured",
+            f"set {where}.api_key_env (or api_key_secret) to the key",
+        )
+    return Finding(
+        FAIL,
+        f"probe {cfg.name}",
+        key,
+        f"{got}: the API key was refused",
+        f"check that {source} holds a key this endpoint accepts",
+    )

@@ -5,8 +5,9 @@ secrets named by ``api_key_env`` and ``env:VAR`` headers are read here), then ru
 kind's own check (``preflight(cfg, backend, opts)`` in the kind's module, when it has one:
 Bedrock builds its client offline, which checks the region), then the prices and the
 exact tokenizers' vocabularies. :func:`probe` (``check --probe`` only) sets each adapter
-up and hands it to its kind's ``probe(cfg, backend, timeout_s)``, which reaches the
-backend without calling a model. Every adapter built here is closed before returning.
+up and hands it to its kind's ``probe(cfg, backend, timeout_s)``, which checks what
+answers there, not only that something does (a ModelService ``Info``, an OpenAI model
+list), without calling a model. Every adapter built here is closed before returning.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ async def _probe(cfg: BackendConfig, backend: Backend, timeout: float) -> list[F
 
 
 async def http_probe(cfg: BackendConfig, url: str, timeout: float) -> list[Finding]:
-    """An HTTP HEAD on ``url``: any answer means reachable (the hosted kinds' probe)."""
+    """An HTTP HEAD on ``url``: any answer means reachable (Anthropic's and a Bedrock VPC
+    endpoint's probe; OpenAI-compatible backends read their model list instead)."""
     import httpx
 
     component = f"probe {cfg.name}"

@@ -20,6 +20,10 @@ queue_depth + in_flight                       ``reported_load`` (healthy)
                                               reports again
 NOT_FOUND / UNAVAILABLE / no answer           BackendError: unhealthy
 ============================================  =========================================
+
+``check --probe`` is :func:`router.backends.model_service.probe` over this ``poll_load``:
+UNIMPLEMENTED from the load application's ``Info`` (the endpoint is some other gRPC
+server, such as a router's own port) is ``fail``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from router.backends.model_service import ModelServiceBackend
-from router.backends.model_service import probe as probe  # check --probe: the Info RPC
+from router.backends.model_service import probe as probe  # check --probe: poll_load's Info
 from router.errors import BackendError, ErrorClass
 from router.types import BackendSpec
 

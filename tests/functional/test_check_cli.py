@@ -1,8 +1,9 @@
 """``hybrid-router check``: a config is checked as ``serve`` would find it, without serving.
 
 Each failing check is shown on a real file (keys files, PEM files from a test CA, env vars);
-``--probe`` dials a real ModelService server on 127.0.0.1 (port 0), a real local HTTP
-server, and a port nobody listens on.
+``--probe`` dials a real ModelService server on 127.0.0.1 (port 0), gRPC servers that do
+not serve ModelService (a real router, a bare health-only server), real local HTTP servers
+answering model lists, error pages and 401s, and a port nobody listens on.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health, health_pb2_grpc
 from httpwire import Recorded, WireHTTPServer, send_whole
 from rtutil import ms_backend
 from secutil import make_keys, make_pki
@@ -454,21 +457,137 @@ async def test_probe_of_a_closed_port_fails_with_the_reason(tmp_path, capsys):
     assert f"unreachable: {endpoint}" in fail["detail"]
 
 
-class _HeadOnly(WireHTTPServer):
-    async def respond(self, request: Recorded, reader: Any, writer: Any) -> None:
-        await send_whole(writer, 404, b"")
+NOT_MODEL_SERVICE = (
+    "answers gRPC but does not serve hybrid_router.v1.ModelService (UNIMPLEMENTED Info"
+)
 
 
-async def test_probe_of_an_http_backend_sends_only_a_head(tmp_path, capsys):
-    async with _HeadOnly() as server:
-        config = _good(backends=[_priced(), _openai(endpoint=f"{server.url}/v1")])
-        config["backends"][0]["endpoint"] = "127.0.0.1:1"
-        rc, report = await check_json_async(tmp_path, config, capsys, "--probe")
-        assert [(r.method, r.path) for r in server.requests] == [("HEAD", "/v1")]
-    probe = row(report, "probe hosted-1")
-    assert probe["result"] == OK and "HTTP 404" in probe["detail"]
-    assert row(report, "probe gpu-1")["result"] == FAIL
+async def test_probe_of_a_model_service_endpoint_that_is_a_router_fails(
+    model_server, start_router, tmp_path, capsys
+):
+    # The mistake the probe exists for: endpoint set to a router's own port, which
+    # answers gRPC (InferenceRouter, health) but not ModelService.
+    engine = ScriptedEngine()
+    router = await start_router([ms_backend("gpu-0", "gpu", await model_server(engine))])
+    endpoint = f"127.0.0.1:{router.port}"
+    config = _good(backends=[_priced(endpoint=endpoint)])
+    rc, report = await check_json_async(tmp_path, config, capsys, "--probe")
     assert rc == 1
+    (fail,) = failures(report)
+    assert fail["check"] == "probe gpu-1" and fail["key"] == "backends[gpu-1].endpoint"
+    assert fail["detail"].startswith(
+        f"backends[gpu-1].endpoint: {endpoint} {NOT_MODEL_SERVICE})"
+    ), fail
+    assert "point endpoint at a model server" in fail["detail"]
+    assert engine.started == []
+
+
+@pytest.fixture
+async def health_only_server():
+    """A bare gRPC server that serves only grpc.health.v1.Health."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def test_probe_of_a_ray_serve_endpoint_without_model_service_fails(
+    health_only_server, tmp_path, capsys
+):
+    ray = _priced(endpoint=health_only_server, kind="ray_serve", serve_application="gpu")
+    rc, report = await check_json_async(tmp_path, _good(backends=[ray]), capsys, "--probe")
+    assert rc == 1
+    (fail,) = failures(report)
+    assert fail["check"] == "probe gpu-1"
+    # The load application's Info: what the backend's own poll_load calls.
+    assert (
+        f"{health_only_server} {NOT_MODEL_SERVICE} via application 'gpu-load')" in (fail["detail"])
+    )
+
+
+class _Answers(WireHTTPServer):
+    """Answers every request with one response (a model list, an error page...)."""
+
+    def __init__(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        super().__init__()
+        self.status = status
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.content_type = content_type
+
+    async def respond(self, request: Recorded, reader: Any, writer: Any) -> None:
+        await send_whole(writer, self.status, self.body, (("Content-Type", self.content_type),))
+
+
+def _model_list(*ids: str) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}
+
+
+async def _probe_openai(tmp_path, capsys, server: _Answers, **overrides: Any) -> tuple:
+    """(exit status, the probe row) of check --probe on one OpenAI backend at ``server``."""
+    async with server:
+        config = _good(backends=[_openai(endpoint=f"{server.url}/v1", **overrides)])
+        rc, report = await check_json_async(tmp_path, config, capsys, "--probe")
+    assert [(r.method, r.path) for r in server.requests] == [("GET", "/v1/models")]
+    return rc, row(report, "probe hosted-1")
+
+
+async def test_probe_of_an_openai_backend_reads_the_model_list_with_the_key(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("CHECK_OPENAI_KEY", "sk-check")
+    server = _Answers(200, _model_list("other", "gpt-x"))
+    rc, probe = await _probe_openai(tmp_path, capsys, server, api_key_env="CHECK_OPENAI_KEY")
+    assert rc == 0
+    assert (
+        probe["result"] == OK
+        and f"{server.url}/v1/models lists gpt-x (2 models)" in (probe["detail"])
+    )
+    # The adapter's own headers: the key, as every completion sends it.
+    assert server.requests[0].headers["authorization"] == "Bearer sk-check"
+    assert "sk-check" not in probe["detail"]
+
+
+async def test_probe_of_an_openai_list_without_the_model_warns(tmp_path, capsys):
+    server = _Answers(200, _model_list(*(f"m{i}" for i in range(8))))
+    rc, probe = await _probe_openai(tmp_path, capsys, server)
+    assert rc == 0
+    assert probe["result"] == WARN and probe["key"] == "backends[hosted-1].model"
+    assert "does not list model 'gpt-x' (8 listed: m0, m1, m2, m3, m4, ...)" in probe["detail"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (404, b"<html><body>Not Found</body></html>", "text/html"),
+        (200, b"<!doctype html><title>My app</title>", "text/html; charset=utf-8"),
+        (200, {"models": ["gpt-x"]}, "application/json"),
+    ],
+    ids=["404-html", "200-html", "json-not-a-list"],
+)
+async def test_probe_of_an_endpoint_that_is_not_an_openai_api_fails(
+    tmp_path, capsys, status, body, content_type
+):
+    server = _Answers(status, body, content_type)
+    rc, probe = await _probe_openai(tmp_path, capsys, server)
+    assert rc == 1
+    assert probe["result"] == FAIL and probe["key"] == "backends[hosted-1].endpoint"
+    assert (
+        f"GET {server.url}/v1/models answered HTTP {status} ({content_type})" in (probe["detail"])
+    )
+    assert "not an OpenAI model list" in probe["detail"]
+    assert "base URL that /chat/completions and /models are under" in probe["detail"]
+
+
+async def test_probe_of_an_openai_backend_whose_key_is_refused_fails(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHECK_OPENAI_KEY", "sk-wrong")
+    server = _Answers(401, {"error": {"message": "Incorrect API key provided"}})
+    rc, probe = await _probe_openai(tmp_path, capsys, server, api_key_env="CHECK_OPENAI_KEY")
+    assert rc == 1
+    assert probe["result"] == FAIL and probe["key"] == "backends[hosted-1].api_key_env"
+    assert "answered HTTP 401 (application/json): the API key was refused" in probe["detail"]
+    assert "$CHECK_OPENAI_KEY" in probe["detail"] and "sk-wrong" not in probe["detail"]
 
 
 async def test_probe_of_a_closed_http_port_fails(tmp_path, capsys):
@@ -478,7 +597,7 @@ async def test_probe_of_a_closed_http_port_fails(tmp_path, capsys):
     )
     assert rc == 1
     (fail,) = failures(report)
-    assert fail["check"] == "probe hosted-1" and f"HEAD {url}" in fail["detail"]
+    assert fail["check"] == "probe hosted-1" and f"GET {url}/models" in fail["detail"]
     assert "ConnectError" in fail["detail"]
 
 
@@ -486,3 +605,13 @@ async def test_probe_of_a_closed_http_port_fails(tmp_path, capsys):
 def test_probe_timeout_must_be_positive(value, capsys, tmp_path):
     assert main(["check", "--config", _write(tmp_path, _good()), "--probe-timeout", value]) == 2
     assert "argument --probe-timeout: must be > 0" in capsys.readouterr().err
+
+
+def test_the_readmes_local_example_passes(capsys, monkeypatch):
+    """examples/local.yaml, the README's first `serve`: no failure, only auth-off warns."""
+    monkeypatch.setenv("HYBRID_ROUTER__SERVER__ADDRESS", "127.0.0.1:0")  # 50051 may be taken
+    root = Path(__file__).resolve().parents[2]
+    rc = main(["check", "--config", str(root / "examples" / "local.yaml"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0, report
+    assert [c["check"] for c in report["checks"] if c["result"] == WARN] == ["exposure"]
