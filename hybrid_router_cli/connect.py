@@ -33,7 +33,11 @@ from hybrid_router_cli.errors import EXIT_USAGE, CliError
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 #: The CLI flag of each client option (in OptionError messages).
-_FLAGS = {"server_name": "--tls-server-name", "max_output_tokens": "--max-tokens"}
+_FLAGS = {
+    "server_name": "--tls-server-name",
+    "max_output_tokens": "--max-tokens",
+    "session_id": "--session",
+}
 
 
 def flag(option: str) -> str:

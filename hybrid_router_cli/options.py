@@ -9,6 +9,7 @@ import math
 import sys
 
 from hybrid_router.client import (
+    CONTEXT_STRATEGIES,
     DATA_CLASSES,
     ENV_ADDRESS,
     ENV_API_KEY,
@@ -169,6 +170,20 @@ def add_request_options(p: argparse.ArgumentParser) -> None:
         "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeat)"
     )
     g.add_argument("--request-id", default="", metavar="ID", help="request id (default: new)")
+    g.add_argument(
+        "--session",
+        default="",
+        metavar="ID",
+        help="a conversation the router keeps: send only the new turn, the router adds the "
+        "history (an unknown id starts one; the sessions command manages them)",
+    )
+    g.add_argument(
+        "--context-strategy",
+        choices=list(CONTEXT_STRATEGIES),
+        help="with --session: when the history does not fit a backend's window, keep the "
+        "newest turns (sliding), use a summary of older ones (summarize) or refuse (strict); "
+        "default: the session's",
+    )
 
 
 def request_options(args: argparse.Namespace) -> RequestOptions:
@@ -197,6 +212,8 @@ def request_options(args: argparse.Namespace) -> RequestOptions:
         seed=args.seed,
         stop=tuple(args.stop),
         request_id=args.request_id,
+        session_id=args.session,
+        context_strategy=args.context_strategy or "",
     )
 
 

@@ -3,9 +3,9 @@
 
 A command module imports only the standard library, ``hybrid_router`` (the contract and
 the client library) and the light modules of this package (``registry``, ``options``,
-``connect``, ``errors``, ``render``, ``render_backends``, ``aws``) at its top; what only
-running it needs (rich for tables, boto3, pydantic and ``router.*``, ``serving``,
-``greengrass``) it imports inside ``run``. So ``hybrid-router --help`` and
+``connect``, ``errors``, ``render``, ``render_backends``, ``render_sessions``, ``aws``) at
+its top; what only running it needs (rich for tables, boto3, pydantic and ``router.*``,
+``serving``, ``greengrass``) it imports inside ``run``. So ``hybrid-router --help`` and
 ``hybrid-router serve`` (the router image) load no command's heavy dependencies, and rich
 is needed only to print tables.
 """
@@ -25,11 +25,13 @@ NAMES = (
     "check",
     "route",
     "chat",
+    "sessions",
     "backends",
     "prices",
     "devices",
     "models",
     "keys",
+    "templates",
     "demo",
 )
 

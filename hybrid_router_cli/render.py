@@ -4,7 +4,8 @@ Pure functions from protobuf messages and the commands' records to rich renderab
 JSON text; nothing here performs I/O except :func:`make_console` and :func:`live`. rich
 is imported only by the functions that build tables (the ``cli`` extra installs it), so
 the names, numbers and JSON work in the router image too. The backends table and its
-narrow layouts are in :mod:`hybrid_router_cli.render_backends`.
+narrow layouts are in :mod:`hybrid_router_cli.render_backends`, the ``sessions`` tables in
+:mod:`hybrid_router_cli.render_sessions` (a decision's session lines are here).
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from hybrid_router.client import CIRCUIT_STATES, DATA_CLASSES, FINISH_REASONS, OBJECTIVES, TIERS
-from hybrid_router.v1 import edge_link_pb2, router_pb2
+from hybrid_router.client import (
+    CIRCUIT_STATES,
+    CONTEXT_STRATEGIES,
+    DATA_CLASSES,
+    FINISH_REASONS,
+    OBJECTIVES,
+    TIERS,
+)
+from hybrid_router.v1 import edge_link_pb2, router_pb2, sessions_pb2
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -61,6 +69,11 @@ def objective_name(obj: int) -> str:
 
 def finish_name(reason: int) -> str:
     return FINISH_REASONS.name(reason, "-")
+
+
+def strategy_name(strategy: int) -> str:
+    """A context strategy (``sliding``...); ``default`` for UNSPECIFIED (the router's)."""
+    return CONTEXT_STRATEGIES.name(strategy, "default")
 
 
 def circuit_name(state: int) -> str:
@@ -162,11 +175,13 @@ class DecisionTable:
     ) -> Iterator[RenderableType]:
         if options.max_width >= WIDE_TABLE_COLUMNS:
             yield self.table(compact=False)
-            return
-        yield self.table(compact=True)
-        notes = self.notes()
-        if notes.plain:
-            yield notes
+        else:
+            yield self.table(compact=True)
+            notes = self.notes()
+            if notes.plain:
+                yield notes
+        if self.decision.session_id:
+            yield session_fits(self.decision)
 
     def table(self, *, compact: bool) -> Table:
         from rich import box
@@ -272,8 +287,68 @@ def _decision_caption(decision: router_pb2.Decision) -> str:
     return " · ".join(parts)
 
 
+# --- sessions in a decision ----------------------------------------------------------
+
+#: The router's notes that only repeat the numbers beside them.
+_PLAIN_NOTES = ("the whole history fits", "sliding: the newest ")
+
+
+def fit_summary(fit: sessions_pb2.ContextFit) -> str:
+    """How one backend's copy of the history was fitted: ``6 of 22 turns, 16 dropped ·
+    prompt 310 tok``, with the router's note when it says more (why it slid, a strict
+    refusal, the summary used)."""
+    history = fit.turns_kept + fit.turns_dropped + fit.turns_summarized
+    if not history:
+        text = "no stored turns"
+    elif fit.turns_kept == history:
+        text = f"all {history} turns"
+    else:
+        text = f"{fit.turns_kept} of {history} turns"
+        if fit.turns_summarized:
+            text += f" + a summary of {fit.turns_summarized}"
+        if fit.turns_dropped:
+            text += f", {fit.turns_dropped} dropped"
+    text += f" · prompt {fit.tokens_kept} tok"
+    if fit.note and not fit.note.startswith(_PLAIN_NOTES):
+        text += f" · {fit.note}"
+    return text
+
+
+def session_caption(decision: router_pb2.Decision) -> str:
+    """``session chat-1 · 22 turns stored · strategy sliding`` ("" without a session)."""
+    if not decision.session_id:
+        return ""
+    turns = decision.session_turns
+    stored = f"{turns} turn{'s' if turns != 1 else ''} stored" if turns else "new: no turns yet"
+    strategy = strategy_name(decision.context_strategy)
+    return f"session {decision.session_id} · {stored} · strategy {strategy}"
+
+
+def session_fits(decision: router_pb2.Decision) -> RenderableType:
+    """Under the decision table: the session, then how each backend's copy of its history
+    was fitted to the backend's window (a row each, in plan order; dim when rejected)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    caption = Text(session_caption(decision), style="bold")
+    fits = [c for c in sorted(decision.candidates, key=_candidate_order) if c.HasField("context")]
+    if not decision.session_turns or not fits:
+        return caption
+    grid = Table.grid(padding=(0, 2), pad_edge=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    for c in fits:
+        grid.add_row(
+            Text(c.backend, style="bold" if c.rank == 1 else ""),
+            Text(fit_summary(c.context), style="" if c.accepted else "dim"),
+        )
+    return Group(caption, grid)
+
+
 def decision_headline(decision: router_pb2.Decision) -> Text:
-    """``→ edge-1 (edge)  <explanation>`` followed by the estimate and fallbacks."""
+    """``→ edge-1 (edge)  <explanation>`` followed by the estimate and fallbacks, and with
+    a session its id and how the chosen backend's copy of the history was fitted."""
     from rich.text import Text
 
     text = Text("→ ")
@@ -294,6 +369,14 @@ def decision_headline(decision: router_pb2.Decision) -> Text:
         )
     if decision.fallbacks:
         text.append(f"; fallbacks: {', '.join(decision.fallbacks)}", style="dim")
+    if decision.session_id:
+        line = f"\n  session {decision.session_id} · {strategy_name(decision.context_strategy)}"
+        chosen = [c for c in decision.candidates if c.backend == decision.backend]
+        if not decision.session_turns:
+            line += " · new: no turns yet"
+        elif chosen and chosen[0].HasField("context"):
+            line += f" · {fit_summary(chosen[0].context)}"
+        text.append(line, style="dim")
     return text
 
 

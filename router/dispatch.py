@@ -39,6 +39,7 @@ from router.policy.estimate import cost_usd
 from router.records import policy_params
 from router.registry import BackendRegistry, Entry
 from router.security.tenants import TenantAccess
+from router.sessions.context import Conversation, Sessions
 from router.telemetry import tracing
 from router.tokenizers import TokenCounter, Tokenizers, features
 from router.types import (
@@ -71,6 +72,7 @@ class Dispatcher:
         token_counter: TokenCounter | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracer: trace.Tracer | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self.registry = registry
         self.cfg = cfg
@@ -80,6 +82,8 @@ class Dispatcher:
         self.tokens: TokenCounter = token_counter or Tokenizers(cfg.token_estimate)
         self._clock = clock
         self._tracer = tracer if tracer is not None else tracing.tracer_from(None)
+        #: Conversations kept for stateless callers (router/sessions/); None: refused.
+        self.sessions = sessions
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -91,13 +95,28 @@ class Dispatcher:
     def _tokenizer_ids(self) -> set[str]:
         return {e.spec.tokenizer_id for e in self.registry.entries()}
 
+    async def open_session(
+        self, request: InferenceRequest, access: TenantAccess | None, *, dry_run: bool = False
+    ) -> Conversation:
+        """The request's session (router/sessions/): its stored history; an unknown id
+        starts one (``dry_run``: an empty one, not stored)."""
+        if self.sessions is None:
+            raise InvalidRequest("session_id", "this router keeps no sessions")
+        return await self.sessions.open(request, access, dry_run=dry_run)
+
     async def decide(
-        self, request: InferenceRequest, access: TenantAccess | None = None
+        self,
+        request: InferenceRequest,
+        access: TenantAccess | None = None,
+        *,
+        conversation: Conversation | None = None,
     ) -> tuple[Plan, Features]:
         """Features + policy. Raises the policy's RouterErrors (no candidate etc.).
 
         ``access``: the caller's tenant; the policy then only sees its backends, and a
         request for anything else is PERMISSION_DENIED (router.security.tenants).
+        ``conversation``: a session request's history (else, with ``session_id``, it is
+        read here, as a dry run): fitted to each backend's window before the policy runs.
         """
         t0 = time.perf_counter()
         if access is not None:
@@ -105,13 +124,22 @@ class Dispatcher:
         pairs = self.registry.pairs()
         if not pairs:
             raise AllCandidatesFailed([Attempt("(none)", "no backends are configured")])
+        if request.session_id and conversation is None:
+            conversation = await self.open_session(request, access, dry_run=True)
         ids = self._tokenizer_ids()
         if len(ids) > 1 and sum(len(m.content) for m in request.messages) > self.OFFLOAD_CHARS:
             feats = await asyncio.to_thread(features, request, self.tokens, ids)
         else:
             feats = features(request, self.tokens, ids)
+        if conversation is not None:
+            max_out = request.max_output_tokens or self.cfg.default_max_output_tokens
+            if len(conversation.session.turns) > 64:
+                fitted = await asyncio.to_thread(conversation.fit, pairs, max_out)
+            else:
+                fitted = conversation.fit(pairs, max_out)
+            feats = replace(feats, fitted=fitted)
         largest = max((p[0] for p in pairs), key=lambda spec: spec.max_payload_bytes)
-        if feats.payload_bytes > largest.max_payload_bytes:
+        if conversation is None and feats.payload_bytes > largest.max_payload_bytes:
             raise InvalidRequest(
                 "messages",
                 f"payload is {feats.payload_bytes} bytes; the largest any backend accepts is "
@@ -121,6 +149,8 @@ class Dispatcher:
             plan = policy.plan(feats, pairs, self.params, self._clock())
         else:
             plan = access.plan(feats, pairs, self.params, self._clock())
+        if conversation is not None:
+            plan = conversation.annotate(plan)
         plan = replace(plan, decision_us=(time.perf_counter() - t0) * 1e6)
         return plan, feats
 
@@ -133,8 +163,14 @@ class Dispatcher:
         deadline: float | None = None,
         access: TenantAccess | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Decide, then stream. ``deadline`` is a ``clock()`` value (or None)."""
-        plan, feats = await self.decide(request, access)
+        """Decide, then stream. ``deadline`` is a ``clock()`` value (or None).
+
+        A session request (``session_id``): each backend gets its own fitted history; once
+        the answer is complete, the new turn and the answer are appended to the session
+        (a store failure then ends the stream UNAVAILABLE, naming the store)."""
+        conv = await self.open_session(request, access) if request.session_id else None
+        plan, feats = await self.decide(request, access, conversation=conv)
+        answer: list[str] | None = [] if conv is not None else None
         log.debug(  # the request's one INFO line comes at its end (router.telemetry)
             "decision request_id=%s backend=%s fallbacks=%s budget_unmet=%s decision_us=%.1f",
             request.request_id,
@@ -175,7 +211,8 @@ class Dispatcher:
             previous = name
             # The attempt runs inline (no async generator per attempt): each token passes
             # one generator layer here on its way from the adapter to the relay.
-            att = _Attempt(self, entry, request, deadline, len(attempts) + 1)
+            sent = request if conv is None else conv.request_for(name, request)
+            att = _Attempt(self, entry, sent, deadline, len(attempts) + 1)
             try:
                 first = await att.first_chunk()
                 if first is None:
@@ -188,6 +225,8 @@ class Dispatcher:
                     while True:
                         if chunk.text:
                             out_tokens += chunk.tokens
+                            if answer is not None:
+                                answer.append(chunk.text)
                             yield DeltaEvent(chunk.text, chunk.tokens)
                         if chunk.done:
                             break
@@ -201,6 +240,8 @@ class Dispatcher:
                     # After the first token there is no failover: the answer ends incomplete.
                     yield att.interrupted(feats, out_tokens, exc)
                     raise StreamInterrupted(name, exc.reason) from exc
+                if conv is not None and answer is not None:
+                    await conv.commit("".join(answer), name)
                 yield att.succeeded(feats, out_tokens, chunk)
                 return
             finally:
@@ -226,8 +267,13 @@ class Dispatcher:
         if final is not None and final.input_tokens is not None:
             input_tokens = final.input_tokens
         else:
-            input_tokens = feats.prompt_tokens[spec.tokenizer_id].tokens
-            estimated = not feats.prompt_tokens[spec.tokenizer_id].exact
+            fitted = feats.fitted
+            if fitted is not None and spec.name in fitted:
+                counted = fitted[spec.name].tokens
+            else:
+                counted = feats.prompt_tokens[spec.tokenizer_id]
+            input_tokens = counted.tokens
+            estimated = not counted.exact
         if final is not None and final.output_tokens is not None:
             output_tokens = final.output_tokens
         else:
@@ -252,6 +298,8 @@ class Dispatcher:
             error=error,
             tokens_estimated=estimated,
             attempts=attempts,
+            template=request.template,
+            template_version=request.template_version,
         )
 
 

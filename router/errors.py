@@ -15,6 +15,7 @@ from here, so its old name still works (``router.security.limits.StreamLimitExce
     ├── InvalidRequest                 INVALID_ARGUMENT   names the field
     │   ├── RequestLimitExceeded       too many messages / prompt bytes (server.limits)
     │   └── InvalidRegistration        an edge device's Register / Heartbeat
+    ├── TemplateError                  INVALID_ARGUMENT  a template that cannot be published
     ├── Unauthenticated                UNAUTHENTICATED
     │   └── MalformedKey               not an hr_<id>_<secret> key (never quotes it)
     ├── PermissionDenied               PERMISSION_DENIED
@@ -27,6 +28,10 @@ from here, so its old name still works (``router.security.limits.StreamLimitExce
     ├── StreamInterrupted              UNAVAILABLE       failure after the first token
     ├── DeadlineExceeded               DEADLINE_EXCEEDED
     ├── Cancelled                      CANCELLED
+    ├── NotFound                       NOT_FOUND
+    │   └── SessionNotFound            unknown, deleted, expired or another tenant's
+    ├── AlreadyExists                  ALREADY_EXISTS    (a session id taken)
+    ├── StoreUnavailable               UNAVAILABLE       a state store, named
     ├── LinkRefused                    an EdgeLink the hub will not take
     │   ├── ReplicaDraining            UNAVAILABLE       this replica is shutting down
     │   └── BackendNameTaken           FAILED_PRECONDITION  edge-<id> is a configured backend
@@ -42,7 +47,9 @@ from here, so its old name still works (``router.security.limits.StreamLimitExce
         caller directly: dispatch wraps it in one of the errors above.
 
 Private control-flow errors derive from the tree too: ``router.security.tls._Bad``
-(a ConfigError naming one TLS file) and ``router.backends.openai_compat._EmptyStream``.
+(a ConfigError naming one TLS file), ``router.backends.openai_compat._EmptyStream``, and
+the DynamoDB stores' retries (``router.sessions.dynamodb._Retry``,
+``router.templates.backends._Lost``).
 The edge errors travel inside the router as well: ``EdgeBackend`` turns a DeviceError
 into a BackendError, the relay port lets it end the RPC with its own status.
 """
@@ -200,6 +207,37 @@ class DeadlineExceeded(RouterError):
 
 class Cancelled(RouterError):
     grpc_code = "CANCELLED"
+
+
+class NotFound(RouterError):
+    """NOT_FOUND: a named thing the caller may see does not exist (a session of another
+    tenant is one of these too: it never says more)."""
+
+    grpc_code = "NOT_FOUND"
+
+
+class SessionNotFound(NotFound):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} not found (never created, deleted, or expired); "
+            "create it, or send the turn without session_id"
+        )
+        self.session_id = session_id
+
+
+class AlreadyExists(RouterError):
+    grpc_code = "ALREADY_EXISTS"
+
+
+class StoreUnavailable(RouterError):
+    """A state store (sessions, ledger, limits) cannot be reached or answered an error;
+    names the store. Nothing it had accepted is lost."""
+
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, store: str, problem: str) -> None:
+        super().__init__(f"{store} is unavailable: {problem}")
+        self.store = store
 
 
 class LinkRefused(RouterError):

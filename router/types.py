@@ -7,6 +7,7 @@ adapters. ``router.server.convert`` maps them to and from the protobuf contract.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -88,12 +89,26 @@ class InferenceRequest:
     session_id: str = ""
     tenant: str = ""
     objective: Objective | None = None
+    #: With session_id: sliding | summarize | strict ("" = the session's, tenant's, router's).
+    context_strategy: str = ""
+    #: The prompt template rendered into ``messages`` and its version ("" without one).
+    template: str = ""
+    template_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class TokenCount:
     tokens: int
     exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FittedPrompt:
+    """A session request's prompt as one backend would get it: the history fitted to its
+    window (router/sessions/), counted with its tokenizer."""
+
+    tokens: TokenCount
+    payload_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +120,9 @@ class Features:
     payload_bytes: int
     #: Prompt tokens per tokenizer id (``BackendSpec.tokenizer_id``).
     prompt_tokens: dict[str, TokenCount]
+    #: A session request: the prompt each backend would get, by backend name (it differs
+    #: per window); it replaces ``prompt_tokens`` and ``payload_bytes`` for those backends.
+    fitted: Mapping[str, FittedPrompt] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +219,19 @@ class Estimate:
 
 
 @dataclass(frozen=True, slots=True)
+class ContextFit:
+    """How a session's history was fitted to one backend's window (router/sessions/)."""
+
+    turns_kept: int
+    turns_dropped: int
+    turns_summarized: int
+    tokens_kept: int
+    tokens_dropped: int
+    summary_used: bool
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class CandidateReport:
     backend: str
     tier: Tier
@@ -213,6 +244,8 @@ class CandidateReport:
     rank: int = 0
     meets_budget: bool = False
     score: float = 0.0
+    #: A session request: how its history was fitted to this backend (set by dispatch).
+    context: ContextFit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +260,10 @@ class Plan:
     budget_unmet: bool
     explanation: str
     decision_us: float = 0.0
+    #: A session request: its id, the strategy applied and the turns stored before it.
+    session_id: str = ""
+    context_strategy: str = ""
+    session_turns: int = 0
 
     @property
     def primary(self) -> str:
@@ -281,6 +318,9 @@ class UsageEvent:
     error: str = ""
     tokens_estimated: bool = False
     attempts: int = 1
+    #: The prompt template and version the request used ("" without one).
+    template: str = ""
+    template_version: str = ""
 
 
 Event = DecisionEvent | DeltaEvent | FailoverEvent | UsageEvent

@@ -10,6 +10,8 @@ One module per section (docs/configuration.md):
 ``auth``           AuthConfig, ApiKeyConfig, TenantConfig, SecretsManagerConfig
 ``telemetry``      TelemetryConfig, MetricsConfig, TracingConfig, LogsConfig
 ``edge``           EdgeConfig and its sub-sections
+``sessions``       SessionsConfig and its stores (sqlite, redis, dynamodb), SummariesConfig
+``templates``      TemplatesConfig
 ``root``           RouterConfig (the whole file)
 ``loading``        parse_config, load_config, HYBRID_ROUTER__ environment overrides
 ``refs``           ``env:VAR`` values and ``*_env`` fields resolved (hybrid_router.refs)
@@ -64,7 +66,15 @@ from router.config.refs import (
 )
 from router.config.root import RouterConfig
 from router.config.server import LimitsConfig, ServerConfig, TlsConfig
+from router.config.sessions import (
+    DynamoDbSessionsConfig,
+    RedisSessionsConfig,
+    SessionsConfig,
+    SqliteSessionsConfig,
+    SummariesConfig,
+)
 from router.config.telemetry import LogsConfig, MetricsConfig, TelemetryConfig, TracingConfig
+from router.config.templates import TemplatesConfig
 
 __all__ = [
     "ENV_CONFIG_PATH",
@@ -94,6 +104,12 @@ __all__ = [
     "PolicyConfig",
     "PriorsConfig",
     "RouterConfig",
+    "SessionsConfig",
+    "SqliteSessionsConfig",
+    "RedisSessionsConfig",
+    "DynamoDbSessionsConfig",
+    "SummariesConfig",
+    "TemplatesConfig",
     "SecretsManagerConfig",
     "ServerConfig",
     "TelemetryConfig",

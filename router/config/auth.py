@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -34,6 +34,8 @@ class TenantConfig(_Model):
     data_classes: tuple[DataClass, ...] = (DataClass.PUBLIC, DataClass.INTERNAL)
     #: Open Generate streams for this tenant (None: server.limits.max_streams_per_tenant).
     max_streams: int | None = Field(None, ge=0)
+    #: How this tenant's session histories are fitted to a window ("" = sessions.strategy).
+    context_strategy: Literal["", "sliding", "summarize", "strict"] = ""
 
 
 class SecretsManagerConfig(_Model):

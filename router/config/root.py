@@ -13,7 +13,9 @@ from router.config.discovery import DiscoveryConfig
 from router.config.edge import EdgeConfig
 from router.config.policy import PolicyConfig
 from router.config.server import ServerConfig
+from router.config.sessions import SessionsConfig
 from router.config.telemetry import TelemetryConfig
+from router.config.templates import TemplatesConfig
 from router.errors import ConfigError
 
 
@@ -25,6 +27,8 @@ class RouterConfig(_Model):
     auth: AuthConfig = AuthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     edge: EdgeConfig = EdgeConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    templates: TemplatesConfig = TemplatesConfig()
 
     #: Where the config came from (the file given), and which keys something else set:
     #: ``{"server.address": "--address", "policy.objective": "HYBRID_ROUTER__POLICY__..."}``

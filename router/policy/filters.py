@@ -116,9 +116,19 @@ class RequestFilter:
         self._device = req.device_id
 
     def prompt_tokens(self, spec: BackendSpec) -> TokenCount:
-        """The prompt token count for ``spec``'s tokenizer (see :func:`prompt_tokens_for`)."""
+        """The prompt token count for ``spec`` (its fitted session prompt, else its
+        tokenizer's count: :func:`prompt_tokens_for`)."""
+        fitted = self.features.fitted
+        if fitted is not None and spec.name in fitted:
+            return fitted[spec.name].tokens
         tc = self._counts.get(spec.tokenizer_id)
         return tc if tc is not None else prompt_tokens_for(self.features, spec.tokenizer_id)
+
+    def payload_bytes(self, spec: BackendSpec) -> int:
+        fitted = self.features.fitted
+        if fitted is not None and spec.name in fitted:
+            return fitted[spec.name].payload_bytes
+        return self._payload
 
     def check(
         self, spec: BackendSpec, snap: BackendSnapshot, prompt: TokenCount
@@ -161,10 +171,9 @@ class RequestFilter:
                 f"+ {self.max_output_tokens} max output) > context window {spec.context_window}"
             )
         # payload: request bytes within the backend's limit.
-        if self._payload > spec.max_payload_bytes:
-            return PAYLOAD, (
-                f"payload {self._payload} bytes > limit {spec.max_payload_bytes} bytes"
-            )
+        payload = self.payload_bytes(spec)
+        if payload > spec.max_payload_bytes:
+            return PAYLOAD, f"payload {payload} bytes > limit {spec.max_payload_bytes} bytes"
         # edge_affinity: only for edge devices, only for what the request names.
         if spec.tier is _EDGE and (self._site or self._device):
             if self._site and spec.site != self._site:

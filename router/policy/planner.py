@@ -46,7 +46,6 @@ from router.policy.filters import (
     PAYLOAD,
     RequestFilter,
     cost_rejection,
-    prompt_tokens_for,
 )
 from router.policy.objectives import TIER_ORDER, Candidate, order_candidates, uses_ttft
 from router.policy.records import PolicyParams
@@ -91,6 +90,7 @@ _REPORT_TWIN = _inline_twin(
         "rank",
         "meets_budget",
         "score",
+        "context",
     ),
 )
 _EDGE = Tier.EDGE
@@ -152,10 +152,15 @@ def plan(
     accepted: list[Candidate] = []
     accept = accepted.append
     rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
+    fitted = features.fitted  # a session request: the prompt differs per backend
     for spec, snap in backends:
-        prompt = counts.get(spec.tokenizer_id)
-        if prompt is None:
-            prompt = flt.prompt_tokens(spec)
+        size = payload
+        if fitted is not None and spec.name in fitted:
+            fit = fitted[spec.name]
+            prompt, size = fit.tokens, fit.payload_bytes
+        else:
+            counted = counts.get(spec.tokenizer_id)
+            prompt = counted if counted is not None else flt.prompt_tokens(spec)
         tokens = prompt.tokens
         tier = spec.tier
         load = snap.in_flight
@@ -170,7 +175,7 @@ def plan(
             or (caps and not caps <= spec.capabilities)
             or data_class not in spec.data_classes
             or tokens + max_out > spec.context_window
-            or payload > spec.max_payload_bytes
+            or size > spec.max_payload_bytes
             or (affinity and tier is edge)
             or not snap.healthy
             or snap.circuit is circuit_open
@@ -220,13 +225,14 @@ def plan(
         report.rank = pos + 1 if pos < kept else 0
         report.meets_budget = meets
         report.score = scores[i]
+        report.context = None  # set by dispatch for a session request
         report.__class__ = report_cls
         append(report)
     new_report = _new_report
     # Positional: backend, tier, accepted, rejected_by, reason, estimate, rank,
-    # meets_budget, score (CandidateReport's field order).
+    # meets_budget, score, context (CandidateReport's field order).
     for s, by, reason, cost_est in rejected:
-        append(new_report(s.name, s.tier, False, by, reason, cost_est, 0, False, 0.0))
+        append(new_report(s.name, s.tier, False, by, reason, cost_est, 0, False, 0.0, None))
     first, first_est, _, _, first_meets = accepted[order[0]]
     return _new_plan(
         request_id=req.request_id,
@@ -340,14 +346,15 @@ def _no_candidate(
         spec = max(
             (r[0] for r in last), key=lambda s: (s.context_window, -TIER_ORDER[s.tier], s.name)
         )
-        needed = prompt_tokens_for(features, spec.tokenizer_id).tokens + max_out
+        needed = RequestFilter(features, max_out, 0.0).prompt_tokens(spec).tokens + max_out
         return NoWindowFits(needed, spec.context_window, spec.name)
 
     if decisive == PAYLOAD:
         spec = max((r[0] for r in last), key=lambda s: (s.max_payload_bytes, s.name))
         return InvalidRequest(
             "messages",
-            f"payload of {features.payload_bytes} bytes exceeds every candidate backend's "
+            f"payload of {RequestFilter(features, max_out, 0.0).payload_bytes(spec)} bytes "
+            "exceeds every candidate backend's "
             f"limit (largest: {spec.max_payload_bytes} bytes, {spec.name})",
         )
 

@@ -56,6 +56,8 @@ class TenantAccess:
     data_classes: frozenset[DataClass]
     #: Open Generate streams allowed (0: unlimited).
     max_streams: int = 0
+    #: How its session histories are fitted ("" = sessions.strategy).
+    context_strategy: str = ""
 
     @classmethod
     def from_config(cls, cfg: TenantConfig, default_max_streams: int = 0) -> TenantAccess:
@@ -65,6 +67,7 @@ class TenantAccess:
             backends=frozenset(cfg.backends),
             data_classes=frozenset(cfg.data_classes),
             max_streams=default_max_streams if cfg.max_streams is None else cfg.max_streams,
+            context_strategy=cfg.context_strategy,
         )
 
     def allows(self, spec: BackendSpec) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from hybrid_router.v1 import router_pb2, router_pb2_grpc
+from hybrid_router.v1 import router_pb2, router_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
 from router.backends import create_backend
 from router.backends.base import Backend
@@ -34,15 +34,21 @@ from router.server.guard import ServerGuard
 from router.server.interceptors import ErrorMappingInterceptor
 from router.server.listen import bind_failed, check_address
 from router.server.servicer import InferenceRouterServicer, Linger
+from router.server.sessions_service import SessionServicer
+from router.sessions import build as build_sessions
 from router.telemetry.observer import Telemetry
+from router.templates import build as build_templates
 
 if TYPE_CHECKING:
     from router.discovery.kubernetes import KubernetesDiscovery
     from router.edge.hub import EdgeHub
+    from router.sessions.context import Sessions
+    from router.sessions.summaries import Summarizer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["InferenceRouter"].full_name
+SESSIONS_SERVICE_NAME = sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
 
 class RouterServer:
@@ -72,6 +78,10 @@ class RouterServer:
         self._stopping: asyncio.Task[None] | None = None
         self.discovery: KubernetesDiscovery | None = None
         self.edge: EdgeHub | None = None
+        self.sessions: Sessions | None = None
+        self.summarizer: Summarizer | None = None
+        #: Prompt templates (router/templates/); None without templates.file.
+        self.templates = build_templates(config)
 
     @property
     def address(self) -> str:
@@ -123,8 +133,14 @@ class RouterServer:
                 cfg.coalesce_linger_tokens,
                 cfg.coalesce_busy_lag_ms / 1000.0,
             ),
+            templates=self.templates,
         )
         router_pb2_grpc.add_InferenceRouterServicer_to_server(self.servicer, server)
+        # Conversations for stateless callers (router/sessions/): the store opens lazily.
+        self.sessions, self.summarizer = build_sessions(self.config.sessions, self.dispatcher)
+        sessions_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(self.sessions, max_system_bytes=cfg.limits.max_prompt_bytes), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         # Edge devices dial in over EdgeLink (router/server/edge_link.py, the hub in
         # router/edge/); nothing of it is imported while edge.enabled is off.
@@ -136,6 +152,7 @@ class RouterServer:
             reflection.enable_server_reflection(
                 (
                     SERVICE_NAME,
+                    SESSIONS_SERVICE_NAME,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                     reflection.SERVICE_NAME,
                 ),
@@ -180,11 +197,22 @@ class RouterServer:
         if edge_drain is not None:
             await edge_drain
         await self.stop_discovery()
+        await self.close_sessions()
         await self.registry.close()
         await self.guard.close()
         if self.servicer is not None:
             self.servicer.close()
         self._server = None
+
+    async def close_sessions(self) -> None:
+        if self.summarizer is not None:
+            await self.summarizer.close()
+            self.summarizer = None
+        if self.sessions is not None:
+            await self.sessions.store.close()
+            self.sessions = None
+        if self.templates is not None:
+            await self.templates.store.close()
 
     async def stop_discovery(self) -> None:
         if self.discovery is not None:
@@ -216,6 +244,7 @@ async def create_server(
         await server.start()
     except BaseException:
         await server.stop_discovery()
+        await server.close_sessions()
         await server.registry.close()
         await server.guard.close()
         raise

@@ -9,6 +9,7 @@ import uuid
 
 from hybrid_router.client.enums import (
     CIRCUIT_STATES,
+    CONTEXT_STRATEGIES,
     DATA_CLASSES,
     FINISH_REASONS,
     OBJECTIVES,
@@ -16,6 +17,7 @@ from hybrid_router.client.enums import (
     TIERS,
 )
 from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import sessions_pb2 as spb
 from hybrid_router.v1 import types_pb2 as tpb
 
 from router.config import PolicyConfig
@@ -25,6 +27,7 @@ from router.types import (
     BackendSpec,
     CandidateReport,
     CircuitState,
+    ContextFit,
     DataClass,
     DeltaEvent,
     Estimate,
@@ -82,8 +85,8 @@ def request_from_proto(
     pb: rpb.GenerateRequest, cfg: PolicyConfig, *, tenant: str = "", request_id: str = ""
 ) -> InferenceRequest:
     """Validate and convert. ``request_id`` (e.g. from metadata) wins over the field."""
-    if not pb.messages:
-        raise InvalidRequest("messages", "must contain at least one message")
+    if not pb.messages and not pb.template:
+        raise InvalidRequest("messages", "must contain at least one message (or name a template)")
     if len(pb.messages) > MAX_MESSAGES:
         raise InvalidRequest("messages", f"at most {MAX_MESSAGES} messages per request")
     messages = []
@@ -96,8 +99,10 @@ def request_from_proto(
         if not m.content:
             raise InvalidRequest(f"messages[{i}].content", "must not be empty")
         messages.append(Message(role, m.content))
-    if all(m.role is Role.SYSTEM for m in messages):
+    if all(m.role is Role.SYSTEM for m in messages) and not pb.template:
         raise InvalidRequest("messages", "needs at least one user or assistant message")
+    if (pb.template_version or pb.template_variables) and not pb.template:
+        raise InvalidRequest("template", "template_version and template_variables need template")
 
     max_out = pb.max_output_tokens or cfg.default_max_output_tokens
     if max_out > cfg.max_output_tokens_limit:
@@ -142,6 +147,13 @@ def request_from_proto(
         )
     if len(pb.session_id) > 128:
         raise InvalidRequest("session_id", "at most 128 characters")
+    strategy = CONTEXT_STRATEGIES.name(pb.context_strategy)
+    if pb.context_strategy and not strategy:
+        raise InvalidRequest(
+            "context_strategy", "must be CONTEXT_STRATEGY_SLIDING, _SUMMARIZE or _STRICT"
+        )
+    if strategy and not pb.session_id:
+        raise InvalidRequest("context_strategy", "applies to a session: set session_id too")
     for fname in ("model_family",):
         if len(getattr(pb, fname)) > 64:
             raise InvalidRequest(fname, "at most 64 characters")
@@ -167,6 +179,7 @@ def request_from_proto(
         session_id=pb.session_id,
         tenant=tenant,
         objective=OBJECTIVE_FROM_PB.get(pb.objective),
+        context_strategy=strategy,
     )
 
 
@@ -197,6 +210,21 @@ def _candidate_pb(c: CandidateReport) -> rpb.CandidateReport:
         rank=c.rank,
         meets_budget=c.meets_budget,
         score=c.score if math.isfinite(c.score) else 0.0,
+        context=_context_pb(c.context),
+    )
+
+
+def _context_pb(fit: ContextFit | None) -> spb.ContextFit | None:
+    if fit is None:
+        return None
+    return spb.ContextFit(
+        turns_kept=fit.turns_kept,
+        turns_dropped=fit.turns_dropped,
+        turns_summarized=fit.turns_summarized,
+        tokens_kept=fit.tokens_kept,
+        tokens_dropped=fit.tokens_dropped,
+        summary_used=fit.summary_used,
+        note=fit.note,
     )
 
 
@@ -213,6 +241,9 @@ def decision_to_proto(plan: Plan) -> rpb.Decision:
         explanation=plan.explanation,
         estimate=_estimate_pb(primary.estimate if primary else None),
         decision_us=plan.decision_us,
+        session_id=plan.session_id,
+        context_strategy=CONTEXT_STRATEGIES.number(plan.context_strategy),
+        session_turns=plan.session_turns,
     )
 
 
@@ -246,6 +277,8 @@ def usage_to_proto(ev: UsageEvent) -> rpb.GenerateEvent:
             complete=ev.complete,
             error=ev.error,
             tokens_estimated=ev.tokens_estimated,
+            template=ev.template,
+            template_version=ev.template_version,
             request_id=ev.request_id,
             attempts=ev.attempts,
         )

@@ -8,6 +8,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import replace
 
 import grpc
 from hybrid_router.v1 import router_pb2 as rpb
@@ -16,11 +17,22 @@ from hybrid_router.v1 import types_pb2 as tpb
 
 from router.config import LimitsConfig
 from router.dispatch import Dispatcher
+from router.errors import InvalidRequest
 from router.security.limits import RequestLimitExceeded, check_request_size
 from router.server import convert
 from router.server.context import REQUEST_ID_METADATA, principal_var, request_id_var
 from router.telemetry.observer import observer_var
-from router.types import DecisionEvent, DeltaEvent, Event, FailoverEvent, UsageEvent
+from router.templates.model import render
+from router.templates.store import TemplateRegistry
+from router.types import (
+    DecisionEvent,
+    DeltaEvent,
+    Event,
+    FailoverEvent,
+    InferenceRequest,
+    Role,
+    UsageEvent,
+)
 
 
 def event_to_proto(ev: Event) -> rpb.GenerateEvent:
@@ -136,9 +148,13 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         descriptions: dict[str, str] | None = None,
         limits: LimitsConfig | None = None,
         linger: Linger | None = None,
+        templates: TemplateRegistry | None = None,
     ) -> None:
-        """``linger``: hold fast streams' delta writes under load (None: never hold)."""
+        """``linger``: hold fast streams' delta writes under load (None: never hold);
+        ``templates``: resolves a request's prompt template (None: requests naming one
+        are refused)."""
         self.dispatcher = dispatcher
+        self.templates = templates
         self.coalesce = coalesce
         self.linger = linger if linger is not None and linger.linger_s > 0 else None
         self._clock = clock
@@ -147,7 +163,7 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         self._max_messages = lim.max_messages
         self._max_prompt_bytes = lim.max_prompt_bytes
 
-    def _request(self, pb: rpb.GenerateRequest):  # type: ignore[no-untyped-def]
+    async def _request(self, pb: rpb.GenerateRequest) -> InferenceRequest:
         rid = request_id_var.get()
         obs = observer_var.get()
         try:
@@ -164,13 +180,36 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
             request_id="" if rid == "-" else rid,
         )
         request_id_var.set(req.request_id)
+        if pb.template:
+            req = await self._render(req, pb)
         obs.set_request(req)
         return req
+
+    async def _render(self, req: InferenceRequest, pb: rpb.GenerateRequest) -> InferenceRequest:
+        """The request with its template's messages in front (router/templates/)."""
+        if self.templates is None:
+            raise InvalidRequest("template", "this router has no templates (templates.file)")
+        template = await self.templates.resolve(pb.template, pb.template_version)
+        messages = (*render(template, dict(pb.template_variables)), *req.messages)
+        if all(m.role is Role.SYSTEM for m in messages):
+            raise InvalidRequest(
+                "messages", "needs at least one user or assistant message (template or request)"
+            )
+        try:
+            check_request_size(
+                [m.content for m in messages], self._max_messages, self._max_prompt_bytes
+            )
+        except RequestLimitExceeded as exc:
+            observer_var.get().limit_rejected(exc.limit)
+            raise
+        return replace(
+            req, messages=messages, template=template.name, template_version=template.version
+        )
 
     async def Generate(  # noqa: N802 - gRPC method name
         self, request: rpb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        req = self._request(request)
+        req = await self._request(request)
         headers = ((REQUEST_ID_METADATA, req.request_id),)
         remaining = context.time_remaining()
         deadline = None if remaining is None else self._clock() + remaining
@@ -201,7 +240,7 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
     async def Route(  # noqa: N802
         self, request: rpb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> rpb.Decision:
-        req = self._request(request)
+        req = await self._request(request)
         plan, _ = await self.dispatcher.decide(req, access=principal_var.get().access)
         observer_var.get().decision(plan)
         return convert.decision_to_proto(plan)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,7 +40,8 @@ async def model_server() -> AsyncIterator[StartModelServer]:
 
 
 @pytest.fixture
-async def start_router() -> AsyncIterator[StartRouter]:
+async def start_router(tmp_path: Path) -> AsyncIterator[StartRouter]:
+    """Sessions live in a SQLite file under the test's tmp_path unless ``sessions`` says."""
     routers: list[RouterServer] = []
 
     async def start(
@@ -47,12 +49,19 @@ async def start_router() -> AsyncIterator[StartRouter]:
         *,
         policy: dict[str, Any] | None = None,
         server: dict[str, Any] | None = None,
+        sessions: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+        **sections: Any,
     ) -> RouterServer:
+        store = {"sqlite": {"path": str(tmp_path / f"sessions-{len(routers)}.sqlite3")}}
         cfg = parse_config(
             {
                 "server": {"address": "127.0.0.1:0", "grace_period_s": 1, **(server or {})},
                 "policy": {"load_poll_interval_s": 0.05, **(policy or {})},
                 "backends": backends,
+                "sessions": {**store, **(sessions or {})},
+                **({"auth": auth} if auth else {}),
+                **sections,
             },
             source="test",
         )

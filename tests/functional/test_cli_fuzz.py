@@ -87,6 +87,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     assert main(["keys", "create", "--file", str(keys), "--tenant", "a"]) == 0
     gguf = root / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(60))
+    template = root / "greet.yaml"
+    template.write_text(
+        "name: greet\nversion: '1'\nvariables: {who: {type: string}}\n"
+        "messages: [{role: user, content: 'hi {{who}}'}]\n"
+    )
+    assert main(["templates", "publish", str(template), "--file", str(root / "t.yaml")]) == 0
     env = {
         "HYBRID_ROUTER_ADDRESS": f"127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -96,7 +102,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     yield {"root": root, "good": good, "refused": refused, "keys": keys, "gguf": gguf,
-           "port": port, "env": env}  # fmt: skip
+           "template": template, "port": port, "env": env}  # fmt: skip
 
 
 def _base(command: tuple[str, ...], w: dict[str, Any]) -> list[str]:
@@ -125,6 +131,14 @@ def _base(command: tuple[str, ...], w: dict[str, Any]) -> list[str]:
         ],  # fmt: skip
         ("models", "set-desired"): ["--name", "m", "--version", "1", *bucket],
         ("models", "status"): ["--timeout", "5", *bucket],
+        ("sessions", "create"): [],
+        ("sessions", "show"): ["chat-1"],
+        ("sessions", "list"): [],
+        ("sessions", "delete"): ["chat-1"],
+        ("templates", "list"): ["--file", str(w["root"] / "t.yaml")],
+        ("templates", "show"): ["--file", str(w["root"] / "t.yaml"), "greet"],
+        ("templates", "publish"): ["--file", str(w["root"] / "t2.yaml"), str(w["template"])],
+        ("templates", "pin"): ["--file", str(w["root"] / "t.yaml"), "greet", "1"],
     }[command]
 
 

@@ -1,7 +1,8 @@
 """hybrid_router.client against a real router on 127.0.0.1 (port 0) over scripted model
 servers: the async and the sync client stream the same answer, learn the request id from
 the router's headers, map an error status to RouterCallError with the request id, and
-cancel the backend when the caller stops reading."""
+cancel the backend when the caller stops reading; both make, read, page through and
+delete sessions, and a session turn carries its history."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hybrid_router.client import (
     make_request,
 )
 from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import sessions_pb2 as spb
 from rtutil import ms_backend, shape, text_of
 
 from serving.engines.scripted import ScriptedEngine
@@ -132,3 +134,102 @@ async def test_unreachable_router_retries_then_fails() -> None:
         with pytest.raises(RouterCallError) as err2:
             await client.list_backends()
         assert err2.value.attempts == 3
+
+
+async def test_session_calls_from_the_async_client(router) -> None:  # type: ignore[no-untyped-def]
+    _, address = router
+    async with AsyncRouterClient(address, timeout_s=20) as client:
+        made = await client.create_session(system="Be brief.", ttl_s=120, strategy="summarize")
+        assert made.session_id.startswith("s_") and made.ttl_s == 120
+        assert made.strategy == spb.CONTEXT_STRATEGY_SUMMARIZE and made.system == "Be brief."
+        sid = made.session_id
+        first = await client.complete(make_request(prompt="one two", session_id=sid))
+        second = await client.complete(
+            make_request(prompt="three", session_id=sid, context_strategy="sliding")
+        )
+        assert first.decision is not None and first.decision.session_turns == 0
+        assert second.decision is not None and second.decision.session_id == sid
+        assert second.decision.session_turns == 2
+        assert second.decision.context_strategy == spb.CONTEXT_STRATEGY_SLIDING
+        (fit,) = [c.context for c in second.decision.candidates if c.backend == "gpu-a"]
+        assert fit.turns_kept == 2 and fit.note == "the whole history fits"
+        got = await client.get_session(sid)
+        assert got.turn_count == 4 and [t.content for t in got.turns][0::2] == ["one two", "three"]
+        assert got.turns[1].content == first.text and got.turns[1].backend == "gpu-a"
+        assert got.history_tokens == sum(t.tokens for t in got.turns)
+
+        for i in range(4):
+            await client.create_session(f"a-{i}")
+        page = await client.list_sessions(page_size=2)
+        assert len(page.sessions) == 2 and page.next_page_token
+        assert not page.sessions[0].turns  # a list carries no history
+        ids = [s.session_id async for s in client.iter_sessions(page_size=2)]
+        assert sorted(ids) == sorted([sid, "a-0", "a-1", "a-2", "a-3"])
+
+        assert await client.delete_session("a-0") is True
+        assert await client.delete_session("a-0") is False
+        with pytest.raises(RouterCallError) as missing:
+            await client.get_session("a-0")
+        with pytest.raises(RouterCallError) as taken:
+            await client.create_session("a-1")
+        with pytest.raises(RouterCallError) as short:
+            await client.create_session(ttl_s=5)
+    assert missing.value.code == "NOT_FOUND" and "'a-0'" in missing.value.message
+    assert taken.value.code == "ALREADY_EXISTS" and taken.value.attempts == 1
+    assert short.value.code == "INVALID_ARGUMENT" and "ttl_s" in short.value.message
+
+
+def sync_session_calls(address: str) -> dict[str, Any]:
+    with RouterClient(address, timeout_s=20) as client:
+        made = client.create_session("sync-1", strategy="strict")
+        turn = client.complete(make_request(prompt="red", session_id="sync-1"))
+        got = client.get_session("sync-1")
+        ids = [s.session_id for s in client.iter_sessions(page_size=1)]
+        deleted = client.delete_session("sync-1")
+        with pytest.raises(RouterCallError) as missing:
+            client.get_session("sync-1")
+        return {"made": made, "turn": turn, "got": got, "ids": ids, "deleted": deleted,
+                "missing": missing.value}  # fmt: skip
+
+
+async def test_session_calls_from_the_sync_client(router) -> None:  # type: ignore[no-untyped-def]
+    _, address = router
+    async with AsyncRouterClient(address, timeout_s=20) as client:
+        await client.create_session("other")
+    r = await asyncio.to_thread(sync_session_calls, address)
+    assert r["made"].session_id == "sync-1" and r["made"].strategy == spb.CONTEXT_STRATEGY_STRICT
+    decision = r["turn"].decision
+    assert decision.session_id == "sync-1"
+    assert decision.context_strategy == spb.CONTEXT_STRATEGY_STRICT
+    assert [t.content for t in r["got"].turns] == ["red", r["turn"].text]
+    assert sorted(r["ids"]) == ["other", "sync-1"] and r["deleted"] is True
+    assert r["missing"].code == "NOT_FOUND"
+
+
+async def test_a_create_is_never_retried_the_other_session_calls_are() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def sleep(s: float) -> None:
+        pass
+
+    async with AsyncRouterClient(f"127.0.0.1:{port}", timeout_s=10, sleep=sleep) as client:
+        with pytest.raises(RouterCallError) as create:
+            await client.create_session("x")
+        with pytest.raises(RouterCallError) as get:
+            await client.get_session("x")
+        with pytest.raises(RouterCallError) as delete:
+            await client.delete_session("x")
+    assert create.value.code == "UNAVAILABLE" and create.value.attempts == 1
+    assert get.value.attempts == 3 and delete.value.attempts == 3
+
+    def sync() -> tuple[int, int]:
+        with RouterClient(f"127.0.0.1:{port}", timeout_s=10, sleep=lambda s: None) as c:
+            with pytest.raises(RouterCallError) as create:
+                c.create_session()
+            with pytest.raises(RouterCallError) as listing:
+                c.list_sessions()
+        return create.value.attempts, listing.value.attempts
+
+    assert await asyncio.to_thread(sync) == (1, 3)

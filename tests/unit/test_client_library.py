@@ -11,6 +11,7 @@ import grpc
 import pytest
 from hybrid_router.client import (
     CIRCUIT_STATES,
+    CONTEXT_STRATEGIES,
     DATA_CLASSES,
     FINISH_REASONS,
     OBJECTIVES,
@@ -24,9 +25,17 @@ from hybrid_router.client import (
     build_request,
     call_error,
     make_request,
+    valid_session_id,
 )
 from hybrid_router.client.channel import call_metadata
+from hybrid_router.client.sessions import (
+    create_request,
+    delete_request,
+    get_request,
+    list_request,
+)
 from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import sessions_pb2 as spb
 from hybrid_router.v1 import types_pb2 as tpb
 
 # --- enums ----------------------------------------------------------------------------------
@@ -39,6 +48,7 @@ def test_tables_name_every_value_of_the_contract() -> None:
     assert ROLES.names == ("system", "user", "assistant")
     assert FINISH_REASONS.names == ("stop", "length", "cancelled", "error")
     assert CIRCUIT_STATES.names == ("closed", "open", "half_open")
+    assert CONTEXT_STRATEGIES.names == ("sliding", "summarize", "strict")
     # Every non-zero value of each proto enum has a name, and only those.
     for table, enum in (
         (TIERS, tpb.Tier),
@@ -47,6 +57,7 @@ def test_tables_name_every_value_of_the_contract() -> None:
         (FINISH_REASONS, tpb.FinishReason),
         (OBJECTIVES, rpb.Objective),
         (CIRCUIT_STATES, rpb.CircuitState),
+        (CONTEXT_STRATEGIES, spb.ContextStrategy),
     ):
         assert sorted(table.values()) == sorted(v for v in enum.values() if v != 0)
 
@@ -61,6 +72,9 @@ def test_the_router_uses_the_same_names() -> None:
     assert set(CIRCUIT_STATES) == {c.value for c in types.CircuitState}
     assert set(FINISH_REASONS) == {f.value for f in types.FinishReason}
     assert set(ROLES) == {r.value for r in types.Role}
+    from router.sessions.model import STRATEGIES
+
+    assert CONTEXT_STRATEGIES.names == STRATEGIES
 
 
 def test_lambda_body_literals_match_the_tables() -> None:
@@ -135,12 +149,22 @@ def test_every_option_lands_in_its_field() -> None:
     assert req.request_id == "req-9" and req.objective == rpb.OBJECTIVE_FASTEST
 
 
+def test_a_session_turn_names_its_session_and_strategy() -> None:
+    req = make_request(prompt="And in French?", session_id="chat-1", context_strategy="strict")
+    assert req.session_id == "chat-1" and req.context_strategy == spb.CONTEXT_STRATEGY_STRICT
+    assert [m.content for m in req.messages] == ["And in French?"]  # the new turn only
+    plain = make_request(prompt="hi", session_id="a.b:c-d_1")
+    assert plain.session_id == "a.b:c-d_1"
+    assert plain.context_strategy == spb.CONTEXT_STRATEGY_UNSPECIFIED
+
+
 def test_unset_options_stay_unset() -> None:
     req = make_request(prompt="hi")
     assert not req.HasField("max_cost_usd")
     assert not req.sampling.HasField("temperature") and not req.sampling.HasField("seed")
     assert req.data_class == tpb.DATA_CLASS_UNSPECIFIED
     assert req.objective == rpb.OBJECTIVE_UNSPECIFIED
+    assert req.session_id == "" and req.context_strategy == spb.CONTEXT_STRATEGY_UNSPECIFIED
     assert RequestOptions(prompt="hi").to_proto() == req
 
 
@@ -169,6 +193,15 @@ def test_make_request_takes_messages_and_lists() -> None:
         ({"prompt": "x", "seed": 2**64}, "seed", "at most 18446744073709551615"),
         ({"prompt": "x", "ttft_budget_ms": 2**32}, "ttft_budget_ms", "at most 4294967295"),
         ({"prompt": "x", "temperature": -0.5}, "temperature", "must be >= 0"),
+        ({"prompt": "x", "session_id": "bad id"}, "session_id", "1-128 of letters"),
+        ({"prompt": "x", "session_id": "-x"}, "session_id", "starting with a letter or digit"),
+        ({"prompt": "x", "session_id": "x" * 129}, "session_id", "1-128 of letters"),
+        (
+            {"prompt": "x", "session_id": "s", "context_strategy": "window"},
+            "context_strategy",
+            "'window' is not one of sliding, summarize, strict",
+        ),
+        ({"prompt": "x", "context_strategy": "strict"}, "context_strategy", "give a session id"),
         ({}, "prompt", "either prompt or messages"),
         ({"prompt": "x", "messages": (("user", "y"),)}, "prompt", "either prompt or messages"),
     ],
@@ -179,6 +212,37 @@ def test_bad_options_are_named(options: dict[str, object], option: str, words: s
     assert err.value.option == option and words in str(err.value)
     assert str(err.value).startswith(f"{option}: ")
     assert isinstance(err.value, ValueError)  # callers that catch ValueError still do
+
+
+def test_session_requests_are_checked_before_sending() -> None:
+    assert create_request() == spb.CreateSessionRequest()
+    made = create_request("team-1", system="Be brief.", ttl_s=120, strategy="summarize")
+    assert made == spb.CreateSessionRequest(
+        session_id="team-1",
+        system="Be brief.",
+        ttl_s=120,
+        strategy=spb.CONTEXT_STRATEGY_SUMMARIZE,
+    )
+    assert get_request("a").session_id == delete_request("a").session_id == "a"
+    assert list_request(2, "p1") == spb.ListSessionsRequest(page_size=2, page_token="p1")
+    assert valid_session_id("x" * 128) and not valid_session_id("x" * 129)
+    assert not valid_session_id("") and not valid_session_id("a b")
+    for call, option, words in (
+        (lambda: create_request("a b"), "session_id", "got 'a b'"),
+        (lambda: create_request(strategy="window"), "strategy", "not one of sliding"),
+        (lambda: create_request(ttl_s=-1), "ttl_s", "must be >= 0"),
+        (lambda: create_request(ttl_s=2**32), "ttl_s", "at most 4294967295"),
+        (lambda: get_request(""), "session_id", "got ''"),
+        (lambda: delete_request("x" * 200), "session_id", "'xxx"),
+        (lambda: list_request(-1), "page_size", "must be >= 0"),
+    ):
+        with pytest.raises(OptionError) as err:
+            call()
+        assert err.value.option == option and words in str(err.value), str(err.value)
+    # A long id is not quoted whole.
+    with pytest.raises(OptionError) as err:
+        get_request("y" * 500)
+    assert len(str(err.value)) < 200
 
 
 # --- channel --------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ it ships beside the stubs in every deployable and in the Lambda layer.
 Modules: ``options`` (RequestOptions -> GenerateRequest, errors naming the option),
 ``enums`` (the one name <-> number table per contract enum), ``channel`` (target, TLS,
 keepalive, message size, auth metadata, environment), ``sync`` and ``aio`` (the clients:
-streaming, buffered ``complete``, ``route``, ``list_backends``, deadlines, request ids,
-safe retries, cancellation), ``retry``, ``errors`` (``RouterCallError``, the one error a
+streaming, buffered ``complete``, ``route``, ``list_backends``, the session calls
+``create_session``, ``get_session``, ``list_sessions``, ``iter_sessions``,
+``delete_session``; deadlines, request ids, safe retries, cancellation), ``sessions``
+(the session requests and the id rule), ``retry``, ``errors`` (``RouterCallError``, the one error a
 failed call raises), ``completion``, ``context`` (traceparent, X-Ray, Lambda deadlines).
 """
 
@@ -34,6 +36,7 @@ from hybrid_router.client.context import (
 )
 from hybrid_router.client.enums import (
     CIRCUIT_STATES,
+    CONTEXT_STRATEGIES,
     DATA_CLASSES,
     FINISH_REASONS,
     OBJECTIVES,
@@ -44,10 +47,12 @@ from hybrid_router.client.enums import (
 from hybrid_router.client.errors import OptionError, RouterCallError, call_error
 from hybrid_router.client.options import RequestOptions, build_request, make_request
 from hybrid_router.client.retry import RetryPolicy
+from hybrid_router.client.sessions import SESSION_ID_RULE, valid_session_id
 from hybrid_router.client.sync import GenerateStream, RouterClient
 
 __all__ = [
     "CIRCUIT_STATES",
+    "CONTEXT_STRATEGIES",
     "DATA_CLASSES",
     "ENV_ADDRESS",
     "ENV_API_KEY",
@@ -58,6 +63,7 @@ __all__ = [
     "FINISH_REASONS",
     "OBJECTIVES",
     "ROLES",
+    "SESSION_ID_RULE",
     "TIERS",
     "AsyncGenerateStream",
     "AsyncRouterClient",
@@ -76,5 +82,6 @@ __all__ = [
     "make_request",
     "parse_target",
     "traceparent_from_xray",
+    "valid_session_id",
     "valid_traceparent",
 ]

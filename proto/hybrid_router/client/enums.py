@@ -1,5 +1,5 @@
 """The one table of names for the contract's enums: tier, data class, objective, role,
-finish reason and circuit state, lower-case name <-> proto number.
+finish reason, circuit state and context strategy, lower-case name <-> proto number.
 
 The names are the router's own (``router.yaml``, ``router.types``): ``hosted``,
 ``public``, ``cheapest``, ``user``, ``stop``, ``half_open``. Each table is read from the
@@ -19,10 +19,12 @@ from typing import Any
 
 from hybrid_router.client.errors import OptionError
 from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import sessions_pb2 as spb
 from hybrid_router.v1 import types_pb2 as tpb
 
 __all__ = [
     "CIRCUIT_STATES",
+    "CONTEXT_STRATEGIES",
     "DATA_CLASSES",
     "FINISH_REASONS",
     "OBJECTIVES",
@@ -95,3 +97,4 @@ ROLES = EnumTable("role", tpb.Role, "ROLE_")
 FINISH_REASONS = EnumTable("finish_reason", tpb.FinishReason, "FINISH_REASON_")
 OBJECTIVES = EnumTable("objective", rpb.Objective, "OBJECTIVE_")
 CIRCUIT_STATES = EnumTable("circuit", rpb.CircuitState, "CIRCUIT_STATE_")
+CONTEXT_STRATEGIES = EnumTable("context_strategy", spb.ContextStrategy, "CONTEXT_STRATEGY_")

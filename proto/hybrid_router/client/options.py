@@ -9,6 +9,12 @@ raises :class:`~hybrid_router.client.errors.OptionError` naming the option
 protocol field cannot hold) before anything is sent. The router checks the rest
 (limits, backend names) and names the field in its INVALID_ARGUMENT.
 
+Sessions: ``session_id`` names a conversation the router keeps (``SessionService``, see
+:mod:`hybrid_router.client.sessions`); the messages are then only the new turn, and the
+router adds the stored history fitted to each backend's window (an unknown id starts a
+session). ``context_strategy`` (``sliding``, ``summarize``, ``strict``) overrides the
+session's for this request and needs ``session_id``.
+
 Unset stays unset: 0 / "" / None leave the router's defaults (``max_cost_usd``,
 ``temperature``... are proto3 optionals and are only set when given).
 """
@@ -19,8 +25,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-from hybrid_router.client.enums import DATA_CLASSES, OBJECTIVES, ROLES, TIERS
+from hybrid_router.client.enums import CONTEXT_STRATEGIES, DATA_CLASSES, OBJECTIVES, ROLES, TIERS
 from hybrid_router.client.errors import OptionError
+from hybrid_router.client.sessions import check_session_id
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 
@@ -33,7 +40,8 @@ class RequestOptions:
 
     The conversation is ``prompt`` (one user message) or ``messages`` (``(role,
     content)`` pairs, roles ``system|user|assistant``): exactly one of them. ``system``,
-    when given, goes first as a system message.
+    when given, goes first as a system message. With ``session_id`` they are the new turn
+    only (the router adds the session's history); ``context_strategy`` needs it.
     """
 
     prompt: str | None = None
@@ -59,6 +67,8 @@ class RequestOptions:
     device_id: str = ""
     request_id: str = ""
     objective: str = ""
+    session_id: str = ""
+    context_strategy: str = ""
 
     def to_proto(self) -> rpb.GenerateRequest:
         return build_request(self)
@@ -126,6 +136,11 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
     if not all(" " <= c <= "~" for c in opts.request_id):
         # It travels as x-request-id metadata too.
         raise OptionError("request_id", "must be printable ASCII on one line")
+    if opts.session_id:
+        check_session_id(opts.session_id)
+    strategy = CONTEXT_STRATEGIES.number(opts.context_strategy, "context_strategy")
+    if strategy and not opts.session_id:
+        raise OptionError("context_strategy", "applies to a session: give a session id too")
     sampling = tpb.SamplingParams(stop=list(opts.stop))
     if opts.temperature is not None:
         sampling.temperature = opts.temperature
@@ -152,6 +167,8 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
         edge_affinity=rpb.EdgeAffinity(site=opts.site, device_id=opts.device_id),
         request_id=opts.request_id,
         objective=OBJECTIVES.number(opts.objective, "objective"),  # type: ignore[arg-type]
+        session_id=opts.session_id,
+        context_strategy=strategy,  # type: ignore[arg-type]
     )
     if opts.max_cost_usd is not None:
         req.max_cost_usd = opts.max_cost_usd

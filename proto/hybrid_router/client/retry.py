@@ -1,8 +1,12 @@
-"""When a failed call is tried again: only where it cannot run a model twice.
+"""When a failed call is tried again: only where it cannot run a model twice, or make
+a thing twice.
 
 ``Route`` and ``ListBackends`` call no model; ``Generate`` is retried only when the
 router answered before sending any event (the Decision comes before any backend is
-called, so no event means no model ran), never after the first event. Only UNAVAILABLE
+called, so no event means no model ran), never after the first event. Of the session
+calls, ``GetSession``, ``ListSessions`` and ``DeleteSession`` are retried (reads, and a
+delete that leaves the same state twice); ``CreateSession`` never is (an attempt whose
+answer was lost may have made the session). Only UNAVAILABLE
 by default (the router unreachable, or refusing before it decided), at most
 ``max_attempts`` calls, ``backoff_s`` then doubling (at most 1 s, or the server's
 ``retry_after`` when longer), and only while the call's deadline leaves time for a real

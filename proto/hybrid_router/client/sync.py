@@ -34,8 +34,15 @@ from hybrid_router.client.channel import (
 from hybrid_router.client.completion import Completion, Gather
 from hybrid_router.client.errors import OptionError, RouterCallError, call_error, request_id_from
 from hybrid_router.client.retry import RetryPolicy
+from hybrid_router.client.sessions import (
+    create_request,
+    delete_request,
+    get_request,
+    list_request,
+)
 from hybrid_router.v1 import router_pb2 as rpb
-from hybrid_router.v1 import router_pb2_grpc
+from hybrid_router.v1 import router_pb2_grpc, sessions_pb2_grpc
+from hybrid_router.v1 import sessions_pb2 as spb
 
 __all__ = ["GenerateStream", "RouterClient"]
 
@@ -130,7 +137,7 @@ class GenerateStream(Iterator[rpb.GenerateEvent]):
 
 
 class RouterClient:
-    """The InferenceRouter calls over one sync channel. Thread-safe (gRPC channels are).
+    """The InferenceRouter and SessionService calls over one sync channel. Thread-safe.
 
     ``target`` is ``host:port`` or a :class:`ChannelConfig`; with an address, the
     channel keywords (``tls``, ``ca_bundle``, ``client_cert``, ``client_key``,
@@ -166,6 +173,7 @@ class RouterClient:
         self._sleep = sleep
         self.channel = config.open_sync()
         self._stub = router_pb2_grpc.InferenceRouterStub(self.channel)
+        self._sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self._watching = False
         self.connectivity: grpc.ChannelConnectivity | None = None
 
@@ -277,11 +285,64 @@ class RouterClient:
     def list_backends(self, **kwargs: Any) -> rpb.ListBackendsResponse:
         return self._unary(self._stub.ListBackends, rpb.ListBackendsRequest(), **kwargs)
 
+    # --- sessions (SessionService) ------------------------------------------------------
+    # The same keywords as route (timeout_s, request_id, traceparent, api_key, metadata);
+    # a session belongs to the API key's tenant: another tenant's id is NOT_FOUND.
+
+    def create_session(
+        self,
+        session_id: str = "",
+        *,
+        system: str = "",
+        ttl_s: int = 0,
+        strategy: str = "",
+        **kwargs: Any,
+    ) -> spb.Session:
+        """Create a session: ``session_id`` "" lets the router choose one (``s_...``),
+        ``system`` is sent before the history, ``ttl_s`` 0 and ``strategy`` "" (or
+        ``sliding``, ``summarize``, ``strict``) leave the router's defaults. An id in use
+        is ALREADY_EXISTS. Never retried: an attempt whose answer was lost may have made
+        the session. (A Generate with an unknown ``session_id`` also starts one.)"""
+        request = create_request(session_id, system=system, ttl_s=ttl_s, strategy=strategy)
+        return self._unary(self._sessions.CreateSession, request, once=True, **kwargs)
+
+    def get_session(self, session_id: str, **kwargs: Any) -> spb.Session:
+        """The session with its history (each turn with its token count, the history's
+        total, the turns the running summary covers); NOT_FOUND when there is none."""
+        return self._unary(self._sessions.GetSession, get_request(session_id), **kwargs)
+
+    def list_sessions(
+        self, page_size: int = 0, page_token: str = "", **kwargs: Any
+    ) -> spb.ListSessionsResponse:
+        """One page of the tenant's sessions, by id, without their history
+        (``page_size`` 0: the router's, 100); ``next_page_token`` is "" on the last."""
+        request = list_request(page_size, page_token)
+        return self._unary(self._sessions.ListSessions, request, **kwargs)
+
+    def iter_sessions(self, page_size: int = 0, **kwargs: Any) -> Iterator[spb.Session]:
+        """Every session of the tenant, page after page (each page its own call, with
+        its own ``timeout_s``)."""
+        token = ""
+        while True:
+            page = self.list_sessions(page_size, token, **kwargs)
+            yield from page.sessions
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_session(self, session_id: str, **kwargs: Any) -> bool:
+        """Delete a session and its history; False when there was none. Retried on
+        UNAVAILABLE like the reads (deleting twice leaves the same state), so a retry
+        after a lost answer reports False for the session the first attempt deleted."""
+        response = self._unary(self._sessions.DeleteSession, delete_request(session_id), **kwargs)
+        return bool(response.deleted)
+
     def _unary(
         self,
         method: Any,
         request: Any,
         *,
+        once: bool = False,
         timeout_s: float | None = None,
         request_id: str = "",
         traceparent: str | None = None,
@@ -298,9 +359,11 @@ class RouterClient:
                 return method(request, timeout=max(deadline - self._clock(), 0.001), metadata=md)
             except grpc.RpcError as exc:
                 err = call_error(exc, request_id=rid, attempts=attempt)
-                delay = self.retry.retry(
-                    err, attempt=attempt, events=0, time_left=deadline - self._clock()
-                )
+                delay = None
+                if not once:
+                    delay = self.retry.retry(
+                        err, attempt=attempt, events=0, time_left=deadline - self._clock()
+                    )
                 if delay is None:
                     raise err from None
                 self._sleep(delay)

@@ -1,3 +1,4 @@
+from hybrid_router.v1 import sessions_pb2 as _sessions_pb2
 from hybrid_router.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -56,7 +57,14 @@ class EdgeAffinity(_message.Message):
     def __init__(self, site: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "max_output_tokens", "sampling", "latency_budget", "max_cost_usd", "data_class", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "model_family", "capabilities", "edge_affinity", "request_id", "session_id", "objective")
+    __slots__ = ("messages", "max_output_tokens", "sampling", "latency_budget", "max_cost_usd", "data_class", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "model_family", "capabilities", "edge_affinity", "request_id", "session_id", "objective", "context_strategy", "template", "template_version", "template_variables")
+    class TemplateVariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +81,10 @@ class GenerateRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_VARIABLES_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
     max_output_tokens: int
     sampling: _types_pb2.SamplingParams
@@ -89,7 +101,11 @@ class GenerateRequest(_message.Message):
     request_id: str
     session_id: str
     objective: Objective
-    def __init__(self, messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., latency_budget: _Optional[_Union[LatencyBudget, _Mapping]] = ..., max_cost_usd: _Optional[float] = ..., data_class: _Optional[_Union[_types_pb2.DataClass, str]] = ..., pin_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., pin_backends: _Optional[_Iterable[str]] = ..., exclude_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., exclude_backends: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., edge_affinity: _Optional[_Union[EdgeAffinity, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ...) -> None: ...
+    context_strategy: _sessions_pb2.ContextStrategy
+    template: str
+    template_version: str
+    template_variables: _containers.ScalarMap[str, str]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., latency_budget: _Optional[_Union[LatencyBudget, _Mapping]] = ..., max_cost_usd: _Optional[float] = ..., data_class: _Optional[_Union[_types_pb2.DataClass, str]] = ..., pin_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., pin_backends: _Optional[_Iterable[str]] = ..., exclude_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., exclude_backends: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., edge_affinity: _Optional[_Union[EdgeAffinity, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., template_variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("ttft_ms", "total_ms", "cost_usd", "queue_wait_ms", "from_priors", "prompt_tokens", "token_count_method")
@@ -110,7 +126,7 @@ class Estimate(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., queue_wait_ms: _Optional[float] = ..., from_priors: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., token_count_method: _Optional[_Union[TokenCountMethod, str]] = ...) -> None: ...
 
 class CandidateReport(_message.Message):
-    __slots__ = ("backend", "tier", "accepted", "rejected_by", "reason", "estimate", "rank", "meets_budget", "score")
+    __slots__ = ("backend", "tier", "accepted", "rejected_by", "reason", "estimate", "rank", "meets_budget", "score", "context")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +136,7 @@ class CandidateReport(_message.Message):
     RANK_FIELD_NUMBER: _ClassVar[int]
     MEETS_BUDGET_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     backend: str
     tier: _types_pb2.Tier
     accepted: bool
@@ -129,10 +146,11 @@ class CandidateReport(_message.Message):
     rank: int
     meets_budget: bool
     score: float
-    def __init__(self, backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., accepted: _Optional[bool] = ..., rejected_by: _Optional[str] = ..., reason: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., rank: _Optional[int] = ..., meets_budget: _Optional[bool] = ..., score: _Optional[float] = ...) -> None: ...
+    context: _sessions_pb2.ContextFit
+    def __init__(self, backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., accepted: _Optional[bool] = ..., rejected_by: _Optional[str] = ..., reason: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., rank: _Optional[int] = ..., meets_budget: _Optional[bool] = ..., score: _Optional[float] = ..., context: _Optional[_Union[_sessions_pb2.ContextFit, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("request_id", "backend", "tier", "fallbacks", "candidates", "objective", "budget_unmet", "explanation", "estimate", "decision_us")
+    __slots__ = ("request_id", "backend", "tier", "fallbacks", "candidates", "objective", "budget_unmet", "explanation", "estimate", "decision_us", "session_id", "context_strategy", "session_turns")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +161,9 @@ class Decision(_message.Message):
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     DECISION_US_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TURNS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     backend: str
     tier: _types_pb2.Tier
@@ -153,7 +174,10 @@ class Decision(_message.Message):
     explanation: str
     estimate: Estimate
     decision_us: float
-    def __init__(self, request_id: _Optional[str] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[CandidateReport, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., budget_unmet: _Optional[bool] = ..., explanation: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., decision_us: _Optional[float] = ...) -> None: ...
+    session_id: str
+    context_strategy: _sessions_pb2.ContextStrategy
+    session_turns: int
+    def __init__(self, request_id: _Optional[str] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[CandidateReport, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., budget_unmet: _Optional[bool] = ..., explanation: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., decision_us: _Optional[float] = ..., session_id: _Optional[str] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., session_turns: _Optional[int] = ...) -> None: ...
 
 class Failover(_message.Message):
     __slots__ = ("from_backend", "to_backend", "reason", "attempt", "to_tier")
@@ -170,7 +194,7 @@ class Failover(_message.Message):
     def __init__(self, from_backend: _Optional[str] = ..., to_backend: _Optional[str] = ..., reason: _Optional[str] = ..., attempt: _Optional[int] = ..., to_tier: _Optional[_Union[_types_pb2.Tier, str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "backend", "tier", "ttft_ms", "total_ms", "finish_reason", "complete", "error", "tokens_estimated", "request_id", "attempts")
+    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "backend", "tier", "ttft_ms", "total_ms", "finish_reason", "complete", "error", "tokens_estimated", "request_id", "attempts", "template", "template_version")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +208,8 @@ class Usage(_message.Message):
     TOKENS_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cost_usd: float
@@ -197,7 +223,9 @@ class Usage(_message.Message):
     tokens_estimated: bool
     request_id: str
     attempts: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., request_id: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    template: str
+    template_version: str
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., request_id: _Optional[str] = ..., attempts: _Optional[int] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
     __slots__ = ("decision", "delta", "failover", "usage")
