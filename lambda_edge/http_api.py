@@ -5,6 +5,10 @@ same shape) on the Powertools event handler.
 - ``POST /v1/route``: the decision alone (dry run, no model called).
 - ``POST /v1/chat/completions``: OpenAI-compatible, non-streaming (lambda_edge.openai_compat).
 
+A body's ``session_id`` continues a conversation the router keeps (on the OpenAI route,
+the ``X-Session-Id`` header or ``hybrid_router.session_id``); the decision JSON carries
+``session_id``, ``context_strategy`` and ``session_turns``.
+
 Bodies are validated with pydantic: 400 naming the field, 413 above
 ``HYBRID_ROUTER_MAX_BODY_BYTES``. Router statuses map to HTTP statuses in
 ``lambda_edge.status`` with the router's message. No routing logic here.
@@ -146,6 +150,7 @@ def make_http_handler(rt: Runtime) -> Handler:
     def chat_completions() -> Response[str]:
         # Imported on first use: only the OpenAI route needs these models (cold start).
         from lambda_edge.openai_compat import (
+            SESSION_HEADER,
             ChatCompletionRequest,
             UnsupportedParameter,
             completion_response,
@@ -153,8 +158,9 @@ def make_http_handler(rt: Runtime) -> Handler:
 
         body = parse(ChatCompletionRequest)
         rid = request_id()
+        session = app.current_event.headers.get(SESSION_HEADER.lower())
         try:
-            req = body.to_proto(request_id=rid)
+            req = body.to_proto(request_id=rid, session_header=session)
         except UnsupportedParameter as exc:
             raise BodyError(400, str(exc), exc.param) from None
         with tel.router_span("router.Generate", incoming_traceparent()) as tp:

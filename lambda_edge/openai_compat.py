@@ -8,6 +8,12 @@ SDKs send it with ``extra_body=``). Unknown OpenAI parameters are ignored; the o
 meaning we cannot honour (``n`` > 1, tools, structured output, and ``stream: true`` where
 the front-end answers buffered) are refused with a 400 naming them.
 
+Sessions: the ``X-Session-Id`` header (``default_headers=`` / ``extra_headers=`` in the
+SDKs) or ``hybrid_router.session_id`` names a conversation the router keeps; ``messages``
+then hold only the new turn(s). ``hybrid_router.context_strategy`` overrides the
+session's strategy. A top-level ``session_id`` / ``context_strategy`` is refused (naming
+where they go) rather than ignored, since ignoring it would silently drop the session.
+
 The buffered HTTP function answers a ``chat.completion``; the streaming function
 (lambda_edge.stream_server) answers ``chat.completion.chunk`` objects as Server-Sent Events
 (:func:`chunk`), the same fields OpenAI streams.
@@ -17,7 +23,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from hybrid_router.client import TIERS, Completion, make_request
+from hybrid_router.client import (
+    CONTEXT_STRATEGIES,
+    SESSION_ID_RULE,
+    TIERS,
+    Completion,
+    make_request,
+    valid_session_id,
+)
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,11 +38,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from lambda_edge.payloads import (
     EdgeAffinity,
     LatencyBudget,
+    SessionId,
+    StrategyName,
     TierName,
 )
 
 AUTO_MODELS = frozenset({"auto", "hybrid-router"})
 MODEL_FORMS = "'auto', 'tier/<hosted|gpu|edge>', 'backend/<name>' or 'family/<name>'"
+#: The header naming a session (HTTP API events carry it lower-cased).
+SESSION_HEADER = "X-Session-Id"
+_SESSION_PLACES = f"hybrid_router.session_id (extra_body) or the {SESSION_HEADER} header"
 
 
 class UnsupportedParameter(ValueError):
@@ -71,6 +89,8 @@ class RouterOptions(BaseModel):
     exclude_backends: list[str] = Field(default_factory=list)
     capabilities: list[str] = Field(default_factory=list)
     edge_affinity: EdgeAffinity = EdgeAffinity()
+    session_id: SessionId | None = None
+    context_strategy: StrategyName | None = None
 
 
 class StreamOptions(BaseModel):
@@ -95,6 +115,9 @@ class ChatCompletionRequest(BaseModel):
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
     hybrid_router: RouterOptions = RouterOptions()
+    # Not OpenAI's: refused with a pointer to where they go (check_supported).
+    session_id: Any = None
+    context_strategy: Any = None
 
     @property
     def include_usage(self) -> bool:
@@ -115,10 +138,39 @@ class ChatCompletionRequest(BaseModel):
             raise UnsupportedParameter("tools", "tool calling is not supported by the router")
         if self.response_format and self.response_format.get("type") not in (None, "text"):
             raise UnsupportedParameter("response_format", "only type 'text' is supported")
+        if self.session_id is not None:
+            raise UnsupportedParameter("session_id", f"send it as {_SESSION_PLACES}")
+        if self.context_strategy is not None:
+            raise UnsupportedParameter(
+                "context_strategy", "send it as hybrid_router.context_strategy (extra_body)"
+            )
 
-    def to_proto(self, *, request_id: str, streaming: bool = False) -> rpb.GenerateRequest:
+    def session(self, header: str | None = None) -> str:
+        """The session: the ``X-Session-Id`` header's, else ``hybrid_router.session_id``,
+        else "" (none). Both given must agree."""
+        body = self.hybrid_router.session_id or ""
+        value = (header or "").strip()
+        if not value:
+            return body
+        if not valid_session_id(value):
+            raise UnsupportedParameter(SESSION_HEADER, f"must be {SESSION_ID_RULE}")
+        if body and body != value:
+            raise UnsupportedParameter(
+                SESSION_HEADER, "differs from hybrid_router.session_id; send one of them"
+            )
+        return value
+
+    def to_proto(
+        self, *, request_id: str, streaming: bool = False, session_header: str | None = None
+    ) -> rpb.GenerateRequest:
+        """``session_header``: the request's ``X-Session-Id`` header, if any."""
         self.check_supported(streaming=streaming)
         o = self.hybrid_router
+        session_id = self.session(session_header)
+        if o.context_strategy and not session_id:
+            raise UnsupportedParameter(
+                "hybrid_router.context_strategy", f"applies to a session: give {_SESSION_PLACES}"
+            )
         pin_tiers = list(o.pin_tiers)
         pin_backends = list(o.pin_backends)
         family = ""
@@ -160,6 +212,8 @@ class ChatCompletionRequest(BaseModel):
             device_id=o.edge_affinity.device_id,
             request_id=request_id,
             objective=o.objective or "",
+            session_id=session_id,
+            context_strategy=o.context_strategy or "",
         )
 
 
@@ -185,8 +239,9 @@ def router_extension(
     failovers: int,
     backend: str,
 ) -> dict[str, Any]:
-    """The ``hybrid_router`` object: what OpenAI's shape has no field for."""
-    return {
+    """The ``hybrid_router`` object: what OpenAI's shape has no field for (with a session,
+    its id, the strategy applied and its turns before this one)."""
+    out: dict[str, Any] = {
         "request_id": request_id,
         "backend": backend,
         "tier": TIERS.name(usage.tier) if usage else "",
@@ -195,6 +250,13 @@ def router_extension(
         "failovers": failovers,
         "tokens_estimated": usage.tokens_estimated if usage else False,
     }
+    if decision is not None and decision.session_id:
+        out.update(
+            session_id=decision.session_id,
+            context_strategy=CONTEXT_STRATEGIES.name(decision.context_strategy),
+            session_turns=decision.session_turns,
+        )
+    return out
 
 
 def completion_response(c: Completion, *, created: int) -> dict[str, Any]:

@@ -4,18 +4,56 @@ One request shape (:class:`GenerateBody`) serves ``POST /v1/generate``, ``POST /
 a WebSocket message and an SQS job. Validation errors name the field
 (``messages[0].content: Field required``); the router validates the rest (limits, names)
 and its INVALID_ARGUMENT message names the field too.
+
+Sessions: ``session_id`` names a conversation the router keeps (the messages are then
+only the new turn; an unknown id starts a session in the key's tenant) and
+``context_strategy`` (``sliding``, ``summarize``, ``strict``) overrides its strategy for
+this request; without a session it is refused, except in a WebSocket message, where the
+connection's own session applies (:class:`WsRequest`, lambda_edge.websocket).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from hybrid_router.client import FINISH_REASONS, OBJECTIVES, TIERS, make_request
+from hybrid_router.client import (
+    CONTEXT_STRATEGIES,
+    FINISH_REASONS,
+    OBJECTIVES,
+    SESSION_ID_RULE,
+    TIERS,
+    make_request,
+    valid_session_id,
+)
 from hybrid_router.v1 import router_pb2 as rpb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from hybrid_router.v1 import sessions_pb2 as spb
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 TierName = Literal["hosted", "gpu", "edge"]
+#: The router's context strategies (``hybrid_router.client.CONTEXT_STRATEGIES``).
+StrategyName = Literal["sliding", "summarize", "strict"]
 _ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+def check_session_id(value: str) -> str:
+    """A session id the router takes (SESSION_ID_RULE), else a validation error."""
+    if not valid_session_id(value):
+        raise ValueError("must be " + SESSION_ID_RULE)
+    return value
+
+
+#: ``session_id`` in a body: 1-128 of letters, digits, ``-_.:``, starting with a letter
+#: or digit (the router's rule, checked here so a bad id is a 400 naming the field).
+SessionId = Annotated[str, AfterValidator(check_session_id)]
 
 
 class _Strict(BaseModel):
@@ -61,8 +99,25 @@ class GenerateBody(_Strict):
     edge_affinity: EdgeAffinity = EdgeAffinity()
     request_id: Annotated[str, Field(pattern=_ID)] | None = None
     objective: Literal["cheapest", "fastest", "weighted"] | None = None
+    session_id: SessionId | None = None
+    context_strategy: StrategyName | None = None
 
-    def to_proto(self, *, request_id: str = "") -> rpb.GenerateRequest:
+    #: A session applies without ``session_id`` (a WebSocket connection's own).
+    session_implied: ClassVar[bool] = False
+
+    @field_validator("context_strategy")
+    @classmethod
+    def _strategy_needs_a_session(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # session_id is validated first; when it is missing from info.data it was invalid
+        # and already has its own error.
+        if value and not cls.session_implied and info.data.get("session_id", "x") is None:
+            raise ValueError("applies to a session: give session_id too")
+        return value
+
+    def to_proto(
+        self, *, request_id: str = "", session_id: str | None = None
+    ) -> rpb.GenerateRequest:
+        """The request; ``session_id`` (a WebSocket connection's) replaces the body's."""
         s = self.sampling
         return make_request(
             messages=[(m.role, m.content) for m in self.messages],
@@ -86,14 +141,41 @@ class GenerateBody(_Strict):
             device_id=self.edge_affinity.device_id,
             request_id=request_id or self.request_id or "",
             objective=self.objective or "",
+            session_id=(self.session_id or "") if session_id is None else session_id,
+            context_strategy=self.context_strategy or "",
         )
 
 
+class WsRequest(GenerateBody):
+    """``request`` of a WebSocket message: ``context_strategy`` may come without
+    ``session_id`` (it applies to the connection's session)."""
+
+    session_implied: ClassVar[bool] = True
+
+
 class WsMessage(_Strict):
-    """A WebSocket message: ``{"action": "generate", "request": {...}}``."""
+    """A WebSocket message: ``{"action": "generate", "request": {...}, "session": true}``.
+
+    ``session`` (default true): the message continues the connection's own session unless
+    ``request.session_id`` names another; false sends it without a session (stateless).
+    """
 
     action: Literal["generate", "route"] = "generate"
-    request: GenerateBody
+    request: WsRequest
+    session: StrictBool = True
+
+    @field_validator("session")
+    @classmethod
+    def _opt_out_is_whole(cls, value: bool, info: ValidationInfo) -> bool:
+        request = info.data.get("request")
+        if not value and request is not None:
+            if request.session_id:
+                raise ValueError("false conflicts with request.session_id; send one of them")
+            if request.context_strategy:
+                raise ValueError(
+                    "false leaves no session for request.context_strategy; drop one of them"
+                )
+        return value
 
 
 class Job(_Strict):
@@ -126,6 +208,8 @@ def describe(err: ValidationError, *, prefix: str = "") -> tuple[str, str]:
     if prefix:
         path = f"{prefix}.{path}" if path != "body" else prefix
     msg = first["msg"]
+    if first["type"] == "value_error":  # our validators' own words, without "Value error, "
+        msg = str(first.get("ctx", {}).get("error", msg))
     if first["type"] == "extra_forbidden":
         msg = "unknown field; remove it (see docs/lambda.md for the request shape)"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
@@ -146,6 +230,19 @@ def estimate_dict(e: rpb.Estimate) -> dict[str, Any]:
     }
 
 
+def context_dict(f: spb.ContextFit) -> dict[str, Any]:
+    """How a session's history was fitted to one backend's window."""
+    return {
+        "turns_kept": f.turns_kept,
+        "turns_dropped": f.turns_dropped,
+        "turns_summarized": f.turns_summarized,
+        "tokens_kept": f.tokens_kept,
+        "tokens_dropped": f.tokens_dropped,
+        "summary_used": f.summary_used,
+        "note": f.note,
+    }
+
+
 def candidate_dict(c: rpb.CandidateReport) -> dict[str, Any]:
     out: dict[str, Any] = {
         "backend": c.backend,
@@ -157,6 +254,8 @@ def candidate_dict(c: rpb.CandidateReport) -> dict[str, Any]:
         out.update(rank=c.rank, meets_budget=c.meets_budget, estimate=estimate_dict(c.estimate))
     else:
         out["rejected_by"] = c.rejected_by
+    if c.HasField("context"):  # with a session only
+        out["context"] = context_dict(c.context)
     return out
 
 
@@ -171,6 +270,10 @@ def decision_dict(d: rpb.Decision, *, candidates: bool = True) -> dict[str, Any]
         "explanation": d.explanation,
         "estimate": estimate_dict(d.estimate),
         "decision_us": round(d.decision_us, 1),
+        # With a session: its id, the strategy applied, its turns before this one.
+        "session_id": d.session_id,
+        "context_strategy": CONTEXT_STRATEGIES.name(d.context_strategy),
+        "session_turns": d.session_turns,
     }
     if candidates:
         out["candidates"] = [candidate_dict(c) for c in d.candidates]

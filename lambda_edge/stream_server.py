@@ -355,6 +355,7 @@ class StreamHandler(BaseHTTPRequestHandler):
 
     def _chat_completions(self) -> None:
         from lambda_edge.openai_compat import (
+            SESSION_HEADER,
             ChatCompletionRequest,
             UnsupportedParameter,
             completion_response,
@@ -363,8 +364,9 @@ class StreamHandler(BaseHTTPRequestHandler):
         body = parse_body(ChatCompletionRequest, self._body())
         ctx = self._context()
         rid = self._request_id(ctx)
+        session = self.headers.get(SESSION_HEADER)
         try:
-            req = body.to_proto(request_id=rid, streaming=True)
+            req = body.to_proto(request_id=rid, streaming=True, session_header=session)
         except UnsupportedParameter as exc:
             raise BodyError(400, str(exc), exc.param) from None
         created = int(self.rt.clock())

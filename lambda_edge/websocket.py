@@ -7,6 +7,13 @@ failovers, then usage, or an error frame naming the field / the router's status.
 that went away (``GoneException``) cancels the router call at once, so the backend stops
 decoding. Events are validated with the Powertools parser models.
 
+One session per connection by default: a message without ``request.session_id`` continues
+the router session :func:`connection_session_id` names (``ws-<connection id>``), so a
+chat over one socket is multi-turn (each message the new turn only) while the function
+keeps no state; ``"session": false`` sends a message without one. Nothing is deleted on
+``$disconnect``: the session expires after the router's ``sessions.ttl_s`` since its last
+turn.
+
 The Management API endpoint is ``https://{domainName}/{stage}`` from the event (the
 execute-api host when the API sits behind a custom domain); when ``AWS_ENDPOINT_URL`` or
 ``AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI`` is set (local emulators), boto3 uses it.
@@ -16,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +47,30 @@ from lambda_edge.ws_frames import FrameBuilder
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI", "AWS_ENDPOINT_URL")
+#: Prefix of the session a connection keeps by default.
+SESSION_PREFIX = "ws-"
+_BASE64ISH = re.compile(r"[A-Za-z0-9+/=]{1,125}")
+#: API Gateway's connection ids are base64 (``L0SM9cOFvHcCIhw=``); a session id may not
+#: hold ``+ / =``, so they are written as ``- _ .`` (which base64 never uses: one id, one
+#: session).
+_TO_SESSION_ALPHABET = str.maketrans("+/=", "-_.")
+
+
+def connection_session_id(connection_id: str) -> str:
+    """The session a connection keeps: ``ws-<connection id>`` in the session id alphabet;
+    an id of any other shape (never seen from API Gateway) as ``ws:<sha-256 prefix>``,
+    which no base64 id can give (``:`` is not in the mapped alphabet)."""
+    if _BASE64ISH.fullmatch(connection_id):
+        return SESSION_PREFIX + connection_id.translate(_TO_SESSION_ALPHABET)
+    return "ws:" + hashlib.sha256(connection_id.encode()).hexdigest()[:40]
+
+
+def message_session_id(msg: WsMessage, connection_id: str) -> str:
+    """The session a message goes to: ``request.session_id``, else the connection's,
+    else none (``"session": false``)."""
+    if msg.request.session_id:
+        return msg.request.session_id
+    return connection_session_id(connection_id) if msg.session else ""
 
 
 class ClientGone(Exception):
@@ -126,7 +159,8 @@ def make_ws_handler(rt: Runtime) -> Handler:
             return {"statusCode": 400}
         rid = msg.request.request_id or rid
         fb.request_id = rid
-        req = msg.request.to_proto(request_id=rid)
+        session_id = message_session_id(msg, rc.connection_id)
+        req = msg.request.to_proto(request_id=rid, session_id=session_id)
         started = event.get("requestContext", {}).get("requestTimeEpoch")
         timeout = rt.timeout_s(
             context,
