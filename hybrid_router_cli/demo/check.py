@@ -3,8 +3,9 @@
     python -m hybrid_router_cli.demo.check .bench-out/demo-report.json     # make demo-check
 
 The demo passes when it ended without an error, every scenario went where the README and
-docs/demo.md say it goes (each outcome's own ``expected_tiers``), no request failed, and
-real tokens streamed from all three tiers (text, output tokens, a complete answer).
+docs/demo.md say it goes (each outcome's own ``expected_tiers``), no request failed,
+real tokens streamed from all three tiers (text, output tokens, a complete answer), and
+the conversation outgrew its window and was served with a summary of its older turns.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def problems(report: dict[str, Any]) -> list[str]:
                 f"{r['key']}: went to {r.get('tier')}, documented: {' or '.join(expected)} "
                 f"({r.get('rule') or r.get('title')})"
             )
+    found += _conversation_problems(requests)
     for tier in TIERS:
         served = [
             r
@@ -53,6 +55,25 @@ def problems(report: dict[str, Any]) -> list[str]:
         ]
         if not real:
             found.append(f"no complete answer with real tokens streamed from the {tier} tier")
+    return found
+
+
+def _conversation_problems(requests: list[dict[str, Any]]) -> list[str]:
+    """The conversation stays on the edge, its history fitted, and a summary is used."""
+    turns = [r for r in requests if str(r.get("key", "")).startswith("conversation-")]
+    if not turns:
+        return ["the report has no conversation turns"]
+    fits = []
+    for r in turns:
+        decision = r.get("decision") or {}
+        for c in decision.get("candidates") or []:
+            if c.get("backend") == decision.get("backend"):
+                fits.append(c.get("context") or {})
+    found = []
+    if not any(f.get("turns_dropped", 0) or f.get("turns_summarized", 0) for f in fits):
+        found.append("the conversation never outgrew the window it was served from")
+    if not any(f.get("summary_used") for f in fits):
+        found.append("no conversation turn was served with a summary of the older turns")
     return found
 
 

@@ -197,15 +197,27 @@ def openai_server_argv(s: StandIn, model_path: str, port: int) -> list[str]:
 
 
 def router_config(
-    ports: dict[str, int], address: str = "127.0.0.1:0", *, ray: bool = False
+    ports: dict[str, int],
+    address: str = "127.0.0.1:0",
+    *,
+    ray: bool = False,
+    sessions_path: str = "",
 ) -> dict[str, Any]:
     """The router.yaml of the demo as a mapping (``router.config.parse_config`` input).
 
     ``ray``: the GPU backend is the Ray Serve app (kind ``ray_serve``: the application
     metadata on each call, the load board's deployment-wide load as its load signal).
+    ``sessions_path``: the SQLite file of the demo's sessions (its work directory).
     """
     config: dict[str, Any] = {
         "server": {"address": address, "grace_period_s": 2.0},
+        # The conversation keeps its history in the router; older turns are summarised.
+        "sessions": {
+            "store": "sqlite",
+            "sqlite": {"path": sessions_path},
+            "strategy": "summarize",
+            "summaries": {"max_output_tokens": CONVERSATION_SUMMARY_TOKENS},
+        },
         "policy": {
             "objective": "cheapest",
             "max_fallbacks": 2,
@@ -427,6 +439,37 @@ def scenarios() -> tuple[Scenario, ...]:
             mode="route",
         ),
     )
+
+
+#: The conversation: one session, a site report per turn (~120 tokens each with its
+#: answer); by the fourth turn the history outgrows the edge's 512-token window.
+CONVERSATION_SESSION = "demo-conversation"
+CONVERSATION_TURNS = 7
+CONVERSATION_SUMMARY_TOKENS = 48
+
+
+def conversation_turns() -> tuple[RequestOptions, ...]:
+    """The conversation's turns: only the new turn each time (the router keeps the rest)."""
+    out = []
+    for i in range(CONVERSATION_TURNS):
+        day = 3 * i
+        lines = [
+            f"Day {day + d}: turbine T-{10 + (day + d) % 7} produced "
+            f"{20 + ((day + d) * 37) % 41} MWh; {_NOTES[(day + d) % len(_NOTES)]}."
+            for d in range(1, 4)
+        ]
+        out.append(
+            _request(
+                prompt=f"Site report {i + 1}, wind farm North Ridge.\n"
+                + "\n".join(lines)
+                + "\nWhat stands out so far:",
+                data_class="public",
+                max_output_tokens=40,
+                session_id=CONVERSATION_SESSION,
+                request_id=f"demo-conversation-{i + 1}",
+            )
+        )
+    return tuple(out)
 
 
 #: The request whose decision the burst changes (TTFT budget of 1 s).

@@ -374,8 +374,15 @@ class Demo:
             raise DemoError(f"the router server is not available in this install: {exc}") from None
         ports = {name: child.port for name, child in self.children.items()}
         try:
+            assert self.workdir is not None
             config = parse_config(
-                dc.router_config(ports, self.listen, ray=self.ray), source="demo config"
+                dc.router_config(
+                    ports,
+                    self.listen,
+                    ray=self.ray,
+                    sessions_path=str(self.workdir / "sessions.sqlite3"),
+                ),
+                source="demo config",
             )
         except ConfigError as exc:
             raise DemoError(str(exc)) from None
@@ -479,7 +486,7 @@ class Demo:
         assert self.client is not None
         c.print(report.stand_ins_table(self.stand_ins))
         scenarios = dc.scenarios()
-        total = len(scenarios) + 1
+        total = len(scenarios) + 2
         for i, sc in enumerate(scenarios, 1):
             c.rule(f"[bold]{i}/{total} · {sc.title}")
             c.print(report.describe(sc.options), highlight=False, markup=False)
@@ -493,6 +500,12 @@ class Demo:
                 await self._generate(outcome, show=True)
             self._note_expectation(outcome)
             self.outcomes.append(outcome)
+        c.rule(
+            f"[bold]{total - 1}/{total} · a conversation outgrows the edge window; "
+            "the router fits it"
+        )
+        await self._wait_idle()
+        await self._conversation()
         c.rule(f"[bold]{total}/{total} · a burst queues up on the edge; the next request moves")
         await self._wait_idle()
         await self._burst()
@@ -506,6 +519,34 @@ class Demo:
         streamed = ", ".join(report.tiers_streamed(self.outcomes)) or "none"
         elapsed = time.monotonic() - self._started
         c.print(f"streamed real tokens from: {streamed} · {elapsed:.0f} s in all", style="dim")
+
+    async def _conversation(self) -> None:
+        """One session, turn after turn: only the new turn is sent; the router adds the
+        history, fitted to each backend's window, and summarises older turns (off the
+        request path: the demo waits for each summary so that the run is repeatable)."""
+        c = self.console
+        c.print(
+            f"{dc.CONVERSATION_TURNS} turns in session {dc.CONVERSATION_SESSION!r} "
+            "(strategy summarize): each request carries only its new turn. Once the history "
+            "no longer fits the edge's 512 tokens, the edge gets the newest turns (and a "
+            "summary of the older ones, made by the cheapest backend allowed) rather than "
+            "the request moving to the hosted API's large window.",
+            highlight=False,
+        )
+        for i, opts in enumerate(dc.conversation_turns(), 1):
+            o = Outcome(
+                f"conversation-{i}",
+                f"conversation turn {i}",
+                "size and cost: the history is fitted to the edge window; no move to hosted",
+                ("edge",),
+                build_request(opts),
+            )
+            c.print(Text(f"turn {i}:", style="bold"))
+            await self._generate(o, show=True)
+            self._note_expectation(o)
+            self.outcomes.append(o)
+            if self.router is not None and self.router.summarizer is not None:
+                await self.router.summarizer.wait()
 
     async def _route(self, o: Outcome, *, show: bool = True) -> None:
         assert self.client is not None

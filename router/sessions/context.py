@@ -144,6 +144,17 @@ class Conversation:
     def session_id(self) -> str:
         return self.session.info.session_id
 
+    @property
+    def next_seq(self) -> int:
+        """The seq the next stored turn gets (the history's end, before this turn)."""
+        turns = self.session.turns
+        return turns[-1].seq + 1 if turns else self.session.info.turn_count
+
+    @property
+    def appended(self) -> int:
+        """Turns this request stores: its non-system messages and the answer."""
+        return sum(1 for m in self.request.messages if m.role is not Role.SYSTEM) + 1
+
     # --- fitting -----------------------------------------------------------------------
 
     def fit(

@@ -56,21 +56,25 @@ class Summarizer:
         self.failed = 0
 
     def after_commit(self, conv: Conversation, backend: str) -> None:
-        """Start a summary when ``backend``'s prompt left out turns no summary covers."""
+        """Start a summary when ``backend``'s prompt had to leave turns out. It covers the
+        turns left out, and as many more as were just appended: the window moves on by
+        that much on the next turn, so the summary is ready for it."""
         if conv.strategy != SUMMARIZE or not self.cfg.enabled:
             return
         fitted = conv.fitted.get(backend)
-        if fitted is None or fitted.result.turns_dropped == 0:
+        if fitted is None:
             return
+        result = fitted.result
+        if result.turns_dropped == 0 and not result.summary_used:
+            return  # the whole history fits
         turns = conv.session.turns
-        upto = (
-            turns[fitted.result.start].seq
-            if fitted.result.start < len(turns)
-            else (turns[-1].seq + 1 if turns else 0)
-        )
+        first_kept = turns[result.start].seq if result.start < len(turns) else conv.next_seq
+        # Never the newest question and its answer: they always go whole.
+        upto = min(first_kept + conv.appended, conv.next_seq + conv.appended - 2)
         info = conv.session.info
         key = (info.tenant, info.session_id)
-        if key in self._running or upto <= 0:
+        covered = conv.summary.upto if conv.summary is not None else 0
+        if key in self._running or upto <= covered:
             return
         task = asyncio.get_running_loop().create_task(
             self._make(conv, upto), name=f"summary {info.session_id}"
@@ -98,7 +102,11 @@ class Summarizer:
             since = previous.upto if previous is not None else 0
             if previous is not None and previous.upto >= upto:
                 return
-            lines = [f"{t.role}: {t.content}" for t in conv.session.turns if since <= t.seq < upto]
+            # The turns as stored now (with the turn just appended).
+            session = await store.get(info.tenant, info.session_id, now_ms=self.sessions.now_ms())
+            if session is None:
+                return
+            lines = [f"{t.role}: {t.content}" for t in session.turns if since <= t.seq < upto]
             if not lines:
                 return
             text = (f"Summary so far: {previous.text}\n\n" if previous else "") + (

@@ -25,6 +25,15 @@ def _answer(key: str, tier: str, expected: tuple[str, ...] = ()) -> dict:
     }
 
 
+def _turn(i: int, **context: object) -> dict:
+    turn = _answer(f"conversation-{i}", "edge")
+    turn["decision"] = {
+        "backend": "edge-1",
+        "candidates": [{"backend": "edge-1", "context": {"turns_dropped": 0, **context}}],
+    }
+    return turn
+
+
 GOOD = {
     "error": None,
     "died": None,
@@ -43,6 +52,9 @@ GOOD = {
             "usage": None,
             "error": "RESOURCE_EXHAUSTED: no backend may take restricted data of this size",
         },
+        _turn(1),
+        _turn(2, turns_dropped=2),
+        _turn(3, turns_summarized=4, summary_used=True),
     ],
 }
 
@@ -64,6 +76,8 @@ def test_failed_requests_missing_tiers_and_dead_processes_are_all_reported():
     report = copy.deepcopy(GOOD)
     report["requests"][0].update(error="UNAVAILABLE: connection refused", as_expected=False)
     report["requests"][2]["usage"]["output_tokens"] = 0
+    for turn in report["requests"][4:]:  # the conversation's edge answers too
+        turn["usage"]["complete"] = False
     report["died"] = "edge-site-a (pid 12) died with SIGSEGV; log: /tmp/x.log"
     found = demo_check.problems(report)
     assert "a process died: edge-site-a (pid 12) died with SIGSEGV; log: /tmp/x.log" in found
@@ -78,9 +92,19 @@ def test_the_command_line_exit_codes(tmp_path):
     bad.write_text("{not json")
     run = [sys.executable, "-m", "hybrid_router_cli.demo.check"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("demo report: ok (4 requests")
+    assert ok.returncode == 0 and ok.stdout.startswith("demo report: ok (7 requests")
     broken = subprocess.run([*run, str(bad)], capture_output=True, text=True)
     assert broken.returncode == 2 and "is not a JSON demo report" in broken.stderr
     missing = subprocess.run([*run, str(tmp_path / "nope.json")], capture_output=True, text=True)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert "Traceback" not in broken.stderr + missing.stderr
+
+
+def test_a_conversation_that_never_used_a_summary_is_named():
+    report = copy.deepcopy(GOOD)
+    report["requests"] = [r for r in report["requests"] if r["key"] != "conversation-3"]
+    assert demo_check.problems(report) == [
+        "no conversation turn was served with a summary of the older turns"
+    ]
+    report["requests"] = [r for r in report["requests"] if not r["key"].startswith("conv")]
+    assert demo_check.problems(report) == ["the report has no conversation turns"]
