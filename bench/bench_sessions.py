@@ -155,7 +155,9 @@ async def run_ttft(store: str, sessions_cfg: dict[str, Any], concurrency: int, t
                 {"name": "gpu-1", "tier": "gpu", "kind": "model_service",
                  "endpoint": f"127.0.0.1:{port}", "model": "scripted",
                  "context_window": 8192, "max_concurrency": 4096, "max_queue": 0,
-                 "priors": {"ttft_ms": 10, "decode_tokens_per_s": 1000}},
+                 "priors": {"ttft_ms": 10, "decode_tokens_per_s": 1000},
+                 "cost": {"gpu_hourly_usd": 1, "gpu_throughput_tokens_per_s": 1000,
+                          "source": "bench"}},
             ],
             "sessions": sessions_cfg,
         },
@@ -312,6 +314,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # the routers' start-up notices are not figures
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -9,8 +9,11 @@ turns      tenant, session_id, seq | role, content, at_ms, backend
 summaries  tenant, session_id | upto, text, backend, made_ms
 =========  ===============================================================================
 
-Every call runs on this store's one worker thread, which owns the connection: calls are
-serialised, and the event loop never waits on the file. The file is in WAL mode
+Writes (create, append, delete, summaries, lists that clean up) run on this store's
+writer thread, which owns its connection: they are serialised, and the event loop never
+waits on the file. Reads of a turn's history (``get``, ``info``, ``get_summary``) run on a
+second thread with its own connection, so a turn never waits behind another turn's
+append (its fsync): in WAL mode a reader sees the last committed state. The file is in WAL mode
 (``synchronous=FULL``: a committed turn survives a power cut); ``append`` is one
 ``BEGIN IMMEDIATE`` transaction (read ``turn_count``, insert the turns from it, move the
 count and the expiry, drop the turns past ``max_turns``), so two appends, even from two
@@ -155,8 +158,11 @@ class SqliteSessionStore(SessionStore):
         self.name = f"sessions store sqlite {self.path}"
         self._ttl_s = ttl_s
         self._max_turns = max(1, max_turns)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions-sqlite")
-        self._conn: sqlite3.Connection | None = None  # owned by the worker thread
+        # Two lanes, each one thread with its own connection: writes (create, append...)
+        # one after the other; reads (a turn's history) beside them, never queued behind
+        # an append's fsync (WAL: readers see the last committed state).
+        self._writer = _Lane("sessions-sqlite")
+        self._reader = _Lane("sessions-sqlite-read")
         self._next_sweep_ms = 0
 
     # --- plumbing (the worker thread) ---------------------------------------------------
@@ -178,14 +184,14 @@ class SqliteSessionStore(SessionStore):
             raise
         return conn
 
-    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    def _run(self, lane: _Lane, fn: Callable[..., T], *args: Any) -> T:
         try:
-            if self._conn is None:
-                self._conn = self._open()
-            return fn(self._conn, *args)
+            if lane.conn is None:
+                lane.conn = self._open()
+            return fn(lane.conn, *args)
         except sqlite3.Error as exc:
             # The connection may be unusable (file removed, disk full, locked): reopen next.
-            conn, self._conn = self._conn, None
+            conn, lane.conn = lane.conn, None
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
@@ -193,10 +199,13 @@ class SqliteSessionStore(SessionStore):
         except OSError as exc:
             raise StoreUnavailable(self.name, exc.strerror or str(exc)) from None
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, read: bool = False) -> T:
+        lane = self._reader if read else self._writer
         loop = asyncio.get_running_loop()
         try:
-            done = loop.run_in_executor(self._executor, functools.partial(self._run, fn, *args))
+            done = loop.run_in_executor(
+                lane.executor, functools.partial(self._run, lane, fn, *args)
+            )
         except RuntimeError as exc:  # submitted after close()
             raise StoreUnavailable(self.name, f"closed ({exc})") from None
         return await done
@@ -249,7 +258,7 @@ class SqliteSessionStore(SessionStore):
     async def info(self, tenant: str, session_id: str, *, now_ms: int) -> SessionInfo | None:
         if not _valid(tenant, session_id):
             return None
-        return await self._call(self._info, tenant, session_id, now_ms)
+        return await self._call(self._info, tenant, session_id, now_ms, read=True)
 
     def _row(self, conn: sqlite3.Connection, tenant: str, session_id: str) -> SessionInfo | None:
         row = conn.execute(
@@ -279,7 +288,7 @@ class SqliteSessionStore(SessionStore):
     async def get(self, tenant: str, session_id: str, *, now_ms: int) -> Session | None:
         if not _valid(tenant, session_id):
             return None
-        return await self._call(self._get, tenant, session_id, now_ms)
+        return await self._call(self._get, tenant, session_id, now_ms, read=True)
 
     def _get(
         self, conn: sqlite3.Connection, tenant: str, session_id: str, now_ms: int
@@ -390,7 +399,7 @@ class SqliteSessionStore(SessionStore):
     async def get_summary(self, tenant: str, session_id: str) -> Summary | None:
         if not _valid(tenant, session_id):
             return None
-        return await self._call(self._get_summary, tenant, session_id)
+        return await self._call(self._get_summary, tenant, session_id, read=True)
 
     def _get_summary(
         self, conn: sqlite3.Connection, tenant: str, session_id: str
@@ -434,14 +443,24 @@ class SqliteSessionStore(SessionStore):
         await self._call(lambda conn: conn.execute("SELECT count(*) FROM sessions").fetchone())
 
     async def close(self) -> None:
-        def shut() -> None:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+        for lane in (self._writer, self._reader):
 
-        with contextlib.suppress(RuntimeError):
-            await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=False)
+            def shut(lane: _Lane = lane) -> None:
+                conn, lane.conn = lane.conn, None
+                if conn is not None:
+                    conn.close()
+
+            with contextlib.suppress(RuntimeError):
+                await asyncio.get_running_loop().run_in_executor(lane.executor, shut)
+            lane.executor.shutdown(wait=False)
+
+
+class _Lane:
+    """One worker thread and the connection only it uses."""
+
+    def __init__(self, name: str) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.conn: sqlite3.Connection | None = None
 
 
 def _reason(exc: sqlite3.Error) -> str:
