@@ -176,6 +176,26 @@ class _Retry(RouterError):
         self.meta = meta
 
 
+def query_all(client: Any, table: str, pk: str, **extra: Any) -> list[Item]:
+    """Every item under partition key ``pk`` (all pages, consistent reads); ``extra``:
+    more Query arguments (a projection, a sort-key condition merged by the caller)."""
+    items: list[Item] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": _s(pk)},
+        "ConsistentRead": True,
+        **extra,
+    }
+    while True:
+        page = client.query(**kwargs)
+        items += page.get("Items", [])
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return items
+        kwargs["ExclusiveStartKey"] = last
+
+
 class DynamoDbSessionStore(SessionStore):
     def __init__(
         self,
@@ -291,21 +311,7 @@ class DynamoDbSessionStore(SessionStore):
         return item
 
     def _query(self, pk: str, **extra: Any) -> list[Item]:
-        items: list[Item] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": _s(pk)},
-            "ConsistentRead": True,
-            **extra,
-        }
-        while True:
-            page = self._client.query(**kwargs)
-            items += page.get("Items", [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return items
-            kwargs["ExclusiveStartKey"] = last
+        return query_all(self._client, self._table, pk, **extra)
 
     def _delete_items(self, keys: Sequence[Item], gen: str) -> None:
         """Delete ``keys`` where they still hold ``gen`` (another incarnation's are kept):

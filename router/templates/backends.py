@@ -377,21 +377,9 @@ class DynamoDbTemplateStore(TemplateStore):
         return [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons") or []]
 
     def _query(self, pk: str, **extra: Any) -> list[Item]:
-        items: list[Item] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": _s(pk)},
-            "ConsistentRead": True,
-            **extra,
-        }
-        while True:
-            page = self._client.query(**kwargs)
-            items += page.get("Items", [])
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return items
-            kwargs["ExclusiveStartKey"] = last
+        from router.sessions.dynamodb import query_all
+
+        return query_all(self._client, self._table, pk, **extra)
 
     def _get(self, name: str, sk: str, *attributes: str) -> Item | None:
         got = self._client.get_item(
