@@ -194,3 +194,18 @@ async def collect_failure(
         await asyncio.wait_for(run(), timeout_s)
     assert not isinstance(info.value.__cause__, BackendError), repr(info.value.__cause__)
     return got, info.value
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    import os
+    from pathlib import Path
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        return stat.read_text().rsplit(") ", 1)[1][:1] != "Z"
+    return True

@@ -25,6 +25,7 @@ from hybrid_router.client import RequestOptions, build_request
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import ms_backend
+from testkit import pid_alive
 
 from hybrid_router_cli.main import build_parser, main
 from serving.engines.scripted import ScriptedEngine
@@ -516,17 +517,6 @@ async def test_serve_runs_the_router_and_drains_on_sigterm(model_server, tmp_pat
 # --- demo --------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():  # a zombie is not a running process
-        return stat.read_text().split(") ", 1)[1][:1] != "Z"
-    return True
-
-
 @pytest.mark.model
 @pytest.mark.slow
 @pytest.mark.timeout(600)
@@ -560,4 +550,4 @@ async def test_demo_routes_real_tokens_to_all_three_tiers_and_leaves_nothing_beh
     assert all(s["label"].startswith("stand-in: ") for s in report["stand_ins"])
     pids = [s["pid"] for s in report["stand_ins"]]
     assert len(pids) == 3 and all(pids)
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if pid_alive(pid)]

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from hybrid_router.v1 import router_pb2 as rpb
 from rtutil import collect, ms_backend, stub_for, user_request
+from testkit import pid_alive
 
 from hybrid_router_cli.demo.processes import (
     Child,
@@ -318,17 +319,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():  # a zombie is not a running process
-        return stat.read_text().rsplit(") ", 1)[1][:1] != "Z"
-    return True
-
-
 @pytest.mark.model
 @pytest.mark.slow
 @pytest.mark.timeout(300)
@@ -379,7 +369,7 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
     assert report["error"] == line.removeprefix("error: ")
     assert report["died"]["signal"] == "SIGSEGV" and report["died"]["pid"] == edge
     assert report["died"]["log"] == str(log)
-    assert not [p for p in [edge, *others] if _alive(p)]
+    assert not [p for p in [edge, *others] if pid_alive(p)]
 
 
 # --- Ray Serve: a replica's worker process dies -------------------------------------------
