@@ -1,5 +1,5 @@
-"""``hybrid-router``: serve | check | route | chat | sessions | backends | prices | devices |
-models | keys | demo (the commands: :mod:`hybrid_router_cli.registry`).
+"""``hybrid-router``: serve | check | route | chat | sessions | backends | prices | usage |
+devices | models | keys | templates | demo (the commands: :mod:`hybrid_router_cli.registry`).
 
 Every command prints one clear ``error: ...`` line and exits non-zero on failure (2 for
 usage and configuration errors, 1 for failed calls, 130 when interrupted); ``--json``

@@ -9,6 +9,7 @@ import math
 import sys
 
 from hybrid_router.client import (
+    BACKEND_TIERS,
     CONTEXT_STRATEGIES,
     DATA_CLASSES,
     ENV_ADDRESS,
@@ -141,13 +142,21 @@ def add_request_options(p: argparse.ArgumentParser) -> None:
         help="data classification (default: internal)",
     )
     g.add_argument(
-        "--tier", action="append", default=[], choices=sorted(TIERS), help="pin a tier (repeat)"
+        "--tier",
+        action="append",
+        default=[],
+        choices=sorted(BACKEND_TIERS),
+        help="pin a tier (repeat)",
     )
     g.add_argument(
         "--backend", action="append", default=[], metavar="NAME", help="pin a backend (repeat)"
     )
     g.add_argument(
-        "--exclude-tier", action="append", default=[], choices=sorted(TIERS), help="exclude a tier"
+        "--exclude-tier",
+        action="append",
+        default=[],
+        choices=sorted(TIERS),
+        help="exclude a tier (repeat; cache: skip the router's response cache)",
     )
     g.add_argument(
         "--exclude-backend", action="append", default=[], metavar="NAME", help="exclude a backend"

@@ -28,6 +28,7 @@ NAMES = (
     "sessions",
     "backends",
     "prices",
+    "usage",
     "devices",
     "models",
     "keys",

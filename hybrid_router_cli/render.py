@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from hybrid_router_cli.commands.prices import PriceRow
     from router.security.keys import KeyRecord
 
-TIER_STYLE = {"hosted": "magenta", "gpu": "cyan", "edge": "green"}
+TIER_STYLE = {"hosted": "magenta", "gpu": "cyan", "edge": "green", "cache": "yellow"}
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -126,7 +126,7 @@ def live(console: Console, renderable: RenderableType) -> Live:
 
 
 def tier_text(tier: int | str) -> Text:
-    """The tier's name in its colour (edge green, gpu cyan, hosted magenta)."""
+    """The tier's name in its colour (edge green, gpu cyan, hosted magenta, cache yellow)."""
     from rich.text import Text
 
     name = tier if isinstance(tier, str) else tier_name(tier)
@@ -369,6 +369,8 @@ def decision_headline(decision: router_pb2.Decision) -> Text:
         )
     if decision.fallbacks:
         text.append(f"; fallbacks: {', '.join(decision.fallbacks)}", style="dim")
+    if decision.cache and decision.tier != TIERS["cache"]:
+        text.append(f"\n  cache {decision.cache}", style="dim")
     if decision.session_id:
         line = f"\n  session {decision.session_id} · {strategy_name(decision.context_strategy)}"
         chosen = [c for c in decision.candidates if c.backend == decision.backend]

@@ -34,6 +34,7 @@ from lambda_edge.http_common import (
     body_error,
     check_body,
     credentials_error,
+    error_headers,
     header_request_id,
     openai_error,
     parse_body,
@@ -57,13 +58,19 @@ OPENAI_PATH = "/v1/chat/completions"
 __all__ = ["ROUTES", "BodyError", "make_http_handler", "openai_error"]
 
 
-def _json(status: int, body: dict[str, Any], request_id: str = "") -> Response[str]:
-    headers = {"x-request-id": request_id} if request_id else None
+def _json(
+    status: int,
+    body: dict[str, Any],
+    request_id: str = "",
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
+    extra = {"x-request-id": request_id} if request_id else {}
+    extra.update(headers or {})
     return Response(
         status_code=status,
         content_type="application/json",
         body=json.dumps(body, separators=(",", ":")),
-        headers=headers,
+        headers=extra or None,
     )
 
 
@@ -181,7 +188,7 @@ def make_http_handler(rt: Runtime) -> Handler:
             rt.api_key.invalidate()  # a rotated key is read again by the next request
         tel.failure("http", exc.code, exc.message, request_id=exc.request_id)
         status, body = router_error(exc, openai=is_openai())
-        return _json(status, body, exc.request_id)
+        return _json(status, body, exc.request_id, error_headers(exc))
 
     @app.exception_handler(CredentialsError)
     def no_credentials(exc: CredentialsError) -> Response[str]:

@@ -15,7 +15,7 @@ from hybrid_router.env import ENV_MAX_BODY_BYTES
 from pydantic import BaseModel, ValidationError
 
 from lambda_edge.payloads import decision_dict, describe, usage_dict
-from lambda_edge.status import http_status
+from lambda_edge.status import http_status, retry_after_header
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,6 +96,8 @@ def router_error(exc: RouterCallError, *, openai: bool) -> tuple[int, dict[str, 
         "message": exc.message,
         "request_id": exc.request_id,
     }
+    if exc.retry_after is not None:
+        err["retry_after_s"] = exc.retry_after
     body: dict[str, Any] = {"error": err}
     partial = exc.partial
     if partial is not None and (partial.decision is not None or partial.text):
@@ -105,6 +107,12 @@ def router_error(exc: RouterCallError, *, openai: bool) -> tuple[int, dict[str, 
             "usage": usage_dict(partial.usage) if partial.usage else None,
         }
     return status, body
+
+
+def error_headers(exc: RouterCallError) -> dict[str, str]:
+    """Headers of a failed router call's answer: ``Retry-After`` when the router said how
+    long to wait (a rate limit)."""
+    return retry_after_header(exc.code, exc.message, exc.retry_after)
 
 
 def credentials_error(*, openai: bool) -> dict[str, Any]:

@@ -15,6 +15,12 @@ usage and failovers.
   status, whether retrying can help, receive count) and reports the record as failed;
   after the queue's ``maxReceiveCount`` receives SQS moves the message to the DLQ, where
   its message id finds the reason.
+- A failure no retry can help (``lambda_edge.status.permanent``: a bad body, a prompt no
+  window holds (OUT_OF_RANGE), a cost cap or data class the policy refuses
+  (FAILED_PRECONDITION)...) goes to the DLQ at once when ``HYBRID_ROUTER_JOBS_DLQ_URL`` is
+  set: the message is sent there (with attributes naming the status, the reason and the
+  original message id) and the record is reported done, so the router is not asked
+  again. A rate limit (RESOURCE_EXHAUSTED) or an unavailable router is retried.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ def make_sqs_handler(rt: Runtime) -> Handler:
     tel = rt.telemetry
     log = tel.logger
     s3 = rt.aws("s3")
+    sqs = rt.aws("sqs") if settings.jobs_dlq_url else None
     persistence = DynamoDBPersistenceLayer(
         table_name=settings.idempotency_table, boto3_client=rt.aws("dynamodb")
     )
@@ -148,6 +155,32 @@ def make_sqs_handler(rt: Runtime) -> Handler:
         except Exception:  # the reason is in the log line above as well
             log.exception("could not store the failure record", extra={"job_id": job_id})
 
+    def dead_letter(record: SQSRecord, job_id: str, err: JobFailed) -> bool:
+        """Send a message no retry can help to the DLQ now; False when it cannot be sent
+        (then SQS redrives it after maxReceiveCount, as before)."""
+        if sqs is None:
+            return False
+
+        def attr(value: str) -> dict[str, str]:
+            return {"DataType": "String", "StringValue": value[:1024] or "-"}
+
+        try:
+            sqs.send_message(
+                QueueUrl=settings.jobs_dlq_url,
+                MessageBody=record.body or "",
+                MessageAttributes={
+                    "status": attr(err.status),
+                    "reason": attr(err.reason),
+                    "job_id": attr(job_id),
+                    "source_message_id": attr(record.message_id),
+                },
+            )
+        except Exception:
+            log.exception("could not send the job to the DLQ; SQS redrives it later")
+            return False
+        log.info("job sent to the DLQ: no retry can help", extra={"job_id": job_id})
+        return True
+
     def record_handler(record: SQSRecord) -> dict[str, Any]:
         job_id = ""
         try:
@@ -179,6 +212,8 @@ def make_sqs_handler(rt: Runtime) -> Handler:
                 ) from None
         except JobFailed as err:
             record_failure(record, job_id, err)
+            if err.permanent and dead_letter(record, job_id, err):
+                return {"job_id": job_id, "dead_lettered": err.status}
             raise
         except Exception as exc:
             record_failure(record, job_id, JobFailed("INTERNAL", repr(exc), permanent=False))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from hybrid_router.client import (
+    BACKEND_TIERS,
     CONTEXT_STRATEGIES,
     SESSION_ID_RULE,
     TIERS,
@@ -180,7 +181,7 @@ class ChatCompletionRequest(BaseModel):
             if not sep or not value:
                 raise UnsupportedParameter("model", f"{model!r} is not routable: use {MODEL_FORMS}")
             if kind == "tier":
-                if value not in TIERS:
+                if value not in BACKEND_TIERS:
                     raise UnsupportedParameter("model", f"unknown tier {value!r}: {MODEL_FORMS}")
                 pin_tiers.append(value)  # type: ignore[arg-type]
             elif kind == "backend":

@@ -26,6 +26,7 @@ from hybrid_router.env import (
     ENV_IDEMPOTENCY_TTL_S,
     ENV_JOB_TIMEOUT_S,
     ENV_JOBS_BUCKET,
+    ENV_JOBS_DLQ_URL,
     ENV_JOBS_FAILURE_PREFIX,
     ENV_JOBS_RESULT_PREFIX,
     ENV_MAX_BODY_BYTES,
@@ -48,6 +49,7 @@ __all__ = [
     "ENV_IDEMPOTENCY_TABLE",
     "ENV_IDEMPOTENCY_TTL_S",
     "ENV_JOBS_BUCKET",
+    "ENV_JOBS_DLQ_URL",
     "ENV_JOBS_FAILURE_PREFIX",
     "ENV_JOBS_RESULT_PREFIX",
     "ENV_JOB_TIMEOUT_S",
@@ -95,6 +97,9 @@ class Settings:
     jobs_bucket: str = ""
     jobs_result_prefix: str = "results/"
     jobs_failure_prefix: str = "failures/"
+    #: "": a job that no retry can help is reported failed like any other (SQS moves it
+    #: to its DLQ after maxReceiveCount); set: it goes to this queue at once.
+    jobs_dlq_url: str = ""
     idempotency_table: str = ""
     idempotency_ttl_s: int = 86_400
     job_timeout_s: float = 300.0
@@ -133,6 +138,7 @@ class Settings:
             jobs_bucket=env.get(ENV_JOBS_BUCKET, "").strip(),
             jobs_result_prefix=_prefix(env, ENV_JOBS_RESULT_PREFIX, "results/"),
             jobs_failure_prefix=_prefix(env, ENV_JOBS_FAILURE_PREFIX, "failures/"),
+            jobs_dlq_url=env.get(ENV_JOBS_DLQ_URL, "").strip(),
             idempotency_table=env.get(ENV_IDEMPOTENCY_TABLE, "").strip(),
             idempotency_ttl_s=int(_number(env, ENV_IDEMPOTENCY_TTL_S, 86_400, low=60.0)),
             job_timeout_s=_number(env, ENV_JOB_TIMEOUT_S, 300.0, low=0.1),

@@ -1,17 +1,26 @@
 """Router gRPC status -> HTTP status, in one table (docs/lambda.md#errors).
 
 The router's message is passed through: it already names the field, the limit or the
-backends that failed. RESOURCE_EXHAUSTED is 413 when the request is too big for every
-allowed backend (the router says "context window" or "too large"), else 429 (a rate or
-budget limit). FAILED_PRECONDITION (no tier may take the data class) is 422: the body is
-valid, the policy refuses it.
+backends that failed. The router tells "wait and try again" from "this will not pass":
+
+- RESOURCE_EXHAUSTED (a rate limit, open streams) is 429, with ``Retry-After`` when the
+  router said how long to wait (:func:`retry_after_header`): retrying later can pass.
+- OUT_OF_RANGE (no context window holds the prompt, or one request above a rate limit's
+  burst) is 413: the same request never passes.
+- FAILED_PRECONDITION (no tier may take the data class, or ``max_cost_usd`` below every
+  candidate's estimate) is 422: the body is valid, the policy refuses it.
+
+A router from before that split answered RESOURCE_EXHAUSTED for a prompt no window holds;
+its message ("context window") still makes that 413, not a retryable 429.
 """
 
 from __future__ import annotations
 
+import math
+
 HTTP_FOR_GRPC = {
     "INVALID_ARGUMENT": 400,
-    "OUT_OF_RANGE": 400,
+    "OUT_OF_RANGE": 413,
     "UNAUTHENTICATED": 401,
     "PERMISSION_DENIED": 403,
     "NOT_FOUND": 404,
@@ -41,5 +50,13 @@ def http_status(code: str, message: str = "") -> int:
 
 
 def permanent(code: str, message: str = "") -> bool:
-    """True when retrying the same request cannot help (bad request, policy, auth)."""
+    """True when retrying the same request cannot help (bad request, policy, auth, size)."""
     return code not in RETRYABLE or http_status(code, message) == 413
+
+
+def retry_after_header(code: str, message: str, retry_after: float | None) -> dict[str, str]:
+    """``{"Retry-After": "<whole seconds>"}`` for a retryable answer whose wait the router
+    gave (rounded up: HTTP counts whole seconds), else ``{}``."""
+    if retry_after is None or permanent(code, message):
+        return {}
+    return {"Retry-After": str(max(0, math.ceil(retry_after - 1e-9)))}

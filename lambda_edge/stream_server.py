@@ -60,6 +60,7 @@ from lambda_edge.http_common import (
     body_error,
     check_body,
     credentials_error,
+    error_headers,
     header_request_id,
     openai_error,
     parse_body,
@@ -224,13 +225,21 @@ class StreamHandler(BaseHTTPRequestHandler):
     def _path(self) -> str:
         return self.path.split("?", 1)[0].rstrip("/") or "/"
 
-    def _send_json(self, status: int, body: dict[str, Any], request_id: str = "") -> None:
+    def _send_json(
+        self,
+        status: int,
+        body: dict[str, Any],
+        request_id: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if request_id:
             self.send_header("x-request-id", request_id)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -328,7 +337,7 @@ class StreamHandler(BaseHTTPRequestHandler):
         except RouterCallError as exc:
             self._failed("stream", exc)
             status, body = router_error(exc, openai=openai)
-            self._send_json(status, body, exc.request_id)
+            self._send_json(status, body, exc.request_id, error_headers(exc))
         except CredentialsError as exc:
             self.rt.logger.error("router credentials unavailable", extra={"error": str(exc)})
             self._send_json(500, credentials_error(openai=openai))

@@ -33,6 +33,7 @@ from router.errors import (
     DeadlineExceeded,
     ErrorClass,
     InvalidRequest,
+    PiiWithheld,
     StreamInterrupted,
 )
 from router.policy.estimate import cost_usd
@@ -53,6 +54,7 @@ from router.types import (
     FinishReason,
     InferenceRequest,
     Plan,
+    Tier,
     UsageEvent,
 )
 
@@ -212,6 +214,12 @@ class Dispatcher:
             # The attempt runs inline (no async generator per attempt): each token passes
             # one generator layer here on its way from the adapter to the relay.
             sent = request if conv is None else conv.request_for(name, request)
+            if request.hosted_copy is not None and entry.spec.tier is Tier.HOSTED:
+                try:  # the PII guard's copy for hosted backends (router/controls/pii.py)
+                    sent = request.hosted_copy(sent)
+                except PiiWithheld as exc:
+                    attempts.append(Attempt(name, exc.message))
+                    continue
             att = _Attempt(self, entry, sent, deadline, len(attempts) + 1)
             try:
                 first = await att.first_chunk()

@@ -2,7 +2,11 @@
 
 Every error the router raises on purpose derives from :class:`RouterError` and declares
 the gRPC status it maps to (as a ``grpc.StatusCode`` *name*, so this module and
-``router.policy`` stay free of grpc imports). One interceptor
+``router.policy`` stay free of grpc imports), and may declare an ``error_reason`` (sent as
+``google.rpc.ErrorInfo``) and a ``retry_after_s`` (sent as ``google.rpc.RetryInfo`` and
+``retry-after`` trailing metadata, in seconds). RESOURCE_EXHAUSTED means "wait and try
+again"; a refusal that waiting cannot cure has another status (OUT_OF_RANGE,
+FAILED_PRECONDITION), so callers never retry it. One interceptor
 (``router.server.interceptors``, installed on the router port and on the edge relay port)
 turns them into statuses for every RPC shape; anything else becomes INTERNAL with a
 generic message and a logged traceback. The modules that raise a class below import it
@@ -19,10 +23,32 @@ from here, so its old name still works (``router.security.limits.StreamLimitExce
     ├── Unauthenticated                UNAUTHENTICATED
     │   └── MalformedKey               not an hr_<id>_<secret> key (never quotes it)
     ├── PermissionDenied               PERMISSION_DENIED
-    ├── ResourceExhausted              RESOURCE_EXHAUSTED
-    │   ├── NoWindowFits               no context window big enough (names the largest)
-    │   └── StreamLimitExceeded        streams per connection / per tenant (server.limits)
+    ├── ResourceExhausted              RESOURCE_EXHAUSTED  waiting cures it: retryable
+    │   ├── StreamLimitExceeded        streams per connection / per tenant (server.limits)
+    │   ├── RateLimited                a rate limit (controls.rate_limits); RetryInfo and
+    │   │                              retry-after: when the same request would pass
+    │   └── BudgetExceeded             a spend budget (controls.budgets) cannot hold the
+    │                                  request's estimated cost: names the budget, what is
+    │                                  left, when it resets; reason BUDGET_EXHAUSTED
+    ├── OutOfRange                     OUT_OF_RANGE  the request is too big: never retryable
+    │   ├── NoWindowFits               no context window big enough (names the largest);
+    │   │                              reason PROMPT_TOO_LARGE
+    │   ├── OverRateLimit              one request above a rate limit's burst
+    │   │                              (controls.rate_limits); reason REQUEST_OVER_RATE_LIMIT
+    │   └── OverBudget                 one request's estimated cost above a budget's whole
+    │                                  limit (controls.budgets); reason REQUEST_OVER_BUDGET
     ├── NoTierAllowed                  FAILED_PRECONDITION  no tier may take this data class
+    ├── CostCapTooLow                  FAILED_PRECONDITION  max_cost_usd below every
+    │                                  candidate's estimate; reason COST_CAP
+    ├── PiiFound                       FAILED_PRECONDITION  PII in a prompt bound for hosted
+    │   │                              tiers (controls.pii): names the kinds found, never
+    │   │                              the text; reason PII_FOUND
+    │   ├── PiiRefused                 the tenant's PII guard refuses such prompts (refuse)
+    │   ├── PiiNoPrivateBackend        kept off hosted tiers (route), and no private backend
+    │   │                              can take it: the policy's own error's status and reason
+    │   └── PiiWithheld                a hosted backend's copy of a session prompt holds PII
+    │                                  (route): dispatch skips that backend (never reaches
+    │                                  a caller)
     ├── NoCandidate                    UNAVAILABLE       all filtered out (health, capacity...)
     ├── AllCandidatesFailed            UNAVAILABLE       lists each attempt and why
     ├── StreamInterrupted              UNAVAILABLE       failure after the first token
@@ -32,6 +58,8 @@ from here, so its old name still works (``router.security.limits.StreamLimitExce
     │   └── SessionNotFound            unknown, deleted, expired or another tenant's
     ├── AlreadyExists                  ALREADY_EXISTS    (a session id taken)
     ├── StoreUnavailable               UNAVAILABLE       a state store, named
+    │   └── LedgerBacklog              the cost ledger's buffer is full (its store is slow
+    │                                  or down): new requests wait, no record is dropped
     ├── LinkRefused                    an EdgeLink the hub will not take
     │   ├── ReplicaDraining            UNAVAILABLE       this replica is shutting down
     │   └── BackendNameTaken           FAILED_PRECONDITION  edge-<id> is a configured backend
@@ -57,8 +85,9 @@ into a BackendError, the relay port lets it end the RPC with its own status.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 # Base of reference errors (env:VAR, secrets); router.config.refs.ConfigRefError is both.
 from hybrid_router.refs import RefError as RefError
@@ -68,6 +97,13 @@ class RouterError(Exception):
     """Base of every error the router raises; ``message`` is what a caller sees."""
 
     grpc_code: str = "INTERNAL"
+    #: ``google.rpc.ErrorInfo`` reason sent with the status ("": none), e.g. COST_CAP.
+    error_reason: str = ""
+    #: ``google.rpc.ErrorInfo`` metadata (with ``error_reason``).
+    error_metadata: Mapping[str, str] = MappingProxyType({})
+    #: Seconds after which the same request may pass (``google.rpc.RetryInfo`` and the
+    #: ``retry-after`` trailing metadata); None: nothing said.
+    retry_after_s: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -142,17 +178,6 @@ class ResourceExhausted(RouterError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
-class NoWindowFits(ResourceExhausted):
-    def __init__(self, needed_tokens: int, largest_window: int, largest_backend: str) -> None:
-        super().__init__(
-            f"request needs {needed_tokens} tokens (prompt + max_output_tokens) but the largest "
-            f"context window among the backends this request may use is {largest_window} "
-            f"tokens ({largest_backend}); shorten the prompt or lower max_output_tokens"
-        )
-        self.needed_tokens = needed_tokens
-        self.largest_window = largest_window
-
-
 class StreamLimitExceeded(ResourceExhausted):
     """RESOURCE_EXHAUSTED; ``limit`` is ``max_streams_per_connection`` or
     ``max_streams_per_tenant``."""
@@ -162,8 +187,169 @@ class StreamLimitExceeded(ResourceExhausted):
         self.limit = limit
 
 
+class RateLimited(ResourceExhausted):
+    """A rate limit (``controls.rate_limits``) refuses the request for now; it would pass
+    after ``retry_after_s`` seconds. ``limit`` names the config key that set it."""
+
+    error_reason = "RATE_LIMITED"
+
+    def __init__(self, limit: str, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = max(0.0, retry_after_s)
+        self.error_metadata = MappingProxyType(
+            {"limit": limit, "retry_after_s": f"{self.retry_after_s:.3f}"}
+        )
+
+
+class BudgetExceeded(ResourceExhausted):
+    """A spend budget (``controls.budgets``, router/controls/budgets.py) cannot hold the
+    request's estimated cost now. Names the budget, what is left and when it resets;
+    ``retry_after_s`` is the wait until the reset, or a short wait when only requests in
+    flight hold the rest (their reservations settle at their actual cost)."""
+
+    error_reason = "BUDGET_EXHAUSTED"
+
+    def __init__(
+        self,
+        budget: str,
+        message: str,
+        *,
+        limit_usd: float,
+        left_usd: float,
+        resets_at: str,
+        retry_after_s: float,
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.limit_usd = limit_usd
+        self.left_usd = left_usd
+        #: When the budget resets: ISO 8601, UTC.
+        self.resets_at = resets_at
+        self.retry_after_s = max(0.0, retry_after_s)
+        self.error_metadata = MappingProxyType(
+            {
+                "budget": budget,
+                "limit_usd": f"{limit_usd:.6f}",
+                "left_usd": f"{left_usd:.6f}",
+                "resets_at": resets_at,
+                "retry_after_s": f"{self.retry_after_s:.3f}",
+            }
+        )
+
+
+class OutOfRange(RouterError):
+    """The request is larger than something that will not change by waiting: never
+    retryable as it is."""
+
+    grpc_code = "OUT_OF_RANGE"
+
+
+class NoWindowFits(OutOfRange):
+    error_reason = "PROMPT_TOO_LARGE"
+
+    def __init__(self, needed_tokens: int, largest_window: int, largest_backend: str) -> None:
+        super().__init__(
+            f"request needs {needed_tokens} tokens (prompt + max_output_tokens) but the largest "
+            f"context window among the backends this request may use is {largest_window} "
+            f"tokens ({largest_backend}); shorten the prompt or lower max_output_tokens"
+        )
+        self.needed_tokens = needed_tokens
+        self.largest_window = largest_window
+        self.error_metadata = MappingProxyType(
+            {
+                "needed_tokens": str(needed_tokens),
+                "largest_window": str(largest_window),
+                "backend": largest_backend,
+            }
+        )
+
+
+class OverRateLimit(OutOfRange):
+    """One request needs more than a rate limit's burst holds (``controls.rate_limits``):
+    no wait lets it through. ``limit`` names the config key."""
+
+    error_reason = "REQUEST_OVER_RATE_LIMIT"
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.error_metadata = MappingProxyType({"limit": limit})
+
+
+class OverBudget(OutOfRange):
+    """One request's estimated cost is above a spend budget's whole limit
+    (``controls.budgets``): no reset lets it through as it is (a smaller
+    ``max_output_tokens``, or a cheaper tier, would)."""
+
+    error_reason = "REQUEST_OVER_BUDGET"
+
+    def __init__(self, budget: str, message: str, *, limit_usd: float) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.limit_usd = limit_usd
+        self.error_metadata = MappingProxyType({"budget": budget, "limit_usd": f"{limit_usd:.6f}"})
+
+
 class NoTierAllowed(RouterError):
     grpc_code = "FAILED_PRECONDITION"
+
+
+class CostCapTooLow(RouterError):
+    """The request's ``max_cost_usd`` is below every candidate's estimated cost: a cap the
+    caller set, which waiting does not change."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    error_reason = "COST_CAP"
+
+    def __init__(self, message: str, *, cap_usd: float, cheapest_usd: float) -> None:
+        super().__init__(message)
+        self.cap_usd = cap_usd
+        self.cheapest_usd = cheapest_usd
+        self.error_metadata = MappingProxyType(
+            {"max_cost_usd": f"{cap_usd:.6f}", "cheapest_usd": f"{cheapest_usd:.6f}"}
+        )
+
+
+class PiiFound(RouterError):
+    """A prompt bound for a hosted backend holds PII the tenant's guard acts on
+    (``controls.pii``, router/controls/pii.py). The message names the kinds found (and
+    where: the prompt, or a session's history), never the text; so do ``kinds`` and the
+    ``kinds`` ErrorInfo metadata. Changing the prompt cures it, waiting does not."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    error_reason = "PII_FOUND"
+
+    def __init__(self, message: str, kinds: Sequence[str]) -> None:
+        super().__init__(message)
+        self.kinds = tuple(sorted(set(kinds)))
+        self.error_metadata = MappingProxyType({"kinds": ",".join(self.kinds)})
+
+
+class PiiRefused(PiiFound):
+    """The tenant's guard refuses prompts with PII (action ``refuse``)."""
+
+
+class PiiNoPrivateBackend(PiiFound):
+    """The guard kept the prompt off hosted tiers (action ``route``) and the policy found
+    no private backend that can take it: ``cause`` is the policy's error, whose status,
+    reason and retry delay this one keeps (a busy private tier is still worth a retry)."""
+
+    def __init__(self, message: str, kinds: Sequence[str], cause: RouterError) -> None:
+        super().__init__(message, kinds)
+        self.cause = cause
+        self.grpc_code = cause.grpc_code
+        self.error_reason = cause.error_reason or PiiFound.error_reason
+        self.retry_after_s = cause.retry_after_s
+        self.error_metadata = MappingProxyType(
+            {**cause.error_metadata, "kinds": ",".join(self.kinds)}
+        )
+
+
+class PiiWithheld(PiiFound):
+    """A hosted backend's copy of a session request (its fitted history) holds PII and the
+    tenant's guard routes such prompts away: dispatch records the attempt and moves on
+    to the next candidate. Never reaches a caller."""
 
 
 class NoCandidate(RouterError):
@@ -238,6 +424,23 @@ class StoreUnavailable(RouterError):
     def __init__(self, store: str, problem: str) -> None:
         super().__init__(f"{store} is unavailable: {problem}")
         self.store = store
+
+
+class LedgerBacklog(StoreUnavailable):
+    """The cost ledger's in-memory buffer is full because its store is slow or down
+    (router/controls/ledger.py): new requests are refused rather than records dropped;
+    ``retry_after_s`` suggests when to try again."""
+
+    error_reason = "LEDGER_BACKLOG"
+
+    def __init__(self, store: str, waiting: int, problem: str, retry_after_s: float) -> None:
+        super().__init__(
+            store,
+            f"{waiting} usage records are waiting to be written ({problem}); new requests "
+            "are refused until they are, so that no record is lost",
+        )
+        self.waiting = waiting
+        self.retry_after_s = max(0.0, retry_after_s)
 
 
 class LinkRefused(RouterError):

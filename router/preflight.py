@@ -34,6 +34,11 @@ backends, backend NAME,    ``router.backends.preflight``, with each kind's own
 prices, tokenizer ID       ``preflight`` in its module (``router.backends.bedrock``)
 routable NAME              ``router.security.tenants`` over the pure
                            ``router.policy.reachability``
+controls.rate_limits       ``router.controls.limits`` (only when a limit is set)
+controls.cache             ``router.controls.cache`` (only when enabled)
+controls.budgets           ``router.controls.budgets`` (only when a budget is set)
+controls.ledger            ``router.controls.ledger`` (only when enabled)
+controls.pii               ``router.controls.pii`` (only when enabled)
 probe NAME                 ``router.backends.preflight.probe`` (``--probe`` only),
                            each kind's ``probe`` in its module
 =========================  ===================================================
@@ -140,6 +145,26 @@ def _edge(config: RouterConfig) -> bool:
     return config.edge.enabled
 
 
+def _rate_limits(config: RouterConfig) -> bool:
+    return config.controls.rate_limits.enabled
+
+
+def _cache(config: RouterConfig) -> bool:
+    return config.controls.cache.enabled
+
+
+def _budgets(config: RouterConfig) -> bool:
+    return config.controls.budgets.enabled
+
+
+def _ledger(config: RouterConfig) -> bool:
+    return config.controls.ledger.enabled
+
+
+def _pii(config: RouterConfig) -> bool:
+    return config.controls.pii.enabled
+
+
 #: Every component's preflight, in the order findings are reported.
 COMPONENTS: tuple[Component, ...] = (
     Component("router.server.app:preflight"),
@@ -154,6 +179,11 @@ COMPONENTS: tuple[Component, ...] = (
     Component("router.telemetry.tracing:preflight"),
     Component("router.backends.preflight:preflight"),
     Component("router.security.tenants:preflight"),
+    Component("router.controls.limits:preflight", _rate_limits),
+    Component("router.controls.cache:preflight", _cache),
+    Component("router.controls.budgets:preflight", _budgets),
+    Component("router.controls.ledger:preflight", _ledger),
+    Component("router.controls.pii:preflight", _pii),
     Component("router.backends.preflight:probe"),
 )
 

@@ -7,7 +7,7 @@ adapters. ``router.server.convert`` maps them to and from the protobuf contract.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -15,6 +15,14 @@ class Tier(enum.StrEnum):
     HOSTED = "hosted"
     GPU = "gpu"
     EDGE = "edge"
+    #: The response cache (router/controls/cache.py): the tier of a cache hit's Decision
+    #: and Usage, never a backend's (router.yaml refuses it, and so do pin_tiers); in a
+    #: request's exclude_tiers it skips the cache.
+    CACHE = "cache"
+
+
+#: The tiers a backend can be in, in their usual order (every Tier but CACHE).
+BACKEND_TIERS: tuple[Tier, ...] = (Tier.HOSTED, Tier.GPU, Tier.EDGE)
 
 
 class DataClass(enum.StrEnum):
@@ -94,6 +102,12 @@ class InferenceRequest:
     #: The prompt template rendered into ``messages`` and its version ("" without one).
     template: str = ""
     template_version: str = ""
+    #: Set by a tenant control (the PII guard, router/controls/pii.py): makes the copy of
+    #: the request (a session's: its fitted history) that a hosted backend is sent, or
+    #: raises a RouterError instead. None: hosted backends get the request as it is.
+    hosted_copy: Callable[[InferenceRequest], InferenceRequest] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +278,9 @@ class Plan:
     session_id: str = ""
     context_strategy: str = ""
     session_turns: int = 0
+    #: The response cache's verdict ("" without a cache): "hit: ...", "miss: first time",
+    #: "not cacheable: session"... (router/controls/cache.py).
+    cache: str = ""
 
     @property
     def primary(self) -> str:

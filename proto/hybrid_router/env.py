@@ -55,6 +55,8 @@ ENV_JOBS_BUCKET = "HYBRID_ROUTER_JOBS_BUCKET"
 ENV_JOBS_RESULT_PREFIX = "HYBRID_ROUTER_JOBS_RESULT_PREFIX"
 #: SQS jobs: key prefix of failures.
 ENV_JOBS_FAILURE_PREFIX = "HYBRID_ROUTER_JOBS_FAILURE_PREFIX"
+#: SQS jobs: URL of the dead-letter queue that jobs no retry can help go to at once.
+ENV_JOBS_DLQ_URL = "HYBRID_ROUTER_JOBS_DLQ_URL"
 #: SQS jobs: DynamoDB table of the Powertools idempotency records.
 ENV_IDEMPOTENCY_TABLE = "HYBRID_ROUTER_IDEMPOTENCY_TABLE"
 #: SQS jobs: lifetime of an idempotency record (seconds).

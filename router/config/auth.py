@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from router.config._base import _Model
+from router.config.backends import BackendTier
 from router.types import DataClass, Tier
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -28,7 +29,7 @@ class TenantConfig(_Model):
     """What the holders of a tenant's keys may use."""
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)]
-    tiers: tuple[Tier, ...] = (Tier.HOSTED, Tier.GPU, Tier.EDGE)
+    tiers: tuple[BackendTier, ...] = (Tier.HOSTED, Tier.GPU, Tier.EDGE)
     #: Backend names allowed (empty: any backend of the allowed tiers).
     backends: tuple[str, ...] = ()
     data_classes: tuple[DataClass, ...] = (DataClass.PUBLIC, DataClass.INTERNAL)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from router.config._base import _Model
-from router.types import BackendSpec, DataClass, Prices, Priors, Tier
+from router.types import BACKEND_TIERS, BackendSpec, DataClass, Prices, Priors, Tier
 
 BackendKind = Literal["model_service", "ray_serve", "openai", "bedrock", "anthropic"]
 
@@ -52,11 +52,24 @@ class TokenizerConfig(_Model):
         return "estimate" if self.kind == "estimate" else f"gguf:{self.path}"
 
 
+def _backend_tier(value: object) -> object:
+    """hosted, gpu or edge; named before the enum is parsed, so the error lists only these."""
+    names = tuple(t.value for t in BACKEND_TIERS)
+    if isinstance(value, str) and value not in names:
+        hint = " ('cache' is the response cache's, controls.cache)" if value == "cache" else ""
+        raise ValueError(f"must be one of 'hosted', 'gpu' or 'edge', got {value!r}{hint}")
+    return value
+
+
+#: hosted, gpu or edge (router.types.BACKEND_TIERS): never cache.
+BackendTier = Annotated[Tier, BeforeValidator(_backend_tier)]
+
+
 class BackendConfig(_Model):
     name: Annotated[
         str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     ]
-    tier: Tier
+    tier: BackendTier
     kind: BackendKind
     #: host:port for model_service, base URL (http://host:port/v1) for openai; optional
     #: for bedrock (endpoint_url override) and anthropic (default https://api.anthropic.com).

@@ -9,6 +9,7 @@ from pydantic import PrivateAttr, model_validator
 from router.config._base import _Model
 from router.config.auth import AuthConfig
 from router.config.backends import BackendConfig
+from router.config.controls import ControlsConfig
 from router.config.discovery import DiscoveryConfig
 from router.config.edge import EdgeConfig
 from router.config.policy import PolicyConfig
@@ -29,6 +30,7 @@ class RouterConfig(_Model):
     edge: EdgeConfig = EdgeConfig()
     sessions: SessionsConfig = SessionsConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    controls: ControlsConfig = ControlsConfig()
 
     #: Where the config came from (the file given), and which keys something else set:
     #: ``{"server.address": "--address", "policy.objective": "HYBRID_ROUTER__POLICY__..."}``

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from router.policy.records import Weights
 from router.types import BackendSpec, Estimate, InferenceRequest, Objective, Tier
 
-#: Tie-break order of tiers (lower first).
-TIER_ORDER: dict[Tier, int] = {Tier.EDGE: 0, Tier.GPU: 1, Tier.HOSTED: 2}
+#: Tie-break order of tiers (lower first). CACHE is never a backend's tier (it is listed so
+#: that every Tier has a place).
+TIER_ORDER: dict[Tier, int] = {Tier.CACHE: -1, Tier.EDGE: 0, Tier.GPU: 1, Tier.HOSTED: 2}
 
 _CHEAPEST = Objective.CHEAPEST
 _WEIGHTED = Objective.WEIGHTED

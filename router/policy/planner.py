@@ -11,12 +11,12 @@ Errors, checked in this order (docs/policy.md#errors):
    rejected anything; every backend that reached it was rejected by it.
    - ``data_class``: ``NoTierAllowed`` (FAILED_PRECONDITION) with the data class and the
      tiers that allow it;
-   - ``context_window``: ``NoWindowFits`` (RESOURCE_EXHAUSTED) with the tokens needed and
-     the largest window among the backends that reached that filter;
+   - ``context_window``: ``NoWindowFits`` (OUT_OF_RANGE, never retryable) with the tokens
+     needed and the largest window among the backends that reached that filter;
    - ``payload``: ``InvalidRequest("messages")``, the largest payload limit named;
    - ``cost``, when no backend was turned away for health or capacity (those may pass on
-     a retry): ``ResourceExhausted`` (the cost cap is a budget), naming the cheapest
-     estimate;
+     a retry): ``CostCapTooLow`` (FAILED_PRECONDITION: the caller's cap, which waiting
+     does not change), naming the cheapest estimate;
    - anything else (pins, capability, edge affinity, health, capacity):
      ``NoCandidate`` (UNAVAILABLE) listing each backend's rejection.
 """
@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from router.errors import (
+    CostCapTooLow,
     InvalidRequest,
     NoCandidate,
     NoTierAllowed,
     NoWindowFits,
-    ResourceExhausted,
     RouterError,
 )
 from router.policy.estimate import estimate, frozen_factory, unfrozen_twin
@@ -111,7 +111,7 @@ def plan(
     ``cfg``: the policy's settings as a plain record (:class:`PolicyParams`, built by
     ``router.records.policy_params``). ``now`` is the monotonic clock reading the
     snapshots' ``retry_after_until`` uses.
-    Raises InvalidRequest, NoTierAllowed, NoWindowFits, ResourceExhausted or NoCandidate
+    Raises InvalidRequest, NoTierAllowed, NoWindowFits, CostCapTooLow or NoCandidate
     (see the module doc).
 
     One pass per backend does what :meth:`RequestFilter.check`, :func:`estimate`,
@@ -363,10 +363,13 @@ def _no_candidate(
             ((r[0], r[3]) for r in last if r[3] is not None),
             key=lambda p: (p[1].cost_usd, p[0].name),
         )
-        return ResourceExhausted(
-            f"max_cost_usd ${req.max_cost_usd:.6f} is below every candidate's estimated cost "
+        cap = req.max_cost_usd or 0.0
+        return CostCapTooLow(
+            f"max_cost_usd ${cap:.6f} is below every candidate's estimated cost "
             f"(cheapest: ${est.cost_usd:.6f}, {spec.name}); raise max_cost_usd or lower "
-            "max_output_tokens"
+            "max_output_tokens",
+            cap_usd=cap,
+            cheapest_usd=est.cost_usd,
         )
 
     shown = [f"{s.name}: {by} ({reason})" for s, by, reason, _ in rejected[:_SUMMARY_LIMIT]]

@@ -24,6 +24,7 @@ from hybrid_router.v1 import router_pb2, router_pb2_grpc, sessions_pb2, sessions
 from router.backends import create_backend
 from router.backends.base import Backend
 from router.config import RouterConfig
+from router.controls import build as build_controls
 from router.discovery import start_discovery
 from router.dispatch import Dispatcher
 from router.errors import ConfigError
@@ -82,6 +83,8 @@ class RouterServer:
         self.summarizer: Summarizer | None = None
         #: Prompt templates (router/templates/); None without templates.file.
         self.templates = build_templates(config)
+        #: Tenant controls (router/controls/): limits, budgets, ledger, cache, PII guard.
+        self.controls = build_controls(config)
 
     @property
     def address(self) -> str:
@@ -134,6 +137,7 @@ class RouterServer:
                 cfg.coalesce_busy_lag_ms / 1000.0,
             ),
             templates=self.templates,
+            controls=self.controls,
         )
         router_pb2_grpc.add_InferenceRouterServicer_to_server(self.servicer, server)
         # Conversations for stateless callers (router/sessions/): the store opens lazily.
@@ -213,6 +217,7 @@ class RouterServer:
             self.sessions = None
         if self.templates is not None:
             await self.templates.store.close()
+        await self.controls.close()
 
     async def stop_discovery(self) -> None:
         if self.discovery is not None:

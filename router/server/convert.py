@@ -62,14 +62,17 @@ CIRCUIT_TO_PB = {c: CIRCUIT_STATES[c.value] for c in CircuitState}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 MAX_MESSAGES = 1024
 MAX_STOP = 8
+_BACKEND_TIERS = "TIER_HOSTED, TIER_GPU or TIER_EDGE"
 
 
-def _tiers(values, field: str) -> frozenset[Tier]:  # type: ignore[no-untyped-def]
-    out = set()
+def _tiers(values, field: str, *, cache: bool = False):  # type: ignore[no-untyped-def]
+    """The tiers named; TIER_CACHE only where ``cache`` (exclude_tiers: skip the cache)."""
+    out: set[Tier] = set()
     for i, v in enumerate(values):
         tier = TIER_FROM_PB.get(v)
-        if tier is None:
-            raise InvalidRequest(f"{field}[{i}]", "must be TIER_HOSTED, TIER_GPU or TIER_EDGE")
+        if tier is None or (tier is Tier.CACHE and not cache):
+            allowed = "TIER_HOSTED, TIER_GPU, TIER_EDGE or TIER_CACHE" if cache else _BACKEND_TIERS
+            raise InvalidRequest(f"{field}[{i}]", f"must be {allowed}")
         out.add(tier)
     return frozenset(out)
 
@@ -170,7 +173,7 @@ def request_from_proto(
         data_class=DATA_CLASS_FROM_PB[pb.data_class],
         pin_tiers=_tiers(pb.pin_tiers, "pin_tiers"),
         pin_backends=_names(pb.pin_backends, "pin_backends"),
-        exclude_tiers=_tiers(pb.exclude_tiers, "exclude_tiers"),
+        exclude_tiers=_tiers(pb.exclude_tiers, "exclude_tiers", cache=True),
         exclude_backends=_names(pb.exclude_backends, "exclude_backends"),
         model_family=pb.model_family,
         capabilities=frozenset(pb.capabilities),
@@ -244,6 +247,7 @@ def decision_to_proto(plan: Plan) -> rpb.Decision:
         session_id=plan.session_id,
         context_strategy=CONTEXT_STRATEGIES.number(plan.context_strategy),
         session_turns=plan.session_turns,
+        cache=plan.cache,
     )
 
 

@@ -6,9 +6,11 @@ relay port (``router.server.relay``: ModelService). It wraps all four RPC shapes
 (unary-unary, unary-stream, stream-unary, stream-stream), whether the handler is a
 coroutine (``return`` a response, or ``context.read`` / ``context.write``) or an async
 generator (``yield``). A :class:`~router.errors.RouterError` ends the RPC with the status
-it declares and its message, also when it is raised mid-stream after messages were sent;
-anything else ends it with INTERNAL, a generic message quoting the request id, and one
-logged traceback. A handler's own ``context.abort`` and cancellation pass through.
+it declares and its message (with its reason and retry delay, when it declares them, as
+trailing metadata: ``router.server.status_details``), also when it is raised mid-stream
+after messages were sent; anything else ends it with INTERNAL, a generic message quoting
+the request id, and one logged traceback. A handler's own ``context.abort`` and
+cancellation pass through.
 
 Only the router's own services (``/hybrid_router.v1.*``) are wrapped; health and
 reflection are left as they are. The wrapper costs one await per RPC for coroutine
@@ -28,6 +30,7 @@ import grpc
 
 from router.errors import RouterError
 from router.server.context import REQUEST_ID_METADATA, request_id_var
+from router.server.status_details import trailing_metadata
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
     if isinstance(exc, RouterError):
         code = status_for(exc)
         log.info("%s -> %s: %s", method, code.name, exc.message)
-        await context.abort(code, exc.message)
+        await context.abort(code, exc.message, trailing_metadata(exc, code))
     log.exception(
         "unexpected error in %s (request id %s)", method, request_id_var.get(), exc_info=exc
     )

@@ -16,6 +16,7 @@ from hybrid_router.v1 import router_pb2_grpc
 from hybrid_router.v1 import types_pb2 as tpb
 
 from router.config import LimitsConfig
+from router.controls.pipeline import Controls
 from router.dispatch import Dispatcher
 from router.errors import InvalidRequest
 from router.security.limits import RequestLimitExceeded, check_request_size
@@ -149,12 +150,15 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         limits: LimitsConfig | None = None,
         linger: Linger | None = None,
         templates: TemplateRegistry | None = None,
+        controls: Controls | None = None,
     ) -> None:
         """``linger``: hold fast streams' delta writes under load (None: never hold);
         ``templates``: resolves a request's prompt template (None: requests naming one
         are refused)."""
         self.dispatcher = dispatcher
         self.templates = templates
+        #: Tenant controls (router/controls/); None or inactive: none.
+        self.controls = controls if controls is not None and controls.active else None
         self.coalesce = coalesce
         self.linger = linger if linger is not None and linger.linger_s > 0 else None
         self._clock = clock
@@ -214,7 +218,13 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         remaining = context.time_remaining()
         deadline = None if remaining is None else self._clock() + remaining
         obs = observer_var.get()
-        events = self.dispatcher.generate(req, deadline=deadline, access=principal_var.get().access)
+        principal = principal_var.get()
+        if self.controls is not None:
+            events = self.controls.generate(
+                self.dispatcher, req, principal, deadline=deadline, access=principal.access
+            )
+        else:
+            events = self.dispatcher.generate(req, deadline=deadline, access=principal.access)
         if obs.text is not None:  # content logging (debug switch) only
             events = _capture_text(events, obs.text)
         async with contextlib.aclosing(events):

@@ -8,7 +8,7 @@ The prompt a backend gets for a session turn is::
 turn's token count under the backend's tokenizer, :func:`fit` picks the turns:
 
 - ``strict``: every turn, or the candidate cannot take the request (its window filter
-  rejects it; with no window large enough the request is RESOURCE_EXHAUSTED);
+  rejects it; with no window large enough the request is OUT_OF_RANGE);
 - ``sliding``: the newest turns that fit ``budget`` (``context_window`` minus the answer's
   ``max_output_tokens``), starting at a user turn so no answer is sent without its question;
 - ``summarize``: the cached summary of turns ``[0, upto)`` in place of those turns, then

@@ -119,6 +119,9 @@ class Summarizer:
                 data_class=conv.request.data_class,
                 tenant=conv.request.tenant,
                 objective=Objective.CHEAPEST,
+                # The PII guard's hosted copy (router/controls/pii.py): a summary of a
+                # history is held to the same rule as the history itself.
+                hosted_copy=conv.request.hosted_copy,
             )
             answer, backend = await asyncio.wait_for(
                 self._answer(request, conv), self.cfg.timeout_s

@@ -62,6 +62,13 @@ class Metrics:
     def set_edge_devices_online(self, count: int) -> None:
         """Edge devices connected to this replica (the edge link feeds it)."""
 
+    def control(self, control: str, outcome: str, tenant: str) -> None:
+        """A tenant control acted (router/controls/): ``control`` (rate_limit, budget,
+        cache, pii, ledger), ``outcome`` (refused, hit, miss, routed, redacted...)."""
+
+    def tenant_usage(self, tenant: str, input_tokens: int, output_tokens: int, cost: float) -> None:
+        """One request's tokens and spend, by tenant ("" = no API key)."""
+
 
 NULL_METRICS = Metrics()
 
@@ -139,6 +146,17 @@ class PrometheusMetrics(Metrics):
             f"{NS}_limit_rejections", "Requests or streams refused by a limit.",
             ["limit"], registry=r,
         )  # fmt: skip
+        self.controls = Counter(
+            f"{NS}_control_events", "Tenant controls acting: limits, budgets, cache, PII.",
+            ["control", "outcome", "tenant"], registry=r,
+        )  # fmt: skip
+        self.tenant_tokens = Counter(
+            f"{NS}_tenant_tokens", "Tokens by tenant and direction.",
+            ["tenant", "direction"], registry=r,
+        )  # fmt: skip
+        self.tenant_cost = Counter(
+            f"{NS}_tenant_cost_usd", "Spend by tenant, USD.", ["tenant"], registry=r
+        )
         self.inflight = Gauge(
             f"{NS}_inflight_streams", "Generate streams open on this replica.", registry=r
         )
@@ -221,6 +239,16 @@ class PrometheusMetrics(Metrics):
 
     def set_edge_devices_online(self, count: int) -> None:
         self.edge_online.set(count)
+
+    def control(self, control: str, outcome: str, tenant: str) -> None:
+        self.controls.labels(control, outcome, tenant or "-").inc()
+
+    def tenant_usage(self, tenant: str, input_tokens: int, output_tokens: int, cost: float) -> None:
+        t = tenant or "-"
+        self.tenant_tokens.labels(t, "in").inc(input_tokens)
+        self.tenant_tokens.labels(t, "out").inc(output_tokens)
+        if cost > 0:
+            self.tenant_cost.labels(t).inc(cost)
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest

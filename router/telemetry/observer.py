@@ -107,6 +107,10 @@ class Observer:
     def limit_rejected(self, limit: str) -> None:
         self._t.metrics.limit_rejected(limit)
 
+    def control(self, control: str, outcome: str) -> None:
+        """A tenant control acted on this request (router/controls/)."""
+        self._t.metrics.control(control, outcome, self.tenant)
+
     def set_request(self, request: InferenceRequest) -> None:
         self.request = request
         span = self.span
@@ -157,6 +161,12 @@ class Observer:
         elif t is UsageEvent:
             self.usage = ev  # type: ignore[assignment]
             self._t.metrics.usage(ev)  # type: ignore[arg-type]
+            self._t.metrics.tenant_usage(
+                self.tenant,
+                ev.input_tokens,  # type: ignore[attr-defined]
+                ev.output_tokens,  # type: ignore[attr-defined]
+                ev.cost_usd,  # type: ignore[attr-defined]
+            )
             span = self.span
             if span.is_recording():
                 u: UsageEvent = ev  # type: ignore[assignment]
@@ -254,6 +264,9 @@ class _NullObserver:
         pass
 
     def limit_rejected(self, limit: str) -> None:
+        pass
+
+    def control(self, control: str, outcome: str) -> None:
         pass
 
     def set_request(self, request: InferenceRequest) -> None:

@@ -153,6 +153,7 @@ def test_functions_traced_in_vpc_with_reserved_concurrency(translated: dict[str,
     jobs_env = res["JobsFunction"]["Properties"]["Environment"]["Variables"]
     assert jobs_env["HYBRID_ROUTER_JOBS_BUCKET"] == {"Ref": "ResultsBucket"}
     assert jobs_env["HYBRID_ROUTER_IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
+    assert jobs_env["HYBRID_ROUTER_JOBS_DLQ_URL"] == {"Ref": "JobsDeadLetterQueue"}
     # Egress: the router's port to its CIDR, HTTPS for AWS APIs; nothing else.
     egress = res["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"]
     assert {(e["IpProtocol"], json.dumps(e["FromPort"])) for e in egress} == {
@@ -212,6 +213,7 @@ def test_each_function_role_is_least_privilege(translated: dict[str, Any]) -> No
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueAttributes",
+        "sqs:SendMessage",
         "s3:PutObject",
         "s3:DeleteObject",
         "dynamodb:GetItem",
@@ -219,6 +221,8 @@ def test_each_function_role_is_least_privilege(translated: dict[str, Any]) -> No
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     }
+    send = next(s for s in _statements(roles["JobsFunction"]) if s["Action"] == "sqs:SendMessage")
+    assert send["Resource"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]}
     puts = next(s for s in _statements(roles["JobsFunction"]) if s["Action"] == "s3:PutObject")
     assert [r["Fn::Sub"] for r in puts["Resource"]] == [
         "${ResultsBucket.Arn}/results/*",

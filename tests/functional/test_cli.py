@@ -542,7 +542,7 @@ async def test_demo_routes_real_tokens_to_all_three_tiers_and_leaves_nothing_beh
     assert [c["rejected_by"] for c in long_edge] == ["context_window"]
     assert by_key["long-prompt"]["tier"] == "gpu"
     assert by_key["huge-prompt"]["tier"] == "hosted"
-    assert by_key["huge-restricted"]["error"].startswith("RESOURCE_EXHAUSTED")
+    assert by_key["huge-restricted"]["error"].startswith("OUT_OF_RANGE")
     # The live queue moved the probe off the edge while the burst ran.
     assert by_key["burst-before"]["tier"] == "edge"
     assert by_key["burst-during"]["tier"] in ("gpu", "hosted")

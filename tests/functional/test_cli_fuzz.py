@@ -115,6 +115,7 @@ def _base(command: tuple[str, ...], w: dict[str, Any]) -> list[str]:
         ("chat",): ["hi"],
         ("backends",): [],
         ("prices",): ["--config", str(w["good"])],
+        ("usage",): ["--file", str(w["root"] / "ledger.sqlite3")],
         ("devices",): [],
         ("keys", "create"): ["--tenant", "a", "--file", str(w["root"] / "new-keys.yaml")],
         ("keys", "list"): ["--file", str(w["keys"])],

@@ -314,7 +314,7 @@ async def test_deadline_reaches_the_backend(model_server, start_router, channel_
             "request_id",
         ),
         (user_request("x" * 70000), grpc.StatusCode.INVALID_ARGUMENT, "largest any backend"),
-        (user_request("w " * 3000), grpc.StatusCode.RESOURCE_EXHAUSTED, "2048"),
+        (user_request("w " * 3000), grpc.StatusCode.OUT_OF_RANGE, "2048"),
         (
             user_request(data_class=tpb.DATA_CLASS_RESTRICTED),
             grpc.StatusCode.FAILED_PRECONDITION,

@@ -438,7 +438,7 @@ async def test_request_log_lines_carry_figures_and_never_content_keys_or_credent
         assert f["decision"]["backend"] and "est_ttft_ms" in f["decision"]
         assert f["duration_ms"] > 0 and f["complete"] is True
     codes = sorted(f["code"] for f in lines if f["code"] != "OK")
-    assert codes == ["INVALID_ARGUMENT", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    assert codes == ["INVALID_ARGUMENT", "OUT_OF_RANGE", "PERMISSION_DENIED",
                      "UNAUTHENTICATED", "UNAUTHENTICATED", "UNAVAILABLE"]  # fmt: skip
     broken = [f for f in lines if f["code"] == "UNAVAILABLE"][0]
     assert broken["complete"] is False and broken["backend"] == "broken"

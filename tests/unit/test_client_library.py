@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from hybrid_router.client import (
+    BACKEND_TIERS,
     CIRCUIT_STATES,
     CONTEXT_STRATEGIES,
     DATA_CLASSES,
@@ -42,7 +43,13 @@ from hybrid_router.v1 import types_pb2 as tpb
 
 
 def test_tables_name_every_value_of_the_contract() -> None:
-    assert dict(TIERS) == {"hosted": tpb.TIER_HOSTED, "gpu": tpb.TIER_GPU, "edge": tpb.TIER_EDGE}
+    assert dict(TIERS) == {
+        "hosted": tpb.TIER_HOSTED,
+        "gpu": tpb.TIER_GPU,
+        "edge": tpb.TIER_EDGE,
+        "cache": tpb.TIER_CACHE,
+    }
+    assert BACKEND_TIERS == ("hosted", "gpu", "edge")  # what pin_tiers may name
     assert DATA_CLASSES.names == ("public", "internal", "restricted")
     assert OBJECTIVES.names == ("cheapest", "fastest", "weighted")
     assert ROLES.names == ("system", "user", "assistant")
@@ -67,6 +74,7 @@ def test_the_router_uses_the_same_names() -> None:
     from router import types
 
     assert set(TIERS) == {t.value for t in types.Tier}
+    assert BACKEND_TIERS == tuple(t.value for t in types.BACKEND_TIERS)
     assert set(DATA_CLASSES) == {d.value for d in types.DataClass}
     assert set(OBJECTIVES) == {o.value for o in types.Objective}
     assert set(CIRCUIT_STATES) == {c.value for c in types.CircuitState}
@@ -82,7 +90,7 @@ def test_lambda_body_literals_match_the_tables() -> None:
 
     hints = typing.get_type_hints(payloads.GenerateBody)
     tier = typing.get_args(typing.get_args(hints["pin_tiers"])[0])
-    assert tier == TIERS.names
+    assert tier == BACKEND_TIERS
     assert typing.get_args(typing.get_args(hints["data_class"])[0]) == DATA_CLASSES.names
     assert typing.get_args(typing.get_args(hints["objective"])[0]) == OBJECTIVES.names
 
@@ -95,10 +103,11 @@ def test_names_and_numbers_both_ways() -> None:
     with pytest.raises(OptionError) as err:
         TIERS.number("cloud", "pin_tiers")
     assert err.value.option == "pin_tiers"
-    assert str(err.value) == "pin_tiers: 'cloud' is not one of hosted, gpu, edge"
+    assert str(err.value) == "pin_tiers: 'cloud' is not one of hosted, gpu, edge, cache"
     with pytest.raises(OptionError, match="^tier: ''"):
         TIERS.numbers([""])
-    assert sorted(TIERS) == ["edge", "gpu", "hosted"] and "gpu" in TIERS and len(TIERS) == 3
+    assert sorted(TIERS) == ["cache", "edge", "gpu", "hosted"] and "gpu" in TIERS
+    assert len(TIERS) == 4
 
 
 # --- options --------------------------------------------------------------------------------
@@ -183,6 +192,7 @@ def test_make_request_takes_messages_and_lists() -> None:
     [
         ({"messages": (("robot", "x"),)}, "messages[0].role", "system, user, assistant"),
         ({"prompt": "x", "pin_tiers": ("cloud",)}, "pin_tiers", "'cloud' is not one of"),
+        ({"prompt": "x", "pin_tiers": ("cache",)}, "pin_tiers", "'cache' is not a backend's"),
         ({"prompt": "x", "exclude_tiers": ("",)}, "exclude_tiers", "is not one of"),
         ({"prompt": "x", "data_class": "secret"}, "data_class", "public, internal, restricted"),
         ({"prompt": "x", "objective": "cheap"}, "objective", "cheapest, fastest, weighted"),

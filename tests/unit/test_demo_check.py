@@ -50,7 +50,7 @@ GOOD = {
             "text": "",
             "deltas": 0,
             "usage": None,
-            "error": "RESOURCE_EXHAUSTED: no backend may take restricted data of this size",
+            "error": "OUT_OF_RANGE: no backend may take restricted data of this size",
         },
         _turn(1),
         _turn(2, turns_dropped=2),

@@ -27,7 +27,7 @@ from lambda_edge.credentials import ApiKeyProvider, CredentialsError
 from lambda_edge.openai_compat import ChatCompletionRequest, UnsupportedParameter
 from lambda_edge.payloads import GenerateBody, Job, describe
 from lambda_edge.settings import Settings, SettingsError
-from lambda_edge.status import http_status, permanent
+from lambda_edge.status import http_status, permanent, retry_after_header
 
 PKG = Path(__file__).resolve().parents[2] / "lambda_edge"
 
@@ -49,7 +49,11 @@ class Ctx:
         ("UNAVAILABLE", "every candidate failed", 503),
         ("INVALID_ARGUMENT", "messages: ...", 400),
         ("RESOURCE_EXHAUSTED", "rate limit for tenant t", 429),
+        # A router from before the split: the message still makes it 413.
         ("RESOURCE_EXHAUSTED", "largest context window ... is 512 tokens", 413),
+        ("OUT_OF_RANGE", "largest context window ... is 512 tokens", 413),
+        ("OUT_OF_RANGE", "rate limit: tenant 't' may use at most 50 tokens at once", 413),
+        ("FAILED_PRECONDITION", "max_cost_usd $0.000100 is below every candidate's", 422),
         ("DEADLINE_EXCEEDED", "", 504),
         ("UNAUTHENTICATED", "", 401),
         ("PERMISSION_DENIED", "", 403),
@@ -64,9 +68,17 @@ def test_grpc_to_http(code: str, message: str, status: int) -> None:
 
 def test_permanent_failures() -> None:
     assert permanent("INVALID_ARGUMENT") and permanent("FAILED_PRECONDITION")
-    assert permanent("RESOURCE_EXHAUSTED", "no context window big enough")
+    assert permanent("OUT_OF_RANGE") and permanent("RESOURCE_EXHAUSTED", "no context window")
     assert not permanent("RESOURCE_EXHAUSTED", "rate limit")
     assert not permanent("UNAVAILABLE") and not permanent("DEADLINE_EXCEEDED")
+
+
+def test_retry_after_header_only_for_retryable_answers_in_whole_seconds() -> None:
+    assert retry_after_header("RESOURCE_EXHAUSTED", "rate limit", 1.2) == {"Retry-After": "2"}
+    assert retry_after_header("RESOURCE_EXHAUSTED", "rate limit", 3.0) == {"Retry-After": "3"}
+    assert retry_after_header("RESOURCE_EXHAUSTED", "rate limit", 0.0) == {"Retry-After": "0"}
+    assert retry_after_header("RESOURCE_EXHAUSTED", "open streams", None) == {}
+    assert retry_after_header("OUT_OF_RANGE", "at most 50 tokens at once", 5.0) == {}
 
 
 # --- settings -------------------------------------------------------------------------------

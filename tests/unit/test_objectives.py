@@ -7,6 +7,7 @@ import pytest
 from router.config import WeightsConfig
 from router.policy.objectives import TIER_ORDER, meets_budget, rank, uses_ttft
 from router.types import (
+    BACKEND_TIERS,
     BackendSpec,
     DataClass,
     Estimate,
@@ -198,7 +199,8 @@ def test_weighted_reports_whether_the_budget_is_met() -> None:
 
 
 def test_tier_order_prefers_edge_then_gpu_then_hosted() -> None:
-    assert sorted(Tier, key=TIER_ORDER.__getitem__) == [Tier.EDGE, Tier.GPU, Tier.HOSTED]
+    assert sorted(BACKEND_TIERS, key=TIER_ORDER.__getitem__) == [Tier.EDGE, Tier.GPU, Tier.HOSTED]
+    assert set(TIER_ORDER) == set(Tier)  # the cache's tier too, though no backend has it
 
 
 @pytest.mark.parametrize("objective", list(Objective))

@@ -24,6 +24,7 @@ from router.policy.estimate import estimate
 from router.policy.filters import COST, cost_rejection
 from router.policy.planner import _check_pins, _no_candidate
 from router.types import (
+    BACKEND_TIERS,
     BackendSnapshot,
     BackendSpec,
     CandidateReport,
@@ -199,7 +200,7 @@ def random_case(
         total_budget_ms=_maybe(rng, rng.uniform(500.0, 60_000.0), 0.3),  # type: ignore[arg-type]
         max_cost_usd=_maybe(rng, rng.choice((0.0, 1e-6, 1e-4, 1e-2)), 0.3),  # type: ignore[arg-type]
         data_class=rng.choice(list(DataClass)),
-        pin_tiers=frozenset(rng.sample(list(Tier), rng.choice((0, 0, 0, 1, 2)))),
+        pin_tiers=frozenset(rng.sample(BACKEND_TIERS, rng.choice((0, 0, 0, 1, 2)))),
         pin_backends=frozenset(
             rng.sample(names, min(len(names), rng.choice((0, 0, 0, 0, 1, 3))))
             + (["no-such"] if rng.random() < 0.02 else [])

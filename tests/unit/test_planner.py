@@ -9,11 +9,11 @@ from testkit import FakeClock
 
 from router.config import PolicyConfig
 from router.errors import (
+    CostCapTooLow,
     InvalidRequest,
     NoCandidate,
     NoTierAllowed,
     NoWindowFits,
-    ResourceExhausted,
 )
 from router.policy import plan
 from router.stats import BackendStats
@@ -295,7 +295,7 @@ def test_nothing_big_enough_names_the_largest_window() -> None:
     with pytest.raises(NoWindowFits) as info:
         run(make_request(max_output_tokens=1_000), tokens=200_000)
     err = info.value
-    assert err.grpc_code == "RESOURCE_EXHAUSTED"
+    assert err.grpc_code == "OUT_OF_RANGE" and err.error_reason == "PROMPT_TOO_LARGE"
     assert (err.needed_tokens, err.largest_window) == (201_000, 128_000)
     assert "this request may use is 128000 tokens (hosted-a)" in str(err)
 
@@ -366,11 +366,13 @@ def test_every_backend_busy_or_throttled_is_no_candidate() -> None:
     assert "gpu-a: capacity (load 6 >= capacity 6 (2 concurrent + 4 queued))" in message
 
 
-def test_every_candidate_over_the_cost_cap_is_resource_exhausted() -> None:
+def test_every_candidate_over_the_cost_cap_is_a_failed_precondition() -> None:
     # gpu: (100 + 500 * 0.1) * 4 / 3600 / (2000 * 0.6) = $0.000139; hosted $0.0009
-    with pytest.raises(ResourceExhausted) as info:
+    # The caller's cap does not change by waiting: not RESOURCE_EXHAUSTED (retryable).
+    with pytest.raises(CostCapTooLow) as info:
         run(make_request(max_cost_usd=0.0001), HOSTED, GPU)
-    assert info.value.grpc_code == "RESOURCE_EXHAUSTED"
+    assert info.value.grpc_code == "FAILED_PRECONDITION"
+    assert info.value.error_reason == "COST_CAP"
     assert str(info.value) == (
         "max_cost_usd $0.000100 is below every candidate's estimated cost "
         "(cheapest: $0.000139, gpu-a); raise max_cost_usd or lower max_output_tokens"

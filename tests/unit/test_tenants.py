@@ -10,6 +10,7 @@ from router.config import PolicyConfig, TenantConfig
 from router.errors import InvalidRequest, NoCandidate, PermissionDenied
 from router.security.tenants import TenantAccess
 from router.types import (
+    BACKEND_TIERS,
     BackendSnapshot,
     BackendSpec,
     DataClass,
@@ -66,7 +67,7 @@ def access(**kw: object) -> TenantAccess:
 def test_config_defaults_allow_every_tier_but_not_restricted_data() -> None:
     a = access()
 
-    assert a.tiers == frozenset(Tier) and a.backends == frozenset()
+    assert a.tiers == frozenset(BACKEND_TIERS) and a.backends == frozenset()
     assert a.data_classes == {DataClass.PUBLIC, DataClass.INTERNAL}
     assert a.max_streams == 7
     assert access(max_streams=2).max_streams == 2

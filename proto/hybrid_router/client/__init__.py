@@ -35,6 +35,7 @@ from hybrid_router.client.context import (
     valid_traceparent,
 )
 from hybrid_router.client.enums import (
+    BACKEND_TIERS,
     CIRCUIT_STATES,
     CONTEXT_STRATEGIES,
     DATA_CLASSES,
@@ -51,6 +52,7 @@ from hybrid_router.client.sessions import SESSION_ID_RULE, valid_session_id
 from hybrid_router.client.sync import GenerateStream, RouterClient
 
 __all__ = [
+    "BACKEND_TIERS",
     "CIRCUIT_STATES",
     "CONTEXT_STRATEGIES",
     "DATA_CLASSES",

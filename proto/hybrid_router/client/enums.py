@@ -23,6 +23,7 @@ from hybrid_router.v1 import sessions_pb2 as spb
 from hybrid_router.v1 import types_pb2 as tpb
 
 __all__ = [
+    "BACKEND_TIERS",
     "CIRCUIT_STATES",
     "CONTEXT_STRATEGIES",
     "DATA_CLASSES",
@@ -92,6 +93,9 @@ class EnumTable(Mapping[str, int]):
 
 
 TIERS = EnumTable("tier", tpb.Tier, "TIER_")
+#: The tiers a backend can be in, what pin_tiers may name: every tier but ``cache`` (the
+#: router's response cache, the tier of a cache hit; exclude_tiers=["cache"] skips it).
+BACKEND_TIERS: tuple[str, ...] = tuple(n for n in TIERS if n != "cache")
 DATA_CLASSES = EnumTable("data_class", tpb.DataClass, "DATA_CLASS_")
 ROLES = EnumTable("role", tpb.Role, "ROLE_")
 FINISH_REASONS = EnumTable("finish_reason", tpb.FinishReason, "FINISH_REASON_")

@@ -25,7 +25,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-from hybrid_router.client.enums import CONTEXT_STRATEGIES, DATA_CLASSES, OBJECTIVES, ROLES, TIERS
+from hybrid_router.client.enums import (
+    BACKEND_TIERS,
+    CONTEXT_STRATEGIES,
+    DATA_CLASSES,
+    OBJECTIVES,
+    ROLES,
+    TIERS,
+)
 from hybrid_router.client.errors import OptionError
 from hybrid_router.client.sessions import check_session_id
 from hybrid_router.v1 import router_pb2 as rpb
@@ -158,7 +165,7 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
             ttft_ms=opts.ttft_budget_ms, total_ms=opts.total_budget_ms
         ),
         data_class=DATA_CLASSES.number(opts.data_class, "data_class"),  # type: ignore[arg-type]
-        pin_tiers=TIERS.numbers(opts.pin_tiers, "pin_tiers"),  # type: ignore[arg-type]
+        pin_tiers=_pin_tiers(opts.pin_tiers),  # type: ignore[arg-type]
         pin_backends=list(opts.pin_backends),
         exclude_tiers=TIERS.numbers(opts.exclude_tiers, "exclude_tiers"),  # type: ignore[arg-type]
         exclude_backends=list(opts.exclude_backends),
@@ -196,3 +203,18 @@ def make_request(
     values = {k: tuple(v) if k in _SEQUENCES else v for k, v in options.items()}  # type: ignore[arg-type]
     msgs = tuple((r, c) for r, c in messages) if messages is not None else ()
     return build_request(RequestOptions(prompt=prompt, messages=msgs, **values))  # type: ignore[arg-type]
+
+
+def _pin_tiers(names: Iterable[str]) -> list[int]:
+    """pin_tiers' numbers: backend tiers only (``cache`` is the router's response cache)."""
+    names = list(names)
+    for n in names:
+        if n == "cache":
+            raise OptionError(
+                "pin_tiers",
+                f"'cache' is not a backend's tier: pin one of {', '.join(BACKEND_TIERS)} "
+                "(exclude_tiers=['cache'] skips the response cache)",
+            )
+        if n not in BACKEND_TIERS:
+            raise OptionError("pin_tiers", f"{n!r} is not one of {', '.join(BACKEND_TIERS)}")
+    return TIERS.numbers(names, "pin_tiers")

@@ -11,13 +11,33 @@ by default (the router unreachable, or refusing before it decided), at most
 ``max_attempts`` calls, ``backoff_s`` then doubling (at most 1 s, or the server's
 ``retry_after`` when longer), and only while the call's deadline leaves time for a real
 attempt.
+
+The router keeps RESOURCE_EXHAUSTED for refusals that waiting cures (a rate limit, with
+its wait in ``retry_after``; open streams). What no retry cures has its own status and is
+never retried, whatever ``codes`` says (:data:`NEVER_RETRIED`): a bad request, a prompt no
+context window holds or one request above a rate limit's burst (OUT_OF_RANGE), a cost cap
+below every backend's estimate or a data class no tier takes (FAILED_PRECONDITION), auth.
 """
 
 from __future__ import annotations
 
 from hybrid_router.client.errors import OptionError, RouterCallError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["NEVER_RETRIED", "RetryPolicy"]
+
+#: Statuses the same request fails with again, however long the caller waits.
+NEVER_RETRIED = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "OUT_OF_RANGE",
+        "FAILED_PRECONDITION",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "UNIMPLEMENTED",
+    }
+)
 
 
 class RetryPolicy:
@@ -36,6 +56,9 @@ class RetryPolicy:
             raise OptionError("max_attempts", "must be >= 1")
         if backoff_s < 0:
             raise OptionError("backoff_s", "must be >= 0")
+        never = sorted(codes & NEVER_RETRIED)
+        if never:
+            raise OptionError("codes", f"{', '.join(never)} cannot pass on a retry")
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.codes = codes

@@ -150,7 +150,7 @@ class CandidateReport(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., accepted: _Optional[bool] = ..., rejected_by: _Optional[str] = ..., reason: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., rank: _Optional[int] = ..., meets_budget: _Optional[bool] = ..., score: _Optional[float] = ..., context: _Optional[_Union[_sessions_pb2.ContextFit, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("request_id", "backend", "tier", "fallbacks", "candidates", "objective", "budget_unmet", "explanation", "estimate", "decision_us", "session_id", "context_strategy", "session_turns")
+    __slots__ = ("request_id", "backend", "tier", "fallbacks", "candidates", "objective", "budget_unmet", "explanation", "estimate", "decision_us", "session_id", "context_strategy", "session_turns", "cache")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,7 @@ class Decision(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SESSION_TURNS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     backend: str
     tier: _types_pb2.Tier
@@ -177,7 +178,8 @@ class Decision(_message.Message):
     session_id: str
     context_strategy: _sessions_pb2.ContextStrategy
     session_turns: int
-    def __init__(self, request_id: _Optional[str] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[CandidateReport, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., budget_unmet: _Optional[bool] = ..., explanation: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., decision_us: _Optional[float] = ..., session_id: _Optional[str] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., session_turns: _Optional[int] = ...) -> None: ...
+    cache: str
+    def __init__(self, request_id: _Optional[str] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., fallbacks: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[CandidateReport, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., budget_unmet: _Optional[bool] = ..., explanation: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., decision_us: _Optional[float] = ..., session_id: _Optional[str] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., session_turns: _Optional[int] = ..., cache: _Optional[str] = ...) -> None: ...
 
 class Failover(_message.Message):
     __slots__ = ("from_backend", "to_backend", "reason", "attempt", "to_tier")

@@ -13,6 +13,7 @@ class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIER_HOSTED: _ClassVar[Tier]
     TIER_GPU: _ClassVar[Tier]
     TIER_EDGE: _ClassVar[Tier]
+    TIER_CACHE: _ClassVar[Tier]
 
 class DataClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -39,6 +40,7 @@ TIER_UNSPECIFIED: Tier
 TIER_HOSTED: Tier
 TIER_GPU: Tier
 TIER_EDGE: Tier
+TIER_CACHE: Tier
 DATA_CLASS_UNSPECIFIED: DataClass
 DATA_CLASS_PUBLIC: DataClass
 DATA_CLASS_INTERNAL: DataClass

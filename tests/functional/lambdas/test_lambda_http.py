@@ -365,13 +365,14 @@ async def test_router_statuses_map_to_http(model_server, start_router, runtimes)
     assert resp["statusCode"] == 400
     assert body_of(resp)["error"]["message"] == "messages[0].content: must not be empty"
 
-    # RESOURCE_EXHAUSTED, no context window big enough -> 413 with the router's numbers.
+    # OUT_OF_RANGE, no context window big enough -> 413 with the router's numbers, and no
+    # Retry-After: waiting does not make it fit.
     resp = await invoke(
         handler, http_event("/v1/generate", prompt_body("word " * 200, data_class="public"))
     )
-    assert resp["statusCode"] == 413
+    assert resp["statusCode"] == 413 and "Retry-After" not in resp["headers"]
     err = body_of(resp)["error"]
-    assert err["status"] == "RESOURCE_EXHAUSTED" and "context window" in err["message"]
+    assert err["status"] == "OUT_OF_RANGE" and "context window" in err["message"]
 
     # FAILED_PRECONDITION: no tier may take restricted data -> 422.
     resp = await invoke(

@@ -121,7 +121,7 @@ async def test_http_two_turns_in_one_session(gpu, runtime_for):
 
 async def test_http_strict_history_too_long_is_413(model_server, start_router, runtime_for):
     """strict never cuts the history: once it outgrows every window the router refuses
-    (RESOURCE_EXHAUSTED naming the largest window), which the front-end answers 413."""
+    (OUT_OF_RANGE naming the largest window), which the front-end answers 413."""
     engine = ScriptedEngine(context_window=300, reply_tokens=10)
     backend = ms_backend("edge-a", "edge", await model_server(engine), context_window=300)
     router = await start_router([backend])
@@ -138,7 +138,7 @@ async def test_http_strict_history_too_long_is_413(model_server, start_router, r
             break
     assert statuses[0] == 200 and statuses[-1] == 413, statuses
     err = body_of(resp)["error"]
-    assert err["status"] == "RESOURCE_EXHAUSTED" and "context window" in err["message"]
+    assert err["status"] == "OUT_OF_RANGE" and "context window" in err["message"]
 
 
 @pytest.mark.parametrize(

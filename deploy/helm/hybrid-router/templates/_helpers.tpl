@@ -140,6 +140,18 @@ Rendered as YAML (a list); read back with fromYamlArray.
 {{- $_ := set $edge "relay" $relay }}
 {{- $_ := set $cfg "edge" $edge }}
 {{- end }}
+{{- if and $v.controls.redisUrlSecret.name (hasKey $cfg "controls") }}
+{{- /* Each controls section on store: redis without a url reads the chart's Secret. */}}
+{{- range $name, $section := (get $cfg "controls" | default dict) }}
+{{- if and (kindIs "map" $section) (eq (get $section "store" | default "") "redis") }}
+{{- $redis := get $section "redis" | default dict }}
+{{- if not (get $redis "url") }}
+{{- $_ := set $redis "url" "env:CONTROLS_REDIS_URL" }}
+{{- $_ := set $section "redis" $redis }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $sources := include "hybrid-router.discoverySources" . | fromYamlArray }}
 {{- $discovery := get $cfg "discovery" | default dict }}
 {{- $k8s := get $discovery "kubernetes" | default dict }}
@@ -171,6 +183,21 @@ Rendered as YAML (a list); read back with fromYamlArray.
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
+{{- $controls := dig "controls" dict (.Values.config | default dict) }}
+{{- $several := or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
+{{- $budgets := get $controls "budgets" | default dict }}
+{{- if and $budgets $several (ne (get $budgets "store" | default "memory") "redis") }}
+{{- fail "config.controls.budgets: with more than one replica set store: redis (and controls.redisUrlSecret or redis.url): budgets kept in each pod's memory would let every replica spend the whole budget" }}
+{{- end }}
+{{- $ledger := get $controls "ledger" | default dict }}
+{{- if and (get $ledger "enabled") (eq (get $ledger "store" | default "sqlite") "sqlite") }}
+{{- fail "config.controls.ledger: set store: redis or dynamodb: an SQLite ledger is a file in the pod (its root filesystem is read-only, its scratch space is lost with the pod)" }}
+{{- end }}
+{{- range $name, $section := $controls }}
+{{- if and (kindIs "map" $section) (eq (get $section "store" | default "") "redis") (not (dig "redis" "url" "" $section)) (not $.Values.controls.redisUrlSecret.name) }}
+{{- fail (printf "config.controls.%s: store redis needs redis.url, or controls.redisUrlSecret.name (a Secret holding the URL)" $name) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.edge.relay.tls.secretName (not .Values.edge.relay.enabled) }}
 {{- fail "edge.relay.tls.secretName needs edge.relay.enabled: the certificates are for the relay port" }}
