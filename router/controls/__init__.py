@@ -1,15 +1,20 @@
 """Tenant controls across the fleet (docs/controls.md): rate limits, spend budgets with a
 cost ledger, a response cache and a PII guard for hosted tiers.
 
-=============  ===============================================================
-``pipeline``   Controls: the order the controls act in around one Generate,
-               and the interface each one implements
-``limits``     Limiter: requests and tokens per minute, per tenant and key
-``budgets``    Budgets: USD per day and month, reserve then settle
-``ledger``     Ledger: every request's usage and cost, kept
-``cache``      ResponseCache: exact-match answers of deterministic requests
-``pii``        PiiGuard: PII kept away from hosted tiers
-=============  ===============================================================
+==================  ============================================================
+``pipeline``        Controls: the order the controls act in around one Generate,
+                    and the interface each one implements
+``limits``          Limiter: requests and tokens per minute, per tenant and key;
+                    ``gcra`` (the pure arithmetic), ``limits_redis`` (a fleet)
+``budgets``         Budgets: USD per day and month, reserve then settle;
+                    ``budget_rules`` (pure), ``budget_memory``, ``budget_redis``
+``ledger``          Ledger: every request's usage and cost, buffered then kept;
+                    ``ledger_records``, ``ledger_sqlite``, ``ledger_redis``,
+                    ``ledger_dynamodb``
+``cache``           ResponseCache: exact-match answers of deterministic requests;
+                    ``cache_store`` (memory), ``cache_sqlite``, ``cache_redis``
+``pii``             PiiGuard: PII kept away from hosted tiers; ``pii_detect`` (pure)
+==================  ============================================================
 
 Each control is off until configured, and only a configured control's module (and its
 store's client library) is imported.
