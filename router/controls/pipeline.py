@@ -40,8 +40,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from router.types import (
     DecisionEvent,
+    DeltaEvent,
     Event,
     FailoverEvent,
+    FinishReason,
     InferenceRequest,
     Plan,
     UsageEvent,
@@ -176,6 +178,11 @@ class Controls:
         usage: UsageEvent | None = None
         cancelled = False
         kept: list[Event] = []
+        # For a stream the caller cancels (dispatch then sends no Usage): what was decided,
+        # where it was going, and the tokens that came.
+        decided: Plan | None = None
+        serving = ""
+        streamed = 0
         try:
             events = dispatcher.generate(request, deadline=deadline, access=access)
             if self.pii is not None:
@@ -195,11 +202,20 @@ class Controls:
                         await self.budgets.failover(reservation, ev)  # type: ignore[arg-type]
                     elif kind is UsageEvent:
                         usage = ev  # type: ignore[assignment]
+                    if kind is DecisionEvent:
+                        decided = ev.plan  # type: ignore[union-attr]
+                        serving = decided.primary
+                    elif kind is FailoverEvent:
+                        serving = ev.to_backend  # type: ignore[union-attr]
+                    elif kind is DeltaEvent:
+                        streamed += ev.tokens  # type: ignore[union-attr]
                     if lookup is not None and lookup.key:
                         kept.append(ev)  # a cacheable request: its events, to replay
                     yield ev
         except (asyncio.CancelledError, GeneratorExit):
             cancelled = True  # the caller went away: a model may have worked without a Usage
+            if usage is None and decided is not None:
+                usage = _cancelled_usage(request, decided, serving, streamed)
             raise
         finally:
             # Always settled: success, failure, cancellation.
@@ -219,3 +235,30 @@ class Controls:
             result = close()
             if hasattr(result, "__await__"):
                 await result
+
+
+def _cancelled_usage(
+    request: InferenceRequest, plan: Plan, backend: str, streamed: int
+) -> UsageEvent | None:
+    """The ledger's record of a stream the caller cancelled: the backend it was going to,
+    the tokens that came, the prompt and cost as estimated (what a budget charges)."""
+    report = plan.report(backend)
+    if report is None or report.estimate is None:
+        return None
+    est = report.estimate
+    return UsageEvent(
+        request_id=request.request_id,
+        backend=backend,
+        tier=report.tier,
+        input_tokens=est.prompt_tokens,
+        output_tokens=streamed,
+        cost_usd=est.cost_usd,
+        ttft_ms=0.0,
+        total_ms=0.0,
+        finish_reason=FinishReason.CANCELLED,
+        complete=False,
+        error="cancelled by the caller (tokens and cost as estimated)",
+        tokens_estimated=True,
+        template=request.template,
+        template_version=request.template_version,
+    )

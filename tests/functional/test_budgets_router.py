@@ -219,3 +219,41 @@ async def test_a_request_cancelled_mid_answer_spends_its_estimate(
         await asyncio.sleep(0.02)
     # No Usage came, so the estimate ($0.031: 11 prompt + 20 answer tokens) is spent.
     assert (held.spent, held.reserved) == (31_000_000, 0)
+
+
+async def test_a_request_cancelled_mid_answer_has_its_ledger_record(
+    model_server, start_router, channel_to, tmp_path: Path
+) -> None:
+    """Dispatch sends no Usage for a stream the caller cancels; the ledger still records
+    it: not complete, finish cancelled, the estimated prompt and cost, the tokens that came."""
+    keys = make_keys(tmp_path / "keys.yaml", ["acme", "beta"])
+    engine = ScriptedEngine(reply_tokens=20, tokens_per_s=20)
+    ledger_path = tmp_path / "ledger.sqlite3"
+    router = await start_router(
+        [ms_backend("hosted-1", "hosted", await model_server(engine), cost=HOSTED_PRICE)],
+        auth=_auth(tmp_path),
+        controls={"ledger": {"enabled": True, "sqlite": {"path": str(ledger_path)}}},
+    )
+    stub = stub_for(channel_to(router))
+    call = stub.Generate(
+        user_request("alpha beta gamma", max_output_tokens=20), metadata=bearer(keys["acme"])
+    )
+    async for ev in call:
+        if ev.HasField("delta"):
+            break
+    call.cancel()
+    store = SqliteLedgerStore(ledger_path)
+    try:
+        records: list = []
+        for _ in range(200):
+            records = [r async for r in store.read(0, 2**62)]
+            if records:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+    (record,) = records
+    assert (record.tenant, record.backend, record.complete, record.cached) == (
+        "acme", "hosted-1", False, False)  # fmt: skip
+    assert record.input_tokens > 0 and record.output_tokens >= 1
+    assert record.cost_usd == pytest.approx((record.input_tokens + 20) * 0.001)
