@@ -16,9 +16,10 @@ from hybrid_router.v1 import router_pb2_grpc
 from hybrid_router.v1 import types_pb2 as tpb
 
 from router.config import LimitsConfig
-from router.controls.pipeline import Controls
+from router.controls.pipeline import Controls, PiiGuard
 from router.dispatch import Dispatcher
 from router.errors import InvalidRequest
+from router.security.authn import Principal
 from router.security.limits import RequestLimitExceeded, check_request_size
 from router.server import convert
 from router.server.context import REQUEST_ID_METADATA, principal_var, request_id_var
@@ -31,6 +32,7 @@ from router.types import (
     Event,
     FailoverEvent,
     InferenceRequest,
+    Plan,
     Role,
     UsageEvent,
 )
@@ -251,9 +253,29 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         self, request: rpb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> rpb.Decision:
         req = await self._request(request)
-        plan, _ = await self.dispatcher.decide(req, access=principal_var.get().access)
+        principal = principal_var.get()
+        pii = self.controls.pii if self.controls is not None else None
+        if pii is None:
+            plan, _ = await self.dispatcher.decide(req, access=principal.access)
+        else:
+            # The dry run explains what Generate would do: PII kept off hosted tiers too.
+            req = await pii.apply(principal, req)
+            plan = await self._decide_watched(pii, req, principal)
         observer_var.get().decision(plan)
         return convert.decision_to_proto(plan)
+
+    async def _decide_watched(
+        self, pii: PiiGuard, req: InferenceRequest, principal: Principal
+    ) -> Plan:
+        async def decision() -> AsyncGenerator[Event, None]:
+            plan, _ = await self.dispatcher.decide(req, access=principal.access)
+            yield DecisionEvent(plan)
+
+        events = pii.watch(req, decision())
+        async with contextlib.aclosing(events):
+            first = await anext(events)
+        assert type(first) is DecisionEvent
+        return first.plan
 
     async def ListBackends(  # noqa: N802
         self, request: rpb.ListBackendsRequest, context: grpc.aio.ServicerContext

@@ -120,6 +120,17 @@ async def test_route_keeps_pii_off_hosted_and_names_the_kinds(tiers, start_route
     assert engines["hosted"].prompts == []
 
 
+async def test_the_route_dry_run_explains_the_same_pii_routing(tiers, start_router, channel_to):
+    engines, backends = tiers
+    router = await start_router(backends, controls=pii("route"))
+    decision = await stub_for(channel_to(router)).Route(user_request(PII_PROMPT))
+    assert decision.backend in ("gpu-1", "edge-1")
+    hosted = _candidate(decision, "hosted-1")
+    assert not hosted.accepted and hosted.rejected_by == "pii"
+    _no_values(str(decision))
+    assert all(not e.prompts for e in engines.values())  # a dry run calls no model
+
+
 async def test_route_with_nothing_private_left_says_why(tiers, start_router, channel_to):
     _, backends = tiers
     router = await start_router(backends, controls=pii("route"))
