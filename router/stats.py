@@ -235,8 +235,11 @@ class BackendStats:
 
     def set_healthy(self, healthy: bool, detail: str = "") -> None:
         if healthy != self.healthy or detail != self.detail:
-            if not healthy:  # on the change only: a probe that keeps failing keeps its time
-                self.note_error(detail or "unhealthy")
+            if not healthy:
+                if self.healthy:
+                    self.note_error(detail or "unhealthy")
+                else:  # still failing, another reason: the time it started failing stays
+                    self.last_error = detail or "unhealthy"
             self.healthy = healthy
             self.detail = detail
             self._snap = None

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,6 +142,20 @@ def _purge_expired(conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]) ->
     conn.executemany("DELETE FROM sessions WHERE tenant = ? AND session_id = ?", keys)
 
 
+def when_unlocked(step: Callable[[], T], timeout_s: float = 10.0) -> T:
+    """``step()``, tried again while another connection holds the lock it needs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteSessionStore(SessionStore):
     def __init__(
         self,
@@ -176,9 +191,11 @@ class SqliteSessionStore(SessionStore):
             raise StoreUnavailable(self.name, exc.strerror or str(exc)) from None
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Switching to WAL and creating tables take locks SQLite's busy timeout does
+            # not wait for: connections opening the same new file at once retry.
+            when_unlocked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
+            when_unlocked(lambda: conn.executescript(_SCHEMA))
         except BaseException:
             conn.close()
             raise

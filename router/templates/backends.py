@@ -134,7 +134,9 @@ class SqliteTemplateStore(TemplateStore):
 
     def _tables(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         if conn is not self._ready:
-            conn.executescript(_SQL_SCHEMA)
+            from router.sessions.sqlite import when_unlocked
+
+            when_unlocked(lambda: conn.executescript(_SQL_SCHEMA))
             self._ready = conn
         return conn
 

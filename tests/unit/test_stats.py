@@ -350,3 +350,17 @@ def test_reported_load_follows_the_routers_own_streams_between_polls(clock: Fake
     stats.set_reported_load(0)
     stats.end()  # a late end never goes below zero
     assert stats.snapshot().reported_load == 0
+
+
+def test_a_probe_failing_for_another_reason_keeps_the_time_it_started_failing():
+    stats = BackendStats("gpu-a", PolicyConfig(circuit=CIRCUIT), FakeClock())
+    stats.set_healthy(False, "load probe failed: connection reset")
+    started = stats.last_error_unix_ms
+    time.sleep(0.005)
+    stats.set_healthy(False, "load probe failed: connection refused")
+    assert stats.last_error == "load probe failed: connection refused"
+    assert stats.last_error_unix_ms == started
+    stats.set_healthy(True)
+    time.sleep(0.005)
+    stats.set_healthy(False, "load probe failed: timeout")
+    assert stats.last_error_unix_ms > started
