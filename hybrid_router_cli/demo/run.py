@@ -500,15 +500,16 @@ class Demo:
                 await self._generate(outcome, show=True)
             self._note_expectation(outcome)
             self.outcomes.append(outcome)
+        # The burst before the conversation: the conversation's long prompts raise the
+        # edge's observed TTFT, which would move the burst's first probe.
+        c.rule(f"[bold]{total - 1}/{total} · a burst queues up on the edge; the next request moves")
+        await self._wait_idle()
+        await self._burst()
         c.rule(
-            f"[bold]{total - 1}/{total} · a conversation outgrows the edge window; "
-            "the router fits it"
+            f"[bold]{total}/{total} · a conversation outgrows the edge window; the router fits it"
         )
         await self._wait_idle()
         await self._conversation()
-        c.rule(f"[bold]{total}/{total} · a burst queues up on the edge; the next request moves")
-        await self._wait_idle()
-        await self._burst()
         backends = await self.client.list_backends()
         c.rule()
         # The table fitted to the terminal, then the last errors, if any (not the details).
