@@ -148,21 +148,9 @@ class SqliteCacheStore(CacheStore):
     # --- plumbing (the worker thread) ---------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-        except OSError as exc:
-            raise StoreUnavailable(self.name, exc.strerror or str(exc)) from None
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        from router.sessions.sqlite import connect
+
+        return connect(self.path, self.name, _SCHEMA, synchronous="NORMAL")
 
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,23 +114,9 @@ class SqliteLedgerStore:
     # --- plumbing (the worker thread) ---------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        if self._create:
-            try:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            except OSError as exc:
-                raise StoreUnavailable(self.name, exc.strerror or str(exc)) from None
-        elif not self.path.is_file():
-            raise StoreUnavailable(self.name, "no such file (the router writes it)")
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        from router.sessions.sqlite import connect
+
+        return connect(self.path, self.name, _SCHEMA, create=self._create)
 
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:

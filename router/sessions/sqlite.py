@@ -156,6 +156,34 @@ def when_unlocked(step: Callable[[], T], timeout_s: float = 10.0) -> T:
             time.sleep(0.01)
 
 
+def connect(
+    path: Path, name: str, schema: str, *, synchronous: str = "FULL", create: bool = True
+) -> sqlite3.Connection:
+    """A connection to the state file ``path`` (the sessions, the ledger and the cache
+    stores use it): the file and its folder made when ``create`` (mode 0600 / 0700), WAL,
+    ``synchronous``, ``schema`` applied. StoreUnavailable naming ``name`` when the file
+    cannot be made or is missing."""
+    if create:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreUnavailable(name, exc.strerror or str(exc)) from None
+    elif not path.is_file():
+        raise StoreUnavailable(name, "no such file (the router writes it)")
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        # Switching to WAL and creating tables take locks SQLite's busy timeout does not
+        # wait for: connections opening the same new file at once retry.
+        when_unlocked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        when_unlocked(lambda: conn.executescript(schema))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class SqliteSessionStore(SessionStore):
     def __init__(
         self,
@@ -183,23 +211,7 @@ class SqliteSessionStore(SessionStore):
     # --- plumbing (the worker thread) ---------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-        except OSError as exc:
-            raise StoreUnavailable(self.name, exc.strerror or str(exc)) from None
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            # Switching to WAL and creating tables take locks SQLite's busy timeout does
-            # not wait for: connections opening the same new file at once retry.
-            when_unlocked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = FULL")
-            when_unlocked(lambda: conn.executescript(_SCHEMA))
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect(self.path, self.name, _SCHEMA)
 
     def _run(self, lane: _Lane, fn: Callable[..., T], *args: Any) -> T:
         try:
