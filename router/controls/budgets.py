@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hybrid_router.refs import env_ref
-
 from router.controls.budget_rules import (
     BudgetTable,
     Limits,
@@ -58,7 +56,7 @@ from router.controls.budget_rules import (
     to_nano,
     to_usd,
 )
-from router.errors import ConfigError, StoreUnavailable
+from router.errors import StoreUnavailable
 from router.telemetry.observer import observer_var
 from router.types import FailoverEvent, InferenceRequest, Plan, UsageEvent
 
@@ -393,25 +391,16 @@ async def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options)
             )
         )
     if cfg.store == "redis":
-        key = f"{SECTION}.redis.url"
-        try:
-            url = _redis_url(cfg, env)
-        except ConfigError as exc:
-            return [*findings, Finding.failed(key, exc, key)]
-        var = env_ref(cfg.redis.url)
-        if var is not None:
-            findings.append(Finding(OK, key, key, f"${var} is set"))
-        if opts.probe:
-            from router.controls.budget_redis import RedisBudgetStore
+        from router.controls.budget_redis import RedisBudgetStore
+        from router.controls.redis_check import redis_findings
 
-            store = RedisBudgetStore(
-                url, key_prefix=cfg.redis.key_prefix, timeout_s=opts.probe_timeout_s
-            )
-            try:
-                await store.ping()
-                findings.append(Finding(OK, key, key, f"{store.name} answers PING"))
-            except StoreUnavailable as exc:
-                findings.append(Finding(WARN, key, key, exc.message, "start Redis or fix the URL"))
-            finally:
-                await store.close()
+        findings += await redis_findings(
+            SECTION,
+            cfg.redis.url,
+            lambda: _redis_url(cfg, env),
+            lambda url, timeout_s: RedisBudgetStore(
+                url, key_prefix=cfg.redis.key_prefix, timeout_s=timeout_s
+            ),
+            opts,
+        )
     return findings

@@ -38,11 +38,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hybrid_router.refs import env_ref
-
 from router.config.ratelimits import RateLimit, RateLimitsConfig
 from router.controls.gcra import Rate, Verdict, adjust, admit_all
-from router.errors import ConfigError, OverRateLimit, RateLimited, StoreUnavailable
+from router.errors import OverRateLimit, RateLimited, StoreUnavailable
 from router.preflight import OK, WARN, Finding, Options
 from router.telemetry.observer import observer_var
 from router.tokenizers import Tokenizers
@@ -464,25 +462,16 @@ async def preflight(config: RouterConfig, env: Mapping[str, str], opts: Options)
             )
         )
     if cfg.store == "redis":
-        key = f"{SECTION}.redis.url"
-        try:
-            url = _redis_url(cfg, env)
-        except ConfigError as exc:
-            return [*findings, Finding.failed(key, exc, key)]
-        var = env_ref(cfg.redis.url)
-        if var is not None:
-            findings.append(Finding(OK, key, key, f"${var} is set"))
-        if opts.probe:
-            from router.controls.limits_redis import RedisLimitStore
+        from router.controls.limits_redis import RedisLimitStore
+        from router.controls.redis_check import redis_findings
 
-            store = RedisLimitStore(
-                url, key_prefix=cfg.redis.key_prefix, timeout_s=opts.probe_timeout_s
-            )
-            try:
-                await store.ping()
-                findings.append(Finding(OK, key, key, f"{store.name} answers PING"))
-            except StoreUnavailable as exc:
-                findings.append(Finding(WARN, key, key, exc.message, "start Redis or fix the URL"))
-            finally:
-                await store.close()
+        findings += await redis_findings(
+            SECTION,
+            cfg.redis.url,
+            lambda: _redis_url(cfg, env),
+            lambda url, timeout_s: RedisLimitStore(
+                url, key_prefix=cfg.redis.key_prefix, timeout_s=timeout_s
+            ),
+            opts,
+        )
     return findings
