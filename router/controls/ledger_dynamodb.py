@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from hybrid_router.refs import quiet_botocore_bodies
 
 from router.controls.ledger_records import LedgerRecord, day_overlaps, day_start_ms
-from router.errors import ConfigError, StoreUnavailable
+from router.errors import StoreUnavailable
 from router.sessions.dynamodb import query_all
 
 T = TypeVar("T")
@@ -119,36 +119,24 @@ class DynamoDbLedgerStore:
         timeout_s: float = 5.0,
         max_attempts: int = 3,
     ) -> None:
-        import boto3
-        import botocore.config
+
         import botocore.exceptions
 
         self.name = f"ledger store dynamodb table {table}"
         self._table = table
         self._retention_ms = retention_days * _DAY_MS
         quiet_botocore_bodies()
-        config = botocore.config.Config(
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
-            retries={"mode": "standard", "total_max_attempts": max(1, max_attempts)},
-            max_pool_connections=4,
-            user_agent_appid="hybrid-router",
+        from router.sessions.dynamodb import dynamodb_client
+
+        self._client: Any = dynamodb_client(
+            "controls.ledger.dynamodb",
+            "the ledger table",
+            region=region,
+            endpoint_url=endpoint_url,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            pool=4,
         )
-        try:
-            self._client: Any = boto3.session.Session().client(
-                "dynamodb",
-                region_name=region or None,
-                endpoint_url=endpoint_url or None,
-                config=config,
-            )
-        except botocore.exceptions.NoRegionError:
-            raise ConfigError(
-                "no AWS region for the ledger table: set controls.ledger.dynamodb.region "
-                "(e.g. us-east-1) or AWS_REGION",
-                key="controls.ledger.dynamodb.region",
-            ) from None
-        except ValueError as exc:  # a malformed endpoint_url
-            raise ConfigError(str(exc), key="controls.ledger.dynamodb.endpoint_url") from None
         self._client_error = botocore.exceptions.ClientError
         self._boto_error = botocore.exceptions.BotoCoreError
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-dynamodb")

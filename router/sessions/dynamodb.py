@@ -176,6 +176,45 @@ class _Retry(RouterError):
         self.meta = meta
 
 
+def dynamodb_client(
+    section: str,
+    what: str,
+    *,
+    region: str,
+    endpoint_url: str,
+    timeout_s: float,
+    max_attempts: int,
+    pool: int,
+) -> Any:
+    """A boto3 DynamoDB client for a state store (the sessions table, the ledger table);
+    a missing region or a malformed endpoint is a ConfigError naming ``section``'s key."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    config = botocore.config.Config(
+        connect_timeout=timeout_s,
+        read_timeout=timeout_s,
+        retries={"mode": "standard", "total_max_attempts": max(1, max_attempts)},
+        max_pool_connections=pool,
+        user_agent_appid="hybrid-router",
+    )
+    try:
+        return boto3.session.Session().client(
+            "dynamodb",
+            region_name=region or None,
+            endpoint_url=endpoint_url or None,
+            config=config,
+        )
+    except botocore.exceptions.NoRegionError:
+        raise ConfigError(
+            f"no AWS region for {what}: set {section}.region (e.g. us-east-1) or AWS_REGION",
+            key=f"{section}.region",
+        ) from None
+    except ValueError as exc:  # a malformed endpoint_url
+        raise ConfigError(str(exc), key=f"{section}.endpoint_url") from None
+
+
 def query_all(client: Any, table: str, pk: str, **extra: Any) -> list[Item]:
     """Every item under partition key ``pk`` (all pages, consistent reads); ``extra``:
     more Query arguments (a projection, a sort-key condition merged by the caller)."""
@@ -208,8 +247,7 @@ class DynamoDbSessionStore(SessionStore):
         timeout_s: float = 5.0,
         max_attempts: int = 3,
     ) -> None:
-        import boto3
-        import botocore.config
+
         import botocore.exceptions
 
         self.name = f"sessions store dynamodb table {table}"
@@ -217,28 +255,15 @@ class DynamoDbSessionStore(SessionStore):
         self._ttl_s = ttl_s
         self._max_turns = max(1, max_turns)
         quiet_botocore_bodies()
-        config = botocore.config.Config(
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
-            retries={"mode": "standard", "total_max_attempts": max(1, max_attempts)},
-            max_pool_connections=_WORKERS,
-            user_agent_appid="hybrid-router",
+        self._client: Any = dynamodb_client(
+            "sessions.dynamodb",
+            "the sessions table",
+            region=region,
+            endpoint_url=endpoint_url,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            pool=_WORKERS,
         )
-        try:
-            self._client: Any = boto3.session.Session().client(
-                "dynamodb",
-                region_name=region or None,
-                endpoint_url=endpoint_url or None,
-                config=config,
-            )
-        except botocore.exceptions.NoRegionError:
-            raise ConfigError(
-                "no AWS region for the sessions table: set sessions.dynamodb.region "
-                "(e.g. us-east-1) or AWS_REGION",
-                key="sessions.dynamodb.region",
-            ) from None
-        except ValueError as exc:  # a malformed endpoint_url
-            raise ConfigError(str(exc), key="sessions.dynamodb.endpoint_url") from None
         self._client_error = botocore.exceptions.ClientError
         self._boto_error = botocore.exceptions.BotoCoreError
         self._executor = ThreadPoolExecutor(
