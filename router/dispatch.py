@@ -43,6 +43,8 @@ from router.security.tenants import TenantAccess
 from router.sessions.context import Conversation, Sessions
 from router.telemetry import tracing
 from router.tokenizers import TokenCounter, Tokenizers, features
+from router.tools.calls import ToolCallBuffer
+from router.tools.schema import answer_error, arguments_error
 from router.types import (
     BackendCall,
     Chunk,
@@ -55,6 +57,7 @@ from router.types import (
     InferenceRequest,
     Plan,
     Tier,
+    ToolCall,
     UsageEvent,
 )
 
@@ -172,7 +175,6 @@ class Dispatcher:
         (a store failure then ends the stream UNAVAILABLE, naming the store)."""
         conv = await self.open_session(request, access) if request.session_id else None
         plan, feats = await self.decide(request, access, conversation=conv)
-        answer: list[str] | None = [] if conv is not None else None
         log.debug(  # the request's one INFO line comes at its end (router.telemetry)
             "decision request_id=%s backend=%s fallbacks=%s budget_unmet=%s decision_us=%.1f",
             request.request_id,
@@ -222,24 +224,36 @@ class Dispatcher:
                     continue
             att = _Attempt(self, entry, sent, deadline, len(attempts) + 1)
             try:
-                first = await att.first_chunk()
-                if first is None:
-                    attempts.append(Attempt(name, att.failure))
-                    continue
+                if request.validate_before_streaming:
+                    held = await att.whole_answer()
+                    if held is None:
+                        attempts.append(Attempt(name, att.failure))
+                        continue
+                    first, rest = held[0], iter(held[1:])
+                else:
+                    got = await att.first_chunk()
+                    if got is None:
+                        attempts.append(Attempt(name, att.failure))
+                        continue
+                    first, rest = got, None
                 stream = att.stream
                 chunk = first
                 out_tokens = 0
+                text: list[str] = []
+                calls = ToolCallBuffer()
                 try:
                     while True:
                         if chunk.text:
                             out_tokens += chunk.tokens
-                            if answer is not None:
-                                answer.append(chunk.text)
+                            text.append(chunk.text)
                             yield DeltaEvent(chunk.text, chunk.tokens)
+                        for tc in chunk.tool_calls:
+                            calls.add(tc)
+                            yield tc
                         if chunk.done:
                             break
                         try:
-                            chunk = await anext(stream)
+                            chunk = next(rest) if rest is not None else await anext(stream)
                         except StopAsyncIteration:
                             raise BackendError(
                                 name, "stream ended without a final message"
@@ -248,9 +262,17 @@ class Dispatcher:
                     # After the first token there is no failover: the answer ends incomplete.
                     yield att.interrupted(feats, out_tokens, exc)
                     raise StreamInterrupted(name, exc.reason) from exc
-                if conv is not None and answer is not None:
-                    await conv.commit("".join(answer), name)
-                yield att.succeeded(feats, out_tokens, chunk)
+                whole = "".join(text)
+                done_calls = calls.calls()
+                if conv is not None:
+                    await conv.commit(whole, name, done_calls)
+                yield att.succeeded(
+                    feats,
+                    out_tokens,
+                    chunk,
+                    answer_check(request, whole, done_calls),
+                    len(done_calls),
+                )
                 return
             finally:
                 await att.finish()
@@ -269,6 +291,8 @@ class Dispatcher:
         complete: bool,
         error: str,
         attempts: int,
+        format_error: str = "",
+        tool_calls: int = 0,
     ) -> UsageEvent:
         spec = entry.spec
         estimated = False
@@ -291,6 +315,8 @@ class Dispatcher:
             finish = final.finish_reason
         else:
             finish = FinishReason.STOP if complete else FinishReason.ERROR
+        if tool_calls and finish is FinishReason.STOP:
+            finish = FinishReason.TOOL_CALLS  # an engine that reports a plain stop
         now = self._clock()
         return UsageEvent(
             request_id=request.request_id,
@@ -308,6 +334,8 @@ class Dispatcher:
             attempts=attempts,
             template=request.template,
             template_version=request.template_version,
+            format_error=format_error,
+            tool_calls=tool_calls,
         )
 
 
@@ -420,7 +448,56 @@ class _Attempt:
             attempts=self.number,
         )
 
-    def succeeded(self, feats: Features, out_tokens: int, final: Chunk) -> UsageEvent:
+    async def whole_answer(self) -> list[Chunk] | None:
+        """validate_before_streaming: the whole answer, held and checked against the
+        request's format before anything is sent; None with ``failure`` set when the
+        backend failed (at any point: nothing was sent yet) or its answer is not valid
+        (that backend's failure, RETRYABLE). Raises FATAL errors and DeadlineExceeded."""
+        first = await self.first_chunk()
+        if first is None:
+            return None
+        held = [first]
+        spec, stats = self.entry.spec, self.entry.stats
+        try:
+            chunk = first
+            while not chunk.done:
+                chunk = await anext(self.stream)
+                held.append(chunk)
+        except StopAsyncIteration:
+            self.failure = "stream ended without a final message"
+            stats.record_failure(ErrorClass.RETRYABLE, message=self.failure)
+            return None
+        except BackendError as exc:
+            stats.record_failure(exc.error_class, exc.retry_after_s, message=exc.reason)
+            if exc.error_class is ErrorClass.FATAL:
+                raise
+            self.failure = f"{exc.error_class.value}: {exc.reason}"
+            return None
+        calls = ToolCallBuffer()
+        for c in held:
+            for tc in c.tool_calls:
+                calls.add(tc)
+        error = answer_check(self.request, "".join(c.text for c in held), calls.calls())
+        if error:
+            self.failure = f"invalid answer: {error}"
+            stats.record_failure(ErrorClass.RETRYABLE, message=self.failure)
+            log.warning(
+                "invalid answer request_id=%s backend=%s: %s",
+                self.request.request_id,
+                spec.name,
+                error,
+            )
+            return None
+        return held
+
+    def succeeded(
+        self,
+        feats: Features,
+        out_tokens: int,
+        final: Chunk,
+        format_error: str = "",
+        tool_calls: int = 0,
+    ) -> UsageEvent:
         """The answer is complete: record the stats; the final Usage."""
         assert self.first_at is not None
         first_at, start, stats = self.first_at, self.start, self.entry.stats
@@ -447,6 +524,8 @@ class _Attempt:
             complete=True,
             error="",
             attempts=self.number,
+            format_error=format_error,
+            tool_calls=tool_calls,
         )
 
     async def finish(self) -> None:
@@ -454,6 +533,19 @@ class _Attempt:
         tracing.end_attempt(self.span, self.done, self.failure, self.first_at is not None)
         with contextlib.suppress(Exception):
             await self.stream.aclose()  # type: ignore[attr-defined]
+
+
+def answer_check(request: InferenceRequest, text: str, calls: tuple[ToolCall, ...]) -> str:
+    """Why an answer does not fit the request ("" when it does): a JSON response format
+    (when the answer is text, not tool calls), and each tool call's arguments against
+    its tool's schema."""
+    for call in calls:
+        err = arguments_error(call, request.tools)
+        if err:
+            return err
+    if request.response_format.is_json and not calls:
+        return answer_error(text, request.response_format)
+    return ""
 
 
 async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:
@@ -464,7 +556,7 @@ async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:
         async with asyncio.timeout(timeout_s):
             while True:
                 chunk = await anext(stream)
-                if chunk.text or chunk.done:
+                if chunk.text or chunk.done or chunk.tool_calls:
                     return chunk
     except TimeoutError:
         raise _FirstTokenTimeout() from None

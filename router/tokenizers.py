@@ -39,7 +39,8 @@ from hybrid_router.prompt import render_gemma
 
 from router.config import TokenEstimateConfig
 from router.policy.estimate import frozen_factory
-from router.types import Features, InferenceRequest, Message, TokenCount
+from router.tools.schema import tools_text
+from router.types import Features, InferenceRequest, Message, Role, TokenCount
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def features(
     """The policy's view of ``request``: payload bytes, and prompt tokens for every
     tokenizer id (``estimate`` always)."""
     messages = request.messages
+    if request.tools or any(m.tool_calls for m in messages):
+        messages = counted_messages(request)
     payload = 0
     for m in messages:
         c = m.content
@@ -83,6 +86,21 @@ def features(
         if tid not in counts:
             counts[tid] = count(tid, messages)
     return _new_features(request, payload, counts)
+
+
+def counted_messages(request: InferenceRequest) -> tuple[Message, ...]:
+    """The messages as counted for the window: tool calls' names and arguments in their
+    turn's text, and the tool definitions as one system message in front (what the
+    adapters send, give or take each provider's own wrapping)."""
+    out = []
+    if request.tools:
+        out.append(Message(Role.SYSTEM, tools_text(request.tools)))
+    for m in request.messages:
+        if m.tool_calls:
+            calls = "".join(f"\n{c.name}({c.arguments})" for c in m.tool_calls)
+            m = Message(m.role, m.content + calls, (), m.tool_call_id, m.name)
+        out.append(m)
+    return tuple(out)
 
 
 def resolve_gguf_path(path: str) -> str:

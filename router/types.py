@@ -51,18 +51,79 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"
     CANCELLED = "cancelled"
     ERROR = "error"
+    #: The model asked for tool calls (ToolCallEvent); the caller runs them.
+    TOOL_CALLS = "tool_calls"
 
 
 class Role(enum.StrEnum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    #: A tool's result (``Message.tool_call_id`` names the call it answers).
+    TOOL = "tool"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call: its id, the tool's name and the arguments (JSON object text)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str
+    #: An assistant turn's tool calls.
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: A tool turn: the call it answers, and the tool's name (optional).
+    tool_call_id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call; ``parameters`` is its JSON Schema as JSON text ("" = no
+    arguments), checked by router/tools/schema.py."""
+
+    name: str
+    description: str = ""
+    parameters: str = ""
+
+
+class ToolChoiceMode(enum.StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    NAMED = "named"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    #: NAMED: the tool the model must call.
+    name: str = ""
+
+
+class FormatType(enum.StrEnum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    type: FormatType = FormatType.TEXT
+    #: JSON_SCHEMA: the schema as JSON text.
+    schema: str = ""
+    name: str = ""
+    strict: bool = False
+
+    @property
+    def is_json(self) -> bool:
+        return self.type is not FormatType.TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +163,13 @@ class InferenceRequest:
     #: The prompt template rendered into ``messages`` and its version ("" without one).
     template: str = ""
     template_version: str = ""
+    #: Tools the model may call, the choice and the answer's format (docs/tools.md).
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    response_format: ResponseFormat = ResponseFormat()
+    #: Hold each backend's answer until it is checked against ``response_format``; an
+    #: invalid one is that backend's failure (the next candidate is tried).
+    validate_before_streaming: bool = False
     #: Set by a tenant control (the PII guard, router/controls/pii.py): makes the copy of
     #: the request (a session's: its fitted history) that a hosted backend is sent, or
     #: raises a RouterError instead. None: hosted backends get the request as it is.
@@ -312,6 +380,17 @@ class DeltaEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallEvent:
+    """A fragment of a tool call: the first of a call carries its id and name, the rest
+    more of its arguments (JSON text split anywhere)."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class FailoverEvent:
     from_backend: str
     to_backend: str
@@ -338,9 +417,13 @@ class UsageEvent:
     #: The prompt template and version the request used ("" without one).
     template: str = ""
     template_version: str = ""
+    #: Why the answer does not match the response format or a tool's schema ("" = fine).
+    format_error: str = ""
+    #: Tool calls in the answer.
+    tool_calls: int = 0
 
 
-Event = DecisionEvent | DeltaEvent | FailoverEvent | UsageEvent
+Event = DecisionEvent | DeltaEvent | ToolCallEvent | FailoverEvent | UsageEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,3 +448,5 @@ class Chunk:
     finish_reason: FinishReason | None = None
     #: Time the request waited in the backend's own queue, ms, when it reports it.
     queue_ms: float | None = None
+    #: Tool-call fragments in this chunk (the adapters' reassembly: ToolCallEvent).
+    tool_calls: tuple[ToolCallEvent, ...] = ()

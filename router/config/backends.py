@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from router.config._base import _Model
+from router.tools.needs import HOSTED_DEFAULT
 from router.types import BACKEND_TIERS, BackendSpec, DataClass, Prices, Priors, Tier
 
 BackendKind = Literal["model_service", "ray_serve", "openai", "bedrock", "anthropic"]
@@ -65,6 +66,10 @@ def _backend_tier(value: object) -> object:
 BackendTier = Annotated[Tier, BeforeValidator(_backend_tier)]
 
 
+#: The adapters that speak a provider's API: tools and JSON answers are offered by default.
+HOSTED_KINDS = frozenset({"openai", "anthropic", "bedrock"})
+
+
 class BackendConfig(_Model):
     name: Annotated[
         str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -76,6 +81,9 @@ class BackendConfig(_Model):
     endpoint: str = ""
     model: str = Field(min_length=1)
     model_family: str = ""
+    #: What the backend offers ("chat", "tools", "json_schema", ...). Default: every
+    #: hosted kind (openai, anthropic, bedrock) offers chat, tools and json_schema; a
+    #: model_service / ray_serve backend offers chat plus what its Info reports.
     capabilities: tuple[str, ...] = ("chat",)
     context_window: int = Field(ge=16)
     max_payload_bytes: int = Field(1_048_576, ge=1)
@@ -119,6 +127,8 @@ class BackendConfig(_Model):
 
     @model_validator(mode="after")
     def _tier_prices(self) -> BackendConfig:
+        if "capabilities" not in self.model_fields_set and self.kind in HOSTED_KINDS:
+            object.__setattr__(self, "capabilities", HOSTED_DEFAULT)
         if self.kind == "ray_serve" and not self.serve_application:
             raise ValueError(
                 "kind 'ray_serve' needs serve_application (the Serve application's name, e.g. gpu)"

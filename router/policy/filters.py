@@ -152,8 +152,10 @@ class RequestFilter:
             )
         caps = self._capabilities
         if caps and not caps <= spec.capabilities:
+            missing = caps - spec.capabilities
             return CAPABILITY, (
-                f"missing capabilities {_names(caps - spec.capabilities)} "
+                f"missing {'capability' if len(missing) == 1 else 'capabilities'} "
+                f"{_names(missing)} "
                 f"(offers {_names(spec.capabilities)})"
             )
         # data_class: the request's classification must be allowed on this backend.

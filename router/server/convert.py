@@ -3,6 +3,7 @@ names the field and the fix (INVALID_ARGUMENT)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -13,8 +14,10 @@ from hybrid_router.client.enums import (
     DATA_CLASSES,
     FINISH_REASONS,
     OBJECTIVES,
+    RESPONSE_FORMATS,
     ROLES,
     TIERS,
+    TOOL_CHOICES,
 )
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import sessions_pb2 as spb
@@ -22,6 +25,8 @@ from hybrid_router.v1 import types_pb2 as tpb
 
 from router.config import PolicyConfig
 from router.errors import InvalidRequest
+from router.tools import schema as tool_schema
+from router.tools.needs import needed
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -33,13 +38,20 @@ from router.types import (
     Estimate,
     FailoverEvent,
     FinishReason,
+    FormatType,
     InferenceRequest,
     Message,
     Objective,
     Plan,
+    ResponseFormat,
     Role,
     Sampling,
     Tier,
+    ToolCall,
+    ToolCallEvent,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolSpec,
     UsageEvent,
 )
 
@@ -92,16 +104,7 @@ def request_from_proto(
         raise InvalidRequest("messages", "must contain at least one message (or name a template)")
     if len(pb.messages) > MAX_MESSAGES:
         raise InvalidRequest("messages", f"at most {MAX_MESSAGES} messages per request")
-    messages = []
-    for i, m in enumerate(pb.messages):
-        role = ROLE_FROM_PB.get(m.role)
-        if role is None:
-            raise InvalidRequest(
-                f"messages[{i}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
-            )
-        if not m.content:
-            raise InvalidRequest(f"messages[{i}].content", "must not be empty")
-        messages.append(Message(role, m.content))
+    messages = [message_from_proto(m, f"messages[{i}]") for i, m in enumerate(pb.messages)]
     if all(m.role is Role.SYSTEM for m in messages) and not pb.template:
         raise InvalidRequest("messages", "needs at least one user or assistant message")
     if (pb.template_version or pb.template_variables) and not pb.template:
@@ -161,6 +164,35 @@ def request_from_proto(
         if len(getattr(pb, fname)) > 64:
             raise InvalidRequest(fname, "at most 64 characters")
 
+    tools = tuple(
+        ToolSpec(name=t.name, description=t.description, parameters=t.parameters_json)
+        for t in pb.tools
+    )
+    tool_schema.check_tools(tools)
+    mode = TOOL_CHOICE_FROM_PB.get(pb.tool_choice.mode)
+    if mode is None:
+        raise InvalidRequest(
+            "tool_choice.mode", "must be TOOL_CHOICE_MODE_AUTO, _NONE, _REQUIRED or _NAMED"
+        )
+    tool_schema.check_choice(mode, pb.tool_choice.name, tools)
+    ftype = FORMAT_FROM_PB.get(pb.response_format.type)
+    if ftype is None:
+        raise InvalidRequest(
+            "response_format.type",
+            "must be RESPONSE_FORMAT_TYPE_TEXT, _JSON_OBJECT or _JSON_SCHEMA",
+        )
+    fmt = ResponseFormat(
+        type=ftype,
+        schema=pb.response_format.schema_json,
+        name=pb.response_format.name,
+        strict=pb.response_format.strict,
+    )
+    tool_schema.check_format(fmt)
+    if pb.validate_before_streaming and not fmt.is_json:
+        raise InvalidRequest(
+            "validate_before_streaming", "needs a JSON response_format (json_object or json_schema)"
+        )
+
     budget = pb.latency_budget
     return InferenceRequest(
         messages=tuple(messages),
@@ -176,13 +208,110 @@ def request_from_proto(
         exclude_tiers=_tiers(pb.exclude_tiers, "exclude_tiers", cache=True),
         exclude_backends=_names(pb.exclude_backends, "exclude_backends"),
         model_family=pb.model_family,
-        capabilities=frozenset(pb.capabilities),
+        capabilities=frozenset(pb.capabilities) | needed(tools, fmt, messages),
         site=pb.edge_affinity.site,
         device_id=pb.edge_affinity.device_id,
         session_id=pb.session_id,
         tenant=tenant,
         objective=OBJECTIVE_FROM_PB.get(pb.objective),
         context_strategy=strategy,
+        tools=tools,
+        tool_choice=ToolChoice(mode, pb.tool_choice.name),
+        response_format=fmt,
+        validate_before_streaming=pb.validate_before_streaming,
+    )
+
+
+TOOL_CHOICE_FROM_PB = {
+    0: ToolChoiceMode.AUTO,
+    **{TOOL_CHOICES[m.value]: m for m in ToolChoiceMode},
+}
+TOOL_CHOICE_TO_PB = {m: TOOL_CHOICES[m.value] for m in ToolChoiceMode}
+FORMAT_FROM_PB = {0: FormatType.TEXT, **{RESPONSE_FORMATS[f.value]: f for f in FormatType}}
+FORMAT_TO_PB = {f: RESPONSE_FORMATS[f.value] for f in FormatType}
+ROLE_TO_PB = {r: ROLES[r.value] for r in Role}
+MAX_TOOL_CALLS = 128
+
+
+def message_from_proto(m: tpb.ChatMessage, field: str) -> Message:
+    """One checked message: roles, tool calls on assistant turns, tool results naming
+    their call. Shared with the SessionService and the model server's requests."""
+    role = ROLE_FROM_PB.get(m.role)
+    if role is None:
+        raise InvalidRequest(
+            f"{field}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
+        )
+    if m.tool_calls and role is not Role.ASSISTANT:
+        raise InvalidRequest(f"{field}.tool_calls", "only an assistant message carries tool calls")
+    if len(m.tool_calls) > MAX_TOOL_CALLS:
+        raise InvalidRequest(f"{field}.tool_calls", f"at most {MAX_TOOL_CALLS} per message")
+    calls = []
+    for j, c in enumerate(m.tool_calls):
+        where = f"{field}.tool_calls[{j}]"
+        if not c.id or len(c.id) > 128:
+            raise InvalidRequest(f"{where}.id", "must be the call's id (1-128 characters)")
+        if not tool_schema.NAME.match(c.name):
+            raise InvalidRequest(
+                f"{where}.name", "must be a tool name (1-64 letters, digits, _ and -)"
+            )
+        args = c.arguments or "{}"
+        try:
+            value = json.loads(args)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise InvalidRequest(f"{where}.arguments", "must be one JSON object, as text")
+        calls.append(ToolCall(c.id, c.name, args))
+    if role is Role.TOOL:
+        if not m.tool_call_id:
+            raise InvalidRequest(
+                f"{field}.tool_call_id", "a tool message names the call it answers"
+            )
+    elif m.tool_call_id:
+        raise InvalidRequest(f"{field}.tool_call_id", "applies to ROLE_TOOL messages only")
+    if not m.content and not calls:
+        raise InvalidRequest(f"{field}.content", "must not be empty")
+    if len(m.name) > 64:
+        raise InvalidRequest(f"{field}.name", "at most 64 characters")
+    return Message(role, m.content, tuple(calls), m.tool_call_id, m.name)
+
+
+def message_to_proto(m: Message) -> tpb.ChatMessage:
+    return tpb.ChatMessage(
+        role=ROLE_TO_PB[m.role],  # type: ignore[arg-type]
+        content=m.content,
+        tool_calls=[
+            tpb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in m.tool_calls
+        ],
+        tool_call_id=m.tool_call_id,
+        name=m.name,
+    )
+
+
+def tools_to_proto(req: InferenceRequest) -> dict[str, object]:
+    """The tool fields of a request, for a ModelGenerateRequest (keyword arguments)."""
+    fmt = req.response_format
+    return {
+        "tools": [
+            tpb.ToolDefinition(name=t.name, description=t.description, parameters_json=t.parameters)
+            for t in req.tools
+        ],
+        "tool_choice": tpb.ToolChoice(
+            mode=TOOL_CHOICE_TO_PB[req.tool_choice.mode],  # type: ignore[arg-type]
+            name=req.tool_choice.name,
+        ),
+        "response_format": tpb.ResponseFormat(
+            type=FORMAT_TO_PB[fmt.type],  # type: ignore[arg-type]
+            schema_json=fmt.schema,
+            name=fmt.name,
+            strict=fmt.strict,
+        ),
+    }
+
+
+def tool_call_to_proto(ev: ToolCallEvent) -> rpb.GenerateEvent:
+    return rpb.GenerateEvent(
+        tool_call=tpb.ToolCallDelta(index=ev.index, id=ev.id, name=ev.name, arguments=ev.arguments)
     )
 
 
@@ -285,6 +414,8 @@ def usage_to_proto(ev: UsageEvent) -> rpb.GenerateEvent:
             template_version=ev.template_version,
             request_id=ev.request_id,
             attempts=ev.attempts,
+            format_error=ev.format_error,
+            tool_calls=ev.tool_calls,
         )
     )
 

@@ -34,6 +34,7 @@ from router.types import (
     InferenceRequest,
     Plan,
     Role,
+    ToolCallEvent,
     UsageEvent,
 )
 
@@ -48,6 +49,8 @@ def event_to_proto(ev: Event) -> rpb.GenerateEvent:
         return convert.failover_to_proto(ev)  # type: ignore[arg-type]
     if t is UsageEvent:
         return convert.usage_to_proto(ev)  # type: ignore[arg-type]
+    if t is ToolCallEvent:
+        return convert.tool_call_to_proto(ev)  # type: ignore[arg-type]
     raise TypeError(f"unknown event {t.__name__}")
 
 

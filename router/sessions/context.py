@@ -50,6 +50,7 @@ from router.types import (
     Plan,
     Role,
     TokenCount,
+    ToolCall,
 )
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,9 @@ class Conversation:
 
     # --- after the answer ----------------------------------------------------------------
 
-    async def commit(self, answer: str, backend: str) -> None:
+    async def commit(
+        self, answer: str, backend: str, tool_calls: tuple[ToolCall, ...] = ()
+    ) -> None:
         """Append the new turn(s) and the answer. StoreUnavailable (naming the store and
         the session) when the store fails: the caller sends the turn again."""
         now = self._sessions.now_ms()

@@ -16,8 +16,10 @@ from hybrid_router.client import (
     DATA_CLASSES,
     FINISH_REASONS,
     OBJECTIVES,
+    RESPONSE_FORMATS,
     ROLES,
     TIERS,
+    TOOL_CHOICES,
     ChannelConfig,
     OptionError,
     RequestOptions,
@@ -52,8 +54,8 @@ def test_tables_name_every_value_of_the_contract() -> None:
     assert BACKEND_TIERS == ("hosted", "gpu", "edge")  # what pin_tiers may name
     assert DATA_CLASSES.names == ("public", "internal", "restricted")
     assert OBJECTIVES.names == ("cheapest", "fastest", "weighted")
-    assert ROLES.names == ("system", "user", "assistant")
-    assert FINISH_REASONS.names == ("stop", "length", "cancelled", "error")
+    assert ROLES.names == ("system", "user", "assistant", "tool")
+    assert FINISH_REASONS.names == ("stop", "length", "cancelled", "error", "tool_calls")
     assert CIRCUIT_STATES.names == ("closed", "open", "half_open")
     assert CONTEXT_STRATEGIES.names == ("sliding", "summarize", "strict")
     # Every non-zero value of each proto enum has a name, and only those.
@@ -80,6 +82,8 @@ def test_the_router_uses_the_same_names() -> None:
     assert set(CIRCUIT_STATES) == {c.value for c in types.CircuitState}
     assert set(FINISH_REASONS) == {f.value for f in types.FinishReason}
     assert set(ROLES) == {r.value for r in types.Role}
+    assert set(TOOL_CHOICES) == {m.value for m in types.ToolChoiceMode}
+    assert set(RESPONSE_FORMATS) == {f.value for f in types.FormatType}
     from router.sessions.model import STRATEGIES
 
     assert CONTEXT_STRATEGIES.names == STRATEGIES

@@ -133,7 +133,7 @@ def test_every_requested_capability_must_be_offered() -> None:
     flt = make_filter(capabilities=frozenset({"chat", "tools", "vision"}))
     assert check(flt, make_spec(capabilities=frozenset({"chat", "tools"}))) == (
         "capability",
-        "missing capabilities vision (offers chat, tools)",
+        "missing capability vision (offers chat, tools)",
     )
     assert check(flt, make_spec(capabilities=frozenset({"chat", "tools", "vision"}))) is None
 

@@ -60,6 +60,11 @@ RULES = (
         "the policy is pure: plain records in, a plan out, no I/O",
     ),
     Rule(
+        "router/tools",
+        ("router.config", "router.server", "serving", "grpc", "httpx", "boto3", "pydantic"),
+        "tool and schema checks are pure: records and JSON text in, verdicts out",
+    ),
+    Rule(
         "router/stats.py",
         ("grpc", "httpx", "boto3", "serving"),
         "live signals are pure bookkeeping with an injectable clock",

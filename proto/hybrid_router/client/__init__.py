@@ -41,8 +41,10 @@ from hybrid_router.client.enums import (
     DATA_CLASSES,
     FINISH_REASONS,
     OBJECTIVES,
+    RESPONSE_FORMATS,
     ROLES,
     TIERS,
+    TOOL_CHOICES,
     EnumTable,
 )
 from hybrid_router.client.errors import OptionError, RouterCallError, call_error
@@ -64,9 +66,11 @@ __all__ = [
     "ENV_XRAY_TRACE",
     "FINISH_REASONS",
     "OBJECTIVES",
+    "RESPONSE_FORMATS",
     "ROLES",
     "SESSION_ID_RULE",
     "TIERS",
+    "TOOL_CHOICES",
     "AsyncGenerateStream",
     "AsyncRouterClient",
     "ChannelConfig",

@@ -31,6 +31,8 @@ __all__ = [
     "OBJECTIVES",
     "ROLES",
     "TIERS",
+    "TOOL_CHOICES",
+    "RESPONSE_FORMATS",
     "EnumTable",
 ]
 
@@ -102,3 +104,5 @@ FINISH_REASONS = EnumTable("finish_reason", tpb.FinishReason, "FINISH_REASON_")
 OBJECTIVES = EnumTable("objective", rpb.Objective, "OBJECTIVE_")
 CIRCUIT_STATES = EnumTable("circuit", rpb.CircuitState, "CIRCUIT_STATE_")
 CONTEXT_STRATEGIES = EnumTable("context_strategy", spb.ContextStrategy, "CONTEXT_STRATEGY_")
+TOOL_CHOICES = EnumTable("tool_choice", tpb.ToolChoiceMode, "TOOL_CHOICE_MODE_")
+RESPONSE_FORMATS = EnumTable("response_format", tpb.ResponseFormatType, "RESPONSE_FORMAT_TYPE_")

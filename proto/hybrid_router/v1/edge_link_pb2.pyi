@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EdgeModel(_message.Message):
-    __slots__ = ("name", "version", "context_window", "sha256", "model_family")
+    __slots__ = ("name", "version", "context_window", "sha256", "model_family", "capabilities")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     context_window: int
     sha256: str
     model_family: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., context_window: _Optional[int] = ..., sha256: _Optional[str] = ..., model_family: _Optional[str] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., context_window: _Optional[int] = ..., sha256: _Optional[str] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hardware(_message.Message):
     __slots__ = ("arch", "cpu_cores", "memory_bytes", "accelerator")

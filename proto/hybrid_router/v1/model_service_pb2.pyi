@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelGenerateRequest(_message.Message):
-    __slots__ = ("request_id", "messages", "max_output_tokens", "sampling", "model", "tenant", "session_id")
+    __slots__ = ("request_id", "messages", "max_output_tokens", "sampling", "model", "tenant", "session_id", "tools", "tool_choice", "response_format")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,9 @@ class ModelGenerateRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
     max_output_tokens: int
@@ -23,7 +26,10 @@ class ModelGenerateRequest(_message.Message):
     model: str
     tenant: str
     session_id: str
-    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_types_pb2.ToolDefinition]
+    tool_choice: _types_pb2.ToolChoice
+    response_format: _types_pb2.ResponseFormat
+    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_types_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_types_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_types_pb2.ResponseFormat, _Mapping]] = ...) -> None: ...
 
 class ModelDone(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "finish_reason", "queue_ms")
@@ -38,19 +44,21 @@ class ModelDone(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., queue_ms: _Optional[float] = ...) -> None: ...
 
 class ModelGenerateEvent(_message.Message):
-    __slots__ = ("delta", "done")
+    __slots__ = ("delta", "done", "tool_call")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     delta: _types_pb2.TextDelta
     done: ModelDone
-    def __init__(self, delta: _Optional[_Union[_types_pb2.TextDelta, _Mapping]] = ..., done: _Optional[_Union[ModelDone, _Mapping]] = ...) -> None: ...
+    tool_call: _types_pb2.ToolCallDelta
+    def __init__(self, delta: _Optional[_Union[_types_pb2.TextDelta, _Mapping]] = ..., done: _Optional[_Union[ModelDone, _Mapping]] = ..., tool_call: _Optional[_Union[_types_pb2.ToolCallDelta, _Mapping]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model", "version", "context_window", "queue_depth", "in_flight", "max_concurrency", "decode_tokens_per_s", "engine", "replica_id", "model_family")
+    __slots__ = ("model", "version", "context_window", "queue_depth", "in_flight", "max_concurrency", "decode_tokens_per_s", "engine", "replica_id", "model_family", "capabilities")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +69,7 @@ class InfoResponse(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     context_window: int
@@ -71,4 +80,5 @@ class InfoResponse(_message.Message):
     engine: str
     replica_id: str
     model_family: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., context_window: _Optional[int] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., engine: _Optional[str] = ..., replica_id: _Optional[str] = ..., model_family: _Optional[str] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., context_window: _Optional[int] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., engine: _Optional[str] = ..., replica_id: _Optional[str] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...

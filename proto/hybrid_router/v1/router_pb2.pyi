@@ -57,7 +57,7 @@ class EdgeAffinity(_message.Message):
     def __init__(self, site: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "max_output_tokens", "sampling", "latency_budget", "max_cost_usd", "data_class", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "model_family", "capabilities", "edge_affinity", "request_id", "session_id", "objective", "context_strategy", "template", "template_version", "template_variables")
+    __slots__ = ("messages", "max_output_tokens", "sampling", "latency_budget", "max_cost_usd", "data_class", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "model_family", "capabilities", "edge_affinity", "request_id", "session_id", "objective", "context_strategy", "template", "template_version", "template_variables", "tools", "tool_choice", "response_format", "validate_before_streaming")
     class TemplateVariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,10 @@ class GenerateRequest(_message.Message):
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_BEFORE_STREAMING_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
     max_output_tokens: int
     sampling: _types_pb2.SamplingParams
@@ -105,7 +109,11 @@ class GenerateRequest(_message.Message):
     template: str
     template_version: str
     template_variables: _containers.ScalarMap[str, str]
-    def __init__(self, messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., latency_budget: _Optional[_Union[LatencyBudget, _Mapping]] = ..., max_cost_usd: _Optional[float] = ..., data_class: _Optional[_Union[_types_pb2.DataClass, str]] = ..., pin_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., pin_backends: _Optional[_Iterable[str]] = ..., exclude_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., exclude_backends: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., edge_affinity: _Optional[_Union[EdgeAffinity, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., template_variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_types_pb2.ToolDefinition]
+    tool_choice: _types_pb2.ToolChoice
+    response_format: _types_pb2.ResponseFormat
+    validate_before_streaming: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., latency_budget: _Optional[_Union[LatencyBudget, _Mapping]] = ..., max_cost_usd: _Optional[float] = ..., data_class: _Optional[_Union[_types_pb2.DataClass, str]] = ..., pin_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., pin_backends: _Optional[_Iterable[str]] = ..., exclude_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., exclude_backends: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., edge_affinity: _Optional[_Union[EdgeAffinity, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., template_variables: _Optional[_Mapping[str, str]] = ..., tools: _Optional[_Iterable[_Union[_types_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_types_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_types_pb2.ResponseFormat, _Mapping]] = ..., validate_before_streaming: _Optional[bool] = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("ttft_ms", "total_ms", "cost_usd", "queue_wait_ms", "from_priors", "prompt_tokens", "token_count_method")
@@ -196,7 +204,7 @@ class Failover(_message.Message):
     def __init__(self, from_backend: _Optional[str] = ..., to_backend: _Optional[str] = ..., reason: _Optional[str] = ..., attempt: _Optional[int] = ..., to_tier: _Optional[_Union[_types_pb2.Tier, str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "backend", "tier", "ttft_ms", "total_ms", "finish_reason", "complete", "error", "tokens_estimated", "request_id", "attempts", "template", "template_version")
+    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "backend", "tier", "ttft_ms", "total_ms", "finish_reason", "complete", "error", "tokens_estimated", "request_id", "attempts", "template", "template_version", "format_error", "tool_calls")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +220,8 @@ class Usage(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cost_usd: float
@@ -227,19 +237,23 @@ class Usage(_message.Message):
     attempts: int
     template: str
     template_version: str
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., request_id: _Optional[str] = ..., attempts: _Optional[int] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ...) -> None: ...
+    format_error: str
+    tool_calls: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., request_id: _Optional[str] = ..., attempts: _Optional[int] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., format_error: _Optional[str] = ..., tool_calls: _Optional[int] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
-    __slots__ = ("decision", "delta", "failover", "usage")
+    __slots__ = ("decision", "delta", "failover", "usage", "tool_call")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     delta: _types_pb2.TextDelta
     failover: Failover
     usage: Usage
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_types_pb2.TextDelta, _Mapping]] = ..., failover: _Optional[_Union[Failover, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    tool_call: _types_pb2.ToolCallDelta
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_types_pb2.TextDelta, _Mapping]] = ..., failover: _Optional[_Union[Failover, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_call: _Optional[_Union[_types_pb2.ToolCallDelta, _Mapping]] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
     __slots__ = ()

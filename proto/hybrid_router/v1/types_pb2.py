@@ -24,25 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chybrid_router/v1/types.proto\x12\x10hybrid_router.v1\"D\n\x0b\x43hatMessage\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.hybrid_router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa0\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\")\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r*Z\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTIER_HOSTED\x10\x01\x12\x0c\n\x08TIER_GPU\x10\x02\x12\r\n\tTIER_EDGE\x10\x03\x12\x0e\n\nTIER_CACHE\x10\x04*r\n\tDataClass\x12\x1a\n\x16\x44\x41TA_CLASS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_CLASS_PUBLIC\x10\x01\x12\x17\n\x13\x44\x41TA_CLASS_INTERNAL\x10\x02\x12\x19\n\x15\x44\x41TA_CLASS_RESTRICTED\x10\x03*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chybrid_router/v1/types.proto\x12\x10hybrid_router.v1\"\x98\x01\n\x0b\x43hatMessage\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.hybrid_router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12.\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1a.hybrid_router.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"L\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"J\n\nToolChoice\x12.\n\x04mode\x18\x01 \x01(\x0e\x32 .hybrid_router.v1.ToolChoiceMode\x12\x0c\n\x04name\x18\x02 \x01(\t\"w\n\x0eResponseFormat\x12\x32\n\x04type\x18\x01 \x01(\x0e\x32$.hybrid_router.v1.ResponseFormatType\x12\x13\n\x0bschema_json\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\xa0\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\")\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r*Z\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTIER_HOSTED\x10\x01\x12\x0c\n\x08TIER_GPU\x10\x02\x12\r\n\tTIER_EDGE\x10\x03\x12\x0e\n\nTIER_CACHE\x10\x04*r\n\tDataClass\x12\x1a\n\x16\x44\x41TA_CLASS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_CLASS_PUBLIC\x10\x01\x12\x17\n\x13\x44\x41TA_CLASS_INTERNAL\x10\x02\x12\x19\n\x15\x44\x41TA_CLASS_RESTRICTED\x10\x03*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xb3\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x05*\xa3\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1a\n\x16TOOL_CHOICE_MODE_NAMED\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hybrid_router.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=326
-  _globals['_TIER']._serialized_end=416
-  _globals['_DATACLASS']._serialized_start=418
-  _globals['_DATACLASS']._serialized_end=532
-  _globals['_ROLE']._serialized_start=534
-  _globals['_ROLE']._serialized_end=614
-  _globals['_FINISHREASON']._serialized_start=617
-  _globals['_FINISHREASON']._serialized_end=766
-  _globals['_CHATMESSAGE']._serialized_start=50
-  _globals['_CHATMESSAGE']._serialized_end=118
-  _globals['_SAMPLINGPARAMS']._serialized_start=121
-  _globals['_SAMPLINGPARAMS']._serialized_end=281
-  _globals['_TEXTDELTA']._serialized_start=283
-  _globals['_TEXTDELTA']._serialized_end=324
+  _globals['_TIER']._serialized_start=820
+  _globals['_TIER']._serialized_end=910
+  _globals['_DATACLASS']._serialized_start=912
+  _globals['_DATACLASS']._serialized_end=1026
+  _globals['_ROLE']._serialized_start=1028
+  _globals['_ROLE']._serialized_end=1123
+  _globals['_FINISHREASON']._serialized_start=1126
+  _globals['_FINISHREASON']._serialized_end=1305
+  _globals['_TOOLCHOICEMODE']._serialized_start=1308
+  _globals['_TOOLCHOICEMODE']._serialized_end=1471
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=1474
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=1639
+  _globals['_CHATMESSAGE']._serialized_start=51
+  _globals['_CHATMESSAGE']._serialized_end=203
+  _globals['_TOOLCALL']._serialized_start=205
+  _globals['_TOOLCALL']._serialized_end=260
+  _globals['_TOOLDEFINITION']._serialized_start=262
+  _globals['_TOOLDEFINITION']._serialized_end=338
+  _globals['_TOOLCHOICE']._serialized_start=340
+  _globals['_TOOLCHOICE']._serialized_end=414
+  _globals['_RESPONSEFORMAT']._serialized_start=416
+  _globals['_RESPONSEFORMAT']._serialized_end=535
+  _globals['_TOOLCALLDELTA']._serialized_start=537
+  _globals['_TOOLCALLDELTA']._serialized_end=612
+  _globals['_SAMPLINGPARAMS']._serialized_start=615
+  _globals['_SAMPLINGPARAMS']._serialized_end=775
+  _globals['_TEXTDELTA']._serialized_start=777
+  _globals['_TEXTDELTA']._serialized_end=818
 # @@protoc_insertion_point(module_scope)
