@@ -3,6 +3,7 @@ option), the channel settings, the retry rule and the one error type."""
 
 from __future__ import annotations
 
+import json
 import sys
 import typing
 from pathlib import Path
@@ -438,3 +439,88 @@ def test_an_api_key_that_cannot_travel_is_refused_without_quoting_it(key):
         call_metadata(api_key=key)
     assert err.value.option == "api_key"
     assert key not in str(err.value)
+
+
+def test_tools_and_formats_build_their_fields() -> None:
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    req = make_request(
+        messages=[
+            ("user", "Weather in Oslo?"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "4 C, rain"},
+        ],
+        tools=[weather, {"name": "noop"}],
+        tool_choice="get_weather",
+        json_schema={"type": "object"},
+        validate_before_streaming=True,
+    )
+    assert [t.name for t in req.tools] == ["get_weather", "noop"]
+    assert json.loads(req.tools[0].parameters_json)["properties"]["city"] == {"type": "string"}
+    assert req.tools[1].parameters_json == ""
+    assert req.tool_choice.mode == tpb.TOOL_CHOICE_MODE_NAMED
+    assert req.tool_choice.name == "get_weather"
+    assert req.response_format.type == tpb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    assert req.validate_before_streaming
+    call = req.messages[1].tool_calls[0]
+    assert (call.id, call.name, json.loads(call.arguments)) == (
+        "c1",
+        "get_weather",
+        {"city": "Oslo"},
+    )
+    assert req.messages[2].role == tpb.ROLE_TOOL and req.messages[2].tool_call_id == "c1"
+    assert make_request("hi", tools=[weather], tool_choice="required").tool_choice.mode == (
+        tpb.TOOL_CHOICE_MODE_REQUIRED
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tools": [{"name": "bad name"}]}, "tools[0].name: must be 1-64 characters"),
+        ({"tools": [{"name": "t", "parameters": "{nope"}]}, "tools[0] (t).parameters: is not JSON"),
+        ({"tools": [{"name": "t"}], "tool_choice": "other"}, "tool_choice: 'other' is not one of"),
+        ({"response_format": "yaml"}, "response_format: 'yaml' is not one of"),
+        ({"response_format": "json_schema"}, "json_schema: response_format json_schema needs"),
+        ({"response_format": "text", "json_schema": {}}, "json_schema: a schema needs response"),
+    ],
+)
+def test_tool_options_name_the_bad_value(options: dict, message: str) -> None:
+    with pytest.raises(OptionError) as err:
+        make_request("hi", **options)
+    assert message in str(err.value)
+
+
+def test_completion_reassembles_tool_call_fragments() -> None:
+    from hybrid_router.client.completion import Gather
+    from hybrid_router.v1 import router_pb2 as rpb
+
+    g = Gather()
+    for frag in (
+        tpb.ToolCallDelta(index=0, id="c1", name="get_weather", arguments='{"ci'),
+        tpb.ToolCallDelta(index=1, id="c2", name="noop"),
+        tpb.ToolCallDelta(index=0, arguments='ty": "Os'),
+        tpb.ToolCallDelta(index=0, arguments='lo"}'),
+    ):
+        g.add(rpb.GenerateEvent(tool_call=frag))
+    calls = g.result("r").tool_calls
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        ("c1", "get_weather", '{"city": "Oslo"}'),
+        ("c2", "noop", "{}"),
+    ]

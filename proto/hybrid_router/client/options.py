@@ -15,6 +15,13 @@ router adds the stored history fitted to each backend's window (an unknown id st
 session). ``context_strategy`` (``sliding``, ``summarize``, ``strict``) overrides the
 session's for this request and needs ``session_id``.
 
+Tools and JSON answers (docs/tools.md): ``tools`` (OpenAI-shaped or flat dicts),
+``tool_choice`` (``auto``, ``none``, ``required`` or a tool's name), ``response_format``
+(``text``, ``json_object``, ``json_schema``) with ``json_schema`` (a dict or JSON text;
+alone it implies ``json_schema``), ``validate_before_streaming``. ``messages`` may hold
+OpenAI-shaped dicts (assistant ``tool_calls``, ``role: "tool"`` with ``tool_call_id``):
+see :mod:`hybrid_router.client.tools`.
+
 Unset stays unset: 0 / "" / None leave the router's defaults (``max_cost_usd``,
 ``temperature``... are proto3 optionals and are only set when given).
 """
@@ -22,19 +29,25 @@ Unset stays unset: 0 / "" / None leave the router's defaults (``max_cost_usd``,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 from hybrid_router.client.enums import (
     BACKEND_TIERS,
     CONTEXT_STRATEGIES,
     DATA_CLASSES,
     OBJECTIVES,
-    ROLES,
     TIERS,
 )
 from hybrid_router.client.errors import OptionError
 from hybrid_router.client.sessions import check_session_id
+from hybrid_router.client.tools import (
+    build_message,
+    build_response_format,
+    build_tool_choice,
+    build_tools,
+)
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 
@@ -52,7 +65,8 @@ class RequestOptions:
     """
 
     prompt: str | None = None
-    messages: tuple[tuple[str, str], ...] = ()
+    #: ``(role, content)`` pairs, OpenAI-shaped dicts or ``ChatMessage`` objects.
+    messages: tuple[Any, ...] = ()
     system: str = ""
     max_output_tokens: int = 0
     temperature: float | None = None
@@ -76,6 +90,13 @@ class RequestOptions:
     objective: str = ""
     session_id: str = ""
     context_strategy: str = ""
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] = ""
+    response_format: str = ""
+    json_schema: Mapping[str, Any] | str | None = None
+    schema_name: str = ""
+    strict: bool = False
+    validate_before_streaming: bool = False
 
     def to_proto(self) -> rpb.GenerateRequest:
         return build_request(self)
@@ -129,10 +150,8 @@ def _chat(opts: RequestOptions) -> list[tpb.ChatMessage]:
         chat.append(tpb.ChatMessage(role=tpb.ROLE_SYSTEM, content=opts.system))
     if opts.prompt is not None:
         chat.append(tpb.ChatMessage(role=tpb.ROLE_USER, content=opts.prompt))
-    for i, (role, content) in enumerate(opts.messages):
-        if role not in ROLES:
-            raise OptionError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
-        chat.append(tpb.ChatMessage(role=ROLES[role], content=content))  # type: ignore[arg-type]
+    for i, item in enumerate(opts.messages):
+        chat.append(build_message(item, i))
     return chat
 
 
@@ -176,7 +195,18 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
         objective=OBJECTIVES.number(opts.objective, "objective"),  # type: ignore[arg-type]
         session_id=opts.session_id,
         context_strategy=strategy,  # type: ignore[arg-type]
+        validate_before_streaming=opts.validate_before_streaming,
     )
+    if opts.tools:
+        req.tools.extend(build_tools(opts.tools))
+    if opts.tool_choice:
+        req.tool_choice.CopyFrom(build_tool_choice(opts.tool_choice, [t.name for t in req.tools]))
+    if opts.response_format or opts.json_schema not in (None, ""):
+        req.response_format.CopyFrom(
+            build_response_format(
+                opts.response_format, opts.json_schema, opts.schema_name, opts.strict
+            )
+        )
     if opts.max_cost_usd is not None:
         req.max_cost_usd = opts.max_cost_usd
     return req
@@ -184,15 +214,23 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
 
 #: Options that hold tuples (make_request also takes lists for them).
 _SEQUENCES = frozenset(
-    {"stop", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "capabilities"}
+    {
+        "stop",
+        "pin_tiers",
+        "pin_backends",
+        "exclude_tiers",
+        "exclude_backends",
+        "capabilities",
+        "tools",
+    }
 )
 
 
 def make_request(
     prompt: str | None = None,
     *,
-    messages: Iterable[tuple[str, str]] | None = None,
-    **options: str | int | float | Sequence[str] | None,
+    messages: Iterable[Any] | None = None,
+    **options: Any,
 ) -> rpb.GenerateRequest:
     """``build_request(RequestOptions(prompt=..., **options))`` from keyword arguments;
     lists are accepted where the options hold tuples. Unknown keywords raise TypeError."""
@@ -201,7 +239,7 @@ def make_request(
     if unknown:
         raise TypeError(f"make_request() got unknown option(s): {', '.join(unknown)}")
     values = {k: tuple(v) if k in _SEQUENCES else v for k, v in options.items()}  # type: ignore[arg-type]
-    msgs = tuple((r, c) for r, c in messages) if messages is not None else ()
+    msgs = tuple(messages) if messages is not None else ()
     return build_request(RequestOptions(prompt=prompt, messages=msgs, **values))  # type: ignore[arg-type]
 
 
