@@ -5,6 +5,7 @@ the request options of ``route`` and ``chat`` (-> :class:`hybrid_router.client.R
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 
@@ -16,6 +17,7 @@ from hybrid_router.client import (
     ENV_API_KEY,
     ENV_CA_BUNDLE,
     OBJECTIVES,
+    RESPONSE_FORMATS,
     TIERS,
     OptionError,
     RequestOptions,
@@ -194,12 +196,65 @@ def add_request_options(p: argparse.ArgumentParser) -> None:
         "default: the session's",
     )
 
+    t = p.add_argument_group("tools and JSON answers (docs/tools.md)")
+    t.add_argument(
+        "--tools",
+        metavar="FILE",
+        help="JSON file with a list of tools the model may call (OpenAI's "
+        '{"type": "function", "function": {...}} or {"name", "description", "parameters"})',
+    )
+    t.add_argument(
+        "--tool-choice",
+        default="",
+        metavar="CHOICE",
+        help="auto (default with --tools), none, required, or a tool's name",
+    )
+    t.add_argument(
+        "--response-format",
+        choices=list(RESPONSE_FORMATS),
+        help="text, json_object (one JSON object) or json_schema (with --json-schema)",
+    )
+    t.add_argument(
+        "--json-schema",
+        metavar="FILE",
+        help="JSON Schema file the answer must match (implies --response-format json_schema)",
+    )
+    t.add_argument(
+        "--validate",
+        action="store_true",
+        help="with a JSON format: hold each backend's answer until it is checked; an invalid "
+        "one fails over to the next backend",
+    )
+
+
+def _json_file(path: str | None, option: str) -> object:
+    """The JSON in ``path`` (None when not given); a usage error names the option."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as exc:
+        raise usage_error(OptionError(option, f"cannot read {path}: {exc.strerror}")) from None
+    except ValueError as exc:
+        raise usage_error(OptionError(option, f"{path} is not JSON: {exc}")) from None
+
 
 def request_options(args: argparse.Namespace) -> RequestOptions:
     """The parsed request options (``-`` as the prompt reads stdin)."""
     prompt = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read()
+    tools = _json_file(args.tools, "--tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+    ):
+        raise usage_error(OptionError("--tools", f"{args.tools} must hold a JSON list of tools"))
+    schema = _json_file(args.json_schema, "--json-schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise usage_error(
+            OptionError("--json-schema", f"{args.json_schema} must hold a JSON Schema object")
+        )
     return RequestOptions(
         prompt=prompt,
         system=args.system,
@@ -223,6 +278,11 @@ def request_options(args: argparse.Namespace) -> RequestOptions:
         request_id=args.request_id,
         session_id=args.session,
         context_strategy=args.context_strategy or "",
+        tools=tuple(tools or ()),
+        tool_choice=args.tool_choice,
+        response_format=args.response_format or "",
+        json_schema=schema,
+        validate_before_streaming=args.validate,
     )
 
 

@@ -395,6 +395,18 @@ def failover_line(f: router_pb2.Failover) -> Text:
     )
 
 
+def tool_call_line(index: int, call_id: str, name: str, arguments: str) -> Text:
+    """One tool call of an answer: ``→ tool call 0 get_weather {"city": "Oslo"} (id c1)``."""
+    from rich.text import Text
+
+    text = Text(f"→ tool call {index} ")
+    text.append(name or "?", style="bold")
+    text.append(f" {arguments or '{}'}")
+    if call_id:
+        text.append(f"  (id {call_id})", style="dim")
+    return text
+
+
 def usage_line(u: router_pb2.Usage) -> Text:
     from rich.text import Text
 
@@ -408,6 +420,10 @@ def usage_line(u: router_pb2.Usage) -> Text:
     )
     if u.attempts > 1:
         text.append(f" · {u.attempts} attempts")
+    if u.tool_calls:
+        text.append(f" · {u.tool_calls} tool call{'s' if u.tool_calls > 1 else ''}")
+    if u.format_error:
+        text.append(f" · FORMAT: {u.format_error}", style="bold yellow")
     if u.complete:
         text.append(" · complete", style="green")
     else:

@@ -23,6 +23,8 @@ examples:
   hybrid-router chat --tier edge --explain "The tallest mountain is"
   echo "A haiku about routers:" | hybrid-router chat -
   hybrid-router chat --json "Hello" | jq -c 'keys[0]'   # decision, delta..., usage
+  hybrid-router chat --tools tools.json --tool-choice required "Weather in Oslo?"
+  hybrid-router chat --json-schema answer.schema.json "Name three rivers"
 """
 
 
@@ -48,6 +50,7 @@ async def _chat(
     out = sys.stdout
     complete = True
     mid_text = False
+    calls: dict[int, list[str]] = {}
     async with open_client(args, metadata) as client, client.generate(req) as stream:
         try:
             async for event in stream:
@@ -71,10 +74,16 @@ async def _chat(
                         out.write("\n")
                     console.print(render.failover_line(event.failover))
                     mid_text = False
+                elif kind == "tool_call":
+                    tc = event.tool_call
+                    call = calls.setdefault(tc.index, [tc.id, tc.name])
+                    call.append(tc.arguments)
                 elif kind == "usage":
                     if mid_text:
                         out.write("\n")
                     mid_text = False
+                    for index, (call_id, name, *parts) in sorted(calls.items()):
+                        console.print(render.tool_call_line(index, call_id, name, "".join(parts)))
                     console.rule(style="dim")
                     console.print(render.usage_line(event.usage))
                     complete = event.usage.complete

@@ -30,6 +30,7 @@ from typing import Protocol
 from router.backends.base import Backend
 from router.backends.device_link import DeviceLink, link_events
 from router.backends.model_service import _FINISH, to_proto
+from router.tools.calls import tool_call_event
 from router.errors import BackendError, DeviceError, DeviceRequestError, ErrorClass
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason
 
@@ -103,9 +104,12 @@ class EdgeBackend(Backend):
         final: Chunk | None = None
         try:
             async for event in link_events(link, request, silence_s=silence):
-                if event.WhichOneof("event") == "delta":
+                kind = event.WhichOneof("event")
+                if kind == "delta":
                     if event.delta.text:
                         yield Chunk(text=event.delta.text, tokens=event.delta.tokens or 1)
+                elif kind == "tool_call":
+                    yield Chunk(tool_calls=(tool_call_event(event.tool_call),))
                 else:
                     d = event.done
                     final = Chunk(

@@ -39,6 +39,8 @@ class DeviceModel:
     context_window: int
     sha256: str = ""
     model_family: str = ""
+    #: What the device's engine reports for this model ("tools", "json_schema"...).
+    capabilities: tuple[str, ...] = ()
 
     def to_proto(self) -> epb.EdgeModel:
         return epb.EdgeModel(
@@ -47,6 +49,7 @@ class DeviceModel:
             context_window=self.context_window,
             sha256=self.sha256,
             model_family=self.model_family,
+            capabilities=list(self.capabilities),
         )
 
 
@@ -119,6 +122,7 @@ def _models(items: Any, where: str) -> tuple[DeviceModel, ...]:
                 context_window=m.context_window,
                 sha256=m.sha256,
                 model_family=m.model_family,
+                capabilities=tuple(c for c in m.capabilities if c)[:16],
             )
         )
     return tuple(out)
@@ -195,7 +199,8 @@ def backend_spec(
         endpoint=endpoint,
         model=model.name,
         model_family=model.model_family,
-        capabilities=frozenset(t.capabilities),
+        # The configured ones, plus what the device's engine reports for its model.
+        capabilities=frozenset(t.capabilities) | frozenset(model.capabilities),
         context_window=model.context_window,
         max_payload_bytes=t.max_payload_bytes,
         max_concurrency=state.max_concurrency or t.max_concurrency,
@@ -267,6 +272,7 @@ def to_json(state: DeviceState) -> dict[str, Any]:
             "context_window": m.context_window,
             "sha256": m.sha256,
             "model_family": m.model_family,
+            "capabilities": list(m.capabilities),
         }
         for m in state.models
     ]
@@ -285,6 +291,7 @@ def from_json(data: dict[str, Any]) -> DeviceState:
                 context_window=int(m["context_window"]),
                 sha256=str(m.get("sha256", "")),
                 model_family=str(m.get("model_family", "")),
+                capabilities=tuple(str(c) for c in m.get("capabilities", ())),
             )
             for m in data.get("models", ())
         )

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from router.types import ToolCall, ToolCallEvent
+
+
+def tool_call_event(delta: Any) -> ToolCallEvent:
+    """A contract ``ToolCallDelta`` (ModelService, EdgeLink) as a domain fragment."""
+    return ToolCallEvent(delta.index, delta.id, delta.name, delta.arguments)
 
 
 class ToolCallBuffer:

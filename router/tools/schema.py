@@ -111,7 +111,9 @@ def check_format(fmt: ResponseFormat) -> None:
 
 
 def _schema_error(value: Any, schema_text: str) -> str:
-    err = next(iter(_validator(schema_text).iter_errors(value)), None)
+    from jsonschema.exceptions import best_match
+
+    err = best_match(_validator(schema_text).iter_errors(value))
     if err is None:
         return ""
     where = "/".join(str(p) for p in err.absolute_path)
