@@ -17,6 +17,7 @@ from here, so its old name still works (``router.security.limits.StreamLimitExce
     ├── ConfigError                    INTERNAL  not a request error: bad router.yaml / env
     ├── DuplicateBackend               INTERNAL  not a request error: a name registered twice
     ├── InvalidRequest                 INVALID_ARGUMENT   names the field
+    │   ├── MalformedRequest           request bytes that are not a valid message
     │   ├── RequestLimitExceeded       too many messages / prompt bytes (server.limits)
     │   └── InvalidRegistration        an edge device's Register / Heartbeat
     ├── TemplateError                  INVALID_ARGUMENT  a template that cannot be published
@@ -147,6 +148,14 @@ class InvalidRequest(RouterError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class MalformedRequest(InvalidRequest):
+    """Request bytes that are not a valid message of the RPC (or a stream message that is
+    not): INVALID_ARGUMENT with a one-line reason (router/server/interceptors.py)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("", reason)
 
 
 class RequestLimitExceeded(InvalidRequest):

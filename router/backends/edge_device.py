@@ -30,8 +30,8 @@ from typing import Protocol
 from router.backends.base import Backend
 from router.backends.device_link import DeviceLink, link_events
 from router.backends.model_service import _FINISH, to_proto
-from router.tools.calls import tool_call_event
 from router.errors import BackendError, DeviceError, DeviceRequestError, ErrorClass
+from router.tools.calls import tool_call_event
 from router.types import BackendCall, BackendSpec, Chunk, FinishReason
 
 _CLASSES = {

@@ -112,7 +112,10 @@ class RouterServer:
                 log.warning("tokenizer %s could not load: prompts are estimated instead", tid)
 
         server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor(), *self.guard.interceptors()],
+            interceptors=[
+                ErrorMappingInterceptor(on_malformed=self.guard.malformed),
+                *self.guard.interceptors(),
+            ],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
                 ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),

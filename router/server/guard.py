@@ -99,6 +99,13 @@ class ServerGuard:
             self._metrics_server = MetricsServer(metrics, address)
             await self._metrics_server.start()
 
+    def malformed(self, method: str, metadata: Any, reason: str) -> None:
+        """A request whose bytes did not decode (router/server/interceptors.py): one
+        request log line and the request metrics, as INVALID_ARGUMENT."""
+        self.telemetry.begin(method.rpartition("/")[2], metadata).finish(
+            "INVALID_ARGUMENT", reason
+        )
+
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         auth = Authenticator(self.keys, self.tenants) if self.keys is not None else None
         return [
