@@ -257,7 +257,7 @@ def message_from_proto(m: tpb.ChatMessage, field: str) -> Message:
         args = c.arguments or "{}"
         try:
             value = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):
             raise InvalidRequest(f"{where}.arguments", "must be one JSON object, as text")

@@ -18,6 +18,8 @@ from router.errors import InvalidRequest
 from router.types import FormatType, ResponseFormat, ToolCall, ToolChoiceMode, ToolSpec
 
 MAX_TOOLS = 128
+#: Nesting of objects and arrays a schema may have (jsonschema validates recursively).
+MAX_DEPTH = 64
 MAX_SCHEMA_BYTES = 65_536
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -32,6 +34,28 @@ def _validator(schema_text: str) -> Any:
     return cls(schema)
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON containers, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def _loads(text: str) -> Any:
+    """JSON of an answer; ValueError also for input nested beyond the parser's recursion."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def parse_schema(text: str, field: str) -> dict[str, Any]:
     """``text`` as a JSON Schema object; InvalidRequest naming ``field`` otherwise."""
     if len(text.encode()) > MAX_SCHEMA_BYTES:
@@ -40,13 +64,19 @@ def parse_schema(text: str, field: str) -> dict[str, Any]:
         schema = json.loads(text)
     except ValueError as exc:
         raise InvalidRequest(field, f"is not JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest(field, f"is nested too deeply (at most {MAX_DEPTH} levels)") from None
     if not isinstance(schema, dict):
         raise InvalidRequest(field, 'must be a JSON Schema object, e.g. {"type": "object"}')
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    if _depth(schema) > MAX_DEPTH:
+        raise InvalidRequest(field, f"is nested too deeply (at most {MAX_DEPTH} levels)")
     try:
         cls.check_schema(schema)
+    except RecursionError:
+        raise InvalidRequest(field, f"is nested too deeply (at most {MAX_DEPTH} levels)") from None
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         at = f" at {where}" if where else ""
@@ -113,7 +143,12 @@ def check_format(fmt: ResponseFormat) -> None:
 def _schema_error(value: Any, schema_text: str) -> str:
     from jsonschema.exceptions import best_match
 
-    err = best_match(_validator(schema_text).iter_errors(value))
+    if _depth(value) > 2 * MAX_DEPTH:
+        return f"nested more than {2 * MAX_DEPTH} levels deep"
+    try:
+        err = best_match(_validator(schema_text).iter_errors(value))
+    except RecursionError:
+        return "too deeply nested to check"
     if err is None:
         return ""
     where = "/".join(str(p) for p in err.absolute_path)
@@ -125,7 +160,7 @@ def answer_error(text: str, fmt: ResponseFormat) -> str:
     if not fmt.is_json:
         return ""
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except ValueError as exc:
         return f"the answer is not JSON ({exc})"
     if fmt.type is FormatType.JSON_OBJECT:
@@ -140,7 +175,7 @@ def arguments_error(call: ToolCall, tools: tuple[ToolSpec, ...]) -> str:
     if spec is None:
         return f"tool call {call.id}: unknown tool {call.name!r}"
     try:
-        value = json.loads(call.arguments or "{}")
+        value = _loads(call.arguments or "{}")
     except ValueError as exc:
         return f"tool call {call.id} ({call.name}): arguments are not JSON ({exc})"
     if not isinstance(value, dict):

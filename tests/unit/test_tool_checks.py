@@ -181,3 +181,21 @@ def test_fragments_reassemble_exactly() -> None:
     assert calls[0] == ToolCall("c1", "get_weather", args)
     assert json.loads(calls[0].arguments)["city"] == 'Os"lo'
     assert calls[1] == ToolCall("call_1", "noop", "{}")
+
+
+def test_deeply_nested_schemas_and_answers_are_refused_not_crashed() -> None:
+    deep = '{"type": "object", "properties": {"a": ' * 1000 + "{}" + "}}" * 1000
+    pb = rpb.GenerateRequest(
+        messages=[tpb.ChatMessage(role=tpb.ROLE_USER, content="hi")],
+        tools=[tpb.ToolDefinition(name="deep", parameters_json=deep)],
+    )
+    with pytest.raises(InvalidRequest) as err:
+        request_from_proto(pb, CFG)
+    assert (
+        str(err.value)
+        == "tools[0] (deep).parameters_json: is nested too deeply (at most 64 levels)"
+    )
+    fmt = ResponseFormat(FormatType.JSON_OBJECT)
+    assert answer_error("[" * 100_000 + "]" * 100_000, fmt).startswith("the answer is not JSON")
+    schema = ResponseFormat(FormatType.JSON_SCHEMA, '{"type": "array"}')
+    assert "nested more than 128 levels" in answer_error("[" * 500 + "]" * 500, schema)
