@@ -28,8 +28,6 @@ import collections
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import procs
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 
-REPO = Path(__file__).resolve().parents[1]
 GENERATE = "/hybrid_router.v1.InferenceRouter/Generate"
 ROUTE = "/hybrid_router.v1.InferenceRouter/Route"
 SESSION_METHODS = (
@@ -49,19 +47,6 @@ SESSION_METHODS = (
     "/hybrid_router.v1.SessionService/ListSessions",
 )
 BAD_CODES = ("INTERNAL", "UNKNOWN")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 # --- request generators ------------------------------------------------------------------
@@ -251,7 +236,7 @@ async def run_load(address: str, args: argparse.Namespace, router_pid: int) -> d
                     bad.append({"kind": kind, "method": method, "code": code, "details": details})
                 done += 1
                 if done == args.requests // 10:
-                    rss_warm = _rss_kb(router_pid)
+                    rss_warm = procs.rss_kb(router_pid)
                 if done % max(1, args.requests // 20) == 0:
                     rate = done / (time.monotonic() - t0)
                     print(f"  {done:,}/{args.requests:,} ({rate:,.0f}/s)", flush=True)
@@ -266,7 +251,7 @@ async def run_load(address: str, args: argparse.Namespace, router_pid: int) -> d
             10.0,
         )
     elapsed = time.monotonic() - t0
-    rss_end = _rss_kb(router_pid)
+    rss_end = procs.rss_kb(router_pid)
     total_bad = sum(c[code] for c in counts.values() for code in BAD_CODES)
     return {
         "requests": args.requests,
@@ -282,23 +267,6 @@ async def run_load(address: str, args: argparse.Namespace, router_pid: int) -> d
     }
 
 
-def _start(argv: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline().decode()
-        if line.startswith("READY"):
-            return proc, int(line.split()[1])
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise SystemExit(f"{argv[2] if len(argv) > 2 else argv[0]} did not start; see {log}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--requests", type=int, default=100_000)
@@ -309,52 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    py = sys.executable
-    backend, bport = _start(
-        [py, "-m", "serving.model_server", "--engine", "scripted", "--port", "0",
-         "--tokens-per-s", "0", "--ttft-ms", "0", "--reply-tokens", "4",
-         "--max-concurrency", "256", "--log-level", "WARNING"],
-        work / "backend.log",
-    )  # fmt: skip
-    rport = _free_port()
-    (work / "router.yaml").write_text(
-        json.dumps(
-            {
-                "server": {"address": f"127.0.0.1:{rport}", "grace_period_s": 1},
-                "backends": [
-                    {
-                        "name": "gpu-scripted",
-                        "tier": "gpu",
-                        "kind": "model_service",
-                        "endpoint": f"127.0.0.1:{bport}",
-                        "model": "scripted",
-                        "context_window": 8192,
-                        "max_concurrency": 256,
-                        "capabilities": ["chat", "tools", "json_schema"],
-                        "priors": {"ttft_ms": 5, "decode_tokens_per_s": 1000},
-                    }
-                ],
-                "sessions": {"sqlite": {"path": str(work / "sessions.sqlite3")}},
-                "telemetry": {"logs": {"requests": False}},
-            }
-        )
-    )
-    exe = Path(py).parent / "hybrid-router"
-    router, _ = _start(
-        [str(exe), "serve", "--config", str(work / "router.yaml"), "--log-level", "warning"],
-        work / "router.log",
-    )
+    backend, bport = procs.scripted_backend(work, "--tokens-per-s", "0", "--reply-tokens", "4")
+    router, rport = procs.router(work, bport)
     try:
         print(f"fuzzing 127.0.0.1:{rport} with {args.requests:,} requests", flush=True)
         res = asyncio.run(run_load(f"127.0.0.1:{rport}", args, router.pid))
         res["router_exit"] = router.poll()
     finally:
-        for proc in (router, backend):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        procs.stop(router, backend)
     log = (work / "router.log").read_text(errors="replace")
     res["router_log_tracebacks"] = log.count("Traceback")
     res["router_log_lines"] = log.count("\n")

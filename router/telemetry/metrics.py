@@ -300,6 +300,13 @@ class _BackendStateCollector:
                 load.add_metric(lv, st.reported_load)
             opened.add_metric(lv, st.breaker.opened)
         yield from (circuit, inflight, healthy, load, opened)
+        try:  # scraped on the router's own loop (MetricsServer); a leak shows here
+            tasks = len(asyncio.all_tasks(asyncio.get_running_loop()))
+        except RuntimeError:
+            return
+        yield GaugeMetricFamily(
+            f"{NS}_event_loop_tasks", "asyncio tasks alive on the router's event loop.", tasks
+        )
 
 
 # --- /metrics over HTTP ---------------------------------------------------------------------
