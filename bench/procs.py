@@ -65,8 +65,11 @@ def scripted_backend(work: Path, *extra: str) -> tuple[subprocess.Popen[bytes], 
     )  # fmt: skip
 
 
-def router(work: Path, backend_port: int, **sections: Any) -> tuple[subprocess.Popen[bytes], int]:
-    """``hybrid-router serve`` with one scripted gpu backend and ``sections`` merged in."""
+def router(
+    work: Path, backend_port: int, backend: dict[str, Any] | None = None, **sections: Any
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``hybrid-router serve`` with one scripted gpu backend (``backend``: keys merged into
+    its entry) and ``sections`` merged in."""
     port = free_port()
     cfg = {
         "server": {"address": f"127.0.0.1:{port}", "grace_period_s": 1},
@@ -81,6 +84,7 @@ def router(work: Path, backend_port: int, **sections: Any) -> tuple[subprocess.P
                 "max_concurrency": 512,
                 "capabilities": ["chat", "tools", "json_schema"],
                 "priors": {"ttft_ms": 5, "decode_tokens_per_s": 1000},
+                **(backend or {}),
             }
         ],
         "sessions": {"sqlite": {"path": str(work / "sessions.sqlite3")}},
