@@ -7,6 +7,11 @@ A turn's content is shown on one line of at most ``content_chars`` characters (i
 whitespace folded, the cut marked ``…`` with the number of characters left out), so a
 long history stays a table; ``content_chars=None`` shows each turn whole, line breaks
 kept (``show --full``).
+
+Tool use shows in the content column: an assistant turn's tool calls each on a line of
+their own after its text (``→ get_weather({"city": "Oslo"}) call_1``), a tool turn's
+result after the call it answers (``result of get_weather call_1:``); arguments are cut
+as content is.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-ROLE_STYLE = {"user": "cyan", "assistant": "green", "system": "magenta"}
+ROLE_STYLE = {"user": "cyan", "assistant": "green", "system": "magenta", "tool": "yellow"}
+#: How tool calls and the call a tool result answers are marked in the content column.
+TOOL_STYLE = "yellow"
 
 #: Columns the ``show`` table needs besides the content (seq, role, tokens, backend,
 #: borders and padding): the content gets the rest of the terminal.
@@ -124,6 +131,32 @@ def session_totals(session: sessions_pb2.Session) -> Text:
     return text
 
 
+def turn_cell(turn: sessions_pb2.Turn, content_chars: int | None) -> tuple[Text, bool]:
+    """A turn's content column: the tool result's call, the text, the tool calls; and
+    whether any of it was cut."""
+    from rich.text import Text
+
+    cell = Text()
+    if turn.tool_call_id:
+        tool = f"{turn.name} " if turn.name else ""
+        cell.append(f"result of {tool}{turn.tool_call_id}: ", style=TOOL_STYLE)
+    content, cut = clip(turn.content, content_chars)
+    cell.append(content)
+    if cut:
+        cell.append(f" (+{cut} chars)", style="dim")
+    any_cut = bool(cut)
+    for call in turn.tool_calls:
+        args, cut = clip(call.arguments, content_chars)
+        if cell:
+            cell.append("\n")
+        cell.append(f"→ {call.name}({args})", style=TOOL_STYLE)
+        if cut:
+            cell.append(f" (+{cut} chars)", style="dim")
+        cell.append(f" {call.id}", style="dim")
+        any_cut = any_cut or bool(cut)
+    return cell, any_cut
+
+
 def session_view(
     session: sessions_pb2.Session,
     *,
@@ -144,12 +177,11 @@ def session_view(
     table.add_column("backend", max_width=16, overflow="fold")
     table.add_column("content", ratio=1, overflow="fold")
     summarised = session.summary_turns
+    any_cut = False
     for t in session.turns:
         role = ROLES.name(t.role, "?")
-        content, cut = clip(t.content, content_chars)
-        cell = Text(content)
-        if cut:
-            cell.append(f" (+{cut} chars)", style="dim")
+        cell, cut = turn_cell(t, content_chars)
+        any_cut = any_cut or cut
         table.add_row(
             Text(str(t.seq), style="dim" if t.seq < summarised else ""),
             Text(role, style=ROLE_STYLE.get(role, "")),
@@ -163,7 +195,7 @@ def session_view(
     else:
         parts.append(Text("no turns yet", style="dim"))
     parts.append(session_totals(session))
-    if content_chars is not None and any(clip(t.content, content_chars)[1] for t in session.turns):
+    if any_cut:
         parts.append(Text("long turns are cut: --full shows them whole, --json as data", "dim"))
     return Group(*parts)
 

@@ -17,6 +17,22 @@ Choices made here:
 * **Request.** System messages become the top-level ``system`` string (joined by blank
   lines); the rest go to ``messages`` in order. ``temperature``, ``top_p``, ``top_k`` and
   ``stop_sequences`` are sent when the request sets them; ``seed`` has no equivalent.
+* **Tools** (docs/tools.md). ``tools`` as ``{name, description, input_schema}``;
+  ``tool_choice`` as ``{"type": "auto" | "any" | "tool" (+ name) | "none"}`` (REQUIRED is
+  ``any``). An assistant turn's tool calls are ``tool_use`` blocks (``input`` the parsed
+  arguments) after its text; tool results are ``tool_result`` blocks (``tool_use_id``,
+  ``content``) in a user turn, consecutive ones merged into one (consecutive turns of one
+  role merge; a turn of one text block is sent as a string). In the stream a
+  ``content_block_start`` of type ``tool_use`` opens a call (its id and name, as a
+  ``ToolCallEvent`` with the next index, counted from 0), its ``input_json_delta``
+  fragments are the arguments, and ``stop_reason: tool_use`` is FINISH_REASON_TOOL_CALLS.
+* **JSON answers.** The Messages API has no JSON mode: a JSON ``response_format`` is served
+  with a forced tool whose input schema is the answer's schema (``{"type": "object"}`` for
+  JSON_OBJECT), named ``response_format.name`` or ``json_answer``, with ``tool_choice``
+  ``{"type": "tool", "name": ...}`` (``any`` when the request's own tools are offered too).
+  That tool's ``input_json_delta`` fragments are relayed as the answer's text, and its
+  ``tool_use`` stop is a plain STOP. The rules, and the wrapping of a schema whose top
+  level is not an object: :mod:`router.backends.tool_wire`.
 * **Tokens.** Deltas hold several tokens; each counts as ``ceil(chars / 3)`` until the
   provider's usage arrives: ``input_tokens`` (plus cache reads and writes) from
   ``message_start``, the cumulative ``output_tokens`` from ``message_delta``.
@@ -57,6 +73,13 @@ from router.backends.common import (
 )
 from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEParser
+from router.backends.tool_wire import (
+    ToolPlan,
+    ToolStream,
+    anthropic_tool_fields,
+    anthropic_turns,
+    plan_tools,
+)
 from router.config import BackendConfig, BackendRefs, backend_refs
 from router.errors import BackendError, ErrorClass
 from router.preflight import Finding
@@ -137,17 +160,16 @@ class AnthropicBackend(Backend):
             )
         return self._client
 
-    def body(self, request: InferenceRequest) -> dict[str, Any]:
-        """The Messages API request body for ``request`` (streaming)."""
+    def body(self, request: InferenceRequest, plan: ToolPlan | None = None) -> dict[str, Any]:
+        """The Messages API request body for ``request`` (streaming); ``plan``: its tools
+        (:func:`~router.backends.tool_wire.plan_tools`, made here when not given)."""
+        plan = plan_tools(request, has_none=True) if plan is None else plan
         system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+        messages = anthropic_turns(self.name, request.messages)
         body: dict[str, Any] = {
             "model": self._model,
             "max_tokens": request.max_output_tokens,
-            "messages": [
-                {"role": m.role.value, "content": m.content}
-                for m in request.messages
-                if m.role is not Role.SYSTEM
-            ],
+            "messages": messages,
             "stream": True,
         }
         if system:
@@ -161,6 +183,7 @@ class AnthropicBackend(Backend):
             body["top_k"] = s.top_k
         if s.stop:
             body["stop_sequences"] = list(s.stop)
+        body.update(anthropic_tool_fields(plan))
         return body
 
     def _remaining(self, deadline: float | None) -> float | None:
@@ -168,7 +191,8 @@ class AnthropicBackend(Backend):
 
     async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
         client = self._ensure_client()
-        body = self.body(call.request)
+        plan = plan_tools(call.request, has_none=True)
+        body = self.body(call.request, plan)
         remaining = self._remaining(call.deadline)
         timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
         key = self._key if self._secret is None else await self._secret.get()
@@ -180,7 +204,8 @@ class AnthropicBackend(Backend):
             ) as resp:
                 if resp.status_code != 200:
                     raise self._status_error(resp.status_code, resp.headers, await _read(resp))
-                async with contextlib.aclosing(self._chunks(resp, call)) as chunks:
+                chunks = self._chunks(resp, call, ToolStream(plan.answer))
+                async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
                         yield chunk
         except httpx.TimeoutException as exc:
@@ -192,7 +217,9 @@ class AnthropicBackend(Backend):
                 self.name, f"{type(exc).__name__}: {exc or 'connection failed'}"
             ) from exc
 
-    async def _chunks(self, resp: httpx.Response, call: BackendCall) -> AsyncGenerator[Chunk]:
+    async def _chunks(
+        self, resp: httpx.Response, call: BackendCall, tools: ToolStream
+    ) -> AsyncGenerator[Chunk]:
         lines = cast(AsyncGenerator[str], resp.aiter_lines())
         state = _State()
         async with contextlib.aclosing(lines):
@@ -201,9 +228,9 @@ class AnthropicBackend(Backend):
                 line = await self._next_line(lines, call.deadline)
                 event = parser.feed(line) if line is not None else parser.flush()
                 if event is not None:
-                    text = self._apply(event.event, event.data, state)
-                    if text:
-                        yield Chunk(text=text, tokens=estimate_tokens(text))
+                    chunk = self._apply(event.event, event.data, state, tools)
+                    if chunk is not None:
+                        yield chunk
                 if line is None:
                     break
             if state.stopped:
@@ -212,17 +239,23 @@ class AnthropicBackend(Backend):
                     pass
         if not state.stopped:
             raise BackendError(self.name, "stream ended early: no message_stop event")
+        held = tools.end(estimate_tokens)
+        if held is not None:
+            yield held
+        stop = state.stop_reason or "end_turn"
         yield Chunk(
             done=True,
             input_tokens=state.input_tokens,
             output_tokens=state.output_tokens,
-            finish_reason=_FINISH.get(state.stop_reason or "end_turn", FinishReason.STOP),
+            finish_reason=tools.finish(
+                _FINISH.get(stop, FinishReason.STOP), tool_use=stop == "tool_use"
+            ),
         )
 
-    def _apply(self, name: str, data: str, state: _State) -> str:
-        """Fold one SSE event into ``state``; return its text (if a text delta)."""
+    def _apply(self, name: str, data: str, state: _State, tools: ToolStream) -> Chunk | None:
+        """Fold one SSE event into ``state``; return its chunk (text or a tool call)."""
         if name == "ping":
-            return ""
+            return None
         try:
             payload = json.loads(data)
         except ValueError as exc:
@@ -230,13 +263,25 @@ class AnthropicBackend(Backend):
         if not isinstance(payload, dict):
             raise BackendError(self.name, "malformed stream event (not an object)")
         kind = name if name != "message" else str(payload.get("type", ""))
+        index = payload.get("index")
+        block = index if isinstance(index, int) else -1
         if kind == "content_block_delta":
             delta = payload.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+            if not isinstance(delta, dict):
+                return None
+            if delta.get("type") == "text_delta":
                 text = delta.get("text")
-                return text if isinstance(text, str) else ""
-            return ""  # thinking, tool input, citations: not part of the text answer
-        if kind == "message_start":
+                return tools.text(text, estimate_tokens(text)) if isinstance(text, str) else None
+            if delta.get("type") == "input_json_delta":
+                part = delta.get("partial_json")
+                if isinstance(part, str):
+                    return tools.arguments(block, part, estimate_tokens(part))
+            return None  # thinking, citations: not part of the answer
+        if kind == "content_block_start":
+            cb = payload.get("content_block")
+            if isinstance(cb, dict) and cb.get("type") == "tool_use":
+                return tools.start(block, str(cb.get("id") or ""), str(cb.get("name") or ""))
+        elif kind == "message_start":
             message = payload.get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
             state.take_usage(usage)
@@ -249,7 +294,7 @@ class AnthropicBackend(Backend):
             state.stopped = True
         elif kind == "error":
             raise self._stream_error(payload.get("error"))
-        return ""
+        return None
 
     def _stream_error(self, error: Any) -> BackendError:
         err = error if isinstance(error, dict) else {"message": str(error)}

@@ -12,6 +12,26 @@ Choices made here (the router relies on them):
   Converse API wants roles to alternate). ``inferenceConfig`` carries ``maxTokens``,
   ``temperature``, ``topP`` and ``stopSequences``; ``top_k`` and ``seed`` are model-specific
   and not sent.
+* **Tools** (docs/tools.md). ``toolConfig``: ``tools`` as ``toolSpec`` (``name``,
+  ``description``, ``inputSchema.json``) and ``toolChoice`` ``{"auto": {}}``, ``{"any": {}}``
+  (REQUIRED) or ``{"tool": {"name"}}`` (NAMED). Converse has no "none" choice: with
+  TOOL_CHOICE_MODE_NONE the tools are sent (without a choice) only when the history holds
+  tool calls or results, which Bedrock refuses without a ``toolConfig``; otherwise no
+  tools are sent at all. An assistant turn's tool calls are ``toolUse`` blocks (``input``
+  the parsed arguments) after its text; tool results are ``toolResult`` blocks
+  (``toolUseId``, ``content: [{"text"}]``) in a user turn, merged like any consecutive
+  turns of one role. In the stream a ``contentBlockStart`` with ``start.toolUse`` opens a
+  call (a ``ToolCallEvent`` with its id and name, calls counted from 0), its
+  ``contentBlockDelta`` ``delta.toolUse.input`` strings are the arguments, and
+  ``stopReason: tool_use`` is FINISH_REASON_TOOL_CALLS. ``converse`` (``streaming:
+  false``) replays its ``toolUse`` blocks the same way, the input as one fragment.
+* **JSON answers.** Converse has no JSON mode: a JSON ``response_format`` is a forced tool
+  whose input schema is the answer's (``toolChoice: {"tool": ...}``, named
+  ``response_format.name`` or ``json_answer``), its input streamed as the answer's text and
+  its ``tool_use`` stop a plain STOP (:mod:`router.backends.tool_wire` has the rules). Only
+  models that take ``toolChoice.tool``/``any`` can do it (Anthropic Claude 3+, Mistral
+  Large, Amazon Nova, per the Bedrock docs); list ``capabilities`` without ``json_schema``
+  for the others, or the ValidationException fails the request.
 * **Answer.** ``contentBlockDelta`` text deltas are relayed as they arrive (each counts
   ``ceil(chars / 3)`` tokens until usage arrives); ``messageStop.stopReason`` gives the finish
   reason (``max_tokens`` and ``model_context_window_exceeded`` -> length); the ``metadata``
@@ -68,6 +88,15 @@ from router.backends.common import (
     quiet_botocore_bodies,
     seconds_left,
     truncate,
+)
+from router.backends.tool_wire import (
+    ToolPlan,
+    ToolStream,
+    bedrock_content,
+    bedrock_replay,
+    bedrock_tool_config,
+    bedrock_turns,
+    plan_tools,
 )
 from router.config import BackendConfig
 from router.errors import BackendError, ConfigError, ErrorClass
@@ -226,18 +255,12 @@ class BedrockBackend(Backend):
 
     # --- the request --------------------------------------------------------------------
 
-    def request(self, request: InferenceRequest) -> dict[str, Any]:
-        """The keyword arguments of ``converse_stream`` / ``converse`` for ``request``."""
+    def request(self, request: InferenceRequest, plan: ToolPlan | None = None) -> dict[str, Any]:
+        """The keyword arguments of ``converse_stream`` / ``converse`` for ``request``;
+        ``plan``: its tools (:func:`~router.backends.tool_wire.plan_tools`)."""
+        plan = plan_tools(request, has_none=False) if plan is None else plan
         system = [{"text": m.content} for m in request.messages if m.role is Role.SYSTEM]
-        messages: list[dict[str, Any]] = []
-        for m in request.messages:
-            if m.role is Role.SYSTEM:
-                continue
-            block = {"text": m.content}
-            if messages and messages[-1]["role"] == m.role.value:
-                messages[-1]["content"].append(block)
-            else:
-                messages.append({"role": m.role.value, "content": [block]})
+        messages = bedrock_turns(self.name, request.messages)
         inference: dict[str, Any] = {"maxTokens": request.max_output_tokens}
         s = request.sampling
         if s.temperature is not None:
@@ -253,6 +276,8 @@ class BedrockBackend(Backend):
         }
         if system:
             kwargs["system"] = system
+        if plan.tools:
+            kwargs["toolConfig"] = bedrock_tool_config(plan)
         return kwargs
 
     # --- streaming --------------------------------------------------------------------
@@ -261,7 +286,9 @@ class BedrockBackend(Backend):
         if self._client is None or self._executor is None:
             await self.start()
         assert self._executor is not None
-        kwargs = self.request(call.request)
+        plan = plan_tools(call.request, has_none=False)
+        kwargs = self.request(call.request, plan)
+        tools = ToolStream(plan.answer)
         self._remaining(call.deadline)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -281,10 +308,9 @@ class BedrockBackend(Backend):
                     if mapped is item:
                         raise item
                     raise mapped from item
-                if "contentBlockDelta" in item:
-                    text = item["contentBlockDelta"].get("delta", {}).get("text")
-                    if isinstance(text, str) and text:
-                        yield Chunk(text=text, tokens=estimate_tokens(text))
+                chunk = bedrock_content(item, tools)
+                if chunk is not None:
+                    yield chunk
                 elif "messageStop" in item:
                     stop_reason = str(item["messageStop"].get("stopReason") or "")
                     stopped = True
@@ -297,7 +323,10 @@ class BedrockBackend(Backend):
                 future.add_done_callback(_ignore_result)
         if not stopped:
             raise BackendError(self.name, "stream ended early: no messageStop event")
-        yield _final(stop_reason, usage, self.name)
+        held = tools.end(estimate_tokens)
+        if held is not None:
+            yield held
+        yield _final(stop_reason, usage, self.name, tools)
 
     async def _next(self, queue: asyncio.Queue[tuple[str, Any]], deadline: float | None) -> Any:
         if deadline is None:
@@ -350,11 +379,8 @@ class BedrockBackend(Backend):
             finally:
                 _TRACE_HEADERS.reset(token)
             message = (resp.get("output") or {}).get("message") or {}
-            text = "".join(
-                b["text"] for b in message.get("content") or () if isinstance(b.get("text"), str)
-            )
-            if text:
-                worker.put("event", {"contentBlockDelta": {"delta": {"text": text}}})
+            for event in bedrock_replay(message.get("content") or ()):
+                worker.put("event", event)
             worker.put("event", {"messageStop": {"stopReason": resp.get("stopReason")}})
             worker.put("event", {"metadata": {"usage": resp.get("usage")}})
             worker.put("end", None)
@@ -458,7 +484,9 @@ def _abort(stream: Any) -> None:
         stream.close()
 
 
-def _final(stop_reason: str | None, usage: dict[str, Any] | None, backend: str) -> Chunk:
+def _final(
+    stop_reason: str | None, usage: dict[str, Any] | None, backend: str, tools: ToolStream
+) -> Chunk:
     input_tokens = output_tokens = None
     if usage is not None:
         it, ot = usage.get("inputTokens"), usage.get("outputTokens")
@@ -475,7 +503,10 @@ def _final(stop_reason: str | None, usage: dict[str, Any] | None, backend: str) 
         done=True,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        finish_reason=_FINISH.get(stop_reason or "end_turn", FinishReason.STOP),
+        finish_reason=tools.finish(
+            _FINISH.get(stop_reason or "end_turn", FinishReason.STOP),
+            tool_use=stop_reason == "tool_use",
+        ),
     )
 
 

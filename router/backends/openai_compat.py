@@ -6,6 +6,16 @@
 
 Choices made here (the router relies on them):
 
+* **Tools and JSON answers** (docs/tools.md), as OpenAI documents them:
+  ``tools`` (``{"type": "function", "function": {name, description, parameters}}``),
+  ``tool_choice`` (``auto``, ``none``, ``required`` or ``{"type": "function", "function":
+  {"name"}}``), sent only with tools; ``response_format`` ``{"type": "json_object"}`` or
+  ``{"type": "json_schema", "json_schema": {name (default "answer"), schema, strict}}``.
+  An assistant turn's calls go out as ``tool_calls`` (``content`` null when empty), a tool
+  result as ``role: tool`` with its ``tool_call_id``. Streamed ``delta.tool_calls``
+  fragments become ``ToolCallEvent``s (:class:`~router.backends.tool_wire.OpenAIToolDeltas`
+  evens out servers that omit ``index`` or repeat ids); ``finish_reason: tool_calls`` (or
+  the legacy ``function_call``) is FINISH_REASON_TOOL_CALLS.
 * **Tokens.** Each content delta counts as one token (servers stream about one token per
   chunk). Usage comes from the chunk that carries ``usage`` (OpenAI and vLLM send it when
   asked with ``include_usage``). A server that sends no usage (llama-cpp-python's server
@@ -74,10 +84,18 @@ from router.backends.common import (
 )
 from router.backends.secrets import SecretsManagerKey
 from router.backends.sse import SSEEvent, SSEParser
+from router.backends.tool_wire import OpenAIToolDeltas, openai_message, openai_tool_fields
 from router.config import BackendConfig, BackendRefs, backend_refs
 from router.errors import BackendError, ErrorClass, RouterError
 from router.preflight import FAIL, OK, WARN, Finding
-from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest
+from router.types import (
+    BackendCall,
+    BackendSpec,
+    Chunk,
+    FinishReason,
+    InferenceRequest,
+    ToolCallEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +106,12 @@ _EXPLAIN_TIMEOUT_S = 10.0
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _CONTEXT_TYPES = frozenset({"exceed_context_size_error"})
-_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+}
 
 
 def is_context_length_error(error: Mapping[str, Any]) -> bool:
@@ -199,7 +222,7 @@ class OpenAIBackend(Backend):
     def _body(self, request: InferenceRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+            "messages": [openai_message(m) for m in request.messages],
             "max_tokens": request.max_output_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -213,6 +236,7 @@ class OpenAIBackend(Backend):
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = list(s.stop)
+        body.update(openai_tool_fields(request))
         return body
 
     def _remaining(self, deadline: float | None) -> float | None:
@@ -260,6 +284,7 @@ class OpenAIBackend(Backend):
             seen_done = False
             finish: str | None = None
             usage: Mapping[str, Any] | None = None
+            tool_deltas = OpenAIToolDeltas()
             while True:
                 line = await self._next_line(lines, call.deadline)
                 event = parser.feed(line) if line is not None else parser.flush()
@@ -274,9 +299,9 @@ class OpenAIBackend(Backend):
                     while line is not None:
                         line = await self._next_line(lines, call.deadline)
                     break
-                text, fr, u = self._parse_event(event)
-                if text:
-                    yield Chunk(text=text, tokens=1)
+                text, calls, fr, u = self._parse_event(event, tool_deltas)
+                if text or calls:
+                    yield Chunk(text=text, tokens=1, tool_calls=calls)
                 if fr:
                     finish = fr
                 if u is not None:
@@ -302,7 +327,9 @@ class OpenAIBackend(Backend):
         except TimeoutError as exc:
             raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE) from exc
 
-    def _parse_event(self, event: SSEEvent) -> tuple[str, str | None, Mapping[str, Any] | None]:
+    def _parse_event(
+        self, event: SSEEvent, tool_deltas: OpenAIToolDeltas
+    ) -> tuple[str, tuple[ToolCallEvent, ...], str | None, Mapping[str, Any] | None]:
         try:
             payload = json.loads(event.data)
         except ValueError as exc:
@@ -316,6 +343,7 @@ class OpenAIBackend(Backend):
             message = truncate(str(error.get("message") or "unknown error"))
             raise BackendError(self.name, f"error in stream: {message}", cls)
         text = ""
+        calls: tuple[ToolCallEvent, ...] = ()
         finish = None
         choices = payload.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -325,11 +353,12 @@ class OpenAIBackend(Backend):
                 content = delta.get("content")
                 if isinstance(content, str):
                     text = content
+                calls = tool_deltas(delta.get("tool_calls"))
             fr = choice.get("finish_reason")
             if isinstance(fr, str) and fr:
                 finish = fr
         usage = payload.get("usage")
-        return text, finish, usage if isinstance(usage, dict) else None
+        return text, calls, finish, usage if isinstance(usage, dict) else None
 
     def _final(self, finish: str | None, usage: Mapping[str, Any] | None) -> Chunk:
         input_tokens = output_tokens = None

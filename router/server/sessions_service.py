@@ -11,6 +11,7 @@ import grpc
 from hybrid_router.client.enums import CONTEXT_STRATEGIES, ROLES
 from hybrid_router.v1 import sessions_pb2 as spb
 from hybrid_router.v1 import sessions_pb2_grpc
+from hybrid_router.v1 import types_pb2 as tpb
 
 from router.errors import InvalidRequest, SessionNotFound
 from router.server.context import principal_var
@@ -143,4 +144,9 @@ def _turn_pb(turn: Turn, tokens: int) -> spb.Turn:
         at_unix_ms=turn.at_ms,
         backend=turn.backend,
         tokens=tokens,
+        tool_calls=[
+            tpb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in turn.tool_calls
+        ],
+        tool_call_id=turn.tool_call_id,
+        name=turn.name,
     )

@@ -8,11 +8,19 @@ gives a :class:`Conversation` for one request::
     fitted = conv.fit(pairs, max_output_tokens)      # per backend: FittedPrompt (policy input)
     request_for_gpu = conv.request_for("gpu-a", request)
     ...                                              # the answer streams
-    await conv.commit(answer_text, "gpu-a")          # appends the new turn and the answer
+    await conv.commit(answer_text, "gpu-a", calls)   # appends the new turn and the answer
 
 The history is counted turn by turn with each backend's tokenizer (router.tokenizers);
 counts are cached per turn, so a turn is counted once per tokenizer for its whole life.
 The fitting itself is pure (router/sessions/fitting.py).
+
+Tool use (docs/tools.md) is stored as turns: the assistant's tool calls with its answer,
+and the caller's tool results (``ROLE_TOOL`` messages) as ``tool`` turns. So an agent
+loop sends only its tool results with the session id, and the backend gets the history
+with the assistant's tool-call turn right before them. A tool call counts with its name
+and arguments. A backend that does not take tools (no ``tools`` capability: a later
+plain question in a session that used tools may go to one) gets the tool turns as text:
+the calls in the assistant's turn, the results as a user turn.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass, replace
 from router.config import SessionsConfig
 from router.errors import AlreadyExists, InvalidRequest, StoreUnavailable
 from router.security.tenants import TenantAccess
-from router.sessions.fitting import FitResult, fit
+from router.sessions.fitting import FitResult, fit, paired
 from router.sessions.model import (
     SESSION_ID_RULE,
     STRATEGIES,
@@ -36,10 +44,13 @@ from router.sessions.model import (
     SessionInfo,
     Summary,
     Turn,
+    calls_text,
     valid_session_id,
 )
 from router.sessions.store import SessionStore
 from router.tokenizers import TokenCounter
+from router.tools.needs import TOOLS
+from router.tools.schema import tools_text
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -59,7 +70,60 @@ log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 #: How the summary goes in front of the kept turns.
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
-_ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT}
+_ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "tool": Role.TOOL}
+
+
+def turn_message(turn: Turn) -> Message:
+    """A stored turn as a backend that takes tools gets it."""
+    return Message(
+        _ROLES.get(turn.role, Role.USER),
+        turn.content,
+        turn.tool_calls,
+        turn.tool_call_id,
+        turn.name,
+    )
+
+
+def tool_result_text(turn: Turn | Message) -> str:
+    """A tool result as text: ``[result of get_weather call_1] 12 C``."""
+    return f"[result of {turn.name or 'a tool'} {turn.tool_call_id}] {turn.content}"
+
+
+def turn_text(turn: Turn | Message) -> str:
+    """A turn's text with its tool calls or its tool result spelled out (what is counted,
+    and what a backend without tools gets)."""
+    if turn.tool_call_id:
+        return tool_result_text(turn)
+    if turn.tool_calls:
+        calls = calls_text(turn.tool_calls)
+        return f"{turn.content}\n{calls}" if turn.content else calls
+    return turn.content
+
+
+def _counted(role: str | Role, text: str) -> Message:
+    # A tool result is counted as the user text a backend without tools gets (a counter's
+    # chat template may not know the tool role).
+    r = _ROLES.get(role, Role.USER)
+    return Message(Role.USER if r is Role.TOOL else r, text)
+
+
+def as_text(turns: Sequence[Turn]) -> list[Message]:
+    """``turns`` for a backend without tools: the calls in the assistant's text, each run
+    of tool results one user message (so user and assistant turns still alternate)."""
+    out: list[Message] = []
+    after_result = False
+    for t in turns:
+        if t.role == "tool":
+            text = tool_result_text(t)
+            if after_result:
+                out[-1] = Message(Role.USER, f"{out[-1].content}\n{text}")
+            else:
+                out.append(Message(Role.USER, text))
+            after_result = True
+        else:
+            out.append(Message(_ROLES.get(t.role, Role.USER), turn_text(t)))
+            after_result = False
+    return out
 
 
 def tenant_of(request: InferenceRequest) -> str:
@@ -102,15 +166,22 @@ class _Counts:
         hit = self._cache.get(k)
         if hit is not None:
             return hit
-        tc = self._counter.count(tid, (Message(_ROLES[turn.role], turn.content),))
+        if turn.tool_calls or turn.tool_call_id:
+            m = _counted(turn.role, turn_text(turn))
+        else:
+            m = Message(_ROLES.get(turn.role, Role.USER), turn.content)
+        tc = self._counter.count(tid, (m,))
         self._cache[k] = tc
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
         return tc
 
     def messages(self, tid: str, messages: tuple[Message, ...]) -> TokenCount:
+        """Tokens of ``messages``, each counted on its own, tool calls and results as text."""
         total, exact = 0, True
         for m in messages:
+            if m.tool_calls or m.role is Role.TOOL:
+                m = _counted(m.role, turn_text(m))
             tc = self._counter.count(tid, (m,))
             total += tc.tokens
             exact = exact and tc.exact
@@ -167,8 +238,19 @@ class Conversation:
         turns = self.session.turns
         roles = [t.role for t in turns]
         head, tail = self._head(), self.request.messages
-        fixed_bytes = _bytes(head) + _bytes(tail)
-        turn_bytes = [_text_bytes(t.content) for t in turns]
+        # The tool definitions go with every prompt (counted as the adapters' wrapping
+        # would give or take: one system message, router.tokenizers.counted_messages).
+        tools = (
+            (Message(Role.SYSTEM, tools_text(self.request.tools)),) if self.request.tools else ()
+        )
+        fixed_bytes = _bytes(head) + _bytes(tail) + _bytes(tools)
+        tool_turns = any(t.tool_calls or t.tool_call_id for t in turns)
+        if tool_turns:
+            turn_bytes = [_text_bytes(turn_text(t)) for t in turns]
+        else:
+            turn_bytes = [_text_bytes(t.content) for t in turns]
+        answers = {m.tool_call_id for m in tail if m.role is Role.TOOL}
+        required = _answered_from(turns, answers) if answers else None
         summary = self.summary
         summary_text = SUMMARY_PREFIX + summary.text if summary is not None else ""
         summary_upto = summary.upto - self._first_seq() if summary is not None else 0
@@ -185,7 +267,7 @@ class Conversation:
                     tc = counts.turn(tid, key, t)
                     per_turn.append(tc.tokens)
                     exact = exact and tc.exact
-                fixed = counts.messages(tid, (*head, *tail))
+                fixed = counts.messages(tid, (*tools, *head, *tail))
                 summary_tokens = (
                     counts.messages(tid, (Message(Role.SYSTEM, summary_text),)).tokens
                     if summary_text
@@ -202,13 +284,19 @@ class Conversation:
                 strategy=self.strategy,
                 summary_upto=summary_upto,
                 summary_tokens=summary_tokens,
+                required=required,
             )
             messages = list(head)
             payload = fixed_bytes + sum(turn_bytes[result.start :])
             if result.summary_used:
                 messages.append(Message(Role.SYSTEM, summary_text))
                 payload += _text_bytes(summary_text)
-            messages.extend(Message(_ROLES[t.role], t.content) for t in turns[result.start :])
+            if not tool_turns:
+                messages.extend(Message(_ROLES[t.role], t.content) for t in turns[result.start :])
+            elif TOOLS in spec.capabilities:
+                messages.extend(turn_message(t) for t in paired(turns[result.start :], answers))
+            else:
+                messages.extend(as_text(paired(turns[result.start :], answers)))
             messages.extend(tail)
             # A prompt that does not fit (strict, or the new turn alone too long) keeps its
             # full size: the window filter then rejects the backend and says why.
@@ -255,11 +343,26 @@ class Conversation:
         the session) when the store fails: the caller sends the turn again."""
         now = self._sessions.now_ms()
         turns = [
-            Turn(role=m.role.value, content=m.content, at_ms=now)
+            Turn(
+                role=m.role.value,
+                content=m.content,
+                at_ms=now,
+                tool_calls=m.tool_calls,
+                tool_call_id=m.tool_call_id,
+                name=m.name,
+            )
             for m in self.request.messages
             if m.role is not Role.SYSTEM
         ]
-        turns.append(Turn(role="assistant", content=answer, at_ms=now, backend=backend))
+        turns.append(
+            Turn(
+                role="assistant",
+                content=answer,
+                at_ms=now,
+                backend=backend,
+                tool_calls=tuple(tool_calls),
+            )
+        )
         store = self._sessions.store
         info = self.session.info
         try:
@@ -348,12 +451,36 @@ class Sessions:
             self.on_commit(conv, backend)
 
 
+def _answered_from(turns: Sequence[Turn], answers: set[str]) -> int | None:
+    """The index of the oldest turn holding a call that ``answers`` (the new turn's tool
+    results' ids) answer, each id by the newest turn with it; None when none does."""
+    pending = set(answers)
+    found: int | None = None
+    for i in range(len(turns) - 1, -1, -1):
+        if not pending:
+            break
+        hit = pending.intersection(c.id for c in turns[i].tool_calls)
+        if hit:
+            found = i
+            pending -= hit
+    return found
+
+
 def _text_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _bytes(messages: Sequence[Message]) -> int:
-    return sum(_text_bytes(m.content) for m in messages)
+    return sum(_text_bytes(turn_text(m)) for m in messages)
 
 
-__all__ = ["ANONYMOUS", "Conversation", "Fitted", "Sessions", "tenant_of"]
+__all__ = [
+    "ANONYMOUS",
+    "Conversation",
+    "Fitted",
+    "Sessions",
+    "as_text",
+    "tenant_of",
+    "turn_message",
+    "turn_text",
+]

@@ -13,7 +13,10 @@ pk                     sk                         item
                                                   count (the next ``seq``), aux_expires;
                                                   ``expires`` = expires_ms in epoch seconds
 ``<t>#<id>``           ``turn#<seq, 12 digits>``  one turn: gen, seq, role, content, at_ms,
-                                                  backend, expires
+                                                  backend, expires; only when set:
+                                                  tool_calls (a JSON array of
+                                                  ``{"id", "name", "arguments"}``),
+                                                  tool_call_id, name
 ``<t>#<id>``           ``summary``                gen, upto, text, backend, made_ms, expires
 ``<t>#``               ``session#<id>``           the tenant's index for ``list``: gen, expires
 =====================  =========================  ===========================================
@@ -65,7 +68,7 @@ from router.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from router.sessions.model import Session, SessionInfo, Summary, Turn
+from router.sessions.model import Session, SessionInfo, Summary, Turn, calls_from_json, calls_json
 from router.sessions.store import SessionStore
 from router.sessions.stores import expired, new_info, require_names, valid_names
 
@@ -461,6 +464,9 @@ class DynamoDbSessionStore(SessionStore):
                     at_ms=_int(item, "at_ms"),
                     backend=_str(item, "backend"),
                     seq=seq,
+                    tool_calls=calls_from_json(_str(item, "tool_calls")),
+                    tool_call_id=_str(item, "tool_call_id"),
+                    name=_str(item, "name"),
                 )
         # The newest turns must all be there; older ones may be being trimmed right now.
         run: list[Turn] = []
@@ -683,6 +689,13 @@ class DynamoDbSessionStore(SessionStore):
                 "backend": _s(t.backend),
                 "expires": _n(turn_expires),
             }
+            # The tool fields only when set: a turn without them is stored as before.
+            if t.tool_calls:
+                item["tool_calls"] = _s(calls_json(t.tool_calls))
+            if t.tool_call_id:
+                item["tool_call_id"] = _s(t.tool_call_id)
+            if t.name:
+                item["name"] = _s(t.name)
             ops.append(
                 {
                     "Put": {

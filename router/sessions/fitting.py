@@ -15,16 +15,28 @@ turn's token count under the backend's tokenizer, :func:`fit` picks the turns:
   the newest of the rest that fit; with no summary yet (or one that does not help), as
   ``sliding``, and the note says so.
 
+Tool use: an assistant turn that calls tools and the ``tool`` turns with their results
+are kept or left out together (providers refuse a tool result whose call is not before
+it, and a call without its results). The history is only ever cut at its front and a cut
+never starts at a tool turn, so a kept result always has its call; when the new turn is
+itself tool results (an agent loop's next step), the turns from the call they answer on
+(``required``) must be kept, or the candidate cannot take the request; when starting at a
+user turn would leave that call out (a long loop since the question), the cut starts at
+the oldest whole tool exchange that fits instead (and the note says the question was left
+out). :func:`paired` then
+drops what the stored history itself left unpaired (a call never answered, a result
+whose call is not right before it).
+
 One pass from the newest turn back: O(turns), about a microsecond per 1,000 turns of
 arithmetic (BENCHMARKS.md "Session fitting").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
-from router.sessions.model import SLIDING, STRICT, SUMMARIZE
+from router.sessions.model import SLIDING, STRICT, SUMMARIZE, Turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,19 @@ def _user_start(start: int, roles: Sequence[str]) -> int:
     return start
 
 
+def _start(start: int, roles: Sequence[str], required: int) -> tuple[int, bool]:
+    """Where the kept turns begin, from the first that fits (``start``): the next user
+    turn; else, when that would leave out the ``required`` turns, the next turn that is
+    not a tool result (the oldest whole tool exchange that fits), and True."""
+    at = _user_start(start, roles)
+    if at <= required:
+        return at, False
+    at = start
+    while at < required and roles[at] == "tool":
+        at += 1
+    return at, True
+
+
 def _newest_that_fit(turns: Sequence[int], lo: int, room: int) -> tuple[int, int]:
     """(start, tokens) of the longest suffix of ``turns[lo:]`` whose sum is <= ``room``."""
     used = 0
@@ -74,12 +99,16 @@ def fit(
     strategy: str,
     summary_upto: int = 0,
     summary_tokens: int = 0,
+    required: int | None = None,
 ) -> FitResult:
-    """Fit ``turns`` (token counts of the history, oldest first; ``roles`` alongside) into
-    ``budget`` tokens next to ``fixed`` ones. ``summary_upto`` > 0: a summary of turns
-    ``[0, summary_upto)`` of ``summary_tokens`` tokens is ready."""
+    """Fit ``turns`` (token counts of the history, oldest first; ``roles`` alongside:
+    ``user``, ``assistant`` or ``tool``) into ``budget`` tokens next to ``fixed`` ones.
+    ``summary_upto`` > 0: a summary of turns ``[0, summary_upto)`` of ``summary_tokens``
+    tokens is ready. ``required``: the turns from this index on must be sent (the tool
+    call the new turn's results answer, and what follows it); None: none."""
     n = len(turns)
     total = sum(turns)
+    need = n if required is None else max(0, min(required, n))
     if fixed + total <= budget:
         return FitResult(0, False, fixed + total, n, 0, 0, 0, True, "the whole history fits")
     if strategy == STRICT:
@@ -92,13 +121,23 @@ def fit(
             n, False, fixed, 0, n, 0, total, False,
             f"the system prompt and the new turn alone need {fixed} tokens of {budget}",
         )  # fmt: skip
+    needed = fixed + sum(turns[need:])
+    if needed > budget:
+        return FitResult(
+            need, False, needed, n - need, need, 0, sum(turns[:need]), False,
+            f"the new turn's tool results and the tool call they answer need {needed} "
+            f"tokens of {budget}",
+        )  # fmt: skip
 
     slide_start, slide_used = _newest_that_fit(turns, 0, budget - fixed)
-    slide_start = _user_start(slide_start, roles)
+    slide_start, cut_question = _start(slide_start, roles, need)
     slide_used = sum(turns[slide_start:])
+    note = f"sliding: the newest {n - slide_start} of {n} turns fit"
+    if cut_question:
+        note += " (from a tool call: the question before it was left out)"
     sliding = FitResult(
         slide_start, False, fixed + slide_used, n - slide_start, slide_start, 0,
-        total - slide_used, True, f"sliding: the newest {n - slide_start} of {n} turns fit",
+        total - slide_used, True, note,
     )  # fmt: skip
     if strategy != SUMMARIZE:
         return sliding
@@ -108,8 +147,12 @@ def fit(
     room = budget - fixed - summary_tokens
     if room < 0:
         return _note(sliding, "the summary does not fit: sliding")
+    if upto > need:
+        return _note(sliding, "the summary covers the tool call the new turn answers: sliding")
     start, used = _newest_that_fit(turns, upto, room)
-    start = _user_start(start, roles)
+    if start > need:
+        return _note(sliding, "the summary leaves no room for the tool call answered: sliding")
+    start, _ = _start(start, roles, need)
     used = sum(turns[start:])
     summarized = upto
     dropped = start - upto
@@ -125,6 +168,42 @@ def fit(
     )  # fmt: skip
 
 
+def paired(turns: Sequence[Turn], answered_next: Collection[str] = ()) -> list[Turn]:
+    """``turns`` (a kept history, oldest first) with every tool call and result in a pair,
+    as providers require: an assistant turn keeps only the calls that the tool turns right
+    after it answer (after the last turns: also those ``answered_next``, the ids the new
+    turn's tool results answer), and is left out when that leaves it neither text nor
+    calls; a tool turn that answers no call of the assistant turn right before it is left
+    out. A history stored whole, call by result, comes back unchanged."""
+    out: list[Turn] = []
+    n = len(turns)
+    i = 0
+    while i < n:
+        t = turns[i]
+        i += 1
+        if t.role == "tool":
+            continue  # not after an assistant turn's calls: an orphan
+        if not t.tool_calls:
+            out.append(t)
+            continue
+        j = i
+        while j < n and turns[j].role == "tool":
+            j += 1
+        results = turns[i:j]
+        answered = {r.tool_call_id for r in results}
+        if j == n:
+            answered.update(answered_next)
+        calls = tuple(c for c in t.tool_calls if c.id in answered)
+        if calls != t.tool_calls:
+            t = replace(t, tool_calls=calls)
+        if t.tool_calls or t.content:
+            out.append(t)
+        ids = {c.id for c in calls}
+        out.extend(r for r in results if r.tool_call_id in ids)
+        i = j
+    return out
+
+
 def _note(result: FitResult, note: str) -> FitResult:
     return FitResult(
         result.start, result.summary_used, result.tokens, result.turns_kept,
@@ -132,4 +211,4 @@ def _note(result: FitResult, note: str) -> FitResult:
     )  # fmt: skip
 
 
-__all__ = ["SLIDING", "STRICT", "SUMMARIZE", "FitResult", "fit"]
+__all__ = ["SLIDING", "STRICT", "SUMMARIZE", "FitResult", "fit", "paired"]

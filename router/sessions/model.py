@@ -9,11 +9,15 @@ in the order the store commits them.
 
 from __future__ import annotations
 
+import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # Session ids a caller may choose: the contract's rule, one copy (hybrid_router.client).
 from hybrid_router.client.sessions import SESSION_ID_RULE, valid_session_id
+
+from router.types import ToolCall
 
 __all__ = [
     "SESSION_ID_RULE",
@@ -21,10 +25,15 @@ __all__ = [
     "STRATEGIES",
     "STRICT",
     "SUMMARIZE",
+    "TURN_ROLES",
     "Session",
     "SessionInfo",
     "Summary",
+    "ToolCall",
     "Turn",
+    "calls_from_json",
+    "calls_json",
+    "calls_text",
     "new_session_id",
     "valid_session_id",
 ]
@@ -36,6 +45,9 @@ SUMMARIZE = "summarize"
 STRICT = "strict"
 STRATEGIES = (SLIDING, SUMMARIZE, STRICT)
 
+#: The roles a stored turn has (the system prompt is the session's, not a turn).
+TURN_ROLES = ("user", "assistant", "tool")
+
 
 def new_session_id() -> str:
     return "s_" + secrets.token_hex(12)
@@ -43,9 +55,14 @@ def new_session_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One message of a conversation."""
+    """One message of a conversation.
 
-    #: ``user`` or ``assistant`` (the system prompt is the session's, not a turn).
+    Tool use is stored as turns too: an assistant turn with ``tool_calls`` (its content
+    may then be empty), and one ``tool`` turn per result, naming the call it answers
+    (``tool_call_id``). Every store keeps the three tool fields only when set, so turns
+    stored before they existed read back with them empty."""
+
+    #: ``user``, ``assistant`` or ``tool`` (:data:`TURN_ROLES`).
     role: str
     content: str
     #: When it was appended (Unix ms).
@@ -54,6 +71,11 @@ class Turn:
     backend: str = ""
     #: Its index in the history; set by the store on append (-1 before).
     seq: int = -1
+    #: An assistant turn's tool calls (id, tool name, arguments as JSON text).
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: A tool turn: the call it answers (``ToolCall.id``), and the tool's name (optional).
+    tool_call_id: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +110,44 @@ class Summary:
     text: str
     backend: str = ""
     made_ms: int = 0
+
+
+def calls_json(calls: Sequence[ToolCall]) -> str:
+    """Tool calls as the stores keep them: a JSON array of ``{"id", "name", "arguments"}``
+    ("" for none, so a turn without calls is stored as before they existed)."""
+    if not calls:
+        return ""
+    return json.dumps(
+        [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def calls_from_json(value: object) -> tuple[ToolCall, ...]:
+    """What :func:`calls_json` wrote (a JSON text or the list it holds); "", None or a
+    missing field (a turn stored before tool calls were kept): none. ValueError, naming
+    the field, for anything else."""
+    if value is None or value == "":
+        return ()
+    items = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("turn.tool_calls: a stored turn's tool calls must be a JSON array")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("turn.tool_calls: each stored tool call must be a JSON object")
+        out.append(
+            ToolCall(
+                id=str(item.get("id", "")),
+                name=str(item.get("name", "")),
+                arguments=str(item.get("arguments", "")) or "{}",
+            )
+        )
+    return tuple(out)
+
+
+def calls_text(calls: Sequence[ToolCall]) -> str:
+    """Tool calls as plain text, one ``name(arguments)`` a line (what counting, summaries
+    and backends without tools see)."""
+    return "\n".join(f"{c.name}({c.arguments})" for c in calls)

@@ -6,7 +6,10 @@ Keys (prefix ``sessions.redis.key_prefix``; ``<t>`` is the tenant, ``-`` for non
 ``<p>{<t>}/<id>/meta``          hash: created_ms, updated_ms, expires_ms, ttl_s, system,
                                 strategy, turn_count (the next ``seq``)
 ``<p>{<t>}/<id>/turns``         list of JSON turns ``{"seq", "role", "content", "at_ms",
-                                "backend"}``, oldest first, trimmed to ``max_turns``
+                                "backend"}``, oldest first, trimmed to ``max_turns``;
+                                ``"tool_calls"`` (``[{"id", "name", "arguments"}]``),
+                                ``"tool_call_id"`` and ``"name"`` only when set (a turn
+                                stored without them has none)
 ``<p>{<t>}/<id>/summary``       hash: upto, text, backend, made_ms
 ``<p>{<t>}/sessions``           sorted set, score 0: the tenant's session ids (by id, for
                                 ``list`` paging with ZRANGEBYLEX)
@@ -43,7 +46,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from router.errors import AlreadyExists, ConfigError, SessionNotFound, StoreUnavailable
-from router.sessions.model import Session, SessionInfo, Summary, Turn
+from router.sessions.model import Session, SessionInfo, Summary, Turn, calls_from_json
 from router.sessions.store import SessionStore
 from router.sessions.stores import expired, new_info, require_names, valid_names
 
@@ -247,19 +250,7 @@ class RedisSessionStore(SessionStore):
         info = _live(tenant, session_id, meta, now_ms)
         if info is None:
             return None
-        turns = []
-        for item in raw:
-            d = json.loads(item)
-            turns.append(
-                Turn(
-                    role=d["role"],
-                    content=d["content"],
-                    at_ms=int(d["at_ms"]),
-                    backend=d.get("backend", ""),
-                    seq=int(d["seq"]),
-                )
-            )
-        return Session(info=info, turns=tuple(turns))
+        return Session(info=info, turns=tuple(_turn(json.loads(item)) for item in raw))
 
     async def list(
         self, tenant: str, *, now_ms: int, limit: int = 100, after: str = ""
@@ -317,18 +308,7 @@ class RedisSessionStore(SessionStore):
     ) -> int:
         if not valid_names(tenant, session_id):
             raise SessionNotFound(session_id)
-        items = [
-            json.dumps(
-                {
-                    "role": t.role,
-                    "content": t.content,
-                    "at_ms": t.at_ms or now_ms,
-                    "backend": t.backend,
-                },
-                separators=(",", ":"),
-            )
-            for t in turns
-        ]
+        items = [json.dumps(_turn_item(t, now_ms), separators=(",", ":")) for t in turns]
         try:
             count = await self._append(
                 keys=self._keys(tenant, session_id),
@@ -377,6 +357,39 @@ class RedisSessionStore(SessionStore):
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _turn_item(t: Turn, now_ms: int) -> dict[str, Any]:
+    """A turn as the ``turns`` list keeps it (without its seq: the append script adds it);
+    the tool fields only when set."""
+    d: dict[str, Any] = {
+        "role": t.role,
+        "content": t.content,
+        "at_ms": t.at_ms or now_ms,
+        "backend": t.backend,
+    }
+    if t.tool_calls:
+        d["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in t.tool_calls
+        ]
+    if t.tool_call_id:
+        d["tool_call_id"] = t.tool_call_id
+    if t.name:
+        d["name"] = t.name
+    return d
+
+
+def _turn(d: dict[str, Any]) -> Turn:
+    return Turn(
+        role=d["role"],
+        content=d["content"],
+        at_ms=int(d["at_ms"]),
+        backend=d.get("backend", ""),
+        seq=int(d["seq"]),
+        tool_calls=calls_from_json(d.get("tool_calls")),
+        tool_call_id=d.get("tool_call_id", ""),
+        name=d.get("name", ""),
+    )
 
 
 def _live(tenant: str, session_id: str, meta: dict[str, str], now_ms: int) -> SessionInfo | None:

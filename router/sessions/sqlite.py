@@ -5,7 +5,8 @@ table      columns (primary key first)
 =========  ===============================================================================
 sessions   tenant, session_id | created_ms, updated_ms, expires_ms, ttl_s, system,
            strategy, turn_count (the next ``seq``: every turn ever appended, kept or not)
-turns      tenant, session_id, seq | role, content, at_ms, backend
+turns      tenant, session_id, seq | role, content, at_ms, backend, tool_calls (a JSON
+           array, "" for none), tool_call_id, name
 summaries  tenant, session_id | upto, text, backend, made_ms
 =========  ===============================================================================
 
@@ -19,6 +20,9 @@ append (its fsync): in WAL mode a reader sees the last committed state. The file
 count and the expiry, drop the turns past ``max_turns``), so two appends, even from two
 processes sharing the file, land one after the other. ``seq`` only grows: after a trim the
 history starts past 0.
+
+A file made before turns kept tool calls gets the three tool columns when it is opened
+(``ALTER TABLE ... ADD COLUMN``, default "": its turns read back without tool calls).
 
 Expired sessions behave as unknown and are deleted lazily: when read, when their tenant's
 sessions are listed, when their id is created again, and a sweep of up to 500 at most once
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from router.errors import AlreadyExists, SessionNotFound, StoreUnavailable
-from router.sessions.model import Session, SessionInfo, Summary, Turn
+from router.sessions.model import Session, SessionInfo, Summary, Turn, calls_from_json, calls_json
 from router.sessions.store import SessionStore
 from router.sessions.stores import default_sqlite_path, expired, home, new_info, require_names
 from router.sessions.stores import valid_names as _valid
@@ -71,6 +75,9 @@ CREATE TABLE IF NOT EXISTS turns (
     content TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
     backend TEXT NOT NULL DEFAULT '',
+    tool_calls TEXT NOT NULL DEFAULT '',
+    tool_call_id TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (tenant, session_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS summaries (
@@ -89,9 +96,47 @@ _INFO_COLUMNS = (
     "tenant, session_id, created_ms, updated_ms, expires_ms, ttl_s, system, strategy, turn_count"
 )
 
+#: Columns of ``turns`` added after the first schema (a file made before gets them on open).
+_TURN_COLUMNS_ADDED = ("tool_calls", "tool_call_id", "name")
+_TURN_COLUMNS = "seq, role, content, at_ms, backend, tool_calls, tool_call_id, name"
+
 #: At most one sweep of expired sessions a minute, of at most this many.
 _SWEEP_EVERY_MS = 60_000
 _SWEEP_BATCH = 500
+
+
+def _add_turn_columns(conn: sqlite3.Connection) -> None:
+    """Give a ``turns`` table made before tool calls were kept its tool columns (default
+    "": the turns already there have none). One transaction: two processes opening the
+    same old file add them once."""
+
+    def missing() -> list[str]:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
+        return [c for c in _TURN_COLUMNS_ADDED if c not in have]
+
+    if not missing():
+        return
+
+    def add() -> None:
+        with _transaction(conn):
+            for column in missing():
+                conn.execute(f"ALTER TABLE turns ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+
+    when_unlocked(add)
+
+
+def _turn(row: Sequence[Any]) -> Turn:
+    """A ``turns`` row (:data:`_TURN_COLUMNS`) as a Turn."""
+    return Turn(
+        role=row[1],
+        content=row[2],
+        at_ms=row[3],
+        backend=row[4],
+        seq=row[0],
+        tool_calls=calls_from_json(row[5]),
+        tool_call_id=row[6],
+        name=row[7],
+    )
 
 
 def _info(row: Sequence[Any]) -> SessionInfo:
@@ -211,7 +256,13 @@ class SqliteSessionStore(SessionStore):
     # --- plumbing (the worker thread) ---------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        return connect(self.path, self.name, _SCHEMA)
+        conn = connect(self.path, self.name, _SCHEMA)
+        try:
+            _add_turn_columns(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _run(self, lane: _Lane, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -327,7 +378,7 @@ class SqliteSessionStore(SessionStore):
             info = self._row(conn, tenant, session_id)
             if info is not None and not expired(info.expires_ms, now_ms):
                 rows = conn.execute(
-                    "SELECT seq, role, content, at_ms, backend FROM turns "
+                    f"SELECT {_TURN_COLUMNS} FROM turns "
                     "WHERE tenant = ? AND session_id = ? ORDER BY seq",
                     (tenant, session_id),
                 ).fetchall()
@@ -336,10 +387,7 @@ class SqliteSessionStore(SessionStore):
         if expired(info.expires_ms, now_ms):
             self._info(conn, tenant, session_id, now_ms)  # purges it
             return None
-        turns = tuple(
-            Turn(role=r[1], content=r[2], at_ms=r[3], backend=r[4], seq=r[0]) for r in rows
-        )
-        return Session(info=info, turns=turns)
+        return Session(info=info, turns=tuple(_turn(r) for r in rows))
 
     async def list(
         self, tenant: str, *, now_ms: int, limit: int = 100, after: str = ""
@@ -405,10 +453,21 @@ class SqliteSessionStore(SessionStore):
                 raise SessionNotFound(session_id)
             count, ttl_s = row[0], row[1] or self._ttl_s
             conn.executemany(
-                "INSERT INTO turns (tenant, session_id, seq, role, content, at_ms, backend) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO turns (tenant, session_id, {_TURN_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (tenant, session_id, count + i, t.role, t.content, t.at_ms or now_ms, t.backend)
+                    (
+                        tenant,
+                        session_id,
+                        count + i,
+                        t.role,
+                        t.content,
+                        t.at_ms or now_ms,
+                        t.backend,
+                        calls_json(t.tool_calls),
+                        t.tool_call_id,
+                        t.name,
+                    )
                     for i, t in enumerate(turns)
                 ],
             )

@@ -10,6 +10,11 @@ data may not go to. The result is cached in the session store with the turn rang
 covers (``Summary.upto``); a summary covering fewer turns never replaces a newer one.
 One summary at a time per session; a failure is logged and the next turn tries again
 (until then, the strategy falls back to ``sliding`` and the Decision says so).
+
+Tool use goes into the summary request as text (:func:`summary_line`): an assistant
+turn's calls as ``name(arguments)`` after its text, a tool result as
+``tool get_weather (call_1): ...``; arguments and results longer than
+:data:`TOOL_TEXT_CHARS` are cut (a page a tool fetched need not be summarised whole).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable
 from router.config import SummariesConfig
 from router.security.tenants import TenantAccess
 from router.sessions.context import Conversation, Sessions
-from router.sessions.model import SUMMARIZE, Summary
+from router.sessions.model import SUMMARIZE, Summary, Turn
 from router.types import (
     DeltaEvent,
     Event,
@@ -36,6 +41,9 @@ from router.types import (
 
 log = logging.getLogger(__name__)
 
+#: The characters of one tool call's arguments or one tool result a summary request gets.
+TOOL_TEXT_CHARS = 2000
+
 Generate = Callable[[InferenceRequest, TenantAccess | None], AsyncGenerator[Event, None]]
 
 INSTRUCTIONS = (
@@ -43,6 +51,23 @@ INSTRUCTIONS = (
     "Write the updated summary: facts, names, numbers, decisions and open questions, in "
     "plain sentences, no preamble."
 )
+
+
+def _clip(text: str, limit: int = TOOL_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
+
+
+def summary_line(turn: Turn) -> str:
+    """One turn as the summary request shows it: ``user: ...``, ``assistant: ...`` with
+    its tool calls, ``tool get_weather (call_1): ...``."""
+    if turn.role == "tool":
+        name = f" {turn.name}" if turn.name else ""
+        return f"tool{name} ({turn.tool_call_id}): {_clip(turn.content)}"
+    text = turn.content
+    if turn.tool_calls:
+        calls = "; ".join(f"{c.name}({_clip(c.arguments)})" for c in turn.tool_calls)
+        text = f"{text} [called {calls}]" if text else f"[called {calls}]"
+    return f"{turn.role}: {text}"
 
 
 class Summarizer:
@@ -106,7 +131,7 @@ class Summarizer:
             session = await store.get(info.tenant, info.session_id, now_ms=self.sessions.now_ms())
             if session is None:
                 return
-            lines = [f"{t.role}: {t.content}" for t in session.turns if since <= t.seq < upto]
+            lines = [summary_line(t) for t in session.turns if since <= t.seq < upto]
             if not lines:
                 return
             text = (f"Summary so far: {previous.text}\n\n" if previous else "") + (

@@ -12,6 +12,16 @@ arrive mid-stream. HTTP errors carry ``{"type": "error", "error": {"type", "mess
 authentication_error, 403 permission_error, 404 not_found_error, 413 request_too_large,
 429 rate_limit_error, 500 api_error, 529 overloaded_error) and ``retry-after`` when given.
 
+Tools: a scenario's ``tool_calls`` (``wire_calls.WireCall``) follow the text block (which is
+left out when the scenario has no text) as ``tool_use`` blocks: ``content_block_start``
+with ``{"type": "tool_use", "id", "name", "input": {}}``, one ``input_json_delta`` per
+fragment of the arguments, ``content_block_stop``. Requests are checked as the Messages
+API checks them (:func:`tool_request_error`): ``tool_choice`` and tool blocks need
+``tools``, an input schema is an object, a named choice names a tool, every ``tool_use``
+is answered by a ``tool_result`` in the next turn and every ``tool_result`` answers one in
+the turn before. The offence is a 400 ``invalid_request_error`` in Anthropic's words.
+``requests[i].body`` is what the client sent.
+
 The official ``anthropic`` SDK is run against this server in the tests, so the server
 cannot share a misreading of the format with the adapter.
 """
@@ -25,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from httpwire import ChunkedWriter, Recorded, WireHTTPServer, send_whole
+from wire_calls import WireCall
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -53,6 +64,8 @@ class Scenario:
     #: An ``error`` event after the deltas, e.g. ("overloaded_error", "Overloaded").
     stream_error: tuple[str, str] | None = None
     cut_after: int | None = None
+    #: tool_use blocks after the text (use ``stop_reason="tool_use"``).
+    tool_calls: tuple[WireCall, ...] = ()
 
 
 class AnthropicWire(WireHTTPServer):
@@ -79,7 +92,10 @@ class AnthropicWire(WireHTTPServer):
             request.completed.set()
             return
         sc = self.scenarios.get(str(body.get("model", "")), self.default)
-        if sc.status != 200:
+        invalid = tool_request_error(body)
+        if invalid is not None:
+            await self._error(writer, 400, invalid)
+        elif sc.status != 200:
             await self._error(writer, sc.status, sc.message, sc.headers)
         elif body.get("stream"):
             await self._stream(ChunkedWriter(reader, writer), sc, str(body.get("model")))
@@ -119,7 +135,14 @@ class AnthropicWire(WireHTTPServer):
         }
 
     async def _whole(self, writer: asyncio.StreamWriter, sc: Scenario, model: str) -> None:
-        message = self._message(sc, model, [{"type": "text", "text": "".join(sc.deltas)}])
+        content: list[Any] = []
+        if sc.deltas or not sc.tool_calls:
+            content.append({"type": "text", "text": "".join(sc.deltas)})
+        content += [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": c.input}
+            for c in sc.tool_calls
+        ]
+        message = self._message(sc, model, content)
         message["stop_reason"] = sc.stop_reason
         message["usage"]["output_tokens"] = sc.output_tokens
         await send_whole(
@@ -144,14 +167,16 @@ class AnthropicWire(WireHTTPServer):
         await send(
             "message_start", {"type": "message_start", "message": self._message(sc, model, [])}
         )
-        await send(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
+        text_block = bool(sc.deltas) or not sc.tool_calls
+        if text_block:
+            await send(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
         await send("ping", {"type": "ping"})
         for index, text in enumerate(sc.deltas):
             if sc.cut_after is not None and index >= sc.cut_after:
@@ -172,7 +197,21 @@ class AnthropicWire(WireHTTPServer):
             await send("error", {"type": "error", "error": {"type": etype, "message": message}})
             await out.end()
             return
-        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        if text_block:
+            await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        for block, call in enumerate(sc.tool_calls, start=int(text_block)):
+            opening = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            await send(
+                "content_block_start",
+                {"type": "content_block_start", "index": block, "content_block": opening},
+            )
+            for piece in call.fragments:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                await send(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": block, "delta": delta},
+                )
+            await send("content_block_stop", {"type": "content_block_stop", "index": block})
         await send(
             "message_delta",
             {
@@ -184,3 +223,49 @@ class AnthropicWire(WireHTTPServer):
         if sc.send_message_stop:
             await send("message_stop", {"type": "message_stop"})
         await out.end()
+
+
+def tool_request_error(body: dict[str, Any]) -> str | None:
+    """The Messages API's 400 message for a request whose tools or tool blocks it refuses."""
+    tools = body.get("tools") or []
+    names = [t.get("name") for t in tools if isinstance(t, dict)]
+    for i, tool in enumerate(tools):
+        schema = tool.get("input_schema") if isinstance(tool, dict) else None
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return f"tools.{i}.custom.input_schema.type: Input should be 'object'"
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not tools:
+            return "tool_choice: tool_choice may only be specified while providing tools."
+        if choice.get("type") not in ("auto", "any", "tool", "none"):
+            return f"tool_choice.type: Input tag {choice.get('type')!r} found is not valid"
+        if choice.get("type") == "tool" and choice.get("name") not in names:
+            return f"tool_choice.name: Tool {choice.get('name')!r} not found in tools"
+    previous: list[str] = []
+    for i, m in enumerate(body.get("messages") or ()):
+        content = m.get("content")
+        blocks = content if isinstance(content, list) else []
+        kinds = {b.get("type") for b in blocks}
+        if kinds & {"tool_use", "tool_result"} and not tools:
+            return "Requests which include `tool_use` or `tool_result` blocks must define tools."
+        results = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
+        for j, b in enumerate(blocks):
+            if b.get("type") == "tool_result" and b.get("tool_use_id") not in previous:
+                return (
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                    f"`tool_result` blocks: {b.get('tool_use_id')}. Each `tool_result` block "
+                    "must have a corresponding `tool_use` block in the previous message."
+                )
+            if b.get("type") == "tool_use" and not isinstance(b.get("input"), dict):
+                return (
+                    f"messages.{i}.content.{j}.tool_use.input: Input should be a valid dictionary"
+                )
+        missing = [p for p in previous if p not in results]
+        if missing:
+            return (
+                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
+        previous = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
+    return None

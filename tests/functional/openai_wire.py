@@ -14,6 +14,16 @@ transfer encoding, keep-alive), in the shape OpenAI documents:
 Each request's ``model`` picks a :class:`Scenario` (``WireServer.scenarios``); unknown
 models get ``WireServer.default``. The official ``openai`` SDK is run against this server
 in the tests, so the format is checked by a client we did not write.
+
+Tools: a scenario's ``tool_calls`` (``wire_calls.WireCall``) are streamed after the content
+as OpenAI streams them, a first ``delta.tool_calls`` fragment with the call's ``index``,
+``id``, ``type`` and name (arguments ``""``), then one fragment per piece of the
+arguments (``index`` + ``function.arguments``). Requests are checked as OpenAI checks them
+(:func:`tool_request_error`): a ``tool`` message must answer a preceding assistant's
+``tool_calls``, every call must be answered, ``tool_choice`` needs ``tools``, a
+``json_schema`` response format needs a name and a schema. The offence is a 400 in
+OpenAI's words (``invalid_request_error`` with ``param``). ``requests[i].body`` is what
+the client sent.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from wire_calls import WireCall
 
 _REASONS = {
     200: "OK",
@@ -70,6 +82,8 @@ class Scenario:
     #: Answer to a non-streamed request with this 400 error (llama-cpp-python's non-streamed
     #: answer to an oversized prompt); ``None``: a normal chat.completion.
     non_stream_error: dict[str, Any] | None = None
+    #: Tool calls streamed after the content deltas (use ``finish_reason="tool_calls"``).
+    tool_calls: tuple[WireCall, ...] = ()
 
 
 @dataclass
@@ -164,6 +178,11 @@ class WireServer:
             return True
         model = str(request.body.get("model", ""))
         sc = self.scenarios.get(model, self.default)
+        invalid = tool_request_error(request.body)
+        if invalid is not None:
+            await _send_json(writer, 400, {"error": invalid})
+            request.completed.set()
+            return True
         if sc.first_byte_delay_s:
             await asyncio.sleep(sc.first_byte_delay_s)
         if sc.status != 200:
@@ -191,7 +210,7 @@ class WireServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(sc.deltas)},
+                    "message": self._message(sc),
                     "logprobs": None,
                     "finish_reason": sc.finish_reason,
                 }
@@ -202,6 +221,20 @@ class WireServer:
                 "total_tokens": prompt + completion,
             },
         }
+
+    @staticmethod
+    def _message(sc: Scenario) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(sc.deltas) or None}
+        if sc.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in sc.tool_calls
+            ]
+        return message
 
     def _next_id(self) -> str:
         self._seq += 1
@@ -256,7 +289,8 @@ class WireServer:
             writer.write(b"%x\r\n%s\r\n" % (len(body), body))
             await writer.drain()
 
-        await send(json.dumps(chunk({"role": "assistant", "content": ""}, None)))
+        first = "" if sc.deltas or not sc.tool_calls else None
+        await send(json.dumps(chunk({"role": "assistant", "content": first}, None)))
         for index, text in enumerate(sc.deltas):
             if sc.cut_after is not None and index >= sc.cut_after:
                 writer.transport.abort()
@@ -264,6 +298,13 @@ class WireServer:
             if index and sc.delta_interval_s:
                 await asyncio.sleep(sc.delta_interval_s)
             await send(json.dumps(chunk({"content": text}, None)))
+        for index, call in enumerate(sc.tool_calls):
+            head_fn = {"name": call.name, "arguments": ""}
+            opening = {"index": index, "id": call.id, "type": "function", "function": head_fn}
+            await send(json.dumps(chunk({"tool_calls": [opening]}, None)))
+            for piece in call.fragments:
+                part = {"index": index, "function": {"arguments": piece}}
+                await send(json.dumps(chunk({"tool_calls": [part]}, None)))
         if sc.stream_error is not None:
             await send(json.dumps({"error": sc.stream_error}))
         else:
@@ -284,6 +325,55 @@ class WireServer:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         request.completed.set()
+
+
+def _invalid(message: str, param: str | None = None) -> dict[str, Any]:
+    return {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+
+
+def tool_request_error(body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's 400 error object for a request whose tools or tool turns it refuses."""
+    tools = body.get("tools")
+    if body.get("tool_choice") is not None and not tools:
+        return _invalid(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+            "specified.",
+            "tool_choice",
+        )
+    for i, tool in enumerate(tools or ()):
+        tool = tool if isinstance(tool, dict) else {}
+        fn = tool.get("function")
+        if tool.get("type") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+            return _invalid(f"Missing required parameter: 'tools[{i}].function'.", f"tools[{i}]")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        for key in ("name", "schema"):
+            if key not in spec:
+                where = f"response_format.json_schema.{key}"
+                return _invalid(f"Missing required parameter: '{where}'.", where)
+    pending: list[str] = []
+    for i, m in enumerate(body.get("messages") or ()):
+        role = m.get("role")
+        if role == "tool":
+            if m.get("tool_call_id") not in pending:
+                return _invalid(
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    f"messages.[{i}].role",
+                )
+            pending.remove(m["tool_call_id"])
+            continue
+        if pending:
+            return _invalid(
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not "
+                f"have response messages: {', '.join(pending)}",
+                f"messages.[{i}].role",
+            )
+        if role == "assistant":
+            pending = [c.get("id") for c in m.get("tool_calls") or ()]
+    return None
 
 
 async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:

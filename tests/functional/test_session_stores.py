@@ -9,10 +9,13 @@ a closed port, SQLite in a directory that cannot be made.
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,8 @@ from router.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from router.sessions.dynamodb import DynamoDbSessionStore, create_table
-from router.sessions.model import SessionInfo, Summary, Turn
+from router.sessions.dynamodb import DynamoDbSessionStore, create_table, query_all
+from router.sessions.model import SessionInfo, Summary, ToolCall, Turn
 from router.sessions.redis import RedisSessionStore
 from router.sessions.sqlite import SqliteSessionStore
 from router.sessions.store import SessionStore
@@ -48,6 +51,28 @@ REGION = "us-east-1"
 STORES = ("sqlite", "redis", "dynamodb")
 
 MakeStore = Callable[..., Awaitable[SessionStore]]
+
+#: The SQLite schema before turns kept tool calls (user_version 1).
+OLD_SQLITE_SCHEMA = """
+CREATE TABLE sessions (
+    tenant TEXT NOT NULL, session_id TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, ttl_s INTEGER NOT NULL,
+    system TEXT NOT NULL DEFAULT '', strategy TEXT NOT NULL DEFAULT '',
+    turn_count INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tenant, session_id)
+);
+CREATE INDEX sessions_expires ON sessions (expires_ms);
+CREATE TABLE turns (
+    tenant TEXT NOT NULL, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    role TEXT NOT NULL, content TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    backend TEXT NOT NULL DEFAULT '', PRIMARY KEY (tenant, session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE summaries (
+    tenant TEXT NOT NULL, session_id TEXT NOT NULL, upto INTEGER NOT NULL,
+    text TEXT NOT NULL, backend TEXT NOT NULL DEFAULT '', made_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, session_id)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
 
 
 def info(
@@ -172,6 +197,186 @@ async def test_append_and_get_in_order(make: MakeStore) -> None:
     await store.append("acme", "s1", [Turn("user", text)], now_ms=T0 + 50)
     session = await store.get("acme", "s1", now_ms=T0 + 60)
     assert session is not None and session.turns[-1].content == text
+
+
+# --- tool calls and tool results as turns -------------------------------------------------
+
+CALLS = (
+    ToolCall("call_1", "get_weather", '{"city": "Oslo", "unit": "°C"}'),
+    ToolCall("call_2", "get_time", "{}"),
+)
+
+
+def tool_turns(now: int = T0) -> list[Turn]:
+    """A tool exchange: the question, the model's two calls (no text), both results, the
+    answer."""
+    return [
+        Turn("user", "Weather and time in Oslo?", at_ms=now),
+        Turn("assistant", "", at_ms=now, backend="b1", tool_calls=CALLS),
+        Turn(
+            "tool",
+            '{"celsius": 12, "note": "naïve ☃ \\ \n"}',
+            at_ms=now,
+            tool_call_id="call_1",
+            name="get_weather",
+        ),  # fmt: skip
+        Turn("tool", "14:05", at_ms=now, tool_call_id="call_2"),
+        Turn("assistant", "12 °C at 14:05.", at_ms=now, backend="b1"),
+    ]
+
+
+def stored(turns: list[Turn], first_seq: int = 0) -> tuple[Turn, ...]:
+    return tuple(replace(t, seq=first_seq + i) for i, t in enumerate(turns))
+
+
+async def test_tool_calls_and_results_round_trip(make: MakeStore) -> None:
+    store = await make()
+    await store.create(info("tools"))
+    assert await store.append("acme", "tools", tool_turns(), now_ms=T0) == 5
+    # An assistant turn with text and a call, and a call whose arguments are "{}".
+    more = [
+        Turn("user", "And tomorrow?", at_ms=T0 + 1),
+        Turn("assistant", "Checking.", at_ms=T0 + 1, backend="b2", tool_calls=CALLS[:1]),
+    ]
+    assert await store.append("acme", "tools", more, now_ms=T0 + 1) == 7
+    session = await store.get("acme", "tools", now_ms=T0 + 2)
+    assert session is not None
+    assert session.turns == stored(tool_turns() + more)
+    # Another replica (another connection, the same keys / table / file) reads the same.
+    replica = await make(replica=True)
+    again = await replica.get("acme", "tools", now_ms=T0 + 2)
+    assert again is not None and again.turns == session.turns
+
+
+async def write_old_turns(store: SessionStore, session_id: str, rows: list[Turn]) -> None:
+    """A session with ``rows`` stored as a router did before turns kept tool calls: SQLite
+    rows in a ``turns`` table without the tool columns, Redis JSON and DynamoDB items
+    without the tool fields."""
+    if isinstance(store, SqliteSessionStore):
+
+        def write() -> None:
+            store.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(store.path)
+            conn.executescript(OLD_SQLITE_SCHEMA)
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, '', '', ?)",
+                ("acme", session_id, T0, T0, T0 + TTL_S * 1000, TTL_S, len(rows)),
+            )
+            conn.executemany(
+                "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    ("acme", session_id, i, t.role, t.content, t.at_ms, t.backend)
+                    for i, t in enumerate(rows)
+                ],  # fmt: skip
+            )
+            conn.commit()
+            conn.close()
+
+        await asyncio.to_thread(write)
+        return
+    await store.create(info(session_id))
+    if isinstance(store, RedisSessionStore):
+        meta, turns_key, _, _ = store._keys("acme", session_id)
+        for i, t in enumerate(rows):
+            old = {"seq": i, "role": t.role, "content": t.content, "at_ms": t.at_ms,
+                   "backend": t.backend}  # fmt: skip
+            await store.client.rpush(turns_key, json.dumps(old, separators=(",", ":")))
+        await store.client.hset(meta, "turn_count", str(len(rows)))
+        return
+    assert isinstance(store, DynamoDbSessionStore)
+    client, table, pk = store.client, store.table, f"acme#{session_id}"
+
+    def write_items() -> None:
+        meta = client.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": "meta"}})
+        gen = meta["Item"]["gen"]["S"]
+        for i, t in enumerate(rows):
+            client.put_item(
+                TableName=table,
+                Item={
+                    "pk": {"S": pk},
+                    "sk": {"S": f"turn#{i:012d}"},
+                    "gen": {"S": gen},
+                    "seq": {"N": str(i)},
+                    "role": {"S": t.role},
+                    "content": {"S": t.content},
+                    "at_ms": {"N": str(t.at_ms)},
+                    "backend": {"S": t.backend},
+                    "expires": {"N": str((T0 // 1000) + 2 * TTL_S)},
+                },
+            )
+        client.update_item(
+            TableName=table,
+            Key={"pk": {"S": pk}, "sk": {"S": "meta"}},
+            UpdateExpression="SET #c = :n",
+            ExpressionAttributeNames={"#c": "count"},
+            ExpressionAttributeValues={":n": {"N": str(len(rows))}},
+        )
+
+    await asyncio.to_thread(write_items)
+
+
+async def raw_turn_fields(store: SessionStore, session_id: str) -> list[set[str]]:
+    """The fields each turn is stored with (Redis: its JSON keys; DynamoDB: its item's
+    attributes; SQLite: the columns that are not empty)."""
+    if isinstance(store, RedisSessionStore):
+        _, turns_key, _, _ = store._keys("acme", session_id)
+        return [set(json.loads(item)) for item in await store.client.lrange(turns_key, 0, -1)]
+    if isinstance(store, DynamoDbSessionStore):
+        items = await asyncio.to_thread(query_all, store.client, store.table, f"acme#{session_id}")
+        return [set(i) for i in items if i["sk"]["S"].startswith("turn#")]
+    assert isinstance(store, SqliteSessionStore)
+
+    def read() -> list[set[str]]:
+        conn = sqlite3.connect(store.path)
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM turns WHERE session_id = ? ORDER BY seq", (session_id,)
+        ).fetchall()
+        conn.close()
+        return [{k for k in r.keys() if r[k] not in ("", None)} for r in rows]
+
+    return await asyncio.to_thread(read)
+
+
+async def test_turns_stored_before_tool_calls_still_load(make: MakeStore) -> None:
+    store = await make()
+    old = [
+        Turn("user", "before tools", at_ms=T0 - 5),
+        Turn("assistant", "an old answer", at_ms=T0 - 4, backend="b1"),
+    ]
+    await write_old_turns(store, "old-1", old)
+    session = await store.get("acme", "old-1", now_ms=T0)
+    assert session is not None and session.turns == stored(old)
+    assert all(t.tool_calls == () and t.tool_call_id == t.name == "" for t in session.turns)
+    # Tool turns append after them, and all read back.
+    assert await store.append("acme", "old-1", tool_turns(T0 + 1), now_ms=T0 + 1) == 7
+    session = await store.get("acme", "old-1", now_ms=T0 + 2)
+    assert session is not None and session.turns == stored(old + tool_turns(T0 + 1))
+    # A turn without tool fields is still stored without them (what an older router reads).
+    fields = await raw_turn_fields(store, "old-1")
+    tool_fields = {"tool_calls", "tool_call_id", "name"}
+    assert [f & tool_fields for f in fields] == [
+        set(), set(), set(), {"tool_calls"}, {"tool_call_id", "name"}, {"tool_call_id"}, set(),
+    ]  # fmt: skip
+
+
+async def test_an_old_sqlite_file_gets_the_tool_columns_once(tmp_path: Path) -> None:
+    """Two stores (two processes' worth of connections) opening the same old file at once
+    both work: the columns are added once."""
+    path = tmp_path / "old.sqlite3"
+    first = SqliteSessionStore(str(path), ttl_s=TTL_S, max_turns=100)
+    await write_old_turns(first, "old-2", [Turn("user", "kept", at_ms=T0)])
+    stores = [first, *(SqliteSessionStore(str(path), ttl_s=TTL_S, max_turns=100) for _ in range(3))]
+    try:
+        got = await asyncio.gather(*(s.get("acme", "old-2", now_ms=T0) for s in stores))
+        assert all(g is not None and g.turns == (Turn("user", "kept", T0, "", 0),) for g in got)
+        await stores[1].append("acme", "old-2", tool_turns(T0 + 1)[1:3], now_ms=T0 + 1)
+        after = await stores[2].get("acme", "old-2", now_ms=T0 + 2)
+        assert after is not None and after.turns[1].tool_calls == CALLS
+        assert after.turns[2].tool_call_id == "call_1"
+    finally:
+        for s in stores:
+            await s.close()
 
 
 async def test_create_twice_is_already_exists(make: MakeStore) -> None:

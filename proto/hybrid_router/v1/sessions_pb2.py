@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from hybrid_router.v1 import types_pb2 as hybrid__router_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhybrid_router/v1/sessions.proto\x12\x10hybrid_router.v1\x1a\x1chybrid_router/v1/types.proto\"\x7f\n\x04Turn\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.hybrid_router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x12\n\nat_unix_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06tokens\x18\x06 \x01(\r\"\xa6\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x02 \x01(\x03\x12\x17\n\x0fupdated_unix_ms\x18\x03 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05ttl_s\x18\x05 \x01(\r\x12\x0e\n\x06system\x18\x06 \x01(\t\x12\x33\n\x08strategy\x18\x07 \x01(\x0e\x32!.hybrid_router.v1.ContextStrategy\x12\x12\n\nturn_count\x18\x08 \x01(\r\x12%\n\x05turns\x18\t \x03(\x0b\x32\x16.hybrid_router.v1.Turn\x12\x16\n\x0ehistory_tokens\x18\n \x01(\r\x12\x15\n\rsummary_turns\x18\x0b \x01(\r\"~\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05ttl_s\x18\x02 \x01(\r\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x33\n\x08strategy\x18\x04 \x01(\x0e\x32!.hybrid_router.v1.ContextStrategy\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.hybrid_router.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xa2\x01\n\nContextFit\x12\x12\n\nturns_kept\x18\x01 \x01(\r\x12\x15\n\rturns_dropped\x18\x02 \x01(\r\x12\x18\n\x10turns_summarized\x18\x03 \x01(\r\x12\x13\n\x0btokens_kept\x18\x04 \x01(\r\x12\x16\n\x0etokens_dropped\x18\x05 \x01(\r\x12\x14\n\x0csummary_used\x18\x06 \x01(\x08\x12\x0c\n\x04note\x18\x07 \x01(\t*\x8e\x01\n\x0f\x43ontextStrategy\x12 \n\x1c\x43ONTEXT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONTEXT_STRATEGY_SLIDING\x10\x01\x12\x1e\n\x1a\x43ONTEXT_STRATEGY_SUMMARIZE\x10\x02\x12\x1b\n\x17\x43ONTEXT_STRATEGY_STRICT\x10\x03\x32\xf3\x02\n\x0eSessionService\x12R\n\rCreateSession\x12&.hybrid_router.v1.CreateSessionRequest\x1a\x19.hybrid_router.v1.Session\x12L\n\nGetSession\x12#.hybrid_router.v1.GetSessionRequest\x1a\x19.hybrid_router.v1.Session\x12]\n\x0cListSessions\x12%.hybrid_router.v1.ListSessionsRequest\x1a&.hybrid_router.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.hybrid_router.v1.DeleteSessionRequest\x1a\'.hybrid_router.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhybrid_router/v1/sessions.proto\x12\x10hybrid_router.v1\x1a\x1chybrid_router/v1/types.proto\"\xd3\x01\n\x04Turn\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.hybrid_router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x12\n\nat_unix_ms\x18\x04 \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06tokens\x18\x06 \x01(\r\x12.\n\ntool_calls\x18\x07 \x03(\x0b\x32\x1a.hybrid_router.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x08 \x01(\t\x12\x0c\n\x04name\x18\t \x01(\t\"\xa6\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x02 \x01(\x03\x12\x17\n\x0fupdated_unix_ms\x18\x03 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05ttl_s\x18\x05 \x01(\r\x12\x0e\n\x06system\x18\x06 \x01(\t\x12\x33\n\x08strategy\x18\x07 \x01(\x0e\x32!.hybrid_router.v1.ContextStrategy\x12\x12\n\nturn_count\x18\x08 \x01(\r\x12%\n\x05turns\x18\t \x03(\x0b\x32\x16.hybrid_router.v1.Turn\x12\x16\n\x0ehistory_tokens\x18\n \x01(\r\x12\x15\n\rsummary_turns\x18\x0b \x01(\r\"~\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05ttl_s\x18\x02 \x01(\r\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x33\n\x08strategy\x18\x04 \x01(\x0e\x32!.hybrid_router.v1.ContextStrategy\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.hybrid_router.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xa2\x01\n\nContextFit\x12\x12\n\nturns_kept\x18\x01 \x01(\r\x12\x15\n\rturns_dropped\x18\x02 \x01(\r\x12\x18\n\x10turns_summarized\x18\x03 \x01(\r\x12\x13\n\x0btokens_kept\x18\x04 \x01(\r\x12\x16\n\x0etokens_dropped\x18\x05 \x01(\r\x12\x14\n\x0csummary_used\x18\x06 \x01(\x08\x12\x0c\n\x04note\x18\x07 \x01(\t*\x8e\x01\n\x0f\x43ontextStrategy\x12 \n\x1c\x43ONTEXT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONTEXT_STRATEGY_SLIDING\x10\x01\x12\x1e\n\x1a\x43ONTEXT_STRATEGY_SUMMARIZE\x10\x02\x12\x1b\n\x17\x43ONTEXT_STRATEGY_STRICT\x10\x03\x32\xf3\x02\n\x0eSessionService\x12R\n\rCreateSession\x12&.hybrid_router.v1.CreateSessionRequest\x1a\x19.hybrid_router.v1.Session\x12L\n\nGetSession\x12#.hybrid_router.v1.GetSessionRequest\x1a\x19.hybrid_router.v1.Session\x12]\n\x0cListSessions\x12%.hybrid_router.v1.ListSessionsRequest\x1a&.hybrid_router.v1.ListSessionsResponse\x12`\n\rDeleteSession\x12&.hybrid_router.v1.DeleteSessionRequest\x1a\'.hybrid_router.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hybrid_router.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTEXTSTRATEGY']._serialized_start=1086
-  _globals['_CONTEXTSTRATEGY']._serialized_end=1228
-  _globals['_TURN']._serialized_start=83
-  _globals['_TURN']._serialized_end=210
-  _globals['_SESSION']._serialized_start=213
-  _globals['_SESSION']._serialized_end=507
-  _globals['_CREATESESSIONREQUEST']._serialized_start=509
-  _globals['_CREATESESSIONREQUEST']._serialized_end=635
-  _globals['_GETSESSIONREQUEST']._serialized_start=637
-  _globals['_GETSESSIONREQUEST']._serialized_end=676
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=678
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=738
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=740
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=832
-  _globals['_DELETESESSIONREQUEST']._serialized_start=834
-  _globals['_DELETESESSIONREQUEST']._serialized_end=876
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=878
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=918
-  _globals['_CONTEXTFIT']._serialized_start=921
-  _globals['_CONTEXTFIT']._serialized_end=1083
-  _globals['_SESSIONSERVICE']._serialized_start=1231
-  _globals['_SESSIONSERVICE']._serialized_end=1602
+  _globals['_CONTEXTSTRATEGY']._serialized_start=1171
+  _globals['_CONTEXTSTRATEGY']._serialized_end=1313
+  _globals['_TURN']._serialized_start=84
+  _globals['_TURN']._serialized_end=295
+  _globals['_SESSION']._serialized_start=298
+  _globals['_SESSION']._serialized_end=592
+  _globals['_CREATESESSIONREQUEST']._serialized_start=594
+  _globals['_CREATESESSIONREQUEST']._serialized_end=720
+  _globals['_GETSESSIONREQUEST']._serialized_start=722
+  _globals['_GETSESSIONREQUEST']._serialized_end=761
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=763
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=823
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=825
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=917
+  _globals['_DELETESESSIONREQUEST']._serialized_start=919
+  _globals['_DELETESESSIONREQUEST']._serialized_end=961
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=963
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1003
+  _globals['_CONTEXTFIT']._serialized_start=1006
+  _globals['_CONTEXTFIT']._serialized_end=1168
+  _globals['_SESSIONSERVICE']._serialized_start=1316
+  _globals['_SESSIONSERVICE']._serialized_end=1687
 # @@protoc_insertion_point(module_scope)

@@ -20,20 +20,26 @@ CONTEXT_STRATEGY_SUMMARIZE: ContextStrategy
 CONTEXT_STRATEGY_STRICT: ContextStrategy
 
 class Turn(_message.Message):
-    __slots__ = ("role", "content", "seq", "at_unix_ms", "backend", "tokens")
+    __slots__ = ("role", "content", "seq", "at_unix_ms", "backend", "tokens", "tool_calls", "tool_call_id", "name")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     role: _types_pb2.Role
     content: str
     seq: int
     at_unix_ms: int
     backend: str
     tokens: int
-    def __init__(self, role: _Optional[_Union[_types_pb2.Role, str]] = ..., content: _Optional[str] = ..., seq: _Optional[int] = ..., at_unix_ms: _Optional[int] = ..., backend: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[_types_pb2.ToolCall]
+    tool_call_id: str
+    name: str
+    def __init__(self, role: _Optional[_Union[_types_pb2.Role, str]] = ..., content: _Optional[str] = ..., seq: _Optional[int] = ..., at_unix_ms: _Optional[int] = ..., backend: _Optional[str] = ..., tokens: _Optional[int] = ..., tool_calls: _Optional[_Iterable[_Union[_types_pb2.ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "created_unix_ms", "updated_unix_ms", "expires_unix_ms", "ttl_s", "system", "strategy", "turn_count", "turns", "history_tokens", "summary_turns")
