@@ -247,9 +247,12 @@ class Dispatcher:
                             out_tokens += chunk.tokens
                             text.append(chunk.text)
                             yield DeltaEvent(chunk.text, chunk.tokens)
-                        for tc in chunk.tool_calls:
-                            calls.add(tc)
-                            yield tc
+                        if chunk.tool_calls:
+                            if not chunk.text:
+                                out_tokens += chunk.tokens  # a tool call's tokens count too
+                            for tc in chunk.tool_calls:
+                                calls.add(tc)
+                                yield tc
                         if chunk.done:
                             break
                         try:
