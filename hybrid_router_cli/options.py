@@ -196,6 +196,12 @@ def add_request_options(p: argparse.ArgumentParser) -> None:
         "default: the session's",
     )
 
+    g.add_argument(
+        "--continue-on-failure",
+        action="store_true",
+        help="when the backend fails mid-answer, continue the answer on the next candidate "
+        "(docs/reliability.md)",
+    )
     t = p.add_argument_group("tools and JSON answers (docs/tools.md)")
     t.add_argument(
         "--tools",
@@ -283,6 +289,7 @@ def request_options(args: argparse.Namespace) -> RequestOptions:
         response_format=args.response_format or "",
         json_schema=schema,
         validate_before_streaming=args.validate,
+        continue_on_failure=args.continue_on_failure,
     )
 
 

@@ -395,6 +395,19 @@ def failover_line(f: router_pb2.Failover) -> Text:
     )
 
 
+def continuation_line(c: router_pb2.Continuation) -> Text:
+    """``↪ continued on gpu-b (gpu) after 12 tokens from edge-a: <reason> [prefill]``."""
+    from rich.text import Text
+
+    text = Text("↪ continued on ", style="yellow")
+    text.append(f"{c.to_backend} ({tier_name(c.to_tier)})", style="bold yellow")
+    text.append(
+        f" after {c.tokens_so_far} tokens from {c.from_backend}: {c.reason} [{c.method}]",
+        style="yellow",
+    )
+    return text
+
+
 def tool_call_line(index: int, call_id: str, name: str, arguments: str) -> Text:
     """One tool call of an answer: ``→ tool call 0 get_weather {"city": "Oslo"} (id c1)``."""
     from rich.text import Text
@@ -420,6 +433,8 @@ def usage_line(u: router_pb2.Usage) -> Text:
     )
     if u.attempts > 1:
         text.append(f" · {u.attempts} attempts")
+    if u.continued:
+        text.append(" · continued")
     if u.tool_calls:
         text.append(f" · {u.tool_calls} tool call{'s' if u.tool_calls > 1 else ''}")
     if u.format_error:

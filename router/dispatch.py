@@ -26,6 +26,7 @@ from opentelemetry import trace
 
 from router import policy
 from router.config import PolicyConfig
+from router.continuation import continuation_request, join
 from router.errors import (
     AllCandidatesFailed,
     Attempt,
@@ -48,6 +49,7 @@ from router.tools.schema import answer_error, arguments_error
 from router.types import (
     BackendCall,
     Chunk,
+    ContinuationEvent,
     DecisionEvent,
     DeltaEvent,
     Event,
@@ -187,6 +189,10 @@ class Dispatcher:
 
         attempts: list[Attempt] = []
         previous: str | None = None
+        may_continue = request.continue_on_failure or (
+            access is not None and access.continue_on_failure
+        )
+        carry: _Carry | None = None  # the answer so far, once a backend failed mid-answer
         for name in plan.order:
             entry = self.registry.get(name)
             if entry is None:
@@ -196,6 +202,9 @@ class Dispatcher:
                 attempts.append(Attempt(name, "circuit open"))
                 continue
             if deadline is not None and self._clock() >= deadline:
+                if carry is not None:
+                    yield carry.usage
+                    raise StreamInterrupted(carry.usage.backend, "deadline passed")
                 raise DeadlineExceeded(
                     "deadline passed before a backend answered"
                     + (
@@ -204,15 +213,6 @@ class Dispatcher:
                         else ""
                     )
                 )
-            if previous is not None:
-                yield FailoverEvent(
-                    from_backend=previous,
-                    to_backend=name,
-                    to_tier=entry.spec.tier,
-                    reason=attempts[-1].reason if attempts else "",
-                    attempt=len(attempts) + 1,
-                )
-            previous = name
             # The attempt runs inline (no async generator per attempt): each token passes
             # one generator layer here on its way from the adapter to the relay.
             sent = request if conv is None else conv.request_for(name, request)
@@ -222,6 +222,29 @@ class Dispatcher:
                 except PiiWithheld as exc:
                     attempts.append(Attempt(name, exc.message))
                     continue
+            held_space = ""
+            if carry is not None:
+                sent, method, held_space = continuation_request(
+                    sent, carry.text, carry.usage.output_tokens, entry.spec
+                )
+                yield ContinuationEvent(
+                    from_backend=carry.usage.backend,
+                    to_backend=name,
+                    to_tier=entry.spec.tier,
+                    reason=attempts[-1].reason if attempts else carry.usage.error,
+                    tokens_so_far=carry.usage.output_tokens,
+                    method=method,
+                    attempt=len(attempts) + 1,
+                )
+            elif previous is not None:
+                yield FailoverEvent(
+                    from_backend=previous,
+                    to_backend=name,
+                    to_tier=entry.spec.tier,
+                    reason=attempts[-1].reason if attempts else "",
+                    attempt=len(attempts) + 1,
+                )
+            previous = name
             att = _Attempt(self, entry, sent, deadline, len(attempts) + 1)
             try:
                 if request.validate_before_streaming:
@@ -236,6 +259,8 @@ class Dispatcher:
                         attempts.append(Attempt(name, att.failure))
                         continue
                     first, rest = got, None
+                if held_space and first.text:
+                    first = replace(first, text=join(held_space, first.text))
                 stream = att.stream
                 chunk = first
                 out_tokens = 0
@@ -262,23 +287,39 @@ class Dispatcher:
                                 name, "stream ended without a final message"
                             ) from None
                 except BackendError as exc:
-                    # After the first token there is no failover: the answer ends incomplete.
-                    yield att.interrupted(feats, out_tokens, exc)
+                    cut = att.interrupted(feats, out_tokens, exc)
+                    if carry is not None:
+                        cut = carry.add(cut)
+                    if may_continue and not len(calls):
+                        # Go on with the next candidate: the answer so far is its prompt.
+                        so_far = (carry.text if carry is not None else "") + "".join(text)
+                        carry = _Carry(so_far, cut)
+                        attempts.append(Attempt(name, f"failed mid-answer: {exc.reason}"))
+                        continue
+                    # No continuation: the answer ends incomplete.
+                    yield cut
                     raise StreamInterrupted(name, exc.reason) from exc
                 whole = "".join(text)
+                if carry is not None:
+                    whole = carry.text + whole
                 done_calls = calls.calls()
                 if conv is not None:
                     await conv.commit(whole, name, done_calls)
-                yield att.succeeded(
+                usage = att.succeeded(
                     feats,
                     out_tokens,
                     chunk,
                     answer_check(request, whole, done_calls),
                     len(done_calls),
                 )
+                yield usage if carry is None else carry.add(usage)
                 return
             finally:
                 await att.finish()
+        if carry is not None:
+            # Every candidate after the failure failed too: the answer ends incomplete.
+            yield carry.usage
+            raise StreamInterrupted(carry.usage.backend, carry.usage.error)
         raise AllCandidatesFailed(attempts)
 
     def _usage(
@@ -339,6 +380,32 @@ class Dispatcher:
             template_version=request.template_version,
             format_error=format_error,
             tool_calls=tool_calls,
+        )
+
+
+class _Carry:
+    """An answer continued after a failure mid-stream: the text so far and the usage of
+    the backends that wrote it (an incomplete Usage of the last of them)."""
+
+    __slots__ = ("text", "usage")
+
+    def __init__(self, text: str, usage: UsageEvent) -> None:
+        self.text = text
+        self.usage = usage
+
+    def add(self, usage: UsageEvent) -> UsageEvent:
+        """``usage`` of the backend that went on, with the earlier backends' tokens, cost,
+        time and attempts summed in."""
+        first = self.usage
+        return replace(
+            usage,
+            input_tokens=usage.input_tokens + first.input_tokens,
+            output_tokens=usage.output_tokens + first.output_tokens,
+            cost_usd=usage.cost_usd + first.cost_usd,
+            ttft_ms=first.ttft_ms,
+            total_ms=first.total_ms + usage.total_ms,
+            tokens_estimated=usage.tokens_estimated or first.tokens_estimated,
+            continued=True,
         )
 
 

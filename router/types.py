@@ -170,6 +170,10 @@ class InferenceRequest:
     #: Hold each backend's answer until it is checked against ``response_format``; an
     #: invalid one is that backend's failure (the next candidate is tried).
     validate_before_streaming: bool = False
+    #: After a failure mid-answer, continue on the next candidate (router/continuation.py).
+    continue_on_failure: bool = False
+    #: The last message is an assistant prefix the answer continues (a continuation).
+    prefill: bool = False
     #: Set by a tenant control (the PII guard, router/controls/pii.py): makes the copy of
     #: the request (a session's: its fitted history) that a hosted backend is sent, or
     #: raises a RouterError instead. None: hosted backends get the request as it is.
@@ -391,6 +395,20 @@ class ToolCallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ContinuationEvent:
+    """The answering backend failed mid-answer; ``to_backend`` continues it."""
+
+    from_backend: str
+    to_backend: str
+    to_tier: Tier
+    reason: str
+    tokens_so_far: int
+    #: "prefill" (the answer so far as an open assistant turn) or "instruction".
+    method: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class FailoverEvent:
     from_backend: str
     to_backend: str
@@ -421,9 +439,11 @@ class UsageEvent:
     format_error: str = ""
     #: Tool calls in the answer.
     tool_calls: int = 0
+    #: Continued on another backend after a failure mid-answer (sums over the backends).
+    continued: bool = False
 
 
-Event = DecisionEvent | DeltaEvent | ToolCallEvent | FailoverEvent | UsageEvent
+Event = DecisionEvent | DeltaEvent | ToolCallEvent | FailoverEvent | ContinuationEvent | UsageEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,11 @@ async def _chat(
                         out.write("\n")
                     console.print(render.failover_line(event.failover))
                     mid_text = False
+                elif kind == "continuation":
+                    if mid_text:
+                        out.write("\n")
+                    console.print(render.continuation_line(event.continuation))
+                    mid_text = False
                 elif kind == "tool_call":
                     tc = event.tool_call
                     call = calls.setdefault(tc.index, [tc.id, tc.name])

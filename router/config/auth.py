@@ -37,6 +37,9 @@ class TenantConfig(_Model):
     max_streams: int | None = Field(None, ge=0)
     #: How this tenant's session histories are fitted to a window ("" = sessions.strategy).
     context_strategy: Literal["", "sliding", "summarize", "strict"] = ""
+    #: Continue every request of this tenant on the next candidate when its backend fails
+    #: mid-answer (as GenerateRequest.continue_on_failure does for one request).
+    continue_on_failure: bool = False
 
 
 class SecretsManagerConfig(_Model):

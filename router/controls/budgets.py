@@ -58,7 +58,7 @@ from router.controls.budget_rules import (
 )
 from router.errors import StoreUnavailable
 from router.telemetry.observer import observer_var
-from router.types import FailoverEvent, InferenceRequest, Plan, UsageEvent
+from router.types import ContinuationEvent, FailoverEvent, InferenceRequest, Plan, UsageEvent
 
 if TYPE_CHECKING:
     from router.config import RouterConfig
@@ -152,7 +152,9 @@ class SpendBudgets:
             raise
         return reservation
 
-    async def failover(self, reservation: Reservation, event: FailoverEvent) -> None:
+    async def failover(
+        self, reservation: Reservation, event: FailoverEvent | ContinuationEvent
+    ) -> None:
         amount = estimate(reservation.plan, event.to_backend)
         extra = amount - reservation.amount
         if extra > 0:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router.types import (
+    ContinuationEvent,
     DecisionEvent,
     DeltaEvent,
     Event,
@@ -106,7 +107,7 @@ class Budgets(Protocol):
         budget, what is left and when it resets when it does not fit."""
         ...
 
-    async def failover(self, reservation: Any, event: FailoverEvent) -> None:
+    async def failover(self, reservation: Any, event: FailoverEvent | ContinuationEvent) -> None:
         """Before the fallback is called: grow the reservation to its estimate; raises
         like :meth:`reserve` when that does not fit."""
         ...
@@ -197,7 +198,11 @@ class Controls:
                         # Before the first attempt starts: a refusal calls no model.
                         plan = ev.plan  # type: ignore[union-attr]
                         reservation = await self.budgets.reserve(principal, request, plan)
-                    elif kind is FailoverEvent and reservation is not None and self.budgets:
+                    elif (
+                        (kind is FailoverEvent or kind is ContinuationEvent)
+                        and reservation is not None
+                        and self.budgets
+                    ):
                         # Before the fallback starts: a dearer one grows the reservation.
                         await self.budgets.failover(reservation, ev)  # type: ignore[arg-type]
                     elif kind is UsageEvent:
@@ -205,7 +210,7 @@ class Controls:
                     if kind is DecisionEvent:
                         decided = ev.plan  # type: ignore[union-attr]
                         serving = decided.primary
-                    elif kind is FailoverEvent:
+                    elif kind is FailoverEvent or kind is ContinuationEvent:
                         serving = ev.to_backend  # type: ignore[union-attr]
                     elif kind is DeltaEvent:
                         streamed += ev.tokens  # type: ignore[union-attr]

@@ -58,6 +58,8 @@ class TenantAccess:
     max_streams: int = 0
     #: How its session histories are fitted ("" = sessions.strategy).
     context_strategy: str = ""
+    #: Continue its answers on the next candidate after a failure mid-answer.
+    continue_on_failure: bool = False
 
     @classmethod
     def from_config(cls, cfg: TenantConfig, default_max_streams: int = 0) -> TenantAccess:
@@ -68,6 +70,7 @@ class TenantAccess:
             data_classes=frozenset(cfg.data_classes),
             max_streams=default_max_streams if cfg.max_streams is None else cfg.max_streams,
             context_strategy=cfg.context_strategy,
+            continue_on_failure=cfg.continue_on_failure,
         )
 
     def allows(self, spec: BackendSpec) -> bool:

@@ -33,6 +33,7 @@ from router.types import (
     CandidateReport,
     CircuitState,
     ContextFit,
+    ContinuationEvent,
     DataClass,
     DeltaEvent,
     Estimate,
@@ -219,6 +220,7 @@ def request_from_proto(
         tool_choice=ToolChoice(mode, pb.tool_choice.name),
         response_format=fmt,
         validate_before_streaming=pb.validate_before_streaming,
+        continue_on_failure=pb.continue_on_failure,
     )
 
 
@@ -307,6 +309,20 @@ def tools_to_proto(req: InferenceRequest) -> dict[str, object]:
             strict=fmt.strict,
         ),
     }
+
+
+def continuation_to_proto(ev: ContinuationEvent) -> rpb.GenerateEvent:
+    return rpb.GenerateEvent(
+        continuation=rpb.Continuation(
+            from_backend=ev.from_backend,
+            to_backend=ev.to_backend,
+            reason=ev.reason,
+            tokens_so_far=ev.tokens_so_far,
+            to_tier=TIER_TO_PB[ev.to_tier],
+            method=ev.method,
+            attempt=ev.attempt,
+        )
+    )
 
 
 def tool_call_to_proto(ev: ToolCallEvent) -> rpb.GenerateEvent:
@@ -416,6 +432,7 @@ def usage_to_proto(ev: UsageEvent) -> rpb.GenerateEvent:
             attempts=ev.attempts,
             format_error=ev.format_error,
             tool_calls=ev.tool_calls,
+            continued=ev.continued,
         )
     )
 

@@ -27,6 +27,7 @@ from router.telemetry.observer import observer_var
 from router.templates.model import render
 from router.templates.store import TemplateRegistry
 from router.types import (
+    ContinuationEvent,
     DecisionEvent,
     DeltaEvent,
     Event,
@@ -51,6 +52,8 @@ def event_to_proto(ev: Event) -> rpb.GenerateEvent:
         return convert.usage_to_proto(ev)  # type: ignore[arg-type]
     if t is ToolCallEvent:
         return convert.tool_call_to_proto(ev)  # type: ignore[arg-type]
+    if t is ContinuationEvent:
+        return convert.continuation_to_proto(ev)  # type: ignore[arg-type]
     raise TypeError(f"unknown event {t.__name__}")
 
 

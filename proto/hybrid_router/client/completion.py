@@ -19,6 +19,8 @@ class Completion:
     text: str = ""
     usage: rpb.Usage | None = None
     failovers: list[rpb.Failover] = field(default_factory=list)
+    #: Backends that went on with the answer after a failure mid-stream (continue_on_failure).
+    continuations: list[rpb.Continuation] = field(default_factory=list)
     #: The tool calls of the answer, reassembled from their fragments (in index order).
     tool_calls: list[tpb.ToolCall] = field(default_factory=list)
 
@@ -43,6 +45,8 @@ class Gather:
             self.out.failovers.append(ev.failover)
         elif kind == "usage":
             self.out.usage = ev.usage
+        elif kind == "continuation":
+            self.out.continuations.append(ev.continuation)
         elif kind == "tool_call":
             tc = ev.tool_call
             # [id, name, argument fragments...]: the first id and name seen win.

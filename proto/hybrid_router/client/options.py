@@ -97,6 +97,7 @@ class RequestOptions:
     schema_name: str = ""
     strict: bool = False
     validate_before_streaming: bool = False
+    continue_on_failure: bool = False
 
     def to_proto(self) -> rpb.GenerateRequest:
         return build_request(self)
@@ -196,6 +197,7 @@ def build_request(opts: RequestOptions) -> rpb.GenerateRequest:
         session_id=opts.session_id,
         context_strategy=strategy,  # type: ignore[arg-type]
         validate_before_streaming=opts.validate_before_streaming,
+        continue_on_failure=opts.continue_on_failure,
     )
     if opts.tools:
         req.tools.extend(build_tools(opts.tools))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hybrid_router.v1 import types_pb2 as hybrid__router_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$hybrid_router/v1/model_service.proto\x12\x10hybrid_router.v1\x1a\x1chybrid_router/v1/types.proto\"\xfc\x02\n\x14ModelGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.hybrid_router.v1.ChatMessage\x12\x19\n\x11max_output_tokens\x18\x03 \x01(\r\x12\x32\n\x08sampling\x18\x04 \x01(\x0b\x32 .hybrid_router.v1.SamplingParams\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12/\n\x05tools\x18\x08 \x03(\x0b\x32 .hybrid_router.v1.ToolDefinition\x12\x31\n\x0btool_choice\x18\t \x01(\x0b\x32\x1c.hybrid_router.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\n \x01(\x0b\x32 .hybrid_router.v1.ResponseFormat\"\x81\x01\n\tModelDone\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x35\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1e.hybrid_router.v1.FinishReason\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\"\xae\x01\n\x12ModelGenerateEvent\x12,\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1b.hybrid_router.v1.TextDeltaH\x00\x12+\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1b.hybrid_router.v1.ModelDoneH\x00\x12\x34\n\ttool_call\x18\x03 \x01(\x0b\x32\x1f.hybrid_router.v1.ToolCallDeltaH\x00\x42\x07\n\x05\x65vent\"\r\n\x0bInfoRequest\"\xf4\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\r\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x07 \x01(\x01\x12\x0e\n\x06\x65ngine\x18\x08 \x01(\t\x12\x12\n\nreplica_id\x18\t \x01(\t\x12\x14\n\x0cmodel_family\x18\n \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t2\xb1\x01\n\x0cModelService\x12Z\n\x08Generate\x12&.hybrid_router.v1.ModelGenerateRequest\x1a$.hybrid_router.v1.ModelGenerateEvent0\x01\x12\x45\n\x04Info\x12\x1d.hybrid_router.v1.InfoRequest\x1a\x1e.hybrid_router.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$hybrid_router/v1/model_service.proto\x12\x10hybrid_router.v1\x1a\x1chybrid_router/v1/types.proto\"\x9c\x03\n\x14ModelGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.hybrid_router.v1.ChatMessage\x12\x19\n\x11max_output_tokens\x18\x03 \x01(\r\x12\x32\n\x08sampling\x18\x04 \x01(\x0b\x32 .hybrid_router.v1.SamplingParams\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12/\n\x05tools\x18\x08 \x03(\x0b\x32 .hybrid_router.v1.ToolDefinition\x12\x31\n\x0btool_choice\x18\t \x01(\x0b\x32\x1c.hybrid_router.v1.ToolChoice\x12\x39\n\x0fresponse_format\x18\n \x01(\x0b\x32 .hybrid_router.v1.ResponseFormat\x12\x1e\n\x16\x63ontinue_final_message\x18\x0b \x01(\x08\"\x81\x01\n\tModelDone\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x35\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1e.hybrid_router.v1.FinishReason\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\"\xae\x01\n\x12ModelGenerateEvent\x12,\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1b.hybrid_router.v1.TextDeltaH\x00\x12+\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1b.hybrid_router.v1.ModelDoneH\x00\x12\x34\n\ttool_call\x18\x03 \x01(\x0b\x32\x1f.hybrid_router.v1.ToolCallDeltaH\x00\x42\x07\n\x05\x65vent\"\r\n\x0bInfoRequest\"\xf4\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\r\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x07 \x01(\x01\x12\x0e\n\x06\x65ngine\x18\x08 \x01(\t\x12\x12\n\nreplica_id\x18\t \x01(\t\x12\x14\n\x0cmodel_family\x18\n \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t2\xb1\x01\n\x0cModelService\x12Z\n\x08Generate\x12&.hybrid_router.v1.ModelGenerateRequest\x1a$.hybrid_router.v1.ModelGenerateEvent0\x01\x12\x45\n\x04Info\x12\x1d.hybrid_router.v1.InfoRequest\x1a\x1e.hybrid_router.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hybrid_router.v1.model_serv
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELGENERATEREQUEST']._serialized_start=89
-  _globals['_MODELGENERATEREQUEST']._serialized_end=469
-  _globals['_MODELDONE']._serialized_start=472
-  _globals['_MODELDONE']._serialized_end=601
-  _globals['_MODELGENERATEEVENT']._serialized_start=604
-  _globals['_MODELGENERATEEVENT']._serialized_end=778
-  _globals['_INFOREQUEST']._serialized_start=780
-  _globals['_INFOREQUEST']._serialized_end=793
-  _globals['_INFORESPONSE']._serialized_start=796
-  _globals['_INFORESPONSE']._serialized_end=1040
-  _globals['_MODELSERVICE']._serialized_start=1043
-  _globals['_MODELSERVICE']._serialized_end=1220
+  _globals['_MODELGENERATEREQUEST']._serialized_end=501
+  _globals['_MODELDONE']._serialized_start=504
+  _globals['_MODELDONE']._serialized_end=633
+  _globals['_MODELGENERATEEVENT']._serialized_start=636
+  _globals['_MODELGENERATEEVENT']._serialized_end=810
+  _globals['_INFOREQUEST']._serialized_start=812
+  _globals['_INFOREQUEST']._serialized_end=825
+  _globals['_INFORESPONSE']._serialized_start=828
+  _globals['_INFORESPONSE']._serialized_end=1072
+  _globals['_MODELSERVICE']._serialized_start=1075
+  _globals['_MODELSERVICE']._serialized_end=1252
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelGenerateRequest(_message.Message):
-    __slots__ = ("request_id", "messages", "max_output_tokens", "sampling", "model", "tenant", "session_id", "tools", "tool_choice", "response_format")
+    __slots__ = ("request_id", "messages", "max_output_tokens", "sampling", "model", "tenant", "session_id", "tools", "tool_choice", "response_format", "continue_final_message")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class ModelGenerateRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_FINAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
     max_output_tokens: int
@@ -29,7 +30,8 @@ class ModelGenerateRequest(_message.Message):
     tools: _containers.RepeatedCompositeFieldContainer[_types_pb2.ToolDefinition]
     tool_choice: _types_pb2.ToolChoice
     response_format: _types_pb2.ResponseFormat
-    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_types_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_types_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_types_pb2.ResponseFormat, _Mapping]] = ...) -> None: ...
+    continue_final_message: bool
+    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_types_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_types_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_types_pb2.ResponseFormat, _Mapping]] = ..., continue_final_message: _Optional[bool] = ...) -> None: ...
 
 class ModelDone(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "finish_reason", "queue_ms")

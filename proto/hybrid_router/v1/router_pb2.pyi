@@ -57,7 +57,7 @@ class EdgeAffinity(_message.Message):
     def __init__(self, site: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "max_output_tokens", "sampling", "latency_budget", "max_cost_usd", "data_class", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "model_family", "capabilities", "edge_affinity", "request_id", "session_id", "objective", "context_strategy", "template", "template_version", "template_variables", "tools", "tool_choice", "response_format", "validate_before_streaming")
+    __slots__ = ("messages", "max_output_tokens", "sampling", "latency_budget", "max_cost_usd", "data_class", "pin_tiers", "pin_backends", "exclude_tiers", "exclude_backends", "model_family", "capabilities", "edge_affinity", "request_id", "session_id", "objective", "context_strategy", "template", "template_version", "template_variables", "tools", "tool_choice", "response_format", "validate_before_streaming", "continue_on_failure")
     class TemplateVariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class GenerateRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_BEFORE_STREAMING_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]
     max_output_tokens: int
     sampling: _types_pb2.SamplingParams
@@ -113,7 +114,8 @@ class GenerateRequest(_message.Message):
     tool_choice: _types_pb2.ToolChoice
     response_format: _types_pb2.ResponseFormat
     validate_before_streaming: bool
-    def __init__(self, messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., latency_budget: _Optional[_Union[LatencyBudget, _Mapping]] = ..., max_cost_usd: _Optional[float] = ..., data_class: _Optional[_Union[_types_pb2.DataClass, str]] = ..., pin_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., pin_backends: _Optional[_Iterable[str]] = ..., exclude_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., exclude_backends: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., edge_affinity: _Optional[_Union[EdgeAffinity, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., template_variables: _Optional[_Mapping[str, str]] = ..., tools: _Optional[_Iterable[_Union[_types_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_types_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_types_pb2.ResponseFormat, _Mapping]] = ..., validate_before_streaming: _Optional[bool] = ...) -> None: ...
+    continue_on_failure: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[_types_pb2.ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_types_pb2.SamplingParams, _Mapping]] = ..., latency_budget: _Optional[_Union[LatencyBudget, _Mapping]] = ..., max_cost_usd: _Optional[float] = ..., data_class: _Optional[_Union[_types_pb2.DataClass, str]] = ..., pin_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., pin_backends: _Optional[_Iterable[str]] = ..., exclude_tiers: _Optional[_Iterable[_Union[_types_pb2.Tier, str]]] = ..., exclude_backends: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., edge_affinity: _Optional[_Union[EdgeAffinity, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., context_strategy: _Optional[_Union[_sessions_pb2.ContextStrategy, str]] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., template_variables: _Optional[_Mapping[str, str]] = ..., tools: _Optional[_Iterable[_Union[_types_pb2.ToolDefinition, _Mapping]]] = ..., tool_choice: _Optional[_Union[_types_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_types_pb2.ResponseFormat, _Mapping]] = ..., validate_before_streaming: _Optional[bool] = ..., continue_on_failure: _Optional[bool] = ...) -> None: ...
 
 class Estimate(_message.Message):
     __slots__ = ("ttft_ms", "total_ms", "cost_usd", "queue_wait_ms", "from_priors", "prompt_tokens", "token_count_method")
@@ -204,7 +206,7 @@ class Failover(_message.Message):
     def __init__(self, from_backend: _Optional[str] = ..., to_backend: _Optional[str] = ..., reason: _Optional[str] = ..., attempt: _Optional[int] = ..., to_tier: _Optional[_Union[_types_pb2.Tier, str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "backend", "tier", "ttft_ms", "total_ms", "finish_reason", "complete", "error", "tokens_estimated", "request_id", "attempts", "template", "template_version", "format_error", "tool_calls")
+    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "backend", "tier", "ttft_ms", "total_ms", "finish_reason", "complete", "error", "tokens_estimated", "request_id", "attempts", "template", "template_version", "format_error", "tool_calls", "continued")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +224,7 @@ class Usage(_message.Message):
     TEMPLATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FORMAT_ERROR_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cost_usd: float
@@ -239,21 +242,42 @@ class Usage(_message.Message):
     template_version: str
     format_error: str
     tool_calls: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., request_id: _Optional[str] = ..., attempts: _Optional[int] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., format_error: _Optional[str] = ..., tool_calls: _Optional[int] = ...) -> None: ...
+    continued: bool
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., backend: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., finish_reason: _Optional[_Union[_types_pb2.FinishReason, str]] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., request_id: _Optional[str] = ..., attempts: _Optional[int] = ..., template: _Optional[str] = ..., template_version: _Optional[str] = ..., format_error: _Optional[str] = ..., tool_calls: _Optional[int] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class GenerateEvent(_message.Message):
-    __slots__ = ("decision", "delta", "failover", "usage", "tool_call")
+    __slots__ = ("decision", "delta", "failover", "usage", "tool_call", "continuation")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     delta: _types_pb2.TextDelta
     failover: Failover
     usage: Usage
     tool_call: _types_pb2.ToolCallDelta
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_types_pb2.TextDelta, _Mapping]] = ..., failover: _Optional[_Union[Failover, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_call: _Optional[_Union[_types_pb2.ToolCallDelta, _Mapping]] = ...) -> None: ...
+    continuation: Continuation
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_types_pb2.TextDelta, _Mapping]] = ..., failover: _Optional[_Union[Failover, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_call: _Optional[_Union[_types_pb2.ToolCallDelta, _Mapping]] = ..., continuation: _Optional[_Union[Continuation, _Mapping]] = ...) -> None: ...
+
+class Continuation(_message.Message):
+    __slots__ = ("from_backend", "to_backend", "reason", "tokens_so_far", "to_tier", "method", "attempt")
+    FROM_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TO_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_SO_FAR_FIELD_NUMBER: _ClassVar[int]
+    TO_TIER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    from_backend: str
+    to_backend: str
+    reason: str
+    tokens_so_far: int
+    to_tier: _types_pb2.Tier
+    method: str
+    attempt: int
+    def __init__(self, from_backend: _Optional[str] = ..., to_backend: _Optional[str] = ..., reason: _Optional[str] = ..., tokens_so_far: _Optional[int] = ..., to_tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., method: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
     __slots__ = ()
