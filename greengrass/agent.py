@@ -144,6 +144,7 @@ class Agent:
         m = self.slot.model
         if m is None:
             return []
+        engine = self.slot.engine
         return [
             epb.EdgeModel(
                 name=m.name,
@@ -151,6 +152,9 @@ class Agent:
                 context_window=m.context_window,
                 sha256=m.sha256,
                 model_family=m.model_family,
+                # what the engine offers for it (chat, tools, json_schema): the router
+                # routes tool and JSON requests to the device by these
+                capabilities=list(engine.info.capabilities) if engine is not None else [],
             )
         ]
 

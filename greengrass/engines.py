@@ -22,7 +22,7 @@ from typing import Any
 from greengrass.config import AgentConfig
 from greengrass.slot import ModelRecord
 from serving.engines import create_engine
-from serving.engines.base import Engine, EngineError, EngineRequest
+from serving.engines.base import Engine, EngineError, EngineRequest, Message
 
 BUNDLED_CONTEXT_WINDOW = 2048
 _SCRIPTED_KEYS = frozenset(
@@ -107,7 +107,7 @@ async def smoke_test(engine: Engine, timeout_s: float) -> None:
     """A short generation must finish with at least one token. Raises EngineError."""
     request = EngineRequest(
         request_id="smoke-test",
-        messages=(("user", "Say hello."),),
+        messages=(Message("user", "Say hello."),),
         max_output_tokens=4,
         temperature=0.0,
         seed=0,

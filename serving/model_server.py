@@ -1,9 +1,12 @@
 """The ModelService gRPC server (grpc.aio) over an Engine, with grpc.health.v1.
 
-``Generate`` streams the engine's text as ``delta`` events, then one ``done`` (usage,
-finish reason, queue time). While a write to the client is pending, the chunks that arrive
-are merged into one delta whose ``tokens`` counts them (``coalesce``, the default; the
-``--no-coalesce`` flag sends one delta per engine chunk). Engine errors end the RPC with a status:
+``Generate`` streams the engine's text as ``delta`` events and its tool-call fragments as
+``tool_call`` events, then one ``done`` (usage, finish reason, queue time). ``Info``
+reports the engine's capabilities (``chat``, ``tools``, ``json_schema``). While a write
+to the client is pending, the text chunks that arrive are merged into one delta whose
+``tokens`` counts them (``coalesce``, the default; the ``--no-coalesce`` flag sends one
+delta per engine chunk); tool-call fragments are never merged. Engine errors end the RPC
+with a status:
 
 ===============  ===================  =====================================================
 EngineError      status               message
@@ -112,6 +115,11 @@ async def relay_chunks(
             async for chunk in chunks:
                 if chunk.done:
                     buf.append(chunk)
+                elif chunk.tool_call is not None:  # fragments go out as they are, in order
+                    buf.append(chunk)
+                    wake()
+                    await asyncio.sleep(0)
+                    continue
                 else:
                     last = buf[-1] if buf else None
                     if type(last) is _Pending:
@@ -215,6 +223,7 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
             engine=info.engine,
             replica_id=self._replica_id,
             model_family=info.model_family,
+            capabilities=list(info.capabilities),
         )
 
 

@@ -17,6 +17,13 @@ stream ends without ``done``                       RETRYABLE ("stream ended earl
 no event for ``timeout_s``                         RETRYABLE (the call is cancelled)
 =================================================  ======================================
 
+Tools (docs/tools.md): a request's tools, tool choice and response format go in the
+request (only when it has them), messages with their tool calls and tool results
+(``router.server.convert``), and ``tool_call`` events come back as ``Chunk.tool_calls``
+(``FINISH_REASON_TOOL_CALLS`` -> ``tool_calls``). ``poll_load`` adds the capabilities the
+server's ``Info`` reports to the configured ones (``backend.spec``, read by the registry on
+every decision).
+
 Cancellation: if the consuming task is cancelled or the iterator is closed before the
 stream ended, the RPC is cancelled, so the server (and its engine) sees it. After ``done``
 the adapter reads the stream to its end before handing over the final chunk, so a
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +47,16 @@ from hybrid_router.v1 import model_service_pb2, model_service_pb2_grpc, types_pb
 from router.backends.base import Backend
 from router.errors import BackendError, ErrorClass
 from router.preflight import FAIL, OK, WARN, Finding
-from router.types import BackendCall, BackendSpec, Chunk, FinishReason, InferenceRequest, Role
+from router.server.convert import message_to_proto, tools_to_proto
+from router.tools.calls import tool_call_event
+from router.types import (
+    BackendCall,
+    BackendSpec,
+    Chunk,
+    FinishReason,
+    InferenceRequest,
+    ToolChoiceMode,
+)
 
 if TYPE_CHECKING:
     from router.config import BackendConfig
@@ -56,16 +73,12 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_permit_without_calls", 0),
 )
 
-_ROLES = {
-    Role.SYSTEM: types_pb2.ROLE_SYSTEM,
-    Role.USER: types_pb2.ROLE_USER,
-    Role.ASSISTANT: types_pb2.ROLE_ASSISTANT,
-}
 _FINISH = {
     types_pb2.FINISH_REASON_STOP: FinishReason.STOP,
     types_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH,
     types_pb2.FINISH_REASON_CANCELLED: FinishReason.CANCELLED,
     types_pb2.FINISH_REASON_ERROR: FinishReason.ERROR,
+    types_pb2.FINISH_REASON_TOOL_CALLS: FinishReason.TOOL_CALLS,
 }
 _FATAL_CODES = frozenset(
     {
@@ -77,7 +90,8 @@ _FATAL_CODES = frozenset(
 
 
 def to_proto(request: InferenceRequest) -> model_service_pb2.ModelGenerateRequest:
-    """The ModelService request for an InferenceRequest (the server picks its model)."""
+    """The ModelService request for an InferenceRequest (the server picks its model; the
+    tool fields only when the request has tools, a tool choice or a JSON format)."""
     s = request.sampling
     sampling = types_pb2.SamplingParams(stop=list(s.stop))
     if s.temperature is not None:
@@ -88,15 +102,21 @@ def to_proto(request: InferenceRequest) -> model_service_pb2.ModelGenerateReques
         sampling.top_k = s.top_k
     if s.seed is not None:
         sampling.seed = s.seed
+    tools: dict[str, Any] = {}
+    if (
+        request.tools
+        or request.response_format.is_json
+        or request.tool_choice.mode is not ToolChoiceMode.AUTO
+    ):
+        tools = tools_to_proto(request)
     return model_service_pb2.ModelGenerateRequest(
         request_id=request.request_id,
-        messages=[
-            types_pb2.ChatMessage(role=_ROLES[m.role], content=m.content) for m in request.messages
-        ],
+        messages=[message_to_proto(m) for m in request.messages],
         max_output_tokens=request.max_output_tokens,
         sampling=sampling,
         tenant=request.tenant,
         session_id=request.session_id,
+        **tools,
     )
 
 
@@ -152,6 +172,8 @@ class ModelServiceBackend(Backend):
         """``application``: the Ray Serve application to call, sent as gRPC metadata
         ``application`` on every call (Serve's gRPC proxy routes by it); "" = none."""
         super().__init__(spec)
+        #: What router.yaml says the backend offers; Info's capabilities are added to it.
+        self.configured_capabilities = spec.capabilities
         self._application: tuple[tuple[str, str], ...] = (
             (("application", application),) if application else ()
         )
@@ -226,6 +248,9 @@ class ModelServiceBackend(Backend):
                         # A server may merge tokens into one delta (serving.model_server
                         # does while its writes are pending); tokens says how many.
                         yield Chunk(text=delta.text, tokens=delta.tokens or 1)
+                elif kind == "tool_call":
+                    if final is None:
+                        yield Chunk(tool_calls=(tool_call_event(event.tool_call),))
                 elif kind == "done" and final is None:
                     d = event.done
                     final = Chunk(
@@ -272,7 +297,15 @@ class ModelServiceBackend(Backend):
             if unimplemented(exc):
                 return None
             raise
+        self.note_capabilities(info)
         return info.queue_depth + info.in_flight
+
+    def note_capabilities(self, info: model_service_pb2.InfoResponse) -> None:
+        """Offer what the server reports (``Info.capabilities``) besides the configured
+        capabilities: ``spec.capabilities`` = configured | reported."""
+        offered = self.configured_capabilities | frozenset(c for c in info.capabilities if c)
+        if offered != self.spec.capabilities:
+            self.spec = dataclasses.replace(self.spec, capabilities=offered)
 
 
 def unimplemented(exc: BackendError) -> bool:

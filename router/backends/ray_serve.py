@@ -79,4 +79,5 @@ class RayServeBackend(ModelServiceBackend):
                 f"(load application {self.load_application!r} has no reports)",
                 ErrorClass.RETRYABLE,
             )
+        self.note_capabilities(info)  # the replicas' engine capabilities, as they report them
         return info.queue_depth + info.in_flight

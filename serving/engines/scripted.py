@@ -5,8 +5,26 @@ Output: the words of the last message, cycled (``"hello world"`` -> ``"hello wor
 is ``max_output_tokens`` long (finish ``"length"``) unless ``reply_tokens`` makes it
 shorter (finish ``"stop"``) or a stop string appears (finish ``"stop"``).
 
-Token counting rule (``count_tokens``): whitespace-separated words of every message, plus
-4 per message (turn markers and role) plus 3 for the start and the open answer turn.
+Tools and JSON answers (``serving.engines.instances.minimal_instance``: a small valid
+instance of a schema):
+
+- a tool call when ``tool_choice`` is ``required`` (the first tool) or ``named``, or, with
+  ``auto``, when the last message is a user message that names one of the tools (a tool
+  result last: a text answer, so an orchestrator's loop ends). The call's id is
+  ``call_`` + 16 hex digits of the request id; its first fragment carries the id and the
+  name, then the arguments (a minimal instance of the tool's parameters) follow in
+  fragments of ``FRAGMENT_CHARS`` characters; finish ``"tool_calls"``;
+- otherwise, with a ``json_schema`` / ``json_object`` response format, the answer is a
+  minimal instance of the schema (``{}`` for ``json_object``) as text, in pieces of
+  ``FRAGMENT_CHARS`` characters; finish ``"stop"``.
+
+Each fragment or piece is one token; an answer longer than ``max_output_tokens`` is cut
+there (finish ``"length"``).
+
+Token counting rule (``count_tokens``): whitespace-separated words of every message (and
+of its tool calls' names and arguments), plus 4 per message (turn markers and role) plus
+3 for the start and the open answer turn; with tools, the words of each tool's name,
+description and parameters plus 4 per tool.
 
 Timing: ``ttft_ms`` before the first token, then ``tokens_per_s`` (0: as fast as the
 consumer reads), scheduled against the injected clock so that the rate does not drift.
@@ -28,31 +46,52 @@ last chunk (while queued or while generating).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 
 from serving.engines.base import (
+    CHAT_CAPABILITIES,
     Engine,
     EngineChunk,
     EngineError,
     EngineInfo,
     EngineLoad,
     EngineRequest,
+    MessageLike,
+    Tool,
+    as_messages,
 )
+from serving.engines.grammar import answer_schema
+from serving.engines.instances import minimal_instance
 from serving.engines.prompt import StopMatcher, check_fits, validate_request
+from serving.engines.tool_calls import call_chunks, with_tokens
 
 ERROR_CLASSES = ("invalid", "too_large", "unavailable")
 DEFAULT_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet")
 #: count_tokens: tokens per message (turn markers, role) and for the whole prompt.
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_PROMPT = 3
+TOKENS_PER_TOOL = 4
+#: Characters per tool-call fragment and per piece of a JSON answer.
+FRAGMENT_CHARS = 8
 
 
-def count_scripted_tokens(messages: tuple[tuple[str, str], ...]) -> int:
+def count_scripted_tokens(messages: Sequence[MessageLike], tools: Sequence[Tool] = ()) -> int:
     """The scripted engine's token rule (see the module docstring)."""
-    words = sum(len(content.split()) for _, content in messages)
-    return words + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_PROMPT
+    turns = as_messages(messages)
+    words = 0
+    for m in turns:
+        words += len(m.content.split())
+        for call in m.tool_calls:
+            words += len(f"{call.name} {call.arguments}".split())
+    for tool in tools:
+        words += len(f"{tool.name} {tool.description} {tool.parameters_json}".split())
+    return (
+        words + TOKENS_PER_MESSAGE * len(turns) + TOKENS_PER_TOOL * len(tools) + TOKENS_PER_PROMPT
+    )
 
 
 class ScriptedEngine(Engine):
@@ -96,6 +135,7 @@ class ScriptedEngine(Engine):
             max_concurrency=max_concurrency,
             engine="scripted",
             model_family=model_family,
+            capabilities=CHAT_CAPABILITIES,
         )
         self.ttft_ms = ttft_ms
         self.tokens_per_s = tokens_per_s
@@ -122,8 +162,8 @@ class ScriptedEngine(Engine):
             decode_tokens_per_s=float(self.tokens_per_s),
         )
 
-    def count_tokens(self, messages: tuple[tuple[str, str], ...]) -> int:
-        return count_scripted_tokens(messages)
+    def count_tokens(self, messages: Sequence[MessageLike], tools: Sequence[Tool] = ()) -> int:
+        return count_scripted_tokens(messages, tools)
 
     async def close(self) -> None:
         self._closed = True
@@ -140,7 +180,8 @@ class ScriptedEngine(Engine):
         if self._closed:
             raise EngineError("engine closed", "unavailable")
         validate_request(request)
-        input_tokens = self.count_tokens(request.messages)
+        structured = _structured(request)  # checks the schemas before a slot is taken
+        input_tokens = self.count_tokens(request.messages, request.offered_tools)
         check_fits(input_tokens, request.max_output_tokens, self._info.context_window)
         queued_at = self._clock()
         holds_slot = False
@@ -162,16 +203,28 @@ class ScriptedEngine(Engine):
                 )
             if self.ttft_ms > 0:
                 await self._sleep(self.ttft_ms / 1000.0)
-            words = _reply_words(request.messages)
-            limit = request.max_output_tokens
-            finish = "length"
-            if self.reply_tokens is not None and self.reply_tokens < limit:
-                limit, finish = self.reply_tokens, "stop"
-            matcher = StopMatcher(request.stop)
+            if structured is None:
+                words = _reply_words(request.messages)
+                limit = request.max_output_tokens
+                finish = "length"
+                if self.reply_tokens is not None and self.reply_tokens < limit:
+                    limit, finish = self.reply_tokens, "stop"
+                pieces: Iterable[EngineChunk] = (
+                    EngineChunk(
+                        text=words[i % len(words)] if i == 0 else " " + words[i % len(words)]
+                    )
+                    for i in range(limit)
+                )  # made as they stream: max_output_tokens may be large
+                matcher: StopMatcher | None = StopMatcher(request.stop)
+            else:
+                pieces, finish = structured
+                if len(structured[0]) > request.max_output_tokens:
+                    pieces, finish = structured[0][: request.max_output_tokens], "length"
+                matcher = None
             pending_tokens = 0
             output_tokens = 0
             first_at = self._clock()
-            for index in range(limit):
+            for index, piece in enumerate(pieces):
                 if self.fail_after_tokens is not None and index >= self.fail_after_tokens:
                     raise EngineError(
                         f"scripted failure after {self.fail_after_tokens} tokens", "unavailable"
@@ -180,10 +233,13 @@ class ScriptedEngine(Engine):
                     delay = first_at + index / self.tokens_per_s - self._clock()
                     if delay > 0:
                         await self._sleep(delay)
-                word = words[index % len(words)]
                 output_tokens += 1
                 pending_tokens += 1
-                text, stopped = matcher.feed(word if index == 0 else " " + word)
+                if matcher is None:
+                    yield with_tokens([piece], pending_tokens)[0]
+                    pending_tokens = 0
+                    continue
+                text, stopped = matcher.feed(piece.text)
                 if text:
                     yield EngineChunk(text=text, tokens=pending_tokens)
                     pending_tokens = 0
@@ -191,7 +247,7 @@ class ScriptedEngine(Engine):
                     finish = "stop"
                     break
             else:
-                tail = matcher.flush()
+                tail = matcher.flush() if matcher is not None else ""
                 if tail:
                     yield EngineChunk(text=tail, tokens=pending_tokens)
             finished = True
@@ -234,6 +290,43 @@ class ScriptedEngine(Engine):
         self._in_flight -= 1
 
 
-def _reply_words(messages: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-    words = tuple(messages[-1][1].split())
+def _reply_words(messages: Sequence[MessageLike]) -> tuple[str, ...]:
+    words = tuple(as_messages(messages)[-1].content.split())
     return words or DEFAULT_WORDS
+
+
+def call_id(request_id: str, index: int) -> str:
+    """The scripted engine's tool-call id: deterministic per request and call."""
+    return "call_" + hashlib.sha256(f"{request_id}:{index}".encode()).hexdigest()[:16]
+
+
+def _called_tool(request: EngineRequest) -> Tool | None:
+    """The tool the scripted model calls, if any (see the module docstring)."""
+    if request.forced_tool:
+        if request.tool_choice.mode == "named":
+            return next(t for t in request.tools if t.name == request.tool_choice.name)
+        return request.tools[0]
+    last = request.messages[-1]
+    if request.offered_tools and last.role == "user":
+        return next((t for t in request.offered_tools if t.name in last.content), None)
+    return None
+
+
+def _structured(request: EngineRequest) -> tuple[list[EngineChunk], str] | None:
+    """A tool call's fragments or a JSON answer's pieces, and the finish; None: text."""
+    tool = _called_tool(request)
+    if tool is not None:
+        params = json.loads(tool.parameters_json) if tool.parameters_json else {}
+        arguments = json.dumps(minimal_instance(params))
+        chunks = call_chunks(
+            0, call_id(request.request_id, 0), tool.name, arguments, FRAGMENT_CHARS
+        )
+        return chunks, "tool_calls"
+    if not request.response_format.is_json:
+        return None
+    schema = answer_schema(request) or {"type": "object"}
+    text = json.dumps(minimal_instance(schema))
+    pieces = [
+        EngineChunk(text=text[i : i + FRAGMENT_CHARS]) for i in range(0, len(text), FRAGMENT_CHARS)
+    ]
+    return pieces, "stop"

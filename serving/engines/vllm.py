@@ -7,7 +7,13 @@ validates a config's kwargs with vLLM's own argument parser (``make tools`` inst
 vLLM environment for it; tests/deploy/test_ray_manifests.py runs it).
 
 - Prompts: the model's chat template (``tokenizer.apply_chat_template``,
-  ``add_generation_prompt=True``), so use an instruction-tuned model with a template.
+  ``add_generation_prompt=True``, ``tools=`` when the request offers tools), so use an
+  instruction-tuned model with a template.
+- Tools and JSON answers (``serving.engines.vllm_tools``): vLLM's structured outputs for
+  JSON answers and forced tool calls; with ``tool_choice`` auto, the vLLM tool parser
+  named by ``tool_parser`` (``hermes``, ``llama3_json``, ...; "" = the engine's own
+  reader of ``<tool_call>`` blocks and bare JSON calls). Info reports ``chat``, ``tools``
+  and ``json_schema``.
 - Streaming: ``SamplingParams(output_kind=DELTA)``; every ``RequestOutput`` becomes one
   chunk with the new text and token count.
 - Cancellation: closing the stream (or cancelling its consumer) aborts the request in
@@ -26,18 +32,30 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from serving.engines.base import (
+    CHAT_CAPABILITIES,
     Engine,
     EngineChunk,
     EngineError,
     EngineInfo,
     EngineLoad,
     EngineRequest,
+    MessageLike,
+    Tool,
 )
-from serving.engines.prompt import StopMatcher, check_fits, validate_request
+from serving.engines.prompt import chat_dicts, check_fits, tool_dicts, validate_request
+from serving.engines.tool_calls import Answer, with_tokens
+from serving.engines.vllm_tools import (
+    ParsedAnswer,
+    ParserFactory,
+    StructuredFactory,
+    default_structured,
+    default_tool_parser,
+    structured_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +87,15 @@ class VllmEngine(Engine):
         model_name: str = "",
         version: str = "",
         model_family: str = "",
+        tool_parser: str = "",
         engine_factory: Callable[[dict[str, Any]], Any] = _default_factory,
         sampling_factory: Callable[..., Any] = _default_sampling,
+        structured_factory: StructuredFactory = default_structured,
+        tool_parser_factory: ParserFactory = default_tool_parser,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``tool_parser``: the vLLM tool parser for ``auto`` tool choices (``hermes`` for
+        Hermes / Qwen models, ...; "" = the engine's own reader)."""
         kwargs = dict(engine_kwargs or {})
         if not kwargs.get("model") and model_name:
             kwargs["model"] = model_name  # the Ray app's model.id names what vLLM loads
@@ -84,6 +107,9 @@ class VllmEngine(Engine):
         self._kwargs = kwargs
         self._factory = engine_factory
         self._sampling = sampling_factory
+        self._structured = structured_factory
+        self._tool_parser = tool_parser
+        self._parser_factory = tool_parser_factory
         self._clock = clock
         self._model_name = model_name or str(kwargs.get("served_model_name") or kwargs["model"])
         self._version = version or str(kwargs.get("revision") or "main")
@@ -103,6 +129,7 @@ class VllmEngine(Engine):
             max_concurrency=int(self._kwargs.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS),
             engine="vllm",
             model_family=self._family,
+            capabilities=CHAT_CAPABILITIES,
         )
 
     @property
@@ -134,17 +161,30 @@ class VllmEngine(Engine):
         if llm is not None:
             llm.shutdown()
 
-    def _prompt(self, messages: tuple[tuple[str, str], ...]) -> str:
+    def _prompt(self, messages: Sequence[MessageLike], tools: Sequence[Tool] = ()) -> str:
         if self._tokenizer is None:
             raise EngineError("engine not started", "unavailable")
-        chat = [{"role": role, "content": content} for role, content in messages]
-        return str(
-            self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        )
+        options: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+        if tools:
+            options["tools"] = tool_dicts(tools)
+        try:
+            return str(self._tokenizer.apply_chat_template(chat_dicts(messages), **options))
+        except Exception as exc:  # the template's raise_exception (jinja2.TemplateError)
+            raise EngineError(
+                f"messages: the model's chat template refused them: {exc}", "invalid"
+            ) from None
 
-    def count_tokens(self, messages: tuple[tuple[str, str], ...]) -> int:
-        prompt = self._prompt(messages)
+    def count_tokens(self, messages: Sequence[MessageLike], tools: Sequence[Tool] = ()) -> int:
+        prompt = self._prompt(messages, tools)
         return len(self._tokenizer.encode(prompt, add_special_tokens=False))
+
+    def _answer(self, request: EngineRequest) -> Answer | ParsedAnswer:
+        if self._tool_parser and request.offered_tools and not request.forced_tool:
+            parser, chat_request = self._parser_factory(
+                self._tool_parser, self._tokenizer, tool_dicts(request.offered_tools)
+            )
+            return ParsedAnswer(parser, chat_request)
+        return Answer(request)
 
     def generate(self, request: EngineRequest) -> AsyncGenerator[EngineChunk, None]:
         """Close the generator (or cancel its consumer) to abort the request in vLLM."""
@@ -154,7 +194,7 @@ class VllmEngine(Engine):
         if self._closed or self._llm is None:
             raise EngineError("engine closed" if self._closed else "engine not started")
         validate_request(request)
-        prompt = self._prompt(request.messages)
+        prompt = self._prompt(request.messages, request.offered_tools)
         input_tokens = len(self._tokenizer.encode(prompt, add_special_tokens=False))
         check_fits(input_tokens, request.max_output_tokens, self._info.context_window)
         sampling: dict[str, Any] = {"max_tokens": request.max_output_tokens}
@@ -162,9 +202,14 @@ class VllmEngine(Engine):
             value = getattr(request, key)
             if value is not None:
                 sampling[key] = value
+        constraint = structured_outputs(request, self._structured)
+        if constraint is not None:
+            sampling["structured_outputs"] = constraint
         # Stop strings are matched here (as the other engines do), so text is never cut
-        # differently on GPU and CPU.
-        matcher = StopMatcher(request.stop)
+        # differently on GPU and CPU; tool calls are read here too (vllm_tools).
+        answer = self._answer(request)
+        if isinstance(answer, ParsedAnswer) and not answer.skip_special_tokens:
+            sampling["skip_special_tokens"] = False  # the parser reads its tags
         request_id = f"{request.request_id or 'req'}-{uuid.uuid4().hex[:8]}"
         queued_at = self._clock()
         queue_ms = 0.0
@@ -186,24 +231,26 @@ class VllmEngine(Engine):
                 piece = out.outputs[0]
                 new_tokens = len(piece.token_ids)
                 output_tokens += new_tokens
-                text, stopped = matcher.feed(piece.text)
-                if text:
-                    yield EngineChunk(text=text, tokens=new_tokens)
-                if stopped:
-                    finish, cut_here = "stop", True
+                if isinstance(answer, ParsedAnswer):
+                    pieces, stopped = answer.feed(piece.text, piece.token_ids)
+                else:
+                    pieces, stopped = answer.feed(piece.text)
+                for chunk in with_tokens(pieces, new_tokens):
+                    yield chunk
+                if stopped or answer.complete:
+                    finish, cut_here = "stop", not out.finished
                     break
                 if out.finished:
                     finish = _FINISH.get(piece.finish_reason or "length", "stop")
-                    tail = matcher.flush()
-                    if tail:
-                        yield EngineChunk(text=tail, tokens=0)
                     break
+            for chunk in answer.finish():
+                yield chunk
             done = True
             yield EngineChunk(
                 done=True,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                finish_reason=finish,
+                finish_reason=answer.finish_reason(finish),
                 queue_ms=queue_ms,
             )
         finally:

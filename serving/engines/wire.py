@@ -12,13 +12,41 @@ import uuid
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import types_pb2 as tpb
 
-from serving.engines.base import EngineChunk, EngineError, EngineRequest
+from serving.engines.base import (
+    EngineChunk,
+    EngineError,
+    EngineRequest,
+    Message,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
 
-_ROLES = {tpb.ROLE_SYSTEM: "system", tpb.ROLE_USER: "user", tpb.ROLE_ASSISTANT: "assistant"}
+_ROLES = {
+    tpb.ROLE_SYSTEM: "system",
+    tpb.ROLE_USER: "user",
+    tpb.ROLE_ASSISTANT: "assistant",
+    tpb.ROLE_TOOL: "tool",
+}
 _FINISH = {
     "stop": tpb.FINISH_REASON_STOP,
     "length": tpb.FINISH_REASON_LENGTH,
     "cancelled": tpb.FINISH_REASON_CANCELLED,
+    "tool_calls": tpb.FINISH_REASON_TOOL_CALLS,
+}
+_CHOICES = {
+    tpb.TOOL_CHOICE_MODE_UNSPECIFIED: "auto",
+    tpb.TOOL_CHOICE_MODE_AUTO: "auto",
+    tpb.TOOL_CHOICE_MODE_NONE: "none",
+    tpb.TOOL_CHOICE_MODE_REQUIRED: "required",
+    tpb.TOOL_CHOICE_MODE_NAMED: "named",
+}
+_FORMATS = {
+    tpb.RESPONSE_FORMAT_TYPE_UNSPECIFIED: "text",
+    tpb.RESPONSE_FORMAT_TYPE_TEXT: "text",
+    tpb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
+    tpb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
 }
 
 
@@ -35,8 +63,29 @@ def to_engine_request(request: mpb.ModelGenerateRequest) -> EngineRequest:
     for index, message in enumerate(request.messages):
         role = _ROLES.get(message.role)
         if role is None:
-            raise BadRequest(f"messages[{index}].role: must be system, user or assistant")
-        messages.append((role, message.content))
+            raise BadRequest(f"messages[{index}].role: must be system, user, assistant or tool")
+        messages.append(
+            Message(
+                role,
+                message.content,
+                tuple(ToolCall(c.id, c.name, c.arguments) for c in message.tool_calls),
+                message.tool_call_id,
+                message.name,
+            )
+        )
+    choice = _CHOICES.get(request.tool_choice.mode)
+    if choice is None:
+        raise BadRequest(
+            f"tool_choice.mode: unknown mode {request.tool_choice.mode} (expected auto, none, "
+            "required or named)"
+        )
+    fmt = request.response_format
+    fmt_type = _FORMATS.get(fmt.type)
+    if fmt_type is None:
+        raise BadRequest(
+            f"response_format.type: unknown type {fmt.type} (expected text, json_object or "
+            "json_schema)"
+        )
     sampling = request.sampling
     return EngineRequest(
         request_id=request.request_id or uuid.uuid4().hex,
@@ -47,11 +96,20 @@ def to_engine_request(request: mpb.ModelGenerateRequest) -> EngineRequest:
         top_k=sampling.top_k if sampling.HasField("top_k") else None,
         seed=sampling.seed if sampling.HasField("seed") else None,
         stop=tuple(sampling.stop),
+        tools=tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools),
+        tool_choice=ToolChoice(choice, request.tool_choice.name),
+        response_format=ResponseFormat(fmt_type, fmt.schema_json, fmt.name),
     )
 
 
 def event_for(chunk: EngineChunk) -> mpb.ModelGenerateEvent:
-    """The ModelService event for an engine chunk (``delta``, or ``done`` with usage)."""
+    """The ModelService event for an engine chunk (``delta``, ``tool_call``, or ``done``
+    with usage)."""
+    if chunk.tool_call is not None:
+        f = chunk.tool_call
+        return mpb.ModelGenerateEvent(
+            tool_call=tpb.ToolCallDelta(index=f.index, id=f.id, name=f.name, arguments=f.arguments)
+        )
     if chunk.done:
         return mpb.ModelGenerateEvent(
             done=mpb.ModelDone(

@@ -127,6 +127,7 @@ class ModelServer:
             context_window=info.context_window,
             engine=info.engine,
             model_family=info.model_family,
+            capabilities=info.capabilities,
         )
 
     # --- ModelService ----------------------------------------------------------------

@@ -53,6 +53,8 @@ class ReplicaLoad:
     context_window: int = 0
     engine: str = ""
     model_family: str = ""
+    #: What the engine offers ("chat", "tools", "json_schema").
+    capabilities: tuple[str, ...] = ()
     #: Lifetime counters of Generate calls by outcome.
     started: int = 0
     completed: int = 0
@@ -129,6 +131,7 @@ class LoadBoard:
             engine=first.engine,
             replica_id=f"{self._app_name}: {len(snap.replicas)} replicas",
             model_family=first.model_family,
+            capabilities=list(first.capabilities),
         )
 
     # --- gRPC methods (through Serve's proxy) ------------------------------------------

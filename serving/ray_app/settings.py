@@ -27,7 +27,16 @@ EngineKind = Literal["llamacpp", "scripted", "vllm"]
 
 
 #: Engine constructor parameters that are not configuration (injected for tests).
-_INTERNAL = frozenset({"clock", "sleep", "engine_factory", "sampling_factory"})
+_INTERNAL = frozenset(
+    {
+        "clock",
+        "sleep",
+        "engine_factory",
+        "sampling_factory",
+        "structured_factory",
+        "tool_parser_factory",
+    }
+)
 
 
 def _engine_class(kind: str) -> type:

@@ -7,10 +7,12 @@ loop, so each test serves it on its own loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+import jsonschema
 import pytest
 from hybrid_router.v1 import model_service_pb2 as pb
 from hybrid_router.v1 import model_service_pb2_grpc, types_pb2
@@ -18,6 +20,7 @@ from testkit import wait_until
 
 from serving.engines.base import EngineError, EngineRequest
 from serving.engines.llamacpp import LlamaCppEngine, PromptTokenizer
+from serving.engines.prompt import render_gemma
 from serving.model_server import create_server
 
 pytestmark = pytest.mark.model
@@ -79,6 +82,88 @@ async def test_streams_real_tokens_with_exact_usage(
     assert (info.engine, info.model, info.model_family) == ("llamacpp", "gemma3-270m", "gemma3")
     assert (info.context_window, info.max_concurrency, info.replica_id) == (N_CTX, 1, "edge-1")
     assert info.decode_tokens_per_s > 0
+    assert list(info.capabilities) == ["chat", "tools", "json_schema"]
+
+
+def test_the_packaged_model_has_no_template_of_its_own_so_the_gemma_format_is_used(
+    engine: LlamaCppEngine,
+) -> None:
+    # gemma-3-270m-q4_k_m.gguf carries no tokenizer.chat_template: the prompt is exactly
+    # what it was before templates (tests/functional/test_gguf_chat_templates.py shows
+    # Gemma 3's own template renders the same text).
+    assert engine.template.source == ""
+    assert engine.prompt(EngineRequest("p", QUESTION, 4)) == render_gemma(QUESTION)
+
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 24},
+        "celsius": {"type": "integer", "minimum": -60, "maximum": 60},
+        "sunny": {"type": "boolean"},
+    },
+    "required": ["city", "celsius", "sunny"],
+}
+WEATHER_TOOL = types_pb2.ToolDefinition(
+    name="get_weather",
+    description="Current weather for a city",
+    parameters_json=json.dumps(
+        {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 30},
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        }
+    ),
+)
+
+
+WEATHER_QUESTION = "What is the weather in Oslo?"
+
+
+def weather_request(request_id: str, **fields: object) -> pb.ModelGenerateRequest:
+    return pb.ModelGenerateRequest(
+        request_id=request_id,
+        messages=[types_pb2.ChatMessage(role=types_pb2.ROLE_USER, content=WEATHER_QUESTION)],
+        max_output_tokens=96,
+        sampling=types_pb2.SamplingParams(temperature=0.0, seed=3),
+        **fields,
+    )
+
+
+async def test_a_json_schema_answer_from_the_real_model_parses_and_validates(
+    stub: model_service_pb2_grpc.ModelServiceStub,
+) -> None:
+    fmt = types_pb2.ResponseFormat(
+        type=types_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema_json=json.dumps(ANSWER_SCHEMA)
+    )
+    events = [
+        e async for e in stub.Generate(weather_request("json", response_format=fmt), timeout=120)
+    ]
+    text = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+    jsonschema.validate(json.loads(text), ANSWER_SCHEMA)
+    assert events[-1].done.finish_reason == types_pb2.FINISH_REASON_STOP
+
+
+async def test_a_required_tool_call_from_the_real_model_has_valid_arguments(
+    engine: LlamaCppEngine, stub: model_service_pb2_grpc.ModelServiceStub
+) -> None:
+    choice = types_pb2.ToolChoice(mode=types_pb2.TOOL_CHOICE_MODE_REQUIRED)
+    request = weather_request("tool", tools=[WEATHER_TOOL], tool_choice=choice)
+    events = [e async for e in stub.Generate(request, timeout=120)]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"tool_call"}
+    first = events[0].tool_call
+    assert first.name == "get_weather" and first.id.startswith("call_") and first.index == 0
+    arguments = "".join(e.tool_call.arguments for e in events[:-1])
+    jsonschema.validate(json.loads(arguments), json.loads(WEATHER_TOOL.parameters_json))
+    assert len(events) > 3  # the arguments streamed as they decoded, not in one piece
+    done = events[-1].done
+    assert done.finish_reason == types_pb2.FINISH_REASON_TOOL_CALLS
+    # the tools were in the prompt, and the count says so
+    assert done.input_tokens > engine.count_tokens((("user", "What is the weather in Oslo?"),))
 
 
 async def test_same_seed_gives_the_same_text(stub: model_service_pb2_grpc.ModelServiceStub) -> None:

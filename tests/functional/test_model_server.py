@@ -157,7 +157,25 @@ async def test_sampling_stop_strings_reach_the_engine(served: Served) -> None:
         (pb.ModelGenerateRequest(max_output_tokens=4), "messages: must not be empty"),
         (
             generate_request(role=types_pb2.ROLE_UNSPECIFIED),
-            "messages[0].role: must be system, user or assistant",
+            "messages[0].role: must be system, user, assistant or tool",
+        ),
+        (
+            generate_request(role=types_pb2.ROLE_TOOL),
+            "messages[0].tool_call_id: a tool message names the call it answers",
+        ),
+        (
+            generate_request(
+                tool_choice=types_pb2.ToolChoice(mode=types_pb2.TOOL_CHOICE_MODE_REQUIRED)
+            ),
+            "tool_choice: 'required' needs tools (the request has none)",
+        ),
+        (
+            generate_request(
+                response_format=types_pb2.ResponseFormat(
+                    type=types_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema_json="[]"
+                )
+            ),
+            "response_format.schema_json: must be a JSON object",
         ),
         (
             generate_request(sampling=types_pb2.SamplingParams(top_p=1.5)),
@@ -165,7 +183,16 @@ async def test_sampling_stop_strings_reach_the_engine(served: Served) -> None:
         ),
         (generate_request(model="other-model"), "model: this server holds 'scripted-8k'"),
     ],
-    ids=["max_output_tokens", "messages", "role", "top_p", "model"],
+    ids=[
+        "max_output_tokens",
+        "messages",
+        "role",
+        "tool_message",
+        "tool_choice",
+        "schema",
+        "top_p",
+        "model",
+    ],
 )
 async def test_bad_requests_are_invalid_argument_naming_the_field(
     served: Served, request_: pb.ModelGenerateRequest, message: str
@@ -253,6 +280,7 @@ async def test_info_describes_the_engine(served: Served) -> None:
     assert info.model_family == "scripted"
     assert info.replica_id == "replica-1"
     assert (info.queue_depth, info.in_flight) == (0, 0)
+    assert list(info.capabilities) == ["chat", "tools", "json_schema"]
 
 
 async def test_info_reports_live_queue_and_rate(slow: Served) -> None:

@@ -95,7 +95,8 @@ def test_the_router_counts_the_very_prompt_the_engine_renders() -> None:
     import router.tokenizers
     from serving.engines import prompt as engine_prompt
 
-    assert router.tokenizers.render_gemma is prompt.render_gemma
+    assert router.tokenizers.render_chat is prompt.render_chat
+    assert engine_prompt.render_chat is prompt.render_chat
     assert engine_prompt.render_gemma is prompt.render_gemma
 
 
