@@ -1,7 +1,8 @@
 """HTTP front-end (API Gateway HTTP API payload 2.0, and Lambda Function URLs, which use the
 same shape) on the Powertools event handler.
 
-- ``POST /v1/generate``: buffered generate: ``{request_id, decision, text, usage, failovers}``.
+- ``POST /v1/generate``: buffered generate: ``{request_id, decision, text, tool_calls,
+  format_error, usage, failovers}``.
 - ``POST /v1/route``: the decision alone (dry run, no model called).
 - ``POST /v1/chat/completions``: OpenAI-compatible, non-streaming (lambda_edge.openai_compat).
 
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from hybrid_router.client import RouterCallError
+from hybrid_router.client import OptionError, RouterCallError
 from pydantic import BaseModel
 
 from lambda_edge.credentials import CredentialsError
@@ -45,6 +46,7 @@ from lambda_edge.payloads import (
     GenerateBody,
     decision_dict,
     failover_dict,
+    tool_call_dict,
     usage_dict,
 )
 from lambda_edge.runtime import Runtime
@@ -137,6 +139,8 @@ def make_http_handler(rt: Runtime) -> Handler:
                 "request_id": c.request_id,
                 "decision": decision_dict(c.decision) if c.decision else None,
                 "text": c.text,
+                "tool_calls": [tool_call_dict(t) for t in c.tool_calls],
+                "format_error": c.usage.format_error if c.usage else "",
                 "usage": usage_dict(c.usage) if c.usage else None,
                 "failovers": [failover_dict(f) for f in c.failovers],
             },
@@ -181,6 +185,10 @@ def make_http_handler(rt: Runtime) -> Handler:
     @app.exception_handler(BodyError)
     def bad_body(exc: BodyError) -> Response[str]:
         return _json(exc.status, body_error(exc, openai=is_openai()))
+
+    @app.exception_handler(OptionError)
+    def bad_option(exc: OptionError) -> Response[str]:  # a value the models let through
+        return bad_body(BodyError(400, str(exc), exc.option))
 
     @app.exception_handler(RouterCallError)
     def failed_call(exc: RouterCallError) -> Response[str]:

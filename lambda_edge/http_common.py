@@ -14,7 +14,7 @@ from hybrid_router.client import RouterCallError
 from hybrid_router.env import ENV_MAX_BODY_BYTES
 from pydantic import BaseModel, ValidationError
 
-from lambda_edge.payloads import decision_dict, describe, usage_dict
+from lambda_edge.payloads import decision_dict, describe, tool_call_dict, usage_dict
 from lambda_edge.status import http_status, retry_after_header
 
 M = TypeVar("M", bound=BaseModel)
@@ -100,10 +100,11 @@ def router_error(exc: RouterCallError, *, openai: bool) -> tuple[int, dict[str, 
         err["retry_after_s"] = exc.retry_after
     body: dict[str, Any] = {"error": err}
     partial = exc.partial
-    if partial is not None and (partial.decision is not None or partial.text):
+    if partial is not None and (partial.decision is not None or partial.text or partial.tool_calls):
         body["partial"] = {
             "decision": decision_dict(partial.decision) if partial.decision else None,
             "text": partial.text,
+            "tool_calls": [tool_call_dict(c) for c in partial.tool_calls],
             "usage": usage_dict(partial.usage) if partial.usage else None,
         }
     return status, body

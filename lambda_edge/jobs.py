@@ -2,7 +2,8 @@
 
 Message body: ``{"job_id": "...", "request": {...GenerateBody...}}``. Result:
 ``s3://$HYBRID_ROUTER_JOBS_BUCKET/<result prefix><job_id>.json`` with the decision, text,
-usage and failovers.
+tool calls (``{id, name, arguments}``, reassembled), the format error ("" when the answer
+fits the request's JSON format and tools), usage and failovers.
 
 - Batch: Powertools ``BatchProcessor`` with ``ReportBatchItemFailures``: a failing record
   is reported alone and comes back after the visibility timeout; the others are done.
@@ -45,10 +46,17 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
-from hybrid_router.client import RouterCallError
+from hybrid_router.client import OptionError, RouterCallError
 from pydantic import ValidationError
 
-from lambda_edge.payloads import Job, decision_dict, describe, failover_dict, usage_dict
+from lambda_edge.payloads import (
+    Job,
+    decision_dict,
+    describe,
+    failover_dict,
+    tool_call_dict,
+    usage_dict,
+)
 from lambda_edge.runtime import Runtime
 from lambda_edge.status import permanent
 
@@ -106,6 +114,8 @@ def make_sqs_handler(rt: Runtime) -> Handler:
             "request_id": c.request_id,
             "decision": decision_dict(c.decision) if c.decision else None,
             "text": c.text,
+            "tool_calls": [tool_call_dict(t) for t in c.tool_calls],
+            "format_error": c.usage.format_error if c.usage else "",
             "usage": usage_dict(c.usage) if c.usage else None,
             "failovers": [failover_dict(f) for f in c.failovers],
             "completed_at": _now(),
@@ -189,6 +199,10 @@ def make_sqs_handler(rt: Runtime) -> Handler:
             except ValidationError as exc:
                 raise JobFailed("INVALID_ARGUMENT", describe(exc)[1], permanent=True) from None
             job_id = job.job_id
+            try:
+                job.request.to_proto(request_id=job_id)  # what the models let through
+            except OptionError as exc:
+                raise JobFailed("INVALID_ARGUMENT", f"request.{exc}", permanent=True) from None
             try:
                 result = run_job(job=job.model_dump(mode="json"))
             except RouterCallError as exc:

@@ -5,8 +5,18 @@ chunk and error shapes, so any OpenAI client can call the router through Lambda.
 ``tier/<hosted|gpu|edge>``, ``backend/<name>`` and ``family/<name>`` pin it. Router
 options that OpenAI has no field for go in an extra ``hybrid_router`` object (the OpenAI
 SDKs send it with ``extra_body=``). Unknown OpenAI parameters are ignored; the ones whose
-meaning we cannot honour (``n`` > 1, tools, structured output, and ``stream: true`` where
-the front-end answers buffered) are refused with a 400 naming them.
+meaning we cannot honour (``n`` > 1, the legacy ``functions``, ``parallel_tool_calls:
+false``, and ``stream: true`` where the front-end answers buffered) are refused with a
+400 naming them.
+
+Tools and structured output are OpenAI's: ``tools`` (function tools), ``tool_choice``,
+``response_format`` (``json_object``, ``json_schema`` with ``name``/``schema``/
+``strict``), assistant messages with ``tool_calls`` and ``role: "tool"`` messages; the
+answer's calls come back as ``message.tool_calls`` (``content`` null when there is no
+text) with ``finish_reason: "tool_calls"``, or streamed as ``delta.tool_calls``
+fragments. ``hybrid_router.validate_before_streaming`` holds a JSON answer until the
+router checked it (docs/tools.md); ``hybrid_router.format_error`` in the answer says why
+it does not fit the format ("" when it does).
 
 Sessions: the ``X-Session-Id`` header (``default_headers=`` / ``extra_headers=`` in the
 SDKs) or ``hybrid_router.session_id`` names a conversation the router keeps; ``messages``
@@ -29,19 +39,30 @@ from hybrid_router.client import (
     SESSION_ID_RULE,
     TIERS,
     Completion,
+    OptionError,
     make_request,
     valid_session_id,
 )
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from lambda_edge.payloads import (
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
     EdgeAffinity,
     LatencyBudget,
+    ResponseFormatIn,
     SessionId,
     StrategyName,
     TierName,
+    ToolCallIn,
+    ToolDef,
+    check_tool_call_id,
+    check_tool_calls,
+    check_tool_choice,
+    check_validate_before_streaming,
+    tool_choice_name,
 )
 
 AUTO_MODELS = frozenset({"auto", "hybrid-router"})
@@ -65,8 +86,23 @@ class TextPart(BaseModel):
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = Field(None, max_length=128, validate_default=True)
+    name: str | None = Field(None, max_length=64)
     content: str | list[TextPart] | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_on_assistant(cls, value: list[ToolCallIn] | None, info: ValidationInfo) -> Any:
+        check_tool_calls(value, info)
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _call_id_on_tool(cls, value: str | None, info: ValidationInfo) -> str | None:
+        check_tool_call_id(value, info)
+        return value
 
     def text(self) -> str:
         if self.content is None:
@@ -74,6 +110,19 @@ class ChatMessageIn(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
+
+    def as_option(self) -> dict[str, Any]:
+        """The message as ``make_request`` takes it (``developer`` is sent as system; a
+        user's ``name``, a participant's in OpenAI, is not the router's and is dropped)."""
+        role = "system" if self.role == "developer" else self.role
+        out: dict[str, Any] = {"role": role, "content": self.text()}
+        if self.tool_calls:
+            out["tool_calls"] = [c.as_option() for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name and role == "tool":
+            out["name"] = self.name
+        return out
 
 
 class RouterOptions(BaseModel):
@@ -92,6 +141,8 @@ class RouterOptions(BaseModel):
     edge_affinity: EdgeAffinity = EdgeAffinity()
     session_id: SessionId | None = None
     context_strategy: StrategyName | None = None
+    #: Hold a JSON answer until the router checked it; an invalid one fails over.
+    validate_before_streaming: StrictBool = False
 
 
 class StreamOptions(BaseModel):
@@ -112,13 +163,27 @@ class ChatCompletionRequest(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = 1
-    tools: list[Any] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: str | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormatIn | None = None
     hybrid_router: RouterOptions = RouterOptions()
     # Not OpenAI's: refused with a pointer to where they go (check_supported).
     session_id: Any = None
     context_strategy: Any = None
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _choice_name(cls, value: Any) -> Any:
+        return tool_choice_name(value)
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_of_the_tools(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "tools" in info.data:  # else the tools have their own error
+            check_tool_choice(value, info.data["tools"])
+        return value
 
     @property
     def include_usage(self) -> bool:
@@ -135,10 +200,23 @@ class ChatCompletionRequest(BaseModel):
             )
         if self.n not in (None, 1):
             raise UnsupportedParameter("n", "only n=1 is supported")
-        if self.tools or self.functions:
-            raise UnsupportedParameter("tools", "tool calling is not supported by the router")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise UnsupportedParameter("response_format", "only type 'text' is supported")
+        if self.functions:
+            raise UnsupportedParameter(
+                "functions", "the legacy functions API is not supported; send them as tools"
+            )
+        if self.parallel_tool_calls is False:
+            raise UnsupportedParameter(
+                "parallel_tool_calls",
+                "false is not supported: the router cannot hold a model to one call per "
+                "answer; leave it out (or send true) and run the calls in order",
+            )
+        try:
+            check_validate_before_streaming(
+                self.hybrid_router.validate_before_streaming, self.response_format
+            )
+        except ValueError as exc:
+            param = "hybrid_router.validate_before_streaming"
+            raise UnsupportedParameter(param, str(exc)) from None
         if self.session_id is not None:
             raise UnsupportedParameter("session_id", f"send it as {_SESSION_PLACES}")
         if self.context_strategy is not None:
@@ -191,36 +269,59 @@ class ChatCompletionRequest(BaseModel):
             else:
                 raise UnsupportedParameter("model", f"{model!r} is not routable: use {MODEL_FORMS}")
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        roles = {"developer": "system"}
-        return make_request(
-            messages=[(roles.get(m.role, m.role), m.text()) for m in self.messages],
-            max_output_tokens=self.max_completion_tokens or self.max_tokens or 0,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            stop=stop,
-            ttft_budget_ms=o.latency_budget.ttft_ms,
-            total_budget_ms=o.latency_budget.total_ms,
-            max_cost_usd=o.max_cost_usd,
-            data_class=o.data_class or "",
-            pin_tiers=pin_tiers,
-            pin_backends=pin_backends,
-            exclude_tiers=o.exclude_tiers,
-            exclude_backends=o.exclude_backends,
-            model_family=family,
-            capabilities=o.capabilities,
-            site=o.edge_affinity.site,
-            device_id=o.edge_affinity.device_id,
-            request_id=request_id,
-            objective=o.objective or "",
-            session_id=session_id,
-            context_strategy=o.context_strategy or "",
-        )
+        fmt = self.response_format
+        try:
+            return make_request(
+                messages=[m.as_option() for m in self.messages],
+                max_output_tokens=self.max_completion_tokens or self.max_tokens or 0,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                stop=stop,
+                ttft_budget_ms=o.latency_budget.ttft_ms,
+                total_budget_ms=o.latency_budget.total_ms,
+                max_cost_usd=o.max_cost_usd,
+                data_class=o.data_class or "",
+                pin_tiers=pin_tiers,
+                pin_backends=pin_backends,
+                exclude_tiers=o.exclude_tiers,
+                exclude_backends=o.exclude_backends,
+                model_family=family,
+                capabilities=o.capabilities,
+                site=o.edge_affinity.site,
+                device_id=o.edge_affinity.device_id,
+                request_id=request_id,
+                objective=o.objective or "",
+                session_id=session_id,
+                context_strategy=o.context_strategy or "",
+                tools=[t.as_option() for t in self.tools or ()],
+                tool_choice=self.tool_choice or "",
+                validate_before_streaming=o.validate_before_streaming,
+                **(fmt.as_options() if fmt is not None else {}),
+            )
+        except OptionError as exc:  # what the models let through: named all the same
+            raise UnsupportedParameter(exc.option, exc.problem) from None
+
+
+_FINISH = {
+    tpb.FINISH_REASON_LENGTH: "length",
+    tpb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 
 
 def finish_reason(usage: rpb.Usage | None) -> str:
-    """OpenAI's finish reason: ``length`` when the output limit stopped the model."""
-    return "length" if usage and usage.finish_reason == tpb.FINISH_REASON_LENGTH else "stop"
+    """OpenAI's finish reason: ``length`` when the output limit stopped the model,
+    ``tool_calls`` when the answer calls tools, else ``stop``."""
+    return _FINISH.get(usage.finish_reason, "stop") if usage else "stop"
+
+
+def tool_call_body(c: tpb.ToolCall) -> dict[str, Any]:
+    """A whole call as OpenAI's ``message.tool_calls[]`` has it."""
+    return {
+        "id": c.id,
+        "type": "function",
+        "function": {"name": c.name, "arguments": c.arguments},
+    }
 
 
 def usage_body(usage: rpb.Usage | None) -> dict[str, int]:
@@ -250,6 +351,8 @@ def router_extension(
         "explanation": decision.explanation if decision else "",
         "failovers": failovers,
         "tokens_estimated": usage.tokens_estimated if usage else False,
+        # Why the answer misses the JSON format or a tool's parameters ("" when it fits).
+        "format_error": usage.format_error if usage else "",
     }
     if decision is not None and decision.session_id:
         out.update(
@@ -271,7 +374,7 @@ def completion_response(c: Completion, *, created: int) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "message": message_body(c),
                 "logprobs": None,
                 "finish_reason": finish_reason(usage),
             }
@@ -282,6 +385,16 @@ def completion_response(c: Completion, *, created: int) -> dict[str, Any]:
             c.request_id, usage, c.decision, len(c.failovers), backend
         ),
     }
+
+
+def message_body(c: Completion) -> dict[str, Any]:
+    """``choices[0].message``: ``content`` is null when the answer only calls tools (as
+    OpenAI's is); ``tool_calls`` only when there are some."""
+    content = c.text if c.text or not c.tool_calls else None
+    out: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if c.tool_calls:
+        out["tool_calls"] = [tool_call_body(t) for t in c.tool_calls]
+    return out
 
 
 def completion_id(request_id: str) -> str:

@@ -10,10 +10,23 @@ only the new turn; an unknown id starts a session in the key's tenant) and
 ``context_strategy`` (``sliding``, ``summarize``, ``strict``) overrides its strategy for
 this request; without a session it is refused, except in a WebSocket message, where the
 connection's own session applies (:class:`WsRequest`, lambda_edge.websocket).
+
+Tools and JSON answers (docs/tools.md, docs/lambda.md#tools-and-json-answers): ``tools``
+(flat ``{name, description, parameters}`` or OpenAI's ``{"type": "function", "function":
+{...}}``), ``tool_choice`` (``auto``, ``none``, ``required``, a tool's name, or OpenAI's
+``{"type": "function", "function": {"name"}}``), ``response_format`` (OpenAI's shape:
+``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``, or the type
+alone), ``validate_before_streaming``; messages may carry an assistant's ``tool_calls``
+(``{id, name, arguments}``, or OpenAI's shape) and ``role: "tool"`` results with
+``tool_call_id``. The same models serve the OpenAI-compatible route
+(lambda_edge.openai_compat). Answers carry the reassembled calls as ``{id, name,
+arguments}`` (:func:`tool_call_dict`, :class:`ToolCallJoin`).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
 from hybrid_router.client import (
@@ -27,6 +40,7 @@ from hybrid_router.client import (
 )
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import sessions_pb2 as spb
+from hybrid_router.v1 import types_pb2 as tpb
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,6 +50,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 TierName = Literal["hosted", "gpu", "edge"]
@@ -60,9 +75,241 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The router's roles (``hybrid_router.client.ROLES``).
+RoleName = Literal["system", "user", "assistant", "tool"]
+#: The modes of a tool choice (``hybrid_router.client.TOOL_CHOICES`` but ``named``: a
+#: tool's name names one).
+TOOL_CHOICE_MODES = ("auto", "none", "required")
+#: A tool's name, as every provider takes it (the router's rule).
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+ToolName = Annotated[str, Field(pattern=TOOL_NAME)]
+MAX_TOOLS = 128
+MAX_TOOL_CALLS = 128
+
+
+def _empty(value: Any) -> bool:
+    """Left out of a dump when empty, so a body without tools dumps (and hashes, for the
+    jobs' idempotency) as it did before tools existed."""
+    return not value
+
+
+def _unwrap_function(value: Any, what: str) -> Any:
+    """OpenAI's ``{"type": "function", "function": {...}}`` -> the inner object (other
+    keys of the wrapper kept, for ``id``); anything else unchanged."""
+    if isinstance(value, dict) and ("function" in value or "type" in value):
+        kind = value.get("type", "function")
+        if kind != "function":
+            raise ValueError(f"type {kind!r}: only function {what} are supported")
+        inner = value.get("function")
+        if not isinstance(inner, dict):
+            raise ValueError('{"type": "function"} needs "function": {"name": ...}')
+        rest = {k: v for k, v in value.items() if k not in ("type", "function")}
+        return {**rest, **inner}
+    return value
+
+
+class ToolDef(_Strict):
+    """A tool the model may call: ``{name, description, parameters}`` (a JSON Schema of
+    the arguments) or OpenAI's ``{"type": "function", "function": {...}}``. OpenAI's
+    ``strict`` is accepted and has no effect: the router checks every call's arguments
+    against ``parameters`` (``usage.format_error``)."""
+
+    name: ToolName
+    description: str = Field("", max_length=4096)
+    parameters: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_shape(cls, value: Any) -> Any:
+        value = _unwrap_function(value, "tools")
+        if isinstance(value, dict) and "strict" in value:
+            value = {k: v for k, v in value.items() if k != "strict"}
+        return value
+
+    def as_option(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.parameters is not None:
+            out["parameters"] = self.parameters
+        return out
+
+
+class ToolCallIn(_Strict):
+    """A call the model made, sent back in an assistant message of the history:
+    ``{id, name, arguments}`` (arguments: a JSON object, or its text) or OpenAI's
+    ``{"id", "type": "function", "function": {"name", "arguments"}}``."""
+
+    id: str = Field(min_length=1, max_length=128)
+    name: ToolName
+    arguments: str | dict[str, Any] = "{}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_shape(cls, value: Any) -> Any:
+        return _unwrap_function(value, "tool calls")
+
+    @field_validator("arguments")
+    @classmethod
+    def _one_object(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value or "{}")
+            except (ValueError, RecursionError):
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise ValueError("must be one JSON object (as an object, or as its JSON text)")
+        return value
+
+    def as_option(self) -> dict[str, Any]:
+        args = self.arguments
+        text = args if isinstance(args, str) else json.dumps(args, separators=(",", ":"))
+        return {"id": self.id, "name": self.name, "arguments": text or "{}"}
+
+
+def check_tool_calls(calls: list[ToolCallIn] | None, info: ValidationInfo) -> None:
+    if calls and info.data.get("role", "assistant") != "assistant":
+        raise ValueError("only an assistant message carries tool calls")
+
+
+def check_tool_call_id(value: str | None, info: ValidationInfo) -> None:
+    role = info.data.get("role")
+    if role == "tool" and not value:
+        raise ValueError(
+            'a "tool" message names the call it answers: give the id of that call '
+            "(tool_calls[].id of the assistant message before it)"
+        )
+    if value and role not in (None, "tool"):
+        raise ValueError('applies to "tool" messages only; remove it')
+
+
 class Message(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    """A message: ``{role, content}``; an assistant's may carry ``tool_calls`` (then
+    ``content`` may be left out), a ``tool`` message the result of the call that
+    ``tool_call_id`` names (``name``: the tool's, optional)."""
+
+    role: RoleName
+    tool_calls: list[ToolCallIn] = Field(
+        default_factory=list, max_length=MAX_TOOL_CALLS, exclude_if=_empty
+    )
+    tool_call_id: str = Field("", max_length=128, validate_default=True, exclude_if=_empty)
+    name: str = Field("", max_length=64, exclude_if=_empty)
+    content: str | None = Field(None, validate_default=True)
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_on_assistant(cls, value: list[ToolCallIn], info: ValidationInfo) -> Any:
+        check_tool_calls(value, info)
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _call_id_on_tool(cls, value: str, info: ValidationInfo) -> str:
+        check_tool_call_id(value, info)
+        return value
+
+    @field_validator("content")
+    @classmethod
+    def _content_required(cls, value: str | None, info: ValidationInfo) -> str:
+        if value is None:
+            if info.data.get("tool_calls"):
+                return ""
+            raise ValueError("Field required")
+        return value
+
+    def as_option(self) -> dict[str, Any]:
+        """The message as ``make_request`` takes it (OpenAI-shaped dict)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content or ""}
+        if self.tool_calls:
+            out["tool_calls"] = [c.as_option() for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name and self.role == "tool":
+            out["name"] = self.name
+        return out
+
+
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's ``response_format.json_schema``: ``{name, schema, strict, description}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+    name: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,64}$")
+    description: str = ""
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormatIn(_Strict):
+    """``{"type": "text" | "json_object"}`` or ``{"type": "json_schema", "json_schema":
+    {"name", "schema", "strict"}}`` (OpenAI's shape); a string is the type alone."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_alone(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_with_its_type(
+        cls, value: JsonSchemaFormat | None, info: ValidationInfo
+    ) -> JsonSchemaFormat | None:
+        kind = info.data.get("type")
+        if value is not None and kind not in (None, "json_schema"):
+            raise ValueError(f'applies to type "json_schema", not {kind!r}; remove one of them')
+        return value
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormatIn:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError(
+                'type "json_schema" needs "json_schema": {"name": ..., "schema": {...}}'
+            )
+        return self
+
+    @property
+    def is_json(self) -> bool:
+        return self.type != "text"
+
+    def as_options(self) -> dict[str, Any]:
+        """``make_request`` keywords: response_format, json_schema, schema_name, strict."""
+        if self.type == "text":
+            return {}
+        out: dict[str, Any] = {"response_format": self.type}
+        js = self.json_schema
+        if js is not None:
+            out.update(json_schema=js.schema_, schema_name=js.name, strict=bool(js.strict))
+        return out
+
+
+def tool_choice_name(value: Any) -> Any:
+    """OpenAI's ``{"type": "function", "function": {"name": ...}}`` (or ``{"name": ...}``)
+    -> the name; a string unchanged."""
+    if isinstance(value, dict):
+        inner = _unwrap_function(value, "tool choices")
+        name = inner.get("name") if isinstance(inner, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ValueError('a dict names a tool: {"type": "function", "function": {"name": ...}}')
+        return name
+    return value
+
+
+def check_tool_choice(choice: str | None, tools: Iterable[ToolDef] | None) -> None:
+    """``choice`` is a mode, or one of the request's tools."""
+    if not choice or choice in TOOL_CHOICE_MODES:
+        return
+    names = [t.name for t in tools or ()]
+    if choice not in names:
+        known = ", ".join([*TOOL_CHOICE_MODES, *names])
+        raise ValueError(f"{choice!r} is not one of {known}")
+
+
+def check_validate_before_streaming(value: bool, fmt: ResponseFormatIn | None) -> None:
+    if value and (fmt is None or not fmt.is_json):
+        raise ValueError(
+            'needs a JSON response_format (type "json_object" or "json_schema"); '
+            "remove it or give one"
+        )
 
 
 class Sampling(_Strict):
@@ -101,9 +348,32 @@ class GenerateBody(_Strict):
     objective: Literal["cheapest", "fastest", "weighted"] | None = None
     session_id: SessionId | None = None
     context_strategy: StrategyName | None = None
+    tools: list[ToolDef] = Field(default_factory=list, max_length=MAX_TOOLS, exclude_if=_empty)
+    tool_choice: str = Field("", exclude_if=_empty)
+    response_format: ResponseFormatIn | None = Field(None, exclude_if=lambda v: v is None)
+    validate_before_streaming: StrictBool = Field(False, exclude_if=_empty)
 
     #: A session applies without ``session_id`` (a WebSocket connection's own).
     session_implied: ClassVar[bool] = False
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _choice_name(cls, value: Any) -> Any:
+        return tool_choice_name(value)
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_of_the_tools(cls, value: str, info: ValidationInfo) -> str:
+        if "tools" in info.data:  # else the tools have their own error
+            check_tool_choice(value, info.data["tools"])
+        return value
+
+    @field_validator("validate_before_streaming")
+    @classmethod
+    def _validate_needs_json(cls, value: bool, info: ValidationInfo) -> bool:
+        if "response_format" in info.data:  # else the format has its own error
+            check_validate_before_streaming(value, info.data["response_format"])
+        return value
 
     @field_validator("context_strategy")
     @classmethod
@@ -119,8 +389,9 @@ class GenerateBody(_Strict):
     ) -> rpb.GenerateRequest:
         """The request; ``session_id`` (a WebSocket connection's) replaces the body's."""
         s = self.sampling
+        fmt = self.response_format
         return make_request(
-            messages=[(m.role, m.content) for m in self.messages],
+            messages=[m.as_option() for m in self.messages],
             max_output_tokens=self.max_output_tokens,
             temperature=s.temperature,
             top_p=s.top_p,
@@ -143,6 +414,10 @@ class GenerateBody(_Strict):
             objective=self.objective or "",
             session_id=(self.session_id or "") if session_id is None else session_id,
             context_strategy=self.context_strategy or "",
+            tools=[t.as_option() for t in self.tools],
+            tool_choice=self.tool_choice,
+            validate_before_streaming=self.validate_before_streaming,
+            **(fmt.as_options() if fmt is not None else {}),
         )
 
 
@@ -295,7 +570,50 @@ def usage_dict(u: rpb.Usage) -> dict[str, Any]:
         "error": u.error,
         "tokens_estimated": u.tokens_estimated,
         "attempts": u.attempts,
+        # Why the answer misses the request's JSON format or a tool's parameters ("").
+        "format_error": u.format_error,
+        "tool_calls": u.tool_calls,
     }
+
+
+def tool_call_dict(c: tpb.ToolCall) -> dict[str, Any]:
+    """A whole tool call: ``{"id", "name", "arguments"}`` (arguments: JSON text)."""
+    return {"id": c.id, "name": c.name, "arguments": c.arguments}
+
+
+def tool_call_delta_dict(d: tpb.ToolCallDelta) -> dict[str, Any]:
+    """A fragment as the stream carries it: ``id`` and ``name`` on a call's first one."""
+    return {"index": d.index, "id": d.id, "name": d.name, "arguments": d.arguments}
+
+
+class ToolCallJoin:
+    """The tool calls of a stream, joined from their fragments as the client library's
+    ``Completion.tool_calls`` are (the first id and name of an index win; a call without
+    an id is ``call_<index>``, without arguments ``{}``)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, d: tpb.ToolCallDelta) -> bool:
+        """Add a fragment; True when it is the first of its call."""
+        call = self._calls.get(d.index)
+        first = call is None
+        if call is None:
+            call = self._calls[d.index] = ["", ""]
+        call[0] = call[0] or d.id
+        call[1] = call[1] or d.name
+        if d.arguments:
+            call.append(d.arguments)
+        return first
+
+    def calls(self) -> list[tpb.ToolCall]:
+        return [
+            tpb.ToolCall(id=c[0] or f"call_{i}", name=c[1], arguments="".join(c[2:]) or "{}")
+            for i, c in sorted(self._calls.items())
+        ]
 
 
 def failover_dict(f: rpb.Failover) -> dict[str, Any]:

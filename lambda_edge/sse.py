@@ -15,12 +15,18 @@ OpenAI (``OpenAIStream``), as OpenAI streams it::
     data: {..., "choices": [], "usage": {...}}          (stream_options.include_usage only)
     data: [DONE]
 
+An answer that calls tools streams ``delta.tool_calls`` as OpenAI does: a call's first
+fragment carries ``index``, ``id``, ``type`` and ``function.name`` (with ``function.
+arguments`` ""), later ones ``index`` and more ``function.arguments``; the finish reason
+is ``tool_calls``. When a call comes first, the role rides on its first chunk (``content``
+null), as in OpenAI's stream.
+
 After the first chunk a failure is ``data: {"error": {...}}`` (OpenAI's error shape, which
 the OpenAI SDKs raise as an APIError) and no ``[DONE]``.
 
 Router events (``RouterEventStream``): ``event: <type>`` and the WebSocket frames' JSON
-(``{"type", "request_id", ...}``: decision, delta, failover, usage, error); usage is last
-on success, error on failure.
+(``{"type", "request_id", ...}``: decision, delta, tool_call, failover, usage, error);
+usage is last on success (with the reassembled ``tool_calls``), error on failure.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 from typing import Any
 
 from hybrid_router.v1 import router_pb2 as rpb
+from hybrid_router.v1 import types_pb2 as tpb
 
 from lambda_edge.openai_compat import (
     chunk,
@@ -37,7 +44,14 @@ from lambda_edge.openai_compat import (
     router_extension,
     usage_body,
 )
-from lambda_edge.payloads import decision_dict, failover_dict, usage_dict
+from lambda_edge.payloads import (
+    ToolCallJoin,
+    decision_dict,
+    failover_dict,
+    tool_call_delta_dict,
+    tool_call_dict,
+    usage_dict,
+)
 
 _SEP = (",", ":")
 DONE = b"data: [DONE]\n\n"
@@ -52,7 +66,7 @@ def event(data: dict[str, Any], name: str | None = None) -> bytes:
 
 class Tracker:
     """What the stream has said so far: the decision, failovers, the backend now
-    answering, the usage, the text's length."""
+    answering, the usage, the text's length, the tool calls."""
 
     def __init__(self) -> None:
         self.decision: rpb.Decision | None = None
@@ -60,6 +74,7 @@ class Tracker:
         self.usage: rpb.Usage | None = None
         self.chars = 0
         self.deltas = 0
+        self.calls = ToolCallJoin()
 
     @property
     def backend(self) -> str:
@@ -80,6 +95,8 @@ class Tracker:
         elif kind == "delta":
             self.chars += len(ev.delta.text)
             self.deltas += 1
+        elif kind == "tool_call":
+            self.calls.add(ev.tool_call)
         return kind
 
 
@@ -92,6 +109,7 @@ class OpenAIStream:
         self.include_usage = include_usage
         self.t = tracker
         self._started = False
+        self._calls: set[int] = set()  # the calls whose first fragment was sent
 
     def _chunk(self, **fields: Any) -> bytes:
         return event(
@@ -107,12 +125,34 @@ class OpenAIStream:
     def add(self, ev: rpb.GenerateEvent, kind: str) -> list[bytes]:
         """Chunks for one event (``kind``: what Tracker.see returned for it). Decision,
         failover and usage have no chunk of their own (usage is sent at the end)."""
+        if kind == "tool_call":
+            return self._tool_call(ev.tool_call)
         if kind != "delta":
             return []
         out = self._start()
         if ev.delta.text:
             out.append(self._chunk(delta={"content": ev.delta.text}))
         return out
+
+    def _tool_call(self, tc: tpb.ToolCallDelta) -> list[bytes]:
+        call: dict[str, Any]
+        if tc.index not in self._calls:
+            self._calls.add(tc.index)
+            call = {
+                "index": tc.index,
+                "id": tc.id or f"call_{tc.index}",
+                "type": "function",
+                "function": {"name": tc.name, "arguments": tc.arguments},
+            }
+        elif tc.arguments:
+            call = {"index": tc.index, "function": {"arguments": tc.arguments}}
+        else:
+            return []
+        if self._started:
+            return [self._chunk(delta={"tool_calls": [call]})]
+        self._started = True
+        role = {"role": "assistant", "content": None, "refusal": None}
+        return [self._chunk(delta={**role, "tool_calls": [call]})]
 
     def _start(self) -> list[bytes]:
         if self._started:
@@ -148,12 +188,15 @@ class RouterEventStream:
     def add(self, ev: rpb.GenerateEvent, kind: str) -> list[bytes]:
         if kind == "delta":
             return [self._frame("delta", text=ev.delta.text, tokens=ev.delta.tokens)]
+        if kind == "tool_call":
+            return [self._frame("tool_call", **tool_call_delta_dict(ev.tool_call))]
         if kind == "decision":
             return [self._frame("decision", decision=decision_dict(ev.decision))]
         if kind == "failover":
             return [self._frame("failover", failover=failover_dict(ev.failover))]
         if kind == "usage":
-            return [self._frame("usage", usage=usage_dict(ev.usage))]
+            calls = [tool_call_dict(c) for c in self.t.calls.calls()]
+            return [self._frame("usage", usage=usage_dict(ev.usage), tool_calls=calls)]
         return []
 
     def end(self) -> list[bytes]:

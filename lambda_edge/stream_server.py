@@ -11,15 +11,15 @@ Routes:
 - ``POST /v1/chat/completions``: OpenAI-compatible. ``"stream": true`` answers
   ``chat.completion.chunk`` Server-Sent Events ending in ``data: [DONE]`` (the OpenAI
   SDKs' ``stream=True`` works); ``"stream": false`` answers buffered, as the HTTP function.
-- ``POST /v1/generate/stream``: the router's own events (decision, delta, failover,
-  usage) as SSE; the body of ``POST /v1/generate``.
+- ``POST /v1/generate/stream``: the router's own events (decision, delta, tool_call,
+  failover, usage) as SSE; the body of ``POST /v1/generate``.
 - ``GET /healthz``: readiness.
 
-Until the first token nothing is sent: a bad body, the router refusing the request or
-every candidate failing gets the HTTP function's status and error body (lambda_edge.
-http_common). After it, a failure is an SSE error event, then the stream ends. A caller
-whose connection closes (a failed write, or the socket's end seen by a watcher thread)
-cancels the router call, so the backend stops decoding.
+Until the first token (or tool-call fragment) nothing is sent: a bad body, the router
+refusing the request or every candidate failing gets the HTTP function's status and
+error body (lambda_edge.http_common). After it, a failure is an SSE error event, then
+the stream ends. A caller whose connection closes (a failed write, or the socket's end
+seen by a watcher thread) cancels the router call, so the backend stops decoding.
 
 Stdlib only (http.server, one thread per request; Lambda sends one request at a time per
 environment), plus what the other handlers use: the sync RouterClient (one channel per
@@ -47,6 +47,7 @@ from typing import Any
 from hybrid_router.client import (
     Completion,
     GenerateStream,
+    OptionError,
     RouterCallError,
     traceparent_from_xray,
     valid_traceparent,
@@ -334,6 +335,8 @@ class StreamHandler(BaseHTTPRequestHandler):
                 self._not_found()
         except BodyError as exc:
             self._send_json(exc.status, body_error(exc, openai=openai))
+        except OptionError as exc:  # a value the body's models let through
+            self._send_json(400, body_error(BodyError(400, str(exc), exc.option), openai=openai))
         except RouterCallError as exc:
             self._failed("stream", exc)
             status, body = router_error(exc, openai=openai)
@@ -449,7 +452,12 @@ class StreamHandler(BaseHTTPRequestHandler):
                 rt.telemetry.usage(kind, t.usage, request_id=stream.request_id)
                 log.info(
                     "stream relayed",
-                    extra={"request_id": stream.request_id, "deltas": t.deltas, "chars": t.chars},
+                    extra={
+                        "request_id": stream.request_id,
+                        "deltas": t.deltas,
+                        "chars": t.chars,
+                        "tool_calls": len(t.calls.calls()),
+                    },
                 )
                 self._write(fmt.end())
                 self._end_chunks()
@@ -487,7 +495,7 @@ class StreamHandler(BaseHTTPRequestHandler):
         for ev in stream:
             ev_kind = t.see(ev)
             held.append((ev, ev_kind))
-            if ev_kind == "delta":
+            if ev_kind in ("delta", "tool_call"):
                 break
         return held
 

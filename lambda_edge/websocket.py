@@ -2,8 +2,9 @@
 ``$default``, relaying the router's stream to the connection with ``post_to_connection``.
 
 A message is ``{"action": "generate" | "route", "request": {...GenerateBody...}}``. The
-answer comes back as frames (lambda_edge.ws_frames): the decision, coalesced deltas,
-failovers, then usage, or an error frame naming the field / the router's status. A client
+answer comes back as frames (lambda_edge.ws_frames): the decision, coalesced deltas and
+tool-call fragments, failovers, then usage (with the reassembled tool calls), or an
+error frame naming the field / the router's status. A client
 that went away (``GoneException``) cancels the router call at once, so the backend stops
 decoding. Events are validated with the Powertools parser models.
 
@@ -35,7 +36,7 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
 )
-from hybrid_router.client import RouterCallError
+from hybrid_router.client import OptionError, RouterCallError
 from pydantic import ValidationError
 
 from lambda_edge.credentials import CredentialsError
@@ -160,7 +161,11 @@ def make_ws_handler(rt: Runtime) -> Handler:
         rid = msg.request.request_id or rid
         fb.request_id = rid
         session_id = message_session_id(msg, rc.connection_id)
-        req = msg.request.to_proto(request_id=rid, session_id=session_id)
+        try:
+            req = msg.request.to_proto(request_id=rid, session_id=session_id)
+        except OptionError as exc:  # a value the models let through
+            send_error(fb, "INVALID_ARGUMENT", 400, f"request.{exc}")
+            return {"statusCode": 400}
         started = event.get("requestContext", {}).get("requestTimeEpoch")
         timeout = rt.timeout_s(
             context,

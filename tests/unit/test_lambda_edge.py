@@ -304,8 +304,8 @@ def test_openai_model_names_pin_the_route() -> None:
         ({"model": "tier/cloud"}, "model"),
         ({"stream": True}, "stream"),
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function"}]}, "tools"),
-        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+        ({"functions": [{"name": "f"}]}, "functions"),
     ],
 )
 def test_openai_unsupported_parameters_are_named(fields: dict[str, Any], param: str) -> None:

@@ -7,6 +7,8 @@
   X-Ray off (no daemon here) and names the function; the autouse ``clean_environ``
   fixture restores the environment after each test.
 - ``lambda_context``: the context object the Lambda runtime passes to a handler.
+- ``tool_router``: a real router whose ``openai`` backends are OpenAI wire servers that
+  answer with tool calls and JSON (tool_backends.py).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lambda_events import LambdaContext, free_port
+from openai_wire import WireServer
 from testkit import wait_until_sync
+from tool_backends import ToolRouter, make_tool_router
 
 
 @dataclass
@@ -106,3 +110,13 @@ def aws_env(moto: MotoServer) -> MotoServer:
 @pytest.fixture
 def lambda_context() -> type[LambdaContext]:
     return LambdaContext
+
+
+@pytest.fixture
+async def tool_router(start_router: Any) -> AsyncIterator[ToolRouter]:
+    wire = WireServer()
+    await wire.start()
+    try:
+        yield await make_tool_router(wire, start_router)
+    finally:
+        await wire.stop()

@@ -1,5 +1,6 @@
 """Real Lambda event shapes (API Gateway HTTP API 2.0, Function URL, WebSocket, SQS), the
-runtime's context object, and small helpers for the Lambda tests.
+runtime's context object, and small helpers for the Lambda tests: a local Function URL
+stand-in for the HTTP handler, an SSE reader, the WebSocket frames moto recorded.
 
 Shapes follow the AWS documentation's examples field for field; times are "now" so the
 handlers' deadline arithmetic sees what it would see in Lambda.
@@ -11,9 +12,12 @@ import base64
 import hashlib
 import json
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_ID = "a1b2c3d4e5"
@@ -246,3 +250,80 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 
 def prompt_body(text: str = "alpha beta gamma", **fields: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}], **fields}
+
+
+# --- local stand-ins and readers ----------------------------------------------------------
+
+
+class FunctionUrlEmulator:
+    """A local HTTP server that turns requests into Function URL events for the handler
+    and the handler's result back into HTTP, as Lambda's Function URL does."""
+
+    def __init__(self, handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> None:
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                event = function_url_event(
+                    self.path,
+                    raw=raw,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                )
+                result = outer.handler(event, LambdaContext())
+                data = result.get("body", "").encode()
+                self.send_response(result["statusCode"])
+                for k, v in (result.get("headers") or {}).items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.handler = handler
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def sse_events(raw: bytes) -> list[tuple[str | None, str]]:
+    """(event name, data) per SSE event, per the SSE format: blank-line separated."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        name = None
+        data = []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+            else:
+                raise AssertionError(f"not an SSE line: {line!r}")
+        out.append((name, "\n".join(data)))
+    return out
+
+
+#: API Gateway's WebSocket frame limit.
+FRAME_LIMIT = 32 * 1024
+
+
+def posted_frames(recording: list[dict[str, Any]], connection_id: str) -> list[dict[str, Any]]:
+    """The frames moto received for one connection, one per post_to_connection call."""
+    frames = []
+    for r in recording:
+        if r["method"] == "POST" and r["url"].endswith(f"/@connections/{connection_id}"):
+            body = r["body"]
+            data = base64.b64decode(body) if r.get("body_encoded") else body.encode()
+            assert len(data) <= FRAME_LIMIT
+            frames.append(json.loads(data))
+    return frames

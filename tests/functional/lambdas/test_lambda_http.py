@@ -9,9 +9,7 @@ import json
 import os
 import re
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import boto3
 import grpc
 import pytest
 from lambda_events import (
+    FunctionUrlEmulator,
     LambdaContext,
     free_port,
     function_url_event,
@@ -161,45 +160,6 @@ async def test_the_channel_is_made_once_and_reused_across_invocations(gpu_router
 
 
 # --- OpenAI-compatible ------------------------------------------------------------------
-
-
-class FunctionUrlEmulator:
-    """A local HTTP server that turns requests into Function URL events for the handler
-    and the handler's result back into HTTP, as Lambda's Function URL does."""
-
-    def __init__(self, handler: Handler) -> None:
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                event = function_url_event(
-                    self.path,
-                    raw=raw,
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                )
-                result = outer.handler(event, LambdaContext())
-                data = result.get("body", "").encode()
-                self.send_response(result["statusCode"])
-                for k, v in (result.get("headers") or {}).items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.handler = handler
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 async def test_openai_client_calls_chat_completions_through_the_handler(gpu_router, http_handler):

@@ -255,3 +255,59 @@ async def test_router_down_is_a_transient_failure(stack, jobs_runtime):
         stack.s3.get_object(Bucket=stack.bucket, Key=f"failures/{mid}.json")["Body"].read()
     )
     assert reason["status"] == "UNAVAILABLE" and reason["permanent"] is False
+
+
+async def test_job_results_carry_tool_calls_and_the_format_error(stack, jobs_runtime, tool_router):
+    """A job with tools gets the calls reassembled; one with a JSON schema that its
+    answer misses gets the reason in ``format_error`` (the answer is kept as it came)."""
+    from tool_backends import BERGEN, OSLO, TWO_CALLS_TEXT, WEATHER_SCHEMA, WEATHER_TOOL, as_json
+
+    handler = make_sqs_handler(jobs_runtime(tool_router.port))
+    stack.send(
+        job(
+            "job-tools",
+            "Weather in Oslo and Bergen?",
+            tools=[WEATHER_TOOL],
+            tool_choice="get_weather",
+            pin_backends=["two-calls"],
+        )
+    )
+    schema = {"name": "weather", "schema": WEATHER_SCHEMA}
+    stack.send(
+        job(
+            "job-json",
+            "Weather in Oslo?",
+            response_format={"type": "json_schema", "json_schema": schema},
+            pin_backends=["json-sloppy"],
+        )
+    )
+    for _ in range(3):
+        delivered, failed = await poll_once(stack, handler)
+        assert failed == []
+        if not delivered:
+            break
+    tools = stack.result("job-tools")
+    assert tools["text"] == TWO_CALLS_TEXT
+    assert tools["tool_calls"] == [as_json(OSLO), as_json(BERGEN)]
+    assert tools["format_error"] == ""
+    assert tools["usage"]["finish_reason"] == "tool_calls" and tools["usage"]["tool_calls"] == 2
+    answer = stack.result("job-json")
+    assert answer["tool_calls"] == []
+    assert answer["format_error"].startswith("the answer is not JSON")
+    assert answer["usage"]["format_error"] == answer["format_error"]
+
+
+async def test_a_job_with_a_bad_tool_field_is_a_permanent_failure_naming_it(stack, jobs_runtime):
+    """Refused by the body model (naming the field), before any router call; permanent,
+    so with HYBRID_ROUTER_JOBS_DLQ_URL it would go to the DLQ at once."""
+    from lambda_events import free_port
+
+    handler = make_sqs_handler(jobs_runtime(free_port()))  # no router: never asked
+    mid = stack.send(job("job-bad-tool", "hi", tools=[{"type": "web_search"}]))
+    _, failed = await poll_once(stack, handler)
+    assert failed == [mid]
+    reason = json.loads(
+        stack.s3.get_object(Bucket=stack.bucket, Key=f"failures/{mid}.json")["Body"].read()
+    )
+    assert reason["status"] == "INVALID_ARGUMENT" and reason["permanent"] is True
+    assert reason["reason"].startswith("request.tools[0]: type 'web_search': only function tools")

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from hybrid_router.client import make_request
-from lambda_events import free_port, prompt_body
+from lambda_events import free_port, prompt_body, sse_events
 from rtutil import ms_backend
 from testkit import wait_until
 
@@ -77,25 +77,6 @@ async def gpu(model_server, start_router):  # type: ignore[no-untyped-def]
     engine = ScriptedEngine()
     router = await start_router([ms_backend("gpu-a", "gpu", await model_server(engine))])
     return engine, router
-
-
-def sse_events(raw: bytes) -> list[tuple[str | None, str]]:
-    """(event name, data) per SSE event, per the SSE format: blank-line separated."""
-    out = []
-    for block in raw.decode().split("\n\n"):
-        if not block.strip():
-            continue
-        name = None
-        data = []
-        for line in block.split("\n"):
-            if line.startswith("event: "):
-                name = line[len("event: ") :]
-            elif line.startswith("data: "):
-                data.append(line[len("data: ") :])
-            else:
-                raise AssertionError(f"not an SSE line: {line!r}")
-        out.append((name, "\n".join(data)))
-    return out
 
 
 def post(url: str, body: Any, **kw: Any) -> httpx.Response:

@@ -5,7 +5,6 @@ GoneException in the Management API's wire format (moto never raises Gone)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import threading
@@ -16,8 +15,10 @@ from typing import Any
 
 import pytest
 from lambda_events import (
+    FRAME_LIMIT,
     LambdaContext,
     free_port,
+    posted_frames,
     prompt_body,
     unique,
     ws_connect_event,
@@ -33,7 +34,6 @@ from lambda_edge.websocket import make_ws_handler, management_endpoint
 from serving.engines.scripted import ScriptedEngine
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-FRAME_LIMIT = 32 * 1024
 
 
 async def invoke(handler: Handler, event: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
@@ -56,18 +56,6 @@ def runtimes_ws() -> Iterator[list[Runtime]]:
     yield made
     for rt in made:
         rt.close()
-
-
-def posted_frames(recording: list[dict[str, Any]], connection_id: str) -> list[dict[str, Any]]:
-    """The frames moto received for one connection, one per post_to_connection call."""
-    frames = []
-    for r in recording:
-        if r["method"] == "POST" and r["url"].endswith(f"/@connections/{connection_id}"):
-            body = r["body"]
-            data = base64.b64decode(body) if r.get("body_encoded") else body.encode()
-            assert len(data) <= FRAME_LIMIT
-            frames.append(json.loads(data))
-    return frames
 
 
 async def test_connect_and_disconnect(aws_env, make_handler):
