@@ -1,6 +1,7 @@
 """Anthropic Messages API with streaming (``POST {endpoint}/v1/messages``, ``stream: true``).
 
-httpx streams the response; :mod:`router.backends.sse` splits it into Server-Sent Events.
+aiohttp streams the response (:class:`~router.backends.common.HTTPSession`);
+:class:`~router.backends.sse.SSEDecoder` splits it into Server-Sent Events chunk by chunk.
 The events, as Anthropic documents them::
 
     event: message_start        {"message": {..., "usage": {"input_tokens": N, ...}}}
@@ -56,23 +57,27 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
-import httpx
+import aiohttp
 
 from router.backends.base import Backend
 from router.backends.common import (
+    HTTPSession,
     estimate_tokens,
     http_status_error,
+    json_body,
     mentions_context_length,
     parse_retry_after,
-    pooled_http_client,
+    read_error_body,
+    reason_phrase,
     seconds_left,
+    transport_error,
     truncate,
 )
 from router.backends.secrets import SecretsManagerKey
-from router.backends.sse import SSEParser
+from router.backends.sse import SSEDecoder
 from router.backends.tool_wire import (
     ToolPlan,
     ToolStream,
@@ -141,24 +146,15 @@ class AnthropicBackend(Backend):
             )
         else:
             self._key = refs.api_key  # non-empty: backend_refs checked api_key_env
-        self._client: httpx.AsyncClient | None = None
+        self._http = HTTPSession(self._url, headers, cfg.timeout_s)
 
     async def start(self) -> None:
-        self._ensure_client()
+        self._http.session()
         if self._secret is not None:
             await self._secret.prefetch()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _ensure_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = pooled_http_client(
-                self._headers, self._timeout_s, self.spec.max_concurrency
-            )
-        return self._client
+        await self._http.close()
 
     def body(self, request: InferenceRequest, plan: ToolPlan | None = None) -> dict[str, Any]:
         """The Messages API request body for ``request`` (streaming); ``plan``: its tools
@@ -190,55 +186,58 @@ class AnthropicBackend(Backend):
         return seconds_left(self.name, deadline, self._clock)
 
     async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
-        client = self._ensure_client()
         plan = plan_tools(call.request, has_none=True)
         body = self.body(call.request, plan)
-        remaining = self._remaining(call.deadline)
-        timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
+        deadline = call.deadline
+        remaining = self._remaining(deadline)
+        timeout = (
+            self._http.timeout
+            if remaining is None or remaining >= self._timeout_s
+            else HTTPSession.timeouts(remaining)
+        )
         key = self._key if self._secret is None else await self._secret.get()
         headers = {"x-api-key": key or ""}
         headers.update(call.metadata)  # W3C traceparent of this attempt (docs/telemetry.md)
         try:
-            async with client.stream(
-                "POST", self._url, json=body, headers=headers, timeout=timeout
-            ) as resp:
-                if resp.status_code != 200:
-                    raise self._status_error(resp.status_code, resp.headers, await _read(resp))
-                chunks = self._chunks(resp, call, ToolStream(plan.answer))
-                async with contextlib.aclosing(chunks):
-                    async for chunk in chunks:
-                        yield chunk
-        except httpx.TimeoutException as exc:
-            raise BackendError(
-                self.name, f"timed out ({type(exc).__name__})", ErrorClass.RETRYABLE
-            ) from exc
-        except httpx.RequestError as exc:
-            raise BackendError(
-                self.name, f"{type(exc).__name__}: {exc or 'connection failed'}"
-            ) from exc
+            async with self._http.post(json_body(body), headers, timeout) as resp:
+                if resp.status != 200:
+                    raise self._status_error(
+                        resp.status, resp.headers, await read_error_body(resp, _MAX_ERROR_BODY)
+                    )
+                chunks = self._chunks(resp.content, deadline, ToolStream(plan.answer))
+                try:
+                    async with contextlib.aclosing(chunks):
+                        async for chunk in chunks:
+                            yield chunk
+                finally:
+                    # Cancelled or closed early (or failed): drop the connection, so that
+                    # the provider sees the disconnect. A body read to its end is reused.
+                    if not resp.content.at_eof():
+                        resp.close()
+        except aiohttp.ClientError as exc:
+            raise transport_error(self.name, exc) from exc
 
     async def _chunks(
-        self, resp: httpx.Response, call: BackendCall, tools: ToolStream
+        self, content: Any, deadline: float | None, tools: ToolStream
     ) -> AsyncGenerator[Chunk]:
-        lines = cast(AsyncGenerator[str], resp.aiter_lines())
+        decoder = SSEDecoder()
         state = _State()
-        async with contextlib.aclosing(lines):
-            parser = SSEParser()
-            while not state.stopped:
-                line = await self._next_line(lines, call.deadline)
-                event = parser.feed(line) if line is not None else parser.flush()
-                if event is not None:
-                    chunk = self._apply(event.event, event.data, state, tools)
-                    if chunk is not None:
-                        yield chunk
-                if line is None:
+        read = content.readany
+        while not state.stopped:
+            data = await (read() if deadline is None else self._read(read, deadline))
+            for event in decoder.feed(data) if data else decoder.end():
+                chunk = self._apply(event.event, event.data, state, tools)
+                if chunk is not None:
+                    yield chunk
+                if state.stopped:
                     break
-            if state.stopped:
-                # Read the body to its end so the connection goes back to the pool.
-                while await self._next_line(lines, call.deadline) is not None:
-                    pass
+            if not data:
+                break
         if not state.stopped:
             raise BackendError(self.name, "stream ended early: no message_stop event")
+        # Read the body to its end so the connection goes back to the pool.
+        while data:
+            data = await (read() if deadline is None else self._read(read, deadline))
         held = tools.end(estimate_tokens)
         if held is not None:
             yield held
@@ -304,22 +303,20 @@ class AnthropicBackend(Backend):
         cls = ErrorClass.TOO_LARGE if too_large else ErrorClass.RETRYABLE
         return BackendError(self.name, f"error in stream: {etype}: {message}", cls)
 
-    async def _next_line(self, lines: AsyncIterator[str], deadline: float | None) -> str | None:
-        """The next line, or ``None`` at the end of the body; bounded by the deadline."""
+    async def _read(self, read: Callable[[], Any], deadline: float) -> bytes:
+        """The next bytes of the body (``b""`` at its end), bounded by the deadline."""
         try:
-            if deadline is None:
-                return await anext(lines)
             async with asyncio.timeout(self._remaining(deadline)):
-                return await anext(lines)
-        except StopAsyncIteration:
-            return None
+                return cast(bytes, await read())
         except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                raise
             raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE) from exc
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> BackendError:
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> BackendError:
         err = _error_object(body)
         etype = str(err.get("type") or "")
-        message = str(err.get("message") or "") or httpx.codes.get_reason_phrase(status)
+        message = str(err.get("message") or "") or reason_phrase(status)
         if status == 401 and self._secret is not None:
             self._secret.invalidate()  # a rotated key: fetch it again for the next request
         log.debug("%s: HTTP %d (%s)", self.name, status, etype)
@@ -369,16 +366,6 @@ def _error_object(body: bytes) -> dict[str, Any]:
         if "message" in data:
             return data
     return {"message": str(data)}
-
-
-async def _read(resp: httpx.Response) -> bytes:
-    """At most _MAX_ERROR_BODY bytes of an error response."""
-    buf = bytearray()
-    async for part in resp.aiter_bytes():
-        buf += part
-        if len(buf) >= _MAX_ERROR_BODY:
-            break
-    return bytes(buf[:_MAX_ERROR_BODY])
 
 
 # --- check --probe (router/backends/preflight.py) ----------------------------------------------

@@ -1,4 +1,6 @@
-"""Error semantics shared by the hosted adapters (OpenAI-compatible, Anthropic, Bedrock).
+"""What the hosted adapters share (OpenAI-compatible, Anthropic, Bedrock): error semantics,
+and the HTTP session the OpenAI-compatible and Anthropic adapters stream through
+(:class:`HTTPSession`).
 
 One table, so the three providers fail the same way:
 
@@ -22,7 +24,10 @@ FATAL errors are not retried anywhere: dispatch stops and the caller gets the st
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import http
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -55,20 +60,142 @@ CONTEXT_RE = re.compile(
 CHARS_PER_TOKEN = 3.0
 
 
-def pooled_http_client(headers: Mapping[str, str], timeout_s: float, concurrency: int) -> Any:
-    """The httpx client the HTTP adapters share the shape of: the policy bounds concurrency,
-    the pool only keeps connections warm. httpx is imported here, not at module import."""
-    import httpx
+#: Longest status or header line accepted from an HTTP upstream.
+_MAX_HEAD_LINE = 16 * 1024
 
-    return httpx.AsyncClient(
-        headers=dict(headers),
-        timeout=httpx.Timeout(timeout_s),
-        limits=httpx.Limits(
-            max_connections=None,
-            max_keepalive_connections=max(8, concurrency),
-            keepalive_expiry=30.0,
-        ),
-    )
+
+class HTTPSession:
+    """The HTTP client the OpenAI-compatible and Anthropic adapters stream through: one
+    aiohttp session per backend (its C HTTP parser costs a fraction of httpx's per request
+    and per chunk: BENCHMARKS.md, "Hosted path overhead"), with httpx's behaviour kept:
+
+    * connections: no cap (the policy bounds concurrency), idle ones kept 30 s, all of
+      them (httpx kept ``max(8, max_concurrency)``);
+    * TLS: the trust store httpx uses (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``);
+    * proxies: ``HTTP(S)_PROXY`` / ``NO_PROXY`` for ``url``, read once here (aiohttp's own
+      ``trust_env`` would read them, and ``.netrc``, in a worker thread on every request);
+    * no redirects followed, no cookies kept, head lines up to 16 KiB;
+    * ``timeout_s`` bounds the connect and every wait for bytes (``timeout`` per call).
+
+    aiohttp is imported here, when the first HTTP backend is built. The session itself is
+    made on first use, inside the event loop (aiohttp requires one).
+    """
+
+    __slots__ = ("_url", "_headers", "_session", "_proxy", "_proxy_auth", "timeout")
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float) -> None:
+        """``url``: what :meth:`post` posts to; ``headers``: sent with every request."""
+        import aiohttp
+        from aiohttp.helpers import get_env_proxy_for_url
+        from yarl import URL
+
+        self._url = URL(url)  # parsed once, not on every request
+        self._headers = dict(headers)
+        if not any(name.lower() == "content-type" for name in self._headers):
+            self._headers["Content-Type"] = "application/json"  # every body is JSON
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: Any = None
+        self._proxy_auth: Any = None
+        with contextlib.suppress(LookupError, ValueError):
+            self._proxy, self._proxy_auth = get_env_proxy_for_url(self._url)
+        #: The per-call timeout without a deadline (made once).
+        self.timeout = self.timeouts(timeout_s)
+
+    @staticmethod
+    def timeouts(seconds: float) -> Any:
+        """aiohttp's timeout: ``seconds`` to connect and for each wait for bytes."""
+        import aiohttp
+
+        return aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=seconds, sock_read=seconds
+        )
+
+    def session(self) -> Any:
+        if self._session is None or self._session.closed:
+            import aiohttp
+            import httpx
+
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                limit_per_host=0,
+                keepalive_timeout=30.0,
+                ssl=httpx.create_ssl_context(),
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self.timeout,
+                trust_env=False,
+                # h11's (httpx's) limit on a response head line, not aiohttp's 8 KiB
+                max_line_size=_MAX_HEAD_LINE,
+                max_field_size=_MAX_HEAD_LINE,
+            )
+        return self._session
+
+    def post(self, body: bytes, headers: Mapping[str, str], timeout: Any) -> Any:
+        """``POST`` ``body`` (JSON) with ``headers`` besides the session's: an ``async with``
+        context manager yielding the response."""
+        return self.session().post(
+            self._url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def json_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as httpx's ``json=`` wrote it (compact, UTF-8, no NaN)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def transport_error(backend: str, exc: BaseException) -> BackendError:
+    """The RETRYABLE BackendError for an aiohttp client error (no HTTP status): named as
+    httpx named them (``ConnectError``, ``timed out (ReadTimeout)``...), so that logs and
+    alerts read the same whichever client a router runs."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        kind = (
+            "ConnectTimeout" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "ReadTimeout"
+        )
+        return BackendError(backend, f"timed out ({kind})", ErrorClass.RETRYABLE)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        name = "ConnectError"
+    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        name = "RemoteProtocolError"
+    elif isinstance(exc, aiohttp.ClientOSError):
+        name = "ReadError"
+    else:
+        name = type(exc).__name__
+    return BackendError(backend, f"{name}: {exc or 'connection failed'}", ErrorClass.RETRYABLE)
+
+
+async def read_error_body(resp: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of an error response's body (an aiohttp response)."""
+    buf = bytearray()
+    while len(buf) < limit:
+        part = await resp.content.readany()
+        if not part:
+            break
+        buf += part
+    return bytes(buf[:limit])
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of ``status``; empty for an unknown code."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def seconds_left(backend: str, deadline: float | None, clock: Callable[[], float]) -> float | None:

@@ -55,10 +55,15 @@ Choices made here (the router relies on them):
   once, when the backend is created, by the config layer (``router.config.backend_refs``,
   called by ``create_backend``) and passed in as ``refs``; or the key comes from a Secrets
   Manager secret (``api_key_secret``, cached for ``secret_ttl_s``, fetched again after a
-  401). Never logged (httpx masks ``Authorization`` in its reprs).
+  401). Never logged (neither aiohttp's nor httpx's reprs show request headers).
 * **Cancellation.** Closing the iterator or cancelling the consuming task closes the HTTP
-  response before it is fully read, so httpx drops the connection and the server sees the
+  response before it is fully read, so the connection is dropped and the server sees the
   disconnect.
+* **HTTP client.** Completions stream through aiohttp
+  (:class:`~router.backends.common.HTTPSession`: a C HTTP parser, one pooled session per
+  backend), the body split into events chunk by chunk
+  (:class:`~router.backends.sse.SSEDecoder`); httpx serves the cold paths (``check
+  --probe``'s model list, the empty-stream diagnosis).
 """
 
 from __future__ import annotations
@@ -71,19 +76,24 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
+import aiohttp
 import httpx
 
 from router.backends.base import Backend
 from router.backends.common import (
+    HTTPSession,
     http_status_error,
+    json_body,
     mentions_context_length,
     parse_retry_after,
-    pooled_http_client,
+    read_error_body,
+    reason_phrase,
     seconds_left,
+    transport_error,
     truncate,
 )
 from router.backends.secrets import SecretsManagerKey
-from router.backends.sse import SSEEvent, SSEParser
+from router.backends.sse import SSEDecoder, SSEEvent
 from router.backends.tool_wire import OpenAIToolDeltas, openai_message, openai_tool_fields
 from router.config import BackendConfig, BackendRefs, backend_refs
 from router.errors import BackendError, ErrorClass, RouterError
@@ -178,7 +188,7 @@ class OpenAIBackend(Backend):
         self._headers = _headers(backend_refs(cfg, {}) if refs is None else refs)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._client: httpx.AsyncClient | None = None
+        self._http = HTTPSession(self._url, self._headers, cfg.timeout_s)
         self._secret: SecretsManagerKey | None = None
         if cfg.api_key_secret:
             self._secret = SecretsManagerKey(
@@ -191,7 +201,7 @@ class OpenAIBackend(Backend):
             )
 
     async def start(self) -> None:
-        self._ensure_client()
+        self._http.session()
         if self._secret is not None:
             await self._secret.prefetch()
 
@@ -202,22 +212,15 @@ class OpenAIBackend(Backend):
         return {"Authorization": f"Bearer {await self._secret.get()}"}
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _ensure_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = pooled_http_client(
-                self._headers, self._timeout_s, self.spec.max_concurrency
-            )
-        return self._client
+        await self._http.close()
 
     async def list_models(self, timeout: float) -> httpx.Response:
         """``GET {endpoint}/models`` with the headers and key every call sends. Raises
-        httpx.HTTPError when there is no answer."""
-        headers = {"Accept": "application/json", **await self._auth()}
-        return await self._ensure_client().get(self.models_url, headers=headers, timeout=timeout)
+        httpx.HTTPError when there is no answer. (``check --probe`` only: httpx, a client
+        of its own.)"""
+        headers = {**self._headers, "Accept": "application/json", **await self._auth()}
+        async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
+            return await client.get(self.models_url)
 
     def _body(self, request: InferenceRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -243,10 +246,14 @@ class OpenAIBackend(Backend):
         return seconds_left(self.name, deadline, self._clock)
 
     async def stream(self, call: BackendCall) -> AsyncIterator[Chunk]:
-        client = self._ensure_client()
         body = self._body(call.request)
-        remaining = self._remaining(call.deadline)
-        timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
+        deadline = call.deadline
+        remaining = self._remaining(deadline)
+        timeout = (
+            self._http.timeout
+            if remaining is None or remaining >= self._timeout_s
+            else HTTPSession.timeouts(remaining)
+        )
         # OpenAI's header for a caller's request id. Not X-Request-Id: llama-cpp-python's
         # server rejects (400, empty body) an X-Request-Id that is not a UUID.
         rid = call.request.request_id
@@ -254,51 +261,50 @@ class OpenAIBackend(Backend):
         headers.update(call.metadata)  # W3C traceparent of this attempt (docs/telemetry.md)
         headers.update(await self._auth())
         try:
-            async with client.stream(
-                "POST", self._url, json=body, headers=headers, timeout=timeout
-            ) as resp:
-                if resp.status_code != 200:
-                    raise self._status_error(resp.status_code, resp.headers, await _read(resp))
-                async with contextlib.aclosing(self._chunks(resp, call)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
-        except httpx.TimeoutException as exc:
-            raise BackendError(
-                self.name, f"timed out ({type(exc).__name__})", ErrorClass.RETRYABLE
-            ) from exc
-        except httpx.RequestError as exc:
-            raise BackendError(
-                self.name, f"{type(exc).__name__}: {exc or 'connection failed'}"
-            ) from exc
+            async with self._http.post(json_body(body), headers, timeout) as resp:
+                if resp.status != 200:
+                    raise self._status_error(
+                        resp.status, resp.headers, await read_error_body(resp, _MAX_ERROR_BODY)
+                    )
+                chunks = self._chunks(resp.content, deadline)
+                try:
+                    async with contextlib.aclosing(chunks):
+                        async for chunk in chunks:
+                            yield chunk
+                finally:
+                    # Cancelled or closed early (or failed): drop the connection, so that
+                    # the server sees the disconnect. A body read to its end is reused.
+                    if not resp.content.at_eof():
+                        resp.close()
+        except aiohttp.ClientError as exc:
+            raise transport_error(self.name, exc) from exc
         except _EmptyStream:
-            await self._explain_empty_stream(body, call.deadline)
+            await self._explain_empty_stream(body, deadline)
             raise BackendError(
                 self.name, "stream ended early: the response had no events", ErrorClass.RETRYABLE
             ) from None
 
-    async def _chunks(self, resp: httpx.Response, call: BackendCall) -> AsyncGenerator[Chunk]:
-        lines = cast(AsyncGenerator[str], resp.aiter_lines())
-        async with contextlib.aclosing(lines):
-            parser = SSEParser()
-            seen_event = False
-            seen_done = False
-            finish: str | None = None
-            usage: Mapping[str, Any] | None = None
-            tool_deltas = OpenAIToolDeltas()
-            while True:
-                line = await self._next_line(lines, call.deadline)
-                event = parser.feed(line) if line is not None else parser.flush()
-                if event is None:
-                    if line is None:
-                        break
-                    continue
+    async def _chunks(self, content: Any, deadline: float | None) -> AsyncGenerator[Chunk]:
+        """The body's events as chunks; the body is read to its end after ``[DONE]`` so the
+        connection goes back to the pool."""
+        decoder = SSEDecoder()
+        seen_event = False
+        finish: str | None = None
+        usage: Mapping[str, Any] | None = None
+        tool_deltas = OpenAIToolDeltas()
+        read = content.readany
+        while True:
+            if deadline is None:
+                data = await read()
+            else:
+                data = await self._read(read, deadline)
+            for event in decoder.feed(data) if data else decoder.end():
                 seen_event = True
                 if event.data.strip() == "[DONE]":
-                    seen_done = True
-                    # Read the body to its end so the connection goes back to the pool.
-                    while line is not None:
-                        line = await self._next_line(lines, call.deadline)
-                    break
+                    while data:  # the rest of the body, ignored
+                        data = await (read() if deadline is None else self._read(read, deadline))
+                    yield self._final(finish, usage)
+                    return
                 text, calls, fr, u = self._parse_event(event, tool_deltas)
                 if text or calls:
                     yield Chunk(text=text, tokens=1, tool_calls=calls)
@@ -306,25 +312,22 @@ class OpenAIBackend(Backend):
                     finish = fr
                 if u is not None:
                     usage = u
-                if line is None:
-                    break
+            if not data:
+                break
         if not seen_event:
             raise _EmptyStream
-        if not seen_done and finish is None:
+        if finish is None:
             raise BackendError(self.name, "stream ended early: no finish_reason and no [DONE]")
         yield self._final(finish, usage)
 
-    async def _next_line(self, lines: AsyncIterator[str], deadline: float | None) -> str | None:
-        """The next line, or ``None`` at the end of the body; bounded by the deadline."""
+    async def _read(self, read: Callable[[], Any], deadline: float) -> bytes:
+        """The next bytes of the body (``b""`` at its end), bounded by the deadline."""
         try:
-            if deadline is None:
-                return await anext(lines)
-            remaining = self._remaining(deadline)
-            async with asyncio.timeout(remaining):
-                return await anext(lines)
-        except StopAsyncIteration:
-            return None
+            async with asyncio.timeout(self._remaining(deadline)):
+                return cast(bytes, await read())
         except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                raise
             raise BackendError(self.name, "deadline exceeded", ErrorClass.RETRYABLE) from exc
 
     def _parse_event(
@@ -353,7 +356,8 @@ class OpenAIBackend(Backend):
                 content = delta.get("content")
                 if isinstance(content, str):
                     text = content
-                calls = tool_deltas(delta.get("tool_calls"))
+                if "tool_calls" in delta:
+                    calls = tool_deltas(delta["tool_calls"])
             fr = choice.get("finish_reason")
             if isinstance(fr, str) and fr:
                 finish = fr
@@ -375,9 +379,9 @@ class OpenAIBackend(Backend):
             finish_reason=_FINISH.get(finish or "stop", FinishReason.STOP),
         )
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> BackendError:
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> BackendError:
         error = _error_object(body)
-        message = str(error.get("message") or "") or httpx.codes.get_reason_phrase(status)
+        message = str(error.get("message") or "") or reason_phrase(status)
         log.debug("%s: HTTP %d (%s)", self.name, status, error.get("code") or error.get("type"))
         if status == 401 and self._secret is not None:
             self._secret.invalidate()  # a rotated key: fetch it again for the next request
@@ -419,16 +423,6 @@ class _EmptyStream(RouterError):
 
     def __init__(self) -> None:
         super().__init__("the response had no events")
-
-
-async def _read(resp: httpx.Response) -> bytes:
-    """At most _MAX_ERROR_BODY bytes of an error response."""
-    buf = bytearray()
-    async for part in resp.aiter_bytes():
-        buf += part
-        if len(buf) >= _MAX_ERROR_BODY:
-            break
-    return bytes(buf[:_MAX_ERROR_BODY])
 
 
 # --- check --probe (router/backends/preflight.py) ----------------------------------------------
