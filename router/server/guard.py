@@ -102,9 +102,7 @@ class ServerGuard:
     def malformed(self, method: str, metadata: Any, reason: str) -> None:
         """A request whose bytes did not decode (router/server/interceptors.py): one
         request log line and the request metrics, as INVALID_ARGUMENT."""
-        self.telemetry.begin(method.rpartition("/")[2], metadata).finish(
-            "INVALID_ARGUMENT", reason
-        )
+        self.telemetry.begin(method.rpartition("/")[2], metadata).finish("INVALID_ARGUMENT", reason)
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         auth = Authenticator(self.keys, self.tenants) if self.keys is not None else None
