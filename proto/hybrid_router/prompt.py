@@ -179,9 +179,13 @@ def render_chat(
     *,
     tools: Sequence[Mapping[str, Any]] = (),
     template: ChatTemplate | None = None,
+    continue_final: bool = False,
 ) -> str:
     """The prompt for ``messages`` (and ``tools``, rendered only when given), ending with
     the open assistant turn: the model's own template, else the Gemma 3 format.
+
+    ``continue_final``: the last message is an assistant turn to continue (a prefill):
+    the prompt ends with its text, the turn left open (no end-of-turn marker).
 
     Raises ValueError naming the field: empty messages, an unknown role, a template that
     is not valid Jinja or that refuses the conversation (its ``raise_exception``).
@@ -194,18 +198,48 @@ def render_chat(
                 f"messages[{index}].role: unknown role {message.get('role')!r} "
                 "(expected 'system', 'user', 'assistant' or 'tool')"
             )
+    if continue_final:
+        return _render_open(messages, tools, template)
     if template is None or not template.source:
         return render_gemma(gemma_pairs(messages, tools))
     return _render_template(template, messages, tools)
 
 
+#: Stands in for the continued turn's text while the template renders it.
+_PREFILL_MARK = "\x00hybrid-router-prefill\x00"
+
+
+def _render_open(
+    messages: Sequence[Mapping[str, Any]], tools: Sequence[Any], template: ChatTemplate | None
+) -> str:
+    last = messages[-1]
+    if last.get("role") != "assistant" or len(messages) < 2:
+        raise ValueError(
+            "messages: continuing a turn needs an assistant message last, after the question"
+        )
+    text = str(last.get("content") or "")
+    head = messages[:-1]
+    if template is None or not template.source:
+        return render_gemma(gemma_pairs(head, tools)) + text  # ends with the open model turn
+    marked = [*head, {**last, "content": _PREFILL_MARK}]
+    rendered = _render_template(template, marked, tools, generation_prompt=False)
+    at = rendered.rfind(_PREFILL_MARK)
+    if at < 0:
+        raise ValueError("messages: the model's chat template drops the assistant's text")
+    return rendered[:at] + text
+
+
 def _render_template(
-    template: ChatTemplate, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any]
+    template: ChatTemplate,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Any],
+    *,
+    generation_prompt: bool = True,
 ) -> str:
     compiled = _compile(template.source)
     variables: dict[str, Any] = {
         "messages": [dict(m) for m in messages],
-        "add_generation_prompt": True,
+        "add_generation_prompt": generation_prompt,
         "bos_token": template.bos_token,
         "eos_token": template.eos_token,
     }

@@ -116,6 +116,7 @@ def to_proto(request: InferenceRequest) -> model_service_pb2.ModelGenerateReques
         sampling=sampling,
         tenant=request.tenant,
         session_id=request.session_id,
+        continue_final_message=request.prefill,
         **tools,
     )
 

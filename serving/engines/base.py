@@ -27,6 +27,8 @@ class EngineError(Exception):
 
 #: What a chat engine offers (``InfoResponse.capabilities``, ``EdgeModel.capabilities``).
 CHAT_CAPABILITIES: tuple[str, ...] = ("chat", "tools", "json_schema")
+#: ... and "prefill": it continues an open assistant turn (continue_final_message).
+PREFILL_CAPABILITIES: tuple[str, ...] = (*CHAT_CAPABILITIES, "prefill")
 ROLES = ("system", "user", "assistant", "tool")
 TOOL_CHOICE_MODES = ("auto", "none", "required", "named")
 FORMAT_TYPES = ("text", "json_object", "json_schema")
@@ -103,6 +105,9 @@ class EngineRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = ToolChoice()
     response_format: ResponseFormat = ResponseFormat()
+    #: The last message is an assistant turn the answer continues (a prefill): the output
+    #: is what follows its text.
+    continue_final_message: bool = False
 
     def __post_init__(self) -> None:
         messages: Sequence[MessageLike] = self.messages

@@ -81,11 +81,13 @@ def prompt_token_ids(
     messages: Sequence[MessageLike],
     tools: Sequence[Tool] = (),
     template: ChatTemplate | None = None,
+    continue_final: bool = False,
 ) -> list[int]:
     """Token ids of the prompt for ``messages`` (and ``tools``) with ``llm``'s vocabulary
-    (BOS as the vocabulary says). ``template`` None: read from ``llm``."""
+    (BOS as the vocabulary says). ``template`` None: read from ``llm``. ``continue_final``:
+    the last (assistant) message is continued, its turn left open."""
     template = ChatTemplate.from_llama(llm) if template is None else template
-    text = prompt_text(messages, tools, template)
+    text = prompt_text(messages, tools, template, continue_final)
     return list(llm.tokenize(text.encode(), add_bos=True, special=True))
 
 

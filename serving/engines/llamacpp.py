@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.engines.base import (
-    CHAT_CAPABILITIES,
+    PREFILL_CAPABILITIES,
     Engine,
     EngineChunk,
     EngineError,
@@ -139,7 +139,7 @@ class LlamaCppEngine(Engine):
             max_concurrency=1,
             engine="llamacpp",
             model_family=model_family,
-            capabilities=CHAT_CAPABILITIES,
+            capabilities=PREFILL_CAPABILITIES,
         )
         # Shared with the worker thread, guarded by _cond.
         self._cond = threading.Condition()
@@ -181,7 +181,12 @@ class LlamaCppEngine(Engine):
 
     def prompt(self, request: EngineRequest) -> str:
         """The prompt text the model is fed for ``request`` (after ``start``)."""
-        return prompt_text(request.messages, request.offered_tools, self._template)
+        return prompt_text(
+            request.messages,
+            request.offered_tools,
+            self._template,
+            request.continue_final_message,
+        )
 
     async def start(self) -> None:
         with self._cond:
@@ -226,7 +231,13 @@ class LlamaCppEngine(Engine):
         llm = self._llm
         if llm is None:  # closed since it started
             raise EngineError("engine closed", "unavailable")
-        prompt = prompt_token_ids(llm, request.messages, request.offered_tools, self._template)
+        prompt = prompt_token_ids(
+            llm,
+            request.messages,
+            request.offered_tools,
+            self._template,
+            request.continue_final_message,
+        )
         check_fits(len(prompt), request.max_output_tokens, self._n_ctx)
         job = _Job(
             request=request,

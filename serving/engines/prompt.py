@@ -81,10 +81,16 @@ def prompt_text(
     messages: Sequence[MessageLike],
     tools: Sequence[Tool] = (),
     template: ChatTemplate | None = None,
+    continue_final: bool = False,
 ) -> str:
     """The prompt (``render_chat``); raises EngineError("field: problem", "invalid")."""
     try:
-        return render_chat(chat_dicts(messages), tools=tool_dicts(tools), template=template)
+        return render_chat(
+            chat_dicts(messages),
+            tools=tool_dicts(tools),
+            template=template,
+            continue_final=continue_final,
+        )
     except ValueError as exc:
         raise EngineError(str(exc), "invalid") from None
 

@@ -53,7 +53,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 
 from serving.engines.base import (
-    CHAT_CAPABILITIES,
+    PREFILL_CAPABILITIES,
     Engine,
     EngineChunk,
     EngineError,
@@ -135,7 +135,7 @@ class ScriptedEngine(Engine):
             max_concurrency=max_concurrency,
             engine="scripted",
             model_family=model_family,
-            capabilities=CHAT_CAPABILITIES,
+            capabilities=PREFILL_CAPABILITIES,
         )
         self.ttft_ms = ttft_ms
         self.tokens_per_s = tokens_per_s
@@ -204,16 +204,22 @@ class ScriptedEngine(Engine):
             if self.ttft_ms > 0:
                 await self._sleep(self.ttft_ms / 1000.0)
             if structured is None:
-                words = _reply_words(request.messages)
+                # A continued turn goes on where its text stops: the reply to the message
+                # before it, from the word after the ones already written.
+                skip = 0
+                asked = request.messages
+                if request.continue_final_message:
+                    skip, asked = len(asked[-1].content.split()), asked[:-1]
+                words = _reply_words(asked)
                 limit = request.max_output_tokens
                 finish = "length"
-                if self.reply_tokens is not None and self.reply_tokens < limit:
-                    limit, finish = self.reply_tokens, "stop"
+                if self.reply_tokens is not None and self.reply_tokens - skip < limit:
+                    limit, finish = max(0, self.reply_tokens - skip), "stop"
                 pieces: Iterable[EngineChunk] = (
                     EngineChunk(
                         text=words[i % len(words)] if i == 0 else " " + words[i % len(words)]
                     )
-                    for i in range(limit)
+                    for i in range(skip, skip + limit)
                 )  # made as they stream: max_output_tokens may be large
                 matcher: StopMatcher | None = StopMatcher(request.stop)
             else:

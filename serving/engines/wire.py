@@ -99,6 +99,7 @@ def to_engine_request(request: mpb.ModelGenerateRequest) -> EngineRequest:
         tools=tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools),
         tool_choice=ToolChoice(choice, request.tool_choice.name),
         response_format=ResponseFormat(fmt_type, fmt.schema_json, fmt.name),
+        continue_final_message=request.continue_final_message,
     )
 
 

@@ -168,3 +168,48 @@ async def test_when_no_backend_can_go_on_the_answer_ends_incomplete_with_the_sum
     usage = events[-1].usage
     assert not usage.complete and usage.backend == "cheap"
     assert text_of(events) == "a "
+
+
+async def test_the_seam_loses_and_repeats_nothing_across_100_forced_failures(
+    start_router: Any, channel_to: Any, model_server: Any
+) -> None:
+    """ModelService backends (scripted engines, prefill): the first fails after a random
+    number of tokens; the second continues the open turn. The caller's text must equal the
+    uncut answer exactly, every time."""
+    import random
+
+    from rtutil import ms_backend
+
+    from serving.engines.scripted import ScriptedEngine
+
+    flaky, steady = ScriptedEngine(), ScriptedEngine()
+    router = await start_router(
+        [ms_backend("gpu-a", "gpu", await model_server(flaky), cost={"gpu_hourly_usd": 0.1,
+                    "gpu_throughput_tokens_per_s": 1000}),
+         ms_backend("gpu-b", "gpu", await model_server(steady), cost={"gpu_hourly_usd": 9.0,
+                    "gpu_throughput_tokens_per_s": 1000})],
+        policy={"circuit": {"consecutive_failures": 1000, "error_rate": 1.0, "min_requests": 1000}},
+    )  # fmt: skip
+    s = stub(router, channel_to)
+    prompt = "one two three four five six seven"
+    whole = await collect(
+        s.Generate(make_request(prompt, max_output_tokens=40, pin_backends=["gpu-b"]))
+    )
+    expected = text_of(whole)
+    assert len(expected.split()) == 40
+    rng = random.Random(7)
+    seams = 0
+    for _ in range(100):
+        flaky.fail_after_tokens = rng.randint(1, 39)
+        events = await collect(
+            s.Generate(make_request(prompt, max_output_tokens=40, continue_on_failure=True))
+        )
+        assert text_of(events) == expected
+        cont = [e.continuation for e in events if e.HasField("continuation")]
+        assert [(c.to_backend, c.method, c.tokens_so_far) for c in cont] == [
+            ("gpu-b", "prefill", flaky.fail_after_tokens)
+        ]
+        usage = events[-1].usage
+        assert usage.continued and usage.complete and usage.output_tokens == 40
+        seams += 1
+    assert seams == 100

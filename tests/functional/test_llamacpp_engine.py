@@ -82,7 +82,7 @@ async def test_streams_real_tokens_with_exact_usage(
     assert (info.engine, info.model, info.model_family) == ("llamacpp", "gemma3-270m", "gemma3")
     assert (info.context_window, info.max_concurrency, info.replica_id) == (N_CTX, 1, "edge-1")
     assert info.decode_tokens_per_s > 0
-    assert list(info.capabilities) == ["chat", "tools", "json_schema"]
+    assert list(info.capabilities) == ["chat", "tools", "json_schema", "prefill"]
 
 
 def test_the_packaged_model_has_no_template_of_its_own_so_the_gemma_format_is_used(

@@ -280,7 +280,7 @@ async def test_info_describes_the_engine(served: Served) -> None:
     assert info.model_family == "scripted"
     assert info.replica_id == "replica-1"
     assert (info.queue_depth, info.in_flight) == (0, 0)
-    assert list(info.capabilities) == ["chat", "tools", "json_schema"]
+    assert list(info.capabilities) == ["chat", "tools", "json_schema", "prefill"]
 
 
 async def test_info_reports_live_queue_and_rate(slow: Served) -> None:

@@ -169,10 +169,12 @@ async def test_info_capabilities_join_the_configured_ones_on_each_poll(model_ser
     await backend.start()
     try:
         info = await backend.info()
-        assert list(info.capabilities) == ["chat", "tools", "json_schema"]
+        assert list(info.capabilities) == ["chat", "tools", "json_schema", "prefill"]
         assert backend.spec.capabilities == frozenset({"chat", "vision"})
         assert await backend.poll_load() == 0
-        assert backend.spec.capabilities == frozenset({"chat", "vision", "tools", "json_schema"})
+        assert backend.spec.capabilities == frozenset(
+            {"chat", "vision", "tools", "json_schema", "prefill"}
+        )
         # a server that stops reporting them (a model swap) takes them back
         backend.note_capabilities(pb.InfoResponse())
         assert backend.spec.capabilities == frozenset({"chat", "vision"})

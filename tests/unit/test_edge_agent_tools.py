@@ -32,7 +32,7 @@ async def test_the_agent_registers_what_its_engine_offers(tmp_path: Path) -> Non
     await engine.start()
     agent.slot.swap(engine, model)
     (registered,) = agent.register_message().models
-    assert list(registered.capabilities) == ["chat", "tools", "json_schema"]
+    assert list(registered.capabilities) == ["chat", "tools", "json_schema", "prefill"]
     assert list(agent.heartbeat_message().models[0].capabilities) == list(registered.capabilities)
     await agent.slot.close()
 
