@@ -48,6 +48,7 @@ from hybrid_router.v1 import model_service_pb2, model_service_pb2_grpc, types_pb
 from serving.engines import ENGINE_KINDS, create_engine
 from serving.engines.base import Engine, EngineChunk, EngineError
 from serving.engines.wire import BadRequest, event_for, to_engine_request
+from serving.malformed import MalformedRequestInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,9 @@ async def create_server(
     ``coalesce``: merge deltas while a write is pending (see the module docstring).
     """
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=[MalformedRequestInterceptor()], options=[("grpc.so_reuseport", 0)]
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServiceServicer(engine, replica_id or default_replica_id(), coalesce=coalesce),
         server,

@@ -105,3 +105,27 @@ async def test_undecodable_bytes_are_invalid_argument_on_every_rpc(
     assert counted["Route"] == 1 and counted["GetSession"] == 1
     logged = [r for r in caplog.records if r.name == "router.requests"]
     assert sum("INVALID_ARGUMENT" in r.getMessage() for r in logged) >= 7
+
+
+async def test_the_model_server_answers_undecodable_bytes_with_invalid_argument(
+    model_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from serving.engines.scripted import ScriptedEngine
+
+    address = await model_server(ScriptedEngine())
+    async with grpc.aio.insecure_channel(address) as ch:
+        for method in ("Generate", "Info"):
+            path = f"/hybrid_router.v1.ModelService/{method}"
+            if method == "Generate":
+                call = ch.unary_stream(
+                    path, request_serializer=_ident, response_deserializer=_ident
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    async for _ in call(TRUNCATED, timeout=10):
+                        pass
+                e = err.value
+            else:
+                e = await _unary(ch, path, TRUNCATED)
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "is not a valid" in (e.details() or "")
+    assert not [r for r in caplog.records if r.exc_info]
