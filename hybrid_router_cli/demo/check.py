@@ -39,6 +39,7 @@ def problems(report: dict[str, Any]) -> list[str]:
                 f"({r.get('rule') or r.get('title')})"
             )
     found += _conversation_problems(requests)
+    found += _tool_problems(requests)
     for tier in TIERS:
         served = [
             r
@@ -55,6 +56,26 @@ def problems(report: dict[str, Any]) -> list[str]:
         ]
         if not real:
             found.append(f"no complete answer with real tokens streamed from the {tier} tier")
+    return found
+
+
+def _tool_problems(requests: list[dict[str, Any]]) -> list[str]:
+    """The model called the tool, and its JSON answer passed the router's check."""
+    by_key = {r.get("key"): r for r in requests}
+    call, answer = by_key.get("tool-call"), by_key.get("tool-answer")
+    if call is None:
+        return ["the report has no tool round trip"]
+    found = []
+    calls = call.get("tool_calls") or []
+    if not calls or calls[0].get("name") != "turbine_output":
+        found.append("tool-call: the model did not call turbine_output")
+    if answer is None:
+        return [*found, "the report has no answer after the tool's result"]
+    usage = answer.get("usage") or {}
+    if answer.get("error") or not usage.get("complete"):
+        found.append(f"tool-answer: no complete answer ({answer.get('error') or 'incomplete'})")
+    elif usage.get("format_error"):
+        found.append(f"tool-answer: the JSON answer failed its check: {usage['format_error']}")
     return found
 
 

@@ -503,3 +503,74 @@ def burst_requests() -> tuple[RequestOptions, ...]:
         )
         for i in range(BURST_SIZE)
     )
+
+
+# --- the tool round trip (docs/tools.md) -------------------------------------------------
+
+TOOL_QUESTION = "How much did turbine T-12 produce yesterday? Use the tool."
+TURBINE_TOOL = {
+    "name": "turbine_output",
+    "description": "Energy a wind turbine produced yesterday, in MWh",
+    "parameters": {
+        "type": "object",
+        "properties": {"turbine": {"type": "string", "description": "e.g. T-12"}},
+        "required": ["turbine"],
+    },
+}
+#: The JSON answer after the tool's result: the real model is held to this schema.
+REPORT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "turbine": {"type": "string"},
+        "mwh": {"type": "number"},
+        "summary": {"type": "string", "maxLength": 160},
+    },
+    "required": ["turbine", "mwh", "summary"],
+}
+
+
+def run_turbine_tool(arguments: str) -> str:
+    """The demo's tool: a fixed reading for whatever turbine the model asked about."""
+    import json
+
+    try:
+        turbine = str(json.loads(arguments).get("turbine", "T-12"))
+    except (ValueError, AttributeError):
+        turbine = "T-12"
+    return json.dumps({"turbine": turbine, "mwh": 41.5, "note": "gearbox vibration normal"})
+
+
+def tool_call_request() -> RequestOptions:
+    """1/2: the model must call the tool (a grammar holds llama.cpp to the call's shape)."""
+    return _request(
+        prompt=TOOL_QUESTION,
+        data_class="public",
+        max_output_tokens=64,
+        pin_tiers=("gpu",),
+        tools=(TURBINE_TOOL,),
+        tool_choice="required",
+        request_id="demo-tool-call",
+    )
+
+
+def tool_answer_request(call_id: str, name: str, arguments: str) -> RequestOptions:
+    """2/2: the tool's result goes back; the answer must be JSON valid for REPORT_SCHEMA."""
+    return _request(
+        messages=(
+            ("user", TOOL_QUESTION),
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": call_id, "function": {"name": name, "arguments": arguments}}],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": run_turbine_tool(arguments)},
+        ),
+        data_class="public",
+        max_output_tokens=128,
+        pin_tiers=("gpu",),
+        tools=(TURBINE_TOOL,),
+        tool_choice="none",
+        json_schema=REPORT_SCHEMA,
+        validate_before_streaming=True,
+        request_id="demo-tool-answer",
+    )

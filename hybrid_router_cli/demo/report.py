@@ -36,6 +36,8 @@ class Outcome:
     error: str = ""
     #: A refusal the scenario expects (not a failure of the demo).
     expected_error: bool = False
+    #: The answer's tool calls: [id, name, arguments], reassembled from their fragments.
+    tool_calls: list[list[str]] = field(default_factory=list)
 
     @property
     def tier(self) -> str:
@@ -68,6 +70,7 @@ class Outcome:
             "failovers": [render.message_to_dict(f) for f in self.failovers],
             "usage": render.message_to_dict(self.usage) if self.usage else None,
             "error": self.error or None,
+            "tool_calls": [{"id": c[0], "name": c[1], "arguments": c[2]} for c in self.tool_calls],
         }
 
 

@@ -486,7 +486,7 @@ class Demo:
         assert self.client is not None
         c.print(report.stand_ins_table(self.stand_ins))
         scenarios = dc.scenarios()
-        total = len(scenarios) + 2
+        total = len(scenarios) + 3
         for i, sc in enumerate(scenarios, 1):
             c.rule(f"[bold]{i}/{total} · {sc.title}")
             c.print(report.describe(sc.options), highlight=False, markup=False)
@@ -502,14 +502,18 @@ class Demo:
             self.outcomes.append(outcome)
         # The burst before the conversation: the conversation's long prompts raise the
         # edge's observed TTFT, which would move the burst's first probe.
-        c.rule(f"[bold]{total - 1}/{total} · a burst queues up on the edge; the next request moves")
+        c.rule(f"[bold]{total - 2}/{total} · a burst queues up on the edge; the next request moves")
         await self._wait_idle()
         await self._burst()
         c.rule(
-            f"[bold]{total}/{total} · a conversation outgrows the edge window; the router fits it"
+            f"[bold]{total - 1}/{total} · a conversation outgrows the edge window; the router "
+            "fits it"
         )
         await self._wait_idle()
         await self._conversation()
+        c.rule(f"[bold]{total}/{total} · a tool call, then a JSON answer the router checks")
+        await self._wait_idle()
+        await self._tool_round_trip()
         backends = await self.client.list_backends()
         c.rule()
         # The table fitted to the terminal, then the last errors, if any (not the details).
@@ -548,6 +552,45 @@ class Demo:
             self.outcomes.append(o)
             if self.router is not None and self.router.summarizer is not None:
                 await self.router.summarizer.wait()
+
+    async def _tool_round_trip(self) -> None:
+        """An orchestrator's loop, once: the real model (llama.cpp, GPU tier) must call the
+        demo's tool; the demo runs it and sends the result back; the model answers in JSON
+        held to a schema, checked by the router before it is streamed."""
+        c = self.console
+        c.print(
+            "tools: turbine_output(turbine). The model must call it (tool_choice required: "
+            "llama.cpp decodes under a grammar of the call's shape); the demo runs the tool "
+            "and sends its result back, and asks for a JSON report valid against a schema "
+            "(validate_before_streaming: an invalid answer would fail over).",
+            highlight=False,
+        )
+        call = Outcome(
+            "tool-call",
+            "the model calls a tool",
+            "capability: only backends with tools; the GPU tier's llama.cpp server offers them",
+            ("gpu",),
+            build_request(dc.tool_call_request()),
+        )
+        await self._generate(call, show=True)
+        self._note_expectation(call)
+        self.outcomes.append(call)
+        if not call.tool_calls:
+            if not call.error:
+                call.error = "the model answered without calling the tool"
+            return
+        call_id, name, arguments = call.tool_calls[0]
+        c.print(Text(f"tool result: {dc.run_turbine_tool(arguments)}", style="dim"))
+        answer = Outcome(
+            "tool-answer",
+            "the tool's result back; a JSON answer the router checks",
+            "format: the answer is valid against the schema before it is streamed",
+            ("gpu",),
+            build_request(dc.tool_answer_request(call_id, name, arguments)),
+        )
+        await self._generate(answer, show=True)
+        self._note_expectation(answer)
+        self.outcomes.append(answer)
 
     async def _route(self, o: Outcome, *, show: bool = True) -> None:
         assert self.client is not None
@@ -588,6 +631,13 @@ class Demo:
                                 highlight=False,
                                 soft_wrap=True,
                             )
+                    elif kind == "tool_call":
+                        tc = event.tool_call
+                        while len(o.tool_calls) <= tc.index:
+                            o.tool_calls.append(["", "", ""])
+                        got = o.tool_calls[tc.index]
+                        got[0], got[1] = got[0] or tc.id, got[1] or tc.name
+                        got[2] += tc.arguments
                     elif kind == "failover":
                         o.failovers.append(event.failover)
                         if show:
@@ -597,6 +647,8 @@ class Demo:
                         o.usage = event.usage
                         if show:
                             c.print()
+                            for i, (cid, name, args) in enumerate(o.tool_calls):
+                                c.print(render.tool_call_line(i, cid, name, args))
                             c.print(render.usage_line(event.usage))
         except RouterCallError as exc:
             o.error = error_line(exc, self.address)
