@@ -55,6 +55,9 @@ GOOD = {
         _turn(1),
         _turn(2, turns_dropped=2),
         _turn(3, turns_summarized=4, summary_used=True),
+        _answer("tool-call", "gpu")
+        | {"tool_calls": [{"id": "c1", "name": "turbine_output", "arguments": "{}"}]},
+        _answer("tool-answer", "gpu"),
     ],
 }
 
@@ -68,8 +71,13 @@ def test_a_scenario_decided_otherwise_is_named_with_its_rule():
     report["requests"][1].update(tier="hosted", as_expected=False)
     assert demo_check.problems(report) == [
         "restricted: went to hosted, documented: gpu (rule of restricted)",
-        "no complete answer with real tokens streamed from the gpu tier",
     ]
+    for r in report["requests"]:
+        if r["key"].startswith("tool-"):
+            r["deltas"] = 0  # and the tool round trip streamed nothing either
+    assert demo_check.problems(report)[-1] == (
+        "no complete answer with real tokens streamed from the gpu tier"
+    )
 
 
 def test_failed_requests_missing_tiers_and_dead_processes_are_all_reported():
@@ -92,7 +100,7 @@ def test_the_command_line_exit_codes(tmp_path):
     bad.write_text("{not json")
     run = [sys.executable, "-m", "hybrid_router_cli.demo.check"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("demo report: ok (7 requests")
+    assert ok.returncode == 0 and ok.stdout.startswith("demo report: ok (9 requests")
     broken = subprocess.run([*run, str(bad)], capture_output=True, text=True)
     assert broken.returncode == 2 and "is not a JSON demo report" in broken.stderr
     missing = subprocess.run([*run, str(tmp_path / "nope.json")], capture_output=True, text=True)
@@ -108,3 +116,14 @@ def test_a_conversation_that_never_used_a_summary_is_named():
     ]
     report["requests"] = [r for r in report["requests"] if not r["key"].startswith("conv")]
     assert demo_check.problems(report) == ["the report has no conversation turns"]
+
+
+def test_a_tool_round_trip_that_fell_short_is_named():
+    report = copy.deepcopy(GOOD)
+    by_key = {r["key"]: r for r in report["requests"]}
+    by_key["tool-call"]["tool_calls"] = []
+    by_key["tool-answer"]["usage"]["format_error"] = "the answer is not JSON"
+    assert demo_check.problems(report) == [
+        "tool-call: the model did not call turbine_output",
+        "tool-answer: the JSON answer failed its check: the answer is not JSON",
+    ]
