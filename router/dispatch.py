@@ -221,6 +221,7 @@ class Dispatcher:
                     sent = request.hosted_copy(sent)
                 except PiiWithheld as exc:
                     attempts.append(Attempt(name, exc.message))
+                    previous = name  # the next one's Failover names this one
                     continue
             held_space = ""
             if carry is not None:

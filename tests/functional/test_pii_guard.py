@@ -46,14 +46,14 @@ class RecordingEngine(ScriptedEngine):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(reply_tokens=40, **kw)
-        self.prompts: list[tuple[tuple[str, str], ...]] = []
+        self.prompts: list[tuple[Any, ...]] = []  # serving.engines.base.Message records
 
     def generate(self, request: EngineRequest):  # type: ignore[no-untyped-def]
         self.prompts.append(request.messages)
         return super().generate(request)
 
     def saw(self, value: str) -> bool:
-        return any(value in content for prompt in self.prompts for _, content in prompt)
+        return any(value in m.content for prompt in self.prompts for m in prompt)
 
 
 Tiers = dict[str, RecordingEngine]
@@ -228,8 +228,8 @@ async def test_session_history_is_redacted_in_the_hosted_copy(tiers, start_route
     events = await _turn(stub, "s-1", "what did I say")  # a clean turn: the history is not
     assert events[-1].usage.backend == "hosted-1"
     history = engines["hosted"].prompts[-1]
-    assert [role for role, _ in history] == ["user", "assistant", "user"]
-    assert history[0][1] == "remember [EMAIL]"
+    assert [m.role for m in history] == ["user", "assistant", "user"]
+    assert history[0].content == "remember [EMAIL]"
     assert not engines["hosted"].saw(EMAIL)
 
 
