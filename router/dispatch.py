@@ -306,13 +306,9 @@ class Dispatcher:
                 done_calls = calls.calls()
                 if conv is not None:
                     await conv.commit(whole, name, done_calls)
-                usage = att.succeeded(
-                    feats,
-                    out_tokens,
-                    chunk,
-                    answer_check(request, whole, done_calls),
-                    len(done_calls),
-                )
+                # A held answer (validate_before_streaming) was checked before it was sent.
+                checked = "" if rest is not None else answer_check(request, whole, done_calls)
+                usage = att.succeeded(feats, out_tokens, chunk, checked, len(done_calls))
                 yield usage if carry is None else carry.add(usage)
                 return
             finally:
@@ -474,10 +470,7 @@ class _Attempt:
             log.warning("ttft timeout request_id=%s backend=%s", rid, spec.name)
             return None
         except BackendError as exc:
-            stats.record_failure(exc.error_class, exc.retry_after_s, message=exc.reason)
-            if exc.error_class is ErrorClass.FATAL:
-                raise
-            self.failure = f"{exc.error_class.value}: {exc.reason}"
+            self._failed(exc)
             log.warning(
                 "backend failed before first token request_id=%s backend=%s class=%s: %s",
                 rid,
@@ -519,6 +512,14 @@ class _Attempt:
             attempts=self.number,
         )
 
+    def _failed(self, exc: BackendError) -> None:
+        """A backend error before anything was sent: counted; FATAL is raised, the rest
+        leave ``failure`` set (the next candidate is tried)."""
+        self.entry.stats.record_failure(exc.error_class, exc.retry_after_s, message=exc.reason)
+        if exc.error_class is ErrorClass.FATAL:
+            raise exc
+        self.failure = f"{exc.error_class.value}: {exc.reason}"
+
     async def whole_answer(self) -> list[Chunk] | None:
         """validate_before_streaming: the whole answer, held and checked against the
         request's format before anything is sent; None with ``failure`` set when the
@@ -539,10 +540,7 @@ class _Attempt:
             stats.record_failure(ErrorClass.RETRYABLE, message=self.failure)
             return None
         except BackendError as exc:
-            stats.record_failure(exc.error_class, exc.retry_after_s, message=exc.reason)
-            if exc.error_class is ErrorClass.FATAL:
-                raise
-            self.failure = f"{exc.error_class.value}: {exc.reason}"
+            self._failed(exc)
             return None
         calls = ToolCallBuffer()
         for c in held:

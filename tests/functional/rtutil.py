@@ -29,6 +29,26 @@ def ms_backend(name: str, tier: str, endpoint: str, **overrides: Any) -> dict[st
     return entry
 
 
+def openai_backend(
+    base_url: str, name: str, price: float = 1.0, **overrides: Any
+) -> dict[str, Any]:
+    """A hosted ``openai`` backend entry for router.yaml whose model is its name (which
+    picks the scenario of tests/functional/openai_wire.py's server)."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "tier": "hosted",
+        "kind": "openai",
+        "endpoint": base_url,
+        "model": name,
+        "context_window": 8192,
+        "priors": {"ttft_ms": 50, "decode_tokens_per_s": 100},
+        "cost": {"input_per_mtok_usd": price, "output_per_mtok_usd": price},
+        "timeout_s": 10,
+    }
+    entry.update(overrides)
+    return entry
+
+
 def stub_for(channel: grpc.aio.Channel) -> router_pb2_grpc.InferenceRouterStub:
     return router_pb2_grpc.InferenceRouterStub(channel)
 

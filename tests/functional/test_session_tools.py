@@ -19,8 +19,8 @@ from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import sessions_pb2 as spb
 from hybrid_router.v1 import sessions_pb2_grpc
 from hybrid_router.v1 import types_pb2 as tpb
-from openai_wire import Scenario, WireServer
-from rtutil import collect, stub_for, text_of
+from openai_wire import Scenario, WireServer, serve_wire
+from rtutil import collect, openai_backend, stub_for, text_of
 from wire_calls import WireCall
 
 WEATHER = tpb.ToolDefinition(
@@ -35,28 +35,12 @@ ANSWERS = Scenario(deltas=("It is ", "12 °C in Oslo."))
 
 @pytest.fixture
 async def wire() -> AsyncIterator[WireServer]:
-    server = WireServer()
-    await server.start()
-    try:
+    async with serve_wire() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def hosted(wire: WireServer, name: str, price: float, **overrides: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": name,
-        "tier": "hosted",
-        "kind": "openai",
-        "endpoint": wire.base_url,
-        "model": name,  # picks the wire server's scenario
-        "context_window": 8192,
-        "priors": {"ttft_ms": 50, "decode_tokens_per_s": 100},
-        "cost": {"input_per_mtok_usd": price, "output_per_mtok_usd": price},
-        "timeout_s": 10,
-    }
-    entry.update(overrides)
-    return entry
+    return openai_backend(wire.base_url, name, price, **overrides)
 
 
 def message(role: int, content: str = "", **fields: Any) -> tpb.ChatMessage:

@@ -16,8 +16,8 @@ import grpc
 import pytest
 from hybrid_router.client import make_request
 from hybrid_router.v1 import types_pb2 as tpb
-from openai_wire import Scenario, WireServer
-from rtutil import collect, kinds, ms_backend, stub_for, text_of
+from openai_wire import Scenario, WireServer, serve_wire
+from rtutil import collect, kinds, ms_backend, openai_backend, stub_for, text_of
 
 SCHEMA = {
     "type": "object",
@@ -29,28 +29,12 @@ WEATHER_TOOL = {"name": "get_weather", "parameters": {"type": "object"}}
 
 @pytest.fixture
 async def wire() -> AsyncIterator[WireServer]:
-    server = WireServer()
-    await server.start()
-    try:
+    async with serve_wire() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 def hosted(wire: WireServer, name: str, price: float, **overrides: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": name,
-        "tier": "hosted",
-        "kind": "openai",
-        "endpoint": wire.base_url,
-        "model": name,  # picks the wire server's scenario
-        "context_window": 8192,
-        "priors": {"ttft_ms": 50, "decode_tokens_per_s": 100},
-        "cost": {"input_per_mtok_usd": price, "output_per_mtok_usd": price},
-        "timeout_s": 10,
-    }
-    entry.update(overrides)
-    return entry
+    return openai_backend(wire.base_url, name, price, **overrides)
 
 
 async def test_tool_less_backends_are_rejected_with_the_missing_capability(

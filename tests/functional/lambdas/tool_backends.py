@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openai_wire import Scenario, WireServer
+from rtutil import openai_backend
 from wire_calls import WireCall
 
 from router.server.app import RouterServer
@@ -70,18 +71,7 @@ def as_json(call: WireCall) -> dict[str, Any]:
 
 
 def hosted(wire: WireServer, name: str) -> dict[str, Any]:
-    price = PRICES.get(name, 1.0)
-    return {
-        "name": name,
-        "tier": "hosted",
-        "kind": "openai",
-        "endpoint": wire.base_url,
-        "model": name,  # picks the wire server's scenario
-        "context_window": 8192,
-        "priors": {"ttft_ms": 50, "decode_tokens_per_s": 100},
-        "cost": {"input_per_mtok_usd": price, "output_per_mtok_usd": price},
-        "timeout_s": 10,
-    }
+    return openai_backend(wire.base_url, name, PRICES.get(name, 1.0))
 
 
 @dataclass
