@@ -1,5 +1,6 @@
 """``hybrid-router``: serve | check | route | chat | sessions | backends | prices | usage |
-devices | models | keys | templates | demo (the commands: :mod:`hybrid_router_cli.registry`).
+devices | models | keys | templates | simulate | demo (the commands:
+:mod:`hybrid_router_cli.registry`).
 
 Every command prints one clear ``error: ...`` line and exits non-zero on failure (2 for
 usage and configuration errors, 1 for failed calls, 130 when interrupted); ``--json``

@@ -3,9 +3,10 @@
 
 A command module imports only the standard library, ``hybrid_router`` (the contract and
 the client library) and the light modules of this package (``registry``, ``options``,
-``connect``, ``errors``, ``render``, ``render_backends``, ``render_sessions``, ``aws``) at
-its top; what only running it needs (rich for tables, boto3, pydantic and ``router.*``,
-``serving``, ``greengrass``) it imports inside ``run``. So ``hybrid-router --help`` and
+``connect``, ``errors``, ``render``, ``render_backends``, ``render_sessions``,
+``render_simulate``, ``aws``) at its top; what only running it needs (rich for tables,
+boto3, pydantic and ``router.*``, ``serving``, ``greengrass``, matplotlib) it imports
+inside ``run``. So ``hybrid-router --help`` and
 ``hybrid-router serve`` (the router image) load no command's heavy dependencies, and rich
 is needed only to print tables.
 """
@@ -29,6 +30,7 @@ NAMES = (
     "backends",
     "prices",
     "usage",
+    "simulate",
     "devices",
     "models",
     "keys",

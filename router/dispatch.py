@@ -37,6 +37,7 @@ from router.errors import (
     PiiWithheld,
     StreamInterrupted,
 )
+from router.output_lengths import OutputLengths
 from router.policy.estimate import cost_usd
 from router.records import policy_params
 from router.registry import BackendRegistry, Entry
@@ -91,6 +92,8 @@ class Dispatcher:
         self._tracer = tracer if tracer is not None else tracing.tracer_from(None)
         #: Conversations kept for stateless callers (router/sessions/); None: refused.
         self.sessions = sessions
+        #: How much of max_output_tokens each tenant's answers use (latency estimates).
+        self.outputs = OutputLengths(cfg.output_estimate)
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -138,8 +141,11 @@ class Dispatcher:
             feats = await asyncio.to_thread(features, request, self.tokens, ids)
         else:
             feats = features(request, self.tokens, ids)
+        max_out = request.max_output_tokens or self.cfg.default_max_output_tokens
+        expected = self.outputs.expected(request.tenant, max_out)
+        if expected is not None and expected < max_out:
+            feats = replace(feats, expected_output_tokens=expected)
         if conversation is not None:
-            max_out = request.max_output_tokens or self.cfg.default_max_output_tokens
             if len(conversation.session.turns) > 64:
                 fitted = await asyncio.to_thread(conversation.fit, pairs, max_out)
             else:
@@ -291,7 +297,10 @@ class Dispatcher:
                     cut = att.interrupted(feats, out_tokens, exc)
                     if carry is not None:
                         cut = carry.add(cut)
-                    if may_continue and not len(calls):
+                    # An answer that already has all max_output_tokens (the backend failed
+                    # after its last token, before its end) leaves nothing to go on with.
+                    budget = request.max_output_tokens or self.cfg.default_max_output_tokens
+                    if may_continue and not len(calls) and cut.output_tokens < budget:
                         # Go on with the next candidate: the answer so far is its prompt.
                         so_far = (carry.text if carry is not None else "") + "".join(text)
                         carry = _Carry(so_far, cut)
@@ -580,6 +589,10 @@ class _Attempt:
             max(0.0, (end - start) * 1000.0 - queued_ms),
             output_tokens,
             (end - first_at) * 1000.0,
+        )
+        req = self.request
+        self.d.outputs.record(
+            req.tenant, req.max_output_tokens or self.d.cfg.default_max_output_tokens, output_tokens
         )
         self.done = True
         return self.d._usage(

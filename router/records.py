@@ -19,4 +19,7 @@ def policy_params(cfg: PolicyConfig) -> PolicyParams:
         max_fallbacks=cfg.max_fallbacks,
         default_max_output_tokens=cfg.default_max_output_tokens,
         min_samples=cfg.min_samples,
+        ttft_p90=cfg.ttft_estimate == "p90",
+        spread=cfg.spread,
+        spread_tolerance=cfg.spread_tolerance,
     )

@@ -40,6 +40,7 @@ then) and does not count either: the backend told us when to come back.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -193,7 +194,9 @@ class BackendStats:
         self.last_error = ""
         self.last_error_unix_ms = 0
         self._ttft: deque[float] = deque(maxlen=TTFT_WINDOW)
-        self._ttft_sorted: list[float] | None = None
+        #: The same samples, kept sorted (an insert and a delete per sample, not a sort
+        #: per snapshot).
+        self._ttft_sorted: list[float] = []
         #: (output tokens, decode ms) of recent successes with a decode phase.
         self._decode: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
         self._decode_tokens = 0
@@ -253,8 +256,12 @@ class BackendStats:
     # --- outcomes -----------------------------------------------------------------
 
     def record_first_token(self, ttft_ms: float) -> None:
-        self._ttft.append(ttft_ms)
-        self._ttft_sorted = None
+        window = self._ttft
+        ordered = self._ttft_sorted
+        if len(window) == TTFT_WINDOW:
+            del ordered[bisect.bisect_left(ordered, window[0])]
+        window.append(ttft_ms)
+        bisect.insort(ordered, ttft_ms)
         self._snap = None
 
     def record_success(self, total_ms: float, output_tokens: int, decode_ms: float) -> None:
@@ -309,11 +316,9 @@ class BackendStats:
 
     def ttft_quantile(self, q: float) -> float | None:
         """Nearest-rank quantile of the TTFT window (None when empty)."""
-        if not self._ttft:
-            return None
         ordered = self._ttft_sorted
-        if ordered is None:
-            ordered = self._ttft_sorted = sorted(self._ttft)
+        if not ordered:
+            return None
         n = len(ordered)
         return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
 

@@ -209,6 +209,10 @@ class Features:
     #: A session request: the prompt each backend would get, by backend name (it differs
     #: per window); it replaces ``prompt_tokens`` and ``payload_bytes`` for those backends.
     fitted: Mapping[str, FittedPrompt] | None = None
+    #: The output the request is expected to produce (the tenant's answers so far,
+    #: router/output_lengths.py); latency estimates count it instead of max_output_tokens.
+    #: None: unknown.
+    expected_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

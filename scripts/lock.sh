@@ -8,7 +8,7 @@
 # installed into .tools/uv-venv), for every platform and Python >= 3.11 at once
 # (--universal), with the sha256 of every file.
 #
-#   requirements/<extra>.txt         dev, router (+fast), cli, serving, ray, edge, lambda
+#   requirements/<extra>.txt         dev, router (+fast), cli, sim, serving, ray, edge, lambda
 #   requirements/llama-cpp-python.txt  the llama-cpp-python source release (hash-checked)
 #   requirements/llama-build.txt   and its build backend;
 #                                      built by scripts/llama_wheel.py with portable flags,
@@ -53,6 +53,7 @@ compile() { # compile OUTPUT EXTRA... ; llama-cpp-python is built separately
 compile dev dev
 compile router router fast
 compile cli cli
+compile sim sim
 compile serving serving
 compile ray ray
 compile edge edge

@@ -4,7 +4,8 @@ One module per section (docs/configuration.md):
 
 =================  ==========================================================
 ``server``         ServerConfig, TlsConfig, LimitsConfig
-``policy``         PolicyConfig, WeightsConfig, CircuitConfig, TokenEstimateConfig
+``policy``         PolicyConfig, WeightsConfig, CircuitConfig, TokenEstimateConfig,
+                   OutputEstimateConfig
 ``backends``       BackendConfig, PriorsConfig, CostConfig, TokenizerConfig
 ``discovery``      DiscoveryConfig, KubernetesDiscoveryConfig, KubernetesSourceConfig
 ``auth``           AuthConfig, ApiKeyConfig, TenantConfig, SecretsManagerConfig
@@ -53,6 +54,7 @@ from router.config.loading import (
 )
 from router.config.policy import (
     CircuitConfig,
+    OutputEstimateConfig,
     PolicyConfig,
     TokenEstimateConfig,
     WeightsConfig,
@@ -85,6 +87,7 @@ __all__ = [
     "BackendRefs",
     "BackendKind",
     "CircuitConfig",
+    "OutputEstimateConfig",
     "ConfigRefError",
     "CostConfig",
     "DiscoveryConfig",

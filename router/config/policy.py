@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from router.config._base import _Model
@@ -35,6 +37,20 @@ class TokenEstimateConfig(_Model):
     per_message_overhead: int = Field(4, ge=0)
 
 
+class OutputEstimateConfig(_Model):
+    """Expected answer lengths for latency estimates (router/output_lengths.py)."""
+
+    #: Off (the default: BENCHMARKS.md, Routing): latency estimates count max_output_tokens.
+    enabled: bool = False
+    #: The quantile of each tenant's answer/max_output_tokens ratio a request is expected
+    #: to use (1.0: the longest answer seen).
+    quantile: float = Field(0.75, gt=0, le=1)
+    #: Answers remembered per tenant.
+    window: int = Field(256, ge=1, le=100_000)
+    #: Answers needed before the estimate replaces max_output_tokens.
+    min_samples: int = Field(20, ge=1)
+
+
 class PolicyConfig(_Model):
     objective: Objective = Objective.CHEAPEST
     weights: WeightsConfig = WeightsConfig()
@@ -52,6 +68,15 @@ class PolicyConfig(_Model):
     token_estimate: TokenEstimateConfig = TokenEstimateConfig()
     #: Seconds between polls of backends' own load signals.
     load_poll_interval_s: float = Field(0.5, gt=0)
+    output_estimate: OutputEstimateConfig = OutputEstimateConfig()
+    #: The observed TTFT quantile estimates use: p50 (typical) or p90 (a budget met by
+    #: nine requests in ten).
+    ttft_estimate: Literal["p50", "p90"] = "p50"
+    #: Spread load over equivalent candidates (same cost, budget verdict, and latency
+    #: within spread_tolerance): two picked per request, the less loaded first
+    #: (power_of_two), the least loaded (least_loaded), or none (off: the name decides).
+    spread: Literal["power_of_two", "least_loaded", "off"] = "power_of_two"
+    spread_tolerance: float = Field(0.2, ge=0, le=1)
 
     @model_validator(mode="after")
     def _limits(self) -> PolicyConfig:

@@ -1,13 +1,19 @@
 """Latency and cost estimates for one backend (formulas in docs/policy.md).
 
     decode rate   live decode_tokens_per_s, else priors.decode_tokens_per_s
-    ttft base     live ttft_p50_ms, else priors.ttft_ms
+    ttft base     live ttft_p50_ms (ttft_p90_ms with policy.ttft_estimate: p90), else
+                  priors.ttft_ms
     load          max(in_flight, reported_load)
     waiting       max(0, load - max_concurrency + 1)
-    service       live mean_service_ms, else ttft base + max_out / decode rate * 1000
+    service       live mean_service_ms, else ttft base + out / decode rate * 1000
     queue wait    waiting * service / max_concurrency
     ttft          queue wait + ttft base
-    total         ttft + max_out / decode rate * 1000
+    total         ttft + out / decode rate * 1000
+    cost          of the prompt and max_out output tokens (the most the call may cost)
+
+``out`` is the expected output (``Features.expected_output_tokens``: the answers the
+caller's tenant really got, ``policy.output_estimate``; docs/policy.md) when known, else
+max_out.
 
 "Live" means the snapshot holds the value and ``snapshot.requests >= min_samples``.
 """
@@ -141,11 +147,18 @@ def estimate(
     prompt: TokenCount,
     max_output_tokens: int,
     min_samples: int,
+    expected_output_tokens: int | None = None,
+    ttft_p90: bool = False,
 ) -> Estimate:
     """Estimated TTFT, total latency and cost of sending the request to ``spec`` now.
 
-    ``plan()`` calls it once per backend that passes the filters.
+    ``plan()`` calls it once per backend that passes the filters. Latency counts
+    ``expected_output_tokens`` (when given and below ``max_output_tokens``), cost counts
+    ``max_output_tokens``.
     """
+    out = max_output_tokens
+    if expected_output_tokens is not None and 0 < expected_output_tokens < out:
+        out = expected_output_tokens
     priors = spec.priors
     live = snap.requests >= min_samples
     from_priors = False
@@ -154,7 +167,7 @@ def estimate(
     if rate is None or rate <= 0.0:
         rate = priors.decode_tokens_per_s
         from_priors = True
-    ttft_base = snap.ttft_p50_ms if live else None
+    ttft_base = (snap.ttft_p90_ms if ttft_p90 else snap.ttft_p50_ms) if live else None
     if ttft_base is None:
         ttft_base = priors.ttft_ms
         from_priors = True
@@ -167,7 +180,7 @@ def estimate(
     if waiting > 0:
         service = snap.mean_service_ms if live else None
         if service is None:
-            service = ttft_base + max_output_tokens / rate * 1000.0
+            service = ttft_base + out / rate * 1000.0
         queue_wait = waiting * service / slots
     else:
         queue_wait = 0.0
@@ -193,7 +206,7 @@ def estimate(
     ttft = queue_wait + ttft_base
     return _new_estimate(
         ttft,  # ttft_ms
-        ttft + max_output_tokens / rate * 1000.0,  # total_ms
+        ttft + out / rate * 1000.0,  # total_ms
         cost,
         queue_wait,
         from_priors,

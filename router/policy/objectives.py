@@ -5,8 +5,10 @@ only a TTFT budget. A candidate meets the budget when it meets every budget the 
 gives (``ttft_budget_ms`` against the estimated TTFT, ``total_budget_ms`` against the
 estimated total); with no budget every candidate meets it.
 
-    cheapest  budget-meeting candidates by (cost, latency), then the others by
-              (latency, cost). The primary misses the budget only when nobody meets it.
+    cheapest  budget-meeting candidates by (cost, latency), then the others by how far
+              they miss (the largest of estimated TTFT / TTFT budget and estimated
+              total / total budget), then cost. The primary misses the budget only when
+              nobody meets it.
     fastest   by (latency, cost).
     weighted  by score = w_cost * cost / min_cost + w_latency * latency / min_latency,
               each minimum taken over the candidates' non-zero values (a free backend's
@@ -70,7 +72,7 @@ def rank(
         )
         for s, e in zip(specs, estimates, strict=True)
     ]
-    order, scores = order_candidates(objective, rows, weights)
+    order, scores = order_candidates(objective, rows, weights, (ttft_b, total_b))
     return order, scores, [r[4] for r in rows]
 
 
@@ -80,9 +82,13 @@ Candidate = tuple[BackendSpec, Estimate, float, float, bool]
 
 
 def order_candidates(
-    objective: Objective, rows: Sequence[Candidate], weights: Weights
+    objective: Objective,
+    rows: Sequence[Candidate],
+    weights: Weights,
+    budgets: tuple[float | None, float | None] = (None, None),
 ) -> tuple[list[int], list[float]]:
-    """The core of :func:`rank` over precomputed :data:`Candidate` rows.
+    """The core of :func:`rank` over precomputed :data:`Candidate` rows; ``budgets``: the
+    request's (TTFT, total) budgets in ms.
 
     Returns ``(order, scores)``: indices into ``rows`` best first, and each row's score.
     The planner calls this directly with the rows it builds while it estimates.
@@ -106,11 +112,18 @@ def order_candidates(
         # The budget-meeting group by (cost, latency), then the others by (latency, cost).
         good: list[tuple[float, float, int, str, int]] = []
         rest: list[tuple[float, float, int, str, int]] = []
-        for i, (s, _, cost, lat, meets) in enumerate(rows):
+        ttft_b, total_b = budgets
+        for i, (s, est, cost, lat, meets) in enumerate(rows):
             if meets:
                 good.append((cost, lat, tiers[s.tier], s.name, i))
             else:
-                rest.append((lat, cost, tiers[s.tier], s.name, i))
+                miss = lat  # no budget passed: by latency
+                if ttft_b is not None or total_b is not None:
+                    miss = max(
+                        est.ttft_ms / ttft_b if ttft_b else 0.0,
+                        est.total_ms / total_b if total_b else 0.0,
+                    )
+                rest.append((miss, cost, tiers[s.tier], s.name, i))
         good.sort()
         order = [k[-1] for k in good]
         if rest:
@@ -121,3 +134,57 @@ def order_candidates(
     fast = [(lat, cost, tiers[s.tier], s.name, i) for i, (s, _, cost, lat, _) in enumerate(rows)]
     fast.sort()
     return [k[-1] for k in fast], [r[3] for r in rows]
+
+
+def spread(
+    order: list[int],
+    rows: Sequence[Candidate],
+    loads: Sequence[float],
+    mode: str,
+    key: int,
+    tolerance: float,
+) -> list[int]:
+    """Load spreading among the candidates *equivalent* to the first of ``order``: the
+    run of candidates from the top of its tier (the tie-break between tiers stays: data
+    closest) that meet the budget as it does, cost the same, and whose compared latency
+    is within ``tolerance`` (relative) of its own (replicas of one model, typically).
+    Without it, equivalent candidates are told apart by a sliver of latency or their
+    name, so one takes everything until it queues.
+
+    ``loads[i]``: candidate i's load per slot (max(in flight, reported) / max_concurrency).
+
+    - ``power_of_two``: two of the equivalent candidates, picked by ``key`` (a hash of the
+      request id: deterministic per request, spread across requests), the less loaded
+      first. Robust when several router replicas decide on slightly stale loads.
+    - ``least_loaded``: the least loaded of them first.
+    - ``off``: the order as it is.
+
+    The chosen candidate moves to the front; the others keep their order.
+    """
+    if mode == "off" or len(order) < 2:
+        return order
+    first = rows[order[0]]
+    tier0, cost0, lat0, meets0 = first[0].tier, first[2], first[3], first[4]
+    n = 1
+    for i in order[1:]:
+        r = rows[i]
+        if (
+            r[0].tier is not tier0
+            or r[4] is not meets0
+            or abs(r[2] - cost0) > 1e-9 * max(abs(cost0), 1e-12)
+            or abs(r[3] - lat0) > tolerance * max(lat0, 1e-9)
+        ):
+            break
+        n += 1
+    if n < 2:
+        return order
+    if mode == "least_loaded":
+        pick = min(range(n), key=lambda k: (loads[order[k]], k))
+    else:
+        a = key % n  # the first drawn wins a tie, so equal loads spread evenly
+        b = (a + 1 + (key // n) % (n - 1)) % n
+        pick = b if loads[order[b]] < loads[order[a]] else a
+    if pick == 0:
+        return order
+    chosen = order[pick]
+    return [chosen, *order[:pick], *order[pick + 1 :]]

@@ -24,6 +24,7 @@ Errors, checked in this order (docs/policy.md#errors):
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,13 @@ from router.policy.filters import (
     RequestFilter,
     cost_rejection,
 )
-from router.policy.objectives import TIER_ORDER, Candidate, order_candidates, uses_ttft
+from router.policy.objectives import (
+    TIER_ORDER,
+    Candidate,
+    order_candidates,
+    spread,
+    uses_ttft,
+)
 from router.policy.records import PolicyParams
 from router.types import (
     BackendSnapshot,
@@ -151,8 +158,12 @@ def plan(
 
     accepted: list[Candidate] = []
     accept = accepted.append
+    loads: list[float] = []  # each accepted candidate's load per slot (load spreading)
+    add_load = loads.append
     rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
     fitted = features.fitted  # a session request: the prompt differs per backend
+    expected_out = features.expected_output_tokens
+    ttft_p90 = cfg.ttft_p90
     for spec, snap in backends:
         size = payload
         if fitted is not None and spec.name in fitted:
@@ -187,7 +198,7 @@ def plan(
                 rejected.append((spec, rejection[0], rejection[1], None))
                 continue
 
-        est = estimate_of(spec, snap, prompt, max_out, min_samples)
+        est = estimate_of(spec, snap, prompt, max_out, min_samples, expected_out, ttft_p90)
         cost = est.cost_usd
         ttft = est.ttft_ms
         total = est.total_ms
@@ -204,11 +215,21 @@ def plan(
                 (ttft_b is None or ttft <= ttft_b) and (total_b is None or total <= total_b),
             )
         )
+        add_load(load / slots)
 
     if not accepted:
         raise _no_candidate(features, backends, rejected, max_out)
 
-    order, scores = order_candidates(objective, accepted, cfg.weights)
+    order, scores = order_candidates(objective, accepted, cfg.weights, (ttft_b, total_b))
+    if cfg.spread != "off" and len(order) > 1:
+        order = spread(
+            order,
+            accepted,
+            loads,
+            cfg.spread,
+            zlib.crc32(req.request_id.encode()),
+            cfg.spread_tolerance,
+        )
     kept = min(len(order), 1 + cfg.max_fallbacks)
     reports: list[CandidateReport] = []
     append = reports.append

@@ -211,6 +211,16 @@ class Observer:
             f["prompt_chars"] = sum(len(m.content) for m in req.messages)
             f["max_output_tokens"] = req.max_output_tokens
             f["data_class"] = req.data_class.value
+            # What the request asked of the policy (replayed by `hybrid-router simulate
+            # --from-log`); only when given.
+            if req.ttft_budget_ms is not None:
+                f["ttft_budget_ms"] = req.ttft_budget_ms
+            if req.total_budget_ms is not None:
+                f["total_budget_ms"] = req.total_budget_ms
+            if req.max_cost_usd is not None:
+                f["max_cost_usd"] = req.max_cost_usd
+            if req.session_id:
+                f["session_id"] = req.session_id
         plan = self.plan
         if plan is not None:
             primary = plan.report(plan.primary)

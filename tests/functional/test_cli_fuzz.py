@@ -140,6 +140,7 @@ def _base(command: tuple[str, ...], w: dict[str, Any]) -> list[str]:
         ("templates", "show"): ["--file", str(w["root"] / "t.yaml"), "greet"],
         ("templates", "publish"): ["--file", str(w["root"] / "t2.yaml"), str(w["template"])],
         ("templates", "pin"): ["--file", str(w["root"] / "t.yaml"), "greet", "1"],
+        ("simulate",): ["--scenario", "steady", "--requests", "50", "--strategies", "router"],
     }[command]
 
 

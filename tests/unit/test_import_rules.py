@@ -69,6 +69,26 @@ RULES = (
         ("grpc", "httpx", "boto3", "serving"),
         "live signals are pure bookkeeping with an injectable clock",
     ),
+    Rule(
+        "router/output_lengths.py",
+        ("grpc", "httpx", "boto3", "serving"),
+        "expected answer lengths are pure bookkeeping",
+    ),
+    Rule(
+        "router/simulation",
+        (
+            "grpc",
+            "httpx",
+            "aiohttp",
+            "boto3",
+            "matplotlib",
+            "router.server",
+            "router.backends",
+            "router.dispatch",
+        ),
+        "the simulator runs the policy on simulated time: no network, no clients, no "
+        "plots (the command draws them)",
+    ),
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import zlib
 from collections.abc import Sequence
 
 import pytest
@@ -22,7 +23,9 @@ from router.errors import RouterError
 from router.policy import RequestFilter, explain, plan, rank
 from router.policy.estimate import estimate
 from router.policy.filters import COST, cost_rejection
+from router.policy.objectives import spread, uses_ttft
 from router.policy.planner import _check_pins, _no_candidate
+from router.records import policy_params
 from router.types import (
     BACKEND_TIERS,
     BackendSnapshot,
@@ -61,6 +64,7 @@ def reference_plan(
     flt = RequestFilter(features, max_out, now)
     specs: list[BackendSpec] = []
     ests: list[Estimate] = []
+    accepted: list[tuple[BackendSpec, BackendSnapshot]] = []
     rejected: list[tuple[BackendSpec, str, str, Estimate | None]] = []
     for spec, snap in backends:
         prompt = features.prompt_tokens.get(spec.tokenizer_id) or flt.prompt_tokens(spec)
@@ -68,16 +72,34 @@ def reference_plan(
         if rejection is not None:
             rejected.append((spec, rejection[0], rejection[1], None))
             continue
-        est = estimate(spec, snap, prompt, max_out, cfg.min_samples)
+        est = estimate(
+            spec,
+            snap,
+            prompt,
+            max_out,
+            cfg.min_samples,
+            features.expected_output_tokens,
+            cfg.ttft_estimate == "p90",
+        )
         too_costly = cost_rejection(est.cost_usd, req.max_cost_usd)
         if too_costly is not None:
             rejected.append((spec, COST, too_costly, est))
             continue
         specs.append(spec)
         ests.append(est)
+        accepted.append((spec, snap))
     if not specs:
         raise _no_candidate(features, backends, rejected, max_out)
     order, scores, meets = rank(objective, specs, ests, req, cfg.weights)
+    if cfg.spread != "off":
+        by_ttft = uses_ttft(req)
+        rows = [
+            (s, e, e.cost_usd, e.ttft_ms if by_ttft else e.total_ms, m)
+            for s, e, m in zip(specs, ests, meets, strict=True)
+        ]
+        loads = [max(n.in_flight, n.reported_load or 0) / s.max_concurrency for s, n in accepted]
+        key = zlib.crc32(req.request_id.encode())
+        order = spread(order, rows, loads, cfg.spread, key, cfg.spread_tolerance)
     kept = min(len(order), 1 + cfg.max_fallbacks)
     reports = [
         CandidateReport(
@@ -227,7 +249,14 @@ def random_case(
         weights=WeightsConfig(cost=rng.choice((0.0, 1.0, 2.5)), latency=rng.choice((0.0, 1.0))),
         max_fallbacks=rng.choice((0, 1, 2, 5, 16)),
         min_samples=rng.choice((1, 3, 5)),
+        ttft_estimate=rng.choice(("p50", "p90")),
+        spread=rng.choice(("power_of_two", "least_loaded", "off")),
+        spread_tolerance=rng.choice((0.0, 0.2, 1.0)),
     )
+    if rng.random() < 0.3:
+        features = dataclasses.replace(
+            features, expected_output_tokens=rng.choice((1, 50, 100_000))
+        )
     backends = [_edge_case(rng, b, features, cfg) if rng.random() < 0.3 else b for b in backends]
     if backends and rng.random() < 0.2:
         # A budget some backend meets exactly (its prior TTFT, no live data, no queue).
@@ -235,7 +264,7 @@ def random_case(
         snap = dataclasses.replace(snap, requests=0, in_flight=0, reported_load=None)
         backends[0] = (spec, snap)
         request = dataclasses.replace(request, ttft_budget_ms=spec.priors.ttft_ms)
-        features = Features(request, features.payload_bytes, features.prompt_tokens)
+        features = dataclasses.replace(features, request=request)
     return features, backends, cfg
 
 
@@ -277,7 +306,7 @@ def test_plan_matches_the_building_blocks_on_random_cases(seed: int) -> None:
     kinds: dict[str, int] = {}
     for _ in range(400):
         features, backends, cfg = random_case(rng)
-        got = _outcome(plan, features, backends, cfg, NOW)
+        got = _outcome(plan, features, backends, policy_params(cfg), NOW)
         want = _outcome(reference_plan, features, backends, cfg, NOW)
         assert got == want, (features, backends, cfg)
         if got[0] == "plan":
@@ -303,7 +332,7 @@ def test_random_cases_exercise_every_filter_and_objective() -> None:
     for _ in range(1500):
         features, backends, cfg = random_case(rng)
         try:
-            result = plan(features, backends, cfg, NOW)
+            result = plan(features, backends, policy_params(cfg), NOW)
         except RouterError:
             continue
         objectives.add(result.objective)

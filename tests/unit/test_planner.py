@@ -16,6 +16,7 @@ from router.errors import (
     NoWindowFits,
 )
 from router.policy import plan
+from router.records import policy_params
 from router.stats import BackendStats
 from router.types import (
     BackendSnapshot,
@@ -108,7 +109,8 @@ def run(
     snaps: dict[str, BackendSnapshot] | None = None,
 ) -> Plan:
     """plan() over ``specs`` (default: hosted, gpu, edge); ``snaps`` by name with _ for -."""
-    return plan(features(request, tokens), pairs(*(specs or SPECS), **(snaps or {})), cfg, NOW)
+    backends = pairs(*(specs or SPECS), **(snaps or {}))
+    return plan(features(request, tokens), backends, policy_params(cfg), NOW)
 
 
 # --- the plan -------------------------------------------------------------------------
@@ -233,7 +235,10 @@ def test_priors_switch_to_live_stats_after_min_samples() -> None:
 
     def decide() -> str:
         return plan(
-            features(request), [(EDGE, stats.snapshot()), (GPU, BackendSnapshot("gpu-a"))], cfg, NOW
+            features(request),
+            [(EDGE, stats.snapshot()), (GPU, BackendSnapshot("gpu-a"))],
+            policy_params(cfg),
+            NOW,
         ).primary
 
     # edge's prior TTFT is 50 ms: it meets the budget and is free
@@ -247,7 +252,9 @@ def test_priors_switch_to_live_stats_after_min_samples() -> None:
             assert decide() == "edge-a"  # still on priors
     snap = stats.snapshot()
     assert snap.ttft_p50_ms == 900.0
-    p = plan(features(request), [(EDGE, snap), (GPU, BackendSnapshot("gpu-a"))], cfg, NOW)
+    p = plan(
+        features(request), [(EDGE, snap), (GPU, BackendSnapshot("gpu-a"))], policy_params(cfg), NOW
+    )
     assert p.primary == "gpu-a"
     edge = p.report("edge-a")
     assert edge is not None and edge.estimate is not None and not edge.estimate.from_priors
@@ -326,7 +333,7 @@ def test_payload_over_every_limit_is_invalid() -> None:
     small = dataclasses.replace(GPU, max_payload_bytes=50)
     request = make_request()
     with pytest.raises(InvalidRequest) as info:
-        plan(features(request, payload=200), pairs(small), CFG, NOW)
+        plan(features(request, payload=200), pairs(small), policy_params(CFG), NOW)
     assert info.value.field == "messages"
     assert "payload of 200 bytes exceeds every candidate backend's limit" in str(info.value)
     assert "(largest: 50 bytes, gpu-a)" in str(info.value)
@@ -340,7 +347,7 @@ def test_pins_matching_nothing_is_no_candidate() -> None:
 
 def test_no_backends_is_no_candidate() -> None:
     with pytest.raises(NoCandidate, match="no backends are configured"):
-        plan(features(make_request()), [], CFG, NOW)
+        plan(features(make_request()), [], policy_params(CFG), NOW)
 
 
 def test_no_candidate_summary_is_bounded() -> None:

@@ -47,6 +47,7 @@ ALLOWED_IMPORTS = {
     "enum",
     "math",
     "typing",
+    "zlib",  # crc32 of the request id: load spreading picks its two candidates
     "router.errors",
     "router.types",
 }

@@ -8,6 +8,7 @@ import pytest
 
 from router.config import PolicyConfig, TenantConfig
 from router.errors import InvalidRequest, NoCandidate, PermissionDenied
+from router.records import policy_params
 from router.security.tenants import TenantAccess
 from router.types import (
     BACKEND_TIERS,
@@ -23,7 +24,7 @@ from router.types import (
     TokenCount,
 )
 
-CFG = PolicyConfig()
+CFG = policy_params(PolicyConfig())
 NOW = 100.0
 ALL_CLASSES = frozenset(DataClass)
 

@@ -1,0 +1,162 @@
+"""Routing quality: the router's policy against the oracle and the baselines, per scenario
+(BENCHMARKS.md, Routing).
+
+For each built-in scenario (router/simulation/scenarios.py) it runs ``hybrid-router
+simulate``'s comparison (the bound, the clairvoyant oracle, the router with its defaults,
+every baseline) plus the policy settings this issue changed, side by side on the same
+trace and seed:
+
+    router-before    the policy as it was: no load spreading, and a request no backend
+                     meets goes to the fastest by total latency (the planner's own code,
+                     called with the budgets left out of the unmet ordering)
+    router-p90       policy.ttft_estimate: p90
+    router-outq75    policy.output_estimate.enabled with quantile 0.75
+    router-least     policy.spread: least_loaded
+
+and prints one Markdown table per scenario, the targets' verdicts, and the simulator's
+speed (``--speed-requests`` requests of the router alone, one process, one core).
+
+    .venv/bin/python bench/bench_routing.py                       # 50,000 per scenario
+    .venv/bin/python bench/bench_routing.py --requests 5000 --scenarios steady --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from typing import Any
+
+import router.policy.planner as planner
+from router.config import OutputEstimateConfig
+from router.simulation import RouterStrategy, Simulation, compare
+from router.simulation.scenarios import SCENARIOS, build
+from router.simulation.strategies import STRATEGIES
+
+_ORDER = planner.order_candidates
+
+
+class RouterBefore(RouterStrategy):
+    """The policy before load spreading and the closest-miss order for unmet budgets."""
+
+    def order(self, index: int, request: Any, now: float) -> list[str] | str:
+        planner.order_candidates = lambda o, rows, w, budgets=(None, None): _ORDER(o, rows, w)
+        try:
+            return super().order(index, request, now)
+        finally:
+            planner.order_candidates = _ORDER
+
+
+def variants(params: Any) -> list[RouterStrategy]:
+    r = dataclasses.replace
+    return [
+        RouterBefore(params=r(params, spread="off"), name="router-before"),
+        RouterStrategy(params=r(params, ttft_p90=True), name="router-p90"),
+        RouterStrategy(
+            name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)
+        ),
+        RouterStrategy(params=r(params, spread="least_loaded"), name="router-least"),
+    ]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def table(summaries: dict[str, Any]) -> str:
+    lines = [
+        "| strategy | SLO met | vs oracle | cost $ | vs oracle | edge / gpu / hosted "
+        "| p50 / p99 total s | refused / failed / cut |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for s in summaries.values():
+        share = " / ".join(f"{100 * s.tier_share[t]:.0f}" for t in ("edge", "gpu", "hosted"))
+        lat = (
+            f"{(s.total_p50_ms or 0) / 1000:.1f} / {(s.total_p99_ms or 0) / 1000:.1f}"
+            if s.total_p50_ms is not None
+            else "-"
+        )
+        name = f"**{s.strategy}**" if s.strategy == "router" else s.strategy
+        vs_cost = "-" if s.cost_vs_oracle is None else f"{s.cost_vs_oracle:.2f}x"
+        lines.append(
+            f"| {name} | {_pct(s.attainment)} | {_pct(s.attainment_vs_oracle)} | "
+            f"{s.cost_usd:.2f} | {vs_cost} | {share} | {lat} | {s.refused} / {s.failed} / {s.cut} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(summaries: dict[str, Any]) -> dict[str, Any]:
+    r = summaries["router"]
+    hosted = summaries.get("always-hosted")
+    lite = [s for n, s in summaries.items() if n.startswith("litellm-")]
+    out: dict[str, Any] = {
+        "oracle_attainment_ratio": r.attainment_vs_oracle,
+        "oracle_cost_ratio": r.cost_vs_oracle,
+        "meets_oracle_target": (r.attainment_vs_oracle or 0) >= 0.99
+        and (r.cost_vs_oracle or 9) <= 1.05,
+    }
+    if hosted is not None:
+        out["cheaper_than_hosted"] = 1 - r.cost_usd / hosted.cost_usd if hosted.cost_usd else None
+        out["attainment_minus_hosted"] = r.attainment - hosted.attainment
+        out["meets_hosted_target"] = (
+            r.attainment >= hosted.attainment and r.cost_usd <= 0.7 * hosted.cost_usd
+        )
+    out["beats_litellm"] = {
+        s.strategy: r.attainment > s.attainment and r.cost_usd < s.cost_usd for s in lite
+    }
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--requests", type=int, default=50_000, help="per scenario")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--speed-requests", type=int, default=1_000_000, help="0: skip the speed run")
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+    results: dict[str, Any] = {"requests": args.requests, "seed": args.seed, "scenarios": {}}
+    for name in args.scenarios.split(","):
+        fleet, trace = build(name, args.requests, args.seed)
+        t0 = time.perf_counter()
+        res = compare(fleet, trace, [*STRATEGIES, *variants(fleet.params)], seed=args.seed)
+        print(
+            f"\n### {name}: {SCENARIOS[name].about} ({args.requests:,} requests, "
+            f"{time.perf_counter() - t0:.0f} s)\n",
+            flush=True,
+        )
+        print(table(res.summaries))
+        v = verdict(res.summaries)
+        print("\n" + json.dumps(v), flush=True)
+        results["scenarios"][name] = {
+            "summaries": {k: s.to_json(series=False) for k, s in res.summaries.items()},
+            "verdict": v,
+        }
+    if args.speed_requests:
+        fleet, trace = build("steady", args.speed_requests, args.seed)
+        t0 = time.perf_counter()
+        Simulation(fleet, args.seed).run(trace, RouterStrategy())
+        took = time.perf_counter() - t0
+        results["speed"] = {
+            "requests": args.speed_requests,
+            "seconds": round(took, 1),
+            "us_per_request": round(took / args.speed_requests * 1e6, 1),
+        }
+        print(
+            f"\nspeed: {args.speed_requests:,} requests through the router's policy in "
+            f"{took:.1f} s "
+            f"({took / args.speed_requests * 1e6:.1f} us each)",
+            flush=True,
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

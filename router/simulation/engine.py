@@ -1,0 +1,466 @@
+"""The discrete-event simulation: a trace through a fleet under one routing strategy.
+
+Time is simulated (seconds); nothing sleeps. Each arrival asks the strategy for an order
+of backends (the router's strategy calls the router's own ``plan()`` on the snapshots of
+the router's own :class:`~router.stats.BackendStats`, fed as dispatch feeds them, on the
+simulated clock), then the attempts run as the router's dispatch runs them: a backend
+whose circuit is open is skipped, a failure before the first token (an outage, a 429, an
+error, no first token within ``policy.ttft_timeout_ms``) moves on to the next backend of
+the order, a failure after it ends the answer cut short.
+
+Each backend serves ``slots`` requests at once (FIFO queue beyond), with a true TTFT and
+decode rate drawn per request and backend (log-normal around the fleet's medians) when
+the request arrives, in a fixed order, so every strategy meets the same truth and
+:mod:`router.simulation.oracle` can read it too. Decode slows with the batch
+(``batch_slowdown`` at a full one, taken when the request starts). Backends that report
+their load (model servers, Ray Serve, edge devices) are polled every
+``policy.load_poll_interval_s`` as the router polls them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from router.config import PolicyConfig
+from router.errors import ErrorClass
+from router.policy import cost_usd
+from router.simulation.fleet import BackendModel, Fleet
+from router.simulation.trace import TraceRequest
+from router.stats import BackendStats
+from router.types import BackendSpec, Tier
+
+_Z90 = 1.2815515655446004  # the 90th percentile of the standard normal
+
+
+class Strategy(Protocol):
+    """A routing strategy under simulation (router/simulation/strategies.py)."""
+
+    name: str
+
+    def bind(self, sim: Simulation) -> None:
+        """Called once before the run: the fleet, the router's stats, the clock."""
+
+    def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
+        """Backends to try, best first; or why the request is refused (a message)."""
+
+    def admit(self, backend: str, now: float) -> bool:
+        """Whether the backend may be tried now (the router: its circuit breaker)."""
+
+    def observe(
+        self,
+        backend: str,
+        ok: bool,
+        ttft_ms: float | None,
+        total_ms: float | None,
+        tokens: int,
+        retry_after_s: float | None,
+        now: float,
+    ) -> None:
+        """An attempt on ``backend`` ended."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request."""
+
+    index: int
+    #: "ok", "cut" (failed after its first token), "failed" (every candidate failed
+    #: before answering), "refused" (the strategy chose nothing).
+    status: str = ""
+    backend: str = ""
+    tier: Tier | None = None
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    cost_usd: float = 0.0
+    attempts: int = 0
+    reason: str = ""
+
+
+class _Request:
+    __slots__ = ("index", "tr", "at", "order", "pos", "outcome", "draws", "first_at")
+
+    def __init__(self, index: int, tr: TraceRequest, draws: list[tuple[float, float, float]]):
+        self.index = index
+        self.tr = tr
+        self.at = tr.at_s
+        self.order: list[str] = []
+        self.pos = 0
+        self.outcome = Outcome(index)
+        self.draws = draws
+        self.first_at: float | None = None
+
+
+class _Attempt:
+    __slots__ = ("req", "b", "dispatched", "started", "first_at", "rate", "live", "done_at")
+
+    def __init__(self, req: _Request, b: _Backend, now: float) -> None:
+        self.req = req
+        self.b = b
+        self.dispatched = now
+        self.started: float | None = None
+        self.first_at: float | None = None
+        self.rate = 0.0
+        self.live = True
+        self.done_at = 0.0
+
+
+class _Backend:
+    __slots__ = ("index", "spec", "model", "stats", "busy", "queue", "serving")
+
+    def __init__(self, index: int, spec: BackendSpec, model: BackendModel, stats: BackendStats):
+        self.index = index
+        self.spec = spec
+        self.model = model
+        self.stats = stats
+        self.busy = 0
+        self.queue: deque[_Attempt] = deque()
+        self.serving: set[_Attempt] = set()
+
+
+# event kinds
+_FIRST, _DONE, _FAIL, _TIMEOUT, _OUTAGE, _POLL = range(6)
+
+
+def draw_truth(fleet: Fleet, seed: int, n: int) -> Callable[[], list[tuple[float, float, float]]]:
+    """A function giving, per call (one per arrival, in order), each backend's
+    (ttft_ms, decode tokens/s, uniform for the error draw) for that request."""
+    rngs = []
+    params = []
+    for i, spec in enumerate(fleet.specs):
+        m = fleet.models[spec.name]
+        rngs.append(random.Random(seed * 1_000_003 + i))
+        sigma = math.log(m.ttft_p90_ms / m.ttft_ms) / _Z90 if m.ttft_p90_ms > m.ttft_ms else 0.0
+        params.append((m.ttft_ms, sigma, m.decode_tokens_per_s, m.decode_spread))
+
+    def draw() -> list[tuple[float, float, float]]:
+        out = []
+        for rng, (ttft, sigma, rate, spread) in zip(rngs, params, strict=True):
+            g = rng.gauss
+            out.append(
+                (
+                    ttft * math.exp(sigma * g()) if sigma else ttft,
+                    rate * math.exp(spread * g()) if spread else rate,
+                    rng.random(),
+                )
+            )
+        return out
+
+    return draw
+
+
+class Simulation:
+    """One run of a trace through a fleet under one strategy (:meth:`run`)."""
+
+    def __init__(self, fleet: Fleet, seed: int = 1) -> None:
+        self.fleet = fleet
+        self.seed = seed
+        self.now = 0.0
+        cfg: PolicyConfig = fleet.config.policy
+        self.policy_config = cfg
+        self.ttft_timeout_ms = cfg.ttft_timeout_ms
+        self.ttft_timeout_s = cfg.ttft_timeout_ms / 1000.0
+        self.poll_s = cfg.load_poll_interval_s
+        clock = self._clock
+        self.backends = [
+            _Backend(i, spec, fleet.models[spec.name], BackendStats(spec.name, cfg, clock))
+            for i, spec in enumerate(fleet.specs)
+        ]
+        self.by_name = {b.spec.name: b for b in self.backends}
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+
+    def _clock(self) -> float:
+        return self.now
+
+    def stats(self, name: str) -> BackendStats:
+        return self.by_name[name].stats
+
+    def load(self, name: str) -> int:
+        """Requests the backend holds now (serving + queued)."""
+        b = self.by_name[name]
+        return b.busy + len(b.queue)
+
+    def truth(self, name: str, index: int) -> tuple[float, float, bool] | None:
+        """What request ``index`` (arriving now) would really see on backend ``name`` if
+        sent there now: (TTFT ms, total ms, whether it completes), from the draws and the
+        backend's queue (requests ahead keep their place; those queued are taken to
+        decode at a full batch's rate). None when it would fail at once (an outage, a
+        429, an error draw). For the clairvoyant oracle."""
+        b = self.by_name[name]
+        m = b.model
+        req = self._current
+        assert req is not None and req.index == index
+        now = self.now
+        if m.outages and m.down_at(now) is not None:
+            return None
+        if m.throttle and m.throttled_at(now) is not None:
+            return None
+        ttft_ms, rate, u = req.draws[b.index]
+        if u < m.error_rate:
+            return None
+        out = req.tr.output_tokens
+        slots = m.slots
+        if slots == 0 or b.busy < slots:
+            start = now
+            if m.batch_slowdown and slots:
+                rate *= 1.0 - m.batch_slowdown * (b.busy + 1) / slots
+        else:
+            full = 1.0 - m.batch_slowdown
+            free = sorted(a.done_at for a in b.serving)
+            for q in b.queue:
+                if not q.live:
+                    continue
+                q_ttft, q_rate, _ = q.req.draws[b.index]
+                at = max(now, heapq.heappop(free))
+                heapq.heappush(
+                    free, at + q_ttft / 1000.0 + q.req.tr.output_tokens / (q_rate * full)
+                )
+            start = max(now, heapq.heappop(free))
+            rate *= full
+        first = start + ttft_ms / 1000.0
+        end = first + out / rate
+        completes = not any(w0 <= end and w1 > start for w0, w1 in m.outages)
+        if (first - now) * 1000.0 > self.ttft_timeout_ms:
+            completes = False
+        return (first - now) * 1000.0, (end - now) * 1000.0, completes
+
+    # --- the run ------------------------------------------------------------------
+
+    def run(
+        self,
+        trace: Sequence[TraceRequest],
+        strategy: Strategy,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Outcome]:
+        strategy.bind(self)
+        self.strategy = strategy
+        self._completed = getattr(strategy, "completed", None)
+        draw = draw_truth(self.fleet, self.seed, len(trace))
+        heap = self._heap
+        push = self._push
+        for b in self.backends:
+            for start, _end in b.model.outages:
+                push(start, _OUTAGE, b)
+        if any(b.model.reports_load for b in self.backends):
+            push(0.0, _POLL, None)
+        outcomes: list[Outcome] = []
+        n = len(trace)
+        step = max(1, n // 100)
+        handlers: tuple[Callable[[Any], None], ...] = (
+            self._first,
+            self._done,
+            self._fail,
+            self._timeout,
+            self._outage,
+            self._poll,
+        )
+        pop = heapq.heappop
+        for i, tr in enumerate(trace):
+            at = tr.at_s
+            while heap and heap[0][0] <= at:
+                t, _, kind, obj = pop(heap)
+                self.now = t
+                handlers[kind](obj)
+            self.now = at
+            req = _Request(i, tr, draw())
+            self._current = req
+            outcomes.append(req.outcome)
+            chosen = strategy.order(i, tr, at)
+            if isinstance(chosen, str):
+                req.outcome.status = "refused"
+                req.outcome.reason = chosen
+            else:
+                req.order = chosen
+                self._next(req)
+            if progress is not None and i % step == 0:
+                progress(i)
+        self._draining = True
+        while heap:
+            t, _, kind, obj = pop(heap)
+            if kind == _POLL:
+                continue
+            self.now = t
+            handlers[kind](obj)
+        return outcomes
+
+    _draining = False
+    _current: _Request | None = None
+
+    def _push(self, t: float, kind: int, obj: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, obj))
+
+    # --- dispatch -----------------------------------------------------------------
+
+    def _next(self, req: _Request) -> None:
+        """Try the request's next backend (dispatch's loop over plan.order)."""
+        now = self.now
+        strategy = self.strategy
+        while req.pos < len(req.order):
+            name = req.order[req.pos]
+            req.pos += 1
+            b = self.by_name.get(name)
+            if b is None or not strategy.admit(name, now):
+                continue
+            req.outcome.attempts += 1
+            att = _Attempt(req, b, now)
+            m = b.model
+            b.stats.begin()
+            if m.outages and m.down_at(now) is not None:
+                self._push(now + m.fail_after_ms / 1000.0, _FAIL, (att, None, "outage"))
+                return
+            if m.throttle:
+                w = m.throttled_at(now)
+                if w is not None:
+                    self._push(now + m.fail_after_ms / 1000.0, _FAIL, (att, w[2] or None, "429"))
+                    return
+            if req.draws[b.index][2] < m.error_rate:
+                self._push(now + m.fail_after_ms / 1000.0, _FAIL, (att, None, "error"))
+                return
+            slots = m.slots
+            if slots == 0 or b.busy < slots:
+                if req.draws[b.index][0] > self.ttft_timeout_ms:
+                    self._push(now + self.ttft_timeout_s, _TIMEOUT, att)
+                self._start(att)
+            else:  # it may wait past the timeout
+                self._push(now + self.ttft_timeout_s, _TIMEOUT, att)
+                b.queue.append(att)
+            return
+        out = req.outcome
+        out.status = "failed"
+        out.reason = out.reason or "no candidate could be tried"
+
+    def _start(self, att: _Attempt) -> None:
+        b = att.b
+        m = b.model
+        now = self.now
+        b.busy += 1
+        b.serving.add(att)
+        att.started = now
+        ttft_ms, rate, _ = att.req.draws[b.index]
+        if m.batch_slowdown and m.slots:
+            rate *= 1.0 - m.batch_slowdown * b.busy / m.slots
+        att.rate = rate
+        first = now + ttft_ms / 1000.0
+        att.done_at = first + att.req.tr.output_tokens / rate
+        self._push(first, _FIRST, att)
+
+    def _release(self, att: _Attempt) -> None:
+        """The attempt leaves its backend (done, failed, cut, timed out)."""
+        att.live = False
+        b = att.b
+        if att.started is not None:
+            b.serving.discard(att)
+            b.busy -= 1
+            m = b.model
+            while b.queue and (m.slots == 0 or b.busy < m.slots):
+                nxt = b.queue.popleft()
+                if nxt.live:
+                    self._start(nxt)
+        else:
+            try:
+                b.queue.remove(att)
+            except ValueError:
+                pass
+
+    # --- events -------------------------------------------------------------------
+
+    def _first(self, att: _Attempt) -> None:
+        if not att.live:
+            return
+        att.first_at = self.now
+        req = att.req
+        if req.first_at is None:
+            req.first_at = self.now
+        self._push(att.done_at, _DONE, att)
+
+    def _done(self, att: _Attempt) -> None:
+        if not att.live:
+            return
+        self._release(att)
+        now = self.now
+        b = att.b
+        req = att.req
+        tr = req.tr
+        assert att.first_at is not None and att.started is not None
+        queued_ms = (att.started - att.dispatched) * 1000.0 if b.model.reports_load else 0.0
+        ttft_ms = (att.first_at - att.dispatched) * 1000.0
+        total_ms = (now - att.dispatched) * 1000.0
+        st = b.stats
+        st.record_first_token(max(0.0, ttft_ms - queued_ms))
+        st.record_success(
+            max(0.0, total_ms - queued_ms), tr.output_tokens, (now - att.first_at) * 1000.0
+        )
+        st.end()
+        self.strategy.observe(
+            b.spec.name, True, ttft_ms, total_ms, tr.prompt_tokens + tr.output_tokens, None, now
+        )
+        out = req.outcome
+        out.status = "ok"
+        out.backend = b.spec.name
+        out.tier = b.spec.tier
+        out.ttft_ms = ((req.first_at or att.first_at) - req.at) * 1000.0
+        out.total_ms = (now - req.at) * 1000.0
+        out.cost_usd += cost_usd(b.spec, tr.prompt_tokens, tr.output_tokens)
+        if self._completed is not None:
+            self._completed(tr)
+
+    def _fail(self, item: object) -> None:
+        att, retry_after, why = cast(tuple[_Attempt, float | None, str], item)
+        self._failed_before_first(att, retry_after, why)
+
+    def _failed_before_first(self, att: _Attempt, retry_after: float | None, why: str) -> None:
+        if att.live:
+            self._release(att)
+        b = att.b
+        st = b.stats
+        st.record_failure(ErrorClass.RETRYABLE, retry_after, message=why)
+        st.end()
+        self.strategy.observe(b.spec.name, False, None, None, 0, retry_after, self.now)
+        att.req.outcome.reason = f"{b.spec.name}: {why}"
+        self._next(att.req)
+
+    def _timeout(self, att: _Attempt) -> None:
+        if not att.live or att.first_at is not None:
+            return
+        self._failed_before_first(att, None, "no first token in time")
+
+    def _outage(self, b: object) -> None:
+        assert isinstance(b, _Backend)
+        now = self.now
+        for att in list(b.serving) + list(b.queue):
+            if not att.live:
+                continue
+            if att.first_at is None:
+                self._failed_before_first(att, None, "outage")
+                continue
+            # Cut after its first token: the answer ends short (no continuation).
+            self._release(att)
+            st = b.stats
+            st.record_first_token((att.first_at - att.dispatched) * 1000.0)
+            st.record_failure(ErrorClass.RETRYABLE, message="outage")
+            st.end()
+            self.strategy.observe(b.spec.name, False, None, None, 0, None, now)
+            req = att.req
+            tokens = int((now - att.first_at) * att.rate)
+            out = req.outcome
+            out.status = "cut"
+            out.backend = b.spec.name
+            out.tier = b.spec.tier
+            out.reason = f"{b.spec.name}: outage mid-answer"
+            out.ttft_ms = ((req.first_at or att.first_at) - req.at) * 1000.0
+            out.total_ms = (now - req.at) * 1000.0
+            out.cost_usd += cost_usd(b.spec, req.tr.prompt_tokens, tokens)
+
+    def _poll(self, _: object) -> None:
+        for b in self.backends:
+            if b.model.reports_load:
+                b.stats.set_reported_load(b.busy + len(b.queue))
+        if not self._draining:
+            self._push(self.now + self.poll_s, _POLL, None)

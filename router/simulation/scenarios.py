@@ -1,0 +1,347 @@
+"""Built-in scenarios: a fleet and a trace generator each (``hybrid-router simulate
+--scenario NAME``; docs/simulate.md lists what each stresses).
+
+Every scenario runs on one reference fleet (``reference_router()``: two edge devices, two
+Ray Serve GPU replicas, a small and a large hosted model; illustrative prices and speeds)
+with its own traffic and faults. Traces are deterministic for a seed. The request mix:
+
+    chat         40%  prompt ~300 tok, answer ~120, TTFT <= 1 s, total <= 8 s
+    interactive  25%  prompt ~500, answer ~60, TTFT <= 600 ms, total <= 3 s
+    batch        20%  prompt ~2,000, answer ~400, total <= 30 s
+    restricted   10%  prompt ~800, answer ~150, total <= 10 s, data class restricted
+    long         5%   prompt 20,000-60,000, answer ~300, total <= 20 s
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from router.config import parse_config
+from router.errors import ConfigError
+from router.simulation.fleet import BackendBehaviour, Fleet, build_fleet
+from router.simulation.trace import TraceRequest
+from router.types import DataClass
+
+_ALL = ["public", "internal", "restricted"]
+
+
+def reference_router(**policy: Any) -> dict[str, Any]:
+    """The reference fleet's router configuration (a router.yaml mapping)."""
+    gpu_cost = {
+        "gpu_hourly_usd": 1.2,
+        "gpu_throughput_tokens_per_s": 1200,
+        "gpu_utilization": 0.6,
+        "gpu_prefill_ratio": 0.1,
+        "source": "illustrative",
+    }
+    backends: list[dict[str, Any]] = []
+    for name in ("edge-a", "edge-b"):
+        backends.append(
+            {
+                "name": name,
+                "tier": "edge",
+                "kind": "model_service",
+                "endpoint": "127.0.0.1:1",
+                "model": "gemma-3-1b",
+                "context_window": 4096,
+                "max_concurrency": 2,
+                "max_queue": 4,
+                "data_classes": _ALL,
+                "priors": {"ttft_ms": 200, "decode_tokens_per_s": 18},
+                "cost": {"edge_per_mtok_usd": 0.05, "source": "illustrative"},
+            }
+        )
+    for name in ("gpu-a", "gpu-b"):
+        backends.append(
+            {
+                "name": name,
+                "tier": "gpu",
+                "kind": "ray_serve",
+                "serve_application": "gpu",
+                "endpoint": "127.0.0.1:1",
+                "model": "llama-3.1-8b-instruct",
+                "context_window": 16384,
+                "max_concurrency": 16,
+                "max_queue": 32,
+                "data_classes": _ALL,
+                "priors": {"ttft_ms": 250, "decode_tokens_per_s": 40},
+                "cost": gpu_cost,
+            }
+        )
+    backends.append(
+        {
+            "name": "hosted-mini",
+            "tier": "hosted",
+            "kind": "openai",
+            "endpoint": "http://127.0.0.1:1/v1",
+            "model": "small-hosted",
+            "context_window": 128000,
+            "max_concurrency": 256,
+            "data_classes": ["public", "internal"],
+            "priors": {"ttft_ms": 500, "decode_tokens_per_s": 80},
+            "cost": {
+                "input_per_mtok_usd": 0.15,
+                "output_per_mtok_usd": 0.60,
+                "source": "illustrative",
+            },
+        }
+    )
+    backends.append(
+        {
+            "name": "hosted-large",
+            "tier": "hosted",
+            "kind": "anthropic",
+            "api_key_env": "SIMULATED_KEY",  # never read: nothing is called
+            "endpoint": "http://127.0.0.1:1",
+            "model": "large-hosted",
+            "context_window": 200000,
+            "max_concurrency": 256,
+            "data_classes": ["public", "internal"],
+            "priors": {"ttft_ms": 700, "decode_tokens_per_s": 60},
+            "cost": {
+                "input_per_mtok_usd": 3.0,
+                "output_per_mtok_usd": 15.0,
+                "source": "illustrative",
+            },
+        }
+    )
+    return {"policy": {"objective": "cheapest", **policy}, "backends": backends}
+
+
+def reference_behaviour() -> dict[str, dict[str, Any]]:
+    """How the reference fleet's backends really behave (fleet file ``backends:``)."""
+    edge = {
+        "ttft_ms": 150,
+        "ttft_p90_ms": 320,
+        "decode_tokens_per_s": 20,
+        "slots": 2,
+        "batch_slowdown": 0.3,
+    }
+    gpu = {
+        "ttft_ms": 180,
+        "ttft_p90_ms": 450,
+        "decode_tokens_per_s": 45,
+        "slots": 16,
+        "batch_slowdown": 0.4,
+    }
+    return {
+        "edge-a": dict(edge),
+        "edge-b": dict(edge),
+        "gpu-a": dict(gpu),
+        "gpu-b": dict(gpu),
+        "hosted-mini": {
+            "ttft_ms": 450,
+            "ttft_p90_ms": 1100,
+            "decode_tokens_per_s": 85,
+            "error_rate": 0.002,
+        },
+        "hosted-large": {
+            "ttft_ms": 650,
+            "ttft_p90_ms": 1500,
+            "decode_tokens_per_s": 55,
+            "error_rate": 0.002,
+        },
+    }
+
+
+def reference_fleet(behaviour: dict[str, dict[str, Any]] | None = None, **policy: Any) -> Fleet:
+    config = parse_config(reference_router(**policy), source="reference fleet")
+    merged = reference_behaviour()
+    for name, extra in (behaviour or {}).items():
+        merged.setdefault(name, {}).update(extra)
+    return build_fleet(
+        config,
+        {k: BackendBehaviour.model_validate(v) for k, v in merged.items()},
+        document={"router": reference_router(**policy), "backends": merged},
+    )
+
+
+# --- traffic ------------------------------------------------------------------------
+
+#: (share, prompt median, answer median, ttft budget, total budget, data class)
+MIX: tuple[tuple[float, int, int, float | None, float | None, DataClass], ...] = (
+    (0.40, 300, 120, 1000.0, 8000.0, DataClass.INTERNAL),
+    (0.25, 500, 60, 600.0, 3000.0, DataClass.INTERNAL),
+    (0.20, 2000, 400, None, 30000.0, DataClass.INTERNAL),
+    (0.10, 800, 150, None, 10000.0, DataClass.RESTRICTED),
+    (0.05, 0, 300, None, 20000.0, DataClass.INTERNAL),  # long: prompt drawn separately
+)
+_CUM = [sum(m[0] for m in MIX[: i + 1]) for i in range(len(MIX))]
+
+
+def _request(rng: random.Random, at: float, tenant: str = "") -> TraceRequest:
+    u = rng.random()
+    k = next(i for i, c in enumerate(_CUM) if u <= c)
+    _, prompt, answer, ttft_b, total_b, dc = MIX[k]
+    if prompt == 0:
+        prompt_tokens = rng.randint(20_000, 60_000)
+    else:
+        prompt_tokens = max(8, int(prompt * math.exp(0.5 * rng.gauss(0.0, 1.0))))
+    out = max(1, int(answer * math.exp(0.5 * rng.gauss(0.0, 1.0))))
+    return TraceRequest(
+        at_s=at,
+        prompt_tokens=prompt_tokens,
+        output_tokens=out,
+        max_output_tokens=max(out, int(answer * 2)),
+        tenant=tenant,
+        data_class=dc,
+        ttft_budget_ms=ttft_b,
+        total_budget_ms=total_b,
+    )
+
+
+def _arrivals(
+    rng: random.Random, n: int, rate: Callable[[float], float], peak: float
+) -> Iterator[float]:
+    """``n`` arrival times of a Poisson process with rate ``rate(t)`` <= ``peak`` (thinning)."""
+    t = 0.0
+    made = 0
+    while made < n:
+        t += rng.expovariate(peak)
+        if rng.random() * peak <= rate(t):
+            made += 1
+            yield t
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    about: str
+    #: requests, seed -> (fleet, trace)
+    build: Callable[[int, int], tuple[Fleet, list[TraceRequest]]]
+
+
+#: Mean arrival rate of the steady scenarios, requests per second: about 70% of what the
+#: private tiers (edge + GPU) serve of the mix, so the cheap tiers are busy, not full.
+BASE_RATE = 6.0
+
+
+def _steady(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    rng = random.Random(seed)
+    trace = [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
+    return reference_fleet(), trace
+
+
+def _diurnal(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    rng = random.Random(seed)
+    day = n / BASE_RATE  # one day over the trace: quiet nights, a peak at 2x the mean
+
+    def rate(t: float) -> float:
+        return BASE_RATE * (1.0 - 0.8 * math.cos(2 * math.pi * t / day))
+
+    trace = [_request(rng, t) for t in _arrivals(rng, n, rate, BASE_RATE * 1.8)]
+    return reference_fleet(), trace
+
+
+def _spike(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    rng = random.Random(seed)
+    span = n / BASE_RATE
+    spikes = [(span * f, span * f + 60.0) for f in (0.2, 0.5, 0.8)]
+
+    def rate(t: float) -> float:
+        return BASE_RATE * (4.0 if any(a <= t < b for a, b in spikes) else 0.9)
+
+    trace = [_request(rng, t) for t in _arrivals(rng, n, rate, BASE_RATE * 4.0)]
+    return reference_fleet(), trace
+
+
+def _edge_outage(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    rng = random.Random(seed)
+    span = n / BASE_RATE
+    window = [[span * 0.3, span * 0.5]]
+    fleet = reference_fleet({"edge-a": {"outages": window}, "edge-b": {"outages": window}})
+    trace = [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
+    return fleet, trace
+
+
+def _throttling(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    rng = random.Random(seed)
+    span = n / BASE_RATE
+    windows = [
+        {"from_s": span * f, "to_s": span * f + 120.0, "retry_after_s": 20.0}
+        for f in (0.1, 0.4, 0.7)
+    ]
+    fleet = reference_fleet({"hosted-mini": {"throttle": windows}})
+    # Busier than steady, so the hosted tier matters.
+    rate = BASE_RATE * 1.5
+    trace = [_request(rng, t) for t in _arrivals(rng, n, lambda t: rate, rate)]
+    return fleet, trace
+
+
+def _conversations(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    """Conversations of up to 30 turns whose prompt is the whole history: they outgrow the
+    edge window (4,096) after a few turns and the GPU window (16,384) after ~20."""
+    rng = random.Random(seed)
+    out: list[TraceRequest] = []
+    live: list[list[Any]] = []  # [session id, prompt tokens, next turn time, turns left]
+    sid = 0
+    t = 0.0
+    new_every = 1.0 / (BASE_RATE / 8.0)
+    next_new = 0.0
+    while len(out) < n:
+        if not live or next_new <= min(c[2] for c in live):
+            t = next_new
+            sid += 1
+            live.append([f"s{sid}", rng.randint(100, 400), t, rng.randint(5, 30)])
+            next_new = t + rng.expovariate(1.0 / new_every)
+            continue
+        conv = min(live, key=lambda c: c[2])
+        t = conv[2]
+        answer = max(1, int(180 * math.exp(0.5 * rng.gauss(0.0, 1.0))))
+        out.append(
+            TraceRequest(
+                at_s=t,
+                prompt_tokens=conv[1],
+                output_tokens=answer,
+                max_output_tokens=max(answer, 360),
+                session=conv[0],
+                ttft_budget_ms=1500.0,
+                total_budget_ms=15000.0,
+            )
+        )
+        conv[1] += answer + rng.randint(30, 300)
+        conv[2] = t + 5.0 + rng.expovariate(1.0 / 20.0)
+        conv[3] -= 1
+        if conv[3] <= 0:
+            live.remove(conv)
+    out.sort(key=lambda r: r.at_s)
+    return reference_fleet(), out
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("steady", "steady mixed traffic at ~70% of the private tiers", _steady),
+        Scenario("diurnal", "one day: quiet night, a peak at 1.8x the mean", _diurnal),
+        Scenario("gpu-spike", "three 60 s bursts at 4x: the GPU pool fills", _spike),
+        Scenario(
+            "edge-outage", "both edge devices (one site) down for 20% of the run", _edge_outage
+        ),
+        Scenario(
+            "throttling",
+            "the small hosted model answers 429 + Retry-After 20 s, 3 x 2 min",
+            _throttling,
+        ),
+        Scenario(
+            "long-conversations",
+            "conversations outgrow the edge, then the GPU window",
+            _conversations,
+        ),
+    )
+}
+
+
+def build(name: str, requests: int, seed: int = 1) -> tuple[Fleet, list[TraceRequest]]:
+    """The fleet and the trace of scenario ``name``."""
+    scenario = SCENARIOS.get(name)
+    if scenario is None:
+        raise ConfigError(
+            f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})", key="--scenario"
+        )
+    if requests < 1:
+        raise ConfigError("must be at least 1", key="--requests")
+    return scenario.build(requests, seed)

@@ -1,0 +1,496 @@
+"""The routing simulator (router/simulation/): a hand-computed trace reproduced exactly,
+the bound never beaten (a property over random fleets and traces), the router's own
+policy code, inputs that fail with the file, line and field."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import router.policy
+import router.simulation.strategies as strategies_module
+from router.config import PolicyConfig
+from router.errors import ConfigError
+from router.policy import cost_usd
+from router.simulation import (
+    STRATEGIES,
+    Oracle,
+    RouterStrategy,
+    Simulation,
+    compare,
+    from_request_log,
+    parse_fleet,
+    read_trace,
+    run_bound,
+    write_trace,
+)
+from router.simulation.report import dominance, meets, summarize
+from router.simulation.scenarios import SCENARIOS, build
+from router.simulation.trace import TraceRequest
+from router.stats import TTFT_WINDOW, BackendStats
+from router.types import DataClass, Tier
+
+
+def _backend(name: str, tier: str, **extra: Any) -> dict[str, Any]:
+    kinds = {"gpu": "model_service", "edge": "model_service", "hosted": "openai"}
+    b: dict[str, Any] = {
+        "name": name,
+        "tier": tier,
+        "kind": kinds[tier],
+        "endpoint": "127.0.0.1:1" if tier != "hosted" else "http://127.0.0.1:1/v1",
+        "model": "m",
+        "context_window": 8192,
+        "max_concurrency": 1,
+        "data_classes": ["public", "internal", "restricted"]
+        if tier != "hosted"
+        else ["public", "internal"],
+    }
+    b.update(extra)
+    return b
+
+
+def _two_backend_fleet(**policy: Any):
+    """gpu: TTFT 100 ms, 10 tok/s, one slot, $0.000001/token; hosted: TTFT 500 ms,
+    50 tok/s, $10/Mtok out. No spread: every draw is the median."""
+    router_cfg = {
+        "policy": {"objective": "cheapest", **policy},
+        "backends": [
+            _backend(
+                "gpu",
+                "gpu",
+                max_queue=8,
+                priors={"ttft_ms": 100, "decode_tokens_per_s": 10},
+                cost={
+                    "gpu_hourly_usd": 3.6,
+                    "gpu_throughput_tokens_per_s": 1000,
+                    "gpu_utilization": 1.0,
+                    "gpu_prefill_ratio": 0.0,
+                },
+            ),
+            _backend(
+                "hosted",
+                "hosted",
+                max_concurrency=64,
+                priors={"ttft_ms": 500, "decode_tokens_per_s": 50},
+                cost={"output_per_mtok_usd": 10.0},
+            ),
+        ],
+    }
+    return parse_fleet(
+        {
+            "router": router_cfg,
+            "backends": {
+                "gpu": {
+                    "ttft_ms": 100,
+                    "ttft_p90_ms": 100,
+                    "decode_tokens_per_s": 10,
+                    "decode_spread": 0.0,
+                },
+                "hosted": {
+                    "ttft_ms": 500,
+                    "ttft_p90_ms": 500,
+                    "decode_tokens_per_s": 50,
+                    "decode_spread": 0.0,
+                },
+            },
+        },
+        source="test fleet",
+    )
+
+
+TRACE = [
+    TraceRequest(at_s=0.0, prompt_tokens=100, output_tokens=10, ttft_budget_ms=1000.0),
+    TraceRequest(at_s=0.5, prompt_tokens=100, output_tokens=10, ttft_budget_ms=1000.0),
+    TraceRequest(at_s=0.6, prompt_tokens=100, output_tokens=10),
+]
+
+
+def test_a_hand_computed_trace_is_reproduced_exactly() -> None:
+    fleet = _two_backend_fleet()
+    gpu, hosted = fleet.specs
+    gpu_cost = cost_usd(gpu, 100, 10)
+    assert gpu_cost == pytest.approx(10 * 1e-6)  # 3.6 $/h over 1000 tok/s: $1e-6 a token
+    hosted_cost = cost_usd(hosted, 100, 10)
+    assert hosted_cost == pytest.approx(10 * 10.0 / 1e6)
+
+    # always-cheapest: everything to the one-slot GPU, FIFO.
+    # r0 starts at 0: first token 0.1 s, done 0.1 + 10/10 = 1.1 s.
+    # r1 (0.5 s) waits until 1.1: first 1.2 (TTFT 700 ms), done 2.2 (total 1700 ms).
+    # r2 (0.6 s) waits until 2.2: first 2.3 (TTFT 1700 ms), done 3.3 (total 2700 ms).
+    out = Simulation(fleet, seed=7).run(TRACE, STRATEGIES["always-cheapest"]())
+    assert [(o.status, o.backend) for o in out] == [("ok", "gpu")] * 3
+    assert [o.ttft_ms for o in out] == pytest.approx([100.0, 700.0, 1700.0])
+    assert [o.total_ms for o in out] == pytest.approx([1100.0, 1700.0, 2700.0])
+    assert [o.cost_usd for o in out] == pytest.approx([gpu_cost] * 3)
+
+    # The router (no live samples yet: priors). r0: GPU est. TTFT 100 ms, cheapest.
+    # r1: the GPU holds one request (load 1, one slot): queue wait = 1 * (100 + 10/10 s)
+    # = 1,100 ms, est. TTFT 1,200 ms > the 1,000 ms budget; hosted est. 500 ms meets it:
+    # hosted, TTFT 500, total 500 + 10/50 s = 700 ms.
+    # r2 (0.6 s): no budget, so the cheapest: the GPU, behind r0 until 1.1 s: first token
+    # 1.2 s (TTFT 600 ms), done 2.2 s (total 1,600 ms).
+    out = Simulation(fleet, seed=7).run(TRACE, RouterStrategy())
+    assert [(o.status, o.backend) for o in out] == [("ok", "gpu"), ("ok", "hosted"), ("ok", "gpu")]
+    assert [o.ttft_ms for o in out] == pytest.approx([100.0, 500.0, 600.0])
+    assert [o.total_ms for o in out] == pytest.approx([1100.0, 700.0, 1600.0])
+    assert sum(o.cost_usd for o in out) == pytest.approx(2 * gpu_cost + hosted_cost)
+
+    # The oracle knows r1 would really wait only 600 ms for the GPU (TTFT 700 <= 1,000):
+    # the GPU, cheaper. r2 then queues behind r1 (start 2.2 s).
+    out = Simulation(fleet, seed=7).run(TRACE, Oracle())
+    assert [o.backend for o in out] == ["gpu", "gpu", "gpu"]
+    assert [o.ttft_ms for o in out] == pytest.approx([100.0, 700.0, 1700.0])
+
+    # The bound: each request alone on the fleet.
+    out = run_bound(fleet, TRACE, seed=7)
+    assert [o.ttft_ms for o in out] == pytest.approx([100.0, 100.0, 100.0])
+    assert [o.total_ms for o in out] == pytest.approx([1100.0, 1100.0, 1100.0])
+
+    summary = summarize("router", TRACE, Simulation(fleet, seed=7).run(TRACE, RouterStrategy()))
+    assert (summary.met, summary.requests, summary.ttft_attainment) == (3, 3, 1.0)
+    assert summary.tier_share == {
+        "edge": 0.0,
+        "gpu": pytest.approx(2 / 3),
+        "hosted": pytest.approx(1 / 3),
+    }
+
+
+def test_an_outage_fails_over_before_the_first_token_and_cuts_streams_after_it() -> None:
+    fleet = _two_backend_fleet()
+    fleet = parse_fleet(
+        {
+            "router": {
+                "policy": {"objective": "cheapest"},
+                "backends": [
+                    _backend(
+                        "gpu",
+                        "gpu",
+                        max_queue=8,
+                        priors={"ttft_ms": 100, "decode_tokens_per_s": 10},
+                        cost={
+                            "gpu_hourly_usd": 3.6,
+                            "gpu_throughput_tokens_per_s": 1000,
+                            "gpu_utilization": 1.0,
+                            "gpu_prefill_ratio": 0.0,
+                        },
+                    ),
+                    _backend(
+                        "hosted",
+                        "hosted",
+                        max_concurrency=64,
+                        priors={"ttft_ms": 500, "decode_tokens_per_s": 50},
+                        cost={"output_per_mtok_usd": 10.0},
+                    ),
+                ],
+            },
+            "backends": {
+                "gpu": {
+                    "ttft_ms": 100,
+                    "ttft_p90_ms": 100,
+                    "decode_spread": 0.0,
+                    "outages": [[0.5, 2.0]],
+                    "fail_after_ms": 5,
+                },
+                "hosted": {"ttft_ms": 500, "ttft_p90_ms": 500, "decode_spread": 0.0},
+            },
+        },
+        source="test",
+    )
+    trace = [
+        TraceRequest(at_s=0.0, prompt_tokens=10, output_tokens=10),  # on the GPU when it goes down
+        TraceRequest(at_s=1.0, prompt_tokens=10, output_tokens=10),  # GPU down: fails over
+    ]
+    out = Simulation(fleet, seed=1).run(trace, STRATEGIES["always-cheapest"]())
+    assert out[0].status == "cut" and out[0].backend == "gpu"
+    assert out[0].total_ms == pytest.approx(500.0)
+    # 5 ms to fail on the GPU, then the hosted answer: 5 + 500 ms TTFT, + 200 ms decode.
+    assert (out[1].status, out[1].backend, out[1].attempts) == ("ok", "hosted", 2)
+    assert out[1].ttft_ms == pytest.approx(505.0)
+    assert out[1].total_ms == pytest.approx(705.0)
+    # The bound holds r1 until the GPU is back at 2.0 s (1 s later: TTFT 1,100 ms).
+    bound = run_bound(fleet, trace, seed=1)
+    assert bound[1].backend == "gpu"
+    assert bound[1].ttft_ms == pytest.approx(1100.0)
+
+
+def _random_fleet(rng: random.Random):
+    backends = []
+    behaviour = {}
+    for i in range(rng.randint(2, 4)):
+        tier = rng.choice(["gpu", "edge", "hosted"])
+        name = f"{tier}-{i}"
+        ttft = rng.uniform(50, 800)
+        rate = rng.uniform(5, 100)
+        cost: dict[str, Any] = (
+            {"output_per_mtok_usd": rng.uniform(0.1, 20), "input_per_mtok_usd": rng.uniform(0, 5)}
+            if tier == "hosted"
+            else {"edge_per_mtok_usd": rng.uniform(0, 1)}
+            if tier == "edge"
+            else {"gpu_hourly_usd": rng.uniform(0.5, 5), "gpu_throughput_tokens_per_s": 1000}
+        )
+        backends.append(
+            _backend(
+                name,
+                tier,
+                max_concurrency=rng.randint(1, 4),
+                context_window=rng.choice([2048, 8192]),
+                priors={
+                    "ttft_ms": ttft * rng.uniform(0.5, 2),
+                    "decode_tokens_per_s": rate * rng.uniform(0.5, 2),
+                },
+                cost=cost,
+            )
+        )
+        b: dict[str, Any] = {
+            "ttft_ms": ttft,
+            "ttft_p90_ms": ttft * rng.uniform(1, 3),
+            "decode_tokens_per_s": rate,
+            "decode_spread": rng.uniform(0, 0.5),
+            "slots": rng.randint(0, 3),
+            "batch_slowdown": rng.uniform(0, 0.6),
+            "error_rate": rng.choice([0.0, 0.05, 0.3]),
+        }
+        if rng.random() < 0.5:
+            s = rng.uniform(0, 20)
+            b["outages"] = [[s, s + rng.uniform(0.5, 10)]]
+        if rng.random() < 0.3:
+            s = rng.uniform(0, 20)
+            b["throttle"] = [
+                {"from_s": s, "to_s": s + rng.uniform(1, 10), "retry_after_s": rng.choice([0, 3])}
+            ]
+        behaviour[name] = b
+    policy = {
+        "objective": rng.choice(["cheapest", "fastest", "weighted"]),
+        "ttft_timeout_ms": rng.choice([500, 2000, 10000]),
+        "max_fallbacks": rng.randint(0, 2),
+    }
+    return parse_fleet(
+        {"router": {"policy": policy, "backends": backends}, "backends": behaviour}, source="random"
+    )
+
+
+def _random_trace(rng: random.Random, n: int) -> list[TraceRequest]:
+    t = 0.0
+    out = []
+    for _ in range(n):
+        t += rng.expovariate(rng.choice([2.0, 10.0]))
+        answer = rng.randint(1, 200)
+        out.append(
+            TraceRequest(
+                at_s=t,
+                prompt_tokens=rng.randint(1, 3000),
+                output_tokens=answer,
+                max_output_tokens=rng.choice([0, answer * 2]),
+                data_class=rng.choice([DataClass.INTERNAL, DataClass.RESTRICTED]),
+                ttft_budget_ms=rng.choice([None, 300.0, 1000.0]),
+                total_budget_ms=rng.choice([None, 2000.0, 10000.0]),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_strategy_beats_the_bound(seed: int) -> None:
+    """On every request, no strategy (the router, the oracle, each baseline) meets an SLO
+    the bound misses, or meets one the bound meets for less."""
+    rng = random.Random(seed)
+    fleet = _random_fleet(rng)
+    trace = _random_trace(rng, 120)
+    bound = run_bound(fleet, trace, seed)
+    for strategy in [Oracle(), *(make() for make in STRATEGIES.values())]:
+        out = Simulation(fleet, seed).run(trace, strategy)  # type: ignore[arg-type]
+        assert dominance(trace, out, bound) == [], strategy.name  # type: ignore[attr-defined]
+        met = sum(meets(tr, o) for tr, o in zip(trace, out, strict=True))
+        assert met <= sum(meets(tr, o) for tr, o in zip(trace, bound, strict=True))
+
+
+def test_with_unlimited_slots_and_no_faults_the_oracle_is_the_bound() -> None:
+    rng = random.Random(3)
+    fleet = _random_fleet(rng)
+    router_cfg = fleet.config.model_dump(
+        mode="json", exclude_none=True, include={"policy", "backends"}
+    )
+    router_cfg["policy"]["ttft_timeout_ms"] = 600_000  # the bound never times out either
+    unlimited = parse_fleet(
+        {
+            "router": router_cfg,
+            "backends": {
+                s.name: {
+                    "ttft_ms": m.ttft_ms,
+                    "ttft_p90_ms": m.ttft_p90_ms,
+                    "decode_tokens_per_s": m.decode_tokens_per_s,
+                    "decode_spread": m.decode_spread,
+                    "slots": 0,
+                }
+                for s in fleet.specs
+                for m in [fleet.models[s.name]]
+            },
+        },
+        source="unlimited",
+    )
+    trace = _random_trace(rng, 150)
+    oracle = Simulation(unlimited, 5).run(trace, Oracle())
+    bound = run_bound(unlimited, trace, 5)
+    assert [o.backend for o in oracle] == [o.backend for o in bound]
+    assert [o.total_ms for o in oracle] == pytest.approx([o.total_ms for o in bound])
+
+
+def test_the_router_strategy_runs_the_routers_own_plan() -> None:
+    # The very function the router's dispatch calls: imported, not a copy.
+    assert strategies_module.plan is router.policy.plan
+    assert router.policy.plan.__module__ == "router.policy.planner"
+    # And it decides: the objective changes where requests go.
+    fleet, trace = build("steady", 400, seed=2)
+    cheapest = Simulation(fleet, 2).run(trace, RouterStrategy())
+    fastest = Simulation(fleet, 2).run(
+        trace, RouterStrategy(params=type(fleet.params)(objective=router.types.Objective.FASTEST))
+    )
+    share = lambda out, tier: sum(o.tier is tier for o in out)  # noqa: E731
+    assert share(fastest, Tier.HOSTED) > share(cheapest, Tier.HOSTED)
+
+
+def test_runs_are_deterministic_for_a_seed_and_differ_across_seeds() -> None:
+    fleet, trace = build("gpu-spike", 600, seed=4)
+    a = compare(fleet, trace, ["router", "litellm-simple-shuffle"], seed=9).summaries
+    b = compare(fleet, trace, ["router", "litellm-simple-shuffle"], seed=9).summaries
+    c = compare(fleet, trace, ["router", "litellm-simple-shuffle"], seed=10).summaries
+    strip = lambda s: {k: v for k, v in s.to_json().items() if k != "seconds"}  # noqa: E731
+    assert {k: strip(v) for k, v in a.items()} == {k: strip(v) for k, v in b.items()}
+    assert strip(a["router"]) != strip(c["router"])
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_builds_and_runs(name: str) -> None:
+    fleet, trace = build(name, 300, seed=1)
+    assert len(trace) == 300
+    assert all(a.at_s <= b.at_s for a, b in zip(trace, trace[1:], strict=False))
+    result = compare(fleet, trace, ["router"], seed=1)
+    assert set(result.summaries) == {"bound", "oracle", "router"}
+    assert 0.0 < result.summaries["router"].attainment <= 1.0
+
+
+def test_a_trace_round_trips_and_bad_lines_name_the_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with path.open("w") as f:
+        write_trace(TRACE, f)
+    assert read_trace(path) == TRACE
+    path.write_text('{"at_s": 1, "prompt": "hello there", "output": "hi"}\n')
+    (r,) = read_trace(path)
+    assert (r.prompt_tokens, r.output_tokens) == (
+        9,
+        5,
+    )  # ceil(11 / 3 * 1.15) + 4, ceil(2 / 3 * 1.15) + 4
+    cases = {
+        '{"at_s": 1, "prompt_tokens": 5}': "output_tokens: missing",
+        '{"at_s": -1, "prompt_tokens": 5, "output_tokens": 3}': "at_s: must be a number >= 0",
+        '{"at_s": 1, "prompt_tokens": 5, "output_tokens": 3, "data_class": "secret"}': (
+            "data_class: must be one of"
+        ),
+        '{"at_s": 1, "prompt_tokens": 5, "output_tokens": 3, "tenat": "x"}': "tenat: unknown field",
+        "[1, 2]": "must be a JSON object",
+        "{not json": "not JSON",
+    }
+    for line, expected in cases.items():
+        path.write_text('{"at_s": 0, "prompt_tokens": 1, "output_tokens": 1}\n' + line + "\n")
+        with pytest.raises(ConfigError) as info:
+            read_trace(path)
+        assert f"{path}:2: " in info.value.message and expected in info.value.message, (
+            info.value.message
+        )
+
+
+def test_fleet_errors_name_the_key() -> None:
+    fleet = _two_backend_fleet()
+    router_cfg = fleet.config.model_dump(
+        mode="json", exclude_none=True, include={"policy", "backends"}
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"backends.gpu-z: not a backend of the router configuration "
+        r"\(its backends: gpu, hosted\)",
+    ):
+        parse_fleet({"router": router_cfg, "backends": {"gpu-z": {}}}, source="f.yaml")
+    with pytest.raises(ConfigError, match=r"backends.gpu: outages: each is \[start_s, end_s\]"):
+        parse_fleet(
+            {"router": router_cfg, "backends": {"gpu": {"outages": [[5, 1]]}}}, source="f.yaml"
+        )
+    with pytest.raises(ConfigError, match="give exactly one of config"):
+        parse_fleet({"backends": {}}, source="f.yaml")
+
+
+def test_a_request_log_becomes_a_trace() -> None:
+    lines = [
+        json.dumps(
+            {
+                "time": "2026-12-01 10:00:01,500",
+                "logger": "router.requests",
+                "message": "request",
+                "method": "Generate",
+                "code": "OK",
+                "tenant": "acme",
+                "duration_ms": 500.0,
+                "prompt_chars": 40,
+                "max_output_tokens": 200,
+                "data_class": "restricted",
+                "ttft_budget_ms": 800.0,
+                "decision": {"objective": "fastest"},
+                "input_tokens": 17,
+                "output_tokens": 64,
+            }
+        ),
+        json.dumps(
+            {
+                "time": "2026-12-01 10:00:03,000",
+                "logger": "router.requests",
+                "message": "request",
+                "method": "Generate",
+                "code": "UNAVAILABLE",
+                "tenant": "",
+                "duration_ms": 2.0,
+                "prompt_chars": 30,
+                "max_output_tokens": 50,
+                "data_class": "internal",
+            }
+        ),
+        json.dumps(
+            {"time": "2026-12-01 10:00:04,000", "logger": "router.requests", "method": "Route"}
+        ),
+        json.dumps(
+            {"time": "2026-12-01 10:00:04,000", "logger": "router.server", "message": "READY"}
+        ),
+        "not json",
+    ]
+    trace, skipped = from_request_log(lines)
+    assert skipped == {"method Route": 1, "not a request line": 1, "not JSON": 1}
+    first, second = trace
+    assert first == TraceRequest(
+        at_s=0.0,
+        prompt_tokens=17,
+        output_tokens=64,
+        max_output_tokens=200,
+        tenant="acme",
+        data_class=DataClass.RESTRICTED,
+        ttft_budget_ms=800.0,
+    )
+    assert second.at_s == pytest.approx(1.998)
+    assert (second.prompt_tokens, second.output_tokens) == (16, 50)
+
+
+def test_the_ttft_window_stays_sorted_as_samples_slide_out() -> None:
+    stats = BackendStats("b", PolicyConfig())
+    rng = random.Random(1)
+    seen: list[float] = []
+    for _ in range(TTFT_WINDOW * 3):
+        x = rng.choice([rng.uniform(0, 1000), 5.0])  # repeats too
+        stats.record_first_token(x)
+        seen.append(x)
+        window = sorted(seen[-TTFT_WINDOW:])
+        n = len(window)
+        assert stats.ttft_quantile(0.5) == window[math.ceil(0.5 * n) - 1]
+        assert stats.ttft_quantile(0.9) == window[math.ceil(0.9 * n) - 1]
+    assert len(stats._ttft_sorted) == TTFT_WINDOW
