@@ -13,8 +13,9 @@ trace and seed:
     router-outq75    policy.output_estimate.enabled with quantile 0.75
     router-least     policy.spread: least_loaded
 
-and prints one Markdown table per scenario, the targets' verdicts, and the simulator's
-speed (``--speed-requests`` requests of the router alone, one process, one core).
+and prints one Markdown table per scenario, the targets' verdict (``hybrid-router
+simulate``'s own checks), and the simulator's speed (``--speed-requests`` requests of the
+router alone, one process, one core).
 
     .venv/bin/python bench/bench_routing.py                       # 50,000 per scenario
     .venv/bin/python bench/bench_routing.py --requests 5000 --scenarios steady --json out.json
@@ -30,6 +31,7 @@ import time
 from typing import Any
 
 import router.policy.planner as planner
+from hybrid_router_cli.render_simulate import targets, verdict_line
 from router.config import OutputEstimateConfig
 from router.simulation import RouterStrategy, Simulation, compare
 from router.simulation.scenarios import SCENARIOS, build
@@ -67,9 +69,9 @@ def _pct(x: float | None) -> str:
 
 def table(summaries: dict[str, Any]) -> str:
     lines = [
-        "| strategy | SLO met | vs oracle | cost $ | vs oracle | edge / gpu / hosted "
-        "| p50 / p99 total s | refused / failed / cut |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
+        "| strategy | SLO met | vs oracle | cost $ | vs oracle | $ per 1k met "
+        "| edge / gpu / hosted | p50 / p99 total s | refused / failed / cut |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for s in summaries.values():
         share = " / ".join(f"{100 * s.tier_share[t]:.0f}" for t in ("edge", "gpu", "hosted"))
@@ -80,33 +82,13 @@ def table(summaries: dict[str, Any]) -> str:
         )
         name = f"**{s.strategy}**" if s.strategy == "router" else s.strategy
         vs_cost = "-" if s.cost_vs_oracle is None else f"{s.cost_vs_oracle:.2f}x"
+        per_met = "-" if s.cost_per_met_usd is None else f"{1000 * s.cost_per_met_usd:.3f}"
         lines.append(
             f"| {name} | {_pct(s.attainment)} | {_pct(s.attainment_vs_oracle)} | "
-            f"{s.cost_usd:.2f} | {vs_cost} | {share} | {lat} | {s.refused} / {s.failed} / {s.cut} |"
+            f"{s.cost_usd:.2f} | {vs_cost} | {per_met} | {share} | {lat} | "
+            f"{s.refused} / {s.failed} / {s.cut} |"
         )
     return "\n".join(lines)
-
-
-def verdict(summaries: dict[str, Any]) -> dict[str, Any]:
-    r = summaries["router"]
-    hosted = summaries.get("always-hosted")
-    lite = [s for n, s in summaries.items() if n.startswith("litellm-")]
-    out: dict[str, Any] = {
-        "oracle_attainment_ratio": r.attainment_vs_oracle,
-        "oracle_cost_ratio": r.cost_vs_oracle,
-        "meets_oracle_target": (r.attainment_vs_oracle or 0) >= 0.99
-        and (r.cost_vs_oracle or 9) <= 1.05,
-    }
-    if hosted is not None:
-        out["cheaper_than_hosted"] = 1 - r.cost_usd / hosted.cost_usd if hosted.cost_usd else None
-        out["attainment_minus_hosted"] = r.attainment - hosted.attainment
-        out["meets_hosted_target"] = (
-            r.attainment >= hosted.attainment and r.cost_usd <= 0.7 * hosted.cost_usd
-        )
-    out["beats_litellm"] = {
-        s.strategy: r.attainment > s.attainment and r.cost_usd < s.cost_usd for s in lite
-    }
-    return out
 
 
 def main() -> int:
@@ -130,11 +112,11 @@ def main() -> int:
             flush=True,
         )
         print(table(res.summaries))
-        v = verdict(res.summaries)
-        print("\n" + json.dumps(v), flush=True)
+        found = targets(res.summaries)  # the command's own target checks
+        print("\n" + verdict_line(found), flush=True)
         results["scenarios"][name] = {
             "summaries": {k: s.to_json(series=False) for k, s in res.summaries.items()},
-            "verdict": v,
+            "targets": [dataclasses.asdict(t) for t in found],
         }
     if args.speed_requests:
         fleet, trace = build("steady", args.speed_requests, args.seed)

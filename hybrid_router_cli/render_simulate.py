@@ -52,6 +52,7 @@ CSV_FIELDS = (
     "total_attainment",
     "cost_usd",
     "cost_vs_oracle",
+    "cost_per_met_usd",
     "edge_share",
     "gpu_share",
     "hosted_share",

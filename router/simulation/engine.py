@@ -9,9 +9,9 @@ error, no first token within ``policy.ttft_timeout_ms``) moves on to the next ba
 the order, a failure after it ends the answer cut short.
 
 Each backend serves ``slots`` requests at once (FIFO queue beyond), with a true TTFT and
-decode rate drawn per request and backend (log-normal around the fleet's medians) when
-the request arrives, in a fixed order, so every strategy meets the same truth and
-:mod:`router.simulation.oracle` can read it too. Decode slows with the batch
+decode rate per request and backend (log-normal around the fleet's medians; :class:`Truth`:
+a pure function of the seed, the request and the backend), so every strategy meets the
+same truth and :mod:`router.simulation.oracle` can read it too. Decode slows with the batch
 (``batch_slowdown`` at a full one, taken when the request starts). Backends that report
 their load (model servers, Ray Serve, edge devices) are polled every
 ``policy.load_poll_interval_s`` as the router polls them.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,17 +82,24 @@ class Outcome:
 
 
 class _Request:
-    __slots__ = ("index", "tr", "at", "order", "pos", "outcome", "draws", "first_at")
+    __slots__ = ("index", "tr", "at", "order", "pos", "outcome", "truth", "drawn", "first_at")
 
-    def __init__(self, index: int, tr: TraceRequest, draws: list[tuple[float, float, float]]):
+    def __init__(self, index: int, tr: TraceRequest, truth: Truth) -> None:
         self.index = index
         self.tr = tr
         self.at = tr.at_s
         self.order: list[str] = []
         self.pos = 0
         self.outcome = Outcome(index)
-        self.draws = draws
+        self.truth = truth
+        self.drawn: list[tuple[float, float, float] | None] = [None] * truth.n
         self.first_at: float | None = None
+
+    def draw(self, backend: int) -> tuple[float, float, float]:
+        d = self.drawn[backend]
+        if d is None:
+            d = self.drawn[backend] = self.truth.of(self.index, backend)
+        return d
 
 
 class _Attempt:
@@ -127,31 +133,50 @@ class _Backend:
 _FIRST, _DONE, _FAIL, _TIMEOUT, _OUTAGE, _POLL = range(6)
 
 
-def draw_truth(fleet: Fleet, seed: int, n: int) -> Callable[[], list[tuple[float, float, float]]]:
-    """A function giving, per call (one per arrival, in order), each backend's
-    (ttft_ms, decode tokens/s, uniform for the error draw) for that request."""
-    rngs = []
-    params = []
-    for i, spec in enumerate(fleet.specs):
-        m = fleet.models[spec.name]
-        rngs.append(random.Random(seed * 1_000_003 + i))
-        sigma = math.log(m.ttft_p90_ms / m.ttft_ms) / _Z90 if m.ttft_p90_ms > m.ttft_ms else 0.0
-        params.append((m.ttft_ms, sigma, m.decode_tokens_per_s, m.decode_spread))
+_MASK = (1 << 64) - 1
+_TWO_PI = 2.0 * math.pi
+_U53 = 2.0**-53
 
-    def draw() -> list[tuple[float, float, float]]:
-        out = []
-        for rng, (ttft, sigma, rate, spread) in zip(rngs, params, strict=True):
-            g = rng.gauss
-            out.append(
-                (
-                    ttft * math.exp(sigma * g()) if sigma else ttft,
-                    rate * math.exp(spread * g()) if spread else rate,
-                    rng.random(),
-                )
-            )
-        return out
 
-    return draw
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of ``x``."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+class Truth:
+    """What each request really sees on each backend: (TTFT ms when a slot is free,
+    decode tokens/s, a uniform for the error draw), log-normal around the fleet's medians.
+
+    A pure function of (seed, request index, backend index) (counter-based draws: a
+    hash, not a stream), so a strategy computes only the backends it tries, and every
+    strategy, the oracle and the bound read the same values for a seed.
+    """
+
+    def __init__(self, fleet: Fleet, seed: int) -> None:
+        self.n = len(fleet.specs)
+        self.key = _mix(seed & _MASK)
+        self.params = []
+        for spec in fleet.specs:
+            m = fleet.models[spec.name]
+            sigma = math.log(m.ttft_p90_ms / m.ttft_ms) / _Z90 if m.ttft_p90_ms > m.ttft_ms else 0.0
+            self.params.append((m.ttft_ms, sigma, m.decode_tokens_per_s, m.decode_spread))
+
+    def of(self, index: int, backend: int) -> tuple[float, float, float]:
+        ttft, sigma, rate, spread = self.params[backend]
+        h1 = _mix(self.key ^ (index * 1024 + backend))
+        h2 = _mix(h1)
+        h3 = _mix(h2)
+        # Box-Muller: two independent standard normals from two uniforms in (0, 1].
+        r = math.sqrt(-2.0 * math.log(((h1 >> 11) + 1) * _U53))
+        theta = _TWO_PI * (h2 >> 11) * _U53
+        return (
+            ttft * math.exp(sigma * r * math.cos(theta)) if sigma else ttft,
+            rate * math.exp(spread * r * math.sin(theta)) if spread else rate,
+            (h3 >> 11) * _U53,
+        )
 
 
 class Simulation:
@@ -201,7 +226,7 @@ class Simulation:
             return None
         if m.throttle and m.throttled_at(now) is not None:
             return None
-        ttft_ms, rate, u = req.draws[b.index]
+        ttft_ms, rate, u = req.draw(b.index)
         if u < m.error_rate:
             return None
         out = req.tr.output_tokens
@@ -216,7 +241,7 @@ class Simulation:
             for q in b.queue:
                 if not q.live:
                     continue
-                q_ttft, q_rate, _ = q.req.draws[b.index]
+                q_ttft, q_rate, _ = q.req.draw(b.index)
                 at = max(now, heapq.heappop(free))
                 heapq.heappush(
                     free, at + q_ttft / 1000.0 + q.req.tr.output_tokens / (q_rate * full)
@@ -241,7 +266,7 @@ class Simulation:
         strategy.bind(self)
         self.strategy = strategy
         self._completed = getattr(strategy, "completed", None)
-        draw = draw_truth(self.fleet, self.seed, len(trace))
+        truth = Truth(self.fleet, self.seed)
         heap = self._heap
         push = self._push
         for b in self.backends:
@@ -268,7 +293,7 @@ class Simulation:
                 self.now = t
                 handlers[kind](obj)
             self.now = at
-            req = _Request(i, tr, draw())
+            req = _Request(i, tr, truth)
             self._current = req
             outcomes.append(req.outcome)
             chosen = strategy.order(i, tr, at)
@@ -320,12 +345,12 @@ class Simulation:
                 if w is not None:
                     self._push(now + m.fail_after_ms / 1000.0, _FAIL, (att, w[2] or None, "429"))
                     return
-            if req.draws[b.index][2] < m.error_rate:
+            if req.draw(b.index)[2] < m.error_rate:
                 self._push(now + m.fail_after_ms / 1000.0, _FAIL, (att, None, "error"))
                 return
             slots = m.slots
             if slots == 0 or b.busy < slots:
-                if req.draws[b.index][0] > self.ttft_timeout_ms:
+                if req.draw(b.index)[0] > self.ttft_timeout_ms:
                     self._push(now + self.ttft_timeout_s, _TIMEOUT, att)
                 self._start(att)
             else:  # it may wait past the timeout
@@ -343,7 +368,7 @@ class Simulation:
         b.busy += 1
         b.serving.add(att)
         att.started = now
-        ttft_ms, rate, _ = att.req.draws[b.index]
+        ttft_ms, rate, _ = att.req.draw(b.index)
         if m.batch_slowdown and m.slots:
             rate *= 1.0 - m.batch_slowdown * b.busy / m.slots
         att.rate = rate

@@ -1,7 +1,7 @@
 """Two limits of any routing strategy on a trace: the oracle and the bound.
 
 Both know each request's true TTFT, decode rate and error draw on every backend (the same
-draws the simulation makes, :func:`router.simulation.engine.draw_truth`) and the fleet's
+draws the simulation makes, :class:`router.simulation.engine.Truth`) and the fleet's
 outage and throttle windows.
 
 ``oracle`` (:class:`Oracle`) routes inside the simulation like any strategy, with
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from router.policy import cost_usd
-from router.simulation.engine import Outcome, Simulation, draw_truth
+from router.simulation.engine import Outcome, Simulation, Truth
 from router.simulation.fleet import BackendModel, Fleet
 from router.simulation.strategies import eligible
 from router.simulation.trace import TraceRequest
@@ -66,13 +66,12 @@ def run_bound(
     progress: Callable[[int], None] | None = None,
 ) -> list[Outcome]:
     """The bound's outcome for every request of ``trace`` (same seed as the runs)."""
-    draw = draw_truth(fleet, seed, len(trace))
+    truth = Truth(fleet, seed)
     index = {s.name: i for i, s in enumerate(fleet.specs)}
     cache: dict[tuple[object, ...], list] = {}
     outcomes = []
     step = max(1, len(trace) // 100)
     for i, tr in enumerate(trace):
-        truth = draw()
         key = (tr.tenant, tr.data_class, tr.prompt_tokens, tr.planned_output_tokens)
         specs = cache.get(key)
         if specs is None:
@@ -90,7 +89,7 @@ def run_bound(
         best: tuple[tuple[int, float, float], object, float, float, float] | None = None
         for spec in specs:
             model = fleet.models[spec.name]
-            ttft_ms, rate, u = truth[index[spec.name]]
+            ttft_ms, rate, u = truth.of(i, index[spec.name])
             if u < model.error_rate:
                 continue
             service = ttft_ms / 1000.0 + tr.output_tokens / rate

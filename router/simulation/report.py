@@ -49,6 +49,9 @@ class Summary:
     ttft_attainment: float | None
     total_attainment: float | None
     cost_usd: float
+    #: Cost per request that met its SLO (a strategy that fails requests pays nothing for
+    #: them, so its total cost alone flatters it). None when none met it.
+    cost_per_met_usd: float | None
     completed: int
     refused: int
     failed: int
@@ -139,6 +142,7 @@ def summarize(
         ttft_attainment=ttft_ok / ttft_n if ttft_n else None,
         total_attainment=total_ok / total_n if total_n else None,
         cost_usd=cost,
+        cost_per_met_usd=cost / met if met else None,
         completed=done,
         refused=counts["refused"],
         failed=counts["failed"],
