@@ -77,6 +77,7 @@ async def run(address: str, args: argparse.Namespace, pid: int, metrics_port: in
     codes: collections.Counter[str] = collections.Counter()
     done = 0
     warm: dict[str, int] = {}
+    curve: list[tuple[int, int]] = []  # (requests done, router RSS kB) every 5%
     t0 = time.monotonic()
     ident = bytes
     next_index = 0
@@ -109,7 +110,11 @@ async def run(address: str, args: argparse.Namespace, pid: int, metrics_port: in
                     warm["at_request"] = done
                 if done % max(1, args.requests // 20) == 0:
                     rate = done / (time.monotonic() - t0)
-                    print(f"  {done:,}/{args.requests:,} ({rate:,.0f}/s)", flush=True)
+                    rss = procs.rss_kb(pid)
+                    curve.append((done, rss))
+                    print(
+                        f"  {done:,}/{args.requests:,} ({rate:,.0f}/s, rss {rss:,} kB)", flush=True
+                    )
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     await asyncio.sleep(1.0)  # cancelled streams finish their clean-up
@@ -124,6 +129,7 @@ async def run(address: str, args: argparse.Namespace, pid: int, metrics_port: in
         "after_warmup": warm,
         "end": end,
         "rss_growth_pct": None if growth is None else round(growth, 1),
+        "rss_kb_curve": curve,
     }
 
 

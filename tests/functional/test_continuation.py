@@ -213,3 +213,44 @@ async def test_the_seam_loses_and_repeats_nothing_across_100_forced_failures(
         assert usage.continued and usage.complete and usage.output_tokens == 40
         seams += 1
     assert seams == 100
+
+
+async def test_an_answer_cut_after_its_last_token_is_not_continued_past_max_output_tokens(
+    start_router: Any, channel_to: Any, model_server: Any
+) -> None:
+    """A backend that fails after its last token (all max_output_tokens streamed) but
+    before its end leaves no output budget: no Continuation (which would ask the next
+    backend for one more token and make the answer longer than max_output_tokens); the
+    answer ends as without the option. Seen in bench/bench_kills.py: a model server
+    SIGKILLed between its last delta and its done event."""
+    from rtutil import ms_backend
+
+    from serving.engines.base import EngineError
+    from serving.engines.scripted import ScriptedEngine
+
+    class FailsBeforeItsEnd(ScriptedEngine):
+        async def _generate(self, request: Any) -> Any:  # type: ignore[override]
+            async for chunk in super()._generate(request):
+                if chunk.done:
+                    raise EngineError("killed before its end", "unavailable")
+                yield chunk
+
+    flaky, steady = FailsBeforeItsEnd(), ScriptedEngine()
+    router = await start_router(
+        [ms_backend("gpu-a", "gpu", await model_server(flaky), cost={"gpu_hourly_usd": 0.1,
+                    "gpu_throughput_tokens_per_s": 1000}),
+         ms_backend("gpu-b", "gpu", await model_server(steady), cost={"gpu_hourly_usd": 9.0,
+                    "gpu_throughput_tokens_per_s": 1000})],
+    )  # fmt: skip
+    events: list[Any] = []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for ev in stub(router, channel_to).Generate(
+            make_request("one two three", max_output_tokens=6, continue_on_failure=True)
+        ):
+            events.append(ev)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert not any(e.HasField("continuation") for e in events)
+    assert text_of(events) == "one two three one two three"  # all 6 tokens, no 7th
+    usage = events[-1].usage
+    assert not usage.complete and usage.backend == "gpu-a" and usage.output_tokens == 6
+    assert steady.started == []  # gpu-b was never asked for more
