@@ -15,7 +15,11 @@ fits the request's JSON format and tools), usage and failovers.
 - Poison messages: every failure writes ``<failure prefix><message id>.json`` (reason,
   status, whether retrying can help, receive count) and reports the record as failed;
   after the queue's ``maxReceiveCount`` receives SQS moves the message to the DLQ, where
-  its message id finds the reason.
+  its message id finds the reason. A success on a later receive removes the record. A
+  job running elsewhere (ABORTED: the message was delivered again while an invocation
+  still runs it) is logged and retried but stores no record: the running invocation's
+  own outcome is the one recorded (when it succeeds on the first receive, nothing would
+  remove a record written now).
 - A failure no retry can help (``lambda_edge.status.permanent``: a bad body, a prompt no
   window holds (OUT_OF_RANGE), a cost cap or data class the policy refuses
   (FAILED_PRECONDITION)...) goes to the DLQ at once when ``HYBRID_ROUTER_JOBS_DLQ_URL`` is
@@ -66,11 +70,13 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 class JobFailed(Exception):
     """A job failed; ``permanent`` when retrying the same message cannot help."""
 
-    def __init__(self, status: str, reason: str, *, permanent: bool) -> None:
+    def __init__(self, status: str, reason: str, *, permanent: bool, store: bool = True) -> None:
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
         self.permanent = permanent
+        #: False: logged, no failure record (the job is running in another invocation).
+        self.store = store
 
 
 def _now() -> str:
@@ -155,6 +161,8 @@ def make_sqs_handler(rt: Runtime) -> Handler:
         }
         log.warning("job failed", extra=doc)
         tel.failure("sqs", err.status, err.reason, request_id=job_id, permanent=err.permanent)
+        if not err.store:
+            return
         try:
             s3.put_object(
                 Bucket=settings.jobs_bucket,
@@ -223,6 +231,7 @@ def make_sqs_handler(rt: Runtime) -> Handler:
                     "ABORTED",
                     f"job {job_id!r} is running elsewhere; retried later",
                     permanent=False,
+                    store=False,
                 ) from None
         except JobFailed as err:
             record_failure(record, job_id, err)

@@ -51,17 +51,24 @@ class Strategy(Protocol):
     def admit(self, backend: str, now: float) -> bool:
         """Whether the backend may be tried now (the router: its circuit breaker)."""
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
-        """An attempt on ``backend`` ended."""
+    def observe(self, seen: Observation) -> None:
+        """An attempt ended (what the strategy may learn from it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """An attempt on a backend ended: what a strategy may learn from it."""
+
+    backend: str
+    ok: bool
+    now: float
+    #: From the attempt's start (a success only).
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    #: Prompt and answer tokens (a success only).
+    tokens: int = 0
+    #: The backend's Retry-After, seconds (a 429 that sent one).
+    retry_after_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -424,7 +431,9 @@ class Simulation:
         )
         st.end()
         self.strategy.observe(
-            b.spec.name, True, ttft_ms, total_ms, tr.prompt_tokens + tr.output_tokens, None, now
+            Observation(
+                b.spec.name, True, now, ttft_ms, total_ms, tr.prompt_tokens + tr.output_tokens
+            )
         )
         out = req.outcome
         out.status = "ok"
@@ -447,7 +456,7 @@ class Simulation:
         st = b.stats
         st.record_failure(ErrorClass.RETRYABLE, retry_after, message=why)
         st.end()
-        self.strategy.observe(b.spec.name, False, None, None, 0, retry_after, self.now)
+        self.strategy.observe(Observation(b.spec.name, False, self.now, retry_after_s=retry_after))
         att.req.outcome.reason = f"{b.spec.name}: {why}"
         self._next(att.req)
 
@@ -471,7 +480,7 @@ class Simulation:
             st.record_first_token((att.first_at - att.dispatched) * 1000.0)
             st.record_failure(ErrorClass.RETRYABLE, message="outage")
             st.end()
-            self.strategy.observe(b.spec.name, False, None, None, 0, None, now)
+            self.strategy.observe(Observation(b.spec.name, False, now))
             req = att.req
             tokens = int((now - att.first_at) * att.rate)
             out = req.outcome

@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from router.policy import cost_usd
-from router.simulation.engine import Outcome, Simulation, Truth
+from router.simulation.engine import Observation, Outcome, Simulation, Truth
 from router.simulation.fleet import BackendModel, Fleet
-from router.simulation.strategies import eligible
+from router.simulation.strategies import Eligibility
 from router.simulation.trace import TraceRequest
 from router.types import BackendSpec
 
@@ -68,16 +68,11 @@ def run_bound(
     """The bound's outcome for every request of ``trace`` (same seed as the runs)."""
     truth = Truth(fleet, seed)
     index = {s.name: i for i, s in enumerate(fleet.specs)}
-    cache: dict[tuple[object, ...], list] = {}
+    candidates = Eligibility(fleet)
     outcomes = []
     step = max(1, len(trace) // 100)
     for i, tr in enumerate(trace):
-        key = (tr.tenant, tr.data_class, tr.prompt_tokens, tr.planned_output_tokens)
-        specs = cache.get(key)
-        if specs is None:
-            if len(cache) > 100_000:
-                cache.clear()
-            specs = cache[key] = eligible(fleet, i, tr)
+        specs = candidates(i, tr)
         out = Outcome(i)
         outcomes.append(out)
         if progress is not None and i % step == 0:
@@ -86,7 +81,7 @@ def run_bound(
             out.status = "refused"
             out.reason = "no eligible backend"
             continue
-        best: tuple[tuple[int, float, float], object, float, float, float] | None = None
+        best: tuple[tuple[int, float, float], BackendSpec, float, float, float] | None = None
         for spec in specs:
             model = fleet.models[spec.name]
             ttft_ms, rate, u = truth.of(i, index[spec.name])
@@ -112,10 +107,10 @@ def run_bound(
             out.status = "failed"
             out.reason = "every eligible backend fails this request"
             continue
-        _, spec, ttft, total, cost = best
+        _, chosen, ttft, total, cost = best
         out.status = "ok"
-        out.backend = spec.name  # type: ignore[attr-defined]
-        out.tier = spec.tier  # type: ignore[attr-defined]
+        out.backend = chosen.name
+        out.tier = chosen.tier
         out.ttft_ms = ttft
         out.total_ms = total
         out.cost_usd = cost
@@ -131,20 +126,10 @@ class Oracle:
     def bind(self, sim: Simulation) -> None:
         self.sim = sim
         self.keep = 1 + sim.fleet.params.max_fallbacks
-        self._eligible: dict[tuple[object, ...], list[BackendSpec]] = {}
+        self._eligible = Eligibility(sim.fleet)
 
     def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
-        key = (
-            request.tenant,
-            request.data_class,
-            request.prompt_tokens,
-            request.planned_output_tokens,
-        )
-        specs = self._eligible.get(key)
-        if specs is None:
-            if len(self._eligible) > 100_000:
-                self._eligible.clear()
-            specs = self._eligible[key] = eligible(self.sim.fleet, index, request)
+        specs = self._eligible(index, request)
         if not specs:
             return "no eligible backend (data class, window or tenant)"
         rows = []
@@ -170,14 +155,5 @@ class Oracle:
     def admit(self, backend: str, now: float) -> bool:
         return True
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
+    def observe(self, seen: Observation) -> None:
         pass

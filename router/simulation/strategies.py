@@ -42,7 +42,7 @@ from router.simulation.trace import TraceRequest
 from router.types import BackendSnapshot, BackendSpec, Features, InferenceRequest, Tier, TokenCount
 
 if TYPE_CHECKING:
-    from router.simulation.engine import Simulation
+    from router.simulation.engine import Observation, Simulation
     from router.simulation.fleet import Fleet
 
 #: Bytes per prompt token when a trace gives counts (the estimate's ~2.6 chars, rounded up).
@@ -152,17 +152,25 @@ class RouterStrategy:
         """A complete answer (dispatch records it for the tenant)."""
         self.outputs.record(request.tenant, request.planned_output_tokens, request.output_tokens)
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
+    def observe(self, seen: Observation) -> None:
         pass  # the simulation feeds the router's BackendStats itself, as dispatch does
+
+
+class Eligibility:
+    """:func:`eligible`, remembered per combination of the fields it depends on."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._found: dict[tuple[object, ...], list[BackendSpec]] = {}
+
+    def __call__(self, index: int, tr: TraceRequest) -> list[BackendSpec]:
+        key = (tr.tenant, tr.data_class, tr.prompt_tokens, tr.planned_output_tokens)
+        found = self._found.get(key)
+        if found is None:
+            if len(self._found) > 100_000:
+                self._found.clear()
+            found = self._found[key] = eligible(self.fleet, index, tr)
+        return found
 
 
 class _Baseline:
@@ -173,17 +181,7 @@ class _Baseline:
     def bind(self, sim: Simulation) -> None:
         self.sim = sim
         self.keep = 1 + sim.fleet.params.max_fallbacks
-        self._eligible: dict[tuple[object, ...], list[BackendSpec]] = {}
-
-    def _candidates(self, index: int, tr: TraceRequest) -> list[BackendSpec]:
-        # Eligibility depends on these fields only; cached per distinct combination.
-        key = (tr.tenant, tr.data_class, tr.prompt_tokens, tr.planned_output_tokens)
-        found = self._eligible.get(key)
-        if found is None:
-            if len(self._eligible) > 100_000:
-                self._eligible.clear()
-            found = self._eligible[key] = eligible(self.sim.fleet, index, tr)
-        return found
+        self._candidates = Eligibility(sim.fleet)
 
     def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
         specs = self._candidates(index, request)
@@ -198,16 +196,7 @@ class _Baseline:
     def admit(self, backend: str, now: float) -> bool:
         return True
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
+    def observe(self, seen: Observation) -> None:
         pass
 
 
@@ -271,20 +260,12 @@ class _LiteLLM(_Baseline):
     def admit(self, backend: str, now: float) -> bool:
         return now >= self._until.get(backend, 0.0)
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
-        if ok:
+    def observe(self, seen: Observation) -> None:
+        if seen.ok:
             return
-        if retry_after_s is not None:
-            self._until[backend] = now + max(self.COOLDOWN_S, retry_after_s)
+        now, backend = seen.now, seen.backend
+        if seen.retry_after_s is not None:
+            self._until[backend] = now + max(self.COOLDOWN_S, seen.retry_after_s)
             return
         fails = self._fails.setdefault(backend, deque())
         fails.append(now)
@@ -319,19 +300,10 @@ class LatencyBased(_LiteLLM):
         super().bind(sim)
         self._ttft: dict[str, deque[float]] = {}
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
-        super().observe(backend, ok, ttft_ms, total_ms, tokens, retry_after_s, now)
-        if ok and ttft_ms is not None:
-            self._ttft.setdefault(backend, deque(maxlen=10)).append(ttft_ms)
+    def observe(self, seen: Observation) -> None:
+        super().observe(seen)
+        if seen.ok and seen.ttft_ms is not None:
+            self._ttft.setdefault(seen.backend, deque(maxlen=10)).append(seen.ttft_ms)
 
     def _rank(self, specs: list[BackendSpec], tr: TraceRequest, now: float) -> list[BackendSpec]:
         def mean(s: BackendSpec) -> float:
@@ -355,20 +327,11 @@ class UsageBased(_LiteLLM):
             self._minute = minute
             self._tpm.clear()
 
-    def observe(
-        self,
-        backend: str,
-        ok: bool,
-        ttft_ms: float | None,
-        total_ms: float | None,
-        tokens: int,
-        retry_after_s: float | None,
-        now: float,
-    ) -> None:
-        super().observe(backend, ok, ttft_ms, total_ms, tokens, retry_after_s, now)
-        if ok:
-            self._roll(now)
-            self._tpm[backend] = self._tpm.get(backend, 0) + tokens
+    def observe(self, seen: Observation) -> None:
+        super().observe(seen)
+        if seen.ok:
+            self._roll(seen.now)
+            self._tpm[seen.backend] = self._tpm.get(seen.backend, 0) + seen.tokens
 
     def _rank(self, specs: list[BackendSpec], tr: TraceRequest, now: float) -> list[BackendSpec]:
         self._roll(now)

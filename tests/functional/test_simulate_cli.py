@@ -368,6 +368,7 @@ def _summary(name: str, attainment: float, cost: float) -> Summary:
         ttft_attainment=None,
         total_attainment=None,
         cost_usd=cost,
+        cost_per_met_usd=cost / round(attainment * 1000) if attainment else None,
         completed=1000,
         refused=0,
         failed=0,

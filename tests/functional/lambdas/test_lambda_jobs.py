@@ -311,3 +311,44 @@ async def test_a_job_with_a_bad_tool_field_is_a_permanent_failure_naming_it(stac
     )
     assert reason["status"] == "INVALID_ARGUMENT" and reason["permanent"] is True
     assert reason["reason"].startswith("request.tools[0]: type 'web_search': only function tools")
+
+
+async def test_a_job_running_elsewhere_leaves_no_failure_record(
+    stack, jobs_runtime, model_server, start_router
+):
+    """A message delivered again while its first delivery still runs the job (a batch
+    slower than the visibility timeout, or SQS delivering twice) fails with ABORTED and
+    comes back. It stores no failure record: the first delivery succeeds with receive
+    count 1 and deletes the message, so nothing would remove one (bench_sqs_jobs.py)."""
+    engine = ScriptedEngine(reply_tokens=2, ttft_ms=3000)  # the second delivery comes meanwhile
+    router = await start_router([ms_backend("gpu-a", "gpu", await model_server(engine))])
+    first = make_sqs_handler(jobs_runtime(router.port))  # two Lambda containers
+    second = make_sqs_handler(jobs_runtime(router.port))
+    mid = stack.send(job("job-slow", "one two"))
+    delivered = await asyncio.to_thread(stack.receive)
+    running = asyncio.ensure_future(
+        asyncio.to_thread(
+            first, sqs_event(delivered, stack.queue_arn), LambdaContext(timeout_s=120)
+        )
+    )
+    for _ in range(200):
+        if engine.started:
+            break
+        await asyncio.sleep(0.05)
+    assert engine.started == ["job-slow"]
+    # The visibility timeout passes while the job runs: SQS delivers the message again.
+    stack.sqs.change_message_visibility(
+        QueueUrl=stack.queue_url, ReceiptHandle=delivered[0]["ReceiptHandle"], VisibilityTimeout=0
+    )
+    again = await asyncio.to_thread(stack.receive)
+    assert [m["MessageId"] for m in again] == [mid]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    resp = await asyncio.to_thread(
+        second, sqs_event(again, stack.queue_arn), LambdaContext(timeout_s=120)
+    )
+    assert resp["batchItemFailures"] == [{"itemIdentifier": mid}]
+    assert (await running)["batchItemFailures"] == []
+    assert engine.started == ["job-slow"]
+    assert stack.result("job-slow")["text"] == "one two"
+    listed = stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix="failures/")
+    assert listed.get("Contents", []) == []
