@@ -8,6 +8,7 @@ import dataclasses
 from collections import Counter
 
 import pytest
+from test_planner import GPU, HOSTED, features, make_request
 
 from router.config import OutputEstimateConfig, PolicyConfig
 from router.output_lengths import OutputLengths
@@ -15,7 +16,6 @@ from router.policy import plan
 from router.policy.estimate import estimate
 from router.records import policy_params
 from router.types import BackendSnapshot, Prices, Priors, TokenCount
-from tests.unit.test_planner import GPU, HOSTED, features, make_request
 
 NOW = 500.0
 REPLICAS = [dataclasses.replace(GPU, name=f"gpu-{c}", max_concurrency=8) for c in "abcd"]
