@@ -372,6 +372,13 @@ async def test_chat_failure_after_the_first_token_is_incomplete_and_exits_1(tier
 
 
 @pytest.mark.skipif(not CLI, reason="console script not installed")
+def _interruptible() -> None:
+    """In the child, before exec: SIGINT as a terminal sends it. A suite started in the
+    background by a non-interactive shell (``cmd &``, nohup) runs with SIGINT ignored,
+    children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_ctrl_c_cancels_the_stream_at_the_backend(model_server, start_router):
     slow = ScriptedEngine(tokens_per_s=10)
     router = await start_router([ms_backend("gpu-slow", "gpu", await model_server(slow))])
@@ -387,6 +394,7 @@ async def test_ctrl_c_cancels_the_stream_at_the_backend(model_server, start_rout
         "tick tock",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
     assert proc.stdout is not None
     seen = b""
@@ -445,6 +453,7 @@ async def test_backends_watch_json_polls_until_ctrl_c(tiers):
         "--json",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
     assert proc.stdout is not None
     lines = [await asyncio.wait_for(proc.stdout.readline(), 30) for _ in range(3)]
