@@ -4,9 +4,9 @@ A scripted model server (full speed) and ``hybrid-router serve`` with its metric
 as separate processes on 127.0.0.1. ``--requests`` Generate calls from ``--concurrency``
 concurrent callers, mixed: prompts of 1 to ~4,000 characters, 1 to 64 output tokens, a
 share of JSON-schema and tool requests, and ``--cancel-share`` of the streams cancelled
-by the caller after their first event (the Decision). After the warm-up (``--warmup`` requests) and at
-the end it reads the router's RSS, open file descriptors and threads from /proc and its
-asyncio tasks from ``hybrid_router_event_loop_tasks`` on /metrics.
+by the caller after their first event (the Decision). After the warm-up (``--warmup``
+requests) and at the end it reads the router's RSS, open file descriptors and threads
+from /proc and its asyncio tasks from ``hybrid_router_event_loop_tasks`` on /metrics.
 
 Targets: RSS growth under 10% after the warm-up; no growth in file descriptors, threads
 or tasks; every request ends OK or CANCELLED. Exit status 1 when one is missed.
