@@ -20,6 +20,7 @@ the order is total and deterministic.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 from router.policy.records import Weights
@@ -141,7 +142,7 @@ def spread(
     rows: Sequence[Candidate],
     loads: Sequence[float],
     mode: str,
-    key: int,
+    request_id: str,
     tolerance: float,
 ) -> list[int]:
     """Load spreading among the candidates *equivalent* to the first of ``order``: the
@@ -153,8 +154,8 @@ def spread(
 
     ``loads[i]``: candidate i's load per slot (max(in flight, reported) / max_concurrency).
 
-    - ``power_of_two``: two of the equivalent candidates, picked by ``key`` (a hash of the
-      request id: deterministic per request, spread across requests), the less loaded
+    - ``power_of_two``: two of the equivalent candidates, picked by the CRC-32 of
+      ``request_id`` (deterministic per request, spread across requests), the less loaded
       first. Robust when several router replicas decide on slightly stale loads.
     - ``least_loaded``: the least loaded of them first.
     - ``off``: the order as it is.
@@ -181,6 +182,7 @@ def spread(
     if mode == "least_loaded":
         pick = min(range(n), key=lambda k: (loads[order[k]], k))
     else:
+        key = zlib.crc32(request_id.encode())  # only now: most plans have no equivalents
         a = key % n  # the first drawn wins a tie, so equal loads spread evenly
         b = (a + 1 + (key // n) % (n - 1)) % n
         pick = b if loads[order[b]] < loads[order[a]] else a

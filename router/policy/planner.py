@@ -24,7 +24,6 @@ Errors, checked in this order (docs/policy.md#errors):
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -227,7 +226,7 @@ def plan(
             accepted,
             loads,
             cfg.spread,
-            zlib.crc32(req.request_id.encode()),
+            req.request_id,
             cfg.spread_tolerance,
         )
     kept = min(len(order), 1 + cfg.max_fallbacks)

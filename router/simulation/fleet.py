@@ -39,6 +39,7 @@ from router.config.loading import yaml_problem
 from router.errors import ConfigError
 from router.policy.records import PolicyParams
 from router.records import policy_params
+from router.security.tenants import TenantAccess
 from router.types import BackendSpec, Tier
 
 #: Kinds whose servers report their own load (queued + running) and the time a request
@@ -196,14 +197,9 @@ def build_fleet(
             "the router configuration has no backends to simulate", source=source, key="backends"
         )
     tenants: dict[str, frozenset[str]] = {}
-    auth = getattr(config, "auth", None)
-    for t in getattr(auth, "tenants", None) or ():
-        allowed = [
-            s.name
-            for s in specs
-            if (not t.backends or s.name in t.backends) and (not t.tiers or s.tier in t.tiers)
-        ]
-        tenants[t.name] = frozenset(allowed)
+    for t in config.auth.tenants:
+        access = TenantAccess.from_config(t)  # the router's own rule of who may use what
+        tenants[t.name] = frozenset(s.name for s in specs if access.allows(s))
     return Fleet(
         specs=specs,
         models={s.name: model_for(s, behaviour.get(s.name)) for s in specs},

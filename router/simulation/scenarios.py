@@ -29,6 +29,36 @@ from router.types import DataClass
 _ALL = ["public", "internal", "restricted"]
 
 
+def _hosted(
+    name: str,
+    kind: str,
+    window: int,
+    ttft_ms: float,
+    rate: float,
+    input_usd: float,
+    output_usd: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A hosted backend of the reference fleet (prices per million tokens)."""
+    return {
+        "name": name,
+        "tier": "hosted",
+        "kind": kind,
+        "endpoint": "http://127.0.0.1:1" + ("/v1" if kind == "openai" else ""),
+        "model": name.replace("hosted-", "") + "-hosted",
+        "context_window": window,
+        "max_concurrency": 256,
+        "data_classes": ["public", "internal"],
+        "priors": {"ttft_ms": ttft_ms, "decode_tokens_per_s": rate},
+        "cost": {
+            "input_per_mtok_usd": input_usd,
+            "output_per_mtok_usd": output_usd,
+            "source": "illustrative",
+        },
+        **extra,
+    }
+
+
 def reference_router(**policy: Any) -> dict[str, Any]:
     """The reference fleet's router configuration (a router.yaml mapping)."""
     gpu_cost = {
@@ -72,42 +102,18 @@ def reference_router(**policy: Any) -> dict[str, Any]:
                 "cost": gpu_cost,
             }
         )
+    backends.append(_hosted("hosted-mini", "openai", 128_000, 500, 80, 0.15, 0.60))
     backends.append(
-        {
-            "name": "hosted-mini",
-            "tier": "hosted",
-            "kind": "openai",
-            "endpoint": "http://127.0.0.1:1/v1",
-            "model": "small-hosted",
-            "context_window": 128000,
-            "max_concurrency": 256,
-            "data_classes": ["public", "internal"],
-            "priors": {"ttft_ms": 500, "decode_tokens_per_s": 80},
-            "cost": {
-                "input_per_mtok_usd": 0.15,
-                "output_per_mtok_usd": 0.60,
-                "source": "illustrative",
-            },
-        }
-    )
-    backends.append(
-        {
-            "name": "hosted-large",
-            "tier": "hosted",
-            "kind": "anthropic",
-            "api_key_env": "SIMULATED_KEY",  # never read: nothing is called
-            "endpoint": "http://127.0.0.1:1",
-            "model": "large-hosted",
-            "context_window": 200000,
-            "max_concurrency": 256,
-            "data_classes": ["public", "internal"],
-            "priors": {"ttft_ms": 700, "decode_tokens_per_s": 60},
-            "cost": {
-                "input_per_mtok_usd": 3.0,
-                "output_per_mtok_usd": 15.0,
-                "source": "illustrative",
-            },
-        }
+        _hosted(
+            "hosted-large",
+            "anthropic",
+            200_000,
+            700,
+            60,
+            3.0,
+            15.0,
+            api_key_env="SIMULATED_KEY",  # never read: nothing is called
+        )
     )
     return {"policy": {"objective": "cheapest", **policy}, "backends": backends}
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import zlib
 from collections.abc import Sequence
 
 import pytest
@@ -98,8 +97,7 @@ def reference_plan(
             for s, e, m in zip(specs, ests, meets, strict=True)
         ]
         loads = [max(n.in_flight, n.reported_load or 0) / s.max_concurrency for s, n in accepted]
-        key = zlib.crc32(req.request_id.encode())
-        order = spread(order, rows, loads, cfg.spread, key, cfg.spread_tolerance)
+        order = spread(order, rows, loads, cfg.spread, req.request_id, cfg.spread_tolerance)
     kept = min(len(order), 1 + cfg.max_fallbacks)
     reports = [
         CandidateReport(

@@ -54,11 +54,12 @@ def _backend(name: str, tier: str, **extra: Any) -> dict[str, Any]:
     return b
 
 
-def _two_backend_fleet(**policy: Any):
+def _two_backend_fleet(gpu: dict[str, Any] | None = None):
     """gpu: TTFT 100 ms, 10 tok/s, one slot, $0.000001/token; hosted: TTFT 500 ms,
-    50 tok/s, $10/Mtok out. No spread: every draw is the median."""
+    50 tok/s, $10/Mtok out. No spread: every draw is the median. ``gpu``: more of the
+    GPU's behaviour (outages...)."""
     router_cfg = {
-        "policy": {"objective": "cheapest", **policy},
+        "policy": {"objective": "cheapest"},
         "backends": [
             _backend(
                 "gpu",
@@ -81,22 +82,13 @@ def _two_backend_fleet(**policy: Any):
             ),
         ],
     }
+    exact = {"decode_spread": 0.0}  # the decode rate: the priors
     return parse_fleet(
         {
             "router": router_cfg,
             "backends": {
-                "gpu": {
-                    "ttft_ms": 100,
-                    "ttft_p90_ms": 100,
-                    "decode_tokens_per_s": 10,
-                    "decode_spread": 0.0,
-                },
-                "hosted": {
-                    "ttft_ms": 500,
-                    "ttft_p90_ms": 500,
-                    "decode_tokens_per_s": 50,
-                    "decode_spread": 0.0,
-                },
+                "gpu": {**exact, "ttft_ms": 100, "ttft_p90_ms": 100, **(gpu or {})},
+                "hosted": {**exact, "ttft_ms": 500, "ttft_p90_ms": 500},
             },
         },
         source="test fleet",
@@ -161,46 +153,7 @@ def test_a_hand_computed_trace_is_reproduced_exactly() -> None:
 
 
 def test_an_outage_fails_over_before_the_first_token_and_cuts_streams_after_it() -> None:
-    fleet = _two_backend_fleet()
-    fleet = parse_fleet(
-        {
-            "router": {
-                "policy": {"objective": "cheapest"},
-                "backends": [
-                    _backend(
-                        "gpu",
-                        "gpu",
-                        max_queue=8,
-                        priors={"ttft_ms": 100, "decode_tokens_per_s": 10},
-                        cost={
-                            "gpu_hourly_usd": 3.6,
-                            "gpu_throughput_tokens_per_s": 1000,
-                            "gpu_utilization": 1.0,
-                            "gpu_prefill_ratio": 0.0,
-                        },
-                    ),
-                    _backend(
-                        "hosted",
-                        "hosted",
-                        max_concurrency=64,
-                        priors={"ttft_ms": 500, "decode_tokens_per_s": 50},
-                        cost={"output_per_mtok_usd": 10.0},
-                    ),
-                ],
-            },
-            "backends": {
-                "gpu": {
-                    "ttft_ms": 100,
-                    "ttft_p90_ms": 100,
-                    "decode_spread": 0.0,
-                    "outages": [[0.5, 2.0]],
-                    "fail_after_ms": 5,
-                },
-                "hosted": {"ttft_ms": 500, "ttft_p90_ms": 500, "decode_spread": 0.0},
-            },
-        },
-        source="test",
-    )
+    fleet = _two_backend_fleet(gpu={"outages": [[0.5, 2.0]], "fail_after_ms": 5})
     trace = [
         TraceRequest(at_s=0.0, prompt_tokens=10, output_tokens=10),  # on the GPU when it goes down
         TraceRequest(at_s=1.0, prompt_tokens=10, output_tokens=10),  # GPU down: fails over
