@@ -7,7 +7,8 @@
 # vLLM's AsyncEngineArgs. No GPU is needed to check them: deploy/ray/check_vllm_args.py
 # parses them with vLLM's own argument parser (tests/deploy/test_ray_manifests.py).
 # A separate environment keeps vLLM's pins (torch, transformers, ...) out of .venv.
-# About 5.5 GB and 4 minutes the first time; idempotent afterwards.
+# About 8 GB (torch and its CUDA libraries come with vLLM, unused here) and 4 minutes the
+# first time; idempotent afterwards. pip's cache is not used: it would hold another ~5 GB.
 set -euo pipefail
 
 VLLM_VERSION="0.29.0"
@@ -34,12 +35,19 @@ base="python3"
 if [[ -x "${ROOT}/.venv/bin/python" ]]; then
     base="$("${ROOT}/.venv/bin/python" -c 'import sys; print(sys._base_executable)')"
 fi
-echo "tools: creating .tools/vllm-venv with ${base} and installing vllm==${VLLM_VERSION} (~5.5 GB)"
+NEED_GB=10
 mkdir -p "${ROOT}/.tools"
+free_gb="$(df -Pk "${ROOT}/.tools" | awk 'NR == 2 { print int($4 / 1048576) }')"
+if [[ -n "${free_gb}" && "${free_gb}" -lt "${NEED_GB}" ]]; then
+    echo "tools: .tools/vllm-venv needs about ${NEED_GB} GB of disk; ${free_gb} GB is free on" >&2
+    echo "       $(df -P "${ROOT}/.tools" | awk 'NR == 2 { print $6 }'). Free some space, then run 'make tools' again." >&2
+    exit 1
+fi
+echo "tools: creating .tools/vllm-venv with ${base} and installing vllm==${VLLM_VERSION} (~8 GB)"
 rm -rf "${VENV}"
 "${base}" -m venv "${VENV}"
 # Locked (requirements/vllm-check.txt, hashes; `make lock` refreshes it).
-"${PY}" -m pip install --disable-pip-version-check --quiet --require-hashes --no-deps \
+"${PY}" -m pip install --disable-pip-version-check --quiet --no-cache-dir --require-hashes --no-deps \
     -r "${ROOT}/requirements/vllm-check.txt"
 
 if ! can_import; then

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -95,11 +94,24 @@ def describe_exit(returncode: int) -> tuple[str, str | None, int | None]:
     return f"exited with status {returncode}", None, returncode
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+# Runs as the child before the real program: asks for SIGTERM when the demo dies, gives up
+# if the demo is already gone, then execs. PR_SET_PDEATHSIG survives the exec. (A
+# ``preexec_fn`` would do this in Python inside a fork of the demo, which runs gRPC's
+# threads and fork handlers: the child can crash before it execs.)
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    f"ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the kernel SIGTERMs it when this process dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -141,12 +153,11 @@ class Child:
         # A crash in native code (llama.cpp, ggml) leaves the Python stack in the log.
         env.setdefault("PYTHONFAULTHANDLER", "1")
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv,
+            *_dying_with_parent(self.argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout_pipe else log_file,
             stderr=log_file,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
             env=env,
         )
         log.info("started %s pid=%d: %s", self.name, self.proc.pid, " ".join(self.argv))

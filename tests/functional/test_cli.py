@@ -371,30 +371,36 @@ async def test_chat_failure_after_the_first_token_is_incomplete_and_exits_1(tier
     assert captured.err.startswith("error: UNAVAILABLE: edge-1 failed after the first token")
 
 
+def _interruptible(*args: str) -> list[str]:
+    """The CLI with SIGINT as a terminal sends it. A suite started in the background by a
+    non-interactive shell (``cmd &``, nohup) runs with SIGINT ignored, children inherit
+    that, and Python then installs no KeyboardInterrupt handler. A small launcher resets
+    it and execs the CLI: a ``preexec_fn`` would run Python in a fork of this
+    multi-threaded, gRPC-using process, which can crash before the exec."""
+    launcher = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", launcher, CLI, *args]
+
+
 @pytest.mark.skipif(not CLI, reason="console script not installed")
-def _interruptible() -> None:
-    """In the child, before exec: SIGINT as a terminal sends it. A suite started in the
-    background by a non-interactive shell (``cmd &``, nohup) runs with SIGINT ignored,
-    children inherit that, and Python then installs no KeyboardInterrupt handler."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 async def test_ctrl_c_cancels_the_stream_at_the_backend(model_server, start_router):
     slow = ScriptedEngine(tokens_per_s=10)
     router = await start_router([ms_backend("gpu-slow", "gpu", await model_server(slow))])
     proc = await asyncio.create_subprocess_exec(
-        CLI,
-        "chat",
-        "--address",
-        f"127.0.0.1:{router.port}",
-        "--max-tokens",
-        "500",
-        "--request-id",
-        "ctrl-c",
-        "tick tock",
+        *_interruptible(
+            "chat",
+            "--address",
+            f"127.0.0.1:{router.port}",
+            "--max-tokens",
+            "500",
+            "--request-id",
+            "ctrl-c",
+            "tick tock",
+        ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_interruptible,
     )
     assert proc.stdout is not None
     seen = b""
@@ -444,16 +450,9 @@ async def test_backends_json_lists_every_backend(tiers, capsys):
 @pytest.mark.skipif(not CLI, reason="console script not installed")
 async def test_backends_watch_json_polls_until_ctrl_c(tiers):
     proc = await asyncio.create_subprocess_exec(
-        CLI,
-        "backends",
-        "--address",
-        tiers.address,
-        "--watch",
-        "0.1",
-        "--json",
+        *_interruptible("backends", "--address", tiers.address, "--watch", "0.1", "--json"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_interruptible,
     )
     assert proc.stdout is not None
     lines = [await asyncio.wait_for(proc.stdout.readline(), 30) for _ in range(3)]
