@@ -59,6 +59,7 @@ from router.types import (
     FinishReason,
     InferenceRequest,
     Plan,
+    StreamStop,
     Tier,
     ToolCall,
     UsageEvent,
@@ -175,8 +176,10 @@ class Dispatcher:
         *,
         deadline: float | None = None,
         access: TenantAccess | None = None,
+        stop: StreamStop | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Decide, then stream. ``deadline`` is a ``clock()`` value (or None).
+        """Decide, then stream. ``deadline`` is a ``clock()`` value (or None); ``stop``
+        goes to each backend call (set when the caller went away: router.types.StreamStop).
 
         A session request (``session_id``): each backend gets its own fitted history; once
         the answer is complete, the new turn and the answer are appended to the session
@@ -252,7 +255,7 @@ class Dispatcher:
                     attempt=len(attempts) + 1,
                 )
             previous = name
-            att = _Attempt(self, entry, sent, deadline, len(attempts) + 1)
+            att = _Attempt(self, entry, sent, deadline, len(attempts) + 1, stop)
             try:
                 if request.validate_before_streaming:
                     held = await att.whole_answer()
@@ -440,6 +443,7 @@ class _Attempt:
         request: InferenceRequest,
         deadline: float | None,
         number: int,
+        stop: StreamStop | None = None,
     ) -> None:
         self.d = d
         self.entry = entry
@@ -450,7 +454,9 @@ class _Attempt:
         self.first_at: float | None = None
         # One trace span per attempt; its context travels to the backend (traceparent).
         self.span = tracing.start_attempt(d._tracer, entry.spec, number)
-        call = BackendCall(request=request, deadline=deadline, metadata=tracing.inject(self.span))
+        call = BackendCall(
+            request=request, deadline=deadline, metadata=tracing.inject(self.span), stop=stop
+        )
         self.timeout_s = d.cfg.ttft_timeout_ms / 1000.0
         self.cut_by_deadline = False
         if deadline is not None:

@@ -450,6 +450,37 @@ class UsageEvent:
 Event = DecisionEvent | DeltaEvent | ToolCallEvent | FailoverEvent | ContinuationEvent | UsageEvent
 
 
+class StreamStop:
+    """The one mutable thing that travels with a request (``BackendCall.stop``): set once
+    by the server when the caller went away or the deadline passed
+    (router/server/servicer.py). A gRPC adapter watches it while its call runs, so that
+    ``set`` cancels the call and the pending read returns by itself (ending the stream with
+    CancelledError) instead of its task being cancelled inside the read, which leaks the
+    read's native memory in grpc.aio (grpc/grpc#43360)."""
+
+    __slots__ = ("on", "_cancels")
+
+    def __init__(self) -> None:
+        self.on = False
+        self._cancels: list[Callable[[], bool]] = []
+
+    def watch(self, cancel: Callable[[], bool]) -> None:
+        """Call ``cancel`` (True: it cancelled a running call) when the stream stops."""
+        self._cancels.append(cancel)
+
+    def unwatch(self, cancel: Callable[[], bool]) -> None:
+        if cancel in self._cancels:
+            self._cancels.remove(cancel)
+
+    def set(self) -> bool:
+        """Stop; True when a watched call was still running (its reader returns now)."""
+        self.on = True
+        live = False
+        for cancel in tuple(self._cancels):
+            live = cancel() or live
+        return live
+
+
 @dataclass(frozen=True, slots=True)
 class BackendCall:
     """What an adapter receives: the request plus per-attempt facts."""
@@ -458,6 +489,8 @@ class BackendCall:
     #: Monotonic deadline (clock seconds) for the whole call, if the caller set one.
     deadline: float | None = None
     metadata: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    #: Set when the caller went away (None: nobody will); see StreamStop.
+    stop: StreamStop | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ at the boundary; grpc, httpx and botocore errors never leak past an adapter.
 
 Cancellation: dispatch consumes ``stream`` inside a task; cancelling that task or
 calling ``aclose()`` on the iterator must cancel the underlying call (gRPC call
-cancel, HTTP response close) so the backend stops generating.
+cancel, HTTP response close) so the backend stops generating. When the caller goes
+away the server first sets ``BackendCall.stop`` (router.types.StreamStop): an adapter
+whose read must not be interrupted by a task cancel (gRPC) watches it and cancels its
+call, and its pending read ends the stream.
 """
 
 from __future__ import annotations

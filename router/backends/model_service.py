@@ -27,7 +27,10 @@ every decision).
 Cancellation: if the consuming task is cancelled or the iterator is closed before the
 stream ended, the RPC is cancelled, so the server (and its engine) sees it. After ``done``
 the adapter reads the stream to its end before handing over the final chunk, so a
-consumer that stops there does not cancel a finished call.
+consumer that stops there does not cancel a finished call. ``BackendCall.stop`` (the caller
+went away) cancels the RPC itself, once the request is sent: the pending read then returns
+and the stream ends with CancelledError, without a task being cancelled inside a grpc.aio
+batch (which leaks the batch's native memory: grpc/grpc#43360).
 """
 
 from __future__ import annotations
@@ -127,6 +130,32 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+#: The stoppers' waits for a request to be sent (held until they end).
+_SENDING: set[asyncio.Future[None]] = set()
+
+
+def _stopper(rpc: Any) -> Callable[[], bool]:
+    """``rpc``'s cancel for ``BackendCall.stop`` (True: it was running). The cancel waits
+    until the request is sent: cancelling the call earlier cancels grpc.aio's own task
+    inside its send batch, which leaks the batch like a cancelled read does."""
+
+    def cancel_when_sent(sent: asyncio.Future[None]) -> None:
+        _SENDING.discard(sent)
+        if not sent.cancelled():
+            sent.exception()  # a failed send: the call is over anyway
+        rpc.cancel()
+
+    def stop() -> bool:
+        if rpc.done():
+            return False
+        sent = asyncio.ensure_future(rpc.wait_for_connection())
+        _SENDING.add(sent)
+        sent.add_done_callback(cancel_when_sent)
+        return True
+
+    return stop
+
+
 class _IdleWatchdog:
     """Cancels ``rpc`` once ``timeout_s`` pass without an event (``last`` is the loop time
     of the latest one). The timer is re-armed lazily: when it fires early it moves to
@@ -218,6 +247,9 @@ class ModelServiceBackend(Backend):
         if call.request.request_id:
             metadata.append(("x-request-id", call.request.request_id))
         rpc = stub.Generate(to_proto(call.request), timeout=timeout, metadata=metadata or None)
+        stop, stopper = call.stop, _stopper(rpc)
+        if stop is not None:
+            stop.watch(stopper)
         # One idle watchdog per stream instead of a timeout around every read: each event
         # only notes the loop time; the timer re-arms itself at last event + timeout_s and
         # cancels the call when that passes without one.
@@ -262,6 +294,8 @@ class ModelServiceBackend(Backend):
                         queue_ms=d.queue_ms,
                     )
         finally:
+            if stop is not None:
+                stop.unwatch(stopper)
             watchdog.stop()
             if not rpc.done():
                 rpc.cancel()

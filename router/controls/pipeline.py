@@ -47,6 +47,7 @@ from router.types import (
     FinishReason,
     InferenceRequest,
     Plan,
+    StreamStop,
     UsageEvent,
 )
 
@@ -156,6 +157,7 @@ class Controls:
         *,
         deadline: float | None = None,
         access: TenantAccess | None = None,
+        stop: StreamStop | None = None,
     ) -> AsyncGenerator[Event, None]:
         """``dispatcher.generate`` with every configured control around it."""
         if self.ledger is not None:
@@ -185,7 +187,7 @@ class Controls:
         serving = ""
         streamed = 0
         try:
-            events = dispatcher.generate(request, deadline=deadline, access=access)
+            events = dispatcher.generate(request, deadline=deadline, access=access, stop=stop)
             if self.pii is not None:
                 events = self.pii.watch(request, events)
             async with contextlib.aclosing(events):

@@ -7,8 +7,9 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 import grpc
 from hybrid_router.v1 import router_pb2 as rpb
@@ -35,6 +36,7 @@ from router.types import (
     InferenceRequest,
     Plan,
     Role,
+    StreamStop,
     ToolCallEvent,
     UsageEvent,
 )
@@ -227,14 +229,34 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
         deadline = None if remaining is None else self._clock() + remaining
         obs = observer_var.get()
         principal = principal_var.get()
+        # Set when the caller goes away (see _detached); it travels to the backend call.
+        stop = _Stop()
         if self.controls is not None:
             events = self.controls.generate(
-                self.dispatcher, req, principal, deadline=deadline, access=principal.access
+                self.dispatcher,
+                req,
+                principal,
+                deadline=deadline,
+                access=principal.access,
+                stop=stop,
             )
         else:
-            events = self.dispatcher.generate(req, deadline=deadline, access=principal.access)
+            events = self.dispatcher.generate(
+                req, deadline=deadline, access=principal.access, stop=stop
+            )
         if obs.text is not None:  # content logging (debug switch) only
             events = _capture_text(events, obs.text)
+        # gRPC cancels this task when the caller goes away: the stream runs in its own.
+        await _detached(self._stream(events, context, headers, obs.event, stop), stop)
+
+    async def _stream(
+        self,
+        events: AsyncGenerator[Event, None],
+        context: grpc.aio.ServicerContext,
+        headers: tuple[tuple[str, str], ...],
+        observe: Callable[[Event], None],
+        stop: _Stop,
+    ) -> None:
         async with contextlib.aclosing(events):
             if self.coalesce:
                 linger = self.linger
@@ -242,13 +264,21 @@ class InferenceRouterServicer(router_pb2_grpc.InferenceRouterServicer):
                     linger.lag.start(asyncio.get_running_loop())
                 # The headers (x-request-id) go out while dispatch decides and calls the
                 # backend, not before: their round trip through gRPC core is off the TTFT path.
-                await _relay_coalesced(events, context, obs.event, headers=headers, linger=linger)
+                await _relay_coalesced(
+                    events, context, observe, headers=headers, linger=linger, stop=stop
+                )
             else:
+                stop.writing = True
                 await context.send_initial_metadata(headers)
+                stop.writing = False
                 async for ev in events:
+                    if stop.on:
+                        break  # the caller is gone: the stream closes here, between reads
                     if type(ev) is not DeltaEvent:
-                        obs.event(ev)
+                        observe(ev)
+                    stop.writing = True
                     await context.write(event_to_proto(ev))
+                    stop.writing = False
 
     def close(self) -> None:
         """Stop the loop-lag timer (server stop)."""
@@ -312,6 +342,70 @@ def _ignore(ev: Event) -> None:
     pass
 
 
+#: How long a stopped stream may take to end by itself before it is cancelled anyway
+#: (see _detached): a write gRPC core ends, a backend read that returns once its call is
+#: cancelled; both take moments.
+STOP_GRACE_S = 1.0
+
+
+class _Stop(StreamStop):
+    """The request's StreamStop as the servicer runs it: ``writing`` while a write to the
+    caller is pending, ``live`` once ``set`` cancelled a running backend call (whose
+    read now returns), ``wake`` (the relay's) called when it is set."""
+
+    __slots__ = ("writing", "live", "wake")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = False
+        self.live = False
+        self.wake: Callable[[], None] | None = None
+
+    def set(self) -> bool:
+        self.live = super().set()
+        if self.wake is not None:
+            self.wake()
+        return self.live
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a finished task's outcome as seen (nobody awaits it any more)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _detached(body: Coroutine[Any, Any, None], stop: _Stop) -> None:
+    """Run a stream (``body``) in a task of its own, so that gRPC's cancellation of the
+    handler (the caller went away, the deadline passed) never lands inside a pending gRPC
+    batch: grpc.aio leaks the native memory of a batch whose awaiting task is cancelled
+    (its grpc_op array and message buffers, 100-300 bytes each: grpc/grpc#43360), be it a
+    write to the caller or a read from a ModelService backend. Instead ``stop`` is set: it
+    cancels a running backend call (router.types.StreamStop), whose pending read then
+    returns and ends the stream; a pending write is ended by gRPC core; the relay writes
+    no more. Only a body in neither (deciding, an HTTP backend's read) is cancelled at
+    once, as before; any other after STOP_GRACE_S. The body has ended before the handler
+    does (it must not touch the call after that), and the handler ends CANCELLED."""
+    task = asyncio.get_running_loop().create_task(body)
+    try:
+        await asyncio.shield(task)
+        return
+    except asyncio.CancelledError as exc:
+        if task.done():
+            _retrieve(task)
+            raise
+        cancelled = exc
+    try:
+        if stop.set() or stop.writing:
+            await asyncio.wait((task,), timeout=STOP_GRACE_S)
+    finally:
+        if not task.done():
+            task.cancel()
+        # Its end is nobody's business now (a write the cancel failed, a backend error).
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
+    raise cancelled
+
+
 async def _relay_coalesced(
     events: AsyncIterator[Event],
     context: grpc.aio.ServicerContext,
@@ -319,14 +413,19 @@ async def _relay_coalesced(
     *,
     headers: tuple[tuple[str, str], ...] | None = None,
     linger: Linger | None = None,
+    stop: _Stop | None = None,
 ) -> None:
     """Write events in order; deltas that arrive while a write is pending are merged, so a
     slow reader costs one buffered delta, never an unbounded queue. ``observe`` sees every
     event but the deltas, as it arrives. ``headers``: initial metadata, sent first (while
     the producer already runs). ``linger``: hold later delta writes of a fast stream under
     load so that more tokens go out per message; never the first delta, and a pending
-    non-delta event (Failover, Usage) ends a hold at once."""
+    non-delta event (Failover, Usage) ends a hold at once. ``stop`` (set when the caller
+    went away): no more writes, and a producer whose backend call the stop cancelled ends
+    by itself rather than being cancelled inside the read (see _detached)."""
     loop = asyncio.get_running_loop()
+    if stop is None:
+        stop = _Stop()  # never set
     buf: deque[Event | _PendingDelta] = deque()
     parked: asyncio.Future[None] | None = None  # the writer's waiter while it waits
     holding = False
@@ -344,6 +443,8 @@ async def _relay_coalesced(
     async def produce() -> None:
         try:
             async for ev in events:
+                if stop.on:
+                    return  # the caller is gone: the events are closed from here
                 if type(ev) is DeltaEvent:
                     last = buf[-1] if buf else None
                     if type(last) is _PendingDelta:
@@ -361,12 +462,17 @@ async def _relay_coalesced(
             wake()
 
     producer = loop.create_task(produce())
+    stop.wake = wake
     try:
         if headers is not None:
+            stop.writing = True
             await context.send_initial_metadata(headers)
+            stop.writing = False
         wrote_delta = False
         last_write = -math.inf
         while True:
+            if stop.on:
+                return  # the caller is gone: nothing more to write
             if buf:
                 item = buf[0]
                 if type(item) is _PendingDelta:
@@ -389,13 +495,17 @@ async def _relay_coalesced(
                                 timer.cancel()
                             continue  # look again: time up, enough tokens, or a Usage
                     buf.popleft()
+                    stop.writing = True
                     await context.write(item.to_proto())
+                    stop.writing = False
                     wrote_delta = True
                     if timed:
                         last_write = loop.time()
                 else:
                     buf.popleft()
+                    stop.writing = True
                     await context.write(event_to_proto(item))  # type: ignore[arg-type]
+                    stop.writing = False
                 continue
             if producer.done():
                 break
@@ -404,9 +514,12 @@ async def _relay_coalesced(
         producer.result()
     finally:
         if not producer.done():
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+            if stop.live:
+                await producer  # its backend call is cancelled: the read returns, it ends
+            else:
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
 
 
 #: A timer may run this much before its time (asyncio's clock resolution); no new hold then.
