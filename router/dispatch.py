@@ -434,6 +434,8 @@ class _Attempt:
         "cut_by_deadline",
         "done",
         "failure",
+        "stop",
+        "_caller_stop",
     )
 
     def __init__(
@@ -454,8 +456,14 @@ class _Attempt:
         self.first_at: float | None = None
         # One trace span per attempt; its context travels to the backend (traceparent).
         self.span = tracing.start_attempt(d._tracer, entry.spec, number)
+        # The attempt's own stop: the caller's (when it goes away) and the first-token
+        # timeout's; it cancels a gRPC backend call rather than the task reading it.
+        self.stop = StreamStop()
+        self._caller_stop = stop
+        if stop is not None:
+            stop.watch(self.stop.set)
         call = BackendCall(
-            request=request, deadline=deadline, metadata=tracing.inject(self.span), stop=stop
+            request=request, deadline=deadline, metadata=tracing.inject(self.span), stop=self.stop
         )
         self.timeout_s = d.cfg.ttft_timeout_ms / 1000.0
         self.cut_by_deadline = False
@@ -473,7 +481,7 @@ class _Attempt:
         DeadlineExceeded."""
         spec, stats, rid = self.entry.spec, self.entry.stats, self.request.request_id
         try:
-            first = await _first_chunk(self.stream, self.timeout_s)
+            first = await _first_chunk(self.stream, self.timeout_s, self.stop)
         except _FirstTokenTimeout:
             if self.cut_by_deadline:
                 # The caller's deadline, not the backend's TTFT, ran out: no failover.
@@ -617,6 +625,8 @@ class _Attempt:
         )
 
     async def finish(self) -> None:
+        if self._caller_stop is not None:
+            self._caller_stop.unwatch(self.stop.set)
         self.entry.stats.end()
         tracing.end_attempt(self.span, self.done, self.failure, self.first_at is not None)
         with contextlib.suppress(Exception):
@@ -636,15 +646,40 @@ def answer_check(request: InferenceRequest, text: str, calls: tuple[ToolCall, ..
     return ""
 
 
-async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:
-    """The first chunk carrying text (or the final chunk), within ``timeout_s``."""
+async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float, stop: StreamStop) -> Chunk:
+    """The first chunk carrying text (or the final chunk), within ``timeout_s``.
+
+    When the time is up, ``stop`` is set: a gRPC backend call it watches is cancelled and
+    its pending read ends the stream by itself (a task cancelled inside a grpc.aio read
+    leaks the read's batch: grpc/grpc#43360). With no such call (an HTTP backend, or a
+    call not started yet) this task is cancelled, as ``asyncio.timeout`` would."""
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise _FirstTokenTimeout()
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    expired = cancelled_task = False
+
+    def expire() -> None:
+        nonlocal expired, cancelled_task
+        expired = True
+        if not stop.set():
+            cancelled_task = True
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
     try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                chunk = await anext(stream)
-                if chunk.text or chunk.done or chunk.tool_calls:
-                    return chunk
-    except TimeoutError:
+        while True:
+            chunk = await anext(stream)
+            if chunk.text or chunk.done or chunk.tool_calls:
+                return chunk
+    except asyncio.CancelledError:
+        if not expired:
+            raise  # the caller went away
+        if cancelled_task and task.uncancel() > cancelling:
+            raise  # cancelled by someone else too
+        if not cancelled_task and task.cancelling() > cancelling:
+            raise
         raise _FirstTokenTimeout() from None
+    finally:
+        timer.cancel()

@@ -453,7 +453,8 @@ Event = DecisionEvent | DeltaEvent | ToolCallEvent | FailoverEvent | Continuatio
 class StreamStop:
     """The one mutable thing that travels with a request (``BackendCall.stop``): set once
     by the server when the caller went away or the deadline passed
-    (router/server/servicer.py). A gRPC adapter watches it while its call runs, so that
+    (router/server/servicer.py), or by dispatch for one attempt when its first token is
+    late (router/dispatch.py). A gRPC adapter watches it while its call runs, so that
     ``set`` cancels the call and the pending read returns by itself (ending the stream with
     CancelledError) instead of its task being cancelled inside the read, which leaks the
     read's native memory in grpc.aio (grpc/grpc#43360)."""
@@ -465,7 +466,11 @@ class StreamStop:
         self._cancels: list[Callable[[], bool]] = []
 
     def watch(self, cancel: Callable[[], bool]) -> None:
-        """Call ``cancel`` (True: it cancelled a running call) when the stream stops."""
+        """Call ``cancel`` (True: it cancelled a running call) when the stream stops; at
+        once when it has already stopped."""
+        if self.on:
+            cancel()
+            return
         self._cancels.append(cancel)
 
     def unwatch(self, cancel: Callable[[], bool]) -> None:

@@ -28,9 +28,10 @@ Cancellation: if the consuming task is cancelled or the iterator is closed befor
 stream ended, the RPC is cancelled, so the server (and its engine) sees it. After ``done``
 the adapter reads the stream to its end before handing over the final chunk, so a
 consumer that stops there does not cancel a finished call. ``BackendCall.stop`` (the caller
-went away) cancels the RPC itself, once the request is sent: the pending read then returns
-and the stream ends with CancelledError, without a task being cancelled inside a grpc.aio
-batch (which leaks the batch's native memory: grpc/grpc#43360).
+went away, or dispatch's first-token timeout) cancels the RPC itself, in gRPC core: the
+pending read then returns and the stream ends with CancelledError, without a task being
+cancelled inside a grpc.aio batch (which leaks the batch's native memory:
+grpc/grpc#43360). The idle watchdog and the end of the stream cancel the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -130,30 +132,23 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-#: The stoppers' waits for a request to be sent (held until they end).
-_SENDING: set[asyncio.Future[None]] = set()
+#: What grpc.aio's ``cancel()`` gives as the reason (the status details).
+_LOCAL_CANCEL = "Locally cancelled by application!"
 
 
-def _stopper(rpc: Any) -> Callable[[], bool]:
-    """``rpc``'s cancel for ``BackendCall.stop`` (True: it was running). The cancel waits
-    until the request is sent: cancelling the call earlier cancels grpc.aio's own task
-    inside its send batch, which leaks the batch like a cancelled read does."""
-
-    def cancel_when_sent(sent: asyncio.Future[None]) -> None:
-        _SENDING.discard(sent)
-        if not sent.cancelled():
-            sent.exception()  # a failed send: the call is over anyway
-        rpc.cancel()
-
-    def stop() -> bool:
-        if rpc.done():
-            return False
-        sent = asyncio.ensure_future(rpc.wait_for_connection())
-        _SENDING.add(sent)
-        sent.add_done_callback(cancel_when_sent)
-        return True
-
-    return stop
+def _cancel_call(rpc: Any) -> bool:
+    """Cancel ``rpc`` in gRPC core only (True: it was running). grpc.aio's own
+    ``cancel()`` also cancels the task that sends the request, which leaks that task's
+    pending batch (grpc/grpc#43360) while the server has not answered yet; cancelled in
+    core, every pending batch of the call completes, their tasks end by themselves, and
+    a pending read raises CancelledError (the call was cancelled locally)."""
+    core = getattr(rpc, "_cython_call", None)
+    if core is None:  # not grpc.aio's call object: its public cancel
+        return bool(rpc.cancel())
+    if core.done():
+        return False
+    core.cancel(_LOCAL_CANCEL)
+    return True
 
 
 class _IdleWatchdog:
@@ -179,7 +174,7 @@ class _IdleWatchdog:
             return
         self._handle = None
         self.fired = True
-        self._rpc.cancel()
+        _cancel_call(self._rpc)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -247,7 +242,8 @@ class ModelServiceBackend(Backend):
         if call.request.request_id:
             metadata.append(("x-request-id", call.request.request_id))
         rpc = stub.Generate(to_proto(call.request), timeout=timeout, metadata=metadata or None)
-        stop, stopper = call.stop, _stopper(rpc)
+        stop = call.stop
+        stopper = functools.partial(_cancel_call, rpc)
         if stop is not None:
             stop.watch(stopper)
         # One idle watchdog per stream instead of a timeout around every read: each event
@@ -297,8 +293,7 @@ class ModelServiceBackend(Backend):
             if stop is not None:
                 stop.unwatch(stopper)
             watchdog.stop()
-            if not rpc.done():
-                rpc.cancel()
+            _cancel_call(rpc)
         if final is None:
             raise BackendError(self.name, "stream ended early (no done event)")
         yield final

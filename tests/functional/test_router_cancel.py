@@ -86,10 +86,14 @@ async def test_cancelled_streams_end_their_backend_calls_cleanly(
         lambda: router.registry.get("a").stats.in_flight == 0, "the router to free the backend"
     )
     assert interrupted == [], f"{len(interrupted)} gRPC batches interrupted: {interrupted}"
-    # Each call was sent, then cancelled: the engine saw every one go.
+    # A call cancelled before the server had it never starts; every one that started was
+    # cancelled there (500 tokens at 100/s: none could have finished), and the engine
+    # holds nothing.
     await wait_until(
-        lambda: len(engine.cancelled) == STREAMS, "the engine to see every stream cancelled"
+        lambda: sorted(engine.cancelled) == sorted(engine.started) and engine.load().in_flight == 0,
+        "the engine to see every started stream cancelled",
     )
+    assert engine.started, "no call reached the engine"
 
 
 async def test_a_stream_that_runs_to_its_end_is_untouched(
@@ -119,3 +123,39 @@ async def test_a_deadline_mid_stream_ends_the_backend_call_cleanly(
         lambda: router.registry.get("a").stats.in_flight == 0, "the router to free the backend"
     )
     assert interrupted == []
+
+
+async def test_a_first_token_timeout_ends_the_backend_call_cleanly(
+    model_server, start_router, channel_to, interrupted
+):
+    """A backend that does not answer within ``policy.ttft_timeout_ms``: its call is
+    cancelled (not the read waiting on it) and the next candidate answers."""
+    slow = ScriptedEngine(ttft_ms=5_000, max_concurrency=STREAMS)
+    fast = ScriptedEngine(reply_tokens=2, max_concurrency=STREAMS)
+    router = await start_router(
+        [
+            ms_backend("a-slow", "edge", await model_server(slow), max_concurrency=STREAMS),
+            ms_backend(
+                "b-fast",
+                "gpu",
+                await model_server(fast),
+                max_concurrency=STREAMS,
+                cost={"gpu_hourly_usd": 4, "gpu_throughput_tokens_per_s": 1000},
+            ),
+        ],
+        policy={"ttft_timeout_ms": 300},
+    )
+    stub = stub_for(channel_to(router))
+
+    async def one(i: int) -> object:
+        events = [ev async for ev in stub.Generate(user_request(request_id=f"t{i}"))]
+        assert events[1].WhichOneof("event") == "failover", events[:2]
+        assert "no first token within 300 ms" in events[1].failover.reason
+        return events[-1].usage
+
+    usages = await asyncio.gather(*(one(i) for i in range(STREAMS)))
+    assert {(u.backend, u.complete) for u in usages} == {("b-fast", True)}
+    await wait_until(
+        lambda: len(slow.cancelled) == STREAMS, "the slow engine to see every attempt cancelled"
+    )
+    assert interrupted == [], f"{len(interrupted)} gRPC batches interrupted: {interrupted}"

@@ -20,9 +20,10 @@ import pytest
 from hybrid_router.v1 import router_pb2 as rpb
 from testkit import wait_until
 
+from router.dispatch import _first_chunk, _FirstTokenTimeout
 from router.server import servicer
 from router.server.servicer import _detached, _relay_coalesced, _Stop
-from router.types import DeltaEvent, Event, StreamStop
+from router.types import Chunk, DeltaEvent, Event, StreamStop
 
 WAIT_S = 30.0
 until = functools.partial(wait_until, timeout_s=WAIT_S, every_s=0.005)
@@ -219,3 +220,63 @@ def test_a_stop_cancels_what_it_watches_and_says_whether_it_was_running() -> Non
     stop2.unwatch(finished)
     assert stop2.set() is True and stop2.on
     assert calls == ["finished", "running"]
+
+
+# --- dispatch's first-token timeout ------------------------------------------------------
+
+
+async def _chunks(call: FakeCall | None, stop: StreamStop) -> AsyncIterator[Chunk]:
+    """A backend stream as an adapter yields it: a gRPC one watches the stop (``call``),
+    an HTTP one (None) does not."""
+    if call is not None:
+        stop.watch(call.cancel)
+        yield Chunk(text=await call.read())
+    else:
+        await asyncio.Event().wait()
+        yield Chunk(text="never")  # pragma: no cover
+
+
+async def test_a_late_first_token_cancels_the_grpc_call_not_its_read() -> None:
+    stop, call = StreamStop(), FakeCall()
+    with pytest.raises(_FirstTokenTimeout):
+        await _first_chunk(_chunks(call, stop), 0.05, stop)
+    read = call.read_fut
+    assert call.cancelled and stop.on
+    assert read is not None and read.done() and not read.cancelled()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_late_first_token_without_a_grpc_call_cancels_the_read() -> None:
+    stop = StreamStop()
+    with pytest.raises(_FirstTokenTimeout):
+        await _first_chunk(_chunks(None, stop), 0.05, stop)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the timeout's cancel is undone
+
+
+async def test_a_caller_cancel_during_the_first_token_wait_is_not_a_timeout() -> None:
+    stop, call = StreamStop(), FakeCall()
+    waiting = asyncio.create_task(_first_chunk(_chunks(call, stop), 30.0, stop))
+    await until(lambda: call.read_fut is not None, "the read pending")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_the_first_chunk_in_time_is_returned() -> None:
+    stop, call = StreamStop(), FakeCall()
+    waiting = asyncio.create_task(_first_chunk(_chunks(call, stop), 30.0, stop))
+    await until(lambda: call.read_fut is not None, "the read pending")
+    assert call.read_fut is not None
+    call.read_fut.set_result("hello")
+    assert (await waiting).text == "hello"
+    assert not stop.on and not call.cancelled
+
+
+def test_watching_a_stop_that_is_already_set_cancels_at_once() -> None:
+    stop = StreamStop()
+    stop.set()
+    seen: list[str] = []
+    stop.watch(lambda: seen.append("cancel") is None)
+    assert seen == ["cancel"]
