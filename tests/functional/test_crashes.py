@@ -344,7 +344,12 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
             await asyncio.sleep(0.1)
         assert edge, "the demo did not start the edge stand-in"
         others = [p for p in _children_of(proc.pid) if p != edge]
-        await asyncio.sleep(3.0)
+        # Once it has written to its log (stderr): it is loading or serving, and the
+        # demo has lines to show. A fixed wait was too short on a loaded machine.
+        while time.monotonic() < deadline and not _log_size(edge):
+            await asyncio.sleep(0.1)
+        assert _log_size(edge), "the edge stand-in wrote nothing to its log"
+        await asyncio.sleep(1.0)
         killed_at = time.monotonic()
         os.kill(edge, signal.SIGSEGV)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -370,6 +375,14 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
     assert report["died"]["signal"] == "SIGSEGV" and report["died"]["pid"] == edge
     assert report["died"]["log"] == str(log)
     assert not [p for p in [edge, *others] if pid_alive(p)]
+
+
+def _log_size(pid: int) -> int:
+    """The size of the file ``pid``'s stderr goes to (0 if it cannot be read)."""
+    try:
+        return os.stat(os.readlink(f"/proc/{pid}/fd/2")).st_size
+    except OSError:
+        return 0
 
 
 # --- Ray Serve: a replica's worker process dies -------------------------------------------
