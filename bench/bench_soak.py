@@ -62,11 +62,12 @@ async def _tasks(metrics_port: int) -> int:
     return -1
 
 
-async def _snapshot(pid: int, metrics_port: int) -> dict[str, int]:
+async def _snapshot(pid: int, metrics_port: int) -> dict[str, Any]:
     return {
         "rss_kb": procs.rss_kb(pid),
         "fds": procs.open_fds(pid),
         "threads": procs.threads(pid),
+        "thread_names": procs.thread_names(pid),
         "tasks": await _tasks(metrics_port),
     }
 
@@ -76,7 +77,7 @@ async def run(address: str, args: argparse.Namespace, pid: int, metrics_port: in
     pool = _pool(rng)
     codes: collections.Counter[str] = collections.Counter()
     done = 0
-    warm: dict[str, int] = {}
+    warm: dict[str, Any] = {}
     curve: list[tuple[int, int]] = []  # (requests done, router RSS kB) every 5%
     t0 = time.monotonic()
     ident = bytes

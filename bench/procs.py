@@ -39,6 +39,17 @@ def threads(pid: int) -> int:
     return 0
 
 
+def thread_names(pid: int) -> list[str]:
+    """The names of ``pid``'s threads (``/proc/PID/task/*/comm``), sorted."""
+    names = []
+    for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+        try:
+            names.append(comm.read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(names)
+
+
 def start(argv: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``argv`` and wait for its ``READY <port>`` line (stderr goes to ``log``)."""
     out = log.open("wb")
