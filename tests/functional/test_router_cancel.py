@@ -41,24 +41,19 @@ def interrupted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     def ours(call: object) -> bool:
         return isinstance(getattr(call, "_request", None), model_service_pb2.ModelGenerateRequest)
 
-    async def watched_read(self):  # type: ignore[no-untyped-def]
-        try:
-            return await read(self)
-        except asyncio.CancelledError:
-            if ours(self) and _task_cancelled():
-                seen.append("read")
-            raise
+    def watched(operation, name: str):  # type: ignore[no-untyped-def]
+        async def run(self):  # type: ignore[no-untyped-def]
+            try:
+                return await operation(self)
+            except asyncio.CancelledError:
+                if ours(self) and _task_cancelled():
+                    seen.append(name)
+                raise
 
-    async def watched_send(self):  # type: ignore[no-untyped-def]
-        try:
-            return await send(self)
-        except asyncio.CancelledError:
-            if ours(self) and _task_cancelled():
-                seen.append("send")
-            raise
+        return run
 
-    monkeypatch.setattr(aio_call._StreamResponseMixin, "_read", watched_read)
-    monkeypatch.setattr(aio_call.UnaryStreamCall, "_send_unary_request", watched_send)
+    monkeypatch.setattr(aio_call._StreamResponseMixin, "_read", watched(read, "read"))
+    monkeypatch.setattr(aio_call.UnaryStreamCall, "_send_unary_request", watched(send, "send"))
     yield seen
 
 

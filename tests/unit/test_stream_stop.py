@@ -85,6 +85,18 @@ async def start(body: object, stop: _Stop) -> asyncio.Task[None]:
     return asyncio.create_task(_detached(body, stop))  # type: ignore[arg-type]
 
 
+async def cancel_mid_read(handler: asyncio.Task[None], call: FakeCall) -> asyncio.Future[str]:
+    """Cancel ``handler`` (as grpc.aio does when the caller goes away) while ``call``'s
+    read is pending; its read, once the handler has ended (CANCELLED)."""
+    await until(lambda: call.read_fut is not None, "the backend read pending")
+    read = call.read_fut
+    assert read is not None
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(handler, WAIT_S)
+    return read
+
+
 async def test_a_caller_cancel_never_lands_inside_a_pending_write() -> None:
     ctx, stop = GatedContext(), _Stop()
 
@@ -113,12 +125,7 @@ async def test_a_caller_cancel_cancels_the_backend_call_rather_than_its_read() -
     handler = await start(
         _relay_coalesced(backend_events(call, stop, closed), ctx, stop=stop), stop
     )
-    await until(lambda: call.read_fut is not None, "the backend read pending")
-    read = call.read_fut
-    assert read is not None
-    handler.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(handler, WAIT_S)
+    read = await cancel_mid_read(handler, call)
     assert call.cancelled, "the backend call was not cancelled"
     # The read ended because its call was cancelled (what frees grpc.aio's batch), not
     # because its task was: a cancelled future carries no exception.
@@ -139,13 +146,7 @@ async def test_the_same_without_coalescing() -> None:
             if stop.on:
                 break
 
-    handler = await start(plain(), stop)
-    await until(lambda: call.read_fut is not None, "the backend read pending")
-    read = call.read_fut
-    assert read is not None
-    handler.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(handler, WAIT_S)
+    read = await cancel_mid_read(await start(plain(), stop), call)
     assert call.cancelled and read.done() and not read.cancelled()
 
 
