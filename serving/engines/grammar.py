@@ -19,6 +19,13 @@ from typing import Any
 from serving.engines.base import EngineError, EngineRequest, Tool
 from serving.engines.prompt import json_object
 
+#: llama-cpp-python's schema converter (0.3.x) lets a JSON string hold raw control
+#: characters (its ``char`` rule is ``[^"\\]``), so a constrained answer could carry a
+#: literal newline or tab inside a string: not JSON. Its own ``JSON_GBNF`` and llama.cpp's
+#: converter exclude them; the rule is tightened the same way (escapes stay allowed).
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
 #: The order the forced call's keys are decoded in (the name first, so it streams first).
 CALL_KEYS = ("name", "arguments")
 _EMPTY_OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
@@ -122,4 +129,12 @@ def llama_grammar(request: EngineRequest) -> Any:
         raise _invalid(
             f"{field}: llama.cpp cannot build a grammar from this schema: {exc}"
         ) from None
-    return LlamaGrammar.from_string(gbnf, verbose=False)
+    return LlamaGrammar.from_string(strict_strings(gbnf), verbose=False)
+
+
+def strict_strings(gbnf: str) -> str:
+    """``gbnf`` with its JSON strings' ``char`` rule excluding control characters."""
+    return "\n".join(
+        _STRICT_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line
+        for line in gbnf.split("\n")
+    )

@@ -147,6 +147,33 @@ async def test_a_json_schema_answer_from_the_real_model_parses_and_validates(
     assert events[-1].done.finish_reason == types_pb2.FINISH_REASON_STOP
 
 
+async def test_json_strings_from_the_real_model_hold_no_raw_control_characters(
+    stub: model_service_pb2_grpc.ModelServiceStub,
+) -> None:
+    """llama-cpp-python's schema converter lets a string hold a raw newline or tab (not
+    JSON); the engine tightens its grammar. A poem invites line breaks: before the fix 2
+    of 8 such answers had one (serving/engines/grammar.py)."""
+    schema = {"type": "object", "properties": {"poem": {"type": "string"}}, "required": ["poem"]}
+    fmt = types_pb2.ResponseFormat(
+        type=types_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema_json=json.dumps(schema)
+    )
+    ask = (
+        'Write a poem of four short lines about the sea, one line per line, as JSON {"poem": ...}.'
+    )
+    for seed in range(8):
+        request = pb.ModelGenerateRequest(
+            request_id=f"poem-{seed}",
+            messages=[types_pb2.ChatMessage(role=types_pb2.ROLE_USER, content=ask)],
+            max_output_tokens=60,
+            sampling=types_pb2.SamplingParams(temperature=1.0, seed=seed),
+            response_format=fmt,
+        )
+        events = [e async for e in stub.Generate(request, timeout=120)]
+        text = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+        assert text.startswith("{"), text
+        assert not [c for c in text if ord(c) < 0x20], f"seed {seed}: {text!r}"
+
+
 async def test_a_required_tool_call_from_the_real_model_has_valid_arguments(
     engine: LlamaCppEngine, stub: model_service_pb2_grpc.ModelServiceStub
 ) -> None:

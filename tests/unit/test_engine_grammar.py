@@ -93,6 +93,9 @@ def test_llama_cpp_grammars_come_from_its_own_converter() -> None:
     # the name first (it streams first), then the arguments
     assert root.index("name") < root.index("arguments")
     assert '"\\"get_weather\\""' in gbnf
+    # JSON strings hold no raw control characters (the converter's own rule allows them)
+    char = next(line for line in gbnf.splitlines() if line.startswith("char ::="))
+    assert char.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\"'), char
 
 
 SCHEMAS: list[dict[str, Any]] = [
