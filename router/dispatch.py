@@ -672,7 +672,7 @@ async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float, stop: Str
         while True:
             chunk = await anext(stream)
             if chunk.text or chunk.done or chunk.tool_calls:
-                return chunk
+                break
     except asyncio.CancelledError:
         if not expired:
             raise  # the caller went away
@@ -683,3 +683,8 @@ async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float, stop: Str
         raise _FirstTokenTimeout() from None
     finally:
         timer.cancel()
+    if expired:
+        # The time ran out as the chunk arrived: the call is cancelled already (its next
+        # read would end the stream), so this attempt timed out.
+        raise _FirstTokenTimeout()
+    return chunk

@@ -248,6 +248,23 @@ async def test_a_late_first_token_cancels_the_grpc_call_not_its_read() -> None:
     assert task is not None and task.cancelling() == 0
 
 
+async def test_a_first_token_arriving_as_the_time_runs_out_is_a_timeout() -> None:
+    """The chunk's read completed, but the timer fired before the reader resumed: the call
+    is cancelled already (its next read would end the stream), so the attempt timed out."""
+
+    class ArrivesAtTheDeadline(FakeCall):
+        def cancel(self) -> bool:
+            if self.read_fut is not None and not self.read_fut.done():
+                self.read_fut.set_result("just in time")
+            self.cancelled = True
+            return True
+
+    stop, call = StreamStop(), ArrivesAtTheDeadline()
+    with pytest.raises(_FirstTokenTimeout):
+        await _first_chunk(_chunks(call, stop), 0.05, stop)
+    assert call.cancelled
+
+
 async def test_a_late_first_token_without_a_grpc_call_cancels_the_read() -> None:
     stop = StreamStop()
     with pytest.raises(_FirstTokenTimeout):
