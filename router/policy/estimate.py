@@ -6,7 +6,8 @@
     load          max(in_flight, reported_load)
     waiting       max(0, load - max_concurrency + 1)
     service       live mean_service_ms, else ttft base + out / decode rate * 1000
-    queue wait    waiting * service / max_concurrency
+    queue wait    waiting * service / max_concurrency * QUEUE_WAIT_TAIL (ln 10: the
+                  p90 of an exponential wait, not its mean)
     ttft          queue wait + ttft base
     total         ttft + out / decode rate * 1000
     cost          of the prompt and max_out output tokens (the most the call may cost)
@@ -21,12 +22,20 @@ max_out.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from router.types import BackendSnapshot, BackendSpec, Estimate, Prices, Tier, TokenCount
 
 T = TypeVar("T")
+
+#: The queue-wait estimate's tail factor. A request that waits for a slot waits for the
+#: first of ``max_concurrency`` running requests to end: ``service / max_concurrency`` on
+#: average, but spread like an exponential, whose 90th percentile is ln(10) = 2.3 times
+#: its mean. Planning with the mean put a third of the requests that queued past a tight
+#: TTFT budget (`hybrid-router simulate`, long-conversations: SLO met 87.0% -> 95.3%).
+QUEUE_WAIT_TAIL = math.log(10.0)
 
 _HOSTED = Tier.HOSTED
 _GPU = Tier.GPU
@@ -181,7 +190,7 @@ def estimate(
         service = snap.mean_service_ms if live else None
         if service is None:
             service = ttft_base + out / rate * 1000.0
-        queue_wait = waiting * service / slots
+        queue_wait = waiting * service / slots * QUEUE_WAIT_TAIL
     else:
         queue_wait = 0.0
 

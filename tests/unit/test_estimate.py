@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
 from router.policy.estimate import (
+    QUEUE_WAIT_TAIL,
     cost_usd,
     estimate,
     frozen_factory,
@@ -27,6 +29,9 @@ from router.types import (
     Tier,
     TokenCount,
 )
+
+#: The queue wait's tail factor: the p90 of an exponential wait over its mean.
+TAIL = math.log(10.0)
 
 PROMPT = TokenCount(1000, False)
 
@@ -110,23 +115,23 @@ def test_queue_wait_from_live_mean_service_time() -> None:
     # load 6 on 4 slots: 3 requests ahead of ours, 4 served in parallel
     snap = dataclasses.replace(LIVE, in_flight=6)
     est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
-    assert est.queue_wait_ms == pytest.approx(3 * 2000.0 / 4)
-    assert est.ttft_ms == pytest.approx(1500.0 + 80.0)
-    assert est.total_ms == pytest.approx(1580.0 + 1000.0)
+    assert est.queue_wait_ms == pytest.approx(3 * 2000.0 / 4 * TAIL)
+    assert est.ttft_ms == pytest.approx(1500.0 * TAIL + 80.0)
+    assert est.total_ms == pytest.approx(1500.0 * TAIL + 80.0 + 1000.0)
 
 
 def test_queue_wait_uses_reported_load_when_larger() -> None:
     snap = dataclasses.replace(LIVE, in_flight=1, reported_load=4)
     est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
-    assert est.queue_wait_ms == pytest.approx(1 * 2000.0 / 4)
+    assert est.queue_wait_ms == pytest.approx(1 * 2000.0 / 4 * TAIL)
 
 
 def test_queue_wait_from_priors_without_live_service_time() -> None:
     # service = prior ttft + max_out / prior rate = 200 + 2000 ms
     snap = BackendSnapshot("gpu-a", in_flight=4)
     est = estimate(make_spec(), snap, PROMPT, 100, min_samples=3)
-    assert est.queue_wait_ms == pytest.approx(1 * 2200.0 / 4)
-    assert est.ttft_ms == pytest.approx(550.0 + 200.0)
+    assert est.queue_wait_ms == pytest.approx(1 * 2200.0 / 4 * TAIL)
+    assert est.ttft_ms == pytest.approx(550.0 * TAIL + 200.0)
 
 
 # --- cost -----------------------------------------------------------------------------
@@ -264,3 +269,8 @@ def test_planner_refuses_records_whose_fields_it_does_not_know() -> None:
 
     with pytest.raises(TypeError, match="frozen, slotted dataclass"):
         _inline_twin(NoSlots, ("a",))
+
+
+def test_the_queue_wait_tail_is_the_p90_of_an_exponential_wait() -> None:
+    # P(wait > TAIL * mean) = exp(-TAIL) = 0.1 for an exponential wait
+    assert math.exp(-QUEUE_WAIT_TAIL) == pytest.approx(0.1)
