@@ -344,12 +344,14 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
             await asyncio.sleep(0.1)
         assert edge, "the demo did not start the edge stand-in"
         others = [p for p in _children_of(proc.pid) if p != edge]
-        # Once it has written to its log (stderr): it is loading or serving, and the
-        # demo has lines to show. A fixed wait was too short on a loaded machine.
-        while time.monotonic() < deadline and not _log_size(edge):
+        # Once the demo routes its first request (its router log says so): every child is
+        # up and the edge's log has lines to show. A fixed wait was too short on a loaded
+        # machine.
+        while time.monotonic() < deadline and "router.requests request" not in _router_log(
+            proc.pid
+        ):
             await asyncio.sleep(0.1)
         assert _log_size(edge), "the edge stand-in wrote nothing to its log"
-        await asyncio.sleep(1.0)
         killed_at = time.monotonic()
         os.kill(edge, signal.SIGSEGV)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -361,7 +363,7 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
     stderr = err.decode()
     assert proc.returncode == 1, stderr
     line = next((x for x in stderr.splitlines() if x.startswith("error: ")), "")
-    assert line, stderr
+    assert line, f"stderr: {stderr!r}\nstdout: {out.decode()[-3000:]}"
     m = re.fullmatch(r"error: edge-site-a \(pid (\d+)\) died with SIGSEGV; log: (\S+)", line)
     assert m, stderr
     assert int(m.group(1)) == edge
@@ -375,6 +377,18 @@ async def test_the_demo_stops_at_once_when_a_model_server_dies():
     assert report["died"]["signal"] == "SIGSEGV" and report["died"]["pid"] == edge
     assert report["died"]["log"] == str(log)
     assert not [p for p in [edge, *others] if pid_alive(p)]
+
+
+def _router_log(pid: int) -> str:
+    """The text of the demo's router.log, found among ``pid``'s open files ("" if none)."""
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            target = os.readlink(fd)
+            if target.endswith("/router.log"):
+                return Path(target).read_text(errors="replace")
+        except OSError:
+            continue
+    return ""
 
 
 def _log_size(pid: int) -> int:
