@@ -8,6 +8,12 @@
 # idempotent: the second run skips the install unless a lock or pyproject.toml changed.
 # `make help` lists every target. See docs/development.md.
 
+# On CI (CI=true) everything is installed once: pip's cache would only hold a second copy
+# of every wheel (several GB with the vLLM check environment).
+ifeq ($(CI),true)
+export PIP_NO_CACHE_DIR := 1
+endif
+
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help

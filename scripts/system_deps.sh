@@ -12,6 +12,10 @@ export PIP_NO_INPUT=1
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# The whole install needs about 2.5 GB (`make demo`) or 12 GB (`make test`, with the vLLM
+# check environment): say what there is before it starts.
+log "disk: $(df -Ph "${ROOT}" | awk 'NR == 2 { print $4 " free of " $2 " on " $6 }')"
+
 
 # --- system packages -------------------------------------------------------------
 # command -> Debian package providing it.
