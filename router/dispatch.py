@@ -676,10 +676,10 @@ async def _first_chunk(stream: AsyncIterator[Chunk], timeout_s: float, stop: Str
     except asyncio.CancelledError:
         if not expired:
             raise  # the caller went away
-        if cancelled_task and task.uncancel() > cancelling:
+        if cancelled_task:
+            task.uncancel()  # the timeout's own cancel
+        if task.cancelling() > cancelling:
             raise  # cancelled by someone else too
-        if not cancelled_task and task.cancelling() > cancelling:
-            raise
         raise _FirstTokenTimeout() from None
     finally:
         timer.cancel()
