@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -132,8 +133,13 @@ def _chat(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 # send them to the ``llama_cpp.native`` logger, as the llama.cpp engine does (a copy of
 # serving/engines/llamacpp.py's route_native_logs: the router may not import serving).
 _native_log = logging.getLogger("llama_cpp.native")
-_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
+#: ggml's log levels (ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5: the line
+#: goes on at the previous one's level). llama-cpp-python's own table is one off (INFO
+#: lines came out as WARNING, warnings as ERROR).
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_CONT = 5
 _log_callback: Any = None
+_last_level = logging.INFO
 
 
 def _route_native_logs(llama_cpp: Any) -> None:
@@ -144,12 +150,58 @@ def _route_native_logs(llama_cpp: Any) -> None:
 
     @llama_cpp.llama_log_callback  # type: ignore[misc]
     def callback(level: int, text: bytes, user_data: Any) -> None:
-        lvl = _LOG_LEVELS.get(level, logging.DEBUG)
+        global _last_level
+        lvl = _last_level if level == _CONT else _LOG_LEVELS.get(level, logging.INFO)
+        _last_level = lvl
         if _native_log.isEnabledFor(lvl):
             _native_log.log(lvl, "%s", text.decode("utf-8", "replace").rstrip())
 
     _log_callback = callback  # keep a reference: ctypes does not
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+class _Unredirected:
+    """Takes the place of llama-cpp-python's ``suppress_stdout_stderr`` while a vocabulary
+    loads. That helper points file descriptors 1 and 2 at /dev/null and swaps
+    ``sys.stdout``/``sys.stderr`` for the whole process, not the loading thread: the
+    router loads vocabularies in a worker thread while its event loop runs, so every log
+    line and message of the process in that window was lost (the demo, stopping because a
+    model server died while the router loaded its tokenizer, printed nothing at all).
+    llama.cpp's own lines go to the ``llama_cpp.native`` logger instead
+    (:func:`_route_native_logs`), so nothing needs silencing."""
+
+    def __init__(self, disable: bool = True) -> None:
+        del disable
+
+    def __enter__(self) -> _Unredirected:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+#: Held while a vocabulary loads with :class:`_Unredirected` in place.
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_vocab_only(llama_cpp: Any, model_path: str) -> Any:
+    """``llama_cpp.Llama(vocab_only=True)`` without its process-wide stdout/stderr
+    redirect (:class:`_Unredirected`): the modules that call it see the stand-in for
+    the length of the load. A llama-cpp-python without those names loads as it is."""
+    modules = [
+        m
+        for m in (sys.modules.get("llama_cpp.llama"), sys.modules.get("llama_cpp._internals"))
+        if m is not None and hasattr(m, "suppress_stdout_stderr")
+    ]
+    with _LOAD_LOCK:
+        saved = [(m, m.suppress_stdout_stderr) for m in modules]
+        for m, _ in saved:
+            m.suppress_stdout_stderr = _Unredirected
+        try:
+            return llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
+        finally:
+            for m, original in saved:
+                m.suppress_stdout_stderr = original
 
 
 class _Vocab:
@@ -162,7 +214,7 @@ class _Vocab:
         import llama_cpp
 
         _route_native_logs(llama_cpp)
-        self._llm = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
+        self._llm = _load_vocab_only(llama_cpp, model_path)
         self._lock = threading.Lock()
         #: The file's own template (``source`` "": the Gemma 3 format), as the engine reads it.
         self.template = ChatTemplate.from_llama(self._llm)

@@ -40,8 +40,13 @@ def default_model_path() -> str:
 
 
 _llama_log = logging.getLogger("llama_cpp.native")
-_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
+#: ggml's log levels (ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5: the line
+#: goes on at the previous one's level). llama-cpp-python's own table is one off (INFO
+#: lines came out as WARNING, warnings as ERROR).
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_CONT = 5
 _log_callback: Any = None
+_last_level = logging.INFO
 
 
 def route_native_logs() -> None:
@@ -60,7 +65,9 @@ def route_native_logs() -> None:
 
     @llama_cpp.llama_log_callback  # type: ignore[misc]
     def callback(level: int, text: bytes, user_data: Any) -> None:
-        lvl = _LOG_LEVELS.get(level, logging.DEBUG)
+        global _last_level
+        lvl = _last_level if level == _CONT else _LOG_LEVELS.get(level, logging.INFO)
+        _last_level = lvl
         if _llama_log.isEnabledFor(lvl):
             _llama_log.log(lvl, "%s", text.decode("utf-8", "replace").rstrip())
 

@@ -134,6 +134,70 @@ def test_gguf_counts_match_the_real_tokenizer(gemma_vocab) -> None:  # type: ign
 
 
 @pytest.mark.model
+def test_loading_a_vocabulary_leaves_the_process_stdout_and_stderr_alone(
+    gemma_vocab, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """llama-cpp-python points fds 1 and 2 at /dev/null and swaps sys.stdout/sys.stderr
+    for the whole process while a model loads (verbose=False); the router loads
+    vocabularies in a worker thread while its loop runs, so everything the process wrote
+    meanwhile was lost. The router's load leaves both alone, and restores the library's
+    helper for anyone else."""
+    import os
+
+    import llama_cpp._internals
+
+    from router.tokenizers import _Vocab
+
+    redirected: list[int] = []
+    real_dup2 = os.dup2
+
+    def dup2(fd: int, fd2: int, inheritable: bool = True) -> int:
+        if fd2 in (1, 2):
+            redirected.append(fd2)
+        return real_dup2(fd, fd2, inheritable)
+
+    monkeypatch.setattr(os, "dup2", dup2)
+    helper = llama_cpp._internals.suppress_stdout_stderr
+    counts: list[int] = []
+
+    def load() -> None:
+        counts.append(_Vocab(gemma_vocab.model_path).count((Message(Role.USER, "hi"),)))
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    worker.join()
+    assert counts and counts[0] > 0
+    assert redirected == []  # the library's helper redirects both: [1, 2, 1, 2]
+    assert llama_cpp._internals.suppress_stdout_stderr is helper
+
+
+@pytest.mark.parametrize("owner", ["router.tokenizers", "serving.engines.llama_prompt"])
+def test_llama_cpp_log_lines_keep_their_level(owner: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    """ggml's levels (ggml.h: DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5) map to logging's
+    as named; a CONT line goes on at the level before it. The router's copy and the
+    engine's both."""
+    import importlib
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    module = importlib.import_module(owner)
+    if owner == "router.tokenizers":
+        module._route_native_logs(llama_cpp)
+    else:
+        module.route_native_logs()
+    caplog.set_level(logging.DEBUG, logger="llama_cpp.native")
+    for level, text in ((1, b"d\n"), (2, b"i\n"), (3, b"w\n"), (5, b"w more\n"), (4, b"e\n")):
+        module._log_callback(level, text, None)
+    seen = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "llama_cpp.native"]
+    assert seen[-5:] == [
+        (logging.DEBUG, "d"),
+        (logging.INFO, "i"),
+        (logging.WARNING, "w"),
+        (logging.WARNING, "w more"),
+        (logging.ERROR, "e"),
+    ]
+
+
+@pytest.mark.model
 def test_default_estimate_over_counts_english_prose(gemma_vocab) -> None:  # type: ignore[no-untyped-def]
     # The margin covers prose; digits, CJK and code can exceed it (docs/policy.md).
     counter = Tokenizers(TokenEstimateConfig())
