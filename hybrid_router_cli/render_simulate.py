@@ -1,6 +1,6 @@
 """What ``hybrid-router simulate`` prints and writes (docs/simulate.md): the comparison
-table, the targets and their one-line verdict, the JSON document, the CSV rows, the list of
-scenarios and the two charts.
+table, the targets and their one-line verdict, the misses table, the JSON document, the CSV
+rows, the list of scenarios and the two charts.
 
 Pure functions of the simulator's :class:`router.simulation.Summary` records (read by
 attribute: nothing of ``router`` is imported here) to rich renderables, plain data and
@@ -323,15 +323,65 @@ def document(
     found: Sequence[Target],
     inputs: Mapping[str, Any],
     files: Sequence[str] = (),
+    misses: Any = None,
 ) -> dict[str, Any]:
-    """The ``--json`` document: inputs, every summary (by strategy), targets, verdict."""
-    return {
+    """The ``--json`` document: inputs, every summary (by strategy), targets, verdict, and
+    with ``--misses`` the strategy's miss groups (all of them)."""
+    doc = {
         "inputs": dict(inputs),
         "summaries": {name: s.to_json() for name, s in summaries.items()},
         "targets": [t.to_json() for t in found],
         "verdict": verdict_line(found),
         "files": list(files),
     }
+    if misses is not None:
+        doc["misses"] = misses.to_json()
+    return doc
+
+
+# --- misses -------------------------------------------------------------------------------
+
+
+def misses_table(report: Any, *, total: int, limit: int) -> Table:
+    """``--misses``: the largest groups of requests the oracle met and the strategy
+    missed (a :class:`router.simulation.misses.MissReport`, read by attribute)."""
+    from rich import box
+    from rich.table import Table
+
+    shown = report.groups[:limit]
+    more = len(report.groups) - len(shown)
+    rest = sum(g.requests for g in report.groups[limit:])
+    caption = (
+        f"{report.missed:,} requests ({_pct(report.missed / total if total else None)} of "
+        f"the trace) met by the oracle, missed by {report.strategy}; "
+        f"{report.met_only_by_strategy:,} the other way round. missed: the budget it went "
+        "over (ttft, total) or how it ended (cut, failed, refused)"
+    )
+    if more > 0:
+        caption += f"; {more:,} smaller groups ({rest:,} requests) not shown (--misses-limit)"
+    table = Table(
+        title=f"where {report.strategy} misses what the oracle meets",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("requests", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
+    table.add_column("budgets", no_wrap=True)
+    table.add_column(f"{report.strategy} sent to", no_wrap=True)
+    table.add_column("missed", no_wrap=True)
+    table.add_column("oracle sent to", no_wrap=True)
+    for g in shown:
+        table.add_row(
+            f"{g.requests:,}",
+            _pct(g.requests / report.missed if report.missed else None),
+            g.budgets,
+            g.backend,
+            g.missed,
+            g.oracle_backend,
+        )
+    return table
 
 
 # --- scenarios ----------------------------------------------------------------------------

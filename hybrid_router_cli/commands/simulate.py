@@ -39,6 +39,7 @@ examples:
   hybrid-router simulate --scenario edge-outage --strategies router,always-hosted,round-robin
   hybrid-router simulate --scenario throttling --seed 7 --json | jq '.targets'
   hybrid-router simulate --scenario diurnal --csv diurnal.csv --plot charts
+  hybrid-router simulate --scenario steady --strategies router --misses
   hybrid-router simulate --scenario steady --requests 500 --write-trace steady.jsonl
   hybrid-router simulate --trace steady.jsonl --fleet fleet.yaml
   hybrid-router simulate --from-log requests.log --fleet fleet.yaml --write-trace replay.jsonl
@@ -60,6 +61,17 @@ def _requests(text: str) -> int:
     value = non_negative_int(text)
     if not 1 <= value <= MAX_REQUESTS:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_REQUESTS:,}, got {value:,}")
+    return value
+
+
+#: Groups the ``--misses`` table shows unless ``--misses-limit`` says otherwise.
+MISSES_LIMIT = 12
+
+
+def _positive(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -135,6 +147,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "configuration) as a fleet file (YAML), to edit and replay with --fleet",
     )
     out.add_argument(
+        "--misses",
+        nargs="?",
+        const="router",
+        metavar="STRATEGY",
+        help="also show where a strategy (default: router) misses what the oracle meets: "
+        "the requests grouped by budgets, where each went, how it missed and where the "
+        "oracle sent it, largest group first",
+    )
+    out.add_argument(
+        "--misses-limit",
+        type=_positive,
+        default=MISSES_LIMIT,
+        metavar="N",
+        help=f"with --misses: groups in the table (default: {MISSES_LIMIT}; --json has all)",
+    )
+    out.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -184,6 +212,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
         )
     if args.requests is not None and not args.scenario:
         raise _usage(f"--requests goes with --scenario; {flag} replays every request it holds")
+    if args.misses_limit != MISSES_LIMIT and args.misses is None:
+        raise _usage("--misses-limit goes with --misses")
 
 
 def _check_outputs(args: argparse.Namespace) -> Path | None:
@@ -456,6 +486,15 @@ def run(args: argparse.Namespace) -> int:
     # The table's console now: without rich, say so before the run rather than after it.
     console = None if args.json else render.make_console()
     names = _strategy_names(args.strategies)
+    if args.misses in ("bound", "oracle"):
+        raise _usage(
+            f"--misses compares a strategy with the oracle: name one of {', '.join(names)}"
+        )
+    if args.misses is not None and args.misses not in names:
+        raise _usage(
+            f"--misses {args.misses}: not among the strategies run "
+            f"({', '.join(names)}); add it to --strategies"
+        )
     fleet, trace, described = _inputs(args)
     if args.write_trace:
         _write_trace(args.write_trace, trace)
@@ -468,10 +507,25 @@ def run(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() if args.progress is None else args.progress
     with _progress(show) as progress:
         try:
-            result = compare(fleet, trace, names, seed=args.seed, progress=progress)
+            result = compare(
+                fleet,
+                trace,
+                names,
+                seed=args.seed,
+                keep_outcomes=args.misses is not None,
+                progress=progress,
+            )
         except ConfigError as exc:
             raise _config_error(exc, "--strategies") from None
     summaries = result.summaries
+    misses = None
+    if args.misses is not None:
+        from router.simulation import ORACLE
+        from router.simulation.misses import miss_report
+
+        misses = miss_report(
+            args.misses, trace, result.outcomes[args.misses], result.outcomes[ORACLE]
+        )
     found = render_simulate.targets(summaries)
     title = _title(described, len(trace), args.seed)
     files: list[str] = []
@@ -484,11 +538,15 @@ def run(args: argparse.Namespace) -> int:
         files += _write_plots(plot_dir, summaries, title)
     if args.json:
         inputs = {**described, "requests": len(trace), "seed": args.seed, "strategies": names}
-        print(render.to_json(render_simulate.document(summaries, found, inputs, files)))
+        print(render.to_json(render_simulate.document(summaries, found, inputs, files, misses)))
         return 0
     assert console is not None
     console.print(render_simulate.comparison_table(summaries, title=title))
     console.print(render_simulate.verdict_text(found), soft_wrap=True)
+    if misses is not None:
+        console.print(
+            render_simulate.misses_table(misses, total=len(trace), limit=args.misses_limit)
+        )
     return 0
 
 

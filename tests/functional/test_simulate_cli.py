@@ -232,6 +232,46 @@ def test_a_request_log_is_replayed(
     assert "request log" in captured.out and "router" in captured.out
 
 
+def test_misses_group_what_the_oracle_met_and_the_router_missed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [*SMALL[:4], "2000", "--seed", "3", "--strategies", "router", "--misses"]
+    doc = _json(capsys, argv)
+
+    misses = doc["misses"]
+    summaries = doc["summaries"]
+    assert misses["strategy"] == "router"
+    assert misses["missed"] == sum(g["requests"] for g in misses["groups"]) > 0
+    # Whatever the oracle met and the router did not, less the other way round, is the
+    # difference of their counts of met requests.
+    assert misses["missed"] - misses["met_only_by_strategy"] == (
+        summaries["oracle"]["met"] - summaries["router"]["met"]
+    )
+    sizes = [g["requests"] for g in misses["groups"]]
+    assert sizes == sorted(sizes, reverse=True)
+    backends = {b["name"] for b in reference_router()["backends"]}
+    for g in misses["groups"]:
+        assert g["missed"] in {"ttft", "total", "ttft+total", "cut", "failed", "refused"}
+        assert g["oracle_backend"] in backends
+        assert g["backend"] in backends | {"-"}
+        assert g["budgets"].startswith(("ttft<=", "total<=")) or g["budgets"] == "none"
+
+    # The table: the same largest group first, and the rest counted in the caption.
+    assert main([*argv[:-1], "--misses", "router", "--misses-limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "where router misses what the oracle meets" in out
+    top = misses["groups"][0]
+    row = next(line for line in out.splitlines() if line.strip().startswith(f"{top['requests']:,}"))
+    assert row.split()[2:] == [
+        *top["budgets"].split(),
+        top["backend"],
+        top["missed"],
+        top["oracle_backend"],
+    ]
+    hidden = len(misses["groups"]) - 2
+    assert f"{hidden:,} smaller groups" in " ".join(out.split())
+
+
 def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--list-scenarios"]) == 0
     out = capsys.readouterr().out
@@ -314,6 +354,18 @@ def _bad_trace(tmp_path: Path) -> Path:
         (["--trace", "{tmp}/none.jsonl", "--fleet", "{fleet}"], "error: --trace: {tmp}/none.jsonl"),
         (["--trace", "{trace}", "--fleet", "{tmp}/none.yaml"], "error: --fleet: {tmp}/none.yaml"),
         ([], "error: give the traffic to simulate: --scenario NAME"),
+        (
+            ["--scenario", "steady", "--strategies", "always-hosted", "--misses"],
+            "error: --misses router: not among the strategies run (always-hosted); add it",
+        ),
+        (
+            ["--scenario", "steady", "--misses", "oracle"],
+            "error: --misses compares a strategy with the oracle: name one of router,",
+        ),
+        (
+            ["--scenario", "steady", "--misses-limit", "3"],
+            "error: --misses-limit goes with --misses",
+        ),
         (
             ["--scenario", "steady", "--csv", "{tmp}/no/such/dir/x.csv"],
             "error: --csv: {tmp}/no/such/dir is not a directory",

@@ -152,6 +152,53 @@ def test_a_hand_computed_trace_is_reproduced_exactly() -> None:
     }
 
 
+def test_misses_are_grouped_by_budgets_backend_how_and_the_oracles_choice() -> None:
+    from router.simulation.engine import Outcome
+    from router.simulation.misses import MissGroup, miss_report
+
+    chat = TraceRequest(
+        at_s=0, prompt_tokens=1, output_tokens=1, ttft_budget_ms=600.0, total_budget_ms=3000.0
+    )
+    batch = TraceRequest(at_s=0, prompt_tokens=1, output_tokens=1, total_budget_ms=30000.0)
+    free = TraceRequest(at_s=0, prompt_tokens=1, output_tokens=1)
+
+    def ok(backend: str, ttft: float, total: float) -> Outcome:
+        return Outcome(0, "ok", backend, None, ttft, total)
+
+    trace = [chat, chat, chat, batch, free, chat]
+    router_out = [
+        ok("hosted", 900, 1000),  # over its TTFT budget
+        ok("hosted", 700, 1000),  # the same group
+        ok("gpu", 100, 3500),  # over its total budget
+        Outcome(0, "cut", "gpu", None, 50, 80),  # a cut answer
+        Outcome(0, "refused"),  # no backend
+        ok("gpu", 100, 200),  # met, and the oracle missed it
+    ]
+    oracle_out = [
+        ok("gpu", 100, 200),
+        ok("gpu", 100, 200),
+        ok("hosted", 500, 900),
+        ok("hosted", 500, 900),
+        ok("edge", 100, 900),
+        ok("gpu", 100, 4000),
+    ]
+    report = miss_report("router", trace, router_out, oracle_out)
+    assert (report.missed, report.met_only_by_strategy) == (5, 1)
+    assert report.groups == [
+        MissGroup("ttft<=600ms total<=3000ms", "hosted", "ttft", "gpu", 2),
+        MissGroup("none", "-", "refused", "edge", 1),
+        MissGroup("total<=30000ms", "gpu", "cut", "hosted", 1),
+        MissGroup("ttft<=600ms total<=3000ms", "gpu", "total", "hosted", 1),
+    ]
+    assert report.to_json()["groups"][0] == {
+        "budgets": "ttft<=600ms total<=3000ms",
+        "backend": "hosted",
+        "missed": "ttft",
+        "oracle_backend": "gpu",
+        "requests": 2,
+    }
+
+
 def test_an_outage_fails_over_before_the_first_token_and_cuts_streams_after_it() -> None:
     fleet = _two_backend_fleet(gpu={"outages": [[0.5, 2.0]], "fail_after_ms": 5})
     trace = [
