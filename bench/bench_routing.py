@@ -6,10 +6,11 @@ simulate``'s comparison (the bound, the clairvoyant oracle, the router with its 
 every baseline) plus the policy settings this issue changed, side by side on the same
 trace and seed:
 
-    router-before    the policy as it was: no load spreading, and a request no backend
-                     meets goes to the fastest by total latency (the planner's own code,
-                     called with the budgets left out of the unmet ordering)
-    router-p90       policy.ttft_estimate: p90
+    router-before    the policy as it was: no load spreading, TTFT judged by its p50, and
+                     a request no backend meets goes to the fastest by total latency (the
+                     planner's own code, called with the budgets left out of the unmet
+                     ordering)
+    router-p50       policy.ttft_estimate: p50 (the default before the p90)
     router-outq75    policy.output_estimate.enabled with quantile 0.75
     router-least     policy.spread: least_loaded
 
@@ -54,8 +55,8 @@ class RouterBefore(RouterStrategy):
 def variants(params: Any) -> list[RouterStrategy]:
     r = dataclasses.replace
     return [
-        RouterBefore(params=r(params, spread="off"), name="router-before"),
-        RouterStrategy(params=r(params, ttft_p90=True), name="router-p90"),
+        RouterBefore(params=r(params, spread="off", ttft_p90=False), name="router-before"),
+        RouterStrategy(params=r(params, ttft_p90=False), name="router-p50"),
         RouterStrategy(
             name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)
         ),

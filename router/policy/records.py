@@ -36,8 +36,9 @@ class PolicyParams:
     default_max_output_tokens: int = 256
     #: Observations needed before live stats replace a backend's priors.
     min_samples: int = 3
-    #: Estimate TTFT from the observed p90 instead of the p50 (policy.ttft_estimate).
-    ttft_p90: bool = False
+    #: Estimate TTFT from the observed p90 (True, the default) or the p50
+    #: (policy.ttft_estimate).
+    ttft_p90: bool = True
     #: Load spreading among equivalent candidates: power_of_two, least_loaded or off
     #: (router.policy.objectives.spread).
     spread: str = "power_of_two"

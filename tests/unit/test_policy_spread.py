@@ -117,9 +117,14 @@ def test_ttft_p90_judges_budgets_by_the_tail() -> None:
     )
     request = make_request(ttft_budget_ms=500.0)
     backends = [(GPU, live), (HOSTED, BackendSnapshot("hosted-a"))]
-    assert plan(features(request), backends, policy_params(PolicyConfig()), NOW).primary == "gpu-a"
-    p90 = policy_params(PolicyConfig(ttft_estimate="p90"))
-    assert plan(features(request), backends, p90, NOW).primary == "hosted-a"
+    p50 = policy_params(PolicyConfig(ttft_estimate="p50"))
+    assert plan(features(request), backends, p50, NOW).primary == "gpu-a"
+    # The default judges the budget by the p90: gpu-a's 900 ms misses 500; hosted-a's
+    # prior (300 ms, no calls yet) meets it.
+    assert PolicyConfig().ttft_estimate == "p90"
+    assert plan(features(request), backends, policy_params(PolicyConfig()), NOW).primary == (
+        "hosted-a"
+    )
 
 
 def test_output_lengths_learn_each_tenants_ratio() -> None:
