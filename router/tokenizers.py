@@ -188,7 +188,7 @@ def _load_vocab_only(llama_cpp: Any, model_path: str) -> Any:
     """``llama_cpp.Llama(vocab_only=True)`` without its process-wide stdout/stderr
     redirect (:class:`_Unredirected`): the modules that call it see the stand-in for
     the length of the load. A llama-cpp-python without those names loads as it is."""
-    modules = [
+    modules: list[Any] = [
         m
         for m in (sys.modules.get("llama_cpp.llama"), sys.modules.get("llama_cpp._internals"))
         if m is not None and hasattr(m, "suppress_stdout_stderr")
