@@ -13,6 +13,8 @@ trace and seed:
     router-p50       policy.ttft_estimate: p50 (the default before the p90)
     router-outq75    policy.output_estimate.enabled with quantile 0.75
     router-least     policy.spread: least_loaded
+    router-weighted  policy.objective: weighted (default weights: cost 1, latency 8)
+    router-fastest   policy.objective: fastest
 
 and prints one Markdown table per scenario, the targets' verdict (``hybrid-router
 simulate``'s own checks), and the simulator's speed (``--speed-requests`` requests of the
@@ -37,6 +39,7 @@ from router.config import OutputEstimateConfig
 from router.simulation import RouterStrategy, Simulation, compare
 from router.simulation.scenarios import SCENARIOS, build
 from router.simulation.strategies import STRATEGIES
+from router.types import Objective
 
 _ORDER = planner.order_candidates
 
@@ -61,6 +64,8 @@ def variants(params: Any) -> list[RouterStrategy]:
             name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)
         ),
         RouterStrategy(params=r(params, spread="least_loaded"), name="router-least"),
+        RouterStrategy(params=r(params, objective=Objective.WEIGHTED), name="router-weighted"),
+        RouterStrategy(params=r(params, objective=Objective.FASTEST), name="router-fastest"),
     ]
 
 

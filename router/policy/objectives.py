@@ -5,14 +5,17 @@ only a TTFT budget. A candidate meets the budget when it meets every budget the 
 gives (``ttft_budget_ms`` against the estimated TTFT, ``total_budget_ms`` against the
 estimated total); with no budget every candidate meets it.
 
-    cheapest  budget-meeting candidates by (cost, latency), then the others by how far
-              they miss (the largest of estimated TTFT / TTFT budget and estimated
-              total / total budget), then cost. The primary misses the budget only when
-              nobody meets it.
-    fastest   by (latency, cost).
-    weighted  by score = w_cost * cost / min_cost + w_latency * latency / min_latency,
+Every objective orders the budget-meeting candidates first, by its own score, then the
+others by how far they miss (the largest of estimated TTFT / TTFT budget and estimated
+total / total budget; latency when the request gives no budget), then by score: the
+primary misses the budget only when nobody meets it.
+
+    cheapest  score = cost; ties by latency.
+    fastest   score = latency; ties by cost.
+    weighted  score = w_cost * cost / min_cost + w_latency * latency / min_latency,
               each minimum taken over the candidates' non-zero values (a free backend's
-              cost term is 0; when every cost is 0 the cost term vanishes).
+              cost term is 0; when every cost is 0 the cost term vanishes); ties by
+              latency.
 
 Ties then go to the tier that keeps data closest (edge < gpu < hosted), then the name, so
 the order is total and deterministic.
@@ -97,44 +100,41 @@ def order_candidates(
     tiers = TIER_ORDER
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
+    scores: list[float]
     if objective is _WEIGHTED:
         ref_cost = min((r[2] for r in rows if r[2] > 0.0), default=1.0)
         ref_lat = min((r[3] for r in rows if r[3] > 0.0), default=1.0)
         w_cost = weights.cost / ref_cost
         w_lat = weights.latency / ref_lat
         scores = [w_cost * r[2] + w_lat * r[3] for r in rows]
-        keyed = [
-            (score, tiers[r[0].tier], r[0].name, i)
-            for i, (r, score) in enumerate(zip(rows, scores, strict=True))
-        ]
-        keyed.sort()
-        return [k[-1] for k in keyed], scores
-    if objective is _CHEAPEST:
-        # The budget-meeting group by (cost, latency), then the others by (latency, cost).
-        good: list[tuple[float, float, int, str, int]] = []
-        rest: list[tuple[float, float, int, str, int]] = []
-        ttft_b, total_b = budgets
-        for i, (s, est, cost, lat, meets) in enumerate(rows):
-            if meets:
-                good.append((cost, lat, tiers[s.tier], s.name, i))
-            else:
-                miss = lat  # no budget passed: by latency
-                if ttft_b is not None or total_b is not None:
-                    miss = max(
-                        est.ttft_ms / ttft_b if ttft_b else 0.0,
-                        est.total_ms / total_b if total_b else 0.0,
-                    )
-                rest.append((miss, cost, tiers[s.tier], s.name, i))
-        good.sort()
-        order = [k[-1] for k in good]
-        if rest:
-            rest.sort()
-            order += [k[-1] for k in rest]
-        return order, [r[2] for r in rows]
-    # fastest
-    fast = [(lat, cost, tiers[s.tier], s.name, i) for i, (s, _, cost, lat, _) in enumerate(rows)]
-    fast.sort()
-    return [k[-1] for k in fast], [r[3] for r in rows]
+    elif objective is _CHEAPEST:
+        scores = [r[2] for r in rows]
+    else:  # fastest
+        scores = [r[3] for r in rows]
+    # The budget-meeting group by (score, then latency for cheapest and weighted, cost for
+    # fastest), then the others by how far they miss (no budget passed: by latency), then
+    # score.
+    fastest = objective is not _CHEAPEST and objective is not _WEIGHTED
+    good: list[tuple[float, float, int, str, int]] = []
+    rest: list[tuple[float, float, int, str, int]] = []
+    ttft_b, total_b = budgets
+    for i, (s, est, cost, lat, meets) in enumerate(rows):
+        if meets:
+            good.append((scores[i], cost if fastest else lat, tiers[s.tier], s.name, i))
+        else:
+            miss = lat
+            if ttft_b is not None or total_b is not None:
+                miss = max(
+                    est.ttft_ms / ttft_b if ttft_b else 0.0,
+                    est.total_ms / total_b if total_b else 0.0,
+                )
+            rest.append((miss, scores[i], tiers[s.tier], s.name, i))
+    good.sort()
+    order = [k[-1] for k in good]
+    if rest:
+        rest.sort()
+        order += [k[-1] for k in rest]
+    return order, scores
 
 
 def spread(

@@ -165,17 +165,31 @@ def test_fastest_orders_by_ttft_when_only_a_ttft_budget_is_given() -> None:
 # --- weighted -------------------------------------------------------------------------
 
 
+EVEN = WeightsConfig(cost=1.0, latency=1.0)
+
+
 def test_weighted_score_normalises_by_the_smallest_non_zero_values() -> None:
-    _, scores, _ = ranked(Objective.WEIGHTED, ALL)
+    _, scores, _ = ranked(Objective.WEIGHTED, ALL, EVEN)
     # min non-zero cost 0.001, min total 1000 ms
     assert scores[0] == pytest.approx(0.01 / 0.001 + 1_000 / 1_000)  # hosted 11
     assert scores[1] == pytest.approx(0.001 / 0.001 + 3_000 / 1_000)  # gpu 4
     assert scores[2] == pytest.approx(0.0 + 9_000 / 1_000)  # edge: free, 9
 
 
+def test_default_weights_count_latency_eight_times_cost() -> None:
+    assert (DEFAULT_WEIGHTS.cost, DEFAULT_WEIGHTS.latency) == (1.0, 8.0)
+    _, scores, _ = ranked(Objective.WEIGHTED, ALL)
+    assert scores == [
+        pytest.approx(10 + 8 * 1),  # hosted 18
+        pytest.approx(1 + 8 * 3),  # gpu 25
+        pytest.approx(0 + 8 * 9),  # edge 72
+    ]
+
+
 def test_weighted_order_follows_the_weights() -> None:
-    names, _, _ = ranked(Objective.WEIGHTED, ALL)
+    names, _, _ = ranked(Objective.WEIGHTED, ALL, EVEN)
     assert names == ["gpu-a", "edge-a", "hosted-a"]
+    assert ranked(Objective.WEIGHTED, ALL)[0] == ["hosted-a", "gpu-a", "edge-a"]
     latency_only = WeightsConfig(cost=0.0, latency=1.0)
     assert ranked(Objective.WEIGHTED, ALL, latency_only)[0] == ["hosted-a", "gpu-a", "edge-a"]
     cost_only = WeightsConfig(cost=1.0, latency=0.0)
@@ -185,7 +199,7 @@ def test_weighted_order_follows_the_weights() -> None:
 def test_weighted_with_every_cost_zero_uses_latency_alone() -> None:
     a = (make_spec("edge-a", Tier.EDGE), est(60, 9_000, 0.0))
     b = (make_spec("gpu-a", Tier.GPU), est(60, 3_000, 0.0))
-    names, scores, _ = ranked(Objective.WEIGHTED, [a, b])
+    names, scores, _ = ranked(Objective.WEIGHTED, [a, b], EVEN)
     assert names == ["gpu-a", "edge-a"]
     assert scores == [pytest.approx(3.0), pytest.approx(1.0)]
 
@@ -193,6 +207,26 @@ def test_weighted_with_every_cost_zero_uses_latency_alone() -> None:
 def test_weighted_reports_whether_the_budget_is_met() -> None:
     _, _, meets = ranked(Objective.WEIGHTED, ALL, total_budget_ms=3_000)
     assert meets == [True, True, False]
+
+
+@pytest.mark.parametrize("objective", [Objective.WEIGHTED, Objective.FASTEST])
+def test_every_objective_puts_the_budget_meeting_candidates_first(objective: Objective) -> None:
+    # hosted: the best score for both (fast), but over its 500 ms TTFT budget; gpu and
+    # edge meet it: they go first, by the objective's score, then hosted.
+    hosted = (make_spec("hosted-a", Tier.HOSTED), est(900, 1_000, 0.0100))
+    names, _, meets = ranked(
+        objective, [hosted, GPU, EDGE], EVEN, ttft_budget_ms=500, total_budget_ms=10_000
+    )
+    assert meets == [False, True, True]
+    assert names == ["gpu-a", "edge-a", "hosted-a"]
+
+
+def test_weighted_orders_the_candidates_that_miss_by_how_far() -> None:
+    # Nobody meets 800 ms: gpu misses by 3_000 / 800, hosted by 1_000 / 800 (its score is
+    # the worse one with cost counted as much as latency): the closest goes first.
+    names, _, meets = ranked(Objective.WEIGHTED, ALL, EVEN, total_budget_ms=800)
+    assert meets == [False, False, False]
+    assert names == ["hosted-a", "gpu-a", "edge-a"]
 
 
 # --- tie-breaks -----------------------------------------------------------------------
