@@ -273,13 +273,19 @@ def plan(
     )
 
 
-def _budget_text(req: InferenceRequest) -> str:
+def budget_parts(ttft_budget_ms: float | None, total_budget_ms: float | None) -> list[str]:
+    """The budgets a request gives, as plans and reports name them: ``ttft<=600ms``,
+    ``total<=3000ms``."""
     parts = []
-    if req.ttft_budget_ms is not None:
-        parts.append(f"ttft<={req.ttft_budget_ms:g}ms")
-    if req.total_budget_ms is not None:
-        parts.append(f"total<={req.total_budget_ms:g}ms")
-    return " and ".join(parts)
+    if ttft_budget_ms is not None:
+        parts.append(f"ttft<={ttft_budget_ms:g}ms")
+    if total_budget_ms is not None:
+        parts.append(f"total<={total_budget_ms:g}ms")
+    return parts
+
+
+def _budget_text(req: InferenceRequest) -> str:
+    return " and ".join(budget_parts(req.ttft_budget_ms, req.total_budget_ms))
 
 
 def explain(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.policy.planner import budget_parts
 from router.simulation.engine import Outcome
 from router.simulation.report import meets
 from router.simulation.trace import TraceRequest
@@ -55,12 +56,7 @@ class MissReport:
 
 
 def budgets_of(tr: TraceRequest) -> str:
-    parts = []
-    if tr.ttft_budget_ms is not None:
-        parts.append(f"ttft<={tr.ttft_budget_ms:g}ms")
-    if tr.total_budget_ms is not None:
-        parts.append(f"total<={tr.total_budget_ms:g}ms")
-    return " ".join(parts) or "none"
+    return " ".join(budget_parts(tr.ttft_budget_ms, tr.total_budget_ms)) or "none"
 
 
 def how_missed(tr: TraceRequest, out: Outcome) -> str:
