@@ -40,6 +40,7 @@ examples:
   hybrid-router simulate --scenario throttling --seed 7 --json | jq '.targets'
   hybrid-router simulate --scenario diurnal --csv diurnal.csv --plot charts
   hybrid-router simulate --scenario steady --strategies router --misses
+  hybrid-router simulate --scenario steady --strategies router --variant w:objective=weighted
   hybrid-router simulate --scenario steady --requests 500 --write-trace steady.jsonl
   hybrid-router simulate --trace steady.jsonl --fleet fleet.yaml
   hybrid-router simulate --from-log requests.log --fleet fleet.yaml --write-trace replay.jsonl
@@ -124,6 +125,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="A,B,...",
         help="strategies to compare, comma-separated (default: all; the bound and the "
         "oracle always run)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="also run the router with these policy: settings changed, as strategy NAME "
+        "(repeatable), e.g. weighted:objective=weighted or w16:objective=weighted,"
+        "weights.latency=16; keys: what the router's plan reads (objective, weights, "
+        "ttft_estimate, spread, spread_tolerance, max_fallbacks, "
+        "default_max_output_tokens, min_samples, output_estimate)",
     )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON document")
@@ -254,6 +266,47 @@ def _strategy_names(text: str | None) -> list[str]:
         if name not in out and name not in (BOUND, ORACLE):
             out.append(name)
     return out
+
+
+def _variants(texts: Sequence[str], names: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``--variant NAME:KEY=VALUE,...`` as (name, {key: value}); a value is a number,
+    true or false, or else the text as it is (``off``, ``weighted``). Checked before
+    anything runs; the keys and values themselves are checked against ``policy:`` once
+    the fleet is read."""
+    from router.simulation import BOUND, ORACLE, STRATEGIES
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    for text in texts:
+        name, sep, rest = text.partition(":")
+        name = name.strip()
+        example = "e.g. --variant w16:objective=weighted,weights.latency=16"
+        if not sep or not name or not rest.strip():
+            raise _usage(f"--variant {text!r}: give NAME:KEY=VALUE[,KEY=VALUE...] ({example})")
+        if name in STRATEGIES or name in (BOUND, ORACLE) or name in names:
+            raise _usage(f"--variant {name}: the name of a strategy; give the variant another")
+        if any(name == seen for seen, _ in out):
+            raise _usage(f"--variant {name}: given twice; give each variant its own name")
+        overrides: dict[str, Any] = {}
+        for pair in rest.split(","):
+            key, eq, value = pair.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise _usage(f"--variant {name}: {pair.strip()!r} is not KEY=VALUE ({example})")
+            overrides[key.removeprefix("policy.")] = _scalar(value.strip())
+        out.append((name, overrides))
+    return out
+
+
+def _scalar(text: str) -> Any:
+    """A ``--variant`` value: an int, a float, true/false, or the text itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _matplotlib() -> None:
@@ -486,22 +539,32 @@ def run(args: argparse.Namespace) -> int:
     # The table's console now: without rich, say so before the run rather than after it.
     console = None if args.json else render.make_console()
     names = _strategy_names(args.strategies)
+    variants = _variants(args.variant, names)
+    run_names = [*names, *(name for name, _ in variants)]
     if args.misses in ("bound", "oracle"):
         raise _usage(
-            f"--misses compares a strategy with the oracle: name one of {', '.join(names)}"
+            f"--misses compares a strategy with the oracle: name one of {', '.join(run_names)}"
         )
-    if args.misses is not None and args.misses not in names:
+    if args.misses is not None and args.misses not in run_names:
         raise _usage(
             f"--misses {args.misses}: not among the strategies run "
-            f"({', '.join(names)}); add it to --strategies"
+            f"({', '.join(run_names)}); add it to --strategies"
         )
     fleet, trace, described = _inputs(args)
+    from router.errors import ConfigError
+    from router.simulation.variants import router_variant
+
+    strategies: list[Any] = list(names)
+    for name, overrides in variants:
+        try:
+            strategies.append(router_variant(fleet, name, overrides))
+        except ConfigError as exc:
+            raise _usage(f"--variant {name}: {exc.message}") from None
     if args.write_trace:
         _write_trace(args.write_trace, trace)
     if args.write_fleet:
         _write_fleet(args.write_fleet, fleet)
 
-    from router.errors import ConfigError
     from router.simulation import compare
 
     show = sys.stderr.isatty() if args.progress is None else args.progress
@@ -510,7 +573,7 @@ def run(args: argparse.Namespace) -> int:
             result = compare(
                 fleet,
                 trace,
-                names,
+                strategies,
                 seed=args.seed,
                 keep_outcomes=args.misses is not None,
                 progress=progress,
@@ -537,7 +600,13 @@ def run(args: argparse.Namespace) -> int:
     if plot_dir is not None:
         files += _write_plots(plot_dir, summaries, title)
     if args.json:
-        inputs = {**described, "requests": len(trace), "seed": args.seed, "strategies": names}
+        inputs = {
+            **described,
+            "requests": len(trace),
+            "seed": args.seed,
+            "strategies": names,
+            "variants": {name: overrides for name, overrides in variants},
+        }
         print(render.to_json(render_simulate.document(summaries, found, inputs, files, misses)))
         return 0
     assert console is not None

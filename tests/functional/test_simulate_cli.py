@@ -272,6 +272,38 @@ def test_misses_group_what_the_oracle_met_and_the_router_missed(
     assert f"{hidden:,} smaller groups" in " ".join(out.split())
 
 
+def test_a_variant_runs_the_router_with_its_settings_side_by_side(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [
+        *SMALL,
+        "--strategies",
+        "router",
+        "--variant",
+        "same:objective=cheapest",
+        "--variant",
+        "fast:objective=fastest,policy.spread=off",
+        "--misses",
+        "fast",
+    ]
+    doc = _json(capsys, argv)
+
+    summaries = doc["summaries"]
+    assert list(summaries) == ["bound", "oracle", "router", "same", "fast"]
+    assert doc["inputs"]["variants"] == {
+        "same": {"objective": "cheapest"},
+        "fast": {"objective": "fastest", "spread": "off"},
+    }
+    # The default objective set again is the router itself: the same figures exactly.
+    router, same = _figures(summaries["router"]), _figures(summaries["same"])
+    assert same | {"strategy": "router"} == router
+    assert _figures(summaries["fast"])["cost_usd"] != router["cost_usd"]
+    assert doc["misses"]["strategy"] == "fast"
+    assert doc["misses"]["missed"] - doc["misses"]["met_only_by_strategy"] == (
+        summaries["oracle"]["met"] - summaries["fast"]["met"]
+    )
+
+
 def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--list-scenarios"]) == 0
     out = capsys.readouterr().out
@@ -365,6 +397,33 @@ def _bad_trace(tmp_path: Path) -> Path:
         (
             ["--scenario", "steady", "--misses-limit", "3"],
             "error: --misses-limit goes with --misses",
+        ),
+        (["--scenario", "steady", "--variant", "w"], "error: --variant 'w': give NAME:KEY=VALUE"),
+        (
+            ["--scenario", "steady", "--variant", "router:objective=weighted"],
+            "error: --variant router: the name of a strategy; give the variant another",
+        ),
+        (
+            ["--scenario", "steady", "--variant", "w:objective"],
+            "error: --variant w: 'objective' is not KEY=VALUE",
+        ),
+        (
+            ["--scenario", "steady", "--variant", "w:a=1", "--variant", "w:b=2"],
+            "error: --variant w: given twice",
+        ),
+        (
+            ["--scenario", "steady", "--variant", "w:objective=best"],
+            "error: --variant w: policy.objective: must be one of 'cheapest', 'fastest' or",
+        ),
+        (
+            ["--scenario", "steady", "--variant", "w:weights.speed=2"],
+            "error: --variant w: policy.weights.speed: no such setting (in policy.weights: "
+            "cost, latency)",
+        ),
+        (
+            ["--scenario", "steady", "--variant", "w:ttft_timeout_ms=5"],
+            "error: --variant w: policy.ttft_timeout_ms: a variant may set only what the "
+            "router's plan reads",
         ),
         (
             ["--scenario", "steady", "--csv", "{tmp}/no/such/dir/x.csv"],
