@@ -21,6 +21,8 @@ MODEL_FAMILY = "gemma3"
 #: Tokenizer id the router understands: the packaged GGUF's own vocabulary (exact counts).
 GGUF_TOKENIZER = {"kind": "gguf", "path": "gemma3-270m"}
 PRICE_SOURCE = "illustrative demo figure, not a provider's price list"
+#: Seconds between the router's polls of each model server's load (policy.load_poll_interval_s).
+LOAD_POLL_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +227,7 @@ def router_config(
             "ttft_timeout_ms": 30_000,
             "default_max_output_tokens": 40,
             "min_samples": 3,
-            "load_poll_interval_s": 0.25,
+            "load_poll_interval_s": LOAD_POLL_INTERVAL_S,
         },
         "backends": [
             {

@@ -780,14 +780,28 @@ class Demo:
         return status
 
     async def _wait_idle(self, timeout_s: float = 15.0) -> None:
-        """Wait until no backend has open streams or reports load, so each request starts
-        on an idle system (the reported load is polled, so it lags a little)."""
+        """Wait until no backend has open streams or reports load, and none has for longer
+        than the router's load poll interval, so each request starts on an idle system.
+
+        The reported load is polled: a poll sent while a stream was still running can
+        answer after it ended and put a phantom request back until the next poll. A
+        request planned in that window saw a queue on the GPU stand-in (the queue wait's
+        p90: over its 2.5 s budget) and went to hosted (seen in a CI run).
+        """
         assert self.client is not None
+        settle = dc.LOAD_POLL_INTERVAL_S * 2 + 0.1
         deadline = time.monotonic() + timeout_s
+        idle_since: float | None = None
         while time.monotonic() < deadline:
             resp = await self.client.list_backends()
+            now = time.monotonic()
             if all(b.in_flight == 0 and b.queue_depth == 0 for b in resp.backends):
-                return
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= settle:
+                    return
+            else:
+                idle_since = None
             await asyncio.sleep(0.05)
 
     # --- output ------------------------------------------------------------------------
