@@ -101,6 +101,7 @@ def order_candidates(
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
     scores: list[float]
+    fastest = False
     if objective is _WEIGHTED:
         ref_cost = min((r[2] for r in rows if r[2] > 0.0), default=1.0)
         ref_lat = min((r[3] for r in rows if r[3] > 0.0), default=1.0)
@@ -111,10 +112,10 @@ def order_candidates(
         scores = [r[2] for r in rows]
     else:  # fastest
         scores = [r[3] for r in rows]
+        fastest = True
     # The budget-meeting group by (score, then latency for cheapest and weighted, cost for
     # fastest), then the others by how far they miss (no budget passed: by latency), then
     # score.
-    fastest = objective is not _CHEAPEST and objective is not _WEIGHTED
     good: list[tuple[float, float, int, str, int]] = []
     rest: list[tuple[float, float, int, str, int]] = []
     ttft_b, total_b = budgets

@@ -44,15 +44,14 @@ def router_variant(fleet: Fleet, name: str, overrides: Mapping[str, Any]) -> Rou
     """
     data = fleet.config.policy.model_dump()
     for key, value in overrides.items():
-        head = key.split(".", 1)[0]
-        if head not in VARIANT_KEYS:
+        parts = key.split(".")
+        if parts[0] not in VARIANT_KEYS:
             raise ConfigError(
                 "a variant may set only what the router's plan reads "
                 f"({', '.join(VARIANT_KEYS)}); set the others in the fleet file",
                 key=f"policy.{key}",
             )
         node = data
-        parts = key.split(".")
         for part in parts[:-1]:
             child = node.get(part)
             if not isinstance(child, dict):
