@@ -105,16 +105,20 @@ class BackendRegistry:
         # Apply each probe's result as soon as it is in: a result held back until every
         # backend answered could overwrite a newer verdict (e.g. a device that began to
         # drain while a slower backend's probe was still running).
+        # Streams that close while the probe is out are applied to its figure (the figure
+        # may still count them): stats.set_reported_load.
+        stats = entry.stats
+        closed = stats.ends
         try:
             load = await entry.backend.poll_load()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            entry.stats.set_reported_load(None)
-            entry.stats.set_healthy(False, f"load probe failed: {exc}")
+            stats.set_reported_load(None)
+            stats.set_healthy(False, f"load probe failed: {exc}")
             return
-        entry.stats.set_reported_load(load)
-        entry.stats.set_healthy(True)
+        stats.set_reported_load(load, entry.backend.load_mark((stats.begins, closed)))
+        stats.set_healthy(True)
 
     async def _poll_forever(self) -> None:
         while True:

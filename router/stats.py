@@ -13,9 +13,10 @@ One :class:`BackendStats` per backend per router replica, fed by dispatch::
             stats.end()
 
 and read by the policy through :meth:`BackendStats.snapshot` (cached until something
-changes, so reading it per decision is cheap). Windows are bounded; observed values stay
-``None`` until ``policy.min_samples`` requests have completed (the policy uses its priors
-until then). Not thread-safe: use it from the event loop's thread. Every time comes from
+changes, so reading it per decision is cheap). Windows are bounded in size and in age
+(``policy.sample_max_age_s``); observed values stay ``None`` until ``policy.min_samples``
+requests have completed and while fewer samples than that are in a window (the policy
+uses its priors then). Not thread-safe: use it from the event loop's thread. Every time comes from
 the injected ``clock`` (seconds, monotonic).
 
 Circuit breaker (``policy.circuit``):
@@ -48,7 +49,7 @@ from collections.abc import Callable
 
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
-from router.types import BackendSnapshot, CircuitState
+from router.types import BackendSnapshot, CircuitState, LoadMark
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -181,10 +182,14 @@ class BackendStats:
     ) -> None:
         self.name = name
         self._min_samples = cfg.min_samples
+        self._max_age = cfg.sample_max_age_s
         self._clock = clock
         self.breaker = CircuitBreaker(cfg.circuit, clock)
         self.in_flight = 0
         self.reported_load: int | None = None
+        #: Streams opened and closed so far: a load figure's mark (``load_mark``).
+        self.begins = 0
+        self.ends = 0
         self.healthy = True
         self.detail = ""
         self.requests = 0
@@ -197,6 +202,10 @@ class BackendStats:
         #: The same samples, kept sorted (an insert and a delete per sample, not a sort
         #: per snapshot).
         self._ttft_sorted: list[float] = []
+        #: When each sample of a window came in (clock seconds), oldest first.
+        self._ttft_at: deque[float] = deque(maxlen=TTFT_WINDOW)
+        self._decode_at: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._service_at: deque[float] = deque(maxlen=RATE_WINDOW)
         #: (output tokens, decode ms) of recent successes with a decode phase.
         self._decode: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
         self._decode_tokens = 0
@@ -216,6 +225,7 @@ class BackendStats:
         a phantom queue until the next poll.
         """
         self.in_flight += 1
+        self.begins += 1
         if self.reported_load is not None:
             self.reported_load += 1
         self._snap = None
@@ -224,14 +234,32 @@ class BackendStats:
         """A stream to the backend closed (after its outcome, if any, was recorded)."""
         if self.in_flight > 0:
             self.in_flight -= 1
+        self.ends += 1
         if self.reported_load:
             self.reported_load -= 1
         if self.breaker.state is _HALF_OPEN:
             self.breaker.release_probe()
         self._snap = None
 
-    def set_reported_load(self, n: int | None) -> None:
-        """The backend's own load figure (queued + running), or None when unknown."""
+    def load_mark(self) -> LoadMark:
+        """The streams opened and closed so far: what a load figure taken now has seen."""
+        return (self.begins, self.ends)
+
+    def set_reported_load(self, n: int | None, mark: LoadMark | None = None) -> None:
+        """The backend's own load figure (queued + running), or None when unknown.
+
+        ``mark``: ``load_mark()`` as it stood when the figure was taken. The router's own
+        streams since then are applied to it, as ``begin``/``end`` apply them between
+        figures: a stream that ended while a poll was out (or since the heartbeat that
+        carried the figure) is not put back as a phantom request until the next figure.
+        A poll's mark takes its closes from before the poll and its opens from after, so
+        a stream that opened or closed while the poll was out never counts twice (the
+        estimate's own in-flight count is the floor).
+        """
+        if n is not None and mark is not None:
+            n += (self.begins - mark[0]) - (self.ends - mark[1])
+            if n < 0:
+                n = 0
         if n != self.reported_load:
             self.reported_load = n
             self._snap = None
@@ -261,6 +289,7 @@ class BackendStats:
         if len(window) == TTFT_WINDOW:
             del ordered[bisect.bisect_left(ordered, window[0])]
         window.append(ttft_ms)
+        self._ttft_at.append(self._clock())
         bisect.insort(ordered, ttft_ms)
         self._snap = None
 
@@ -268,17 +297,20 @@ class BackendStats:
         """A call completed. ``decode_ms``: first token to last (the decode phase)."""
         self.requests += 1
         self.breaker.record_success()
+        now = self._clock()
         if output_tokens > 0 and decode_ms > 0.0:
             if len(self._decode) == RATE_WINDOW:
                 old_tokens, old_ms = self._decode[0]
                 self._decode_tokens -= old_tokens
                 self._decode_ms -= old_ms
             self._decode.append((output_tokens, decode_ms))
+            self._decode_at.append(now)
             self._decode_tokens += output_tokens
             self._decode_ms += decode_ms
         if len(self._service) == RATE_WINDOW:
             self._service_ms -= self._service[0]
         self._service.append(total_ms)
+        self._service_at.append(now)
         self._service_ms += total_ms
         self._snap = None
 
@@ -328,6 +360,7 @@ class BackendStats:
         if snap is not None and (self._snap_until == _INF or self._clock() < self._snap_until):
             return snap
         circuit = self.breaker.state
+        expires = self._expire()
         live = self.requests >= self._min_samples
         need = self._min_samples
         ttft_ok = live and len(self._ttft) >= need
@@ -354,5 +387,37 @@ class BackendStats:
             last_error_unix_ms=self.last_error_unix_ms,
         )
         self._snap = snap
-        self._snap_until = self.breaker.open_until
+        until = self.breaker.open_until
+        self._snap_until = expires if expires < until else until
         return snap
+
+    def _expire(self) -> float:
+        """Drop the samples older than ``sample_max_age_s``; when the next one expires."""
+        ttft_at, decode_at, service_at = self._ttft_at, self._decode_at, self._service_at
+        if not (ttft_at or decode_at or service_at):
+            return _INF
+        horizon = self._clock() - self._max_age
+        if ttft_at and ttft_at[0] <= horizon:
+            window, ordered = self._ttft, self._ttft_sorted
+            while ttft_at and ttft_at[0] <= horizon:
+                ttft_at.popleft()
+                del ordered[bisect.bisect_left(ordered, window.popleft())]
+        if decode_at and decode_at[0] <= horizon:
+            while decode_at and decode_at[0] <= horizon:
+                decode_at.popleft()
+                tokens, ms = self._decode.popleft()
+                self._decode_tokens -= tokens
+                self._decode_ms -= ms
+            if not decode_at:  # no float residue once the window is empty
+                self._decode_tokens, self._decode_ms = 0, 0.0
+        if service_at and service_at[0] <= horizon:
+            while service_at and service_at[0] <= horizon:
+                service_at.popleft()
+                self._service_ms -= self._service.popleft()
+            if not service_at:
+                self._service_ms = 0.0
+        oldest = _INF
+        for q in (ttft_at, decode_at, service_at):
+            if q and q[0] < oldest:
+                oldest = q[0]
+        return oldest + self._max_age

@@ -235,12 +235,20 @@ class Prices:
     source: str = ""
 
 
+#: A backend's router-side stream counts, (opened, closed), when a load figure was taken:
+#: ``BackendStats.load_mark()``; the router's streams since then are applied to the figure.
+LoadMark = tuple[int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Priors:
     """Latency figures used until enough live observations exist."""
 
     ttft_ms: float
     decode_tokens_per_s: float
+    #: The first-token time one request in ten exceeds (``policy.ttft_estimate: p90``);
+    #: 0: ``PRIOR_TTFT_P90_FACTOR`` x ``ttft_ms``.
+    ttft_p90_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 
-from router.types import BackendCall, BackendSpec, Chunk
+from router.types import BackendCall, BackendSpec, Chunk, LoadMark
 
 
 class Backend(abc.ABC):
@@ -45,6 +45,15 @@ class Backend(abc.ABC):
         never on the request path.
         """
         return None
+
+    def load_mark(self, polled: LoadMark) -> LoadMark:
+        """When the figure ``poll_load`` just returned was taken, as the backend's stats'
+        ``load_mark()``: ``polled`` holds the closes counted before the poll and the opens
+        counted after it, right for a figure measured while the poll was out. An adapter
+        whose figure is older (a device's last heartbeat) returns the mark of when it
+        first saw that figure.
+        """
+        return polled
 
     async def start(self) -> None:
         """Open connections. Called once when the backend joins the registry."""

@@ -32,7 +32,7 @@ from router.backends.device_link import DeviceLink, link_events
 from router.backends.model_service import _FINISH, to_proto
 from router.errors import BackendError, DeviceError, DeviceRequestError, ErrorClass
 from router.tools.calls import tool_call_event
-from router.types import BackendCall, BackendSpec, Chunk, FinishReason
+from router.types import BackendCall, BackendSpec, Chunk, FinishReason, LoadMark
 
 _CLASSES = {
     "retryable": ErrorClass.RETRYABLE,
@@ -49,6 +49,11 @@ class DeviceLoad(Protocol):
 
     @property
     def load(self) -> int: ...
+
+    @property
+    def last_seen_ms(self) -> int:
+        """When the heartbeat that carried ``load`` arrived (unix ms, at its holder)."""
+        ...
 
 
 class DeviceView(Protocol):
@@ -71,7 +76,26 @@ def device_error(backend: str, exc: DeviceRequestError) -> BackendError:
     return BackendError(backend, f"device: {exc.message}", cls, grpc_code=code)
 
 
-class EdgeBackend(Backend):
+class HeartbeatLoad(Backend):
+    """A device's load: the figure of its last heartbeat (or directory entry), and that
+    figure's mark, taken when this adapter first saw it (``Backend.load_mark``): the
+    registry polls it every ``load_poll_interval_s``, far more often than a device beats,
+    and a stream that ended since the beat must not come back with each poll."""
+
+    entry: DeviceView
+    _seen: tuple[tuple[int, int], LoadMark] | None = None
+
+    def load_mark(self, polled: LoadMark) -> LoadMark:
+        # A directory read makes a new state of the same heartbeat: its time tells them apart.
+        state = self.entry.state
+        figure = (state.last_seen_ms, state.load)
+        seen = self._seen
+        if seen is None or seen[0] != figure:
+            seen = self._seen = (figure, polled)
+        return seen[1]
+
+
+class EdgeBackend(HeartbeatLoad):
     """A device linked to this replica."""
 
     def __init__(

@@ -20,7 +20,7 @@ from typing import Protocol
 import grpc.aio
 from hybrid_router.v1 import model_service_pb2_grpc
 
-from router.backends.edge_device import DeviceView
+from router.backends.edge_device import DeviceView, HeartbeatLoad
 from router.backends.model_service import ModelServiceBackend
 from router.errors import BackendError
 from router.types import BackendCall, BackendSpec, Chunk
@@ -44,7 +44,7 @@ class RelayChannels(Protocol):
         """The generation of the credential files (changes when they are rotated)."""
 
 
-class RelayBackend(ModelServiceBackend):
+class RelayBackend(HeartbeatLoad, ModelServiceBackend):
     """A device linked to another replica, reached through that replica's relay port.
 
     With ``channels`` (relay mTLS), the channel is made from the credential files as they
@@ -104,13 +104,6 @@ class RelayBackend(ModelServiceBackend):
         if why:
             return _fail(BackendError(self.name, why))
         return super().stream(replace(call, metadata=call.metadata + self._meta))
-
-    async def poll_load(self) -> int | None:
-        # The directory carries the device's heartbeats: no call to the other replica.
-        why = self.entry.availability()
-        if why:
-            raise BackendError(self.name, why)
-        return self.entry.state.load
 
 
 async def _fail(exc: BackendError) -> AsyncIterator[Chunk]:

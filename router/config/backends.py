@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -16,6 +16,22 @@ BackendKind = Literal["model_service", "ray_serve", "openai", "bedrock", "anthro
 class PriorsConfig(_Model):
     ttft_ms: float = Field(500.0, gt=0)
     decode_tokens_per_s: float = Field(30.0, gt=0)
+    #: Judged by policy.ttft_estimate: p90 until the backend has samples; default (None):
+    #: PRIOR_TTFT_P90_FACTOR (2) x ttft_ms.
+    ttft_p90_ms: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _p90_above_p50(self) -> Self:
+        if self.ttft_p90_ms is not None and self.ttft_p90_ms < self.ttft_ms:
+            raise ValueError(
+                f"ttft_p90_ms ({self.ttft_p90_ms:g}) is below ttft_ms ({self.ttft_ms:g}): "
+                "give the first-token time one request in ten exceeds, at least the median "
+                "(or leave it out: twice ttft_ms)"
+            )
+        return self
+
+    def to_priors(self) -> Priors:
+        return Priors(self.ttft_ms, self.decode_tokens_per_s, self.ttft_p90_ms or 0.0)
 
 
 class CostConfig(_Model):
@@ -197,7 +213,7 @@ class BackendConfig(_Model):
             max_concurrency=self.max_concurrency,
             max_queue=self.max_queue if self.max_queue is not None else 4 * self.max_concurrency,
             data_classes=frozenset(self.data_classes),
-            priors=Priors(self.priors.ttft_ms, self.priors.decode_tokens_per_s),
+            priors=self.priors.to_priors(),
             prices=Prices(
                 input_per_mtok_usd=c.input_per_mtok_usd,
                 output_per_mtok_usd=c.output_per_mtok_usd,

@@ -7,11 +7,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from router.config._base import _Model
-from router.config.backends import TokenizerConfig
+from router.config.backends import PriorsConfig, TokenizerConfig
 from router.types import DataClass
 
 
-class EdgePriorsConfig(_Model):
+class EdgePriorsConfig(PriorsConfig):
     """Latency priors of edge devices until live data exists (small CPU models)."""
 
     ttft_ms: float = Field(800.0, gt=0)

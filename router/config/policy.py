@@ -64,6 +64,10 @@ class PolicyConfig(_Model):
     max_output_tokens_limit: int = Field(32_768, ge=1)
     #: Observations needed before live stats replace config priors.
     min_samples: int = Field(3, ge=1)
+    #: Seconds a latency sample (TTFT, decode rate, service time) counts: a backend the
+    #: router stopped choosing is judged by its priors again once its samples are this
+    #: old, and tried again, instead of by the samples that made it lose, forever.
+    sample_max_age_s: float = Field(300.0, gt=0)
     circuit: CircuitConfig = CircuitConfig()
     token_estimate: TokenEstimateConfig = TokenEstimateConfig()
     #: Seconds between polls of backends' own load signals.

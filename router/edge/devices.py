@@ -17,7 +17,7 @@ from hybrid_router.v1 import edge_link_pb2 as epb
 
 from router.config import EdgeConfig
 from router.errors import InvalidRegistration  # the tree's class; importable from here
-from router.types import BackendSpec, Prices, Priors, Tier
+from router.types import BackendSpec, Prices, Tier
 
 if TYPE_CHECKING:
     from router.backends.base import Backend
@@ -206,7 +206,7 @@ def backend_spec(
         max_concurrency=state.max_concurrency or t.max_concurrency,
         max_queue=t.max_queue,
         data_classes=frozenset(t.data_classes),
-        priors=Priors(t.priors.ttft_ms, t.priors.decode_tokens_per_s),
+        priors=t.priors.to_priors(),
         prices=Prices(edge_per_mtok_usd=c.edge_per_mtok_usd, source=c.source),
         site=state.site,
         device_id=state.device_id,

@@ -390,7 +390,11 @@ class EdgeHub:
             return
         why = entry.availability()
         reg.stats.set_healthy(not why, why)
-        reg.stats.set_reported_load(None if why else entry.state.load)
+        stats = reg.stats
+        if why:
+            stats.set_reported_load(None)
+        else:
+            stats.set_reported_load(entry.state.load, backend.load_mark(stats.load_mark()))
 
     async def _forget(self, device_id: str) -> None:
         async with self._lock_():

@@ -21,8 +21,9 @@ from testkit import collect, collect_chunks, collect_failure, wait_until
 
 from router.backends import create_backend
 from router.backends.model_service import ModelServiceBackend
-from router.config import BackendConfig
+from router.config import BackendConfig, PolicyConfig
 from router.errors import BackendError, ErrorClass
+from router.registry import BackendRegistry
 from router.types import (
     BackendCall,
     Chunk,
@@ -454,3 +455,38 @@ async def test_poll_load_reports_queue_plus_in_flight(model_server) -> None:
             lambda: engine.load().in_flight == 0, "the running request to stop", timeout_s=TIMEOUT
         )
         assert await backend.poll_load() == 0
+
+
+class _SlowInfoServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """Takes its load figure when Info arrives and answers once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def Info(self, request, context):  # type: ignore[no-untyped-def]
+        answer = pb.InfoResponse(model="scripted", in_flight=1, max_concurrency=1)
+        self.asked.set()
+        await self.release.wait()
+        return answer
+
+
+async def test_a_stream_that_ends_while_the_load_poll_is_out_is_no_phantom() -> None:
+    servicer = _SlowInfoServicer()
+    async with servicer_endpoint(servicer) as endpoint:
+        registry = BackendRegistry(PolicyConfig())
+        entry = await registry.add(ModelServiceBackend(spec_config(endpoint).to_spec()))
+        try:
+            entry.stats.set_reported_load(0)
+            entry.stats.begin()  # the router's one stream: the server counts it
+            poll = asyncio.create_task(registry.poll_once())
+            await asyncio.wait_for(servicer.asked.wait(), TIMEOUT)
+            entry.stats.end()  # the stream ends before the answer arrives
+            assert entry.stats.snapshot().reported_load == 0
+            servicer.release.set()
+            await asyncio.wait_for(poll, TIMEOUT)
+            # Taken as it came, the figure would put the ended stream back until the next poll.
+            assert entry.stats.snapshot().reported_load == 0
+            assert entry.stats.snapshot().healthy
+        finally:
+            await registry.close()

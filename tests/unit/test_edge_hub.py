@@ -118,6 +118,31 @@ async def test_a_draining_device_is_not_a_candidate_until_it_stops_draining():
     assert registry.get("edge-dev-1").stats.snapshot().reported_load == 2  # type: ignore[union-attr]
 
 
+async def test_a_stream_that_ended_since_the_last_heartbeat_is_not_put_back_by_each_poll():
+    hub, registry, _, wall = make_hub()
+    link = DeviceLink("dev-1")
+    entry = await hub.attach(from_register(register()), link)
+    reg = registry.get("edge-dev-1")
+    assert reg is not None
+    reg.stats.begin()  # the router's stream to the device
+    wall.advance(2.0)
+    await hub.heartbeat(entry, link, epb.Heartbeat(in_flight=1))
+    await registry.poll_once()
+    assert reg.stats.snapshot().reported_load == 1
+    reg.stats.end()  # it ends; the device's next heartbeat is up to 2 s away
+    for _ in range(3):  # the registry polls far more often than the device beats
+        await registry.poll_once()
+        assert reg.stats.snapshot().reported_load == 0
+    reg.stats.begin()  # a new stream, not in the last heartbeat either
+    await registry.poll_once()
+    assert reg.stats.snapshot().reported_load == 1
+    wall.advance(2.0)
+    await hub.heartbeat(entry, link, epb.Heartbeat(in_flight=1, queue_depth=1))
+    assert reg.stats.snapshot().reported_load == 2  # a new heartbeat is taken as it says
+    await registry.poll_once()
+    assert reg.stats.snapshot().reported_load == 2
+
+
 async def test_a_device_without_the_required_model_is_listed_but_not_a_backend():
     hub, registry, _, _ = make_hub(model="llama-3.2-1b")
     await hub.attach(from_register(register(model="gemma3-270m")), DeviceLink("dev-1"))

@@ -7,7 +7,10 @@ import math
 
 import pytest
 
+from router.config import BackendConfig
+from router.errors import ConfigError
 from router.policy.estimate import (
+    PRIOR_TTFT_P90_FACTOR,
     QUEUE_WAIT_TAIL,
     cost_usd,
     estimate,
@@ -76,6 +79,38 @@ def test_priors_are_used_without_live_data() -> None:
     # total = ttft + max_out / decode rate: 200 + 100 / 50 * 1000
     assert est.total_ms == pytest.approx(2200.0)
     assert (est.prompt_tokens, est.tokens_exact) == (1000, False)
+
+
+def test_judged_by_its_p90_a_backend_without_samples_is_judged_by_its_prior_p90() -> None:
+    # Its median against the others' observed p90 would make it look the fastest.
+    cold = BackendSnapshot("gpu-a")
+    est = estimate(make_spec(), cold, PROMPT, 100, min_samples=3, ttft_p90=True)
+    assert PRIOR_TTFT_P90_FACTOR == 2.0
+    assert est.from_priors and est.ttft_ms == pytest.approx(400.0)  # 2 x priors.ttft_ms
+    given = make_spec(priors=Priors(ttft_ms=200.0, decode_tokens_per_s=50.0, ttft_p90_ms=700))
+    est = estimate(given, cold, PROMPT, 100, min_samples=3, ttft_p90=True)
+    assert est.ttft_ms == pytest.approx(700.0)
+    assert est.total_ms == pytest.approx(700.0 + 2000.0)
+    # The median stays the estimate of the p50 policy; live samples replace both.
+    assert estimate(given, cold, PROMPT, 100, min_samples=3).ttft_ms == pytest.approx(200.0)
+    live = estimate(given, LIVE, PROMPT, 100, min_samples=3, ttft_p90=True)
+    assert live.ttft_ms == pytest.approx(300.0)
+
+
+def test_a_prior_p90_below_the_median_is_refused_with_the_fix() -> None:
+    fields = {
+        "name": "gpu-a",
+        "tier": "gpu",
+        "kind": "model_service",
+        "endpoint": "127.0.0.1:1",
+        "model": "m",
+        "context_window": 8192,
+    }
+    spec = BackendConfig(**fields, priors={"ttft_ms": 300, "ttft_p90_ms": 900}).to_spec()
+    assert spec.priors == Priors(300.0, 30.0, 900.0)
+    assert BackendConfig(**fields).to_spec().priors.ttft_p90_ms == 0.0  # 2 x ttft_ms
+    with pytest.raises((ConfigError, ValueError), match="ttft_p90_ms \\(200\\) is below ttft_ms"):
+        BackendConfig(**fields, priors={"ttft_ms": 300, "ttft_p90_ms": 200})
 
 
 def test_live_data_replaces_priors_once_enough_requests_completed() -> None:

@@ -129,7 +129,8 @@ def test_cheapest_without_budget_picks_the_free_edge_device() -> None:
 
 
 def test_a_latency_budget_moves_the_choice_to_a_faster_tier() -> None:
-    # edge: 50 + 100/20*1000 = 5050 ms; gpu: 150 + 1667 = 1817 ms; hosted: 300 + 1000
+    # No samples: each TTFT is its prior p90 (twice the prior median).
+    # edge: 100 + 100/20*1000 = 5100 ms; gpu: 300 + 1667 = 1967 ms; hosted: 600 + 1000
     p = run(make_request(total_budget_ms=2_000))
     assert p.order == ("gpu-a", "hosted-a", "edge-a")
     assert [c.meets_budget for c in p.candidates] == [True, True, False]
@@ -140,9 +141,9 @@ def test_a_latency_budget_moves_the_choice_to_a_faster_tier() -> None:
 def test_no_candidate_meeting_the_budget_sets_budget_unmet() -> None:
     p = run(make_request(ttft_budget_ms=10))
     assert p.budget_unmet
-    assert p.primary == "edge-a"  # fastest TTFT (50 ms)
+    assert p.primary == "edge-a"  # fastest TTFT (prior p90: 2 x 50 ms)
     assert p.explanation == (
-        "edge-a: fastest (est ttft 50 ms); no candidate meets ttft<=10ms (budget unmet); "
+        "edge-a: fastest (est ttft 100 ms); no candidate meets ttft<=10ms (budget unmet); "
         "2 fallbacks"
     )
 
@@ -178,7 +179,7 @@ def test_request_objective_overrides_the_config() -> None:
     fastest_cfg = PolicyConfig(objective=Objective.FASTEST)
     p = run(make_request(), cfg=fastest_cfg)
     assert p.objective is Objective.FASTEST and p.primary == "hosted-a"
-    assert p.explanation.startswith("hosted-a: fastest (est total 1300 ms)")
+    assert p.explanation.startswith("hosted-a: fastest (est total 1600 ms)")
     p = run(make_request(objective=Objective.CHEAPEST), cfg=fastest_cfg)
     assert p.objective is Objective.CHEAPEST and p.primary == "edge-a"
 
@@ -193,7 +194,7 @@ def test_weighted_explanation_gives_the_score() -> None:
 def test_fastest_explanation_says_when_the_budget_is_missed() -> None:
     p = run(make_request(objective=Objective.FASTEST, total_budget_ms=100))
     assert p.budget_unmet
-    assert "fastest (est total 1300 ms); misses total<=100ms (budget unmet)" in p.explanation
+    assert "fastest (est total 1600 ms); misses total<=100ms (budget unmet)" in p.explanation
 
 
 def test_cost_cap_rejects_with_the_estimate_attached() -> None:
@@ -212,7 +213,7 @@ def test_zero_max_output_tokens_uses_the_configured_default() -> None:
     p = run(make_request(max_output_tokens=0), HOSTED, cfg=cfg)
     report = p.report("hosted-a")
     assert report is not None and report.estimate is not None
-    assert report.estimate.total_ms == pytest.approx(300.0 + 300 / 100.0 * 1000)
+    assert report.estimate.total_ms == pytest.approx(2 * 300.0 + 300 / 100.0 * 1000)
 
 
 def test_live_queue_moves_the_next_request_elsewhere() -> None:

@@ -352,6 +352,57 @@ def test_reported_load_follows_the_routers_own_streams_between_polls(clock: Fake
     assert stats.snapshot().reported_load == 0
 
 
+def test_samples_older_than_the_max_age_no_longer_count(clock: FakeClock) -> None:
+    # A backend the router stopped choosing keeps the samples that made it lose; once
+    # they are sample_max_age_s old it is judged by its priors again, and tried again.
+    cfg = PolicyConfig(min_samples=3, circuit=CIRCUIT, sample_max_age_s=300)
+    stats = BackendStats("gpu-a", cfg, clock)
+    for ttft in (2000.0, 2100.0, 2200.0):
+        complete(stats, ttft, 4000.0, 100, 2000.0)
+    clock.advance(100.0)
+    complete(stats, 500.0, 1500.0, 100, 1000.0)
+    snap = stats.snapshot()
+    assert (snap.ttft_p50_ms, snap.ttft_p90_ms) == (2000.0, 2200.0)
+    assert snap.decode_tokens_per_s == pytest.approx(400 / 7000 * 1000)
+    assert snap.mean_service_ms == pytest.approx(13500 / 4)
+    clock.advance(200.0)  # the first three are 300 s old: only the fourth is left
+    snap = stats.snapshot()  # the cached snapshot is not kept past the first expiry
+    assert (snap.ttft_p50_ms, snap.ttft_p90_ms) == (None, None)  # 1 < min_samples
+    assert snap.decode_tokens_per_s is None and snap.mean_service_ms is None
+    assert snap.requests == 4  # counts stay
+    for ttft in (400.0, 600.0):
+        complete(stats, ttft, 1500.0, 100, 1000.0)
+    snap = stats.snapshot()
+    assert (snap.ttft_p50_ms, snap.ttft_p90_ms) == (500.0, 600.0)
+    assert snap.decode_tokens_per_s == pytest.approx(100.0)
+    assert snap.mean_service_ms == pytest.approx(1500.0)
+    clock.advance(300.0)
+    snap = stats.snapshot()
+    assert snap.ttft_p50_ms is None and snap.decode_tokens_per_s is None
+    assert stats.ttft_quantile(0.5) is None  # the sorted copy is emptied too
+
+
+def test_a_figure_taken_before_a_stream_closed_brings_no_phantom_back(clock: FakeClock) -> None:
+    stats = make_stats(clock)
+    stats.set_reported_load(0)
+    stats.begin()
+    mark = stats.load_mark()  # a poll goes out while the stream runs...
+    stats.end()  # ...the stream closes...
+    stats.set_reported_load(1, mark)  # ...and the poll answers with the figure it took before
+    assert stats.snapshot().reported_load == 0
+    # Opens since the mark are not in the figure; closes are taken off (never below zero).
+    mark = stats.load_mark()
+    stats.begin()
+    stats.begin()
+    stats.end()
+    stats.set_reported_load(3, mark)
+    assert stats.snapshot().reported_load == 4
+    stats.set_reported_load(0, (stats.begins, stats.ends - 2))
+    assert stats.snapshot().reported_load == 0
+    stats.set_reported_load(2)  # a figure without a mark is taken as it is
+    assert stats.snapshot().reported_load == 2
+
+
 def test_a_probe_failing_for_another_reason_keeps_the_time_it_started_failing():
     stats = BackendStats("gpu-a", PolicyConfig(circuit=CIRCUIT), FakeClock())
     stats.set_healthy(False, "load probe failed: connection reset")
