@@ -137,7 +137,7 @@ class _Backend:
 
 
 # event kinds
-_FIRST, _DONE, _FAIL, _TIMEOUT, _OUTAGE, _POLL = range(6)
+_FIRST, _DONE, _FAIL, _TIMEOUT, _OUTAGE, _POLL, _MEASURE, _ANSWER = range(8)
 
 
 _MASK = (1 << 64) - 1
@@ -189,9 +189,13 @@ class Truth:
 class Simulation:
     """One run of a trace through a fleet under one strategy (:meth:`run`)."""
 
-    def __init__(self, fleet: Fleet, seed: int = 1) -> None:
+    def __init__(self, fleet: Fleet, seed: int = 1, *, load_marks: bool = True) -> None:
         self.fleet = fleet
         self.seed = seed
+        #: Apply the router's own streams since a load poll went out to its figure, as the
+        #: registry does (``BackendStats.set_reported_load``); False replays the router
+        #: before it did (the figure taken as it came: ``bench/bench_load_marks.py``).
+        self.load_marks = load_marks
         self.now = 0.0
         cfg: PolicyConfig = fleet.config.policy
         self.policy_config = cfg
@@ -291,6 +295,8 @@ class Simulation:
             self._timeout,
             self._outage,
             self._poll,
+            self._measure,
+            self._answer,
         )
         pop = heapq.heappop
         for i, tr in enumerate(trace):
@@ -315,7 +321,7 @@ class Simulation:
         self._draining = True
         while heap:
             t, _, kind, obj = pop(heap)
-            if kind == _POLL:
+            if kind >= _POLL:  # load polls stop with the trace
                 continue
             self.now = t
             handlers[kind](obj)
@@ -494,7 +500,21 @@ class Simulation:
 
     def _poll(self, _: object) -> None:
         for b in self.backends:
-            if b.model.reports_load:
+            m = b.model
+            if not m.reports_load:
+                continue
+            if m.poll_ms:  # the backend takes its figure halfway through the round trip
+                self._push(self.now + m.poll_ms / 2000.0, _MEASURE, (b, b.stats.ends))
+            else:
                 b.stats.set_reported_load(b.busy + len(b.queue))
         if not self._draining:
             self._push(self.now + self.poll_s, _POLL, None)
+
+    def _measure(self, obj: tuple[_Backend, int]) -> None:
+        b, closed = obj
+        self._push(self.now + b.model.poll_ms / 2000.0, _ANSWER, (b, b.busy + len(b.queue), closed))
+
+    def _answer(self, obj: tuple[_Backend, int, int]) -> None:
+        b, figure, closed = obj
+        st = b.stats
+        st.set_reported_load(figure, (st.begins, closed) if self.load_marks else None)

@@ -75,6 +75,9 @@ class BackendBehaviour(_Model):
     fail_after_ms: float = Field(5.0, ge=0)
     outages: list[tuple[float, float]] = []
     throttle: list[ThrottleWindow] = []
+    #: A load poll's round trip, ms (backends that report their load): the backend takes
+    #: its figure halfway, the router applies it at the end. 0: at once.
+    poll_ms: float = Field(0.0, ge=0, le=60_000)
 
     @model_validator(mode="after")
     def _check(self) -> BackendBehaviour:
@@ -122,6 +125,7 @@ class BackendModel:
     #: (from_s, to_s, retry_after_s)
     throttle: tuple[tuple[float, float, float], ...] = ()
     reports_load: bool = False
+    poll_ms: float = 0.0
 
     def down_at(self, t: float) -> tuple[float, float] | None:
         for w in self.outages:
@@ -172,6 +176,7 @@ def model_for(spec: BackendSpec, b: BackendBehaviour | None) -> BackendModel:
         outages=tuple(sorted((float(s), float(e)) for s, e in b.outages)),
         throttle=tuple(sorted((w.from_s, w.to_s, w.retry_after_s) for w in b.throttle)),
         reports_load=spec.kind in REPORTING_KINDS or spec.tier is Tier.EDGE,
+        poll_ms=b.poll_ms,
     )
 
 

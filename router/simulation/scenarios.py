@@ -126,6 +126,7 @@ def reference_behaviour() -> dict[str, dict[str, Any]]:
         "decode_tokens_per_s": 20,
         "slots": 2,
         "batch_slowdown": 0.3,
+        "poll_ms": 60,  # a site over the WAN
     }
     gpu = {
         "ttft_ms": 180,
@@ -133,6 +134,7 @@ def reference_behaviour() -> dict[str, dict[str, Any]]:
         "decode_tokens_per_s": 45,
         "slots": 16,
         "batch_slowdown": 0.4,
+        "poll_ms": 10,  # in the cluster, through Ray Serve's proxy
     }
     return {
         "edge-a": dict(edge),

@@ -493,3 +493,24 @@ def test_the_ttft_window_stays_sorted_as_samples_slide_out() -> None:
         assert stats.ttft_quantile(0.5) == window[math.ceil(0.5 * n) - 1]
         assert stats.ttft_quantile(0.9) == window[math.ceil(0.9 * n) - 1]
     assert len(stats._ttft_sorted) == TTFT_WINDOW
+
+
+def test_a_load_figure_that_arrives_after_a_stream_ended_brings_no_phantom_back() -> None:
+    # The GPU reports its load, polled every 0.5 s; a poll takes 700 ms there and back
+    # (its figure taken at the halfway point). r0 holds the GPU's one slot from 0 to
+    # 1.1 s. The poll sent at 0.5 s takes its figure at 0.85 s (1: r0) and lands at 1.2 s,
+    # after r0 ended; the next figure lands at 1.7 s. r1 arrives at 1.3 s.
+    fleet = _two_backend_fleet({"poll_ms": 700})
+    assert fleet.config.policy.load_poll_interval_s == 0.5
+    trace = [
+        TraceRequest(at_s=0.0, prompt_tokens=100, output_tokens=10),
+        TraceRequest(at_s=1.3, prompt_tokens=100, output_tokens=10, ttft_budget_ms=1500.0),
+    ]
+    # Taken as it came, the figure puts r0 back: the GPU looks full (est. queue wait
+    # 2.3 x 1.2 s) and r1 goes to hosted.
+    out = Simulation(fleet, seed=7, load_marks=False).run(trace, RouterStrategy())
+    assert [o.backend for o in out] == ["gpu", "hosted"]
+    # With the router's mark, r0's end (after the poll went out) is taken off: the GPU.
+    out = Simulation(fleet, seed=7).run(trace, RouterStrategy())
+    assert [o.backend for o in out] == ["gpu", "gpu"]
+    assert [o.ttft_ms for o in out] == pytest.approx([100.0, 100.0])
