@@ -784,9 +784,11 @@ class Demo:
         than the router's load poll interval, so each request starts on an idle system.
 
         The reported load is polled: a poll sent while a stream was still running can
-        answer after it ended and put a phantom request back until the next poll. A
-        request planned in that window saw a queue on the GPU stand-in (the queue wait's
-        p90: over its 2.5 s budget) and went to hosted (seen in a CI run).
+        answer after it ended. The router applies its own streams since the poll went out
+        to the figure (``BackendStats.set_reported_load``); before it did, such a figure
+        put a phantom request back until the next poll, and a request planned then saw a
+        queue on the GPU stand-in and went to hosted (seen in a CI run). The wait stays
+        so that each request's plan depends on nothing the previous one left behind.
         """
         assert self.client is not None
         settle = dc.LOAD_POLL_INTERVAL_S * 2 + 0.1
