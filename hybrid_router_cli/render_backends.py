@@ -55,11 +55,14 @@ def health_text(b: router_pb2.BackendStatus) -> Text:
 
 
 def ttft_cell(b: router_pb2.BackendStatus) -> str:
-    """Observed ``p50 / p90``, or the configured TTFT prior marked ``ᵖ`` ("-" when the
-    router is older than the ``priors`` field)."""
+    """Observed ``p50 / p90``, or the configured TTFT priors marked ``ᵖ`` (the median
+    alone from a router older than the prior p90; "-" from one older than ``priors``)."""
     if b.from_priors:
         prior = b.priors.ttft_ms
-        return (fmt_ms(prior) if prior > 0 else "-") + PRIOR_MARK
+        if prior <= 0:
+            return "-" + PRIOR_MARK
+        p90 = b.priors.ttft_p90_ms
+        return (f"{fmt_ms(prior)} / {fmt_ms(p90)}" if p90 > 0 else fmt_ms(prior)) + PRIOR_MARK
     return f"{fmt_ms(b.ttft_p50_ms)} / {fmt_ms(b.ttft_p90_ms)}"
 
 

@@ -39,14 +39,6 @@ T = TypeVar("T")
 #: scenario (SLO met 87.2% with the mean, 95.3% with the p90).
 QUEUE_WAIT_TAIL = math.log(10.0)
 
-#: A backend without samples is judged by its priors; with ``policy.ttft_estimate: p90``
-#: by ``priors.ttft_p90_ms``, by default this factor times the median ``priors.ttft_ms``
-#: (a first-token time spread like a log-normal of sigma 0.54; the reference fleet of
-#: `hybrid-router simulate` has 2.1-2.5). Judged by the median, a backend without
-#: samples looked faster than sampled ones judged by their p90, and took requests until
-#: its own samples said otherwise (at 2,000 requests of the steady scenario the router
-#: cost 1.6 times the p50 policy).
-PRIOR_TTFT_P90_FACTOR = 2.0
 
 _HOSTED = Tier.HOSTED
 _GPU = Tier.GPU
@@ -191,7 +183,7 @@ def estimate(
     if ttft_base is None:
         ttft_base = priors.ttft_ms
         if ttft_p90:
-            ttft_base = priors.ttft_p90_ms or ttft_base * PRIOR_TTFT_P90_FACTOR
+            ttft_base = priors.ttft_p90()
         from_priors = True
 
     load = snap.in_flight

@@ -481,6 +481,8 @@ def backend_status(
         last_error=snap.last_error,
         last_error_unix_ms=snap.last_error_unix_ms,
         priors=rpb.Priors(
-            ttft_ms=spec.priors.ttft_ms, decode_tokens_per_s=spec.priors.decode_tokens_per_s
+            ttft_ms=spec.priors.ttft_ms,
+            decode_tokens_per_s=spec.priors.decode_tokens_per_s,
+            ttft_p90_ms=spec.priors.ttft_p90(),
         ),
     )

@@ -17,6 +17,7 @@ import pytest
 from rtutil import ms_backend
 
 from hybrid_router_cli.main import main
+from hybrid_router_cli.render import fmt_ms
 from serving.engines.scripted import ScriptedEngine
 
 CLI = shutil.which("hybrid-router", path=str(Path(sys.executable).parent)) or ""
@@ -63,7 +64,7 @@ async def test_too_few_samples_show_the_config_priors_not_zeros(address, capsys,
     out = capsys.readouterr().out
     for name, _, ttft_ms, rate in BACKENDS:
         row = _row(out, name)
-        assert f"{ttft_ms} ms ᵖ" in row, row
+        assert f"{fmt_ms(ttft_ms)} / {fmt_ms(2 * ttft_ms)} ᵖ" in row, row  # median / p90
         assert f"{rate} ᵖ" in row, row
         assert not re.search(r"(?<![\d.])0 ms", row), row  # not "0 ms / 0 ms ᵖ"
     assert "ᵖ = config prior" in out
@@ -72,7 +73,11 @@ async def test_too_few_samples_show_the_config_priors_not_zeros(address, capsys,
     by_name = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backends"]}
     for name, _, ttft_ms, rate in BACKENDS:
         b = by_name[name]
-        assert b["priors"] == {"ttft_ms": ttft_ms, "decode_tokens_per_s": rate}
+        assert b["priors"] == {
+            "ttft_ms": ttft_ms,
+            "decode_tokens_per_s": rate,
+            "ttft_p90_ms": 2 * ttft_ms,  # unset in the config: twice the median
+        }
         assert b["from_priors"] is True and b["decode_from_priors"] is True
         assert b["ttft_p50_ms"] == 0  # not observed yet: the priors say what the policy uses
     assert by_name["gpu-1"]["requests"] == 1
@@ -107,7 +112,7 @@ async def test_every_width_shows_each_backend_whole(address, capsys, monkeypatch
         first = _row(out, name)
         assert tier in first.split(), first
         block = "\n".join(lines[lines.index(first) : lines.index(first) + 3])
-        assert "ok" in block and f"{ttft_ms} ms ᵖ" in block, block
+        assert "ok" in block and f"{fmt_ms(ttft_ms)} / {fmt_ms(2 * ttft_ms)} ᵖ" in block, block
         assert re.search(rf"\b{rate}( tok/s)? ᵖ", block), block
         assert "0 / 0" in block, block  # load: in flight / queue
     if width >= 200:  # the full table: every column

@@ -10,7 +10,6 @@ import pytest
 from router.config import BackendConfig
 from router.errors import ConfigError
 from router.policy.estimate import (
-    PRIOR_TTFT_P90_FACTOR,
     QUEUE_WAIT_TAIL,
     cost_usd,
     estimate,
@@ -21,6 +20,7 @@ from router.policy.estimate import (
 from router.policy.planner import _inline_twin
 from router.types import (
     BACKEND_TIERS,
+    PRIOR_TTFT_P90_FACTOR,
     BackendSnapshot,
     BackendSpec,
     CandidateReport,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
@@ -59,7 +60,9 @@ def test_the_table_and_notes_show_the_last_error_and_its_age() -> None:
 
 
 def _priors_resp(*, with_priors: bool = True) -> rpb.ListBackendsResponse:
-    priors = rpb.Priors(ttft_ms=420, decode_tokens_per_s=17) if with_priors else None
+    priors = (
+        rpb.Priors(ttft_ms=420, decode_tokens_per_s=17, ttft_p90_ms=840) if with_priors else None
+    )
     return rpb.ListBackendsResponse(
         backends=[
             rpb.BackendStatus(
@@ -81,7 +84,17 @@ def test_figures_from_priors_are_the_configured_priors_marked() -> None:
         for line in _text(render_backends.backends_table(_priors_resp())).splitlines()
         if "edge-a" in line
     )
-    assert "420 ms ᵖ" in row and "17 ᵖ" in row and "0 ms /" not in row
+    assert "420 ms / 840 ms ᵖ" in row and "17 ᵖ" in row
+    assert not re.search(r"(?<![\d.])0 ms", row)  # not "0 ms / 0 ms"
+    # A router older than the prior p90: the median alone.
+    older = _priors_resp()
+    older.backends[0].priors.ttft_p90_ms = 0
+    row = next(
+        line
+        for line in _text(render_backends.backends_table(older)).splitlines()
+        if "edge-a" in line
+    )
+    assert "420 ms ᵖ" in row and "840" not in row
     # A router older than the priors field: "-", never a made-up 0.
     old = _text(render_backends.backends_table(_priors_resp(with_priors=False)))
     row = next(line for line in old.splitlines() if "edge-a" in line)
