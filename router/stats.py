@@ -16,8 +16,8 @@ and read by the policy through :meth:`BackendStats.snapshot` (cached until somet
 changes, so reading it per decision is cheap). Windows are bounded in size and in age
 (``policy.sample_max_age_s``); observed values stay ``None`` until ``policy.min_samples``
 requests have completed and while fewer samples than that are in a window (the policy
-uses its priors then). Not thread-safe: use it from the event loop's thread. Every time comes from
-the injected ``clock`` (seconds, monotonic).
+uses its priors then). Not thread-safe: use it from the event loop's thread. Every time
+comes from the injected ``clock`` (seconds, monotonic).
 
 Circuit breaker (``policy.circuit``):
 
