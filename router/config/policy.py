@@ -66,8 +66,9 @@ class PolicyConfig(_Model):
     min_samples: int = Field(3, ge=1)
     #: Seconds a latency sample (TTFT, decode rate, service time) counts: a backend the
     #: router stopped choosing is judged by its priors again once its samples are this
-    #: old, and tried again, instead of by the samples that made it lose, forever.
-    sample_max_age_s: float = Field(300.0, gt=0)
+    #: old, and tried again, instead of by the samples that made it lose, forever
+    #: (docs/policy.md; 120 s from a sweep of 30-300 s in `hybrid-router simulate`).
+    sample_max_age_s: float = Field(120.0, gt=0)
     circuit: CircuitConfig = CircuitConfig()
     token_estimate: TokenEstimateConfig = TokenEstimateConfig()
     #: Seconds between polls of backends' own load signals.
