@@ -247,10 +247,11 @@ async def test_saturation_moves_decisions_to_another_tier_and_back(
         away = await wait_until(moved, "a route to hosted-a", timeout_s=WAIT_S, every_s=POLL_S)
         gpu_report = next(c for c in away.candidates if c.backend == "gpu-ray")
         assert gpu_report.accepted and not gpu_report.meets_budget
-        # 8 requests on 2 slots: 7 ahead of ours, each 50 ms + 4 tokens at 100/s (priors),
-        # served 2 at a time; the estimate is that wait's p90 (QUEUE_WAIT_TAIL).
+        # 8 requests on 2 slots: 7 ahead of ours, each 100 ms (the prior TTFT p90: twice
+        # the 50 ms median) + 4 tokens at 100/s (priors), served 2 at a time; the
+        # estimate is that wait's p90 (QUEUE_WAIT_TAIL).
         assert gpu_report.estimate.queue_wait_ms == pytest.approx(
-            7 * (50 + 40) / 2 * QUEUE_WAIT_TAIL
+            7 * (2 * 50 + 40) / 2 * QUEUE_WAIT_TAIL
         )
     finally:
         for call in calls:
