@@ -98,6 +98,8 @@ class BackendRegistry:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def poll_once(self) -> None:
+        for e in self._ordered:  # samples past policy.sample_max_age_s (off the request path)
+            e.stats.expire()
         await asyncio.gather(*(self._poll_one(e) for e in self._ordered))
 
     @staticmethod

@@ -14,10 +14,10 @@ One :class:`BackendStats` per backend per router replica, fed by dispatch::
 
 and read by the policy through :meth:`BackendStats.snapshot` (cached until something
 changes, so reading it per decision is cheap). Windows are bounded in size and in age
-(``policy.sample_max_age_s``); observed values stay ``None`` until ``policy.min_samples``
-requests have completed and while fewer samples than that are in a window (the policy
-uses its priors then). Not thread-safe: use it from the event loop's thread. Every time
-comes from the injected ``clock`` (seconds, monotonic).
+(``policy.sample_max_age_s``, applied by ``expire``); observed values stay ``None`` until
+``policy.min_samples`` requests have completed and while fewer samples than that are in
+a window (the policy uses its priors then). Not thread-safe: use it from the event loop's
+thread. Every time comes from the injected ``clock`` (seconds, monotonic).
 
 Circuit breaker (``policy.circuit``):
 
@@ -360,7 +360,6 @@ class BackendStats:
         if snap is not None and (self._snap_until == _INF or self._clock() < self._snap_until):
             return snap
         circuit = self.breaker.state
-        expires = self._expire()
         live = self.requests >= self._min_samples
         need = self._min_samples
         ttft_ok = live and len(self._ttft) >= need
@@ -387,22 +386,26 @@ class BackendStats:
             last_error_unix_ms=self.last_error_unix_ms,
         )
         self._snap = snap
-        until = self.breaker.open_until
-        self._snap_until = expires if expires < until else until
+        self._snap_until = self.breaker.open_until
         return snap
 
-    def _expire(self) -> float:
-        """Drop the samples older than ``sample_max_age_s``; when the next one expires."""
+    def expire(self) -> None:
+        """Drop the samples older than ``sample_max_age_s``.
+
+        Called off the request path, by the registry's load poller (every
+        ``load_poll_interval_s``), so that reading a snapshot stays a cached read.
+        """
         ttft_at, decode_at, service_at = self._ttft_at, self._decode_at, self._service_at
-        if not (ttft_at or decode_at or service_at):
-            return _INF
         horizon = self._clock() - self._max_age
+        dropped = False
         if ttft_at and ttft_at[0] <= horizon:
+            dropped = True
             window, ordered = self._ttft, self._ttft_sorted
             while ttft_at and ttft_at[0] <= horizon:
                 ttft_at.popleft()
                 del ordered[bisect.bisect_left(ordered, window.popleft())]
         if decode_at and decode_at[0] <= horizon:
+            dropped = True
             while decode_at and decode_at[0] <= horizon:
                 decode_at.popleft()
                 tokens, ms = self._decode.popleft()
@@ -411,13 +414,11 @@ class BackendStats:
             if not decode_at:  # no float residue once the window is empty
                 self._decode_tokens, self._decode_ms = 0, 0.0
         if service_at and service_at[0] <= horizon:
+            dropped = True
             while service_at and service_at[0] <= horizon:
                 service_at.popleft()
                 self._service_ms -= self._service.popleft()
             if not service_at:
                 self._service_ms = 0.0
-        oldest = _INF
-        for q in (ttft_at, decode_at, service_at):
-            if q and q[0] < oldest:
-                oldest = q[0]
-        return oldest + self._max_age
+        if dropped:
+            self._snap = None

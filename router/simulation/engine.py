@@ -14,7 +14,8 @@ a pure function of the seed, the request and the backend), so every strategy mee
 same truth and :mod:`router.simulation.oracle` can read it too. Decode slows with the batch
 (``batch_slowdown`` at a full one, taken when the request starts). Backends that report
 their load (model servers, Ray Serve, edge devices) are polled every
-``policy.load_poll_interval_s`` as the router polls them.
+``policy.load_poll_interval_s`` as the router polls them (each after ``poll_ms``, its
+round trip), and every backend's samples past ``policy.sample_max_age_s`` expire then.
 """
 
 from __future__ import annotations
@@ -283,8 +284,7 @@ class Simulation:
         for b in self.backends:
             for start, _end in b.model.outages:
                 push(start, _OUTAGE, b)
-        if any(b.model.reports_load for b in self.backends):
-            push(0.0, _POLL, None)
+        push(0.0, _POLL, None)  # load polls, and the registry's sample expiry
         outcomes: list[Outcome] = []
         n = len(trace)
         step = max(1, n // 100)
@@ -500,6 +500,7 @@ class Simulation:
 
     def _poll(self, _: object) -> None:
         for b in self.backends:
+            b.stats.expire()
             m = b.model
             if not m.reports_load:
                 continue
