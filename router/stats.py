@@ -389,11 +389,14 @@ class BackendStats:
         self._snap_until = self.breaker.open_until
         return snap
 
-    def expire(self) -> None:
-        """Drop the samples older than ``sample_max_age_s``.
+    def expire(self) -> float:
+        """Drop the samples older than ``sample_max_age_s``; returns when the oldest one
+        left expires (clock seconds; inf when none is left).
 
         Called off the request path, by the registry's load poller (every
-        ``load_poll_interval_s``), so that reading a snapshot stays a cached read.
+        ``load_poll_interval_s``), so that reading a snapshot stays a cached read. A
+        caller may skip calls until ``min(returned, now + sample_max_age_s)``: samples
+        recorded meanwhile expire later than that.
         """
         ttft_at, decode_at, service_at = self._ttft_at, self._decode_at, self._service_at
         horizon = self._clock() - self._max_age
@@ -422,3 +425,8 @@ class BackendStats:
                 self._service_ms = 0.0
         if dropped:
             self._snap = None
+        oldest = _INF
+        for q in (ttft_at, decode_at, service_at):
+            if q and q[0] < oldest:
+                oldest = q[0]
+        return oldest + self._max_age

@@ -27,7 +27,15 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from router.types import BackendSnapshot, BackendSpec, Estimate, Prices, Tier, TokenCount
+from router.types import (
+    PRIOR_TTFT_P90_FACTOR,
+    BackendSnapshot,
+    BackendSpec,
+    Estimate,
+    Prices,
+    Tier,
+    TokenCount,
+)
 
 T = TypeVar("T")
 
@@ -182,8 +190,8 @@ def estimate(
     ttft_base = (snap.ttft_p90_ms if ttft_p90 else snap.ttft_p50_ms) if live else None
     if ttft_base is None:
         ttft_base = priors.ttft_ms
-        if ttft_p90:
-            ttft_base = priors.ttft_p90()
+        if ttft_p90:  # Priors.ttft_p90(), inlined (hot path)
+            ttft_base = priors.ttft_p90_ms or ttft_base * PRIOR_TTFT_P90_FACTOR
         from_priors = True
 
     load = snap.in_flight

@@ -15,7 +15,8 @@ same truth and :mod:`router.simulation.oracle` can read it too. Decode slows wit
 (``batch_slowdown`` at a full one, taken when the request starts). Backends that report
 their load (model servers, Ray Serve, edge devices) are polled every
 ``policy.load_poll_interval_s`` as the router polls them (each after ``poll_ms``, its
-round trip), and every backend's samples past ``policy.sample_max_age_s`` expire then.
+round trip: the figure as the poll went out, applied when it is back), and every
+backend's samples past ``policy.sample_max_age_s`` expire then.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class _Attempt:
 
 
 class _Backend:
-    __slots__ = ("index", "spec", "model", "stats", "busy", "queue", "serving")
+    __slots__ = ("index", "spec", "model", "stats", "busy", "queue", "serving", "expire_at")
 
     def __init__(self, index: int, spec: BackendSpec, model: BackendModel, stats: BackendStats):
         self.index = index
@@ -135,10 +136,12 @@ class _Backend:
         self.busy = 0
         self.queue: deque[_Attempt] = deque()
         self.serving: set[_Attempt] = set()
+        #: When this backend's stats next have a sample to expire (at the latest).
+        self.expire_at = 0.0
 
 
 # event kinds
-_FIRST, _DONE, _FAIL, _TIMEOUT, _OUTAGE, _POLL, _MEASURE, _ANSWER = range(8)
+_FIRST, _DONE, _FAIL, _TIMEOUT, _OUTAGE, _POLL, _ANSWER = range(7)
 
 
 _MASK = (1 << 64) - 1
@@ -203,6 +206,7 @@ class Simulation:
         self.ttft_timeout_ms = cfg.ttft_timeout_ms
         self.ttft_timeout_s = cfg.ttft_timeout_ms / 1000.0
         self.poll_s = cfg.load_poll_interval_s
+        self.max_age_s = cfg.sample_max_age_s
         clock = self._clock
         self.backends = [
             _Backend(i, spec, fleet.models[spec.name], BackendStats(spec.name, cfg, clock))
@@ -295,7 +299,6 @@ class Simulation:
             self._timeout,
             self._outage,
             self._poll,
-            self._measure,
             self._answer,
         )
         pop = heapq.heappop
@@ -499,21 +502,21 @@ class Simulation:
             out.cost_usd += cost_usd(b.spec, req.tr.prompt_tokens, tokens)
 
     def _poll(self, _: object) -> None:
+        now = self.now
         for b in self.backends:
-            b.stats.expire()
+            if now >= b.expire_at:  # BackendStats.expire(): nothing to do before then
+                until = b.stats.expire()
+                b.expire_at = min(until, now + self.max_age_s)
             m = b.model
             if not m.reports_load:
                 continue
-            if m.poll_ms:  # the backend takes its figure halfway through the round trip
-                self._push(self.now + m.poll_ms / 2000.0, _MEASURE, (b, b.stats.ends))
+            if m.poll_ms:  # the figure as the poll went out, a round trip later
+                st = b.stats
+                self._push(now + m.poll_ms / 1000.0, _ANSWER, (b, b.busy + len(b.queue), st.ends))
             else:
                 b.stats.set_reported_load(b.busy + len(b.queue))
         if not self._draining:
             self._push(self.now + self.poll_s, _POLL, None)
-
-    def _measure(self, obj: tuple[_Backend, int]) -> None:
-        b, closed = obj
-        self._push(self.now + b.model.poll_ms / 2000.0, _ANSWER, (b, b.busy + len(b.queue), closed))
 
     def _answer(self, obj: tuple[_Backend, int, int]) -> None:
         b, figure, closed = obj

@@ -75,8 +75,8 @@ class BackendBehaviour(_Model):
     fail_after_ms: float = Field(5.0, ge=0)
     outages: list[tuple[float, float]] = []
     throttle: list[ThrottleWindow] = []
-    #: A load poll's round trip, ms (backends that report their load): the backend takes
-    #: its figure halfway, the router applies it at the end. 0: at once.
+    #: A load poll's round trip, ms (backends that report their load): the figure as the
+    #: poll went out reaches the router this much later. 0: at once.
     poll_ms: float = Field(0.0, ge=0, le=60_000)
 
     @model_validator(mode="after")

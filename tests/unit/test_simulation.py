@@ -496,10 +496,10 @@ def test_the_ttft_window_stays_sorted_as_samples_slide_out() -> None:
 
 
 def test_a_load_figure_that_arrives_after_a_stream_ended_brings_no_phantom_back() -> None:
-    # The GPU reports its load, polled every 0.5 s; a poll takes 700 ms there and back
-    # (its figure taken at the halfway point). r0 holds the GPU's one slot from 0 to
-    # 1.1 s. The poll sent at 0.5 s takes its figure at 0.85 s (1: r0) and lands at 1.2 s,
-    # after r0 ended; the next figure lands at 1.7 s. r1 arrives at 1.3 s.
+    # The GPU reports its load, polled every 0.5 s; a poll's figure (as it went out)
+    # reaches the router 700 ms later. r0 holds the GPU's one slot from 0 to 1.1 s. The
+    # poll sent at 0.5 s (figure 1: r0) lands at 1.2 s, after r0 ended; the next figure
+    # lands at 1.7 s. r1 arrives at 1.3 s.
     fleet = _two_backend_fleet({"poll_ms": 700})
     assert fleet.config.policy.load_poll_interval_s == 0.5
     trace = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -367,7 +368,7 @@ def test_samples_older_than_the_max_age_no_longer_count(clock: FakeClock) -> Non
     assert snap.mean_service_ms == pytest.approx(13500 / 4)
     clock.advance(200.0)  # the first three are 300 s old: only the fourth is left
     assert stats.snapshot().ttft_p50_ms == 2000.0  # until expire() runs (the load poller)
-    stats.expire()
+    assert stats.expire() == pytest.approx(clock() + 100.0)  # when the fourth one expires
     snap = stats.snapshot()
     assert (snap.ttft_p50_ms, snap.ttft_p90_ms) == (None, None)  # 1 < min_samples
     assert snap.decode_tokens_per_s is None and snap.mean_service_ms is None
@@ -379,7 +380,7 @@ def test_samples_older_than_the_max_age_no_longer_count(clock: FakeClock) -> Non
     assert snap.decode_tokens_per_s == pytest.approx(100.0)
     assert snap.mean_service_ms == pytest.approx(1500.0)
     clock.advance(300.0)
-    stats.expire()
+    assert stats.expire() == math.inf  # nothing left
     snap = stats.snapshot()
     assert snap.ttft_p50_ms is None and snap.decode_tokens_per_s is None
     assert stats.ttft_quantile(0.5) is None  # the sorted copy is emptied too
