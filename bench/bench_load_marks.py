@@ -22,18 +22,18 @@ import json
 import sys
 import time
 
+from scenario_args import add_scenarios
+
 from router.simulation import RouterStrategy, Simulation
 from router.simulation.report import summarize
-from router.simulation.scenarios import SCENARIOS, build
+from router.simulation.scenarios import build
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=20_000, help="requests per scenario")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: all six)"
-    )
+    add_scenarios(p)
     p.add_argument(
         "--poll-ms",
         default="reference,100",
@@ -46,11 +46,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    names = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in names if s not in SCENARIOS]
-    if unknown:
-        print(f"--scenarios: unknown {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
-        return 2
+    names = args.scenarios
     rtts: list[float | None] = []
     for item in args.poll_ms.split(","):
         if item == "reference":

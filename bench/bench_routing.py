@@ -33,6 +33,8 @@ import sys
 import time
 from typing import Any
 
+from scenario_args import add_scenarios
+
 import router.policy.planner as planner
 from hybrid_router_cli.render_simulate import targets, verdict_line
 from router.config import OutputEstimateConfig
@@ -102,13 +104,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--requests", type=int, default=50_000, help="per scenario")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    add_scenarios(p)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--speed-requests", type=int, default=1_000_000, help="0: skip the speed run")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     results: dict[str, Any] = {"requests": args.requests, "seed": args.seed, "scenarios": {}}
-    for name in args.scenarios.split(","):
+    for name in args.scenarios:
         fleet, trace = build(name, args.requests, args.seed)
         t0 = time.perf_counter()
         res = compare(fleet, trace, [*STRATEGIES, *variants(fleet.params)], seed=args.seed)

@@ -24,10 +24,12 @@ import dataclasses
 import math
 import sys
 
+from scenario_args import add_scenarios
+
 from router.simulation import RouterStrategy, Simulation
 from router.simulation.fleet import Fleet
 from router.simulation.report import summarize
-from router.simulation.scenarios import SCENARIOS, build
+from router.simulation.scenarios import build
 from router.types import Priors
 
 
@@ -54,9 +56,7 @@ def run(fleet: Fleet, trace: list, seed: int, marks: bool = True) -> str:
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: all)"
-    )
+    add_scenarios(p)
     p.add_argument("--requests", type=int, default=20_000, help="requests per run")
     p.add_argument("--seeds", type=int, default=1, help="seeds 1..N (--ages)")
     p.add_argument("--seed", type=int, default=1, help="the seed of --undo")
@@ -71,11 +71,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    names = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in names if s not in SCENARIOS]
-    if unknown:
-        print(f"--scenarios: unknown {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
-        return 2
+    names = args.scenarios
     if args.undo:
         print("| scenario | router | no-aging | prior-median | no-marks | none |")
         print("|---|---|---|---|---|---|")

@@ -389,8 +389,8 @@ class EdgeHub:
         if reg is None or reg.backend is not backend:
             return
         why = entry.availability()
-        reg.stats.set_healthy(not why, why)
         stats = reg.stats
+        stats.set_healthy(not why, why)
         if why:
             stats.set_reported_load(None)
         else:

@@ -27,15 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from router.types import (
-    PRIOR_TTFT_P90_FACTOR,
-    BackendSnapshot,
-    BackendSpec,
-    Estimate,
-    Prices,
-    Tier,
-    TokenCount,
-)
+from router.types import BackendSnapshot, BackendSpec, Estimate, Prices, Tier, TokenCount
 
 T = TypeVar("T")
 
@@ -46,7 +38,6 @@ T = TypeVar("T")
 #: it: two thirds of the router's misses in `hybrid-router simulate`'s long-conversations
 #: scenario (SLO met 87.2% with the mean, 95.3% with the p90).
 QUEUE_WAIT_TAIL = math.log(10.0)
-
 
 _HOSTED = Tier.HOSTED
 _GPU = Tier.GPU
@@ -189,9 +180,7 @@ def estimate(
         from_priors = True
     ttft_base = (snap.ttft_p90_ms if ttft_p90 else snap.ttft_p50_ms) if live else None
     if ttft_base is None:
-        ttft_base = priors.ttft_ms
-        if ttft_p90:  # Priors.ttft_p90(), inlined (hot path)
-            ttft_base = priors.ttft_p90_ms or ttft_base * PRIOR_TTFT_P90_FACTOR
+        ttft_base = priors.ttft_p90() if ttft_p90 else priors.ttft_ms
         from_priors = True
 
     load = snap.in_flight
