@@ -49,12 +49,14 @@ from collections.abc import Callable
 
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
-from router.types import BackendSnapshot, CircuitState, LoadMark
+from router.types import BackendSnapshot, CircuitState, LoadMark, frozen_factory
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
 _INF = math.inf
+#: Snapshots are built on every change of a backend's state: the fast constructor.
+_new_snapshot = frozen_factory(BackendSnapshot)
 
 #: TTFT samples kept for the quantiles.
 TTFT_WINDOW = 256
@@ -338,7 +340,10 @@ class BackendStats:
 
     def allow(self) -> bool:
         """Circuit-breaker gate for one call (see the module doc)."""
-        allowed = self.breaker.allow()
+        breaker = self.breaker
+        if breaker.state is _CLOSED:  # nothing changes: the snapshot stays valid
+            return True
+        allowed = breaker.allow()
         self._snap = None
         return allowed
 
@@ -363,16 +368,22 @@ class BackendStats:
         live = self.requests >= self._min_samples
         need = self._min_samples
         ttft_ok = live and len(self._ttft) >= need
+        p50 = p90 = None
+        ordered = self._ttft_sorted
+        if ttft_ok and ordered:  # ttft_quantile(0.5) and (0.9), inline (per state change)
+            n = len(ordered)
+            p50 = ordered[min(n - 1, max(0, math.ceil(0.5 * n) - 1))]
+            p90 = ordered[min(n - 1, max(0, math.ceil(0.9 * n) - 1))]
         decode_ok = live and len(self._decode) >= need and self._decode_ms > 0.0
         service_ok = live and len(self._service) >= need
-        snap = BackendSnapshot(
+        snap = _new_snapshot(
             name=self.name,
             healthy=self.healthy,
             circuit=circuit,
             in_flight=self.in_flight,
             reported_load=self.reported_load,
-            ttft_p50_ms=self.ttft_quantile(0.5) if ttft_ok else None,
-            ttft_p90_ms=self.ttft_quantile(0.9) if ttft_ok else None,
+            ttft_p50_ms=p50,
+            ttft_p90_ms=p90,
             decode_tokens_per_s=(
                 self._decode_tokens / self._decode_ms * 1000.0 if decode_ok else None
             ),

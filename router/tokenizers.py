@@ -41,9 +41,16 @@ from typing import Any, Protocol
 from hybrid_router.prompt import ChatTemplate, chat_message, render_chat, tool_definition
 
 from router.config import TokenEstimateConfig
-from router.policy.estimate import frozen_factory
 from router.tools.schema import tools_text
-from router.types import Features, InferenceRequest, Message, Role, TokenCount, ToolSpec
+from router.types import (
+    Features,
+    InferenceRequest,
+    Message,
+    Role,
+    TokenCount,
+    ToolSpec,
+    frozen_factory,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,17 @@ max_out.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar
 
-from router.types import BackendSnapshot, BackendSpec, Estimate, Prices, Tier, TokenCount
-
-T = TypeVar("T")
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    Estimate,
+    Prices,
+    Tier,
+    TokenCount,
+    frozen_factory,
+)
 
 #: The queue-wait estimate's tail factor. A request that waits for a slot waits for the
 #: first of ``max_concurrency`` running requests to end: ``service / max_concurrency`` on
@@ -42,78 +45,6 @@ QUEUE_WAIT_TAIL = math.log(10.0)
 _HOSTED = Tier.HOSTED
 _GPU = Tier.GPU
 _EDGE = Tier.EDGE
-
-
-def unfrozen_twin(cls: type) -> type | None:
-    """An unfrozen, slotted dataclass with the same fields and slots as the frozen,
-    slotted dataclass ``cls``: an instance of it becomes an ordinary ``cls`` instance by
-    assigning ``__class__`` once its fields are stored (see :func:`frozen_factory`).
-
-    None where that does not apply: ``__post_init__``, default factories, no slots, a
-    field named like :func:`frozen_factory`'s generated code's globals, or layouts that
-    differ after all.
-    """
-    fields = dataclasses.fields(cls)
-    if (
-        getattr(cls, "__post_init__", None) is not None
-        or "__slots__" not in cls.__dict__
-        or any(f.default_factory is not dataclasses.MISSING for f in fields)
-        or any(f.name.startswith("_ff_") for f in fields)
-    ):
-        return None
-    twin = dataclasses.make_dataclass(
-        f"_Unfrozen{cls.__name__}",
-        [(f.name, f.type) for f in fields],
-        slots=True,
-        init=False,
-        eq=False,
-        repr=False,
-        namespace={"__module__": __name__},
-    )
-    probe: Any = object.__new__(twin)
-    try:
-        probe.__class__ = cls
-    except TypeError:  # layouts differ after all
-        return None
-    return twin
-
-
-def frozen_factory(cls: type[T]) -> Callable[..., T]:
-    """A faster constructor for a frozen, slotted dataclass (same signature as ``cls``).
-
-    A frozen dataclass's ``__init__`` sets each field with ``object.__setattr__``, which
-    makes building one about 4x slower than an unfrozen one; the policy builds one
-    Estimate and one CandidateReport per backend per request. This allocates the
-    :func:`unfrozen_twin` (``object.__new__``, no ``__init__`` call), stores the fields,
-    then assigns ``__class__``: the result is an ordinary, frozen ``cls`` instance (same
-    type, equality, hash and repr). Classes this does not apply to (see
-    :func:`unfrozen_twin`) get ``cls`` back.
-    """
-    twin = unfrozen_twin(cls)
-    if twin is None:
-        return cls
-    ns: dict[str, Any] = {"_ff_new": object.__new__, "_ff_twin": twin, "_ff_cls": cls}
-    params = []
-    names = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        names.append(f.name)
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            ns[f"_ff_d_{f.name}"] = f.default
-            params.append(f"{f.name}=_ff_d_{f.name}")
-    stores = "".join(f"    _ff_o.{n} = {n}\n" for n in names)
-    exec(  # generated from the dataclass's own fields
-        f"def make({', '.join(params)}):\n"
-        "    _ff_o = _ff_new(_ff_twin)\n"
-        f"{stores}"
-        "    _ff_o.__class__ = _ff_cls\n"
-        "    return _ff_o\n",
-        ns,
-    )
-    make: Callable[..., T] = ns["make"]
-    make.__doc__ = f"Builds a {cls.__qualname__} (see frozen_factory)."
-    return make
 
 
 _new_estimate = frozen_factory(Estimate)

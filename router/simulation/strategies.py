@@ -36,10 +36,17 @@ from router.config import OutputEstimateConfig
 from router.errors import RouterError
 from router.output_lengths import OutputLengths
 from router.policy import TIER_ORDER, PolicyParams, cost_usd, plan
-from router.policy.estimate import frozen_factory
 from router.policy.filters import RequestFilter
 from router.simulation.trace import TraceRequest
-from router.types import BackendSnapshot, BackendSpec, Features, InferenceRequest, Tier, TokenCount
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    Features,
+    InferenceRequest,
+    Tier,
+    TokenCount,
+    frozen_factory,
+)
 
 if TYPE_CHECKING:
     from router.simulation.engine import Observation, Simulation
@@ -141,7 +148,7 @@ class RouterStrategy:
         feats = features_of(index, request, self.tids, expected if expected != planned else None)
         snaps = [(spec, st.snapshot()) for spec, st in self._backends(request.tenant)]  # type: ignore[attr-defined]
         try:
-            return list(plan(feats, snaps, self.params, now).order)
+            return list(plan(feats, snaps, self.params, now, detail=False).order)
         except RouterError as exc:
             return f"{type(exc).__name__}: {exc.message}"
 

@@ -13,9 +13,7 @@ from router.policy.estimate import (
     QUEUE_WAIT_TAIL,
     cost_usd,
     estimate,
-    frozen_factory,
     gpu_cost_per_output_token,
-    unfrozen_twin,
 )
 from router.policy.planner import _inline_twin
 from router.types import (
@@ -31,6 +29,8 @@ from router.types import (
     Priors,
     Tier,
     TokenCount,
+    frozen_factory,
+    unfrozen_twin,
 )
 
 #: The queue wait's tail factor: the p90 of an exponential wait over its mean.

@@ -322,6 +322,31 @@ def test_plan_matches_the_building_blocks_on_random_cases(seed: int) -> None:
     assert len(kinds) >= 4, kinds
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_plan_without_detail_decides_the_same(seed: int) -> None:
+    """``detail=False`` (the simulator's call) leaves out the reports and the explanation
+    and nothing else: the same order, objective and verdict, or the same error."""
+    rng = random.Random(100 + seed)
+    plans = 0
+    for _ in range(400):
+        features, backends, cfg = random_case(rng)
+        params = policy_params(cfg)
+        full = _outcome(plan, features, backends, params, NOW)
+        try:
+            lean: tuple[str, object] = ("plan", plan(features, backends, params, NOW, detail=False))
+        except RouterError as exc:
+            lean = (type(exc).__name__, str(exc))
+        if full[0] != "plan":
+            assert lean == full
+            continue
+        plans += 1
+        assert lean[0] == "plan"
+        got, want = lean[1], full[1]
+        assert isinstance(got, Plan) and isinstance(want, Plan)
+        assert got == dataclasses.replace(want, candidates=(), explanation="")
+    assert plans > 100
+
+
 def test_random_cases_exercise_every_filter_and_objective() -> None:
     rng = random.Random(1234)
     rejected_by: set[str] = set()

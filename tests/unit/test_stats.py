@@ -220,6 +220,8 @@ def test_snapshot_is_cached_until_something_changes(clock: FakeClock) -> None:
     stats.begin()
     second = stats.snapshot()
     assert second is not first and second.in_flight == 1
+    assert stats.allow()  # a closed circuit's gate changes nothing: still cached
+    assert stats.snapshot() is second
 
 
 # --- BackendStats: failures and the circuit ---------------------------------------------
