@@ -1,5 +1,6 @@
 """``--scenarios`` of the routing benches (bench_routing.py, bench_load_marks.py,
-bench_stale_signals.py): a comma-separated list of built-in scenarios, checked by argparse."""
+bench_stale_signals.py, bench_replicas.py): a comma-separated list of built-in
+scenarios, checked by argparse."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ def scenario_list(text: str) -> list[str]:
     return names
 
 
-def add_scenarios(p: argparse.ArgumentParser) -> None:
+def add_scenarios(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--scenarios``; ``default``: comma-separated names (None: every scenario)."""
     p.add_argument(
         "--scenarios",
         type=scenario_list,
-        default=list(SCENARIOS),
-        help="comma-separated (default: all)",
+        default=scenario_list(default) if default else list(SCENARIOS),
+        help=f"comma-separated (default: {default or 'all'})",
     )

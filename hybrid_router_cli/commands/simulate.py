@@ -76,6 +76,17 @@ def _positive(text: str) -> int:
     return value
 
 
+#: The most --replicas: each replica polls every backend on simulated time.
+MAX_REPLICAS = 256
+
+
+def _replicas(text: str) -> int:
+    value = non_negative_int(text)
+    if not 1 <= value <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_REPLICAS}, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input (one of)")
     source = g.add_mutually_exclusive_group()
@@ -119,6 +130,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="seed of the scenario's trace and of the backends' simulated behaviour "
         "(default: 1; a seed gives the same figures every run)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=1,
+        metavar="N",
+        help="router replicas sharing the traffic (default: 1): each keeps its own live "
+        "signals (streams, latency samples, circuit breakers, load polls) and learnt "
+        "answer lengths, and a request goes to one at random, as a Kubernetes Service "
+        f"spreads them (1 to {MAX_REPLICAS})",
     )
     p.add_argument(
         "--strategies",
@@ -414,13 +435,14 @@ def _write_fleet(path: str, fleet: Fleet) -> None:
     print(f"wrote the fleet ({len(fleet.specs)} backends) to {path}", file=sys.stderr)
 
 
-def _title(described: dict[str, Any], n: int, seed: int) -> str:
+def _title(described: dict[str, Any], n: int, seed: int, replicas: int = 1) -> str:
     if described["scenario"]:
         where = f"scenario {described['scenario']}"
     else:
         where = f"{'trace' if described['trace'] else 'request log'} "
         where += f"{described['trace'] or described['from_log']} on fleet {described['fleet']}"
-    return f"simulate: {where}, {n:,} requests, seed {seed}"
+    routers = f", {replicas} router replicas" if replicas > 1 else ""
+    return f"simulate: {where}, {n:,} requests, seed {seed}{routers}"
 
 
 # --- progress -----------------------------------------------------------------------------
@@ -575,6 +597,7 @@ def run(args: argparse.Namespace) -> int:
                 trace,
                 strategies,
                 seed=args.seed,
+                replicas=args.replicas,
                 keep_outcomes=args.misses is not None,
                 progress=progress,
             )
@@ -590,7 +613,7 @@ def run(args: argparse.Namespace) -> int:
             args.misses, trace, result.outcomes[args.misses], result.outcomes[ORACLE]
         )
     found = render_simulate.targets(summaries)
-    title = _title(described, len(trace), args.seed)
+    title = _title(described, len(trace), args.seed, args.replicas)
     files: list[str] = []
     if args.write_trace:
         files.append(args.write_trace)
@@ -604,6 +627,7 @@ def run(args: argparse.Namespace) -> int:
             **described,
             "requests": len(trace),
             "seed": args.seed,
+            "replicas": args.replicas,
             "strategies": names,
             "variants": {name: overrides for name, overrides in variants},
         }

@@ -49,11 +49,15 @@ def compare(
     strategies: Sequence[str | object],
     *,
     seed: int = 1,
+    replicas: int = 1,
     keep_outcomes: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Comparison:
     """Run the bound, the oracle and each strategy (a name of :data:`STRATEGIES` or a
-    strategy object) over ``trace``; summaries with their ratios to the oracle."""
+    strategy object) over ``trace``; summaries with their ratios to the oracle.
+
+    ``replicas``: router replicas sharing the traffic, each with its own live signals
+    (:class:`Simulation`); the oracle and the bound see everything whatever it is."""
     n = len(trace)
 
     def tick(name: str) -> Callable[[int], None] | None:
@@ -69,7 +73,8 @@ def compare(
         strategy = make_strategy(item) if isinstance(item, str) else item
         name = strategy.name  # type: ignore[attr-defined]
         t0 = time.perf_counter()
-        out = Simulation(fleet, seed).run(trace, strategy, tick(name))  # type: ignore[arg-type]
+        sim = Simulation(fleet, seed, replicas=replicas)
+        out = sim.run(trace, strategy, tick(name))  # type: ignore[arg-type]
         summaries[name] = summarize(name, trace, out, time.perf_counter() - t0)
         if keep_outcomes:
             outcomes[name] = out

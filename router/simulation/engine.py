@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from router.config import PolicyConfig
-from router.errors import ErrorClass
+from router.errors import ConfigError, ErrorClass
 from router.policy import cost_usd
 from router.simulation.fleet import BackendModel, Fleet
 from router.simulation.trace import TraceRequest
@@ -91,10 +91,23 @@ class Outcome:
 
 
 class _Request:
-    __slots__ = ("index", "tr", "at", "order", "pos", "outcome", "truth", "drawn", "first_at")
+    __slots__ = (
+        "index",
+        "tr",
+        "at",
+        "order",
+        "pos",
+        "outcome",
+        "truth",
+        "drawn",
+        "first_at",
+        "replica",
+    )
 
-    def __init__(self, index: int, tr: TraceRequest, truth: Truth) -> None:
+    def __init__(self, index: int, tr: TraceRequest, truth: Truth, replica: int = 0) -> None:
         self.index = index
+        #: The router replica that takes the request (and sees its outcome).
+        self.replica = replica
         self.tr = tr
         self.at = tr.at_s
         self.order: list[str] = []
@@ -112,11 +125,13 @@ class _Request:
 
 
 class _Attempt:
-    __slots__ = ("req", "b", "dispatched", "started", "first_at", "rate", "live", "done_at")
+    __slots__ = ("req", "b", "st", "dispatched", "started", "first_at", "rate", "live", "done_at")
 
-    def __init__(self, req: _Request, b: _Backend, now: float) -> None:
+    def __init__(self, req: _Request, b: _Backend, st: BackendStats, now: float) -> None:
         self.req = req
         self.b = b
+        #: The BackendStats of the replica that sent it (its router's view of ``b``).
+        self.st = st
         self.dispatched = now
         self.started: float | None = None
         self.first_at: float | None = None
@@ -126,18 +141,15 @@ class _Attempt:
 
 
 class _Backend:
-    __slots__ = ("index", "spec", "model", "stats", "busy", "queue", "serving", "expire_at")
+    __slots__ = ("index", "spec", "model", "busy", "queue", "serving")
 
-    def __init__(self, index: int, spec: BackendSpec, model: BackendModel, stats: BackendStats):
+    def __init__(self, index: int, spec: BackendSpec, model: BackendModel):
         self.index = index
         self.spec = spec
         self.model = model
-        self.stats = stats
         self.busy = 0
         self.queue: deque[_Attempt] = deque()
         self.serving: set[_Attempt] = set()
-        #: When this backend's stats next have a sample to expire (at the latest).
-        self.expire_at = 0.0
 
 
 # event kinds
@@ -193,9 +205,21 @@ class Truth:
 class Simulation:
     """One run of a trace through a fleet under one strategy (:meth:`run`)."""
 
-    def __init__(self, fleet: Fleet, seed: int = 1, *, load_marks: bool = True) -> None:
+    def __init__(
+        self, fleet: Fleet, seed: int = 1, *, load_marks: bool = True, replicas: int = 1
+    ) -> None:
+        if replicas < 1:
+            raise ConfigError(f"must be 1 or more, got {replicas}", key="--replicas")
         self.fleet = fleet
         self.seed = seed
+        #: Router replicas sharing the traffic, each with its own BackendStats (streams,
+        #: samples, breakers, load polls) and, in the router strategy, its own learnt
+        #: answer lengths; a request goes to one at random (a hash of the seed and its
+        #: index), as a Kubernetes Service spreads connections.
+        self.replicas = replicas
+        #: The replica whose request is being decided or whose attempt just ended: what
+        #: :meth:`stats` answers for (strategies read their router's view through it).
+        self.replica = 0
         #: Apply the router's own streams since a load poll went out to its figure, as the
         #: registry does (``BackendStats.set_reported_load``); False replays the router
         #: before it did (the figure taken as it came: ``bench/bench_load_marks.py``).
@@ -209,10 +233,16 @@ class Simulation:
         self.max_age_s = cfg.sample_max_age_s
         clock = self._clock
         self.backends = [
-            _Backend(i, spec, fleet.models[spec.name], BackendStats(spec.name, cfg, clock))
-            for i, spec in enumerate(fleet.specs)
+            _Backend(i, spec, fleet.models[spec.name]) for i, spec in enumerate(fleet.specs)
         ]
         self.by_name = {b.spec.name: b for b in self.backends}
+        #: [replica][backend index]: each replica's BackendStats of each backend.
+        self.views = [
+            [BackendStats(spec.name, cfg, clock) for spec in fleet.specs] for _ in range(replicas)
+        ]
+        #: [replica][backend index]: when those stats next have a sample to expire.
+        self._expire_at = [[0.0] * len(fleet.specs) for _ in range(replicas)]
+        self._replica_key = _mix((seed ^ 0x5EED) & _MASK)
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
 
@@ -220,7 +250,14 @@ class Simulation:
         return self.now
 
     def stats(self, name: str) -> BackendStats:
-        return self.by_name[name].stats
+        """The current replica's BackendStats of backend ``name``."""
+        return self.views[self.replica][self.by_name[name].index]
+
+    def replica_of(self, index: int) -> int:
+        """The replica that takes request ``index`` (0 with one replica)."""
+        if self.replicas == 1:
+            return 0
+        return _mix(self._replica_key ^ index) % self.replicas
 
     def load(self, name: str) -> int:
         """Requests the backend holds now (serving + queued)."""
@@ -288,7 +325,8 @@ class Simulation:
         for b in self.backends:
             for start, _end in b.model.outages:
                 push(start, _OUTAGE, b)
-        push(0.0, _POLL, None)  # load polls, and the registry's sample expiry
+        for r in range(self.replicas):  # load polls and sample expiry, staggered
+            push(self.poll_s * r / self.replicas, _POLL, r)
         outcomes: list[Outcome] = []
         n = len(trace)
         step = max(1, n // 100)
@@ -309,7 +347,8 @@ class Simulation:
                 self.now = t
                 handlers[kind](obj)
             self.now = at
-            req = _Request(i, tr, truth)
+            replica = self.replica = self.replica_of(i)
+            req = _Request(i, tr, truth, replica)
             self._current = req
             outcomes.append(req.outcome)
             chosen = strategy.order(i, tr, at)
@@ -343,6 +382,8 @@ class Simulation:
         """Try the request's next backend (dispatch's loop over plan.order)."""
         now = self.now
         strategy = self.strategy
+        self.replica = req.replica
+        view = self.views[req.replica]
         while req.pos < len(req.order):
             name = req.order[req.pos]
             req.pos += 1
@@ -350,9 +391,10 @@ class Simulation:
             if b is None or not strategy.admit(name, now):
                 continue
             req.outcome.attempts += 1
-            att = _Attempt(req, b, now)
+            st = view[b.index]
+            att = _Attempt(req, b, st, now)
             m = b.model
-            b.stats.begin()
+            st.begin()
             if m.outages and m.down_at(now) is not None:
                 self._push(now + m.fail_after_ms / 1000.0, _FAIL, (att, None, "outage"))
                 return
@@ -433,12 +475,13 @@ class Simulation:
         queued_ms = (att.started - att.dispatched) * 1000.0 if b.model.reports_load else 0.0
         ttft_ms = (att.first_at - att.dispatched) * 1000.0
         total_ms = (now - att.dispatched) * 1000.0
-        st = b.stats
+        st = att.st
         st.record_first_token(max(0.0, ttft_ms - queued_ms))
         st.record_success(
             max(0.0, total_ms - queued_ms), tr.output_tokens, (now - att.first_at) * 1000.0
         )
         st.end()
+        self.replica = req.replica
         self.strategy.observe(
             Observation(
                 b.spec.name, True, now, ttft_ms, total_ms, tr.prompt_tokens + tr.output_tokens
@@ -462,9 +505,10 @@ class Simulation:
         if att.live:
             self._release(att)
         b = att.b
-        st = b.stats
+        st = att.st
         st.record_failure(ErrorClass.RETRYABLE, retry_after, message=why)
         st.end()
+        self.replica = att.req.replica
         self.strategy.observe(Observation(b.spec.name, False, self.now, retry_after_s=retry_after))
         att.req.outcome.reason = f"{b.spec.name}: {why}"
         self._next(att.req)
@@ -485,12 +529,13 @@ class Simulation:
                 continue
             # Cut after its first token: the answer ends short (no continuation).
             self._release(att)
-            st = b.stats
+            st = att.st
             st.record_first_token((att.first_at - att.dispatched) * 1000.0)
             st.record_failure(ErrorClass.RETRYABLE, message="outage")
             st.end()
-            self.strategy.observe(Observation(b.spec.name, False, now))
             req = att.req
+            self.replica = req.replica
+            self.strategy.observe(Observation(b.spec.name, False, now))
             tokens = int((now - att.first_at) * att.rate)
             out = req.outcome
             out.status = "cut"
@@ -501,24 +546,27 @@ class Simulation:
             out.total_ms = (now - req.at) * 1000.0
             out.cost_usd += cost_usd(b.spec, req.tr.prompt_tokens, tokens)
 
-    def _poll(self, _: object) -> None:
+    def _poll(self, replica: int) -> None:
+        """One replica's load poller: every backend's sample expiry, then a load poll of
+        each backend that reports its load."""
         now = self.now
+        view = self.views[replica]
+        expire_at = self._expire_at[replica]
         for b in self.backends:
-            if now >= b.expire_at:  # BackendStats.expire(): nothing to do before then
-                until = b.stats.expire()
-                b.expire_at = min(until, now + self.max_age_s)
+            st = view[b.index]
+            if now >= expire_at[b.index]:  # BackendStats.expire(): nothing to do before then
+                until = st.expire()
+                expire_at[b.index] = min(until, now + self.max_age_s)
             m = b.model
             if not m.reports_load:
                 continue
             if m.poll_ms:  # the figure as the poll went out, a round trip later
-                st = b.stats
-                self._push(now + m.poll_ms / 1000.0, _ANSWER, (b, b.busy + len(b.queue), st.ends))
+                self._push(now + m.poll_ms / 1000.0, _ANSWER, (st, b.busy + len(b.queue), st.ends))
             else:
-                b.stats.set_reported_load(b.busy + len(b.queue))
+                st.set_reported_load(b.busy + len(b.queue))
         if not self._draining:
-            self._push(self.now + self.poll_s, _POLL, None)
+            self._push(self.now + self.poll_s, _POLL, replica)
 
-    def _answer(self, obj: tuple[_Backend, int, int]) -> None:
-        b, figure, closed = obj
-        st = b.stats
+    def _answer(self, obj: tuple[BackendStats, int, int]) -> None:
+        st, figure, closed = obj
         st.set_reported_load(figure, (st.begins, closed) if self.load_marks else None)

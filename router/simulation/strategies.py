@@ -131,20 +131,24 @@ class RouterStrategy:
         self.sim = sim
         fleet = sim.fleet
         self.params = self._params or fleet.params
-        self.outputs = OutputLengths(self._output_estimate or fleet.config.policy.output_estimate)
+        estimates = self._output_estimate or fleet.config.policy.output_estimate
+        #: Each router replica learns the answer lengths of the requests it served.
+        self.replica_outputs = [OutputLengths(estimates) for _ in range(sim.replicas)]
         self.tids = sorted({s.tokenizer_id for s in fleet.specs} | {"estimate"})
-        self._pairs: dict[str, list[tuple[BackendSpec, object]]] = {}
+        self._pairs: dict[tuple[int, str], list[tuple[BackendSpec, object]]] = {}
 
     def _backends(self, tenant: str) -> list[tuple[BackendSpec, object]]:
-        pairs = self._pairs.get(tenant)
+        """The tenant's backends with the current replica's stats of each."""
+        key = (self.sim.replica, tenant)
+        pairs = self._pairs.get(key)
         if pairs is None:
             specs = tenant_specs(self.sim.fleet, tenant)
-            pairs = self._pairs[tenant] = [(s, self.sim.stats(s.name)) for s in specs]
+            pairs = self._pairs[key] = [(s, self.sim.stats(s.name)) for s in specs]
         return pairs
 
     def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
         planned = request.planned_output_tokens
-        expected = self.outputs.expected(request.tenant, planned)
+        expected = self.replica_outputs[self.sim.replica].expected(request.tenant, planned)
         feats = features_of(index, request, self.tids, expected if expected != planned else None)
         snaps = [(spec, st.snapshot()) for spec, st in self._backends(request.tenant)]  # type: ignore[attr-defined]
         try:
@@ -156,8 +160,11 @@ class RouterStrategy:
         return self.sim.stats(backend).allow()
 
     def completed(self, request: TraceRequest) -> None:
-        """A complete answer (dispatch records it for the tenant)."""
-        self.outputs.record(request.tenant, request.planned_output_tokens, request.output_tokens)
+        """A complete answer (dispatch records it for the tenant, in the replica that
+        served it)."""
+        self.replica_outputs[self.sim.replica].record(
+            request.tenant, request.planned_output_tokens, request.output_tokens
+        )
 
     def observe(self, seen: Observation) -> None:
         pass  # the simulation feeds the router's BackendStats itself, as dispatch does

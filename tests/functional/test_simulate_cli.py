@@ -94,6 +94,25 @@ def test_json_has_the_inputs_every_summary_and_the_targets(
     assert doc["verdict"].startswith("targets: ")
 
 
+def test_router_replicas_are_an_input_and_in_the_title(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [*SMALL, "--strategies", "router", "--replicas", "3"]
+    doc = _json(capsys, argv)
+    assert doc["inputs"]["replicas"] == 3
+    one = _json(capsys, [*SMALL, "--strategies", "router"])
+    assert one["inputs"]["replicas"] == 1
+    # Three replicas, each on its own signals, decide differently from one.
+    assert _figures(doc["summaries"]["router"]) != _figures(one["summaries"]["router"])
+    # The oracle and the bound see the whole fleet whatever the replicas.
+    for name in ("bound", "oracle"):
+        assert _figures(doc["summaries"][name]) == _figures(one["summaries"][name])
+    assert main(argv) == 0
+    assert "seed 3, 3 router replicas" in capsys.readouterr().out
+    assert main([*SMALL, "--replicas", "0"]) == 2
+    assert "argument --replicas: must be 1 to 256, got 0" in capsys.readouterr().err
+
+
 def test_a_subset_of_strategies_is_judged_on_what_ran(capsys: pytest.CaptureFixture[str]) -> None:
     doc = _json(capsys, [*SMALL, "--strategies", "router, always-hosted,router,oracle"])
 

@@ -297,13 +297,15 @@ def _random_trace(rng: random.Random, n: int) -> list[TraceRequest]:
 @pytest.mark.parametrize("seed", range(40))
 def test_no_strategy_beats_the_bound(seed: int) -> None:
     """On every request, no strategy (the router, the oracle, each baseline) meets an SLO
-    the bound misses, or meets one the bound meets for less."""
+    the bound misses, or meets one the bound meets for less; with 1, 2 or 3 router
+    replicas."""
     rng = random.Random(seed)
     fleet = _random_fleet(rng)
     trace = _random_trace(rng, 120)
     bound = run_bound(fleet, trace, seed)
     for strategy in [Oracle(), *(make() for make in STRATEGIES.values())]:
-        out = Simulation(fleet, seed).run(trace, strategy)  # type: ignore[arg-type]
+        sim = Simulation(fleet, seed, replicas=1 + seed % 3)
+        out = sim.run(trace, strategy)  # type: ignore[arg-type]
         assert dominance(trace, out, bound) == [], strategy.name  # type: ignore[attr-defined]
         met = sum(meets(tr, o) for tr, o in zip(trace, out, strict=True))
         assert met <= sum(meets(tr, o) for tr, o in zip(trace, bound, strict=True))
@@ -514,3 +516,61 @@ def test_a_load_figure_that_arrives_after_a_stream_ended_brings_no_phantom_back(
     out = Simulation(fleet, seed=7).run(trace, RouterStrategy())
     assert [o.backend for o in out] == ["gpu", "gpu"]
     assert [o.ttft_ms for o in out] == pytest.approx([100.0, 100.0])
+
+
+def _seed_with_replicas(n: int, wanted: list[int]) -> int:
+    """A seed whose requests 0, 1, ... go to the replicas ``wanted`` (the assignment is a
+    hash of the seed and the index)."""
+    fleet = _two_backend_fleet()
+    for seed in range(1000):
+        sim = Simulation(fleet, seed, replicas=n)
+        if [sim.replica_of(i) for i in range(len(wanted))] == wanted:
+            return seed
+    raise AssertionError("no seed found")
+
+
+@pytest.mark.parametrize(("at", "backend", "ttft"), [(0.2, "gpu", 1000.0), (0.3, "hosted", 500.0)])
+def test_a_replica_sees_another_replicas_stream_only_through_a_poll(
+    at: float, backend: str, ttft: float
+) -> None:
+    # Two replicas; r0 goes to replica 0, r1 to replica 1. Replica 0 polls the GPU's load
+    # at 0, 0.5 s...; replica 1 at 0.25, 0.75 s... (staggered). r0 (no budget) takes the
+    # GPU's one slot from 0 to 1.1 s. r1 has a 900 ms TTFT budget.
+    seed = _seed_with_replicas(2, [0, 1])
+    fleet = _two_backend_fleet()
+    trace = [
+        TraceRequest(at_s=0.0, prompt_tokens=100, output_tokens=10),
+        TraceRequest(at_s=at, prompt_tokens=100, output_tokens=10, ttft_budget_ms=900.0),
+    ]
+    # One router sees its own stream: the GPU is busy (est. TTFT > 900 ms), hosted.
+    out = Simulation(fleet, seed).run(trace, RouterStrategy())
+    assert [o.backend for o in out] == ["gpu", "hosted"]
+    # At 0.2 s replica 1 has neither opened a stream nor polled: the GPU looks idle, r1
+    # queues behind r0 (first token 1.2 s: TTFT 1,000 ms, over its budget). At 0.3 s its
+    # poll of 0.25 s has counted r0: hosted.
+    sim = Simulation(fleet, seed, replicas=2)
+    out = sim.run(trace, RouterStrategy())
+    assert [o.backend for o in out] == ["gpu", backend]
+    assert out[1].ttft_ms == pytest.approx(ttft)
+    # Each replica's stats hold only its own requests.
+    assert [[st.requests for st in view] for view in sim.views] == (
+        [[1, 0], [1, 0]] if backend == "gpu" else [[1, 0], [0, 1]]
+    )
+
+
+def test_replicas_share_the_traffic_and_each_learns_only_its_own() -> None:
+    fleet, trace = build("steady", 900, seed=3)
+    sim = Simulation(fleet, 3, replicas=3)
+    out = sim.run(trace, RouterStrategy())
+    served = [sum(st.requests for st in view) for view in sim.views]
+    assert sum(served) == sum(o.attempts for o in out)
+    assert all(250 <= n <= 350 for n in served), served  # about a third each
+    again = Simulation(fleet, 3, replicas=3).run(trace, RouterStrategy())
+    assert [(o.backend, o.total_ms) for o in again] == [(o.backend, o.total_ms) for o in out]
+
+
+def test_replicas_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        Simulation(_two_backend_fleet(), replicas=0)
+    assert info.value.key == "--replicas" and "1 or more" in info.value.message
+

@@ -1,0 +1,108 @@
+"""Several router replicas: what load spreading and the load marks do when each replica
+sees only its own streams (BENCHMARKS.md, Routing).
+
+A Helm deployment runs several router replicas behind one Service. Each keeps its own
+``BackendStats``: the streams it opened, the latencies it saw, its circuit breakers, and
+a backend's reported load from its own polls (``policy.load_poll_interval_s``; the
+figure is already stale when it lands, and between polls the replica adds only its own
+streams). This runs each scenario's trace through the router with ``--replicas`` router
+replicas (``hybrid-router simulate --replicas N``: a request goes to one at random) and
+each ``policy.spread`` (power_of_two, the default; least_loaded; off), with the load
+marks, and with power_of_two also without them, and prints one Markdown row per run.
+"gpu split" is how unevenly the two GPU replicas shared their requests (|a - b| / (a +
+b); 0 is even).
+
+    .venv/bin/python bench/bench_replicas.py                      # 50,000 per scenario
+    .venv/bin/python bench/bench_replicas.py --requests 5000 --scenarios steady --replicas 1,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections import Counter
+
+from scenario_args import add_scenarios
+
+from router.simulation import RouterStrategy, Simulation
+from router.simulation.report import summarize
+from router.simulation.scenarios import build
+
+SPREADS = ("power_of_two", "least_loaded", "off")
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from None
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"each count must be 1 or more, got {text!r}")
+    return counts
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=50_000, help="requests per scenario")
+    p.add_argument("--seed", type=int, default=1)
+    add_scenarios(p, default="steady,gpu-spike,diurnal")
+    p.add_argument(
+        "--replicas", type=_counts, default=[1, 2, 4, 8], help="router replica counts to try"
+    )
+    p.add_argument("--json", help="also write the figures here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    rows = []
+    print(
+        "| scenario | replicas | spread | marks | SLO met | cost | hosted | edge | gpu "
+        "| gpu split | p99 total |"
+    )
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in args.scenarios:
+        fleet, trace = build(name, args.requests, args.seed)
+        gpus = [s.name for s in fleet.specs if s.tier.value == "gpu"]
+        for replicas in args.replicas:
+            runs = [(spread, True) for spread in SPREADS] + [("power_of_two", False)]
+            for spread, marks in runs:
+                strategy = RouterStrategy(params=dataclasses.replace(fleet.params, spread=spread))
+                t0 = time.perf_counter()
+                sim = Simulation(fleet, args.seed, load_marks=marks, replicas=replicas)
+                out = sim.run(trace, strategy)
+                s = summarize("router", trace, out, time.perf_counter() - t0)
+                by_backend = Counter(o.backend for o in out if o.status == "ok")
+                a, b = (by_backend[g] for g in gpus[:2])
+                split = abs(a - b) / (a + b) if a + b else 0.0
+                share = s.tier_share
+                row = {
+                    "scenario": name,
+                    "replicas": replicas,
+                    "spread": spread,
+                    "marks": marks,
+                    "attainment": s.attainment,
+                    "cost_usd": s.cost_usd,
+                    "tier_share": share,
+                    "gpu_split": split,
+                    "p99_total_ms": s.total_p99_ms,
+                }
+                rows.append(row)
+                p99 = "-" if s.total_p99_ms is None else f"{s.total_p99_ms / 1000:.1f} s"
+                print(
+                    f"| {name} | {replicas} | {spread} | {'yes' if marks else 'no'} "
+                    f"| {s.attainment:.1%} | ${s.cost_usd:.2f} | {share['hosted']:.1%} "
+                    f"| {share['edge']:.1%} | {share['gpu']:.1%} | {split:.1%} | {p99} |",
+                    flush=True,
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"requests": args.requests, "seed": args.seed, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
