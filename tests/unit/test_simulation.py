@@ -573,4 +573,3 @@ def test_replicas_must_be_at_least_one() -> None:
     with pytest.raises(ConfigError) as info:
         Simulation(_two_backend_fleet(), replicas=0)
     assert info.value.key == "--replicas" and "1 or more" in info.value.message
-
