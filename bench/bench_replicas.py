@@ -12,8 +12,17 @@ marks, and with power_of_two also without them, and prints one Markdown row per 
 "gpu split" is how unevenly the two GPU replicas shared their requests (|a - b| / (a +
 b); 0 is even).
 
+With ``--prior-weights``, it sweeps ``policy.ttft_prior_weight`` instead (one row per
+scenario, priors and replica count; a column per weight), with the fleet's priors as
+they are (``reference``: close to the backends' true behaviour), every backend on the
+configuration's default priors (``default``: 500 ms, 30 tokens/s), or each prior's
+latency halved or doubled (``half``, ``double``; the decode rate the other way round):
+what the weight does when the priors are right and when they are wrong.
+
     .venv/bin/python bench/bench_replicas.py                      # 50,000 per scenario
     .venv/bin/python bench/bench_replicas.py --requests 5000 --scenarios steady --replicas 1,4
+    .venv/bin/python bench/bench_replicas.py --requests 20000 --replicas 1,8 \
+        --scenarios steady,gpu-spike,throttling,long-conversations --prior-weights 0,16,32,64
 """
 
 from __future__ import annotations
@@ -27,11 +36,13 @@ from collections import Counter
 
 from scenario_args import add_scenarios
 
-from router.simulation import RouterStrategy, Simulation
+from router.simulation import Fleet, RouterStrategy, Simulation
 from router.simulation.report import summarize
 from router.simulation.scenarios import build
+from router.types import Priors
 
 SPREADS = ("power_of_two", "least_loaded", "off")
+PRIORS = ("reference", "default", "half", "double")
 
 
 def _counts(text: str) -> list[int]:
@@ -44,6 +55,40 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        weights = [float(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
+    if not weights or any(w < 0 for w in weights):
+        raise argparse.ArgumentTypeError(f"each weight must be 0 or more, got {text!r}")
+    return weights
+
+
+def _priors(text: str) -> list[str]:
+    modes = [x for x in text.split(",") if x]
+    wrong = [m for m in modes if m not in PRIORS]
+    if wrong or not modes:
+        raise argparse.ArgumentTypeError(f"known: {', '.join(PRIORS)}; got {text!r}")
+    return modes
+
+
+def with_priors(fleet: Fleet, mode: str) -> Fleet:
+    """The fleet with its backends' priors as ``mode`` says (see the module doc)."""
+    if mode == "reference":
+        return fleet
+    specs = []
+    for spec in fleet.specs:
+        p = spec.priors
+        if mode == "default":
+            q = Priors(500.0, 30.0)
+        else:
+            k = 0.5 if mode == "half" else 2.0
+            q = Priors(p.ttft_ms * k, p.decode_tokens_per_s / k, p.ttft_p90_ms * k)
+        specs.append(dataclasses.replace(spec, priors=q))
+    return dataclasses.replace(fleet, specs=tuple(specs))
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=50_000, help="requests per scenario")
@@ -52,12 +97,61 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--replicas", type=_counts, default=[1, 2, 4, 8], help="router replica counts to try"
     )
+    p.add_argument(
+        "--prior-weights",
+        type=_weights,
+        help="sweep policy.ttft_prior_weight over these values instead (comma-separated)",
+    )
+    p.add_argument(
+        "--priors",
+        type=_priors,
+        default=list(PRIORS),
+        help=f"with --prior-weights: the priors to try (default: {','.join(PRIORS)})",
+    )
     p.add_argument("--json", help="also write the figures here")
     return p.parse_args(argv)
 
 
+def sweep_weights(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The ``--prior-weights`` table."""
+    rows: list[dict[str, object]] = []
+    head = " | ".join(f"weight {w:g}" for w in args.prior_weights)
+    print(f"| priors | scenario | replicas | {head} |")
+    print("|---|---|---:|" + "---|" * len(args.prior_weights))
+    for mode in args.priors:
+        for name in args.scenarios:
+            fleet, trace = build(name, args.requests, args.seed)
+            fleet = with_priors(fleet, mode)
+            for replicas in args.replicas:
+                cells = []
+                for w in args.prior_weights:
+                    params = dataclasses.replace(fleet.params, ttft_prior_weight=w)
+                    sim = Simulation(fleet, args.seed, replicas=replicas)
+                    out = sim.run(trace, RouterStrategy(params=params))
+                    s = summarize("router", trace, out, 0.0)
+                    cells.append(f"{s.attainment:.1%}, ${s.cost_usd:.2f}")
+                    rows.append(
+                        {
+                            "priors": mode,
+                            "scenario": name,
+                            "replicas": replicas,
+                            "weight": w,
+                            "attainment": s.attainment,
+                            "cost_usd": s.cost_usd,
+                        }
+                    )
+                print(f"| {mode} | {name} | {replicas} | {' | '.join(cells)} |", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    if args.prior_weights:
+        rows = sweep_weights(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"requests": args.requests, "seed": args.seed, "rows": rows}, f)
+        return 0
     rows = []
     print(
         "| scenario | replicas | spread | marks | SLO met | cost | hosted | edge | gpu "

@@ -20,6 +20,7 @@ def policy_params(cfg: PolicyConfig) -> PolicyParams:
         default_max_output_tokens=cfg.default_max_output_tokens,
         min_samples=cfg.min_samples,
         ttft_p90=cfg.ttft_estimate == "p90",
+        ttft_prior_weight=cfg.ttft_prior_weight,
         spread=cfg.spread,
         spread_tolerance=cfg.spread_tolerance,
     )

@@ -395,6 +395,7 @@ class BackendStats:
             detail=self.detail,
             last_error=self.last_error,
             last_error_unix_ms=self.last_error_unix_ms,
+            ttft_samples=len(ordered) if ttft_ok else 0,
         )
         self._snap = snap
         self._snap_until = self.breaker.open_until

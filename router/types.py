@@ -319,6 +319,8 @@ class BackendSnapshot:
     #: The last failure's message and when it happened (unix ms, wall clock; 0 = never).
     last_error: str = ""
     last_error_unix_ms: int = 0
+    #: TTFT samples behind the quantiles (the estimate weighs them against the priors).
+    ttft_samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)

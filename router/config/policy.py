@@ -77,6 +77,10 @@ class PolicyConfig(_Model):
     #: The observed TTFT quantile estimates use: p90 (a budget met by nine requests in
     #: ten; the default) or p50 (typical: cheaper, more budgets missed).
     ttft_estimate: Literal["p50", "p90"] = "p90"
+    #: Samples' worth of the prior in the TTFT estimate: (n x observed + w x prior) /
+    #: (n + w) over a window of n samples, so a quantile of a few samples (the p90 of
+    #: three is their maximum) does not swing the choice; 0: the observed quantile alone.
+    ttft_prior_weight: float = Field(0.0, ge=0, le=10_000)
     #: Spread load over equivalent candidates (same cost, budget verdict, and latency
     #: within spread_tolerance): two picked per request, the less loaded first
     #: (power_of_two), the least loaded (least_loaded), or none (off: the name decides).

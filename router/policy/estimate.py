@@ -3,7 +3,9 @@
     decode rate   live decode_tokens_per_s, else priors.decode_tokens_per_s
     ttft base     live ttft_p50_ms (ttft_p90_ms with policy.ttft_estimate: p90), else
                   priors.ttft_ms (priors.ttft_p90_ms with p90: by default
-                  PRIOR_TTFT_P90_FACTOR x priors.ttft_ms)
+                  PRIOR_TTFT_P90_FACTOR x priors.ttft_ms); live with
+                  policy.ttft_prior_weight w > 0: (n x live + w x prior) / (n + w) over
+                  the snapshot's n TTFT samples
     load          max(in_flight, reported_load)
     waiting       max(0, load - max_concurrency + 1)
     service       live mean_service_ms, else ttft base + out / decode rate * 1000
@@ -91,12 +93,14 @@ def estimate(
     min_samples: int,
     expected_output_tokens: int | None = None,
     ttft_p90: bool = False,
+    prior_weight: float = 0.0,
 ) -> Estimate:
     """Estimated TTFT, total latency and cost of sending the request to ``spec`` now.
 
     ``plan()`` calls it once per backend that passes the filters. Latency counts
     ``expected_output_tokens`` (when given and below ``max_output_tokens``), cost counts
-    ``max_output_tokens``.
+    ``max_output_tokens``. ``prior_weight``: ``policy.ttft_prior_weight`` (0: the live
+    quantile alone).
     """
     out = max_output_tokens
     if expected_output_tokens is not None and 0 < expected_output_tokens < out:
@@ -113,6 +117,10 @@ def estimate(
     if ttft_base is None:
         ttft_base = priors.ttft_p90() if ttft_p90 else priors.ttft_ms
         from_priors = True
+    elif prior_weight > 0.0:  # a few samples' quantile, pulled toward the prior
+        n = snap.ttft_samples
+        prior = priors.ttft_p90() if ttft_p90 else priors.ttft_ms
+        ttft_base = (n * ttft_base + prior_weight * prior) / (n + prior_weight)
 
     load = snap.in_flight
     if snap.reported_load is not None and snap.reported_load > load:

@@ -171,6 +171,7 @@ def plan(
     fitted = features.fitted  # a session request: the prompt differs per backend
     expected_out = features.expected_output_tokens
     ttft_p90 = cfg.ttft_p90
+    prior_weight = cfg.ttft_prior_weight
     for spec, snap in backends:
         size = payload
         if fitted is not None and spec.name in fitted:
@@ -205,7 +206,9 @@ def plan(
                 rejected.append((spec, rejection[0], rejection[1], None))
                 continue
 
-        est = estimate_of(spec, snap, prompt, max_out, min_samples, expected_out, ttft_p90)
+        est = estimate_of(
+            spec, snap, prompt, max_out, min_samples, expected_out, ttft_p90, prior_weight
+        )
         cost = est.cost_usd
         ttft = est.ttft_ms
         total = est.total_ms

@@ -39,6 +39,8 @@ class PolicyParams:
     #: Estimate TTFT from the observed p90 (True, the default) or the p50
     #: (policy.ttft_estimate).
     ttft_p90: bool = True
+    #: Samples' worth of the prior in the TTFT estimate (policy.ttft_prior_weight).
+    ttft_prior_weight: float = 0.0
     #: Load spreading among equivalent candidates: power_of_two, least_loaded or off
     #: (router.policy.objectives.spread).
     spread: str = "power_of_two"

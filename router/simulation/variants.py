@@ -26,6 +26,7 @@ VARIANT_KEYS = (
     "objective",
     "weights",
     "ttft_estimate",
+    "ttft_prior_weight",
     "spread",
     "spread_tolerance",
     "max_fallbacks",

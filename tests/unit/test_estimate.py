@@ -97,6 +97,25 @@ def test_judged_by_its_p90_a_backend_without_samples_is_judged_by_its_prior_p90(
     assert live.ttft_ms == pytest.approx(300.0)
 
 
+def test_a_prior_weight_pulls_a_few_samples_quantile_toward_the_prior() -> None:
+    # policy.ttft_prior_weight w: (n x observed + w x prior) / (n + w).
+    spec = make_spec(priors=Priors(ttft_ms=200.0, decode_tokens_per_s=50.0, ttft_p90_ms=700))
+    few = dataclasses.replace(LIVE, ttft_samples=4)  # observed p50 80, p90 300
+    p90 = estimate(spec, few, PROMPT, 100, min_samples=3, ttft_p90=True, prior_weight=4.0)
+    assert p90.ttft_ms == pytest.approx((4 * 300.0 + 4 * 700.0) / 8)  # 500
+    assert not p90.from_priors
+    p50 = estimate(spec, few, PROMPT, 100, min_samples=3, prior_weight=4.0)
+    assert p50.ttft_ms == pytest.approx((4 * 80.0 + 4 * 200.0) / 8)  # the prior median
+    # Many samples outweigh it; weight 0 is the observed quantile alone.
+    many = dataclasses.replace(LIVE, ttft_samples=252)
+    est = estimate(spec, many, PROMPT, 100, min_samples=3, ttft_p90=True, prior_weight=4.0)
+    assert est.ttft_ms == pytest.approx((252 * 300.0 + 4 * 700.0) / 256)
+    plain = estimate(spec, few, PROMPT, 100, min_samples=3, ttft_p90=True)
+    assert plain.ttft_ms == pytest.approx(300.0)
+    # The rest of the estimate is the live one.
+    assert p90.total_ms - p90.ttft_ms == pytest.approx(plain.total_ms - plain.ttft_ms)
+
+
 def test_a_prior_p90_below_the_median_is_refused_with_the_fix() -> None:
     fields = {
         "name": "gpu-a",

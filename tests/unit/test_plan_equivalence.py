@@ -79,6 +79,7 @@ def reference_plan(
             cfg.min_samples,
             features.expected_output_tokens,
             cfg.ttft_estimate == "p90",
+            cfg.ttft_prior_weight,
         )
         too_costly = cost_rejection(est.cost_usd, req.max_cost_usd)
         if too_costly is not None:
@@ -204,6 +205,10 @@ def random_backend(rng: random.Random, i: int) -> tuple[BackendSpec, BackendSnap
     )
     if not wild:
         snap = dataclasses.replace(snap, in_flight=min(snap.in_flight, 11))
+    if snap.ttft_p50_ms is not None:  # derived, not drawn: the cases stay as they were
+        snap = dataclasses.replace(
+            snap, ttft_p90_ms=snap.ttft_p50_ms * 1.8, ttft_samples=3 * snap.requests
+        )
     return spec, snap
 
 
@@ -251,6 +256,8 @@ def random_case(
         spread=rng.choice(("power_of_two", "least_loaded", "off")),
         spread_tolerance=rng.choice((0.0, 0.2, 1.0)),
     )
+    # The TTFT estimate pulled toward the priors in some cases (derived, not drawn).
+    cfg = cfg.model_copy(update={"ttft_prior_weight": 8.0 if cfg.min_samples == 3 else 0.0})
     if rng.random() < 0.3:
         features = dataclasses.replace(
             features, expected_output_tokens=rng.choice((1, 50, 100_000))

@@ -187,6 +187,21 @@ def test_ttft_quantiles_are_nearest_rank_over_a_bounded_window(clock: FakeClock)
     assert stats.ttft_quantile(0.0) == 1000.0  # the old samples left the window
 
 
+def test_a_snapshot_carries_the_quantiles_and_how_many_samples_they_stand_on(
+    clock: FakeClock,
+) -> None:
+    stats = make_stats(clock, min_samples=3)
+    for ms in (300.0, 100.0):
+        complete(stats, ms, ms + 500.0, 10, 500.0)
+    snap = stats.snapshot()  # two requests: not live yet
+    assert (snap.ttft_p50_ms, snap.ttft_p90_ms, snap.ttft_samples) == (None, None, 0)
+    complete(stats, 200.0, 700.0, 10, 500.0)
+    snap = stats.snapshot()
+    assert (snap.ttft_p50_ms, snap.ttft_p90_ms, snap.ttft_samples) == (200.0, 300.0, 3)
+    assert snap.ttft_p50_ms == stats.ttft_quantile(0.5)
+    assert snap.ttft_p90_ms == stats.ttft_quantile(0.9)
+
+
 def test_decode_rate_is_tokens_over_decode_time(clock: FakeClock) -> None:
     stats = make_stats(clock, min_samples=2)
     complete(stats, 50.0, 2050.0, 100, 2000.0)  # 50 tok/s
