@@ -21,6 +21,7 @@ def policy_params(cfg: PolicyConfig) -> PolicyParams:
         min_samples=cfg.min_samples,
         ttft_p90=cfg.ttft_estimate == "p90",
         ttft_prior_weight=cfg.ttft_prior_weight,
+        decode_estimate=cfg.decode_estimate,
         spread=cfg.spread,
         spread_tolerance=cfg.spread_tolerance,
     )

@@ -210,6 +210,8 @@ class BackendStats:
         self._service_at: deque[float] = deque(maxlen=RATE_WINDOW)
         #: (output tokens, decode ms) of recent successes with a decode phase.
         self._decode: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
+        #: Their decode rates (tokens/s), kept sorted for the slow-tail quantile.
+        self._rates_sorted: list[float] = []
         self._decode_tokens = 0
         self._decode_ms = 0.0
         self._service: deque[float] = deque(maxlen=RATE_WINDOW)
@@ -301,10 +303,13 @@ class BackendStats:
         self.breaker.record_success()
         now = self._clock()
         if output_tokens > 0 and decode_ms > 0.0:
+            rates = self._rates_sorted
             if len(self._decode) == RATE_WINDOW:
                 old_tokens, old_ms = self._decode[0]
                 self._decode_tokens -= old_tokens
                 self._decode_ms -= old_ms
+                del rates[bisect.bisect_left(rates, old_tokens / old_ms * 1000.0)]
+            bisect.insort(rates, output_tokens / decode_ms * 1000.0)
             self._decode.append((output_tokens, decode_ms))
             self._decode_at.append(now)
             self._decode_tokens += output_tokens
@@ -375,6 +380,12 @@ class BackendStats:
             p50 = ordered[min(n - 1, max(0, math.ceil(0.5 * n) - 1))]
             p90 = ordered[min(n - 1, max(0, math.ceil(0.9 * n) - 1))]
         decode_ok = live and len(self._decode) >= need and self._decode_ms > 0.0
+        p10 = p25 = None
+        rates = self._rates_sorted
+        if decode_ok and rates:  # the slow tail's rates (nearest rank)
+            n = len(rates)
+            p10 = rates[max(0, math.ceil(0.1 * n) - 1)]
+            p25 = rates[max(0, math.ceil(0.25 * n) - 1)]
         service_ok = live and len(self._service) >= need
         snap = _new_snapshot(
             name=self.name,
@@ -396,6 +407,8 @@ class BackendStats:
             last_error=self.last_error,
             last_error_unix_ms=self.last_error_unix_ms,
             ttft_samples=len(ordered) if ttft_ok else 0,
+            decode_p10_tokens_per_s=p10,
+            decode_p25_tokens_per_s=p25,
         )
         self._snap = snap
         self._snap_until = self.breaker.open_until
@@ -421,11 +434,13 @@ class BackendStats:
                 del ordered[bisect.bisect_left(ordered, window.popleft())]
         if decode_at and decode_at[0] <= horizon:
             dropped = True
+            rates = self._rates_sorted
             while decode_at and decode_at[0] <= horizon:
                 decode_at.popleft()
                 tokens, ms = self._decode.popleft()
                 self._decode_tokens -= tokens
                 self._decode_ms -= ms
+                del rates[bisect.bisect_left(rates, tokens / ms * 1000.0)]
             if not decode_at:  # no float residue once the window is empty
                 self._decode_tokens, self._decode_ms = 0, 0.0
         if service_at and service_at[0] <= horizon:

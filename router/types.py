@@ -321,6 +321,10 @@ class BackendSnapshot:
     last_error_unix_ms: int = 0
     #: TTFT samples behind the quantiles (the estimate weighs them against the priors).
     ttft_samples: int = 0
+    #: The decode rates the slowest tenth and quarter of recent answers stayed under,
+    #: tokens/s (None until enough samples): ``policy.decode_estimate: p10 / p25``.
+    decode_p10_tokens_per_s: float | None = None
+    decode_p25_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

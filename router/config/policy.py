@@ -81,6 +81,11 @@ class PolicyConfig(_Model):
     #: (n + w) over a window of n samples, so a quantile of a few samples (the p90 of
     #: three is their maximum) does not swing the choice; 0: the observed quantile alone.
     ttft_prior_weight: float = Field(0.0, ge=0, le=10_000)
+    #: The observed decode rate total-latency estimates use: p25 (the rate the slowest
+    #: quarter of recent answers stayed under; the default), p10 (the slowest tenth) or
+    #: mean (tokens over decode time): total budgets judged by the slow answers, as TTFT
+    #: by its p90 (docs/policy.md; p25 from `hybrid-router simulate`'s scenarios).
+    decode_estimate: Literal["mean", "p25", "p10"] = "p25"
     #: Spread load over equivalent candidates (same cost, budget verdict, and latency
     #: within spread_tolerance): two picked per request, the less loaded first
     #: (power_of_two), the least loaded (least_loaded), or none (off: the name decides).

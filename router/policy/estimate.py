@@ -1,6 +1,9 @@
 """Latency and cost estimates for one backend (formulas in docs/policy.md).
 
-    decode rate   live decode_tokens_per_s, else priors.decode_tokens_per_s
+    decode rate   live: decode_tokens_per_s (the mean; ``decode="mean"``) or the slow
+                  quantile decode_p25_tokens_per_s / decode_p10_tokens_per_s
+                  (policy.decode_estimate: p25, the default, or p10); else
+                  priors.decode_tokens_per_s
     ttft base     live ttft_p50_ms (ttft_p90_ms with policy.ttft_estimate: p90), else
                   priors.ttft_ms (priors.ttft_p90_ms with p90: by default
                   PRIOR_TTFT_P90_FACTOR x priors.ttft_ms); live with
@@ -94,13 +97,14 @@ def estimate(
     expected_output_tokens: int | None = None,
     ttft_p90: bool = False,
     prior_weight: float = 0.0,
+    decode: str = "mean",
 ) -> Estimate:
     """Estimated TTFT, total latency and cost of sending the request to ``spec`` now.
 
     ``plan()`` calls it once per backend that passes the filters. Latency counts
     ``expected_output_tokens`` (when given and below ``max_output_tokens``), cost counts
     ``max_output_tokens``. ``prior_weight``: ``policy.ttft_prior_weight`` (0: the live
-    quantile alone).
+    quantile alone); ``decode``: ``policy.decode_estimate`` ("mean", "p25", "p10").
     """
     out = max_output_tokens
     if expected_output_tokens is not None and 0 < expected_output_tokens < out:
@@ -109,7 +113,14 @@ def estimate(
     live = snap.requests >= min_samples
     from_priors = False
 
-    rate = snap.decode_tokens_per_s if live else None
+    if not live:
+        rate = None
+    elif decode == "mean":
+        rate = snap.decode_tokens_per_s
+    elif decode == "p25":
+        rate = snap.decode_p25_tokens_per_s
+    else:
+        rate = snap.decode_p10_tokens_per_s
     if rate is None or rate <= 0.0:
         rate = priors.decode_tokens_per_s
         from_priors = True

@@ -172,6 +172,7 @@ def plan(
     expected_out = features.expected_output_tokens
     ttft_p90 = cfg.ttft_p90
     prior_weight = cfg.ttft_prior_weight
+    decode = cfg.decode_estimate
     for spec, snap in backends:
         size = payload
         if fitted is not None and spec.name in fitted:
@@ -207,7 +208,15 @@ def plan(
                 continue
 
         est = estimate_of(
-            spec, snap, prompt, max_out, min_samples, expected_out, ttft_p90, prior_weight
+            spec,
+            snap,
+            prompt,
+            max_out,
+            min_samples,
+            expected_out,
+            ttft_p90,
+            prior_weight,
+            decode,
         )
         cost = est.cost_usd
         ttft = est.ttft_ms

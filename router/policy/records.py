@@ -41,6 +41,9 @@ class PolicyParams:
     ttft_p90: bool = True
     #: Samples' worth of the prior in the TTFT estimate (policy.ttft_prior_weight).
     ttft_prior_weight: float = 0.0
+    #: The observed decode rate estimates use: "mean", "p25" or "p10" (the rate the
+    #: slowest quarter / tenth of recent answers stayed under; policy.decode_estimate).
+    decode_estimate: str = "p25"
     #: Load spreading among equivalent candidates: power_of_two, least_loaded or off
     #: (router.policy.objectives.spread).
     spread: str = "power_of_two"

@@ -27,6 +27,7 @@ VARIANT_KEYS = (
     "weights",
     "ttft_estimate",
     "ttft_prior_weight",
+    "decode_estimate",
     "spread",
     "spread_tolerance",
     "max_fallbacks",

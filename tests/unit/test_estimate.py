@@ -116,6 +116,22 @@ def test_a_prior_weight_pulls_a_few_samples_quantile_toward_the_prior() -> None:
     assert p90.total_ms - p90.ttft_ms == pytest.approx(plain.total_ms - plain.ttft_ms)
 
 
+def test_the_decode_estimate_reads_the_mean_or_a_slow_quantile() -> None:
+    spec = make_spec()
+    snap = dataclasses.replace(LIVE, decode_p25_tokens_per_s=50.0, decode_p10_tokens_per_s=25.0)
+    totals = {
+        mode: estimate(spec, snap, PROMPT, 100, min_samples=3, decode=mode).total_ms
+        - estimate(spec, snap, PROMPT, 100, min_samples=3, decode=mode).ttft_ms
+        for mode in ("mean", "p25", "p10")
+    }
+    # 100 tokens at 100 (the mean), 50 and 25 tokens/s.
+    assert totals == pytest.approx({"mean": 1000.0, "p25": 2000.0, "p10": 4000.0})
+    # Without samples of the quantile, the prior rate (50 tokens/s).
+    cold = dataclasses.replace(LIVE, decode_p10_tokens_per_s=None)
+    est = estimate(spec, cold, PROMPT, 100, min_samples=3, decode="p10")
+    assert est.from_priors and est.total_ms - est.ttft_ms == pytest.approx(2000.0)
+
+
 def test_a_prior_p90_below_the_median_is_refused_with_the_fix() -> None:
     fields = {
         "name": "gpu-a",

@@ -80,6 +80,7 @@ def reference_plan(
             features.expected_output_tokens,
             cfg.ttft_estimate == "p90",
             cfg.ttft_prior_weight,
+            cfg.decode_estimate,
         )
         too_costly = cost_rejection(est.cost_usd, req.max_cost_usd)
         if too_costly is not None:
@@ -209,6 +210,11 @@ def random_backend(rng: random.Random, i: int) -> tuple[BackendSpec, BackendSnap
         snap = dataclasses.replace(
             snap, ttft_p90_ms=snap.ttft_p50_ms * 1.8, ttft_samples=3 * snap.requests
         )
+    rate = snap.decode_tokens_per_s
+    if rate is not None:  # the slow quantiles, derived too (0.0 stays 0.0)
+        snap = dataclasses.replace(
+            snap, decode_p25_tokens_per_s=rate * 0.8, decode_p10_tokens_per_s=rate * 0.6
+        )
     return spec, snap
 
 
@@ -257,7 +263,12 @@ def random_case(
         spread_tolerance=rng.choice((0.0, 0.2, 1.0)),
     )
     # The TTFT estimate pulled toward the priors in some cases (derived, not drawn).
-    cfg = cfg.model_copy(update={"ttft_prior_weight": 8.0 if cfg.min_samples == 3 else 0.0})
+    cfg = cfg.model_copy(
+        update={
+            "ttft_prior_weight": 8.0 if cfg.min_samples == 3 else 0.0,
+            "decode_estimate": ("mean", "p25", "p10")[cfg.max_fallbacks % 3],
+        }
+    )
     if rng.random() < 0.3:
         features = dataclasses.replace(
             features, expected_output_tokens=rng.choice((1, 50, 100_000))

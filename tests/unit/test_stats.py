@@ -10,7 +10,7 @@ from testkit import FakeClock
 
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
-from router.stats import TTFT_WINDOW, BackendStats, CircuitBreaker
+from router.stats import RATE_WINDOW, TTFT_WINDOW, BackendStats, CircuitBreaker
 from router.types import CircuitState
 
 CIRCUIT = CircuitConfig(
@@ -200,6 +200,25 @@ def test_a_snapshot_carries_the_quantiles_and_how_many_samples_they_stand_on(
     assert (snap.ttft_p50_ms, snap.ttft_p90_ms, snap.ttft_samples) == (200.0, 300.0, 3)
     assert snap.ttft_p50_ms == stats.ttft_quantile(0.5)
     assert snap.ttft_p90_ms == stats.ttft_quantile(0.9)
+
+
+def test_the_slow_decode_rates_are_nearest_rank_and_follow_the_window(clock: FakeClock) -> None:
+    stats = make_stats(clock, min_samples=1)
+    for rate in range(1, 21):  # 20 answers of 100 tokens at 1..20 tokens/s
+        complete(stats, 10.0, 10.0 + 100_000.0 / rate, 100, 100_000.0 / rate)
+    snap = stats.snapshot()
+    assert snap.decode_p10_tokens_per_s == pytest.approx(2.0)  # rank ceil(0.1 x 20) = 2
+    assert snap.decode_p25_tokens_per_s == pytest.approx(5.0)  # rank 5
+    for _ in range(RATE_WINDOW):  # the window slides: only the new rates are left
+        complete(stats, 10.0, 1010.0, 50, 1000.0)
+    snap = stats.snapshot()
+    assert snap.decode_p10_tokens_per_s == pytest.approx(50.0)
+    assert snap.decode_p25_tokens_per_s == pytest.approx(50.0)
+    assert len(stats._rates_sorted) == RATE_WINDOW
+    clock.advance(1000.0)  # every sample expires: no rate left, no quantile
+    stats.expire()
+    assert stats._rates_sorted == []
+    assert stats.snapshot().decode_p10_tokens_per_s is None
 
 
 def test_decode_rate_is_tokens_over_decode_time(clock: FakeClock) -> None:
