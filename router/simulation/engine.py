@@ -17,6 +17,11 @@ their load (model servers, Ray Serve, edge devices) are polled every
 ``policy.load_poll_interval_s`` as the router polls them (each after ``poll_ms``, its
 round trip: the figure as the poll went out, applied when it is back), and every
 backend's samples past ``policy.sample_max_age_s`` expire then.
+
+With ``replicas`` > 1 the router runs as that many replicas (``hybrid-router simulate
+--replicas``): each has its own ``BackendStats`` per backend and its own poller (the
+replicas' polls staggered over the interval), and each request goes to one of them at
+random (a hash of the seed and its index).
 """
 
 from __future__ import annotations
