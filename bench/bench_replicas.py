@@ -33,6 +33,8 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from scenario_args import add_scenarios
 
@@ -45,24 +47,23 @@ SPREADS = ("power_of_two", "least_loaded", "off")
 PRIORS = ("reference", "default", "half", "double")
 
 
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from None
-    if not counts or any(n < 1 for n in counts):
-        raise argparse.ArgumentTypeError(f"each count must be 1 or more, got {text!r}")
-    return counts
+def _numbers(kind: type, least: float) -> Callable[[str], list[Any]]:
+    """argparse ``type=``: comma-separated numbers of ``kind``, each at least ``least``."""
+
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(x) for x in text.split(",") if x]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
+        if not values or any(v < least for v in values):
+            raise argparse.ArgumentTypeError(f"each must be {least:g} or more, got {text!r}")
+        return values
+
+    return parse
 
 
-def _weights(text: str) -> list[float]:
-    try:
-        weights = [float(x) for x in text.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
-    if not weights or any(w < 0 for w in weights):
-        raise argparse.ArgumentTypeError(f"each weight must be 0 or more, got {text!r}")
-    return weights
+_counts = _numbers(int, 1)
+_weights = _numbers(float, 0)
 
 
 def _priors(text: str) -> list[str]:

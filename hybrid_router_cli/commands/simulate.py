@@ -58,11 +58,19 @@ strategy on both. Trace and fleet formats: docs/simulate.md.
 MAX_REQUESTS = 10_000_000
 
 
-def _requests(text: str) -> int:
-    value = non_negative_int(text)
-    if not 1 <= value <= MAX_REQUESTS:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_REQUESTS:,}, got {value:,}")
-    return value
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """argparse ``type=``: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        value = non_negative_int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+_requests = _between(1, MAX_REQUESTS)
 
 
 #: Groups the ``--misses`` table shows unless ``--misses-limit`` says otherwise.
@@ -78,13 +86,7 @@ def _positive(text: str) -> int:
 
 #: The most --replicas: each replica polls every backend on simulated time.
 MAX_REPLICAS = 256
-
-
-def _replicas(text: str) -> int:
-    value = non_negative_int(text)
-    if not 1 <= value <= MAX_REPLICAS:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_REPLICAS}, got {value}")
-    return value
+_replicas = _between(1, MAX_REPLICAS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
