@@ -13,7 +13,8 @@ backends in its order, as the router does.
     always-hosted    the hosted backends only, cheapest first
     always-cheapest  by estimated cost
     round-robin      rotates over the eligible backends
-    least-loaded     fewest requests in flight per slot (the router's own count)
+    least-loaded     fewest requests in flight per slot (the router's own count: with
+                     several replicas, the replica's)
     litellm-simple-shuffle   LiteLLM's default: a uniform random order (no rpm/tpm weights)
     litellm-latency-based    lowest mean TTFT over the last 10 answers (none yet: 0, so
                              new deployments are tried first)
