@@ -115,10 +115,10 @@ def estimate(
 
     if not live:
         rate = None
+    elif decode == "p25":  # the default first
+        rate = snap.decode_p25_tokens_per_s
     elif decode == "mean":
         rate = snap.decode_tokens_per_s
-    elif decode == "p25":
-        rate = snap.decode_p25_tokens_per_s
     else:
         rate = snap.decode_p10_tokens_per_s
     if rate is None or rate <= 0.0:
