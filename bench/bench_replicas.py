@@ -9,8 +9,8 @@ streams). This runs each scenario's trace through the router with ``--replicas``
 replicas (``hybrid-router simulate --replicas N``: a request goes to one at random) and
 each ``policy.spread`` (power_of_two, the default; least_loaded; off), with the load
 marks, and with power_of_two also without them, and prints one Markdown row per run.
-"gpu split" is how unevenly the two GPU replicas shared their requests (|a - b| / (a +
-b); 0 is even).
+"gpu split" is how unevenly the GPU replicas shared their requests ((most - fewest) /
+(most + fewest); 0 is even).
 
 With ``--prior-weights``, it sweeps ``policy.ttft_prior_weight`` instead (one row per
 scenario, priors and replica count; a column per weight), with the fleet's priors as
@@ -164,8 +164,9 @@ def compare_spreads(args: argparse.Namespace) -> list[dict[str, object]]:
                 out = sim.run(trace, strategy)
                 s = summarize("router", trace, out, 0.0)
                 by_backend = Counter(o.backend for o in out if o.status == "ok")
-                a, b = (by_backend[g] for g in gpus[:2])
-                split = abs(a - b) / (a + b) if a + b else 0.0
+                counts = [by_backend[g] for g in gpus]
+                most, least = max(counts), min(counts)
+                split = (most - least) / (most + least) if most else 0.0
                 share = s.tier_share
                 rows.append(
                     {

@@ -3,7 +3,8 @@
 
 Every scenario runs on one reference fleet (``reference_router()``: two edge devices, two
 Ray Serve GPU replicas, a small and a large hosted model; illustrative prices and speeds)
-with its own traffic and faults. Traces are deterministic for a seed. The request mix:
+with its own traffic and faults; ``gpu-pool`` splits its GPU tier into eight replicas
+(:func:`pool_fleet`). Traces are deterministic for a seed. The request mix:
 
     chat         40%  prompt ~300 tok, answer ~120, TTFT <= 1 s, total <= 8 s
     interactive  25%  prompt ~500, answer ~60, TTFT <= 600 ms, total <= 3 s
@@ -157,15 +158,46 @@ def reference_behaviour() -> dict[str, dict[str, Any]]:
 
 
 def reference_fleet(behaviour: dict[str, dict[str, Any]] | None = None, **policy: Any) -> Fleet:
-    config = parse_config(reference_router(**policy), source="reference fleet")
-    merged = reference_behaviour()
+    return _fleet(reference_router(**policy), reference_behaviour(), behaviour)
+
+
+def _fleet(
+    router: dict[str, Any],
+    merged: dict[str, dict[str, Any]],
+    behaviour: dict[str, dict[str, Any]] | None = None,
+) -> Fleet:
+    config = parse_config(router, source="reference fleet")
     for name, extra in (behaviour or {}).items():
         merged.setdefault(name, {}).update(extra)
     return build_fleet(
         config,
         {k: BackendBehaviour.model_validate(v) for k, v in merged.items()},
-        document={"router": reference_router(**policy), "backends": merged},
+        document={"router": router, "backends": merged},
     )
+
+
+#: The GPU pool scenario's replicas: eight of a quarter the size (the same 32 slots).
+POOL_REPLICAS = 8
+POOL_SLOTS = 4
+
+
+def pool_fleet() -> Fleet:
+    """The reference fleet with its GPU tier as eight replicas of four slots (gpu-1 ..
+    gpu-8) instead of two of sixteen: the same capacity, more equivalent candidates."""
+    router = reference_router()
+    behaviour = reference_behaviour()
+    template = next(b for b in router["backends"] if b["name"] == "gpu-a")
+    model = behaviour["gpu-a"]
+    backends = [b for b in router["backends"] if b["tier"] != "gpu"]
+    for i in range(1, POOL_REPLICAS + 1):
+        name = f"gpu-{i}"
+        backends.append(
+            {**template, "name": name, "max_concurrency": POOL_SLOTS, "max_queue": 2 * POOL_SLOTS}
+        )
+        behaviour[name] = {**model, "slots": POOL_SLOTS}
+    del behaviour["gpu-a"], behaviour["gpu-b"]
+    router["backends"] = backends
+    return _fleet(router, behaviour)
 
 
 # --- traffic ------------------------------------------------------------------------
@@ -280,6 +312,13 @@ def _throttling(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
     return fleet, trace
 
 
+def _pool(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    """Steady traffic on :func:`pool_fleet`: spreading over eight equivalent replicas."""
+    rng = random.Random(seed)
+    trace = [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
+    return pool_fleet(), trace
+
+
 def _conversations(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
     """Conversations of up to 30 turns whose prompt is the whole history: they outgrow the
     edge window (4,096) after a few turns and the GPU window (16,384) after ~20."""
@@ -338,6 +377,11 @@ SCENARIOS: dict[str, Scenario] = {
             "long-conversations",
             "conversations outgrow the edge, then the GPU window",
             _conversations,
+        ),
+        Scenario(
+            "gpu-pool",
+            "steady traffic, the GPU tier as 8 replicas of 4 slots: spreading decides",
+            _pool,
         ),
     )
 }

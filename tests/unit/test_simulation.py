@@ -573,3 +573,24 @@ def test_replicas_must_be_at_least_one() -> None:
     with pytest.raises(ConfigError) as info:
         Simulation(_two_backend_fleet(), replicas=0)
     assert info.value.key == "--replicas" and "1 or more" in info.value.message
+
+
+def test_the_gpu_pool_scenario_is_steady_traffic_on_eight_equivalent_gpu_replicas() -> None:
+    fleet, trace = build("gpu-pool", 2000, seed=1)
+    steady, steady_trace = build("steady", 2000, seed=1)
+    assert trace == steady_trace
+    gpus = [s for s in fleet.specs if s.tier is router.types.Tier.GPU]
+    assert [s.name for s in gpus] == [f"gpu-{i}" for i in range(1, 9)]
+    assert {s.max_concurrency for s in gpus} == {4}
+    assert {fleet.models[s.name].slots for s in gpus} == {4}
+    # The same GPU capacity as the reference fleet's two replicas of 16.
+    assert sum(fleet.models[s.name].slots for s in gpus) == sum(
+        steady.models[s.name].slots for s in steady.specs if s.tier is router.types.Tier.GPU
+    )
+    assert {s.name for s in fleet.specs if s.tier is not router.types.Tier.GPU} == {
+        s.name for s in steady.specs if s.tier is not router.types.Tier.GPU
+    }
+    # Spreading among equivalents reaches every replica.
+    out = Simulation(fleet, 1).run(trace, RouterStrategy())
+    used = {o.backend for o in out if o.tier is router.types.Tier.GPU}
+    assert used == {s.name for s in gpus}
