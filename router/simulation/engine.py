@@ -288,30 +288,37 @@ class Simulation:
         if u < m.error_rate:
             return None
         out = req.tr.output_tokens
-        slots = m.slots
-        if slots == 0 or b.busy < slots:
-            start = now
-            if m.batch_slowdown and slots:
-                rate *= 1.0 - m.batch_slowdown * (b.busy + 1) / slots
-        else:
-            full = 1.0 - m.batch_slowdown
-            free = sorted(a.done_at for a in b.serving)
-            for q in b.queue:
-                if not q.live:
-                    continue
-                q_ttft, q_rate, _ = q.req.draw(b.index)
-                at = max(now, heapq.heappop(free))
-                heapq.heappush(
-                    free, at + q_ttft / 1000.0 + q.req.tr.output_tokens / (q_rate * full)
-                )
-            start = max(now, heapq.heappop(free))
-            rate *= full
+        start, factor = self.placement(name)
+        rate *= factor
         first = start + ttft_ms / 1000.0
         end = first + out / rate
         completes = not any(w0 <= end and w1 > start for w0, w1 in m.outages)
         if (first - now) * 1000.0 > self.ttft_timeout_ms:
             completes = False
         return (first - now) * 1000.0, (end - now) * 1000.0, completes
+
+    def placement(self, name: str) -> tuple[float, float]:
+        """When a request sent to backend ``name`` now would start (a slot free now, or
+        when the requests queued ahead of it have taken theirs: their own draws decide
+        when the slots free up) and the factor of its decode rate (the batch it joins;
+        a full batch's once it waited). For the oracle and the informed strategy."""
+        b = self.by_name[name]
+        m = b.model
+        now = self.now
+        slots = m.slots
+        if slots == 0 or b.busy < slots:
+            if m.batch_slowdown and slots:
+                return now, 1.0 - m.batch_slowdown * (b.busy + 1) / slots
+            return now, 1.0
+        full = 1.0 - m.batch_slowdown
+        free = sorted(a.done_at for a in b.serving)
+        for q in b.queue:
+            if not q.live:
+                continue
+            q_ttft, q_rate, _ = q.req.draw(b.index)
+            at = max(now, heapq.heappop(free))
+            heapq.heappush(free, at + q_ttft / 1000.0 + q.req.tr.output_tokens / (q_rate * full))
+        return max(now, heapq.heappop(free)), full
 
     # --- the run ------------------------------------------------------------------
 
