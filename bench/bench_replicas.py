@@ -19,10 +19,15 @@ configuration's default priors (``default``: 500 ms, 30 tokens/s), or each prior
 latency halved or doubled (``half``, ``double``; the decode rate the other way round):
 what the weight does when the priors are right and when they are wrong.
 
+With ``--learn-by``, it compares ``policy.learn_by`` instead (one row per scenario and
+replica count; a column per setting): each backend learning from its own answers
+(``backend``, the default) or from every answer of its model (``model``).
+
     .venv/bin/python bench/bench_replicas.py                      # 50,000 per scenario
     .venv/bin/python bench/bench_replicas.py --requests 5000 --scenarios steady --replicas 1,4
     .venv/bin/python bench/bench_replicas.py --requests 20000 --replicas 1,8 \
         --scenarios steady,gpu-spike,throttling,long-conversations --prior-weights 0,16,32,64
+    .venv/bin/python bench/bench_replicas.py --scenarios gpu-pool,steady --learn-by backend,model
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from router.types import Priors
 
 SPREADS = ("power_of_two", "least_loaded", "off")
 PRIORS = ("reference", "default", "half", "double")
+LEARN_BY = ("backend", "model")
 
 
 def _numbers(kind: type, least: float) -> Callable[[str], list[Any]]:
@@ -65,12 +71,23 @@ _counts = _numbers(int, 1)
 _weights = _numbers(float, 0)
 
 
-def _priors(text: str) -> list[str]:
-    modes = [x for x in text.split(",") if x]
-    wrong = [m for m in modes if m not in PRIORS]
-    if wrong or not modes:
-        raise argparse.ArgumentTypeError(f"known: {', '.join(PRIORS)}; got {text!r}")
-    return modes
+def _choices(known: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """argparse ``type=``: comma-separated names, each one of ``known``."""
+
+    def parse(text: str) -> list[str]:
+        modes = [x for x in text.split(",") if x]
+        wrong = [m for m in modes if m not in known]
+        if wrong or not modes:
+            raise argparse.ArgumentTypeError(f"known: {', '.join(known)}; got {text!r}")
+        return modes
+
+    return parse
+
+
+def with_learn_by(fleet: Fleet, mode: str) -> Fleet:
+    """The fleet with ``policy.learn_by`` set to ``mode``."""
+    policy = fleet.config.policy.model_copy(update={"learn_by": mode})
+    return dataclasses.replace(fleet, config=fleet.config.model_copy(update={"policy": policy}))
 
 
 def with_priors(fleet: Fleet, mode: str) -> Fleet:
@@ -104,12 +121,46 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--priors",
-        type=_priors,
+        type=_choices(PRIORS),
         default=list(PRIORS),
         help=f"with --prior-weights: the priors to try (default: {','.join(PRIORS)})",
     )
+    p.add_argument(
+        "--learn-by",
+        type=_choices(LEARN_BY),
+        help="compare these policy.learn_by settings instead (comma-separated: "
+        f"{','.join(LEARN_BY)})",
+    )
     p.add_argument("--json", help="also write the figures here")
     return p.parse_args(argv)
+
+
+def compare_learning(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The ``--learn-by`` table."""
+    rows: list[dict[str, object]] = []
+    print(f"| scenario | replicas | {' | '.join(f'learn by {m}' for m in args.learn_by)} |")
+    print("|---|---:|" + "---|" * len(args.learn_by))
+    for name in args.scenarios:
+        fleet, trace = build(name, args.requests, args.seed)
+        for replicas in args.replicas:
+            cells = []
+            for mode in args.learn_by:
+                sim = Simulation(with_learn_by(fleet, mode), args.seed, replicas=replicas)
+                out = sim.run(trace, RouterStrategy())
+                s = summarize("router", trace, out, 0.0)
+                cells.append(f"{s.attainment:.1%}, ${s.cost_usd:.2f}")
+                rows.append(
+                    {
+                        "scenario": name,
+                        "replicas": replicas,
+                        "learn_by": mode,
+                        "attainment": s.attainment,
+                        "cost_usd": s.cost_usd,
+                        "tier_share": s.tier_share,
+                    }
+                )
+            print(f"| {name} | {replicas} | {' | '.join(cells)} |", flush=True)
+    return rows
 
 
 def sweep_weights(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -193,7 +244,12 @@ def compare_spreads(args: argparse.Namespace) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    rows = sweep_weights(args) if args.prior_weights else compare_spreads(args)
+    if args.learn_by:
+        rows = compare_learning(args)
+    elif args.prior_weights:
+        rows = sweep_weights(args)
+    else:
+        rows = compare_spreads(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"requests": args.requests, "seed": args.seed, "rows": rows}, f, indent=2)

@@ -3,7 +3,9 @@
 Backends join and leave at run time (static config at start; later the GPU,
 edge and Kubernetes-discovery code add and remove them). Each entry pairs the
 adapter with its live stats. A background task polls each adapter's own load
-signal (``Backend.poll_load``) off the request path.
+signal (``Backend.poll_load``) off the request path. With ``policy.learn_by: model``
+the backends serving one model of a tier share their latency windows
+(``router.stats.Samples``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from router.backends.base import Backend
 from router.config import PolicyConfig
 from router.errors import DuplicateBackend  # the tree's class; importable from here
-from router.stats import BackendStats
+from router.stats import BackendStats, Samples, samples_key
 from router.types import BackendSnapshot, BackendSpec
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ class BackendRegistry:
         self._entries: dict[str, Entry] = {}
         self._ordered: tuple[Entry, ...] = ()
         self._poller: asyncio.Task[None] | None = None
+        #: policy.learn_by: model: the windows each model's backends share (kept when the
+        #: last one leaves: a replica that replaces it starts with what they learnt).
+        self._samples: dict[tuple[str, str, str], Samples] = {}
 
     # --- membership -------------------------------------------------------------------
 
@@ -50,7 +55,10 @@ class BackendRegistry:
         if name in self._entries:
             raise DuplicateBackend(f"backend {name!r} is already registered")
         await backend.start()
-        entry = Entry(backend, BackendStats(name, self._cfg, clock=self._clock))
+        samples = None
+        if self._cfg.learn_by == "model":  # one set of windows per model of a tier
+            samples = self._samples.setdefault(samples_key(backend.spec), Samples())
+        entry = Entry(backend, BackendStats(name, self._cfg, self._clock, samples))
         self._entries[name] = entry
         self._reorder()
         log.info("backend added: %s (%s, %s)", name, backend.spec.tier, backend.spec.kind)

@@ -49,7 +49,7 @@ from collections.abc import Callable
 
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
-from router.types import BackendSnapshot, CircuitState, LoadMark, frozen_factory
+from router.types import BackendSnapshot, BackendSpec, CircuitState, LoadMark, frozen_factory
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -173,14 +173,72 @@ class CircuitBreaker:
         self.opened += 1
 
 
+class Samples:
+    """Latency windows: TTFT, decode rates and service times of recent calls, each
+    bounded in size and (through ``BackendStats.expire``) in age.
+
+    One per backend; with ``policy.learn_by: model`` one per model of a tier
+    (:func:`samples_key`), shared by the backends serving it (the replicas of one Ray
+    Serve application), so each learns from all their answers. ``version`` counts the
+    changes: a backend's cached snapshot is rebuilt when its samples changed, whichever
+    backend's answer changed them.
+    """
+
+    __slots__ = (
+        "ttft",
+        "ttft_sorted",
+        "ttft_at",
+        "decode",
+        "decode_at",
+        "rates_sorted",
+        "decode_tokens",
+        "decode_ms",
+        "service",
+        "service_at",
+        "service_ms",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.ttft: deque[float] = deque(maxlen=TTFT_WINDOW)
+        #: The same samples, kept sorted (an insert and a delete per sample, not a sort
+        #: per snapshot).
+        self.ttft_sorted: list[float] = []
+        #: When each sample of a window came in (clock seconds), oldest first.
+        self.ttft_at: deque[float] = deque(maxlen=TTFT_WINDOW)
+        #: (output tokens, decode ms) of recent successes with a decode phase.
+        self.decode: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
+        self.decode_at: deque[float] = deque(maxlen=RATE_WINDOW)
+        #: Their decode rates (tokens/s), kept sorted for the slow-tail quantile.
+        self.rates_sorted: list[float] = []
+        self.decode_tokens = 0
+        self.decode_ms = 0.0
+        self.service: deque[float] = deque(maxlen=RATE_WINDOW)
+        self.service_at: deque[float] = deque(maxlen=RATE_WINDOW)
+        self.service_ms = 0.0
+        self.version = 0
+
+
+def samples_key(spec: BackendSpec) -> tuple[str, str, str]:
+    """Which backends learn together under ``policy.learn_by: model``: those of one tier
+    and kind serving the same model (the replicas of one Ray Serve application, edge
+    devices running one model)."""
+    return (spec.tier.value, spec.kind, spec.model)
+
+
 class BackendStats:
-    """Live signals of one backend: load, latency windows, errors, health, circuit."""
+    """Live signals of one backend: load, latency windows, errors, health, circuit.
+
+    ``samples``: latency windows shared with equivalent backends (``policy.learn_by:
+    model``; :class:`Samples`); None: its own. Shared windows count as the backend's own
+    from its first call: a new replica starts with what its siblings learnt."""
 
     def __init__(
         self,
         name: str,
         cfg: PolicyConfig,
         clock: Callable[[], float] = time.monotonic,
+        samples: Samples | None = None,
     ) -> None:
         self.name = name
         self._min_samples = cfg.min_samples
@@ -200,24 +258,13 @@ class BackendStats:
         #: The last failure's message, and when it happened (unix ms; 0 = never).
         self.last_error = ""
         self.last_error_unix_ms = 0
-        self._ttft: deque[float] = deque(maxlen=TTFT_WINDOW)
-        #: The same samples, kept sorted (an insert and a delete per sample, not a sort
-        #: per snapshot).
-        self._ttft_sorted: list[float] = []
-        #: When each sample of a window came in (clock seconds), oldest first.
-        self._ttft_at: deque[float] = deque(maxlen=TTFT_WINDOW)
-        self._decode_at: deque[float] = deque(maxlen=RATE_WINDOW)
-        self._service_at: deque[float] = deque(maxlen=RATE_WINDOW)
-        #: (output tokens, decode ms) of recent successes with a decode phase.
-        self._decode: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
-        #: Their decode rates (tokens/s), kept sorted for the slow-tail quantile.
-        self._rates_sorted: list[float] = []
-        self._decode_tokens = 0
-        self._decode_ms = 0.0
-        self._service: deque[float] = deque(maxlen=RATE_WINDOW)
-        self._service_ms = 0.0
+        #: Shared windows count without calls of its own (``live`` below).
+        self._shared = samples is not None
+        self._s = samples if samples is not None else Samples()
         self._snap: BackendSnapshot | None = None
         self._snap_until = _INF
+        #: The samples' version the cached snapshot was built from.
+        self._snap_version = -1
 
     # --- load ---------------------------------------------------------------------
 
@@ -288,13 +335,15 @@ class BackendStats:
     # --- outcomes -----------------------------------------------------------------
 
     def record_first_token(self, ttft_ms: float) -> None:
-        window = self._ttft
-        ordered = self._ttft_sorted
+        s = self._s
+        window = s.ttft
+        ordered = s.ttft_sorted
         if len(window) == TTFT_WINDOW:
             del ordered[bisect.bisect_left(ordered, window[0])]
         window.append(ttft_ms)
-        self._ttft_at.append(self._clock())
+        s.ttft_at.append(self._clock())
         bisect.insort(ordered, ttft_ms)
+        s.version += 1
         self._snap = None
 
     def record_success(self, total_ms: float, output_tokens: int, decode_ms: float) -> None:
@@ -302,23 +351,27 @@ class BackendStats:
         self.requests += 1
         self.breaker.record_success()
         now = self._clock()
+        s = self._s
         if output_tokens > 0 and decode_ms > 0.0:
-            rates = self._rates_sorted
-            if len(self._decode) == RATE_WINDOW:
-                old_tokens, old_ms = self._decode[0]
-                self._decode_tokens -= old_tokens
-                self._decode_ms -= old_ms
+            rates = s.rates_sorted
+            decode = s.decode
+            if len(decode) == RATE_WINDOW:
+                old_tokens, old_ms = decode[0]
+                s.decode_tokens -= old_tokens
+                s.decode_ms -= old_ms
                 del rates[bisect.bisect_left(rates, old_tokens / old_ms * 1000.0)]
             bisect.insort(rates, output_tokens / decode_ms * 1000.0)
-            self._decode.append((output_tokens, decode_ms))
-            self._decode_at.append(now)
-            self._decode_tokens += output_tokens
-            self._decode_ms += decode_ms
-        if len(self._service) == RATE_WINDOW:
-            self._service_ms -= self._service[0]
-        self._service.append(total_ms)
-        self._service_at.append(now)
-        self._service_ms += total_ms
+            decode.append((output_tokens, decode_ms))
+            s.decode_at.append(now)
+            s.decode_tokens += output_tokens
+            s.decode_ms += decode_ms
+        service = s.service
+        if len(service) == RATE_WINDOW:
+            s.service_ms -= service[0]
+        service.append(total_ms)
+        s.service_at.append(now)
+        s.service_ms += total_ms
+        s.version += 1
         self._snap = None
 
     def record_failure(
@@ -358,7 +411,7 @@ class BackendStats:
 
     def ttft_quantile(self, q: float) -> float | None:
         """Nearest-rank quantile of the TTFT window (None when empty)."""
-        ordered = self._ttft_sorted
+        ordered = self._s.ttft_sorted
         if not ordered:
             return None
         n = len(ordered)
@@ -367,26 +420,31 @@ class BackendStats:
     def snapshot(self) -> BackendSnapshot:
         """The backend's live state (cached until it changes)."""
         snap = self._snap
-        if snap is not None and (self._snap_until == _INF or self._clock() < self._snap_until):
+        s = self._s
+        if (
+            snap is not None
+            and self._snap_version == s.version
+            and (self._snap_until == _INF or self._clock() < self._snap_until)
+        ):
             return snap
         circuit = self.breaker.state
-        live = self.requests >= self._min_samples
         need = self._min_samples
-        ttft_ok = live and len(self._ttft) >= need
+        live = self._shared or self.requests >= need
+        ttft_ok = live and len(s.ttft) >= need
         p50 = p90 = None
-        ordered = self._ttft_sorted
+        ordered = s.ttft_sorted
         if ttft_ok and ordered:  # ttft_quantile(0.5) and (0.9), inline (per state change)
             n = len(ordered)
             p50 = ordered[min(n - 1, max(0, math.ceil(0.5 * n) - 1))]
             p90 = ordered[min(n - 1, max(0, math.ceil(0.9 * n) - 1))]
-        decode_ok = live and len(self._decode) >= need and self._decode_ms > 0.0
+        decode_ok = live and len(s.decode) >= need and s.decode_ms > 0.0
         p10 = p25 = None
-        rates = self._rates_sorted
+        rates = s.rates_sorted
         if decode_ok and rates:  # the slow tail's rates (nearest rank)
             n = len(rates)
             p10 = rates[max(0, math.ceil(0.1 * n) - 1)]
             p25 = rates[max(0, math.ceil(0.25 * n) - 1)]
-        service_ok = live and len(self._service) >= need
+        service_ok = live and len(s.service) >= need
         snap = _new_snapshot(
             name=self.name,
             healthy=self.healthy,
@@ -395,10 +453,8 @@ class BackendStats:
             reported_load=self.reported_load,
             ttft_p50_ms=p50,
             ttft_p90_ms=p90,
-            decode_tokens_per_s=(
-                self._decode_tokens / self._decode_ms * 1000.0 if decode_ok else None
-            ),
-            mean_service_ms=self._service_ms / len(self._service) if service_ok else None,
+            decode_tokens_per_s=s.decode_tokens / s.decode_ms * 1000.0 if decode_ok else None,
+            mean_service_ms=s.service_ms / len(s.service) if service_ok else None,
             error_rate=self.breaker.error_rate,
             requests=self.requests,
             failures=self.failures,
@@ -412,6 +468,7 @@ class BackendStats:
         )
         self._snap = snap
         self._snap_until = self.breaker.open_until
+        self._snap_version = s.version
         return snap
 
     def expire(self) -> float:
@@ -423,34 +480,36 @@ class BackendStats:
         caller may skip calls until ``min(returned, now + sample_max_age_s)``: samples
         recorded meanwhile expire later than that.
         """
-        ttft_at, decode_at, service_at = self._ttft_at, self._decode_at, self._service_at
+        s = self._s
+        ttft_at, decode_at, service_at = s.ttft_at, s.decode_at, s.service_at
         horizon = self._clock() - self._max_age
         dropped = False
         if ttft_at and ttft_at[0] <= horizon:
             dropped = True
-            window, ordered = self._ttft, self._ttft_sorted
+            window, ordered = s.ttft, s.ttft_sorted
             while ttft_at and ttft_at[0] <= horizon:
                 ttft_at.popleft()
                 del ordered[bisect.bisect_left(ordered, window.popleft())]
         if decode_at and decode_at[0] <= horizon:
             dropped = True
-            rates = self._rates_sorted
+            rates = s.rates_sorted
             while decode_at and decode_at[0] <= horizon:
                 decode_at.popleft()
-                tokens, ms = self._decode.popleft()
-                self._decode_tokens -= tokens
-                self._decode_ms -= ms
+                tokens, ms = s.decode.popleft()
+                s.decode_tokens -= tokens
+                s.decode_ms -= ms
                 del rates[bisect.bisect_left(rates, tokens / ms * 1000.0)]
             if not decode_at:  # no float residue once the window is empty
-                self._decode_tokens, self._decode_ms = 0, 0.0
+                s.decode_tokens, s.decode_ms = 0, 0.0
         if service_at and service_at[0] <= horizon:
             dropped = True
             while service_at and service_at[0] <= horizon:
                 service_at.popleft()
-                self._service_ms -= self._service.popleft()
+                s.service_ms -= s.service.popleft()
             if not service_at:
-                self._service_ms = 0.0
+                s.service_ms = 0.0
         if dropped:
+            s.version += 1
             self._snap = None
         oldest = _INF
         for q in (ttft_at, decode_at, service_at):

@@ -69,6 +69,12 @@ class PolicyConfig(_Model):
     #: old, and tried again, instead of by the samples that made it lose, forever
     #: (docs/policy.md; 120 s from a sweep of 30-300 s in `hybrid-router simulate`).
     sample_max_age_s: float = Field(120.0, gt=0)
+    #: Whose answers a backend's latency estimates learn from: its own (backend), or
+    #: every backend of its tier and kind serving the same model (model: the replicas of
+    #: one Ray Serve application share one set of windows; load, errors and the circuit
+    #: breaker stay per backend). More samples per window where many replicas (of the
+    #: router and of the model) split the traffic (docs/policy.md).
+    learn_by: Literal["backend", "model"] = "backend"
     circuit: CircuitConfig = CircuitConfig()
     token_estimate: TokenEstimateConfig = TokenEstimateConfig()
     #: Seconds between polls of backends' own load signals.

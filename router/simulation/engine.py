@@ -38,7 +38,7 @@ from router.errors import ConfigError, ErrorClass
 from router.policy import cost_usd
 from router.simulation.fleet import BackendModel, Fleet
 from router.simulation.trace import TraceRequest
-from router.stats import BackendStats
+from router.stats import BackendStats, Samples, samples_key
 from router.types import BackendSpec, Tier
 
 _Z90 = 1.2815515655446004  # the 90th percentile of the standard normal
@@ -236,15 +236,13 @@ class Simulation:
         self.ttft_timeout_s = cfg.ttft_timeout_ms / 1000.0
         self.poll_s = cfg.load_poll_interval_s
         self.max_age_s = cfg.sample_max_age_s
-        clock = self._clock
         self.backends = [
             _Backend(i, spec, fleet.models[spec.name]) for i, spec in enumerate(fleet.specs)
         ]
         self.by_name = {b.spec.name: b for b in self.backends}
-        #: [replica][backend index]: each replica's BackendStats of each backend.
-        self.views = [
-            [BackendStats(spec.name, cfg, clock) for spec in fleet.specs] for _ in range(replicas)
-        ]
+        #: [replica][backend index]: each replica's BackendStats of each backend (with
+        #: policy.learn_by: model, a replica's backends of one model share their windows).
+        self.views = [self._view(fleet.specs, cfg) for _ in range(replicas)]
         #: [replica][backend index]: when those stats next have a sample to expire.
         self._expire_at = [[0.0] * len(fleet.specs) for _ in range(replicas)]
         self._replica_key = _mix((seed ^ 0x5EED) & _MASK)
@@ -253,6 +251,18 @@ class Simulation:
 
     def _clock(self) -> float:
         return self.now
+
+    def _view(self, specs: Sequence[BackendSpec], cfg: PolicyConfig) -> list[BackendStats]:
+        """One router replica's BackendStats, as its registry builds them."""
+        if cfg.learn_by != "model":
+            return [BackendStats(spec.name, cfg, self._clock) for spec in specs]
+        shared: dict[tuple[str, str, str], Samples] = {}
+        return [
+            BackendStats(
+                spec.name, cfg, self._clock, shared.setdefault(samples_key(spec), Samples())
+            )
+            for spec in specs
+        ]
 
     def stats(self, name: str) -> BackendStats:
         """The current replica's BackendStats of backend ``name``."""

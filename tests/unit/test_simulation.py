@@ -494,7 +494,7 @@ def test_the_ttft_window_stays_sorted_as_samples_slide_out() -> None:
         n = len(window)
         assert stats.ttft_quantile(0.5) == window[math.ceil(0.5 * n) - 1]
         assert stats.ttft_quantile(0.9) == window[math.ceil(0.9 * n) - 1]
-    assert len(stats._ttft_sorted) == TTFT_WINDOW
+    assert len(stats._s.ttft_sorted) == TTFT_WINDOW
 
 
 def test_a_load_figure_that_arrives_after_a_stream_ended_brings_no_phantom_back() -> None:

@@ -214,10 +214,10 @@ def test_the_slow_decode_rates_are_nearest_rank_and_follow_the_window(clock: Fak
     snap = stats.snapshot()
     assert snap.decode_p10_tokens_per_s == pytest.approx(50.0)
     assert snap.decode_p25_tokens_per_s == pytest.approx(50.0)
-    assert len(stats._rates_sorted) == RATE_WINDOW
+    assert len(stats._s.rates_sorted) == RATE_WINDOW
     clock.advance(1000.0)  # every sample expires: no rate left, no quantile
     stats.expire()
-    assert stats._rates_sorted == []
+    assert stats._s.rates_sorted == []
     assert stats.snapshot().decode_p10_tokens_per_s is None
 
 
