@@ -21,13 +21,17 @@ what the weight does when the priors are right and when they are wrong.
 
 With ``--learn-by``, it compares ``policy.learn_by`` instead (one row per scenario and
 replica count; a column per setting): each backend learning from its own answers
-(``backend``, the default) or from every answer of its model (``model``).
+(``backend``, the default) or from every answer of its model (``model``); with
+``--slower-half`` the second half of each scenario's GPU replicas really has 1.5x the
+TTFT and 0.6x the decode rate (one model on two GPU types, which pooling blurs).
 
     .venv/bin/python bench/bench_replicas.py                      # 50,000 per scenario
     .venv/bin/python bench/bench_replicas.py --requests 5000 --scenarios steady --replicas 1,4
     .venv/bin/python bench/bench_replicas.py --requests 20000 --replicas 1,8 \
         --scenarios steady,gpu-spike,throttling,long-conversations --prior-weights 0,16,32,64
     .venv/bin/python bench/bench_replicas.py --scenarios gpu-pool,steady --learn-by backend,model
+    .venv/bin/python bench/bench_replicas.py --scenarios gpu-pool --replicas 1,8 \
+        --learn-by backend,model --slower-half
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from scenario_args import add_scenarios
 from router.simulation import Fleet, RouterStrategy, Simulation
 from router.simulation.report import summarize
 from router.simulation.scenarios import build
-from router.types import Priors
+from router.types import Priors, Tier
 
 SPREADS = ("power_of_two", "least_loaded", "off")
 PRIORS = ("reference", "default", "half", "double")
@@ -82,6 +86,22 @@ def _choices(known: tuple[str, ...]) -> Callable[[str], list[str]]:
         return modes
 
     return parse
+
+
+def slower_half(fleet: Fleet) -> Fleet:
+    """The fleet with the second half of its GPU replicas slower than the first (1.5x the
+    TTFT, 0.6x the decode rate); what the router is told about them is unchanged."""
+    gpus = [s.name for s in fleet.specs if s.tier is Tier.GPU]
+    models = dict(fleet.models)
+    for name in gpus[len(gpus) // 2 :]:
+        m = models[name]
+        models[name] = dataclasses.replace(
+            m,
+            ttft_ms=m.ttft_ms * 1.5,
+            ttft_p90_ms=m.ttft_p90_ms * 1.5,
+            decode_tokens_per_s=m.decode_tokens_per_s * 0.6,
+        )
+    return dataclasses.replace(fleet, models=models)
 
 
 def with_learn_by(fleet: Fleet, mode: str) -> Fleet:
@@ -131,6 +151,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="compare these policy.learn_by settings instead (comma-separated: "
         f"{','.join(LEARN_BY)})",
     )
+    p.add_argument(
+        "--slower-half",
+        action="store_true",
+        help="with --learn-by: the second half of the GPU replicas 1.5x the TTFT, 0.6x the "
+        "decode rate",
+    )
     p.add_argument("--json", help="also write the figures here")
     return p.parse_args(argv)
 
@@ -142,6 +168,8 @@ def compare_learning(args: argparse.Namespace) -> list[dict[str, object]]:
     print("|---|---:|" + "---|" * len(args.learn_by))
     for name in args.scenarios:
         fleet, trace = build(name, args.requests, args.seed)
+        if args.slower_half:
+            fleet = slower_half(fleet)
         for replicas in args.replicas:
             cells = []
             for mode in args.learn_by:
