@@ -6,14 +6,16 @@ simulate``'s comparison (the bound, the clairvoyant oracle, the router with its 
 every baseline) plus the policy settings this issue changed, side by side on the same
 trace and seed:
 
-    router-before    the policy as it was: no load spreading, TTFT judged by its p50, and
-                     a request no backend meets goes to the fastest by total latency (the
-                     planner's own code, called with the budgets left out of the unmet
-                     ordering)
+    router-before    the policy as it was: objective cheapest, no load spreading, TTFT
+                     judged by its p50, and a request no backend meets goes to the fastest
+                     by total latency (the planner's own code, called with the budgets left
+                     out of the unmet ordering)
+    router-cheapest  policy.objective: cheapest (the default before balanced)
     router-p50       policy.ttft_estimate: p50 (the default before the p90)
     router-outq75    policy.output_estimate.enabled with quantile 0.75
     router-least     policy.spread: least_loaded
-    router-weighted  policy.objective: weighted (default weights: cost 1, latency 8)
+    router-weighted  policy.objective: weighted (default weights: cost 1, latency 8; the
+                     same as balanced on a trace whose requests all give a budget)
     router-fastest   policy.objective: fastest
 
 and prints one Markdown table per scenario, the targets' verdict (``hybrid-router
@@ -60,7 +62,11 @@ class RouterBefore(RouterStrategy):
 def variants(params: Any) -> list[RouterStrategy]:
     r = dataclasses.replace
     return [
-        RouterBefore(params=r(params, spread="off", ttft_p90=False), name="router-before"),
+        RouterBefore(
+            params=r(params, spread="off", ttft_p90=False, objective=Objective.CHEAPEST),
+            name="router-before",
+        ),
+        RouterStrategy(params=r(params, objective=Objective.CHEAPEST), name="router-cheapest"),
         RouterStrategy(params=r(params, ttft_p90=False), name="router-p50"),
         RouterStrategy(
             name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)

@@ -132,7 +132,7 @@ class RouterOptions(BaseModel):
     data_class: Literal["public", "internal", "restricted"] | None = None
     latency_budget: LatencyBudget = LatencyBudget()
     max_cost_usd: float | None = Field(None, ge=0)
-    objective: Literal["cheapest", "fastest", "weighted"] | None = None
+    objective: Literal["cheapest", "fastest", "weighted", "balanced"] | None = None
     pin_tiers: list[TierName] = Field(default_factory=list)
     pin_backends: list[str] = Field(default_factory=list)
     exclude_tiers: list[TierName] = Field(default_factory=list)

@@ -345,7 +345,7 @@ class GenerateBody(_Strict):
     capabilities: list[str] = Field(default_factory=list)
     edge_affinity: EdgeAffinity = EdgeAffinity()
     request_id: Annotated[str, Field(pattern=_ID)] | None = None
-    objective: Literal["cheapest", "fastest", "weighted"] | None = None
+    objective: Literal["cheapest", "fastest", "weighted", "balanced"] | None = None
     session_id: SessionId | None = None
     context_strategy: StrategyName | None = None
     tools: list[ToolDef] = Field(default_factory=list, max_length=MAX_TOOLS, exclude_if=_empty)

@@ -40,6 +40,9 @@ class Objective(enum.StrEnum):
     FASTEST = "fastest"
     #: Weighted sum of normalised cost and latency.
     WEIGHTED = "weighted"
+    #: CHEAPEST for a request without a latency budget; WEIGHTED for one with a budget
+    #: (the budget-meeting candidates by cost and latency together). The default.
+    BALANCED = "balanced"
 
 
 class CircuitState(enum.StrEnum):

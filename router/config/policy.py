@@ -52,7 +52,7 @@ class OutputEstimateConfig(_Model):
 
 
 class PolicyConfig(_Model):
-    objective: Objective = Objective.CHEAPEST
+    objective: Objective = Objective.BALANCED
     weights: WeightsConfig = WeightsConfig()
     #: Fallbacks kept in a plan after the primary.
     max_fallbacks: int = Field(2, ge=0, le=16)

@@ -16,6 +16,9 @@ primary misses the budget only when nobody meets it.
               each minimum taken over the candidates' non-zero values (a free backend's
               cost term is 0; when every cost is 0 the cost term vanishes); ties by
               latency.
+    balanced  cheapest when the request gives no latency budget; weighted when it gives
+              one (:func:`effective`): the candidates that meet it, by cost and latency
+              together, so a margin under the budget is bought with cost.
 
 Ties then go to the tier that keeps data closest (edge < gpu < hosted), then the name, so
 the order is total and deterministic.
@@ -35,6 +38,17 @@ TIER_ORDER: dict[Tier, int] = {Tier.CACHE: -1, Tier.EDGE: 0, Tier.GPU: 1, Tier.H
 
 _CHEAPEST = Objective.CHEAPEST
 _WEIGHTED = Objective.WEIGHTED
+_BALANCED = Objective.BALANCED
+
+
+def effective(
+    objective: Objective, ttft_budget_ms: float | None, total_budget_ms: float | None
+) -> Objective:
+    """The objective that orders the candidates: ``balanced`` is ``weighted`` for a request
+    with a latency budget and ``cheapest`` for one without; the others are themselves."""
+    if objective is _BALANCED:
+        return _CHEAPEST if ttft_budget_ms is None and total_budget_ms is None else _WEIGHTED
+    return objective
 
 
 def uses_ttft(request: InferenceRequest) -> bool:
@@ -60,11 +74,13 @@ def rank(
     """Order candidates ``specs[i]`` / ``estimates[i]`` best first.
 
     Returns ``(order, scores, meets)``: indices best first, each candidate's score (cost in
-    USD for cheapest, latency in ms for fastest, the weighted score for weighted) and
-    whether it meets the request's budget.
+    USD for cheapest, latency in ms for fastest, the weighted score for weighted; balanced
+    as the objective it stands for, :func:`effective`) and whether it meets the request's
+    budget.
     """
     ttft_b = request.ttft_budget_ms
     total_b = request.total_budget_ms
+    objective = effective(objective, ttft_b, total_b)
     by_ttft = ttft_b is not None and total_b is None
     rows: list[Candidate] = [
         (

@@ -50,6 +50,7 @@ from router.policy.filters import (
 from router.policy.objectives import (
     TIER_ORDER,
     Candidate,
+    effective,
     order_candidates,
     spread,
     uses_ttft,
@@ -239,7 +240,9 @@ def plan(
     if not accepted:
         raise _no_candidate(features, backends, rejected, max_out)
 
-    order, scores = order_candidates(objective, accepted, cfg.weights, (ttft_b, total_b))
+    # balanced: weighted for a request with a latency budget, cheapest without one
+    ranking = effective(objective, ttft_b, total_b)
+    order, scores = order_candidates(ranking, accepted, cfg.weights, (ttft_b, total_b))
     if cfg.spread != "off" and len(order) > 1:
         order = spread(
             order,
@@ -327,7 +330,9 @@ def explain(
     fallbacks: int,
     rejected: int,
 ) -> str:
-    """The one-line explanation of a plan's primary choice."""
+    """The one-line explanation of a plan's primary choice (``balanced`` explained as the
+    objective it stands for on this request)."""
+    objective = effective(objective, req.ttft_budget_ms, req.total_budget_ms)
     budget = _budget_text(req)
     metric = "ttft" if uses_ttft(req) else "total"
     latency = est.ttft_ms if metric == "ttft" else est.total_ms

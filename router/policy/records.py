@@ -28,7 +28,7 @@ class PolicyParams:
     """What ``plan()`` needs of ``policy:`` in router.yaml."""
 
     #: Used when the request names no objective.
-    objective: Objective = Objective.CHEAPEST
+    objective: Objective = Objective.BALANCED
     weights: Weights = Weights()
     #: Fallbacks kept in a plan after the primary.
     max_fallbacks: int = 2

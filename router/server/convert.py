@@ -145,7 +145,9 @@ def request_from_proto(
             "data_class", "must be DATA_CLASS_PUBLIC, DATA_CLASS_INTERNAL or DATA_CLASS_RESTRICTED"
         )
     if pb.objective != rpb.OBJECTIVE_UNSPECIFIED and pb.objective not in OBJECTIVE_FROM_PB:
-        raise InvalidRequest("objective", "must be OBJECTIVE_CHEAPEST, _FASTEST or _WEIGHTED")
+        raise InvalidRequest(
+            "objective", "must be OBJECTIVE_CHEAPEST, _FASTEST, _WEIGHTED or _BALANCED"
+        )
 
     rid = request_id or pb.request_id
     if rid and not _REQUEST_ID.match(rid):

@@ -116,7 +116,7 @@ def reference_router(**policy: Any) -> dict[str, Any]:
             api_key_env="SIMULATED_KEY",  # never read: nothing is called
         )
     )
-    return {"policy": {"objective": "cheapest", **policy}, "backends": backends}
+    return {"policy": dict(policy), "backends": backends}
 
 
 def reference_behaviour() -> dict[str, dict[str, Any]]:

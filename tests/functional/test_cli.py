@@ -239,7 +239,7 @@ async def test_route_prints_every_backend_with_verdict_and_reason(tiers, capsys)
     assert out.count("✘ data_class") == 2
     assert "data class 'restricted' not allowed" in out
     assert "→ gpu-1 (gpu)" in out
-    assert "objective: cheapest" in out
+    assert "objective: balanced" in out
     assert tiers.engines["gpu"].started == []  # a dry run calls no model
 
 

@@ -299,7 +299,7 @@ def test_a_variant_runs_the_router_with_its_settings_side_by_side(
         "--strategies",
         "router",
         "--variant",
-        "same:objective=cheapest",
+        "same:objective=balanced",
         "--variant",
         "fast:objective=fastest,policy.spread=off",
         "--misses",
@@ -310,7 +310,7 @@ def test_a_variant_runs_the_router_with_its_settings_side_by_side(
     summaries = doc["summaries"]
     assert list(summaries) == ["bound", "oracle", "router", "same", "fast"]
     assert doc["inputs"]["variants"] == {
-        "same": {"objective": "cheapest"},
+        "same": {"objective": "balanced"},
         "fast": {"objective": "fastest", "spread": "off"},
     }
     # The default objective set again is the router itself: the same figures exactly.
@@ -432,7 +432,8 @@ def _bad_trace(tmp_path: Path) -> Path:
         ),
         (
             ["--scenario", "steady", "--variant", "w:objective=best"],
-            "error: --variant w: policy.objective: must be one of 'cheapest', 'fastest' or",
+            "error: --variant w: policy.objective: must be one of 'cheapest', 'fastest', "
+            "'weighted' or 'balanced'",
         ),
         (
             ["--scenario", "steady", "--variant", "w:weights.speed=2"],

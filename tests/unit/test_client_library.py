@@ -54,7 +54,7 @@ def test_tables_name_every_value_of_the_contract() -> None:
     }
     assert BACKEND_TIERS == ("hosted", "gpu", "edge")  # what pin_tiers may name
     assert DATA_CLASSES.names == ("public", "internal", "restricted")
-    assert OBJECTIVES.names == ("cheapest", "fastest", "weighted")
+    assert OBJECTIVES.names == ("cheapest", "fastest", "weighted", "balanced")
     assert ROLES.names == ("system", "user", "assistant", "tool")
     assert FINISH_REASONS.names == ("stop", "length", "cancelled", "error", "tool_calls")
     assert CIRCUIT_STATES.names == ("closed", "open", "half_open")
@@ -200,7 +200,11 @@ def test_make_request_takes_messages_and_lists() -> None:
         ({"prompt": "x", "pin_tiers": ("cache",)}, "pin_tiers", "'cache' is not a backend's"),
         ({"prompt": "x", "exclude_tiers": ("",)}, "exclude_tiers", "is not one of"),
         ({"prompt": "x", "data_class": "secret"}, "data_class", "public, internal, restricted"),
-        ({"prompt": "x", "objective": "cheap"}, "objective", "cheapest, fastest, weighted"),
+        (
+            {"prompt": "x", "objective": "cheap"},
+            "objective",
+            "cheapest, fastest, weighted, balanced",
+        ),
         ({"prompt": "x", "max_output_tokens": -1}, "max_output_tokens", "must be >= 0"),
         ({"prompt": "x", "max_cost_usd": float("nan")}, "max_cost_usd", "must be a finite number"),
         ({"prompt": "x", "temperature": float("inf")}, "temperature", "must be a finite number"),

@@ -117,10 +117,11 @@ def run(
 
 
 def test_cheapest_without_budget_picks_the_free_edge_device() -> None:
-    p = run(make_request())
+    p = run(make_request())  # the default objective, balanced: cheapest without a budget
     assert p.order == ("edge-a", "gpu-a", "hosted-a")
     assert p.primary == "edge-a" and p.fallbacks == ("gpu-a", "hosted-a")
-    assert p.objective is Objective.CHEAPEST
+    assert p.objective is Objective.BALANCED
+    assert run(make_request(objective=Objective.CHEAPEST)).order == p.order
     assert not p.budget_unmet
     assert p.request_id == "req-1" and p.decision_us == 0.0
     assert p.explanation == ("edge-a: cheapest ($0.000000), no latency budget given; 2 fallbacks")
@@ -131,7 +132,7 @@ def test_cheapest_without_budget_picks_the_free_edge_device() -> None:
 def test_a_latency_budget_moves_the_choice_to_a_faster_tier() -> None:
     # No samples: each TTFT is its prior p90 (twice the prior median).
     # edge: 100 + 100/20*1000 = 5100 ms; gpu: 300 + 1667 = 1967 ms; hosted: 600 + 1000
-    p = run(make_request(total_budget_ms=2_000))
+    p = run(make_request(total_budget_ms=2_000, objective=Objective.CHEAPEST))
     assert p.order == ("gpu-a", "hosted-a", "edge-a")
     assert [c.meets_budget for c in p.candidates] == [True, True, False]
     assert p.explanation.startswith("gpu-a: cheapest ($0.000")
@@ -139,13 +140,31 @@ def test_a_latency_budget_moves_the_choice_to_a_faster_tier() -> None:
 
 
 def test_no_candidate_meeting_the_budget_sets_budget_unmet() -> None:
-    p = run(make_request(ttft_budget_ms=10))
+    p = run(make_request(ttft_budget_ms=10, objective=Objective.CHEAPEST))
     assert p.budget_unmet
     assert p.primary == "edge-a"  # fastest TTFT (prior p90: 2 x 50 ms)
     assert p.explanation == (
         "edge-a: fastest (est ttft 100 ms); no candidate meets ttft<=10ms (budget unmet); "
         "2 fallbacks"
     )
+
+
+def test_balanced_weighs_cost_and_latency_only_when_a_budget_is_given() -> None:
+    # gpu: total 1967 ms, hosted: 1600 ms, both under 2 s; edge misses it (5100 ms).
+    for budgets in ({"total_budget_ms": 2_000}, {"ttft_budget_ms": 5_000}):
+        balanced = run(make_request(**budgets))
+        weighted = run(make_request(objective=Objective.WEIGHTED, **budgets))
+        assert balanced.objective is Objective.BALANCED
+        assert balanced.order == weighted.order
+        assert [c.score for c in balanced.candidates] == [c.score for c in weighted.candidates]
+        assert balanced.explanation == weighted.explanation
+        assert balanced.explanation.startswith(f"{balanced.primary}: best weighted score")
+    # Without a budget it is cheapest: the free edge device first, scores are costs.
+    plain = run(make_request())
+    cheapest = run(make_request(objective=Objective.CHEAPEST))
+    assert plain.order == cheapest.order == ("edge-a", "gpu-a", "hosted-a")
+    assert [c.score for c in plain.candidates] == [c.score for c in cheapest.candidates]
+    assert run(make_request(objective=Objective.WEIGHTED)).order != plain.order
 
 
 def test_fallbacks_are_bounded_and_the_rest_keep_rank_zero() -> None:

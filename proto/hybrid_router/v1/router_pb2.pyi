@@ -15,6 +15,7 @@ class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECTIVE_CHEAPEST: _ClassVar[Objective]
     OBJECTIVE_FASTEST: _ClassVar[Objective]
     OBJECTIVE_WEIGHTED: _ClassVar[Objective]
+    OBJECTIVE_BALANCED: _ClassVar[Objective]
 
 class TokenCountMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_CHEAPEST: Objective
 OBJECTIVE_FASTEST: Objective
 OBJECTIVE_WEIGHTED: Objective
+OBJECTIVE_BALANCED: Objective
 TOKEN_COUNT_METHOD_UNSPECIFIED: TokenCountMethod
 TOKEN_COUNT_METHOD_EXACT: TokenCountMethod
 TOKEN_COUNT_METHOD_ESTIMATE: TokenCountMethod
