@@ -218,7 +218,7 @@ async def test_trace_has_a_request_span_with_the_decision_and_a_child_per_attemp
     a = root.attributes or {}
     assert a["router.backend"] == "edge-a" and a["router.tier"] == "edge"
     assert list(a["router.fallbacks"]) == ["gpu-a"]  # type: ignore[arg-type]
-    assert a["router.objective"] == "cheapest" and a["router.tenant"] == "acme"
+    assert a["router.objective"] == "balanced" and a["router.tenant"] == "acme"
     assert a["router.request_id"] == "trace-1" and a["router.served_by"] == "gpu-a"
     assert a["router.output_tokens"] == 3 and a["rpc.grpc.status_code"] == "OK"
     assert [e.name for e in root.events] == ["failover"]
