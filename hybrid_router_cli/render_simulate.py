@@ -78,8 +78,10 @@ def _pct(share: float | None, digits: int = 1) -> str:
 
 
 def _points(diff: float) -> str:
-    """A difference of two shares in percentage points: ``10.6 points``."""
-    return f"{abs(diff) * 100:.1f} points"
+    """A difference of two shares in percentage points: ``10.6 points`` (``0.03 points``
+    when one decimal would round it to 0.0)."""
+    points = abs(diff) * 100
+    return f"{points:.1f} points" if points >= 0.05 or points == 0 else f"{points:.2f} points"
 
 
 def _ratio(value: float | None) -> str:
@@ -138,7 +140,8 @@ def _vs_oracle(router: Summary) -> Target:
         return Target(ORACLE, goal, None, "the oracle met no request's SLO: no ratio to take")
     share_ok = share >= ORACLE_ATTAINMENT
     cost_ok = cost <= ORACLE_COST if cost is not None else router.cost_usd == 0
-    att = f"attainment {_pct(share)} of the oracle's"
+    # Close to the mark, one decimal would show a miss as 99.0%: two then.
+    att = f"attainment {_pct(share, 1 if share_ok or share < 0.9895 else 2)} of the oracle's"
     if not share_ok:
         att += f", {_points(ORACLE_ATTAINMENT - share)} under {ORACLE_ATTAINMENT:.0%}"
     if cost is None:

@@ -551,6 +551,12 @@ def test_targets_say_met_or_missed_and_by_how_much() -> None:
         "worse than litellm-cost-based on cost: $11.0000 vs $10.0000 (+10.0%)"
     )
     assert missed["verdict"].startswith("targets: 0 of 3 met | vs oracle: missed - ")
+    # A miss by a hair is not shown as 99.0%: two decimals, and the points it lacks.
+    hair = _judged(oracle=(0.90, 10.0), router=(0.8907, 9.0))
+    assert hair["met"][0] is False
+    assert hair["detail"][0] == (
+        "attainment 98.97% of the oracle's, 0.03 points under 99%; cost 0.90x"
+    )
 
 
 def test_targets_without_the_router_are_not_judged() -> None:
