@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from operator import itemgetter
 
 from router.policy.records import Weights
 from router.types import BackendSpec, Estimate, InferenceRequest, Objective, Tier
@@ -39,6 +40,8 @@ TIER_ORDER: dict[Tier, int] = {Tier.CACHE: -1, Tier.EDGE: 0, Tier.GPU: 1, Tier.H
 _CHEAPEST = Objective.CHEAPEST
 _WEIGHTED = Objective.WEIGHTED
 _BALANCED = Objective.BALANCED
+_COST = itemgetter(2)
+_LATENCY = itemgetter(3)
 
 
 def effective(
@@ -116,28 +119,38 @@ def order_candidates(
     tiers = TIER_ORDER
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
-    scores: list[float]
+    # Every objective's score is w_cost * cost + w_lat * latency, computed in the one pass
+    # below: cheapest (1, 0) and fastest (0, 1) give the cost and the latency exactly.
     fastest = False
     if objective is _WEIGHTED:
-        ref_cost = min((r[2] for r in rows if r[2] > 0.0), default=1.0)
-        ref_lat = min((r[3] for r in rows if r[3] > 0.0), default=1.0)
+        # Normalised by the smallest non-zero cost and latency (min() over a map runs in
+        # C; a zero, a free backend, sends it to the filtered minimum).
+        ref_cost = min(map(_COST, rows), default=1.0)
+        if ref_cost <= 0.0:
+            ref_cost = min([r[2] for r in rows if r[2] > 0.0], default=1.0)
+        ref_lat = min(map(_LATENCY, rows), default=1.0)
+        if ref_lat <= 0.0:
+            ref_lat = min([r[3] for r in rows if r[3] > 0.0], default=1.0)
         w_cost = weights.cost / ref_cost
         w_lat = weights.latency / ref_lat
-        scores = [w_cost * r[2] + w_lat * r[3] for r in rows]
     elif objective is _CHEAPEST:
-        scores = [r[2] for r in rows]
+        w_cost, w_lat = 1.0, 0.0
     else:  # fastest
-        scores = [r[3] for r in rows]
+        w_cost, w_lat = 0.0, 1.0
         fastest = True
     # The budget-meeting group by (score, then latency for cheapest and weighted, cost for
     # fastest), then the others by how far they miss (no budget passed: by latency), then
     # score.
+    scores: list[float] = []
+    add_score = scores.append
     good: list[tuple[float, float, int, str, int]] = []
     rest: list[tuple[float, float, int, str, int]] = []
     ttft_b, total_b = budgets
     for i, (s, est, cost, lat, meets) in enumerate(rows):
+        score = w_cost * cost + w_lat * lat
+        add_score(score)
         if meets:
-            good.append((scores[i], cost if fastest else lat, tiers[s.tier], s.name, i))
+            good.append((score, cost if fastest else lat, tiers[s.tier], s.name, i))
         else:
             miss = lat
             if ttft_b is not None or total_b is not None:
@@ -145,7 +158,7 @@ def order_candidates(
                     est.ttft_ms / ttft_b if ttft_b else 0.0,
                     est.total_ms / total_b if total_b else 0.0,
                 )
-            rest.append((miss, scores[i], tiers[s.tier], s.name, i))
+            rest.append((miss, score, tiers[s.tier], s.name, i))
     good.sort()
     order = [k[-1] for k in good]
     if rest:
