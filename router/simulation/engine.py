@@ -311,7 +311,7 @@ class Simulation:
         """When a request sent to backend ``name`` now would start (a slot free now, or
         when the requests queued ahead of it have taken theirs: their own draws decide
         when the slots free up) and the factor of its decode rate (the batch it joins;
-        a full batch's once it waited). For the oracle and the informed strategy."""
+        a full batch's once it waited). For the oracle (and bench/bench_knowledge.py)."""
         b = self.by_name[name]
         m = b.model
         now = self.now
