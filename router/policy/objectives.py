@@ -119,12 +119,12 @@ def order_candidates(
     tiers = TIER_ORDER
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
-    # Every objective's score is w_cost * cost + w_lat * latency, computed in the one pass
-    # below: cheapest (1, 0) and fastest (0, 1) give the cost and the latency exactly.
+    scores: list[float]
     fastest = False
     if objective is _WEIGHTED:
         # Normalised by the smallest non-zero cost and latency (min() over a map runs in
-        # C; a zero, a free backend, sends it to the filtered minimum).
+        # C; a zero, a free backend, sends it to the filtered minimum): the default
+        # objective, balanced, scores every request with a budget this way.
         ref_cost = min(map(_COST, rows), default=1.0)
         if ref_cost <= 0.0:
             ref_cost = min([r[2] for r in rows if r[2] > 0.0], default=1.0)
@@ -133,22 +133,20 @@ def order_candidates(
             ref_lat = min([r[3] for r in rows if r[3] > 0.0], default=1.0)
         w_cost = weights.cost / ref_cost
         w_lat = weights.latency / ref_lat
+        scores = [w_cost * r[2] + w_lat * r[3] for r in rows]
     elif objective is _CHEAPEST:
-        w_cost, w_lat = 1.0, 0.0
+        scores = list(map(_COST, rows))
     else:  # fastest
-        w_cost, w_lat = 0.0, 1.0
+        scores = list(map(_LATENCY, rows))
         fastest = True
     # The budget-meeting group by (score, then latency for cheapest and weighted, cost for
     # fastest), then the others by how far they miss (no budget passed: by latency), then
     # score.
-    scores: list[float] = []
-    add_score = scores.append
     good: list[tuple[float, float, int, str, int]] = []
     rest: list[tuple[float, float, int, str, int]] = []
     ttft_b, total_b = budgets
     for i, (s, est, cost, lat, meets) in enumerate(rows):
-        score = w_cost * cost + w_lat * lat
-        add_score(score)
+        score = scores[i]
         if meets:
             good.append((score, cost if fastest else lat, tiers[s.tier], s.name, i))
         else:
