@@ -46,6 +46,7 @@ ALLOWED_IMPORTS = {
     "dataclasses",
     "enum",
     "math",
+    "operator",  # itemgetter: the weighted objective's minima read each row's cost in C
     "typing",
     "zlib",  # crc32 of the request id: load spreading picks its two candidates
     "router.errors",
