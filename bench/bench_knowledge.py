@@ -37,12 +37,11 @@ from statistics import NormalDist
 
 from scenario_args import add_scenarios
 
-from router.errors import RouterError
-from router.policy import cost_usd, plan
+from router.policy import cost_usd
 from router.simulation import RouterStrategy, Simulation, compare
-from router.simulation.engine import Observation
+from router.simulation.engine import Observation, Truth
 from router.simulation.scenarios import build
-from router.simulation.strategies import Eligibility, features_of
+from router.simulation.strategies import Eligibility
 from router.simulation.trace import TraceRequest
 
 #: Draws per backend and request.
@@ -54,7 +53,6 @@ _NORMAL = NormalDist()
 _TTFT_Z = [_NORMAL.inv_cdf((k + 0.5) / GRID) for k in range(GRID)]
 _RATE_Z = [_TTFT_Z[(k * 7 + 3) % GRID] for k in range(GRID)]
 _LENGTH_Q = [((k * 13 + 5) % GRID + 0.5) / GRID for k in range(GRID)]
-_Z90 = _NORMAL.inv_cdf(0.9)
 
 Kind = tuple[str, float | None, float | None, str, bool]
 
@@ -117,11 +115,13 @@ class Informed:
         self.sim = sim
         self.keep = 1 + sim.fleet.params.max_fallbacks
         self._eligible = Eligibility(sim.fleet)
-        self._models = {}
-        for spec in sim.fleet.specs:
-            m = sim.fleet.models[spec.name]
-            sigma = math.log(m.ttft_p90_ms / m.ttft_ms) / _Z90 if m.ttft_p90_ms > m.ttft_ms else 0.0
-            self._models[spec.name] = (m, sigma)
+        # The log-normal parameters the simulation draws from (Truth: the seed only keys
+        # the draws, not the parameters).
+        params = Truth(sim.fleet, sim.seed).params
+        self._models = {
+            spec.name: (sim.fleet.models[spec.name], params[i][1])
+            for i, spec in enumerate(sim.fleet.specs)
+        }
 
     def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
         specs = self._eligible(index, request)
@@ -171,13 +171,8 @@ class RouterKnowingLength(RouterStrategy):
     def __init__(self) -> None:
         super().__init__(name="router+length")
 
-    def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
-        feats = features_of(index, request, self.tids, request.output_tokens)
-        snaps = [(spec, st.snapshot()) for spec, st in self._backends(request.tenant)]  # type: ignore[attr-defined]
-        try:
-            return list(plan(feats, snaps, self.params, now, detail=False).order)
-        except RouterError as exc:
-            return f"{type(exc).__name__}: {exc.message}"
+    def expected_output(self, request: TraceRequest) -> int | None:
+        return request.output_tokens
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

@@ -140,8 +140,9 @@ def _vs_oracle(router: Summary) -> Target:
         return Target(ORACLE, goal, None, "the oracle met no request's SLO: no ratio to take")
     share_ok = share >= ORACLE_ATTAINMENT
     cost_ok = cost <= ORACLE_COST if cost is not None else router.cost_usd == 0
-    # Close to the mark, one decimal would show a miss as 99.0%: two then.
-    att = f"attainment {_pct(share, 1 if share_ok or share < 0.9895 else 2)} of the oracle's"
+    # A miss that one decimal would round up to the target is shown with two.
+    hair = not share_ok and round(share * 100, 1) >= ORACLE_ATTAINMENT * 100
+    att = f"attainment {_pct(share, 2 if hair else 1)} of the oracle's"
     if not share_ok:
         att += f", {_points(ORACLE_ATTAINMENT - share)} under {ORACLE_ATTAINMENT:.0%}"
     if cost is None:

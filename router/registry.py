@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from router.backends.base import Backend
 from router.config import PolicyConfig
 from router.errors import DuplicateBackend  # the tree's class; importable from here
-from router.stats import BackendStats, Samples, samples_key
+from router.stats import BackendStats, Samples, samples_for
 from router.types import BackendSnapshot, BackendSpec
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ class BackendRegistry:
         if name in self._entries:
             raise DuplicateBackend(f"backend {name!r} is already registered")
         await backend.start()
-        samples = None
-        if self._cfg.learn_by == "model":  # one set of windows per model of a tier
-            samples = self._samples.setdefault(samples_key(backend.spec), Samples())
+        samples = samples_for(backend.spec, self._cfg, self._samples)
         entry = Entry(backend, BackendStats(name, self._cfg, self._clock, samples))
         self._entries[name] = entry
         self._reorder()

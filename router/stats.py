@@ -226,6 +226,16 @@ def samples_key(spec: BackendSpec) -> tuple[str, str, str]:
     return (spec.tier.value, spec.kind, spec.model)
 
 
+def samples_for(
+    spec: BackendSpec, cfg: PolicyConfig, shared: dict[tuple[str, str, str], Samples]
+) -> Samples | None:
+    """The windows a new backend's stats learn into: None (its own) by default; with
+    ``policy.learn_by: model`` its model's entry of ``shared`` (made on first use)."""
+    if cfg.learn_by != "model":
+        return None
+    return shared.setdefault(samples_key(spec), Samples())
+
+
 class BackendStats:
     """Live signals of one backend: load, latency windows, errors, health, circuit.
 

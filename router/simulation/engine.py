@@ -38,7 +38,7 @@ from router.errors import ConfigError, ErrorClass
 from router.policy import cost_usd
 from router.simulation.fleet import BackendModel, Fleet
 from router.simulation.trace import TraceRequest
-from router.stats import BackendStats, Samples, samples_key
+from router.stats import BackendStats, Samples, samples_for
 from router.types import BackendSpec, Tier
 
 _Z90 = 1.2815515655446004  # the 90th percentile of the standard normal
@@ -254,13 +254,9 @@ class Simulation:
 
     def _view(self, specs: Sequence[BackendSpec], cfg: PolicyConfig) -> list[BackendStats]:
         """One router replica's BackendStats, as its registry builds them."""
-        if cfg.learn_by != "model":
-            return [BackendStats(spec.name, cfg, self._clock) for spec in specs]
         shared: dict[tuple[str, str, str], Samples] = {}
         return [
-            BackendStats(
-                spec.name, cfg, self._clock, shared.setdefault(samples_key(spec), Samples())
-            )
+            BackendStats(spec.name, cfg, self._clock, samples_for(spec, cfg, shared))
             for spec in specs
         ]
 

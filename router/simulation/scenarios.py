@@ -260,10 +260,13 @@ class Scenario:
 BASE_RATE = 6.0
 
 
-def _steady(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+def _steady_trace(n: int, seed: int) -> list[TraceRequest]:
     rng = random.Random(seed)
-    trace = [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
-    return reference_fleet(), trace
+    return [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
+
+
+def _steady(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    return reference_fleet(), _steady_trace(n, seed)
 
 
 def _diurnal(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
@@ -314,9 +317,7 @@ def _throttling(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
 
 def _pool(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
     """Steady traffic on :func:`pool_fleet`: spreading over eight equivalent replicas."""
-    rng = random.Random(seed)
-    trace = [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
-    return pool_fleet(), trace
+    return pool_fleet(), _steady_trace(n, seed)
 
 
 def _conversations(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:

@@ -147,10 +147,15 @@ class RouterStrategy:
             pairs = self._pairs[key] = [(s, self.sim.stats(s.name)) for s in specs]
         return pairs
 
-    def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
+    def expected_output(self, request: TraceRequest) -> int | None:
+        """The answer length the plan counts (None: ``max_output_tokens``): the replica's
+        learnt estimate, as dispatch reads it."""
         planned = request.planned_output_tokens
         expected = self.replica_outputs[self.sim.replica].expected(request.tenant, planned)
-        feats = features_of(index, request, self.tids, expected if expected != planned else None)
+        return expected if expected != planned else None
+
+    def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
+        feats = features_of(index, request, self.tids, self.expected_output(request))
         snaps = [(spec, st.snapshot()) for spec, st in self._backends(request.tenant)]  # type: ignore[attr-defined]
         try:
             return list(plan(feats, snaps, self.params, now, detail=False).order)
