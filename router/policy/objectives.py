@@ -120,11 +120,13 @@ def order_candidates(
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
     scores: list[float]
-    fastest = False
+    fastest = weighted = False
+    w_cost = w_lat = 0.0
     if objective is _WEIGHTED:
         # Normalised by the smallest non-zero cost and latency (min() over a map runs in
         # C; a zero, a free backend, sends it to the filtered minimum): the default
-        # objective, balanced, scores every request with a budget this way.
+        # objective, balanced, scores every request with a budget this way. The scores
+        # themselves are computed in the loop below (one pass, no list comprehension).
         ref_cost = min(map(_COST, rows), default=1.0)
         if ref_cost <= 0.0:
             ref_cost = min([r[2] for r in rows if r[2] > 0.0], default=1.0)
@@ -133,30 +135,40 @@ def order_candidates(
             ref_lat = min([r[3] for r in rows if r[3] > 0.0], default=1.0)
         w_cost = weights.cost / ref_cost
         w_lat = weights.latency / ref_lat
-        scores = [w_cost * r[2] + w_lat * r[3] for r in rows]
+        weighted = True
+        scores = []
     elif objective is _CHEAPEST:
         scores = list(map(_COST, rows))
     else:  # fastest
         scores = list(map(_LATENCY, rows))
         fastest = True
+    keep = scores.append
     # The budget-meeting group by (score, then latency for cheapest and weighted, cost for
-    # fastest), then the others by how far they miss (no budget passed: by latency), then
+    # fastest), then the others by how far they miss: the larger of estimated TTFT / TTFT
+    # budget and estimated total / total budget (no budget passed: the latency), then
     # score.
     good: list[tuple[float, float, int, str, int]] = []
     rest: list[tuple[float, float, int, str, int]] = []
+    add_good, add_rest = good.append, rest.append
     ttft_b, total_b = budgets
+    budgeted = ttft_b is not None or total_b is not None
     for i, (s, est, cost, lat, meets) in enumerate(rows):
-        score = scores[i]
-        if meets:
-            good.append((score, cost if fastest else lat, tiers[s.tier], s.name, i))
+        if weighted:
+            score = w_cost * cost + w_lat * lat
+            keep(score)
         else:
-            miss = lat
-            if ttft_b is not None or total_b is not None:
-                miss = max(
-                    est.ttft_ms / ttft_b if ttft_b else 0.0,
-                    est.total_ms / total_b if total_b else 0.0,
-                )
-            rest.append((miss, score, tiers[s.tier], s.name, i))
+            score = scores[i]
+        if meets:
+            add_good((score, cost if fastest else lat, tiers[s.tier], s.name, i))
+            continue
+        miss = lat
+        if budgeted:  # max() of the two ratios, without the call
+            miss = est.ttft_ms / ttft_b if ttft_b else 0.0
+            if total_b:
+                over = est.total_ms / total_b
+                if over > miss:
+                    miss = over
+        add_rest((miss, score, tiers[s.tier], s.name, i))
     good.sort()
     order = [k[-1] for k in good]
     if rest:

@@ -53,7 +53,6 @@ from router.policy.objectives import (
     effective,
     order_candidates,
     spread,
-    uses_ttft,
 )
 from router.policy.records import PolicyParams
 from router.types import (
@@ -104,6 +103,8 @@ _REPORT_TWIN = _inline_twin(
 )
 _EDGE = Tier.EDGE
 _OPEN = CircuitState.OPEN
+_CHEAPEST_OBJECTIVE = Objective.CHEAPEST
+_FASTEST_OBJECTIVE = Objective.FASTEST
 _FILTER_INDEX = {name: i for i, name in enumerate(FILTERS)}
 #: Rejections listed in a NoCandidate message before "... and N more".
 _SUMMARY_LIMIT = 8
@@ -305,19 +306,16 @@ def plan(
     )
 
 
-def budget_parts(ttft_budget_ms: float | None, total_budget_ms: float | None) -> list[str]:
-    """The budgets a request gives, as plans and reports name them: ``ttft<=600ms``,
-    ``total<=3000ms``."""
-    parts = []
-    if ttft_budget_ms is not None:
-        parts.append(f"ttft<={ttft_budget_ms:g}ms")
-    if total_budget_ms is not None:
-        parts.append(f"total<={total_budget_ms:g}ms")
-    return parts
-
-
-def _budget_text(req: InferenceRequest) -> str:
-    return " and ".join(budget_parts(req.ttft_budget_ms, req.total_budget_ms))
+def budget_text(
+    ttft_budget_ms: float | None, total_budget_ms: float | None, sep: str = " and "
+) -> str:
+    """The budgets a request gives, as plans and reports name them: ``ttft<=600ms and
+    total<=3000ms`` (``sep`` between the two); "" when it gives none."""
+    if ttft_budget_ms is None:
+        return "" if total_budget_ms is None else f"total<={total_budget_ms:g}ms"
+    if total_budget_ms is None:
+        return f"ttft<={ttft_budget_ms:g}ms"
+    return f"ttft<={ttft_budget_ms:g}ms{sep}total<={total_budget_ms:g}ms"
 
 
 def explain(
@@ -331,33 +329,37 @@ def explain(
     rejected: int,
 ) -> str:
     """The one-line explanation of a plan's primary choice (``balanced`` explained as the
-    objective it stands for on this request)."""
-    objective = effective(objective, req.ttft_budget_ms, req.total_budget_ms)
-    budget = _budget_text(req)
-    metric = "ttft" if uses_ttft(req) else "total"
-    latency = est.ttft_ms if metric == "ttft" else est.total_ms
-    fastest = f"fastest (est {metric} {latency:.0f} ms)"
-    if objective is Objective.CHEAPEST:
-        if not budget:
-            head = f"cheapest (${est.cost_usd:.6f}), no latency budget given"
-        elif meets:
-            head = f"cheapest (${est.cost_usd:.6f}) meeting {budget}"
-        else:
-            head = f"{fastest}; no candidate meets {budget} (budget unmet)"
+    objective it stands for on this request). Built on every detailed plan, so each number
+    is formatted once and only when the text shows it."""
+    ttft_b = req.ttft_budget_ms
+    total_b = req.total_budget_ms
+    objective = effective(objective, ttft_b, total_b)
+    budget = budget_text(ttft_b, total_b)
+    if objective is _CHEAPEST_OBJECTIVE and (meets or not budget):
+        cost = f"cheapest (${est.cost_usd:.6f})"
+        head = f"{cost} meeting {budget}" if budget else f"{cost}, no latency budget given"
     else:
-        if objective is Objective.FASTEST:
-            head = fastest
-        else:
+        by_ttft = ttft_b is not None and total_b is None
+        metric = "ttft" if by_ttft else "total"
+        latency = f"{est.ttft_ms if by_ttft else est.total_ms:.0f}"
+        if objective is _CHEAPEST_OBJECTIVE:  # no candidate meets the budget
             head = (
-                f"best weighted score {score:.3f} "
-                f"(${est.cost_usd:.6f}, est {metric} {latency:.0f} ms)"
+                f"fastest (est {metric} {latency} ms); no candidate meets {budget} (budget unmet)"
             )
-        if budget:
-            head += f", meets {budget}" if meets else f"; misses {budget} (budget unmet)"
-    text = f"{name}: {head}; {fallbacks} fallback{'' if fallbacks == 1 else 's'}"
+        else:
+            if objective is _FASTEST_OBJECTIVE:
+                head = f"fastest (est {metric} {latency} ms)"
+            else:
+                head = (
+                    f"best weighted score {score:.3f} "
+                    f"(${est.cost_usd:.6f}, est {metric} {latency} ms)"
+                )
+            if budget:
+                head += f", meets {budget}" if meets else f"; misses {budget} (budget unmet)"
+    plural = "" if fallbacks == 1 else "s"
     if rejected:
-        text += f"; {rejected} rejected"
-    return text
+        return f"{name}: {head}; {fallbacks} fallback{plural}; {rejected} rejected"
+    return f"{name}: {head}; {fallbacks} fallback{plural}"
 
 
 def _check_pins(

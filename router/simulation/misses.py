@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.policy.planner import budget_parts
+from router.policy.planner import budget_text
 from router.simulation.engine import Outcome
 from router.simulation.report import meets
 from router.simulation.trace import TraceRequest
@@ -56,7 +56,7 @@ class MissReport:
 
 
 def budgets_of(tr: TraceRequest) -> str:
-    return " ".join(budget_parts(tr.ttft_budget_ms, tr.total_budget_ms)) or "none"
+    return budget_text(tr.ttft_budget_ms, tr.total_budget_ms, " ") or "none"
 
 
 def how_missed(tr: TraceRequest, out: Outcome) -> str:

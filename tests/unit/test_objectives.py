@@ -250,3 +250,77 @@ def test_exact_ties_go_to_the_tier_order_then_the_name(objective: Objective) -> 
     expected = ["e-1", "e-2", "g-1", "g-2", "h-1"]
     assert ranked(objective, candidates)[0] == expected
     assert ranked(objective, candidates[::-1])[0] == expected
+
+
+# --- the rule as written, against the fused loop --------------------------------------
+
+
+def _reference_order(
+    objective: Objective,
+    candidates: list[tuple[BackendSpec, Estimate]],
+    weights: WeightsConfig,
+    ttft_b: float | None,
+    total_b: float | None,
+) -> tuple[list[str], list[float]]:
+    """The module doc's rule, written the plain way (no fused loop, max() as max())."""
+    by_ttft = ttft_b is not None and total_b is None
+    lat = [e.ttft_ms if by_ttft else e.total_ms for _, e in candidates]
+    cost = [e.cost_usd for _, e in candidates]
+    if objective is Objective.BALANCED:
+        no_budget = ttft_b is None and total_b is None
+        objective = Objective.CHEAPEST if no_budget else Objective.WEIGHTED
+    if objective is Objective.WEIGHTED:
+        ref_c = min([c for c in cost if c > 0], default=1.0)
+        ref_l = min([v for v in lat if v > 0], default=1.0)
+        scores = [
+            weights.cost / ref_c * c + weights.latency / ref_l * v
+            for c, v in zip(cost, lat, strict=True)
+        ]
+    elif objective is Objective.CHEAPEST:
+        scores = cost
+    else:
+        scores = lat
+
+    def key(i: int) -> tuple[object, ...]:
+        s, e = candidates[i]
+        meets = (ttft_b is None or e.ttft_ms <= ttft_b) and (
+            total_b is None or e.total_ms <= total_b
+        )
+        tail = (TIER_ORDER[s.tier], s.name)
+        if meets:
+            second = cost[i] if objective is Objective.FASTEST else lat[i]
+            return (0, scores[i], second, *tail)
+        if ttft_b is None and total_b is None:
+            miss = lat[i]
+        else:
+            miss = max(
+                e.ttft_ms / ttft_b if ttft_b else 0.0, e.total_ms / total_b if total_b else 0.0
+            )
+        return (1, miss, scores[i], *tail)
+
+    order = sorted(range(len(candidates)), key=key)
+    return [candidates[i][0].name for i in order], scores
+
+
+@pytest.mark.parametrize("objective", list(Objective))
+def test_the_order_follows_the_rule_as_written_on_random_candidates(objective: Objective) -> None:
+    import random
+
+    rng = random.Random(17)
+    tiers = [Tier.EDGE, Tier.GPU, Tier.HOSTED]
+    for _ in range(1_500):
+        n = rng.randint(1, 9)
+        candidates = []
+        for k in range(n):
+            ttft = rng.choice([0.0, 100.0, rng.uniform(10, 2_000)])
+            total = ttft + rng.choice([0.0, 1_000.0, rng.uniform(0, 20_000)])
+            cost = rng.choice([0.0, 0.001, rng.uniform(0, 0.01)])
+            candidates.append((make_spec(f"b{k}", rng.choice(tiers)), est(ttft, total, cost)))
+        ttft_b = rng.choice([None, 300.0, 1_000.0])
+        total_b = rng.choice([None, 2_000.0, 5_000.0])
+        weights = WeightsConfig(cost=rng.choice([1.0, 2.5]), latency=rng.choice([8.0, 1.0, 0.0]))
+        budgets = {"ttft_budget_ms": ttft_b, "total_budget_ms": total_b}
+        names, scores, _ = ranked(objective, candidates, weights, **budgets)
+        want_names, want_scores = _reference_order(objective, candidates, weights, ttft_b, total_b)
+        assert names == want_names
+        assert scores == pytest.approx(want_scores, rel=1e-12, abs=0)
