@@ -12,6 +12,10 @@ marks, and with power_of_two also without them, and prints one Markdown row per 
 "gpu split" is how unevenly the GPU replicas shared their requests ((most - fewest) /
 (most + fewest); 0 is even).
 
+With ``--learning backend,model`` the table runs once per ``policy.learn_by`` setting
+(the Helm chart sets ``model``); ``gpu-fleet`` is the scenario where the router replicas
+herd (32 GPU replicas, four times the traffic).
+
 With ``--prior-weights``, it sweeps ``policy.ttft_prior_weight`` instead (one row per
 scenario, priors and replica count; a column per weight), with the fleet's priors as
 they are (``reference``: close to the backends' true behaviour), every backend on the
@@ -29,6 +33,8 @@ TTFT and 0.6x the decode rate (one model on two GPU types, which pooling blurs).
     .venv/bin/python bench/bench_replicas.py --requests 5000 --scenarios steady --replicas 1,4
     .venv/bin/python bench/bench_replicas.py --requests 20000 --replicas 1,8 \
         --scenarios steady,gpu-spike,throttling,long-conversations --prior-weights 0,16,32,64
+    .venv/bin/python bench/bench_replicas.py --scenarios gpu-fleet --replicas 1,8,32 \
+        --learning backend,model
     .venv/bin/python bench/bench_replicas.py --scenarios gpu-pool,steady --learn-by backend,model
     .venv/bin/python bench/bench_replicas.py --scenarios gpu-pool --replicas 1,8 \
         --learn-by backend,model --slower-half
@@ -152,6 +158,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         f"{','.join(LEARN_BY)})",
     )
     p.add_argument(
+        "--learning",
+        type=_choices(LEARN_BY),
+        help="the default table once per policy.learn_by setting given (comma-separated: "
+        f"{','.join(LEARN_BY)}; default: the scenario's own, backend)",
+    )
+    p.add_argument(
         "--slower-half",
         action="store_true",
         help="with --learn-by: the second half of the GPU replicas 1.5x the TTFT, 0.6x the "
@@ -225,48 +237,52 @@ def sweep_weights(args: argparse.Namespace) -> list[dict[str, object]]:
 
 def compare_spreads(args: argparse.Namespace) -> list[dict[str, object]]:
     """The default table: each spreading mode (and power_of_two without the marks) per
-    replica count."""
+    replica count, once per ``--learning`` setting."""
     rows: list[dict[str, object]] = []
     print(
-        "| scenario | replicas | spread | marks | SLO met | cost | hosted | edge | gpu "
-        "| gpu split | p99 total |"
+        "| scenario | learn by | replicas | spread | marks | SLO met | cost | hosted | edge "
+        "| gpu | gpu split | p99 total |"
     )
-    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.scenarios:
-        fleet, trace = build(name, args.requests, args.seed)
-        gpus = [s.name for s in fleet.specs if s.tier.value == "gpu"]
-        for replicas in args.replicas:
-            runs = [(spread, True) for spread in SPREADS] + [("power_of_two", False)]
-            for spread, marks in runs:
-                strategy = RouterStrategy(params=dataclasses.replace(fleet.params, spread=spread))
-                sim = Simulation(fleet, args.seed, load_marks=marks, replicas=replicas)
-                out = sim.run(trace, strategy)
-                s = summarize("router", trace, out, 0.0)
-                by_backend = Counter(o.backend for o in out if o.status == "ok")
-                counts = [by_backend[g] for g in gpus]
-                most, least = max(counts), min(counts)
-                split = (most - least) / (most + least) if most else 0.0
-                share = s.tier_share
-                rows.append(
-                    {
-                        "scenario": name,
-                        "replicas": replicas,
-                        "spread": spread,
-                        "marks": marks,
-                        "attainment": s.attainment,
-                        "cost_usd": s.cost_usd,
-                        "tier_share": share,
-                        "gpu_split": split,
-                        "p99_total_ms": s.total_p99_ms,
-                    }
-                )
-                p99 = "-" if s.total_p99_ms is None else f"{s.total_p99_ms / 1000:.1f} s"
-                print(
-                    f"| {name} | {replicas} | {spread} | {'yes' if marks else 'no'} "
-                    f"| {s.attainment:.1%} | ${s.cost_usd:.2f} | {share['hosted']:.1%} "
-                    f"| {share['edge']:.1%} | {share['gpu']:.1%} | {split:.1%} | {p99} |",
-                    flush=True,
-                )
+        built, trace = build(name, args.requests, args.seed)
+        for learning in args.learning or [built.config.policy.learn_by]:
+            fleet = with_learn_by(built, learning)
+            gpus = [s.name for s in fleet.specs if s.tier.value == "gpu"]
+            for replicas in args.replicas:
+                runs = [(spread, True) for spread in SPREADS] + [("power_of_two", False)]
+                for spread, marks in runs:
+                    params = dataclasses.replace(fleet.params, spread=spread)
+                    sim = Simulation(fleet, args.seed, load_marks=marks, replicas=replicas)
+                    out = sim.run(trace, RouterStrategy(params=params))
+                    s = summarize("router", trace, out, 0.0)
+                    by_backend = Counter(o.backend for o in out if o.status == "ok")
+                    counts = [by_backend[g] for g in gpus]
+                    most, least = max(counts), min(counts)
+                    split = (most - least) / (most + least) if most else 0.0
+                    share = s.tier_share
+                    rows.append(
+                        {
+                            "scenario": name,
+                            "learn_by": learning,
+                            "replicas": replicas,
+                            "spread": spread,
+                            "marks": marks,
+                            "attainment": s.attainment,
+                            "cost_usd": s.cost_usd,
+                            "tier_share": share,
+                            "gpu_split": split,
+                            "p99_total_ms": s.total_p99_ms,
+                        }
+                    )
+                    p99 = "-" if s.total_p99_ms is None else f"{s.total_p99_ms / 1000:.1f} s"
+                    print(
+                        f"| {name} | {learning} | {replicas} | {spread} "
+                        f"| {'yes' if marks else 'no'} | {s.attainment:.1%} | ${s.cost_usd:.2f} "
+                        f"| {share['hosted']:.1%} | {share['edge']:.1%} | {share['gpu']:.1%} "
+                        f"| {split:.1%} | {p99} |",
+                        flush=True,
+                    )
     return rows
 
 

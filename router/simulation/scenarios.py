@@ -179,17 +179,22 @@ def _fleet(
 #: The GPU pool scenario's replicas: eight of a quarter the size (the same 32 slots).
 POOL_REPLICAS = 8
 POOL_SLOTS = 4
+#: The GPU fleet scenario: four times the pool (32 replicas of 4 slots) for four times the
+#: traffic.
+FLEET_REPLICAS = 32
+FLEET_SCALE = 4.0
 
 
-def pool_fleet() -> Fleet:
-    """The reference fleet with its GPU tier as eight replicas of four slots (gpu-1 ..
-    gpu-8) instead of two of sixteen: the same capacity, more equivalent candidates."""
+def pool_fleet(replicas: int = POOL_REPLICAS) -> Fleet:
+    """The reference fleet with its GPU tier as ``replicas`` replicas of four slots
+    (gpu-1 .. gpu-N) instead of two of sixteen: by default the same capacity, more
+    equivalent candidates."""
     router = reference_router()
     behaviour = reference_behaviour()
     template = next(b for b in router["backends"] if b["name"] == "gpu-a")
     model = behaviour["gpu-a"]
     backends = [b for b in router["backends"] if b["tier"] != "gpu"]
-    for i in range(1, POOL_REPLICAS + 1):
+    for i in range(1, replicas + 1):
         name = f"gpu-{i}"
         backends.append(
             {**template, "name": name, "max_concurrency": POOL_SLOTS, "max_queue": 2 * POOL_SLOTS}
@@ -260,9 +265,9 @@ class Scenario:
 BASE_RATE = 6.0
 
 
-def _steady_trace(n: int, seed: int) -> list[TraceRequest]:
+def _steady_trace(n: int, seed: int, rate: float = BASE_RATE) -> list[TraceRequest]:
     rng = random.Random(seed)
-    return [_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
+    return [_request(rng, t) for t in _arrivals(rng, n, lambda t: rate, rate)]
 
 
 def _steady(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
@@ -318,6 +323,13 @@ def _throttling(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
 def _pool(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
     """Steady traffic on :func:`pool_fleet`: spreading over eight equivalent replicas."""
     return pool_fleet(), _steady_trace(n, seed)
+
+
+def _gpu_fleet(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    """Steady traffic at four times the rate on 32 GPU replicas of four slots: the scale
+    where several router replicas, each seeing only its own streams between load polls,
+    pick the same replica (herding; ``bench/bench_replicas.py``)."""
+    return pool_fleet(FLEET_REPLICAS), _steady_trace(n, seed, BASE_RATE * FLEET_SCALE)
 
 
 def _conversations(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
@@ -383,6 +395,11 @@ SCENARIOS: dict[str, Scenario] = {
             "gpu-pool",
             "steady traffic, the GPU tier as 8 replicas of 4 slots: spreading decides",
             _pool,
+        ),
+        Scenario(
+            "gpu-fleet",
+            "4x the steady traffic on 32 GPU replicas of 4 slots: router replicas herd",
+            _gpu_fleet,
         ),
     )
 }

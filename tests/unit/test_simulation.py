@@ -594,3 +594,22 @@ def test_the_gpu_pool_scenario_is_steady_traffic_on_eight_equivalent_gpu_replica
     out = Simulation(fleet, 1).run(trace, RouterStrategy())
     used = {o.backend for o in out if o.tier is router.types.Tier.GPU}
     assert used == {s.name for s in gpus}
+
+
+def test_the_gpu_fleet_scenario_is_four_times_the_pool_for_four_times_the_traffic() -> None:
+    fleet, trace = build("gpu-fleet", 4000, seed=1)
+    steady, steady_trace = build("steady", 4000, seed=1)
+    gpus = [s for s in fleet.specs if s.tier is router.types.Tier.GPU]
+    assert [s.name for s in gpus] == [f"gpu-{i}" for i in range(1, 33)]
+    assert {s.max_concurrency for s in gpus} == {4}
+    assert sum(fleet.models[s.name].slots for s in gpus) == 4 * sum(
+        steady.models[s.name].slots for s in steady.specs if s.tier is router.types.Tier.GPU
+    )
+    assert {s.name for s in fleet.specs if s.tier is not router.types.Tier.GPU} == {
+        s.name for s in steady.specs if s.tier is not router.types.Tier.GPU
+    }
+    # Four times the arrival rate (4,000 Poisson arrivals: within a few percent), the same mix.
+    ratio = steady_trace[-1].at_s / trace[-1].at_s
+    assert 3.8 < ratio < 4.2
+    share = sum(1 for r in trace if r.total_budget_ms == 3000.0) / len(trace)
+    assert share == pytest.approx(0.25, abs=0.03)
