@@ -11,10 +11,11 @@ trace and seed:
                      by total latency (the planner's own code, called with the budgets left
                      out of the unmet ordering)
     router-cheapest  policy.objective: cheapest (the default before balanced)
+    router-w8        policy.weights.latency: 8 (the default before session 12)
     router-p50       policy.ttft_estimate: p50 (the default before the p90)
     router-outq75    policy.output_estimate.enabled with quantile 0.75
     router-least     policy.spread: least_loaded
-    router-weighted  policy.objective: weighted (default weights: cost 1, latency 8; the
+    router-weighted  policy.objective: weighted (default weights: cost 1, latency 10; the
                      same as balanced on a trace whose requests all give a budget)
     router-fastest   policy.objective: fastest
 
@@ -40,6 +41,7 @@ from scenario_args import add_scenarios
 import router.policy.planner as planner
 from hybrid_router_cli.render_simulate import targets, verdict_line
 from router.config import OutputEstimateConfig
+from router.policy.records import Weights
 from router.simulation import RouterStrategy, Simulation, compare
 from router.simulation.scenarios import SCENARIOS, build
 from router.simulation.strategies import STRATEGIES
@@ -67,6 +69,7 @@ def variants(params: Any) -> list[RouterStrategy]:
             name="router-before",
         ),
         RouterStrategy(params=r(params, objective=Objective.CHEAPEST), name="router-cheapest"),
+        RouterStrategy(params=r(params, weights=Weights(cost=1.0, latency=8.0)), name="router-w8"),
         RouterStrategy(params=r(params, ttft_p90=False), name="router-p50"),
         RouterStrategy(
             name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)

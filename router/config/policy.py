@@ -25,7 +25,7 @@ class WeightsConfig(_Model):
     """Weights of the ``weighted`` objective: score = cost * cost/min_cost + latency * t/min_t."""
 
     cost: float = Field(1.0, ge=0)
-    latency: float = Field(8.0, ge=0)
+    latency: float = Field(10.0, ge=0)
 
 
 class TokenEstimateConfig(_Model):

@@ -20,7 +20,7 @@ class Weights:
     """Weights of the ``weighted`` objective (docs/policy.md#6-objectives)."""
 
     cost: float = 1.0
-    latency: float = 8.0
+    latency: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,13 +176,13 @@ def test_weighted_score_normalises_by_the_smallest_non_zero_values() -> None:
     assert scores[2] == pytest.approx(0.0 + 9_000 / 1_000)  # edge: free, 9
 
 
-def test_default_weights_count_latency_eight_times_cost() -> None:
-    assert (DEFAULT_WEIGHTS.cost, DEFAULT_WEIGHTS.latency) == (1.0, 8.0)
+def test_default_weights_count_latency_ten_times_cost() -> None:
+    assert (DEFAULT_WEIGHTS.cost, DEFAULT_WEIGHTS.latency) == (1.0, 10.0)
     _, scores, _ = ranked(Objective.WEIGHTED, ALL)
     assert scores == [
-        pytest.approx(10 + 8 * 1),  # hosted 18
-        pytest.approx(1 + 8 * 3),  # gpu 25
-        pytest.approx(0 + 8 * 9),  # edge 72
+        pytest.approx(10 + 10 * 1),  # hosted 20
+        pytest.approx(1 + 10 * 3),  # gpu 31
+        pytest.approx(0 + 10 * 9),  # edge 90
     ]
 
 
