@@ -197,7 +197,9 @@ def spread(
     - ``power_of_two``: two of the equivalent candidates, picked by the CRC-32 of
       ``request_id`` (deterministic per request, spread across requests), the less loaded
       first. Robust when several router replicas decide on slightly stale loads.
-    - ``least_loaded``: the least loaded of them first.
+    - ``least_loaded``: the least loaded of them first; among equally loaded ones, the
+      first from a point picked by the CRC-32 of ``request_id`` (so router replicas that
+      see the same idle replicas do not all pick the same one).
     - ``off``: the order as it is.
 
     The chosen candidate moves to the front; the others keep their order.
@@ -219,10 +221,11 @@ def spread(
         n += 1
     if n < 2:
         return order
+    key = zlib.crc32(request_id.encode())  # only now: most plans have no equivalents
     if mode == "least_loaded":
-        pick = min(range(n), key=lambda k: (loads[order[k]], k))
+        start = key % n  # ties go round from here: replicas deciding alike do not herd
+        pick = min(range(n), key=lambda k: (loads[order[k]], (k - start) % n))
     else:
-        key = zlib.crc32(request_id.encode())  # only now: most plans have no equivalents
         a = key % n  # the first drawn wins a tie, so equal loads spread evenly
         b = (a + 1 + (key // n) % (n - 1)) % n
         pick = b if loads[order[b]] < loads[order[a]] else a

@@ -53,6 +53,22 @@ def test_least_loaded_takes_the_least_loaded_equivalent() -> None:
     assert got == {"gpu-b"}
 
 
+def test_least_loaded_spreads_ties_by_request() -> None:
+    # Equally loaded replicas: each request's hash picks where the round starts, so
+    # router replicas that see the same idle pool do not all pick its first replica.
+    idle = Counter(_primary({}, f"r{i}", spread="least_loaded") for i in range(400))
+    assert set(idle) == {"gpu-a", "gpu-b", "gpu-c", "gpu-d"}
+    assert min(idle.values()) > 50
+    # The less loaded still win: only the two idle ones are ever picked.
+    two = Counter(
+        _primary({"gpu-a": 2, "gpu-c": 1}, f"r{i}", spread="least_loaded") for i in range(400)
+    )
+    assert set(two) == {"gpu-b", "gpu-d"}
+    assert _primary({}, "same", spread="least_loaded") == _primary(
+        {}, "same", spread="least_loaded"
+    )
+
+
 def test_candidates_outside_the_tolerance_or_dearer_are_not_equivalent() -> None:
     slow = dataclasses.replace(GPU, name="gpu-slow", max_concurrency=8, priors=Priors(150.0, 20.0))
     dear = dataclasses.replace(
