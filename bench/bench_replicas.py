@@ -7,8 +7,9 @@ a backend's reported load from its own polls (``policy.load_poll_interval_s``; t
 figure is already stale when it lands, and between polls the replica adds only its own
 streams). This runs each scenario's trace through the router with ``--replicas`` router
 replicas (``hybrid-router simulate --replicas N``: a request goes to one at random) and
-each ``policy.spread`` (power_of_two, the default; least_loaded; off), with the load
-marks, and with power_of_two also without them, and prints one Markdown row per run.
+each ``policy.spread`` (power_of_two, the default until session 12; least_loaded, the
+default since; off), with the load marks, and with power_of_two also without them, and
+prints one Markdown row per run.
 "gpu split" is how unevenly the GPU replicas shared their requests ((most - fewest) /
 (most + fewest); 0 is even).
 

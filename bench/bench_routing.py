@@ -14,7 +14,7 @@ trace and seed:
     router-w8        policy.weights.latency: 8 (the default before session 12)
     router-p50       policy.ttft_estimate: p50 (the default before the p90)
     router-outq75    policy.output_estimate.enabled with quantile 0.75
-    router-least     policy.spread: least_loaded
+    router-p2c       policy.spread: power_of_two (the default before session 12)
     router-weighted  policy.objective: weighted (default weights: cost 1, latency 10; the
                      same as balanced on a trace whose requests all give a budget)
     router-fastest   policy.objective: fastest
@@ -74,7 +74,7 @@ def variants(params: Any) -> list[RouterStrategy]:
         RouterStrategy(
             name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)
         ),
-        RouterStrategy(params=r(params, spread="least_loaded"), name="router-least"),
+        RouterStrategy(params=r(params, spread="power_of_two"), name="router-p2c"),
         RouterStrategy(params=r(params, objective=Objective.WEIGHTED), name="router-weighted"),
         RouterStrategy(params=r(params, objective=Objective.FASTEST), name="router-fastest"),
     ]

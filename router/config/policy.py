@@ -93,9 +93,10 @@ class PolicyConfig(_Model):
     #: by its p90 (docs/policy.md; p25 from `hybrid-router simulate`'s scenarios).
     decode_estimate: Literal["mean", "p25", "p10"] = "p25"
     #: Spread load over equivalent candidates (same cost, budget verdict, and latency
-    #: within spread_tolerance): two picked per request, the less loaded first
-    #: (power_of_two), the least loaded (least_loaded), or none (off: the name decides).
-    spread: Literal["power_of_two", "least_loaded", "off"] = "power_of_two"
+    #: within spread_tolerance): the least loaded, ties by the request's hash
+    #: (least_loaded), two picked per request and the less loaded first (power_of_two:
+    #: for dozens of router replicas), or none (off: the name decides).
+    spread: Literal["power_of_two", "least_loaded", "off"] = "least_loaded"
     spread_tolerance: float = Field(0.2, ge=0, le=1)
 
     @model_validator(mode="after")

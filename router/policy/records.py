@@ -46,6 +46,6 @@ class PolicyParams:
     decode_estimate: str = "p25"
     #: Load spreading among equivalent candidates: power_of_two, least_loaded or off
     #: (router.policy.objectives.spread).
-    spread: str = "power_of_two"
+    spread: str = "least_loaded"
     #: Relative latency difference within which candidates count as equivalent.
     spread_tolerance: float = 0.2

@@ -33,16 +33,17 @@ def test_without_spreading_the_name_decides_between_equal_replicas() -> None:
 
 
 def test_power_of_two_spreads_equal_replicas_and_prefers_the_less_loaded() -> None:
-    idle = Counter(_primary({}, f"r{i}") for i in range(400))
+    p2c = {"spread": "power_of_two"}
+    idle = Counter(_primary({}, f"r{i}", **p2c) for i in range(400))
     assert set(idle) == {"gpu-a", "gpu-b", "gpu-c", "gpu-d"}
     assert min(idle.values()) > 50  # every replica gets a share
     # gpu-a and gpu-b busy (still below a queue, so the estimates are equal): they are
     # picked only when both candidates drawn are busy ones.
-    busy = Counter(_primary({"gpu-a": 5, "gpu-b": 5}, f"r{i}") for i in range(400))
+    busy = Counter(_primary({"gpu-a": 5, "gpu-b": 5}, f"r{i}", **p2c) for i in range(400))
     assert busy["gpu-c"] + busy["gpu-d"] > 300
     assert busy["gpu-a"] + busy["gpu-b"] > 0
     # Deterministic for a request id.
-    assert _primary({}, "same") == _primary({}, "same")
+    assert _primary({}, "same", **p2c) == _primary({}, "same", **p2c)
 
 
 def test_least_loaded_takes_the_least_loaded_equivalent() -> None:
