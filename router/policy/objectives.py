@@ -196,7 +196,8 @@ def spread(
 
     - ``power_of_two``: two of the equivalent candidates, picked by the CRC-32 of
       ``request_id`` (deterministic per request, spread across requests), the less loaded
-      first. Robust when several router replicas decide on slightly stale loads.
+      first. More robust than ``least_loaded`` when dozens of router replicas decide on
+      stale loads.
     - ``least_loaded``: the least loaded of them first; among equally loaded ones, the
       first from a point picked by the CRC-32 of ``request_id`` (so router replicas that
       see the same idle replicas do not all pick the same one).
@@ -208,14 +209,16 @@ def spread(
         return order
     first = rows[order[0]]
     tier0, cost0, lat0, meets0 = first[0].tier, first[2], first[3], first[4]
+    cost_tol = 1e-9 * max(abs(cost0), 1e-12)  # the same cost, to rounding
+    lat_tol = tolerance * max(lat0, 1e-9)
     n = 1
     for i in order[1:]:
-        r = rows[i]
+        s, _, cost, lat, meets = rows[i]
         if (
-            r[0].tier is not tier0
-            or r[4] is not meets0
-            or abs(r[2] - cost0) > 1e-9 * max(abs(cost0), 1e-12)
-            or abs(r[3] - lat0) > tolerance * max(lat0, 1e-9)
+            meets is not meets0
+            or abs(cost - cost0) > cost_tol
+            or abs(lat - lat0) > lat_tol
+            or s.tier is not tier0
         ):
             break
         n += 1
@@ -223,8 +226,15 @@ def spread(
         return order
     key = zlib.crc32(request_id.encode())  # only now: most plans have no equivalents
     if mode == "least_loaded":
-        start = key % n  # ties go round from here: replicas deciding alike do not herd
-        pick = min(range(n), key=lambda k: (loads[order[k]], (k - start) % n))
+        # The first least loaded at or after ``start``, else before it: ties go round from
+        # a point the request picks, so router replicas deciding alike do not herd.
+        window = [loads[i] for i in order[:n]]
+        low = min(window)
+        start = key % n
+        try:
+            pick = window.index(low, start)
+        except ValueError:
+            pick = window.index(low)
     else:
         a = key % n  # the first drawn wins a tie, so equal loads spread evenly
         b = (a + 1 + (key // n) % (n - 1)) % n
