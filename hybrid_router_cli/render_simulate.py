@@ -147,9 +147,12 @@ def _vs_oracle(router: Summary) -> Target:
         att += f", {_points(ORACLE_ATTAINMENT - share)} under {ORACLE_ATTAINMENT:.0%}"
     if cost is None:
         spent = "cost $0, as the oracle's" if cost_ok else f"cost {_usd(router.cost_usd)} vs $0"
-    else:
+    elif cost_ok:
         spent = f"cost {_ratio(cost)}"
-        spent += "" if cost_ok else f", {cost - ORACLE_COST:.2f}x over {ORACLE_COST:g}x"
+    else:
+        # An overrun that two decimals would show as 0.00x gets the decimals it needs.
+        digits = next((d for d in (2, 3, 4) if round(cost - ORACLE_COST, d) > 0), 4)
+        spent = f"cost {cost:.{digits}f}x, {cost - ORACLE_COST:.{digits}f}x over {ORACLE_COST:g}x"
     return Target(ORACLE, goal, share_ok and cost_ok, f"{att}; {spent}")
 
 

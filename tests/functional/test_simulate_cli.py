@@ -557,6 +557,10 @@ def test_targets_say_met_or_missed_and_by_how_much() -> None:
     assert hair["detail"][0] == (
         "attainment 98.97% of the oracle's, 0.03 points under 99%; cost 0.90x"
     )
+    # So is a cost over 1.05x by a hair: 1.05x, 0.00x over 1.05x would say nothing.
+    over = _judged(oracle=(0.90, 10.0), router=(0.895, 10.53))
+    assert over["met"][0] is False
+    assert over["detail"][0] == "attainment 99.4% of the oracle's; cost 1.053x, 0.003x over 1.05x"
 
 
 def test_targets_without_the_router_are_not_judged() -> None:
