@@ -53,6 +53,7 @@ from router.policy.objectives import (
     effective,
     order_candidates,
     spread,
+    uses_ttft,
 )
 from router.policy.records import PolicyParams
 from router.types import (
@@ -339,21 +340,15 @@ def explain(
         cost = f"cheapest (${est.cost_usd:.6f})"
         head = f"{cost} meeting {budget}" if budget else f"{cost}, no latency budget given"
     else:
-        by_ttft = ttft_b is not None and total_b is None
-        metric = "ttft" if by_ttft else "total"
-        latency = f"{est.ttft_ms if by_ttft else est.total_ms:.0f}"
+        metric = "ttft" if uses_ttft(req) else "total"
+        guess = f"est {metric} {est.ttft_ms if metric == 'ttft' else est.total_ms:.0f} ms"
         if objective is _CHEAPEST_OBJECTIVE:  # no candidate meets the budget
-            head = (
-                f"fastest (est {metric} {latency} ms); no candidate meets {budget} (budget unmet)"
-            )
+            head = f"fastest ({guess}); no candidate meets {budget} (budget unmet)"
         else:
             if objective is _FASTEST_OBJECTIVE:
-                head = f"fastest (est {metric} {latency} ms)"
+                head = f"fastest ({guess})"
             else:
-                head = (
-                    f"best weighted score {score:.3f} "
-                    f"(${est.cost_usd:.6f}, est {metric} {latency} ms)"
-                )
+                head = f"best weighted score {score:.3f} (${est.cost_usd:.6f}, {guess})"
             if budget:
                 head += f", meets {budget}" if meets else f"; misses {budget} (budget unmet)"
     plural = "" if fallbacks == 1 else "s"
