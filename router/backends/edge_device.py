@@ -85,6 +85,14 @@ class HeartbeatLoad(Backend):
     entry: DeviceView
     _seen: tuple[tuple[int, int], LoadMark] | None = None
 
+    async def poll_load(self) -> int | None:
+        # The heartbeat's figure (the directory's, for a device on another replica): no
+        # call to the device or to the replica it is linked to.
+        why = self.entry.availability()
+        if why:
+            raise BackendError(self.name, why)
+        return self.entry.state.load
+
     def load_mark(self, polled: LoadMark) -> LoadMark:
         # A directory read makes a new state of the same heartbeat: its time tells them apart.
         state = self.entry.state
@@ -150,9 +158,3 @@ class EdgeBackend(HeartbeatLoad):
         if final is None:
             raise BackendError(self.name, "stream ended early (no done event)")
         yield final
-
-    async def poll_load(self) -> int | None:
-        why = self.entry.availability()
-        if why:
-            raise BackendError(self.name, why)
-        return self.entry.state.load

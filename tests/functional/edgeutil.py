@@ -230,8 +230,8 @@ async def wait_for_device(
 async def wait_routed_to_device(
     stub: Any, backend: str = "edge-dev-1", timeout_s: float = 30.0
 ) -> None:
-    """Until a Route through ``stub`` picks ``backend`` (a relay backend turns healthy at a
-    load poll)."""
+    """Until a Route through ``stub`` picks ``backend`` (a relay backend turns healthy once
+    the directory has the device online)."""
 
     async def routed() -> bool:
         decision = await stub.Route(user_request("hi"))
@@ -239,6 +239,20 @@ async def wait_routed_to_device(
         return True
 
     await wait_until(routed, f"a Route to pick {backend}", timeout_s)
+
+
+async def assert_healthy_over_load_polls(
+    router: RouterServer, backend: str = "edge-dev-1", polls: int = 3
+) -> None:
+    """``backend`` stays healthy through the registry's load polls: a device's load is its
+    heartbeat's (through the directory for a relay backend), polled without a call to the
+    replica it is linked to."""
+    for _ in range(polls):
+        await router.registry.poll_once()
+        entry = router.registry.get(backend)
+        assert entry is not None, f"{backend} left the registry"
+        snap = entry.stats.snapshot()
+        assert snap.healthy, f"{backend} unhealthy after a load poll: {snap.detail}"
 
 
 @pytest.fixture

@@ -17,7 +17,12 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from edgeutil import edge_config, wait_for_device, wait_routed_to_device
+from edgeutil import (
+    assert_healthy_over_load_polls,
+    edge_config,
+    wait_for_device,
+    wait_routed_to_device,
+)
 from hybrid_router.v1 import model_service_pb2 as mpb
 from hybrid_router.v1 import model_service_pb2_grpc
 from hybrid_router.v1 import router_pb2 as rpb
@@ -135,6 +140,7 @@ async def test_request_to_b_is_served_through_a_over_mtls(
     await wait_for_device(b, "dev-1")
     stub_b = stub_for(channel_to(b))
     await wait_routed_to_device(stub_b, timeout_s=WAIT_S)
+    await assert_healthy_over_load_polls(b)
 
     events = await collect(
         stub_b.Generate(user_request("alpha beta", edge_affinity=rpb.EdgeAffinity(site="plant-7")))

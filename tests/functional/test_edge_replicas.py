@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import edgeutil
 import grpc
-from edgeutil import edge_config, wait_for_device, wait_routed_to_device
+from edgeutil import (
+    assert_healthy_over_load_polls,
+    edge_config,
+    wait_for_device,
+    wait_routed_to_device,
+)
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import collect, kinds, stub_for, text_of, user_request
@@ -40,7 +45,8 @@ async def test_a_request_through_the_replica_the_device_did_not_dial(
     status = await wait_for_device(b, "dev-1")  # B's view, from the directory
     assert status.router_id == "replica-a" and status.site == "plant-7"
     stub_b = stub_for(channel_to(b))
-    await wait_routed_to_device(stub_b, timeout_s=10.0)  # at B's next load poll
+    await wait_routed_to_device(stub_b, timeout_s=10.0)
+    await assert_healthy_over_load_polls(b)  # its load is the directory's, no relay call
 
     events = await collect(
         stub_b.Generate(user_request("alpha beta", edge_affinity=rpb.EdgeAffinity(site="plant-7")))
