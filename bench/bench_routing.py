@@ -19,6 +19,10 @@ trace and seed:
                      same as balanced on a trace whose requests all give a budget)
     router-fastest   policy.objective: fastest
 
+and, on ``long-prompts``, ``router-no-prefill``: the router whose configuration gives no
+``priors.prefill_tokens_per_s`` (as before the setting), on the same backends and trace
+(its own run of the same oracle, whose figures are the same).
+
 and prints one Markdown table per scenario, the targets' verdict (``hybrid-router
 simulate``'s own checks), and the simulator's speed (``--speed-requests`` requests of the
 router alone, one process, one core).
@@ -43,7 +47,7 @@ from hybrid_router_cli.render_simulate import targets, verdict_line
 from router.config import OutputEstimateConfig
 from router.policy.records import Weights
 from router.simulation import RouterStrategy, Simulation, compare
-from router.simulation.scenarios import SCENARIOS, build
+from router.simulation.scenarios import SCENARIOS, build, prefill_fleet
 from router.simulation.strategies import STRATEGIES
 from router.types import Objective
 
@@ -123,6 +127,10 @@ def main() -> int:
         fleet, trace = build(name, args.requests, args.seed)
         t0 = time.perf_counter()
         res = compare(fleet, trace, [*STRATEGIES, *variants(fleet.params)], seed=args.seed)
+        if name == "long-prompts":
+            blind = RouterStrategy(name="router-no-prefill")
+            more = compare(prefill_fleet(router_knows=False), trace, [blind], seed=args.seed)
+            res.summaries[blind.name] = more.summaries[blind.name]
         print(
             f"\n### {name}: {SCENARIOS[name].about} ({args.requests:,} requests, "
             f"{time.perf_counter() - t0:.0f} s)\n",

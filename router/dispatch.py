@@ -38,7 +38,8 @@ from router.errors import (
     StreamInterrupted,
 )
 from router.output_lengths import OutputLengths
-from router.policy.estimate import cost_usd
+from router.policy.estimate import cost_usd, ttft_sample_ms
+from router.policy.filters import prompt_count
 from router.records import policy_params
 from router.registry import BackendRegistry, Entry
 from router.security.tenants import TenantAccess
@@ -352,11 +353,7 @@ class Dispatcher:
         if final is not None and final.input_tokens is not None:
             input_tokens = final.input_tokens
         else:
-            fitted = feats.fitted
-            if fitted is not None and spec.name in fitted:
-                counted = fitted[spec.name].tokens
-            else:
-                counted = feats.prompt_tokens[spec.tokenizer_id]
+            counted = prompt_count(feats, spec)
             input_tokens = counted.tokens
             estimated = not counted.exact
         if final is not None and final.output_tokens is not None:
@@ -518,7 +515,14 @@ class _Attempt:
         """After the first token: record the failure; the incomplete Usage."""
         assert self.first_at is not None
         stats = self.entry.stats
-        stats.record_first_token((self.first_at - self.start) * 1000.0)
+        spec = self.entry.spec
+        stats.record_first_token(
+            ttft_sample_ms(
+                spec.priors,
+                prompt_count(feats, spec).tokens,
+                (self.first_at - self.start) * 1000.0,
+            )
+        )
         stats.record_failure(
             exc.error_class, exc.retry_after_s, message=f"after the first token: {exc.reason}"
         )
@@ -598,7 +602,15 @@ class _Attempt:
         # Time spent in the backend's own queue is load, which the estimate adds from
         # the live queue; keep it out of the TTFT and service-time samples.
         queued_ms = final.queue_ms or 0.0
-        stats.record_first_token(max(0.0, (first_at - start) * 1000.0 - queued_ms))
+        spec = self.entry.spec
+        prompt = final.input_tokens
+        if prompt is None:
+            prompt = prompt_count(feats, spec).tokens
+        # ... and so is the prompt's own prefill, which each estimate adds for its prompt
+        # (when the backend's priors give a prefill rate; router.policy.estimate).
+        stats.record_first_token(
+            ttft_sample_ms(spec.priors, prompt, (first_at - start) * 1000.0 - queued_ms)
+        )
         stats.record_success(
             max(0.0, (end - start) * 1000.0 - queued_ms),
             output_tokens,

@@ -264,6 +264,11 @@ class Priors:
     #: The first-token time one request in ten exceeds (``policy.ttft_estimate: p90``);
     #: 0: ``PRIOR_TTFT_P90_FACTOR`` x ``ttft_ms``.
     ttft_p90_ms: float = 0.0
+    #: Prompt tokens the backend reads per second before its first token (prefill); 0:
+    #: not modelled (the TTFT figures include a typical prompt's). When set, TTFT samples
+    #: are kept without the request's own prefill and each estimate adds its prompt's
+    #: (:func:`router.policy.estimate.prefill_ms`).
+    prefill_tokens_per_s: float = 0.0
 
     def ttft_p90(self) -> float:
         """The TTFT p90 a backend without samples is judged by (``ttft_estimate: p90``)."""

@@ -365,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="milliseconds before the first token (default: %(default)s)",
     )
     scripted.add_argument(
+        "--prefill-tokens-per-s",
+        type=float,
+        default=0.0,
+        help="prompt tokens read per second before the first token, on top of --ttft-ms; "
+        "0: the prompt's length adds nothing (default: %(default)s)",
+    )
+    scripted.add_argument(
         "--tokens-per-s",
         type=float,
         default=0.0,
@@ -392,6 +399,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
             context_window=args.context_window,
             max_concurrency=args.max_concurrency,
             ttft_ms=args.ttft_ms,
+            prefill_tokens_per_s=args.prefill_tokens_per_s,
             tokens_per_s=args.tokens_per_s,
             reply_tokens=args.reply_tokens,
         )

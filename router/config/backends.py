@@ -19,6 +19,9 @@ class PriorsConfig(_Model):
     #: Judged by policy.ttft_estimate: p90 until the backend has samples; default (None):
     #: PRIOR_TTFT_P90_FACTOR (2) x ttft_ms.
     ttft_p90_ms: float | None = Field(None, gt=0)
+    #: Prompt tokens read per second before the first token (prefill); None: not modelled
+    #: (ttft_ms includes a typical prompt's). Set: TTFT grows with the prompt (docs/policy.md).
+    prefill_tokens_per_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _p90_above_p50(self) -> Self:
@@ -31,7 +34,12 @@ class PriorsConfig(_Model):
         return self
 
     def to_priors(self) -> Priors:
-        return Priors(self.ttft_ms, self.decode_tokens_per_s, self.ttft_p90_ms or 0.0)
+        return Priors(
+            self.ttft_ms,
+            self.decode_tokens_per_s,
+            self.ttft_p90_ms or 0.0,
+            self.prefill_tokens_per_s or 0.0,
+        )
 
 
 class CostConfig(_Model):

@@ -10,7 +10,12 @@ docs/policy.md.
     plan = router.policy.plan(features, [(spec, stats.snapshot()), ...], params, now)
 """
 
-from router.policy.estimate import cost_usd, gpu_cost_per_output_token
+from router.policy.estimate import (
+    cost_usd,
+    gpu_cost_per_output_token,
+    prefill_ms,
+    ttft_sample_ms,
+)
 from router.policy.filters import FILTERS, RequestFilter
 from router.policy.objectives import TIER_ORDER, meets_budget, rank
 from router.policy.planner import explain, plan
@@ -27,5 +32,7 @@ __all__ = [
     "gpu_cost_per_output_token",
     "meets_budget",
     "plan",
+    "prefill_ms",
     "rank",
+    "ttft_sample_ms",
 ]

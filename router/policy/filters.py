@@ -74,6 +74,15 @@ def prompt_tokens_for(features: Features, tokenizer_id: str) -> TokenCount:
     return _NO_TOKENS
 
 
+def prompt_count(features: Features, spec: BackendSpec) -> TokenCount:
+    """The prompt token count for ``spec``: its fitted session prompt, else its
+    tokenizer's count (:func:`prompt_tokens_for`)."""
+    fitted = features.fitted
+    if fitted is not None and spec.name in fitted:
+        return fitted[spec.name].tokens
+    return prompt_tokens_for(features, spec.tokenizer_id)
+
+
 class RequestFilter:
     """The hard filters for one request (built once, then ``check`` per backend)."""
 
@@ -89,7 +98,6 @@ class RequestFilter:
         "_family",
         "_capabilities",
         "_data_class",
-        "_counts",
         "_payload",
         "_site",
         "_device",
@@ -110,19 +118,13 @@ class RequestFilter:
         self._family = req.model_family.casefold()
         self._capabilities = req.capabilities
         self._data_class = req.data_class
-        self._counts = features.prompt_tokens
         self._payload = features.payload_bytes
         self._site = req.site
         self._device = req.device_id
 
     def prompt_tokens(self, spec: BackendSpec) -> TokenCount:
-        """The prompt token count for ``spec`` (its fitted session prompt, else its
-        tokenizer's count: :func:`prompt_tokens_for`)."""
-        fitted = self.features.fitted
-        if fitted is not None and spec.name in fitted:
-            return fitted[spec.name].tokens
-        tc = self._counts.get(spec.tokenizer_id)
-        return tc if tc is not None else prompt_tokens_for(self.features, spec.tokenizer_id)
+        """The prompt token count for ``spec`` (:func:`prompt_count`)."""
+        return prompt_count(self.features, spec)
 
     def payload_bytes(self, spec: BackendSpec) -> int:
         fitted = self.features.fitted

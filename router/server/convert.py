@@ -486,5 +486,6 @@ def backend_status(
             ttft_ms=spec.priors.ttft_ms,
             decode_tokens_per_s=spec.priors.decode_tokens_per_s,
             ttft_p90_ms=spec.priors.ttft_p90(),
+            prefill_tokens_per_s=spec.priors.prefill_tokens_per_s,
         ),
     )

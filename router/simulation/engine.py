@@ -35,7 +35,7 @@ from typing import Any, Protocol, cast
 
 from router.config import PolicyConfig
 from router.errors import ConfigError, ErrorClass
-from router.policy import cost_usd
+from router.policy import cost_usd, ttft_sample_ms
 from router.simulation.fleet import BackendModel, Fleet
 from router.simulation.trace import TraceRequest
 from router.stats import BackendStats, Samples, samples_for
@@ -125,7 +125,7 @@ class _Request:
     def draw(self, backend: int) -> tuple[float, float, float]:
         d = self.drawn[backend]
         if d is None:
-            d = self.drawn[backend] = self.truth.of(self.index, backend)
+            d = self.drawn[backend] = self.truth.of(self.index, backend, self.tr.prompt_tokens)
         return d
 
 
@@ -176,7 +176,8 @@ def _mix(x: int) -> int:
 
 class Truth:
     """What each request really sees on each backend: (TTFT ms when a slot is free,
-    decode tokens/s, a uniform for the error draw), log-normal around the fleet's medians.
+    decode tokens/s, a uniform for the error draw), log-normal around the fleet's medians;
+    the TTFT plus the prompt's prefill where the backend has a ``prefill_tokens_per_s``.
 
     A pure function of (seed, request index, backend index) (counter-based draws: a
     hash, not a stream), so a strategy computes only the backends it tries, and every
@@ -191,8 +192,13 @@ class Truth:
             m = fleet.models[spec.name]
             sigma = math.log(m.ttft_p90_ms / m.ttft_ms) / _Z90 if m.ttft_p90_ms > m.ttft_ms else 0.0
             self.params.append((m.ttft_ms, sigma, m.decode_tokens_per_s, m.decode_spread))
+        #: ms per prompt token before the first token, per backend (0: not modelled).
+        self.prefill_ms_per_token = [
+            1000.0 / m.prefill_tokens_per_s if m.prefill_tokens_per_s > 0 else 0.0
+            for m in (fleet.models[spec.name] for spec in fleet.specs)
+        ]
 
-    def of(self, index: int, backend: int) -> tuple[float, float, float]:
+    def of(self, index: int, backend: int, prompt_tokens: int = 0) -> tuple[float, float, float]:
         ttft, sigma, rate, spread = self.params[backend]
         h1 = _mix(self.key ^ (index * 1024 + backend))
         h2 = _mix(h1)
@@ -201,7 +207,8 @@ class Truth:
         r = math.sqrt(-2.0 * math.log(((h1 >> 11) + 1) * _U53))
         theta = _TWO_PI * (h2 >> 11) * _U53
         return (
-            ttft * math.exp(sigma * r * math.cos(theta)) if sigma else ttft,
+            (ttft * math.exp(sigma * r * math.cos(theta)) if sigma else ttft)
+            + prompt_tokens * self.prefill_ms_per_token[backend],
             rate * math.exp(spread * r * math.sin(theta)) if spread else rate,
             (h3 >> 11) * _U53,
         )
@@ -494,7 +501,9 @@ class Simulation:
         ttft_ms = (att.first_at - att.dispatched) * 1000.0
         total_ms = (now - att.dispatched) * 1000.0
         st = att.st
-        st.record_first_token(max(0.0, ttft_ms - queued_ms))
+        # as dispatch records it: without the queue, and without the prompt's prefill where
+        # the router's priors give a rate
+        st.record_first_token(ttft_sample_ms(b.spec.priors, tr.prompt_tokens, ttft_ms - queued_ms))
         st.record_success(
             max(0.0, total_ms - queued_ms), tr.output_tokens, (now - att.first_at) * 1000.0
         )
@@ -548,7 +557,13 @@ class Simulation:
             # Cut after its first token: the answer ends short (no continuation).
             self._release(att)
             st = att.st
-            st.record_first_token((att.first_at - att.dispatched) * 1000.0)
+            st.record_first_token(
+                ttft_sample_ms(
+                    b.spec.priors,
+                    att.req.tr.prompt_tokens,
+                    (att.first_at - att.dispatched) * 1000.0,
+                )
+            )
             st.record_failure(ErrorClass.RETRYABLE, message="outage")
             st.end()
             req = att.req

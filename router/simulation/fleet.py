@@ -78,6 +78,10 @@ class BackendBehaviour(_Model):
     #: A load poll's round trip, ms (backends that report their load): the figure as the
     #: poll went out reaches the router this much later. 0: at once.
     poll_ms: float = Field(0.0, ge=0, le=60_000)
+    #: Prompt tokens read per second before the first token: a request's TTFT is its
+    #: draw plus its prompt at this rate. Default: the backend's
+    #: ``priors.prefill_tokens_per_s`` (unset there too: the prompt adds nothing).
+    prefill_tokens_per_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> BackendBehaviour:
@@ -126,6 +130,8 @@ class BackendModel:
     throttle: tuple[tuple[float, float, float], ...] = ()
     reports_load: bool = False
     poll_ms: float = 0.0
+    #: 0: the prompt's length adds nothing to the TTFT.
+    prefill_tokens_per_s: float = 0.0
 
     def down_at(self, t: float) -> tuple[float, float] | None:
         for w in self.outages:
@@ -177,6 +183,11 @@ def model_for(spec: BackendSpec, b: BackendBehaviour | None) -> BackendModel:
         throttle=tuple(sorted((w.from_s, w.to_s, w.retry_after_s) for w in b.throttle)),
         reports_load=spec.kind in REPORTING_KINDS or spec.tier is Tier.EDGE,
         poll_ms=b.poll_ms,
+        prefill_tokens_per_s=(
+            b.prefill_tokens_per_s
+            if b.prefill_tokens_per_s is not None
+            else spec.priors.prefill_tokens_per_s
+        ),
     )
 
 

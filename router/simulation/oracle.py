@@ -84,7 +84,7 @@ def run_bound(
         best: tuple[tuple[int, float, float], BackendSpec, float, float, float] | None = None
         for spec in specs:
             model = fleet.models[spec.name]
-            ttft_ms, rate, u = truth.of(i, index[spec.name])
+            ttft_ms, rate, u = truth.of(i, index[spec.name], tr.prompt_tokens)
             if u < model.error_rate:
                 continue
             service = ttft_ms / 1000.0 + tr.output_tokens / rate

@@ -372,6 +372,70 @@ def _conversations(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
     return reference_fleet(), out
 
 
+#: Prompt tokens each backend of the reference fleet reads per second before its first
+#: token, in the ``long-prompts`` scenario (illustrative: a 1B model on a device's CPU, an
+#: 8B model on one GPU busy decoding, two hosted APIs).
+PREFILL_TOKENS_PER_S = {
+    "edge-a": 300.0,
+    "edge-b": 300.0,
+    "gpu-a": 5000.0,
+    "gpu-b": 5000.0,
+    "hosted-mini": 20000.0,
+    "hosted-large": 10000.0,
+}
+
+#: The ``long-prompts`` mix: (share, prompt tokens low, high (log-uniform), answer median,
+#: ttft budget, total budget, data class). Prompts from a chat turn to a long document.
+LONG_MIX: tuple[tuple[float, int, int, int, float | None, float, DataClass], ...] = (
+    (0.30, 100, 800, 120, 1000.0, 8000.0, DataClass.INTERNAL),  # chat
+    (0.40, 1500, 12_000, 200, 2500.0, 12_000.0, DataClass.INTERNAL),  # retrieval-augmented
+    (0.20, 15_000, 60_000, 300, 8000.0, 25_000.0, DataClass.INTERNAL),  # a document
+    (0.10, 1000, 10_000, 150, None, 15_000.0, DataClass.RESTRICTED),  # private documents
+)
+_LONG_CUM = [sum(m[0] for m in LONG_MIX[: i + 1]) for i in range(len(LONG_MIX))]
+
+
+def prefill_fleet(router_knows: bool = True) -> Fleet:
+    """The reference fleet whose backends take :data:`PREFILL_TOKENS_PER_S` to read a
+    prompt; with ``router_knows`` its router configuration gives those rates as
+    ``priors.prefill_tokens_per_s`` (else the router judges TTFT without the prompt's
+    length, as before the setting existed)."""
+    router = reference_router()
+    behaviour = reference_behaviour()
+    for backend in router["backends"]:
+        rate = PREFILL_TOKENS_PER_S[backend["name"]]
+        behaviour[backend["name"]]["prefill_tokens_per_s"] = rate
+        if router_knows:
+            backend["priors"] = {**backend["priors"], "prefill_tokens_per_s": rate}
+    return _fleet(router, behaviour)
+
+
+def _long_request(rng: random.Random, at: float) -> TraceRequest:
+    u = rng.random()
+    k = next(i for i, c in enumerate(_LONG_CUM) if u <= c)
+    _, low, high, answer, ttft_b, total_b, dc = LONG_MIX[k]
+    prompt = int(math.exp(rng.uniform(math.log(low), math.log(high))))
+    out = max(1, int(answer * math.exp(0.5 * rng.gauss(0.0, 1.0))))
+    return TraceRequest(
+        at_s=at,
+        prompt_tokens=prompt,
+        output_tokens=out,
+        max_output_tokens=max(out, answer * 2),
+        data_class=dc,
+        ttft_budget_ms=ttft_b,
+        total_budget_ms=total_b,
+    )
+
+
+def _long_prompts(n: int, seed: int) -> tuple[Fleet, list[TraceRequest]]:
+    """Prompts from 100 to 60,000 tokens on backends that read them at their own rate
+    (:data:`PREFILL_TOKENS_PER_S`): where a prompt can go within a TTFT budget depends on
+    its length."""
+    rng = random.Random(seed)
+    trace = [_long_request(rng, t) for t in _arrivals(rng, n, lambda t: BASE_RATE, BASE_RATE)]
+    return prefill_fleet(), trace
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -400,6 +464,11 @@ SCENARIOS: dict[str, Scenario] = {
             "gpu-fleet",
             "4x the steady traffic on 32 GPU replicas of 4 slots: router replicas herd",
             _gpu_fleet,
+        ),
+        Scenario(
+            "long-prompts",
+            "prompts of 100-60,000 tokens; TTFT grows with the prompt (prefill)",
+            _long_prompts,
         ),
     )
 }

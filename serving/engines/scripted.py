@@ -105,6 +105,7 @@ class ScriptedEngine(Engine):
         max_concurrency: int = 8,
         ttft_ms: float = 0.0,
         tokens_per_s: float = 0.0,
+        prefill_tokens_per_s: float = 0.0,
         reply_tokens: int | None = None,
         fail_before_first_token: str | None = None,
         fail_after_tokens: int | None = None,
@@ -116,8 +117,8 @@ class ScriptedEngine(Engine):
             raise ValueError("context_window: must be > 0")
         if max_concurrency <= 0:
             raise ValueError("max_concurrency: must be > 0")
-        if ttft_ms < 0 or tokens_per_s < 0:
-            raise ValueError("ttft_ms and tokens_per_s: must be >= 0")
+        if ttft_ms < 0 or tokens_per_s < 0 or prefill_tokens_per_s < 0:
+            raise ValueError("ttft_ms, tokens_per_s and prefill_tokens_per_s: must be >= 0")
         if fail_before_first_token not in (None, *ERROR_CLASSES):
             raise ValueError(f"fail_before_first_token: must be one of {ERROR_CLASSES} or None")
         if fail_after_requests is not None and (
@@ -139,6 +140,9 @@ class ScriptedEngine(Engine):
         )
         self.ttft_ms = ttft_ms
         self.tokens_per_s = tokens_per_s
+        #: Prompt tokens read per second before the first token (on top of ttft_ms); 0:
+        #: the first token after ttft_ms whatever the prompt.
+        self.prefill_tokens_per_s = prefill_tokens_per_s
         self.reply_tokens = reply_tokens
         self.fail_before_first_token = fail_before_first_token
         self.fail_after_tokens = fail_after_tokens
@@ -201,8 +205,11 @@ class ScriptedEngine(Engine):
                     f"scripted failure: only the first {limit_requests} request(s) are served",
                     "unavailable",
                 )
-            if self.ttft_ms > 0:
-                await self._sleep(self.ttft_ms / 1000.0)
+            first_ms = self.ttft_ms
+            if self.prefill_tokens_per_s > 0:
+                first_ms += input_tokens / self.prefill_tokens_per_s * 1000.0
+            if first_ms > 0:
+                await self._sleep(first_ms / 1000.0)
             if structured is None:
                 # A continued turn goes on where its text stops: the reply to the message
                 # before it, from the word after the ones already written.

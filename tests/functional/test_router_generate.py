@@ -435,6 +435,35 @@ async def test_list_backends_reports_live_stats(model_server, start_router, chan
     assert status.ttft_p50_ms > 0 and not status.from_priors
 
 
+async def test_a_prefill_rate_keeps_ttft_samples_without_their_prompt_and_adds_each_prompts(
+    model_server, start_router, channel_to
+):
+    # A real model server whose first token comes after 20 ms plus the prompt at 4,000
+    # tokens a second: a 2,000-word prompt waits about half a second more.
+    engine = ScriptedEngine(reply_tokens=1, ttft_ms=20, prefill_tokens_per_s=4000)
+    priors = {"ttft_ms": 20, "decode_tokens_per_s": 100, "prefill_tokens_per_s": 4000}
+    router = await start_router(
+        [ms_backend("a", "gpu", await model_server(engine), priors=priors)],
+        policy={"min_samples": 2},
+    )
+    stub = stub_for(channel_to(router))
+    long_text = " ".join(["word"] * 2000)
+    for text in (long_text, long_text, "short"):
+        events = await collect(stub.Generate(user_request(text)))
+        assert events[-1].usage.complete
+    (status,) = (await stub.ListBackends(rpb.ListBackendsRequest())).backends
+    assert status.requests == 3 and not status.from_priors
+    assert status.priors.prefill_tokens_per_s == 4000
+    # Two of the three answers waited >= 500 ms for their first token; the window keeps
+    # each without its own prompt's prefill, so its median is the 20 ms (plus overhead).
+    assert status.ttft_p50_ms < 400, status
+    # Each estimate adds its own prompt's prefill to that.
+    long_plan = await stub.Route(user_request(long_text))
+    short_plan = await stub.Route(user_request("short"))
+    long_est, short_est = long_plan.candidates[0].estimate, short_plan.candidates[0].estimate
+    assert long_est.ttft_ms >= short_est.ttft_ms + 400, (long_est, short_est)
+
+
 async def test_circuit_opens_after_failures(model_server, start_router, channel_to):
     broken = ScriptedEngine(fail_before_first_token="unavailable")
     good = ScriptedEngine(reply_tokens=1)

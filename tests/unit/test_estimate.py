@@ -7,13 +7,15 @@ import math
 
 import pytest
 
-from router.config import BackendConfig
+from router.config import BackendConfig, parse_config
 from router.errors import ConfigError
 from router.policy.estimate import (
     QUEUE_WAIT_TAIL,
     cost_usd,
     estimate,
     gpu_cost_per_output_token,
+    prefill_ms,
+    ttft_sample_ms,
 )
 from router.policy.planner import _inline_twin
 from router.types import (
@@ -69,6 +71,48 @@ LIVE = BackendSnapshot(
     decode_tokens_per_s=100.0,
     mean_service_ms=2000.0,
 )
+
+
+PREFILL = Priors(ttft_ms=200.0, decode_tokens_per_s=50.0, prefill_tokens_per_s=2000.0)
+
+
+def test_prefill_adds_the_prompt_at_the_priors_rate_to_ttft_and_total() -> None:
+    spec = make_spec(priors=PREFILL)
+    without = estimate(make_spec(), BackendSnapshot("gpu-a"), PROMPT, 100, min_samples=3)
+    est = estimate(spec, BackendSnapshot("gpu-a"), PROMPT, 100, min_samples=3)
+    # 1,000 prompt tokens at 2,000/s: half a second more to the first token (and total)
+    assert est.ttft_ms == pytest.approx(without.ttft_ms + 500.0)
+    assert est.total_ms == pytest.approx(without.total_ms + 500.0)
+    assert est.cost_usd == without.cost_usd and est.queue_wait_ms == without.queue_wait_ms
+    # on live samples (kept without their own prefill) as on priors; a longer prompt more
+    live = estimate(spec, LIVE, TokenCount(4000, False), 100, min_samples=3)
+    assert live.ttft_ms == pytest.approx(80.0 + 2000.0)
+    assert prefill_ms(PREFILL, 4000) == pytest.approx(2000.0)
+
+
+def test_without_a_prefill_rate_the_prompt_adds_nothing() -> None:
+    assert prefill_ms(make_spec().priors, 50_000) == 0.0
+    assert ttft_sample_ms(make_spec().priors, 50_000, 812.5) == 812.5
+
+
+def test_a_ttft_sample_is_kept_without_its_own_prefill_and_never_below_zero() -> None:
+    assert ttft_sample_ms(PREFILL, 1000, 900.0) == pytest.approx(400.0)
+    assert ttft_sample_ms(PREFILL, 10_000, 900.0) == 0.0  # faster than the rate says
+
+
+def test_priors_prefill_rate_is_configured_and_validated() -> None:
+    backend = {"name": "g", "tier": "gpu", "kind": "model_service", "endpoint": "h:1"}
+    backend |= {"model": "m", "context_window": 8192}
+
+    def spec_of(priors: dict[str, float]) -> BackendSpec:
+        config = parse_config({"backends": [{**backend, "priors": priors}]}, source="r.yaml")
+        return config.backends[0].to_spec()
+
+    assert spec_of({"prefill_tokens_per_s": 8000}).priors.prefill_tokens_per_s == 8000.0
+    assert spec_of({}).priors.prefill_tokens_per_s == 0.0  # not modelled
+    with pytest.raises(ConfigError) as err:
+        spec_of({"prefill_tokens_per_s": 0})
+    assert "backends[0](g).priors.prefill_tokens_per_s: must be > 0" in str(err.value)
 
 
 def test_priors_are_used_without_live_data() -> None:

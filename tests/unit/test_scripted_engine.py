@@ -9,7 +9,7 @@ from testkit import FakeClock, collect, wait_until
 
 from serving.engines import create_engine
 from serving.engines.base import EngineError, EngineLoad, EngineRequest
-from serving.engines.scripted import ScriptedEngine
+from serving.engines.scripted import ScriptedEngine, count_scripted_tokens
 
 
 def request(
@@ -105,6 +105,23 @@ async def test_ttft_and_rate_follow_the_injected_clock() -> None:
     assert clock() == pytest.approx(1000.55)
     assert chunks[-1].queue_ms == 0.0
     assert engine.load().decode_tokens_per_s == 10.0
+
+
+async def test_prefill_adds_the_prompt_at_its_rate_to_the_first_token() -> None:
+    clock = FakeClock(1000.0)
+    engine = ScriptedEngine(ttft_ms=100, prefill_tokens_per_s=1000, sleep=clock.sleep, clock=clock)
+    short = EngineRequest("s", (("user", "a b"),), 1)
+    long = EngineRequest("l", (("user", " ".join(["w"] * 2000)),), 1)
+    await collect(engine.generate(short))
+    await collect(engine.generate(long))
+    prompts = [count_scripted_tokens(r.messages) for r in (short, long)]
+    assert clock.sleeps == pytest.approx([0.1 + n / 1000 for n in prompts])
+    assert clock.sleeps[1] > 2.0  # 2,000 words of prompt: two seconds more
+
+
+def test_a_negative_prefill_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="prefill_tokens_per_s"):
+        ScriptedEngine(prefill_tokens_per_s=-1)
 
 
 async def test_rate_does_not_drift_when_the_consumer_is_slow() -> None:

@@ -152,6 +152,60 @@ def test_a_hand_computed_trace_is_reproduced_exactly() -> None:
     }
 
 
+def _prefill_fleet(router_knows: bool):
+    """The two-backend fleet whose GPU reads 1,000 prompt tokens a second and the hosted
+    model 20,000; with ``router_knows`` the router's priors give those rates."""
+    fleet = _two_backend_fleet()
+    doc = fleet.document
+    assert doc is not None
+    router_cfg = json.loads(json.dumps(doc["router"]))
+    behaviour = json.loads(json.dumps(doc["backends"]))
+    for backend in router_cfg["backends"]:
+        rate = 1000.0 if backend["name"] == "gpu" else 20_000.0
+        behaviour[backend["name"]]["prefill_tokens_per_s"] = rate
+        if router_knows:
+            backend["priors"]["prefill_tokens_per_s"] = rate
+    return parse_fleet({"router": router_cfg, "backends": behaviour}, source="test fleet")
+
+
+PROMPTS = [
+    # 2,000 prompt tokens: 2 s of prefill on the GPU, 0.1 s on the hosted model
+    TraceRequest(at_s=0.0, prompt_tokens=2000, output_tokens=10, ttft_budget_ms=1000.0),
+    # 100 prompt tokens (after r0 is done): 0.1 s on the GPU
+    TraceRequest(at_s=10.0, prompt_tokens=100, output_tokens=10, ttft_budget_ms=1000.0),
+]
+
+
+def test_a_prompts_prefill_is_hand_computed_into_its_ttft_and_the_routers_estimate() -> None:
+    fleet = _prefill_fleet(router_knows=True)
+    # The truth: TTFT = draw (no spread: the median) + prompt / rate.
+    out = Simulation(fleet, seed=7).run(PROMPTS, STRATEGIES["always-cheapest"]())
+    assert [o.backend for o in out] == ["gpu", "gpu"]
+    assert [o.ttft_ms for o in out] == pytest.approx([100.0 + 2000.0, 100.0 + 100.0])
+    assert [o.total_ms for o in out] == pytest.approx([2100.0 + 1000.0, 200.0 + 1000.0])
+    # The router's estimate adds the prompt's prefill: r0 on the GPU is 2,100 ms > 1,000,
+    # the hosted model 500 + 100 = 600 ms: hosted. r1 on the GPU: 100 + 100 = 200 ms.
+    sim = Simulation(fleet, seed=7)
+    out = sim.run(PROMPTS, RouterStrategy())
+    assert [o.backend for o in out] == ["hosted", "gpu"]
+    assert [o.ttft_ms for o in out] == pytest.approx([600.0, 200.0])
+    # Each TTFT sample is kept without its own prompt's prefill (as dispatch keeps it).
+    gpu_stats, hosted_stats = sim.views[0]
+    assert gpu_stats.ttft_quantile(0.5) == pytest.approx(100.0)
+    assert hosted_stats.ttft_quantile(0.5) == pytest.approx(500.0)
+    # The oracle and the bound read the same truth.
+    assert [o.ttft_ms for o in run_bound(fleet, PROMPTS, seed=7)] == pytest.approx([600.0, 200.0])
+
+
+def test_a_router_without_the_prefill_rates_sends_a_long_prompt_where_it_misses() -> None:
+    fleet = _prefill_fleet(router_knows=False)
+    out = Simulation(fleet, seed=7).run(PROMPTS, RouterStrategy())
+    # Judged by its 100 ms prior alone, the GPU takes r0: its true TTFT is 2,100 ms.
+    assert [o.backend for o in out] == ["gpu", "gpu"]
+    assert [o.ttft_ms for o in out] == pytest.approx([2100.0, 200.0])
+    assert [meets(r, o) for r, o in zip(PROMPTS, out, strict=True)] == [False, True]
+
+
 def test_misses_are_grouped_by_budgets_backend_how_and_the_oracles_choice() -> None:
     from router.simulation.engine import Outcome
     from router.simulation.misses import MissGroup, miss_report
@@ -419,6 +473,11 @@ def test_fleet_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"backends.gpu: outages: each is \[start_s, end_s\]"):
         parse_fleet(
             {"router": router_cfg, "backends": {"gpu": {"outages": [[5, 1]]}}}, source="f.yaml"
+        )
+    with pytest.raises(ConfigError, match=r"backends.gpu.prefill_tokens_per_s: must be > 0"):
+        parse_fleet(
+            {"router": router_cfg, "backends": {"gpu": {"prefill_tokens_per_s": 0}}},
+            source="f.yaml",
         )
     with pytest.raises(ConfigError, match="give exactly one of config"):
         parse_fleet({"backends": {}}, source="f.yaml")

@@ -306,14 +306,16 @@ class Prices(_message.Message):
     def __init__(self, input_per_mtok_usd: _Optional[float] = ..., output_per_mtok_usd: _Optional[float] = ..., gpu_hourly_usd: _Optional[float] = ..., edge_per_mtok_usd: _Optional[float] = ..., source: _Optional[str] = ..., gpu_throughput_tokens_per_s: _Optional[float] = ..., gpu_utilization: _Optional[float] = ..., gpu_prefill_ratio: _Optional[float] = ...) -> None: ...
 
 class Priors(_message.Message):
-    __slots__ = ("ttft_ms", "decode_tokens_per_s", "ttft_p90_ms")
+    __slots__ = ("ttft_ms", "decode_tokens_per_s", "ttft_p90_ms", "prefill_tokens_per_s")
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     TTFT_P90_MS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     ttft_ms: float
     decode_tokens_per_s: float
     ttft_p90_ms: float
-    def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class BackendStatus(_message.Message):
     __slots__ = ("name", "tier", "kind", "endpoint", "model", "model_family", "context_window", "max_payload_bytes", "prices", "data_classes", "max_concurrency", "healthy", "circuit", "in_flight", "queue_depth", "ttft_p50_ms", "ttft_p90_ms", "decode_tokens_per_s", "error_rate", "requests", "failures", "from_priors", "capabilities", "site", "device_id", "detail", "last_error", "last_error_unix_ms", "priors", "decode_from_priors")
