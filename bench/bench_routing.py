@@ -19,9 +19,10 @@ trace and seed:
                      same as balanced on a trace whose requests all give a budget)
     router-fastest   policy.objective: fastest
 
-and, on ``long-prompts``, ``router-no-prefill``: the router whose configuration gives no
-``priors.prefill_tokens_per_s`` (as before the setting), on the same backends and trace
-(its own run of the same oracle, whose figures are the same).
+and, on ``long-prompts``, on the same backends and trace: ``router-no-priors``, the
+router whose configuration gives no ``priors.prefill_tokens_per_s`` (the model servers
+and devices still report their rates; the hosted APIs do not), and
+``router-no-prefill``, neither (the router before session 13).
 
 and prints one Markdown table per scenario, the targets' verdict (``hybrid-router
 simulate``'s own checks), and the simulator's speed (``--speed-requests`` requests of the
@@ -47,6 +48,7 @@ from hybrid_router_cli.render_simulate import targets, verdict_line
 from router.config import OutputEstimateConfig
 from router.policy.records import Weights
 from router.simulation import RouterStrategy, Simulation, compare
+from router.simulation.report import against_oracle, summarize
 from router.simulation.scenarios import SCENARIOS, build, prefill_fleet
 from router.simulation.strategies import STRATEGIES
 from router.types import Objective
@@ -82,6 +84,19 @@ def variants(params: Any) -> list[RouterStrategy]:
         RouterStrategy(params=r(params, objective=Objective.WEIGHTED), name="router-weighted"),
         RouterStrategy(params=r(params, objective=Objective.FASTEST), name="router-fastest"),
     ]
+
+
+def without_prefill_rates(trace: Any, seed: int, oracle: Any) -> dict[str, Any]:
+    """``router-no-priors`` and ``router-no-prefill`` on ``long-prompts`` (module doc)."""
+    fleet = prefill_fleet(router_knows=False)
+    out = {}
+    for name, reports in (("router-no-priors", True), ("router-no-prefill", False)):
+        t0 = time.perf_counter()
+        sim = Simulation(fleet, seed, prefill_reports=reports)
+        outcomes = sim.run(trace, RouterStrategy(name=name))
+        out[name] = summarize(name, trace, outcomes, time.perf_counter() - t0)
+    against_oracle(list(out.values()), oracle)
+    return out
 
 
 def _pct(x: float | None) -> str:
@@ -128,9 +143,7 @@ def main() -> int:
         t0 = time.perf_counter()
         res = compare(fleet, trace, [*STRATEGIES, *variants(fleet.params)], seed=args.seed)
         if name == "long-prompts":
-            blind = RouterStrategy(name="router-no-prefill")
-            more = compare(prefill_fleet(router_knows=False), trace, [blind], seed=args.seed)
-            res.summaries[blind.name] = more.summaries[blind.name]
+            res.summaries.update(without_prefill_rates(trace, args.seed, res.summaries["oracle"]))
         print(
             f"\n### {name}: {SCENARIOS[name].about} ({args.requests:,} requests, "
             f"{time.perf_counter() - t0:.0f} s)\n",

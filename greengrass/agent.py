@@ -177,15 +177,17 @@ class Agent:
 
     def heartbeat_message(self) -> epb.Heartbeat:
         engine = self.slot.engine
-        queued, rate = 0, 0.0
+        queued, rate, prefill = 0, 0.0, 0.0
         if engine is not None:
             load = engine.load()
             queued, rate = load.queue_depth, load.decode_tokens_per_s
+            prefill = load.prefill_tokens_per_s
         running = max(0, self.runner.in_flight - queued)
         return epb.Heartbeat(
             queue_depth=queued,
             in_flight=running,
             decode_tokens_per_s=rate,
+            prefill_tokens_per_s=prefill,
             models=self._models(),
             desired_versions=self.sync.desired_versions(),
             sync_status=self.sync.status,

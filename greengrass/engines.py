@@ -29,6 +29,7 @@ _SCRIPTED_KEYS = frozenset(
     {
         "ttft_ms",
         "tokens_per_s",
+        "prefill_tokens_per_s",
         "reply_tokens",
         "fail_before_first_token",
         "fail_after_tokens",

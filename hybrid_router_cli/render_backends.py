@@ -88,6 +88,14 @@ def uses_priors(b: router_pb2.BackendStatus) -> bool:
     return b.from_priors or b.decode_from_priors or b.decode_tokens_per_s <= 0
 
 
+def prefill_note(b: router_pb2.BackendStatus) -> str:
+    """``prompts read at 5,000 tok/s (reported)``: the rate the TTFT estimate adds each
+    prompt's prefill at, and where it comes from (the backend, or its priors)."""
+    rate = b.prefill_tokens_per_s
+    source = "priors" if rate == b.priors.prefill_tokens_per_s else "reported"
+    return f"prompts read at {rate:,.0f} tok/s ({source})"
+
+
 def _requests(b: router_pb2.BackendStatus) -> str:
     return f"{b.requests} request" + ("" if b.requests == 1 else "s")
 
@@ -208,12 +216,15 @@ def backend_notes(
     resp: router_pb2.ListBackendsResponse, *, now_ms: int | None = None, details: bool = True
 ) -> Text | None:
     """``name: detail`` lines for backends that carry a description or a state detail
-    (unless ``details`` is false), and ``name: last error 3.2 s ago: message`` for backends
-    that have failed."""
+    (unless ``details`` is false), ``name: prompts read at 5,000 tok/s`` for backends
+    whose TTFT estimate adds each prompt's prefill (unless ``details`` is false), and
+    ``name: last error 3.2 s ago: message`` for backends that have failed."""
     lines: list[tuple[str, str, str]] = []
     for b in resp.backends:
         if b.detail and details:
             lines.append((b.name, b.detail, "dim"))
+        if b.prefill_tokens_per_s > 0 and details:
+            lines.append((b.name, prefill_note(b), "dim"))
         if b.last_error:
             when = fmt_ago(b.last_error_unix_ms, now_ms)
             lines.append((b.name, f"last error {when}: {b.last_error}", "red"))

@@ -518,7 +518,7 @@ class _Attempt:
         spec = self.entry.spec
         stats.record_first_token(
             ttft_sample_ms(
-                spec.priors,
+                stats.prefill_rate(spec.priors),
                 prompt_count(feats, spec).tokens,
                 (self.first_at - self.start) * 1000.0,
             )
@@ -607,9 +607,11 @@ class _Attempt:
         if prompt is None:
             prompt = prompt_count(feats, spec).tokens
         # ... and so is the prompt's own prefill, which each estimate adds for its prompt
-        # (when the backend's priors give a prefill rate; router.policy.estimate).
+        # (when the backend reports a prompt reading rate or its priors give one).
         stats.record_first_token(
-            ttft_sample_ms(spec.priors, prompt, (first_at - start) * 1000.0 - queued_ms)
+            ttft_sample_ms(
+                stats.prefill_rate(spec.priors), prompt, (first_at - start) * 1000.0 - queued_ms
+            )
         )
         stats.record_success(
             max(0.0, (end - start) * 1000.0 - queued_ms),

@@ -126,6 +126,7 @@ class BackendRegistry:
             stats.set_healthy(False, f"load probe failed: {exc}")
             return
         stats.set_reported_load(load, entry.backend.load_mark((stats.begins, closed)))
+        stats.set_reported_prefill(entry.backend.prefill_rate())
         stats.set_healthy(True)
 
     async def _poll_forever(self) -> None:

@@ -49,7 +49,14 @@ from collections.abc import Callable
 
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
-from router.types import BackendSnapshot, BackendSpec, CircuitState, LoadMark, frozen_factory
+from router.types import (
+    BackendSnapshot,
+    BackendSpec,
+    CircuitState,
+    LoadMark,
+    Priors,
+    frozen_factory,
+)
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -257,6 +264,8 @@ class BackendStats:
         self.breaker = CircuitBreaker(cfg.circuit, clock)
         self.in_flight = 0
         self.reported_load: int | None = None
+        #: The prompt reading rate the backend reports (None: it reports none).
+        self.reported_prefill: float | None = None
         #: Streams opened and closed so far: a load figure's mark (``load_mark``).
         self.begins = 0
         self.ends = 0
@@ -324,6 +333,18 @@ class BackendStats:
         if n != self.reported_load:
             self.reported_load = n
             self._snap = None
+
+    def set_reported_prefill(self, rate: float | None) -> None:
+        """The backend's own prompt reading rate, prompt tokens/s (None or 0: none)."""
+        rate = rate or None
+        if rate != self.reported_prefill:
+            self.reported_prefill = rate
+            self._snap = None
+
+    def prefill_rate(self, priors: Priors) -> float:
+        """The prompt reading rate TTFT estimates and samples use: the backend's reported
+        one, else ``priors.prefill_tokens_per_s`` (0.0: not modelled)."""
+        return self.reported_prefill or priors.prefill_tokens_per_s
 
     def set_healthy(self, healthy: bool, detail: str = "") -> None:
         if healthy != self.healthy or detail != self.detail:
@@ -475,6 +496,7 @@ class BackendStats:
             ttft_samples=len(ordered) if ttft_ok else 0,
             decode_p10_tokens_per_s=p10,
             decode_p25_tokens_per_s=p25,
+            prefill_tokens_per_s=self.reported_prefill,
         )
         self._snap = snap
         self._snap_until = self.breaker.open_until

@@ -333,6 +333,9 @@ class BackendSnapshot:
     #: tokens/s (None until enough samples): ``policy.decode_estimate: p10 / p25``.
     decode_p10_tokens_per_s: float | None = None
     decode_p25_tokens_per_s: float | None = None
+    #: The prompt reading rate the backend reports itself (model servers' Info, devices'
+    #: heartbeats), prompt tokens/s; None: not reported (``priors.prefill_tokens_per_s``).
+    prefill_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

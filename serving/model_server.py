@@ -221,6 +221,7 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
             in_flight=load.in_flight,
             max_concurrency=info.max_concurrency,
             decode_tokens_per_s=load.decode_tokens_per_s,
+            prefill_tokens_per_s=load.prefill_tokens_per_s,
             engine=info.engine,
             replica_id=self._replica_id,
             model_family=info.model_family,

@@ -46,6 +46,12 @@ class Backend(abc.ABC):
         """
         return None
 
+    def prefill_rate(self) -> float | None:
+        """The prompt reading rate the backend reported at its last ``poll_load``, prompt
+        tokens/s; None when it reports none. The registry hands it to the backend's stats
+        after each good poll (its TTFT estimates add each prompt's prefill at it)."""
+        return None
+
     def load_mark(self, polled: LoadMark) -> LoadMark:
         """When the figure ``poll_load`` just returned was taken, as the backend's stats'
         ``load_mark()``: ``polled`` holds the closes counted before the poll and the opens

@@ -55,6 +55,11 @@ class DeviceLoad(Protocol):
         """When the heartbeat that carried ``load`` arrived (unix ms, at its holder)."""
         ...
 
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """The device's reported prompt reading rate (0.0: not reported)."""
+        ...
+
 
 class DeviceView(Protocol):
     """A device as the hub keeps it (``router.edge.devices.DeviceEntry``), read-only here."""
@@ -92,6 +97,9 @@ class HeartbeatLoad(Backend):
         if why:
             raise BackendError(self.name, why)
         return self.entry.state.load
+
+    def prefill_rate(self) -> float | None:
+        return self.entry.state.prefill_tokens_per_s or None
 
     def load_mark(self, polled: LoadMark) -> LoadMark:
         # A directory read makes a new state of the same heartbeat: its time tells them apart.

@@ -205,6 +205,8 @@ class ModelServiceBackend(Backend):
         self._timeout_s = timeout_s
         self._info_timeout_s = min(info_timeout_s, timeout_s)
         self._clock = clock
+        #: The prompt reading rate of the last Info (None: not reported).
+        self._prefill: float | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: model_service_pb2_grpc.ModelServiceStub | None = None
 
@@ -328,7 +330,11 @@ class ModelServiceBackend(Backend):
                 return None
             raise
         self.note_capabilities(info)
+        self._prefill = info.prefill_tokens_per_s or None
         return info.queue_depth + info.in_flight
+
+    def prefill_rate(self) -> float | None:
+        return self._prefill
 
     def note_capabilities(self, info: model_service_pb2.InfoResponse) -> None:
         """Offer what the server reports (``Info.capabilities``) besides the configured

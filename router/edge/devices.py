@@ -69,6 +69,8 @@ class DeviceState:
     queue_depth: int = 0
     in_flight: int = 0
     decode_tokens_per_s: float = 0.0
+    #: The device's recent prompt reading rate (its heartbeat; 0.0: not reported).
+    prefill_tokens_per_s: float = 0.0
     desired_versions: dict[str, str] = field(default_factory=dict)
     sync_status: str = ""
     draining: bool = False
@@ -161,6 +163,7 @@ def with_heartbeat(state: DeviceState, hb: epb.Heartbeat, now_ms: int) -> Device
         queue_depth=hb.queue_depth,
         in_flight=hb.in_flight,
         decode_tokens_per_s=hb.decode_tokens_per_s,
+        prefill_tokens_per_s=hb.prefill_tokens_per_s,
         desired_versions=dict(hb.desired_versions),
         sync_status=hb.sync_status,
         draining=hb.draining,
@@ -225,6 +228,7 @@ def to_status(state: DeviceState, *, backend: str, detail: str) -> epb.DeviceSta
         queue_depth=state.queue_depth,
         in_flight=state.in_flight,
         decode_tokens_per_s=state.decode_tokens_per_s,
+        prefill_tokens_per_s=state.prefill_tokens_per_s,
         last_seen_unix_ms=state.last_seen_ms,
         router_id=state.router_id,
         sync_status=state.sync_status,
@@ -254,6 +258,7 @@ _SCALARS = (
     "queue_depth",
     "in_flight",
     "decode_tokens_per_s",
+    "prefill_tokens_per_s",
     "sync_status",
     "draining",
     "online",

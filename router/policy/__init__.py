@@ -14,6 +14,7 @@ from router.policy.estimate import (
     cost_usd,
     gpu_cost_per_output_token,
     prefill_ms,
+    prefill_rate,
     ttft_sample_ms,
 )
 from router.policy.filters import FILTERS, RequestFilter
@@ -33,6 +34,7 @@ __all__ = [
     "meets_budget",
     "plan",
     "prefill_ms",
+    "prefill_rate",
     "rank",
     "ttft_sample_ms",
 ]

@@ -14,9 +14,11 @@
     service       live mean_service_ms, else ttft base + out / decode rate * 1000
     queue wait    waiting * service / max_concurrency * QUEUE_WAIT_TAIL (ln 10: the
                   p90 of an exponential wait, not its mean)
-    prefill       prompt tokens / priors.prefill_tokens_per_s * 1000 when that is set
-                  (:func:`prefill_ms`; then the TTFT samples are kept without their own
-                  prefill, so ttft base is an empty prompt's), else 0
+    prefill       prompt tokens / the backend's prompt reading rate * 1000: the rate it
+                  reports (snapshot.prefill_tokens_per_s), else
+                  priors.prefill_tokens_per_s (:func:`prefill_rate`, :func:`prefill_ms`;
+                  then the TTFT samples are kept without their own prefill, so ttft base
+                  is an empty prompt's); 0 when neither gives one
     ttft          queue wait + ttft base + prefill
     total         ttft + out / decode rate * 1000
     cost          of the prompt and max_out output tokens (the most the call may cost)
@@ -59,18 +61,26 @@ _EDGE = Tier.EDGE
 _new_estimate = frozen_factory(Estimate)
 
 
-def prefill_ms(priors: Priors, prompt_tokens: int) -> float:
-    """How long the backend reads a prompt of ``prompt_tokens`` before its first token,
-    ms: ``priors.prefill_tokens_per_s``; 0.0 when that is not set (not modelled)."""
-    rate = priors.prefill_tokens_per_s
+def prefill_rate(priors: Priors, snap: BackendSnapshot) -> float:
+    """The prompt reading rate of a backend, prompt tokens/s: what it reports
+    (``snap.prefill_tokens_per_s``: a model server's Info, a device's heartbeat), else
+    ``priors.prefill_tokens_per_s``; 0.0: not modelled. ``BackendStats.prefill_rate``
+    answers the same from the live stats."""
+    return snap.prefill_tokens_per_s or priors.prefill_tokens_per_s
+
+
+def prefill_ms(rate: float, prompt_tokens: int) -> float:
+    """How long a backend reading ``rate`` prompt tokens a second (:func:`prefill_rate`)
+    takes to read a prompt of ``prompt_tokens`` before its first token, ms; 0.0 when the
+    rate is 0 (not modelled)."""
     return prompt_tokens / rate * 1000.0 if rate > 0.0 else 0.0
 
 
-def ttft_sample_ms(priors: Priors, prompt_tokens: int, ttft_ms: float) -> float:
+def ttft_sample_ms(rate: float, prompt_tokens: int, ttft_ms: float) -> float:
     """A first-token time as the backend's TTFT window keeps it: without the prompt's own
-    prefill (:func:`prefill_ms`), which each estimate adds for its own prompt; at least 0.
-    Dispatch and the simulator record through it."""
-    rest = ttft_ms - prefill_ms(priors, prompt_tokens)
+    prefill at ``rate`` (:func:`prefill_ms`), which each estimate adds for its own
+    prompt; at least 0. Dispatch and the simulator record through it."""
+    rest = ttft_ms - prefill_ms(rate, prompt_tokens)
     return rest if rest > 0.0 else 0.0
 
 
@@ -184,9 +194,9 @@ def estimate(
         cost = 0.0
 
     ttft = queue_wait + ttft_base
-    prefill_rate = priors.prefill_tokens_per_s
-    if prefill_rate > 0.0:  # prefill_ms(priors, tokens), inlined
-        ttft += tokens / prefill_rate * 1000.0
+    reading = snap.prefill_tokens_per_s or priors.prefill_tokens_per_s  # prefill_rate()
+    if reading > 0.0:  # prefill_ms(reading, tokens), inlined
+        ttft += tokens / reading * 1000.0
     return _new_estimate(
         ttft,  # ttft_ms
         ttft + out / rate * 1000.0,  # total_ms

@@ -25,6 +25,7 @@ from hybrid_router.v1 import types_pb2 as tpb
 
 from router.config import PolicyConfig
 from router.errors import InvalidRequest
+from router.policy.estimate import prefill_rate
 from router.tools import schema as tool_schema
 from router.tools.needs import needed
 from router.types import (
@@ -476,6 +477,7 @@ def backend_status(
         failures=snap.failures,
         from_priors=snap.ttft_p50_ms is None,
         decode_from_priors=not snap.decode_tokens_per_s,  # None (or 0) until observed
+        prefill_tokens_per_s=prefill_rate(spec.priors, snap),
         capabilities=sorted(spec.capabilities),
         site=spec.site,
         device_id=spec.device_id,

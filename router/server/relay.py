@@ -196,6 +196,7 @@ class RelayServicer(model_service_pb2_grpc.ModelServiceServicer):
             in_flight=s.in_flight,
             max_concurrency=s.max_concurrency,
             decode_tokens_per_s=s.decode_tokens_per_s,
+            prefill_tokens_per_s=s.prefill_tokens_per_s,
             engine="edge",
             replica_id=s.device_id,
             model_family=model.model_family if model else "",

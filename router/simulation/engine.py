@@ -15,7 +15,8 @@ same truth and :mod:`router.simulation.oracle` can read it too. Decode slows wit
 (``batch_slowdown`` at a full one, taken when the request starts). Backends that report
 their load (model servers, Ray Serve, edge devices) are polled every
 ``policy.load_poll_interval_s`` as the router polls them (each after ``poll_ms``, its
-round trip: the figure as the poll went out, applied when it is back), and every
+round trip: the figure as the poll went out, applied when it is back; with it the
+backend's prompt reading rate, ``prefill_tokens_per_s``, where it has one), and every
 backend's samples past ``policy.sample_max_age_s`` expire then.
 
 With ``replicas`` > 1 the router runs as that many replicas (``hybrid-router simulate
@@ -218,7 +219,13 @@ class Simulation:
     """One run of a trace through a fleet under one strategy (:meth:`run`)."""
 
     def __init__(
-        self, fleet: Fleet, seed: int = 1, *, load_marks: bool = True, replicas: int = 1
+        self,
+        fleet: Fleet,
+        seed: int = 1,
+        *,
+        load_marks: bool = True,
+        replicas: int = 1,
+        prefill_reports: bool = True,
     ) -> None:
         if replicas < 1:
             raise ConfigError(f"must be 1 or more, got {replicas}", key="--replicas")
@@ -236,6 +243,10 @@ class Simulation:
         #: registry does (``BackendStats.set_reported_load``); False replays the router
         #: before it did (the figure taken as it came: ``bench/bench_load_marks.py``).
         self.load_marks = load_marks
+        #: Backends that report their load report their prompt reading rate with it
+        #: (``prefill_tokens_per_s``, as a model server's Info and a device's heartbeat
+        #: do); False replays the router before they did.
+        self.prefill_reports = prefill_reports
         self.now = 0.0
         cfg: PolicyConfig = fleet.config.policy
         self.policy_config = cfg
@@ -503,7 +514,9 @@ class Simulation:
         st = att.st
         # as dispatch records it: without the queue, and without the prompt's prefill where
         # the router's priors give a rate
-        st.record_first_token(ttft_sample_ms(b.spec.priors, tr.prompt_tokens, ttft_ms - queued_ms))
+        st.record_first_token(
+            ttft_sample_ms(st.prefill_rate(b.spec.priors), tr.prompt_tokens, ttft_ms - queued_ms)
+        )
         st.record_success(
             max(0.0, total_ms - queued_ms), tr.output_tokens, (now - att.first_at) * 1000.0
         )
@@ -559,7 +572,7 @@ class Simulation:
             st = att.st
             st.record_first_token(
                 ttft_sample_ms(
-                    b.spec.priors,
+                    st.prefill_rate(b.spec.priors),
                     att.req.tr.prompt_tokens,
                     (att.first_at - att.dispatched) * 1000.0,
                 )
@@ -593,6 +606,8 @@ class Simulation:
             m = b.model
             if not m.reports_load:
                 continue
+            if self.prefill_reports and m.prefill_tokens_per_s:
+                st.set_reported_prefill(m.prefill_tokens_per_s)
             if m.poll_ms:  # the figure as the poll went out, a round trip later
                 self._push(now + m.poll_ms / 1000.0, _ANSWER, (st, b.busy + len(b.queue), st.ends))
             else:

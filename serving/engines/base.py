@@ -173,6 +173,9 @@ class EngineLoad:
     in_flight: int
     #: Recent decode rate, tokens/s (0.0 = unknown).
     decode_tokens_per_s: float = 0.0
+    #: Recent prompt reading rate before the first token (prefill), prompt tokens/s
+    #: (0.0 = unknown).
+    prefill_tokens_per_s: float = 0.0
 
 
 class Engine(abc.ABC):

@@ -81,8 +81,11 @@ DEFAULT_TOP_K = 40
 DEFAULT_TOP_P = 0.95
 #: 1.0 = off. Penalties push this base model into printing turn-marker words as text.
 DEFAULT_REPEAT_PENALTY = 1.0
-#: Weight of the newest request in the decode-rate moving average.
+#: Weight of the newest request in the decode-rate (and prefill-rate) moving average.
 RATE_EWMA_ALPHA = 0.3
+#: Prompts shorter than this do not update the prefill rate: their first token's time is
+#: mostly the fixed cost of a step, not reading.
+PREFILL_MIN_TOKENS = 64
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -147,6 +150,7 @@ class LlamaCppEngine(Engine):
         self._current: _Job | None = None
         self._closing = False
         self._decode_rate = 0.0
+        self._prefill_rate = 0.0
         self._thread: threading.Thread | None = None
         self._ready: concurrent.futures.Future[None] | None = None
         self._llm: Any = None
@@ -165,6 +169,7 @@ class LlamaCppEngine(Engine):
                 queue_depth=len(self._pending),
                 in_flight=0 if self._current is None else 1,
                 decode_tokens_per_s=self._decode_rate,
+                prefill_tokens_per_s=self._prefill_rate,
             )
 
     @property
@@ -342,6 +347,7 @@ class LlamaCppEngine(Engine):
         llm = self._llm
         queue_ms = (self._clock() - job.enqueued_at) * 1000.0
         llm.set_seed(request.seed if request.seed is not None else self._seed)
+        started = self._clock()  # the prompt is read (reset: all of it) before token one
         tokens = llm.generate(
             job.prompt,
             temp=self._temperature if request.temperature is None else request.temperature,
@@ -389,6 +395,8 @@ class LlamaCppEngine(Engine):
             tokens.close()
         if output_tokens >= 2 and last_at > first_at:
             self._update_rate((output_tokens - 1) / (last_at - first_at))
+        if output_tokens and len(job.prompt) >= PREFILL_MIN_TOKENS and first_at > started:
+            self._update_prefill_rate(len(job.prompt) / (first_at - started))
         if finish == "cancelled":  # the consumer has gone (or the engine is closing)
             return EngineChunk(done=True, finish_reason="cancelled")
         pieces = [] if matched else answer.feed(decoder.decode(b"", final=True))[0]
@@ -402,6 +410,13 @@ class LlamaCppEngine(Engine):
             finish_reason=answer.finish_reason(finish),
             queue_ms=queue_ms,
         )
+
+    def _update_prefill_rate(self, rate: float) -> None:
+        with self._cond:
+            if self._prefill_rate <= 0:
+                self._prefill_rate = rate
+            else:
+                self._prefill_rate += RATE_EWMA_ALPHA * (rate - self._prefill_rate)
 
     def _update_rate(self, rate: float) -> None:
         with self._cond:

@@ -164,6 +164,7 @@ class ScriptedEngine(Engine):
             queue_depth=sum(1 for waiter in self._waiters if not waiter.done()),
             in_flight=self._in_flight,
             decode_tokens_per_s=float(self.tokens_per_s),
+            prefill_tokens_per_s=float(self.prefill_tokens_per_s),
         )
 
     def count_tokens(self, messages: Sequence[MessageLike], tools: Sequence[Tool] = ()) -> int:

@@ -122,6 +122,7 @@ class ModelServer:
             decoding=load.in_flight,
             capacity=info.max_concurrency,
             decode_tokens_per_s=load.decode_tokens_per_s,
+            prefill_tokens_per_s=load.prefill_tokens_per_s,
             model=info.model,
             version=info.version,
             context_window=info.context_window,

@@ -48,6 +48,8 @@ class ReplicaLoad:
     #: Requests the engine decodes at once.
     capacity: int = 1
     decode_tokens_per_s: float = 0.0
+    #: The engine's recent prompt reading rate, prompt tokens/s (0: not reported).
+    prefill_tokens_per_s: float = 0.0
     model: str = ""
     version: str = ""
     context_window: int = 0
@@ -128,6 +130,9 @@ class LoadBoard:
             in_flight=snap.decoding,
             max_concurrency=snap.capacity,
             decode_tokens_per_s=sum(r.decode_tokens_per_s for r in snap.replicas),
+            # A request reads its prompt on one replica: their mean rate (of those that
+            # report one).
+            prefill_tokens_per_s=_mean_positive([r.prefill_tokens_per_s for r in snap.replicas]),
             engine=first.engine,
             replica_id=f"{self._app_name}: {len(snap.replicas)} replicas",
             model_family=first.model_family,
@@ -272,3 +277,8 @@ class LoadReporter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _mean_positive(rates: list[float]) -> float:
+    known = [r for r in rates if r > 0]
+    return sum(known) / len(known) if known else 0.0

@@ -18,6 +18,7 @@ from edgeutil import (
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rtutil import collect, kinds, stub_for, text_of, user_request
+from testkit import wait_until
 
 # Fixtures from edgeutil (pytest finds them in this module's namespace).
 edge_router = edgeutil.edge_router
@@ -39,7 +40,8 @@ async def test_a_request_through_the_replica_the_device_did_not_dial(
     edge_router, start_agent, redis_server, channel_to
 ):
     a, b = await replicas(edge_router, redis_server)
-    agent = start_agent(a, "dev-1", site="plant-7", scripted={"reply_tokens": 4})
+    scripted = {"reply_tokens": 4, "prefill_tokens_per_s": 800}
+    agent = start_agent(a, "dev-1", site="plant-7", scripted=scripted)
     assert await agent.ready() == "replica-a"
 
     status = await wait_for_device(b, "dev-1")  # B's view, from the directory
@@ -56,12 +58,21 @@ async def test_a_request_through_the_replica_the_device_did_not_dial(
     usage = events[-1].usage
     assert usage.complete and usage.backend == "edge-dev-1" and usage.tier == tpb.TIER_EDGE
 
-    listing = await stub_b.ListBackends(rpb.ListBackendsRequest())
-    relay = next(x for x in listing.backends if x.name == "edge-dev-1")
+    async def edge_backend(stub) -> rpb.BackendStatus:  # type: ignore[no-untyped-def]
+        listing = await stub.ListBackends(rpb.ListBackendsRequest())
+        return next(x for x in listing.backends if x.name == "edge-dev-1")
+
+    relay = await edge_backend(stub_b)
     assert relay.kind == "edge-relay" and relay.endpoint == a.edge.relay_address
-    listing = await stub_for(channel_to(a)).ListBackends(rpb.ListBackendsRequest())
-    local = next(x for x in listing.backends if x.name == "edge-dev-1")
+    stub_a = stub_for(channel_to(a))
+    local = await edge_backend(stub_a)
     assert local.kind == "edge" and local.endpoint == "link:replica-a"
+    # The device's prompt reading rate comes with its heartbeats: to the replica it dialed,
+    # and through the directory to the other one.
+    for stub in (stub_a, stub_b):
+        await wait_until(
+            lambda s=stub: _reports_prefill(s, 800), "the device's prefill rate", timeout_s=10
+        )
 
     # The device goes away: B learns it from the directory alone.
     agent.proc.kill()
@@ -91,3 +102,8 @@ async def test_cancel_through_the_relay_stops_the_device(
     await wait_for_device(a, "dev-1", lambda d: d.in_flight == 1)
     call.cancel()
     await wait_for_device(a, "dev-1", lambda d: d.in_flight == 0, timeout_s=5)
+
+
+async def _reports_prefill(stub, rate: float) -> bool:  # type: ignore[no-untyped-def]
+    listing = await stub.ListBackends(rpb.ListBackendsRequest())
+    return any(x.name == "edge-dev-1" and x.prefill_tokens_per_s == rate for x in listing.backends)

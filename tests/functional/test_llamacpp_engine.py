@@ -85,6 +85,30 @@ async def test_streams_real_tokens_with_exact_usage(
     assert list(info.capabilities) == ["chat", "tools", "json_schema", "prefill"]
 
 
+async def test_the_prompt_reading_rate_is_measured_and_served_in_info(
+    engine: LlamaCppEngine, stub: model_service_pb2_grpc.ModelServiceStub
+) -> None:
+    # A prompt of a few hundred tokens: the real model reads it before its first token,
+    # and the engine's moving average of that rate is what Info reports.
+    long_question = (("system", "Answer briefly."), ("user", "Summarise: " + "the plant " * 150))
+    request = pb.ModelGenerateRequest(
+        request_id="prefill",
+        messages=[
+            types_pb2.ChatMessage(role=types_pb2.ROLE_SYSTEM, content=long_question[0][1]),
+            types_pb2.ChatMessage(role=types_pb2.ROLE_USER, content=long_question[1][1]),
+        ],
+        max_output_tokens=2,
+    )
+    assert engine.count_tokens(long_question) >= 300
+    events = [e async for e in stub.Generate(request, timeout=120)]
+    assert events[-1].done.input_tokens >= 300
+    rate = engine.load().prefill_tokens_per_s
+    # Gemma 3 270M on two CPU threads reads hundreds to thousands of tokens a second.
+    assert 50 < rate < 1_000_000, rate
+    info = await stub.Info(pb.InfoRequest(), timeout=30)
+    assert info.prefill_tokens_per_s == pytest.approx(rate)
+
+
 def test_the_packaged_model_has_no_template_of_its_own_so_the_gemma_format_is_used(
     engine: LlamaCppEngine,
 ) -> None:

@@ -435,33 +435,59 @@ async def test_list_backends_reports_live_stats(model_server, start_router, chan
     assert status.ttft_p50_ms > 0 and not status.from_priors
 
 
-async def test_a_prefill_rate_keeps_ttft_samples_without_their_prompt_and_adds_each_prompts(
+async def test_a_reported_prefill_rate_keeps_ttft_samples_without_their_prompt(
     model_server, start_router, channel_to
 ):
     # A real model server whose first token comes after 20 ms plus the prompt at 4,000
-    # tokens a second: a 2,000-word prompt waits about half a second more.
+    # tokens a second (a 2,000-word prompt waits about half a second more); its Info
+    # reports that rate, and the router's priors say nothing of it.
     engine = ScriptedEngine(reply_tokens=1, ttft_ms=20, prefill_tokens_per_s=4000)
-    priors = {"ttft_ms": 20, "decode_tokens_per_s": 100, "prefill_tokens_per_s": 4000}
+    priors = {"ttft_ms": 20, "decode_tokens_per_s": 100}
     router = await start_router(
         [ms_backend("a", "gpu", await model_server(engine), priors=priors)],
         policy={"min_samples": 2},
     )
     stub = stub_for(channel_to(router))
+
+    async def status() -> rpb.BackendStatus:
+        (one,) = (await stub.ListBackends(rpb.ListBackendsRequest())).backends
+        return one
+
+    async def reported() -> bool:
+        return (await status()).prefill_tokens_per_s == 4000
+
+    await wait_until(reported, "the load poll to bring the reported prefill rate")
     long_text = " ".join(["word"] * 2000)
     for text in (long_text, long_text, "short"):
         events = await collect(stub.Generate(user_request(text)))
         assert events[-1].usage.complete
-    (status,) = (await stub.ListBackends(rpb.ListBackendsRequest())).backends
-    assert status.requests == 3 and not status.from_priors
-    assert status.priors.prefill_tokens_per_s == 4000
+    now = await status()
+    assert now.requests == 3 and not now.from_priors and now.priors.prefill_tokens_per_s == 0
     # Two of the three answers waited >= 500 ms for their first token; the window keeps
     # each without its own prompt's prefill, so its median is the 20 ms (plus overhead).
-    assert status.ttft_p50_ms < 400, status
+    assert now.ttft_p50_ms < 400, now
     # Each estimate adds its own prompt's prefill to that.
     long_plan = await stub.Route(user_request(long_text))
     short_plan = await stub.Route(user_request("short"))
     long_est, short_est = long_plan.candidates[0].estimate, short_plan.candidates[0].estimate
     assert long_est.ttft_ms >= short_est.ttft_ms + 400, (long_est, short_est)
+
+
+async def test_a_configured_prefill_rate_stands_in_until_the_backend_reports_one(
+    model_server, start_router, channel_to
+):
+    engine = ScriptedEngine(reply_tokens=1)  # reports no prefill rate
+    priors = {"ttft_ms": 20, "decode_tokens_per_s": 100, "prefill_tokens_per_s": 1000}
+    router = await start_router([ms_backend("a", "gpu", await model_server(engine), priors=priors)])
+    stub = stub_for(channel_to(router))
+    (status,) = (await stub.ListBackends(rpb.ListBackendsRequest())).backends
+    assert status.priors.prefill_tokens_per_s == 1000 and status.prefill_tokens_per_s == 1000
+    # 2,000 words of prompt against one: a millisecond per prompt token more (1,000/s)
+    long_est = (await stub.Route(user_request(" ".join(["word"] * 2000)))).candidates[0].estimate
+    short_est = (await stub.Route(user_request("short"))).candidates[0].estimate
+    assert long_est.prompt_tokens >= 2000
+    gap = long_est.ttft_ms - short_est.ttft_ms
+    assert gap == pytest.approx(long_est.prompt_tokens - short_est.prompt_tokens), gap
 
 
 async def test_circuit_opens_after_failures(model_server, start_router, channel_to):

@@ -15,6 +15,7 @@ from router.policy.estimate import (
     estimate,
     gpu_cost_per_output_token,
     prefill_ms,
+    prefill_rate,
     ttft_sample_ms,
 )
 from router.policy.planner import _inline_twin
@@ -87,17 +88,30 @@ def test_prefill_adds_the_prompt_at_the_priors_rate_to_ttft_and_total() -> None:
     # on live samples (kept without their own prefill) as on priors; a longer prompt more
     live = estimate(spec, LIVE, TokenCount(4000, False), 100, min_samples=3)
     assert live.ttft_ms == pytest.approx(80.0 + 2000.0)
-    assert prefill_ms(PREFILL, 4000) == pytest.approx(2000.0)
+    assert prefill_ms(2000.0, 4000) == pytest.approx(2000.0)
+
+
+def test_a_reported_prefill_rate_wins_over_the_priors() -> None:
+    spec = make_spec(priors=PREFILL)  # priors: 2,000 prompt tokens/s
+    reported = dataclasses.replace(LIVE, prefill_tokens_per_s=500.0)
+    assert prefill_rate(spec.priors, reported) == 500.0
+    assert prefill_rate(spec.priors, LIVE) == 2000.0
+    est = estimate(spec, reported, PROMPT, 100, min_samples=3)
+    assert est.ttft_ms == pytest.approx(80.0 + 2000.0)  # 1,000 tokens at 500/s
+    # a backend without priors for it is modelled once it reports a rate
+    plain = estimate(make_spec(), reported, PROMPT, 100, min_samples=3)
+    assert plain.ttft_ms == pytest.approx(80.0 + 2000.0)
+    assert prefill_rate(make_spec().priors, LIVE) == 0.0
 
 
 def test_without_a_prefill_rate_the_prompt_adds_nothing() -> None:
-    assert prefill_ms(make_spec().priors, 50_000) == 0.0
-    assert ttft_sample_ms(make_spec().priors, 50_000, 812.5) == 812.5
+    assert prefill_ms(0.0, 50_000) == 0.0
+    assert ttft_sample_ms(0.0, 50_000, 812.5) == 812.5
 
 
 def test_a_ttft_sample_is_kept_without_its_own_prefill_and_never_below_zero() -> None:
-    assert ttft_sample_ms(PREFILL, 1000, 900.0) == pytest.approx(400.0)
-    assert ttft_sample_ms(PREFILL, 10_000, 900.0) == 0.0  # faster than the rate says
+    assert ttft_sample_ms(2000.0, 1000, 900.0) == pytest.approx(400.0)
+    assert ttft_sample_ms(2000.0, 10_000, 900.0) == 0.0  # faster than the rate says
 
 
 def test_priors_prefill_rate_is_configured_and_validated() -> None:

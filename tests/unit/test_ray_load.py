@@ -51,6 +51,15 @@ def test_board_sums_queued_and_decoding_over_live_replicas() -> None:
     assert board.info().queue_depth == 1
 
 
+def test_board_reports_the_mean_prefill_rate_of_the_replicas_that_report_one() -> None:
+    board = LoadBoard("gpu", stale_after_s=3.0, clock=FakeClock())
+    board.report(load("gpu#a", 0, 0, prefill_tokens_per_s=4000.0))
+    board.report(load("gpu#b", 0, 0, prefill_tokens_per_s=6000.0))
+    board.report(load("gpu#c", 0, 0))  # reports none (0): not counted
+    assert board.info().prefill_tokens_per_s == 5000.0
+    assert LoadBoard("gpu", stale_after_s=3.0).info().prefill_tokens_per_s == 0.0
+
+
 def test_board_drops_silent_replicas_and_goodbyes() -> None:
     clock = FakeClock()
     board = LoadBoard("gpu", stale_after_s=3.0, clock=clock)

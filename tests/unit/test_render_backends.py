@@ -59,6 +59,27 @@ def test_the_table_and_notes_show_the_last_error_and_its_age() -> None:
     assert only_errors.splitlines() == notes[1:]
 
 
+def test_the_notes_show_the_prompt_reading_rate_and_where_it_comes_from() -> None:
+    resp = rpb.ListBackendsResponse(
+        backends=[
+            rpb.BackendStatus(name="gpu-a", kind="ray_serve", prefill_tokens_per_s=5200.0),
+            rpb.BackendStatus(
+                name="hosted-mini",
+                kind="openai",
+                prefill_tokens_per_s=20000.0,
+                priors=rpb.Priors(prefill_tokens_per_s=20000.0),
+            ),
+            rpb.BackendStatus(name="edge-a", kind="edge"),  # not modelled: no line
+        ]
+    )
+    notes = _text(render_backends.backend_notes(resp, now_ms=NOW_MS)).splitlines()
+    assert notes == [
+        "gpu-a: prompts read at 5,200 tok/s (reported)",
+        "hosted-mini: prompts read at 20,000 tok/s (priors)",
+    ]
+    assert render_backends.backend_notes(resp, details=False) is None
+
+
 def _priors_resp(*, with_priors: bool = True) -> rpb.ListBackendsResponse:
     priors = (
         rpb.Priors(ttft_ms=420, decode_tokens_per_s=17, ttft_p90_ms=840) if with_priors else None

@@ -197,9 +197,20 @@ def test_a_prompts_prefill_is_hand_computed_into_its_ttft_and_the_routers_estima
     assert [o.ttft_ms for o in run_bound(fleet, PROMPTS, seed=7)] == pytest.approx([600.0, 200.0])
 
 
+def test_a_model_server_reports_its_prefill_rate_with_its_load() -> None:
+    # No rate in the router's priors: the GPU (a model server) reports its own at the
+    # load poll, so r0 still goes where it meets its budget; the hosted API reports none.
+    fleet = _prefill_fleet(router_knows=False)
+    sim = Simulation(fleet, seed=7)
+    out = sim.run(PROMPTS, RouterStrategy())
+    assert [o.backend for o in out] == ["hosted", "gpu"]
+    gpu_stats, hosted_stats = sim.views[0]
+    assert (gpu_stats.reported_prefill, hosted_stats.reported_prefill) == (1000.0, None)
+
+
 def test_a_router_without_the_prefill_rates_sends_a_long_prompt_where_it_misses() -> None:
     fleet = _prefill_fleet(router_knows=False)
-    out = Simulation(fleet, seed=7).run(PROMPTS, RouterStrategy())
+    out = Simulation(fleet, seed=7, prefill_reports=False).run(PROMPTS, RouterStrategy())
     # Judged by its 100 ms prior alone, the GPU takes r0: its true TTFT is 2,100 ms.
     assert [o.backend for o in out] == ["gpu", "gpu"]
     assert [o.ttft_ms for o in out] == pytest.approx([2100.0, 200.0])

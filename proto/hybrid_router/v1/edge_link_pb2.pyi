@@ -54,7 +54,7 @@ class Register(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., site: _Optional[str] = ..., models: _Optional[_Iterable[_Union[EdgeModel, _Mapping]]] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., agent_version: _Optional[str] = ..., tenant: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("queue_depth", "in_flight", "decode_tokens_per_s", "models", "desired_versions", "sync_status", "draining")
+    __slots__ = ("queue_depth", "in_flight", "decode_tokens_per_s", "models", "desired_versions", "sync_status", "draining", "prefill_tokens_per_s")
     class DesiredVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class Heartbeat(_message.Message):
     DESIRED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SYNC_STATUS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     queue_depth: int
     in_flight: int
     decode_tokens_per_s: float
@@ -76,7 +77,8 @@ class Heartbeat(_message.Message):
     desired_versions: _containers.ScalarMap[str, str]
     sync_status: str
     draining: bool
-    def __init__(self, queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., models: _Optional[_Iterable[_Union[EdgeModel, _Mapping]]] = ..., desired_versions: _Optional[_Mapping[str, str]] = ..., sync_status: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., models: _Optional[_Iterable[_Union[EdgeModel, _Mapping]]] = ..., desired_versions: _Optional[_Mapping[str, str]] = ..., sync_status: _Optional[str] = ..., draining: _Optional[bool] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class RequestEvent(_message.Message):
     __slots__ = ("request_id", "event")
@@ -169,7 +171,7 @@ class ListDevicesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DeviceStatus(_message.Message):
-    __slots__ = ("device_id", "site", "online", "backend", "models", "desired_versions", "queue_depth", "in_flight", "decode_tokens_per_s", "last_seen_unix_ms", "router_id", "sync_status", "agent_version", "hardware", "draining", "detail")
+    __slots__ = ("device_id", "site", "online", "backend", "models", "desired_versions", "queue_depth", "in_flight", "decode_tokens_per_s", "last_seen_unix_ms", "router_id", "sync_status", "agent_version", "hardware", "draining", "detail", "prefill_tokens_per_s")
     class DesiredVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +195,7 @@ class DeviceStatus(_message.Message):
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     site: str
     online: bool
@@ -209,7 +212,8 @@ class DeviceStatus(_message.Message):
     hardware: Hardware
     draining: bool
     detail: str
-    def __init__(self, device_id: _Optional[str] = ..., site: _Optional[str] = ..., online: _Optional[bool] = ..., backend: _Optional[str] = ..., models: _Optional[_Iterable[_Union[EdgeModel, _Mapping]]] = ..., desired_versions: _Optional[_Mapping[str, str]] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., last_seen_unix_ms: _Optional[int] = ..., router_id: _Optional[str] = ..., sync_status: _Optional[str] = ..., agent_version: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., draining: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, device_id: _Optional[str] = ..., site: _Optional[str] = ..., online: _Optional[bool] = ..., backend: _Optional[str] = ..., models: _Optional[_Iterable[_Union[EdgeModel, _Mapping]]] = ..., desired_versions: _Optional[_Mapping[str, str]] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., last_seen_unix_ms: _Optional[int] = ..., router_id: _Optional[str] = ..., sync_status: _Optional[str] = ..., agent_version: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., draining: _Optional[bool] = ..., detail: _Optional[str] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices", "router_id")

@@ -60,7 +60,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model", "version", "context_window", "queue_depth", "in_flight", "max_concurrency", "decode_tokens_per_s", "engine", "replica_id", "model_family", "capabilities")
+    __slots__ = ("model", "version", "context_window", "queue_depth", "in_flight", "max_concurrency", "decode_tokens_per_s", "engine", "replica_id", "model_family", "capabilities", "prefill_tokens_per_s")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class InfoResponse(_message.Message):
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     context_window: int
@@ -83,4 +84,5 @@ class InfoResponse(_message.Message):
     replica_id: str
     model_family: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., context_window: _Optional[int] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., engine: _Optional[str] = ..., replica_id: _Optional[str] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., context_window: _Optional[int] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., engine: _Optional[str] = ..., replica_id: _Optional[str] = ..., model_family: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...

@@ -318,7 +318,7 @@ class Priors(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class BackendStatus(_message.Message):
-    __slots__ = ("name", "tier", "kind", "endpoint", "model", "model_family", "context_window", "max_payload_bytes", "prices", "data_classes", "max_concurrency", "healthy", "circuit", "in_flight", "queue_depth", "ttft_p50_ms", "ttft_p90_ms", "decode_tokens_per_s", "error_rate", "requests", "failures", "from_priors", "capabilities", "site", "device_id", "detail", "last_error", "last_error_unix_ms", "priors", "decode_from_priors")
+    __slots__ = ("name", "tier", "kind", "endpoint", "model", "model_family", "context_window", "max_payload_bytes", "prices", "data_classes", "max_concurrency", "healthy", "circuit", "in_flight", "queue_depth", "ttft_p50_ms", "ttft_p90_ms", "decode_tokens_per_s", "error_rate", "requests", "failures", "from_priors", "capabilities", "site", "device_id", "detail", "last_error", "last_error_unix_ms", "priors", "decode_from_priors", "prefill_tokens_per_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +349,7 @@ class BackendStatus(_message.Message):
     LAST_ERROR_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORS_FIELD_NUMBER: _ClassVar[int]
     DECODE_FROM_PRIORS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     tier: _types_pb2.Tier
     kind: str
@@ -379,7 +380,8 @@ class BackendStatus(_message.Message):
     last_error_unix_ms: int
     priors: Priors
     decode_from_priors: bool
-    def __init__(self, name: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., kind: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., model_family: _Optional[str] = ..., context_window: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ..., data_classes: _Optional[_Iterable[_Union[_types_pb2.DataClass, str]]] = ..., max_concurrency: _Optional[int] = ..., healthy: _Optional[bool] = ..., circuit: _Optional[_Union[CircuitState, str]] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., error_rate: _Optional[float] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., from_priors: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ..., site: _Optional[str] = ..., device_id: _Optional[str] = ..., detail: _Optional[str] = ..., last_error: _Optional[str] = ..., last_error_unix_ms: _Optional[int] = ..., priors: _Optional[_Union[Priors, _Mapping]] = ..., decode_from_priors: _Optional[bool] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, name: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.Tier, str]] = ..., kind: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., model_family: _Optional[str] = ..., context_window: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ..., data_classes: _Optional[_Iterable[_Union[_types_pb2.DataClass, str]]] = ..., max_concurrency: _Optional[int] = ..., healthy: _Optional[bool] = ..., circuit: _Optional[_Union[CircuitState, str]] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., error_rate: _Optional[float] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., from_priors: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ..., site: _Optional[str] = ..., device_id: _Optional[str] = ..., detail: _Optional[str] = ..., last_error: _Optional[str] = ..., last_error_unix_ms: _Optional[int] = ..., priors: _Optional[_Union[Priors, _Mapping]] = ..., decode_from_priors: _Optional[bool] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class ListBackendsResponse(_message.Message):
     __slots__ = ("backends",)
