@@ -163,8 +163,9 @@ def estimate(
         ttft_base = (n * ttft_base + prior_weight * prior) / (n + prior_weight)
 
     load = snap.in_flight
-    if snap.reported_load is not None and snap.reported_load > load:
-        load = snap.reported_load
+    reported = snap.reported_load
+    if reported is not None and reported > load:
+        load = reported
     slots = spec.max_concurrency
     waiting = load - slots + 1
     if waiting > 0:
@@ -182,10 +183,10 @@ def estimate(
     if tier is _HOSTED:
         cost = (tokens * p.input_per_mtok_usd + max_output_tokens * p.output_per_mtok_usd) / 1e6
     elif tier is _GPU:
+        hourly = p.gpu_hourly_usd
         paid_rate = p.gpu_throughput_tokens_per_s * p.gpu_utilization
-        if p.gpu_hourly_usd > 0.0 and paid_rate > 0.0:
-            per_token = p.gpu_hourly_usd / 3600.0 / paid_rate
-            cost = (max_output_tokens + tokens * p.gpu_prefill_ratio) * per_token
+        if hourly > 0.0 and paid_rate > 0.0:
+            cost = (max_output_tokens + tokens * p.gpu_prefill_ratio) * (hourly / 3600.0 / paid_rate)
         else:
             cost = 0.0
     elif tier is _EDGE:
