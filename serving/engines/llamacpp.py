@@ -413,17 +413,16 @@ class LlamaCppEngine(Engine):
 
     def _update_prefill_rate(self, rate: float) -> None:
         with self._cond:
-            if self._prefill_rate <= 0:
-                self._prefill_rate = rate
-            else:
-                self._prefill_rate += RATE_EWMA_ALPHA * (rate - self._prefill_rate)
+            self._prefill_rate = _moving(self._prefill_rate, rate)
 
     def _update_rate(self, rate: float) -> None:
         with self._cond:
-            if self._decode_rate <= 0:
-                self._decode_rate = rate
-            else:
-                self._decode_rate += RATE_EWMA_ALPHA * (rate - self._decode_rate)
+            self._decode_rate = _moving(self._decode_rate, rate)
+
+
+def _moving(average: float, sample: float) -> float:
+    """The rate's moving average with ``sample`` in (the first sample as it is)."""
+    return sample if average <= 0 else average + RATE_EWMA_ALPHA * (sample - average)
 
 
 def _deliver(job: _Job, item: EngineChunk | EngineError) -> None:
