@@ -141,12 +141,19 @@ class Informed:
             ):
                 continue  # it would fail now
             start, factor = self.sim.placement(spec.name)
+            # The prompt's prefill (where the fleet gives a rate) adds to the TTFT draw as
+            # the wait does.
+            prefill = (
+                request.prompt_tokens * 1000.0 / m.prefill_tokens_per_s
+                if m.prefill_tokens_per_s
+                else 0.0
+            )
             chance = (1.0 - m.error_rate) * meet_chance(
                 m.ttft_ms,
                 sigma,
                 m.decode_tokens_per_s * factor,
                 m.decode_spread,
-                (start - now) * 1000.0,
+                (start - now) * 1000.0 + prefill,
                 lengths,
                 request.ttft_budget_ms,
                 request.total_budget_ms,

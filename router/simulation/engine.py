@@ -513,7 +513,7 @@ class Simulation:
         total_ms = (now - att.dispatched) * 1000.0
         st = att.st
         # as dispatch records it: without the queue, and without the prompt's prefill where
-        # the router's priors give a rate
+        # the backend reports a rate or the router's priors give one
         st.record_first_token(
             ttft_sample_ms(st.prefill_rate(b.spec.priors), tr.prompt_tokens, ttft_ms - queued_ms)
         )
