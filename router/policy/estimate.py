@@ -186,7 +186,8 @@ def estimate(
         hourly = p.gpu_hourly_usd
         paid_rate = p.gpu_throughput_tokens_per_s * p.gpu_utilization
         if hourly > 0.0 and paid_rate > 0.0:
-            cost = (max_output_tokens + tokens * p.gpu_prefill_ratio) * (hourly / 3600.0 / paid_rate)
+            per_token = hourly / 3600.0 / paid_rate
+            cost = (max_output_tokens + tokens * p.gpu_prefill_ratio) * per_token
         else:
             cost = 0.0
     elif tier is _EDGE:
