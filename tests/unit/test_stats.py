@@ -11,7 +11,7 @@ from testkit import FakeClock
 from router.config import CircuitConfig, PolicyConfig
 from router.errors import ErrorClass
 from router.stats import RATE_WINDOW, TTFT_WINDOW, BackendStats, CircuitBreaker
-from router.types import CircuitState
+from router.types import CircuitState, Priors
 
 CIRCUIT = CircuitConfig(
     consecutive_failures=3, error_rate=0.5, window=10, min_requests=6, cooldown_s=30.0
@@ -156,6 +156,23 @@ def test_in_flight_counts_open_streams(clock: FakeClock) -> None:
     stats.end()
     stats.end()  # never below zero
     assert stats.snapshot().in_flight == 0
+
+
+def test_a_reported_prefill_rate_reaches_the_snapshot_and_wins_over_the_priors(
+    clock: FakeClock,
+) -> None:
+    stats = BackendStats("a", PolicyConfig(), clock)
+    with_rate = Priors(ttft_ms=100.0, decode_tokens_per_s=20.0, prefill_tokens_per_s=900.0)
+    assert stats.snapshot().prefill_tokens_per_s is None
+    assert stats.prefill_rate(with_rate) == 900.0  # nothing reported: the priors'
+    stats.set_reported_prefill(4000.0)
+    assert stats.snapshot().prefill_tokens_per_s == 4000.0  # a new snapshot, not the cache
+    assert stats.prefill_rate(with_rate) == 4000.0
+    for gone in (None, 0.0):  # a backend that stops reporting: the priors again
+        stats.set_reported_prefill(4000.0)
+        stats.set_reported_prefill(gone)
+        assert stats.snapshot().prefill_tokens_per_s is None
+        assert stats.prefill_rate(with_rate) == 900.0
 
 
 def test_observed_values_stay_none_until_min_samples(clock: FakeClock) -> None:
