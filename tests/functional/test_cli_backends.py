@@ -77,6 +77,7 @@ async def test_too_few_samples_show_the_config_priors_not_zeros(address, capsys,
             "ttft_ms": ttft_ms,
             "decode_tokens_per_s": rate,
             "ttft_p90_ms": 2 * ttft_ms,  # unset in the config: twice the median
+            "prefill_tokens_per_s": 0.0,  # unset: the prompt's length is not modelled
         }
         assert b["from_priors"] is True and b["decode_from_priors"] is True
         assert b["ttft_p50_ms"] == 0  # not observed yet: the priors say what the policy uses
