@@ -518,7 +518,17 @@ def devices_view(resp: edge_link_pb2.ListDevicesResponse, *, address: str) -> Gr
     from rich.text import Text
 
     table = Table(title=f"edge devices at {address} (replica {resp.router_id})")
-    for col in ("device", "online", "site", "model", "load", "tok/s", "last seen", "router"):
+    for col in (
+        "device",
+        "online",
+        "site",
+        "model",
+        "load",
+        "decode\ntok/s",
+        "prompt\ntok/s",
+        "last seen",
+        "router",
+    ):
         table.add_column(col)
     table.add_column("status", overflow="fold")
     for d in resp.devices:
@@ -532,6 +542,7 @@ def devices_view(resp: edge_link_pb2.ListDevicesResponse, *, address: str) -> Gr
             device_versions(d),
             f"{d.queue_depth}+{d.in_flight}",
             f"{d.decode_tokens_per_s:.1f}" if d.decode_tokens_per_s else "-",
+            f"{d.prefill_tokens_per_s:,.0f}" if d.prefill_tokens_per_s else "-",
             fmt_ago(d.last_seen_unix_ms),
             d.router_id or "-",
             Text(d.detail or d.sync_status),
