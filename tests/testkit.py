@@ -209,3 +209,14 @@ def pid_alive(pid: int) -> bool:
     if stat.exists():
         return stat.read_text().rsplit(") ", 1)[1][:1] != "Z"
     return True
+
+
+def rendered(renderable: object, width: int = 200) -> str:
+    """What a rich renderable prints on a plain terminal ``width`` columns wide."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(renderable)
+    return out.getvalue()

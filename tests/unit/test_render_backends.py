@@ -8,6 +8,7 @@ import re
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import types_pb2 as tpb
 from rich.console import Console
+from testkit import rendered
 
 from hybrid_router_cli import render, render_backends
 
@@ -24,12 +25,6 @@ def test_fmt_ago_reads_like_a_person_would_say_it() -> None:
     assert render.fmt_ago(NOW_MS + 5_000, NOW_MS) == "0.0 s ago"  # clocks a little apart
 
 
-def _text(renderable: object) -> str:
-    out = io.StringIO()
-    Console(file=out, width=200, color_system=None).print(renderable)
-    return out.getvalue()
-
-
 def test_the_table_and_notes_show_the_last_error_and_its_age() -> None:
     resp = rpb.ListBackendsResponse(
         backends=[
@@ -44,18 +39,18 @@ def test_the_table_and_notes_show_the_last_error_and_its_age() -> None:
             rpb.BackendStatus(name="gpu-b", kind="model_service", healthy=True),
         ]
     )
-    table = _text(render_backends.backends_table(resp, now_ms=NOW_MS))
+    table = rendered(render_backends.backends_table(resp, now_ms=NOW_MS))
     assert "last" in table and "error" in table
     edge = next(line for line in table.splitlines() if "edge-a" in line)
     gpu = next(line for line in table.splitlines() if "gpu-b" in line)
     assert "12 s ago" in edge and "ago" not in gpu
-    notes = _text(render_backends.backend_notes(resp, now_ms=NOW_MS)).splitlines()
+    notes = rendered(render_backends.backend_notes(resp, now_ms=NOW_MS)).splitlines()
     assert notes == [
         "edge-a: load probe failed: UNAVAILABLE",
         "edge-a: last error 12 s ago: UNAVAILABLE: failed to connect to 127.0.0.1:4242: "
         "Connection refused",
     ]
-    only_errors = _text(render_backends.backend_notes(resp, now_ms=NOW_MS, details=False))
+    only_errors = rendered(render_backends.backend_notes(resp, now_ms=NOW_MS, details=False))
     assert only_errors.splitlines() == notes[1:]
 
 
@@ -72,7 +67,7 @@ def test_the_notes_show_the_prompt_reading_rate_and_where_it_comes_from() -> Non
             rpb.BackendStatus(name="edge-a", kind="edge"),  # not modelled: no line
         ]
     )
-    notes = _text(render_backends.backend_notes(resp, now_ms=NOW_MS)).splitlines()
+    notes = rendered(render_backends.backend_notes(resp, now_ms=NOW_MS)).splitlines()
     assert notes == [
         "gpu-a: prompts read at 5,200 tok/s (reported)",
         "hosted-mini: prompts read at 20,000 tok/s (priors)",
@@ -102,7 +97,7 @@ def _priors_resp(*, with_priors: bool = True) -> rpb.ListBackendsResponse:
 def test_figures_from_priors_are_the_configured_priors_marked() -> None:
     row = next(
         line
-        for line in _text(render_backends.backends_table(_priors_resp())).splitlines()
+        for line in rendered(render_backends.backends_table(_priors_resp())).splitlines()
         if "edge-a" in line
     )
     assert "420 ms / 840 ms ᵖ" in row and "17 ᵖ" in row
@@ -112,12 +107,12 @@ def test_figures_from_priors_are_the_configured_priors_marked() -> None:
     older.backends[0].priors.ttft_p90_ms = 0
     row = next(
         line
-        for line in _text(render_backends.backends_table(older)).splitlines()
+        for line in rendered(render_backends.backends_table(older)).splitlines()
         if "edge-a" in line
     )
     assert "420 ms ᵖ" in row and "840" not in row
     # A router older than the priors field: "-", never a made-up 0.
-    old = _text(render_backends.backends_table(_priors_resp(with_priors=False)))
+    old = rendered(render_backends.backends_table(_priors_resp(with_priors=False)))
     row = next(line for line in old.splitlines() if "edge-a" in line)
     assert "- ᵖ" in row and "0 ms" not in row
 

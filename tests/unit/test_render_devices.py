@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 from hybrid_router.v1 import edge_link_pb2 as epb
-from rich.console import Console
+from testkit import rendered
 
 from hybrid_router_cli import render
-
-
-def _text(renderable: object) -> str:
-    out = io.StringIO()
-    Console(file=out, width=200, color_system=None).print(renderable)
-    return out.getvalue()
 
 
 def test_each_device_shows_its_decode_and_prompt_reading_rates() -> None:
@@ -30,7 +22,7 @@ def test_each_device_shows_its_decode_and_prompt_reading_rates() -> None:
             epb.DeviceStatus(device_id="dev-south", online=True, site="south"),
         ],
     )
-    out = _text(render.devices_view(resp, address="127.0.0.1:50051"))
+    out = rendered(render.devices_view(resp, address="127.0.0.1:50051"))
     assert "decode" in out and "prompt" in out  # the columns' headers
     north = next(line for line in out.splitlines() if "dev-north" in line)
     south = next(line for line in out.splitlines() if "dev-south" in line)

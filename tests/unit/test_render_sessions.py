@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import io
-
 from hybrid_router.v1 import router_pb2 as rpb
 from hybrid_router.v1 import sessions_pb2 as spb
-from rich.console import Console
+from testkit import rendered
 
 from hybrid_router_cli import render, render_sessions
 
@@ -15,9 +13,7 @@ NOW_MS = 1_700_000_000_000
 
 
 def _text(renderable: object, width: int = 80) -> str:
-    buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None).print(renderable)
-    return buf.getvalue()
+    return rendered(renderable, width)
 
 
 def _decision() -> rpb.Decision:
