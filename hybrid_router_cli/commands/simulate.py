@@ -291,7 +291,7 @@ def _strategy_names(text: str | None) -> list[str]:
     return out
 
 
-def _variants(texts: Sequence[str], names: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+def parse_variants(texts: Sequence[str], names: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """``--variant NAME:KEY=VALUE,...`` as (name, {key: value}); a value is a number,
     true or false, or else the text as it is (``off``, ``weighted``). Checked before
     anything runs; the keys and values themselves are checked against ``policy:`` once
@@ -563,7 +563,7 @@ def run(args: argparse.Namespace) -> int:
     # The table's console now: without rich, say so before the run rather than after it.
     console = None if args.json else render.make_console()
     names = _strategy_names(args.strategies)
-    variants = _variants(args.variant, names)
+    variants = parse_variants(args.variant, names)
     run_names = [*names, *(name for name, _ in variants)]
     if args.misses in ("bound", "oracle"):
         raise _usage(

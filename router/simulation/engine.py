@@ -131,7 +131,19 @@ class _Request:
 
 
 class _Attempt:
-    __slots__ = ("req", "b", "st", "dispatched", "started", "first_at", "rate", "live", "done_at")
+    __slots__ = (
+        "req",
+        "b",
+        "st",
+        "dispatched",
+        "started",
+        "first_at",
+        "rate",
+        "live",
+        "done_at",
+        "first_due",
+        "armed",
+    )
 
     def __init__(self, req: _Request, b: _Backend, st: BackendStats, now: float) -> None:
         self.req = req
@@ -144,6 +156,11 @@ class _Attempt:
         self.rate = 0.0
         self.live = True
         self.done_at = 0.0
+        #: When its first token comes (later than drawn when other prompts' reading
+        #: slowed it: ``prefill_interference``).
+        self.first_due = 0.0
+        #: Whether a TTFT timeout event is pending for it.
+        self.armed = False
 
 
 class _Backend:
@@ -213,6 +230,15 @@ class Truth:
             rate * math.exp(spread * r * math.sin(theta)) if spread else rate,
             (h3 >> 11) * _U53,
         )
+
+
+def _later(left: float, reading: float, full: float, share: float, keep: float) -> float:
+    """How much later something ``left`` seconds away (at full pace) happens when the
+    pace drops by ``share`` for the next ``reading`` seconds (``full``: share x reading;
+    ``keep``: 1 - share)."""
+    if left >= keep * reading or keep <= 0.0:
+        return full if left > 0.0 else 0.0
+    return left * share / keep if left > 0.0 else 0.0
 
 
 class Simulation:
@@ -446,9 +472,11 @@ class Simulation:
             if slots == 0 or b.busy < slots:
                 if req.draw(b.index)[0] > self.ttft_timeout_ms:
                     self._push(now + self.ttft_timeout_s, _TIMEOUT, att)
+                    att.armed = True
                 self._start(att)
             else:  # it may wait past the timeout
                 self._push(now + self.ttft_timeout_s, _TIMEOUT, att)
+                att.armed = True
                 b.queue.append(att)
             return
         out = req.outcome
@@ -466,9 +494,35 @@ class Simulation:
         if m.batch_slowdown and m.slots:
             rate *= 1.0 - m.batch_slowdown * b.busy / m.slots
         att.rate = rate
-        first = now + ttft_ms / 1000.0
+        first = att.first_due = now + ttft_ms / 1000.0
         att.done_at = first + att.req.tr.output_tokens / rate
+        if m.prefill_interference and b.busy > 1:
+            self._interfere(att, m.prefill_interference)
         self._push(first, _FIRST, att)
+
+    def _interfere(self, att: _Attempt, share: float) -> None:
+        """``att`` starts reading its prompt (``prompt / prefill_tokens_per_s`` seconds):
+        the backend's other requests go ``share`` slower meanwhile, so each ends (and one
+        still before its first token gets it) later by ``share`` of that time, or less
+        when it ends sooner: at ``(1 - share)`` of its pace, a request with ``w`` seconds
+        left at full pace is ``w * share / (1 - share)`` later if that ends within it."""
+        b = att.b
+        now = self.now
+        reading = att.req.tr.prompt_tokens / b.model.prefill_tokens_per_s
+        if reading <= 0.0:
+            return
+        full = share * reading  # the delay of a request still going when the reading ends
+        keep = 1.0 - share
+        for other in b.serving:
+            if other is att:
+                continue
+            other.done_at += _later(other.done_at - now, reading, full, share, keep)
+            if other.first_at is None:
+                other.first_due += _later(other.first_due - now, reading, full, share, keep)
+                due = other.dispatched + self.ttft_timeout_s
+                if not other.armed and other.first_due > due:  # now past the TTFT timeout
+                    self._push(max(due, now), _TIMEOUT, other)
+                    other.armed = True
 
     def _release(self, att: _Attempt) -> None:
         """The attempt leaves its backend (done, failed, cut, timed out)."""
@@ -493,6 +547,9 @@ class Simulation:
     def _first(self, att: _Attempt) -> None:
         if not att.live:
             return
+        if att.first_due > self.now:  # slowed by another prompt's reading since
+            self._push(att.first_due, _FIRST, att)
+            return
         att.first_at = self.now
         req = att.req
         if req.first_at is None:
@@ -501,6 +558,9 @@ class Simulation:
 
     def _done(self, att: _Attempt) -> None:
         if not att.live:
+            return
+        if att.done_at > self.now:  # slowed by another prompt's reading since
+            self._push(att.done_at, _DONE, att)
             return
         self._release(att)
         now = self.now

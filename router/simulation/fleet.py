@@ -16,6 +16,8 @@ what the router cannot know in advance:
         error_rate: 0.01        # share of calls that fail before the first token
         outages: [[600, 900]]   # seconds: calls fail, open streams are cut
         throttle: [{from_s: 100, to_s: 160, retry_after_s: 20}]   # 429 + Retry-After
+        prefill_tokens_per_s: 5000   # prompt tokens read a second before the first token
+        prefill_interference: 0.5    # pace the others lose while a prompt is read
 
 Every field defaults from the backend's configuration (``priors``, ``max_concurrency``;
 hosted backends: unlimited slots), so ``backends:`` may be empty. The router's policy and
@@ -82,6 +84,10 @@ class BackendBehaviour(_Model):
     #: draw plus its prompt at this rate. Default: the backend's
     #: ``priors.prefill_tokens_per_s`` (unset there too: the prompt adds nothing).
     prefill_tokens_per_s: float | None = Field(None, gt=0)
+    #: The share of their pace the requests a backend already serves lose while it reads
+    #: another request's prompt (0: none; 1: they stall). Needs a prompt reading rate; a
+    #: hosted backend's (unlimited slots) is the provider's and is not modelled.
+    prefill_interference: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> BackendBehaviour:
@@ -132,6 +138,8 @@ class BackendModel:
     poll_ms: float = 0.0
     #: 0: the prompt's length adds nothing to the TTFT.
     prefill_tokens_per_s: float = 0.0
+    #: Share of their pace the backend's other requests lose while it reads a prompt.
+    prefill_interference: float = 0.0
 
     def down_at(self, t: float) -> tuple[float, float] | None:
         for w in self.outages:
@@ -166,6 +174,23 @@ def model_for(spec: BackendSpec, b: BackendBehaviour | None) -> BackendModel:
     slots = b.slots
     if slots is None:
         slots = 0 if spec.tier is Tier.HOSTED else spec.max_concurrency
+    prefill = (
+        b.prefill_tokens_per_s
+        if b.prefill_tokens_per_s is not None
+        else spec.priors.prefill_tokens_per_s
+    )
+    if b.prefill_interference and not prefill:
+        raise ConfigError(
+            "needs a prompt reading rate: set prefill_tokens_per_s beside it, or "
+            "priors.prefill_tokens_per_s in the router configuration",
+            key=f"backends.{spec.name}.prefill_interference",
+        )
+    if b.prefill_interference and not slots:
+        raise ConfigError(
+            "needs a backend with slots (the requests a prompt's reading slows share them); "
+            "set slots, or leave it 0 for a hosted API",
+            key=f"backends.{spec.name}.prefill_interference",
+        )
     return BackendModel(
         ttft_ms=ttft,
         ttft_p90_ms=b.ttft_p90_ms if b.ttft_p90_ms is not None else 2.0 * ttft,
@@ -183,11 +208,8 @@ def model_for(spec: BackendSpec, b: BackendBehaviour | None) -> BackendModel:
         throttle=tuple(sorted((w.from_s, w.to_s, w.retry_after_s) for w in b.throttle)),
         reports_load=spec.kind in REPORTING_KINDS or spec.tier is Tier.EDGE,
         poll_ms=b.poll_ms,
-        prefill_tokens_per_s=(
-            b.prefill_tokens_per_s
-            if b.prefill_tokens_per_s is not None
-            else spec.priors.prefill_tokens_per_s
-        ),
+        prefill_tokens_per_s=prefill,
+        prefill_interference=b.prefill_interference,
     )
 
 
@@ -216,9 +238,13 @@ def build_fleet(
     for t in config.auth.tenants:
         access = TenantAccess.from_config(t)  # the router's own rule of who may use what
         tenants[t.name] = frozenset(s.name for s in specs if access.allows(s))
+    try:
+        models = {s.name: model_for(s, behaviour.get(s.name)) for s in specs}
+    except ConfigError as exc:
+        raise exc.located(source) from None
     return Fleet(
         specs=specs,
-        models={s.name: model_for(s, behaviour.get(s.name)) for s in specs},
+        models=models,
         params=policy_params(config.policy),
         config=config,
         tenant_backends=tenants,

@@ -384,6 +384,12 @@ PREFILL_TOKENS_PER_S = {
     "hosted-large": 10000.0,
 }
 
+#: The share of their pace the requests a backend serves lose while it reads another
+#: prompt, in the ``long-prompts`` scenario (illustrative: vLLM's chunked prefill keeps
+#: decoding beside a prompt's chunks; llama.cpp's server on a device's CPU reads a prompt's
+#: batch between its slots' decode steps). The hosted APIs' are the provider's.
+PREFILL_INTERFERENCE = {"edge-a": 0.9, "edge-b": 0.9, "gpu-a": 0.5, "gpu-b": 0.5}
+
 #: The ``long-prompts`` mix: (share, prompt tokens low, high (log-uniform), answer median,
 #: ttft budget, total budget, data class). Prompts from a chat turn to a long document.
 LONG_MIX: tuple[tuple[float, int, int, int, float | None, float, DataClass], ...] = (
@@ -395,16 +401,21 @@ LONG_MIX: tuple[tuple[float, int, int, int, float | None, float, DataClass], ...
 _LONG_CUM = [sum(m[0] for m in LONG_MIX[: i + 1]) for i in range(len(LONG_MIX))]
 
 
-def prefill_fleet(router_knows: bool = True) -> Fleet:
+def prefill_fleet(router_knows: bool = True, interference: bool = True) -> Fleet:
     """The reference fleet whose backends take :data:`PREFILL_TOKENS_PER_S` to read a
     prompt; with ``router_knows`` its router configuration gives those rates as
     ``priors.prefill_tokens_per_s`` (else the router judges TTFT without the prompt's
-    length, as before the setting existed)."""
+    length, as before the setting existed); with ``interference`` a prompt's reading
+    slows the other requests on the edge devices and GPU replicas
+    (:data:`PREFILL_INTERFERENCE`; without it, the scenario before session 14)."""
     router = reference_router()
     behaviour = reference_behaviour()
     for backend in router["backends"]:
         rate = PREFILL_TOKENS_PER_S[backend["name"]]
         behaviour[backend["name"]]["prefill_tokens_per_s"] = rate
+        if interference:
+            share = PREFILL_INTERFERENCE.get(backend["name"], 0.0)
+            behaviour[backend["name"]]["prefill_interference"] = share
         if router_knows:
             backend["priors"] = {**backend["priors"], "prefill_tokens_per_s": rate}
     return _fleet(router, behaviour)

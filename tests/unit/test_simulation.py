@@ -217,6 +217,57 @@ def test_a_router_without_the_prefill_rates_sends_a_long_prompt_where_it_misses(
     assert [meets(r, o) for r, o in zip(PROMPTS, out, strict=True)] == [False, True]
 
 
+def _interfering_fleet(timeout_ms: float = 30_000.0):
+    """The two-backend fleet whose GPU serves three at once, reads 1,000 prompt tokens a
+    second, and whose other requests go at half pace while it reads one."""
+    fleet = _two_backend_fleet(
+        {"slots": 3, "prefill_tokens_per_s": 1000.0, "prefill_interference": 0.5}
+    )
+    doc = fleet.document
+    assert doc is not None
+    router_cfg = json.loads(json.dumps(doc["router"]))
+    router_cfg["policy"]["ttft_timeout_ms"] = timeout_ms
+    return parse_fleet({"router": router_cfg, "backends": doc["backends"]}, source="test fleet")
+
+
+def test_a_prompts_reading_slows_the_other_requests_on_the_backend_hand_computed() -> None:
+    trace = [
+        # r0: first token at 0.1 + 0.1 s (100 tokens read), done 5 s later (50 at 10/s)
+        TraceRequest(at_s=0.0, prompt_tokens=100, output_tokens=50),
+        # r1: 2 s of reading: r0, far from its end, loses half of those 2 s: done at 6.2 s
+        TraceRequest(at_s=1.0, prompt_tokens=2000, output_tokens=10),
+        # r2: 1 s of reading: r0 loses 0.5 s more (6.7 s); r1's first token, 0.1 s away,
+        # comes 0.1 s later (at half pace 0.1 s of work takes 0.2 s: 3.2 s) and its end,
+        # 1.1 s away, 0.5 s later (4.6 s)
+        TraceRequest(at_s=3.0, prompt_tokens=1000, output_tokens=10),
+    ]
+    out = Simulation(_interfering_fleet(), seed=7).run(trace, STRATEGIES["always-cheapest"]())
+    assert [o.backend for o in out] == ["gpu", "gpu", "gpu"]
+    assert [o.ttft_ms for o in out] == pytest.approx([200.0, 2200.0, 1100.0])
+    assert [o.total_ms for o in out] == pytest.approx([6700.0, 3600.0, 2100.0])
+    # Alone (the bound), nobody slows anybody.
+    alone = run_bound(_interfering_fleet(), trace, seed=7)
+    assert [o.total_ms for o in alone] == pytest.approx([5200.0, 3100.0, 2100.0])
+
+
+def test_a_first_token_pushed_past_the_ttft_timeout_by_another_prompt_fails_over() -> None:
+    trace = [
+        # r0: first token due 1.1 s after dispatch, within the 1.5 s timeout
+        TraceRequest(at_s=0.0, prompt_tokens=1000, output_tokens=10),
+        # r1 at 0.5 s: 1.3 s of reading (its own first token within the timeout); r0's,
+        # 0.6 s of work away, takes 1.2 s at half pace: due 1.7 s after dispatch, so r0
+        # times out at 1.5 s and goes to the hosted model (TTFT 500 ms + the 1.5 s lost)
+        TraceRequest(at_s=0.5, prompt_tokens=1300, output_tokens=10),
+    ]
+    out = Simulation(_interfering_fleet(1500.0), seed=7).run(
+        trace, STRATEGIES["always-cheapest"]()
+    )
+    assert [o.backend for o in out] == ["hosted", "gpu"]
+    assert out[0].attempts == 2
+    assert out[0].ttft_ms == pytest.approx(1500.0 + 500.0)
+    assert out[1].ttft_ms == pytest.approx(1400.0)
+
+
 def test_misses_are_grouped_by_budgets_backend_how_and_the_oracles_choice() -> None:
     from router.simulation.engine import Outcome
     from router.simulation.misses import MissGroup, miss_report
@@ -328,6 +379,9 @@ def _random_fleet(rng: random.Random):
             b["throttle"] = [
                 {"from_s": s, "to_s": s + rng.uniform(1, 10), "retry_after_s": rng.choice([0, 3])}
             ]
+        if b["slots"] and rng.random() < 0.3:  # prompts read at a rate, slowing the others
+            b["prefill_tokens_per_s"] = rng.choice([500.0, 5000.0])
+            b["prefill_interference"] = rng.choice([0.0, 0.5, 1.0])
         behaviour[name] = b
     policy = {
         "objective": rng.choice(["cheapest", "fastest", "weighted"]),
@@ -488,6 +542,37 @@ def test_fleet_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"backends.gpu.prefill_tokens_per_s: must be > 0"):
         parse_fleet(
             {"router": router_cfg, "backends": {"gpu": {"prefill_tokens_per_s": 0}}},
+            source="f.yaml",
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"f.yaml: backends.gpu.prefill_interference: needs a prompt reading rate: set "
+        r"prefill_tokens_per_s beside it",
+    ):
+        parse_fleet(
+            {"router": router_cfg, "backends": {"gpu": {"prefill_interference": 0.5}}},
+            source="f.yaml",
+        )
+    with pytest.raises(
+        ConfigError, match=r"backends.hosted.prefill_interference: needs a backend with slots"
+    ):
+        parse_fleet(
+            {
+                "router": router_cfg,
+                "backends": {
+                    "hosted": {"prefill_tokens_per_s": 1e4, "prefill_interference": 0.5}
+                },
+            },
+            source="f.yaml",
+        )
+    with pytest.raises(
+        ConfigError, match=r"backends.gpu.prefill_interference: must be <= 1|less than or equal"
+    ):
+        parse_fleet(
+            {
+                "router": router_cfg,
+                "backends": {"gpu": {"prefill_tokens_per_s": 1e3, "prefill_interference": 2}},
+            },
             source="f.yaml",
         )
     with pytest.raises(ConfigError, match="give exactly one of config"):
