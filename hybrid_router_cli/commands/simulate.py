@@ -614,7 +614,8 @@ def run(args: argparse.Namespace) -> int:
         misses = miss_report(
             args.misses, trace, result.outcomes[args.misses], result.outcomes[ORACLE]
         )
-    found = render_simulate.targets(summaries)
+    interfering = any(m.prefill_interference for m in fleet.models.values())
+    found = render_simulate.targets(summaries, oracle_is_limit=not interfering)
     title = _title(described, len(trace), args.seed, args.replicas)
     files: list[str] = []
     if args.write_trace:

@@ -163,6 +163,11 @@ class _Attempt:
         self.armed = False
 
 
+#: A request a backend serves, as :meth:`Simulation._walk` foresees it: (its end, an order
+#: among equal ends, its first token, its arrival, its TTFT budget ms, its total budget ms).
+_Served = tuple[float, int, float, float, float | None, float | None]
+
+
 class _Backend:
     __slots__ = ("index", "spec", "model", "busy", "queue", "serving")
 
@@ -347,28 +352,108 @@ class Simulation:
             completes = False
         return (first - now) * 1000.0, (end - now) * 1000.0, completes
 
+    def harm(self, name: str) -> int:
+        """How many of the requests backend ``name`` will be serving when the request
+        arriving now starts there (now, or once the queue ahead of it has moved:
+        :meth:`placement`), each on course to meet its budgets, would miss them because
+        its prompt's reading slows them (``prefill_interference``); 0 where the backend
+        has none. For the oracle, which so protects the requests it placed from those it
+        places after them."""
+        b = self.by_name[name]
+        m = b.model
+        share = m.prefill_interference
+        if not share:
+            return 0
+        req = self._current
+        assert req is not None
+        reading = req.tr.prompt_tokens / m.prefill_tokens_per_s
+        start, serving = self._walk(b)
+        lost, keep = share * reading, 1.0 - share
+        harmed = 0
+        for end, _, first, at, ttft_b, total_b in serving:
+            if total_b is None and (ttft_b is None or first <= start):
+                continue  # nothing left it could miss
+            if (ttft_b is not None and (first - at) * 1000.0 > ttft_b) or (
+                total_b is not None and (end - at) * 1000.0 > total_b
+            ):
+                continue  # missing already
+            if ttft_b is not None and first > start:
+                first += _later(first - start, reading, lost, share, keep)
+                if (first - at) * 1000.0 > ttft_b:
+                    harmed += 1
+                    continue
+            if total_b is not None:
+                end += _later(end - start, reading, lost, share, keep)
+                if (end - at) * 1000.0 > total_b:
+                    harmed += 1
+        return harmed
+
     def placement(self, name: str) -> tuple[float, float]:
         """When a request sent to backend ``name`` now would start (a slot free now, or
         when the requests queued ahead of it have taken theirs: their own draws decide
-        when the slots free up) and the factor of its decode rate (the batch it joins;
-        a full batch's once it waited). For the oracle (and bench/bench_knowledge.py)."""
+        when the slots free up, later where their prompts' reading slows the others) and
+        the factor of its decode rate (the batch it joins; a full batch's once it
+        waited). For the oracle (and bench/bench_knowledge.py)."""
         b = self.by_name[name]
         m = b.model
-        now = self.now
         slots = m.slots
         if slots == 0 or b.busy < slots:
             if m.batch_slowdown and slots:
-                return now, 1.0 - m.batch_slowdown * (b.busy + 1) / slots
-            return now, 1.0
+                return self.now, 1.0 - m.batch_slowdown * (b.busy + 1) / slots
+            return self.now, 1.0
+        return self._walk(b)[0], 1.0 - m.batch_slowdown
+
+    def _walk(self, b: _Backend) -> tuple[float, list[_Served]]:
+        """When a request sent to ``b`` now would start, and what ``b`` would be serving
+        then: (end, order, first token, arrival, TTFT budget, total budget) of each, as
+        the requests queued ahead of it take the slots that free up."""
+        m = b.model
+        now = self.now
+        serving: list[_Served] = []
+        for k, a in enumerate(b.serving):
+            tr = a.req.tr
+            first = a.first_at if a.first_at is not None else a.first_due
+            serving.append((a.done_at, k, first, a.req.at, tr.ttft_budget_ms, tr.total_budget_ms))
+        if m.slots == 0 or b.busy < m.slots:
+            return now, serving
+        heapq.heapify(serving)
         full = 1.0 - m.batch_slowdown
-        free = sorted(a.done_at for a in b.serving)
+        share = m.prefill_interference
+        seq = len(serving)
         for q in b.queue:
             if not q.live:
                 continue
             q_ttft, q_rate, _ = q.req.draw(b.index)
-            at = max(now, heapq.heappop(free))
-            heapq.heappush(free, at + q_ttft / 1000.0 + q.req.tr.output_tokens / (q_rate * full))
-        return max(now, heapq.heappop(free)), full
+            at = max(now, heapq.heappop(serving)[0])
+            if share:  # its prompt's reading slows the others (each moves later in order)
+                reading = q.req.tr.prompt_tokens / m.prefill_tokens_per_s
+                lost, keep = share * reading, 1.0 - share
+                serving = [
+                    (
+                        end + _later(end - at, reading, lost, share, keep),
+                        k,
+                        first + _later(first - at, reading, lost, share, keep),
+                        arrived,
+                        ttft_b,
+                        total_b,
+                    )
+                    for end, k, first, arrived, ttft_b, total_b in serving
+                ]
+            first = at + q_ttft / 1000.0
+            tr = q.req.tr
+            seq += 1
+            heapq.heappush(
+                serving,
+                (
+                    first + tr.output_tokens / (q_rate * full),
+                    seq,
+                    first,
+                    q.req.at,
+                    tr.ttft_budget_ms,
+                    tr.total_budget_ms,
+                ),
+            )
+        return max(now, heapq.heappop(serving)[0]), serving
 
     # --- the run ------------------------------------------------------------------
 

@@ -9,9 +9,14 @@ perfect knowledge of the present: for each arriving request it reads what the re
 would really see on every backend now (:meth:`Simulation.truth`: the queue ahead of it,
 the batch it joins, an outage that would cut it) and sends it to the cheapest backend
 that meets its latency budgets (none does: the cheapest that completes, else the
-fastest). The strategies' ratios are taken to it. It does not know the future (a request
-it places may delay later ones), so a strategy can beat it on a request; it is the best
-a per-request decision with perfect information makes.
+fastest). Where a backend's prompt reading slows the requests it serves
+(``prefill_interference``), it counts the budgets the request's prompt would make them
+miss as its own (:meth:`Simulation.harm`): the fewest budgets missed first, then the
+cheapest. So a request it placed is not pushed past its budget by a later one, unless
+every choice for that one misses as many. The strategies' ratios are taken to it. It
+does not know the future (a request it places may delay later ones), so a strategy can
+beat it on a request; it is the best a per-request decision with perfect information
+makes.
 
 ``bound`` (:func:`run_bound`) is the strict limit: every request alone on the fleet
 (no queue, no batch), held if need be until a backend's outage or throttle window ends.
@@ -26,6 +31,7 @@ traces.) With unlimited slots and no faults the oracle and the bound coincide.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from router.policy import cost_usd
@@ -145,8 +151,9 @@ class Oracle:
                 and (total_b is None or total <= total_b)
             )
             cost = cost_usd(spec, request.prompt_tokens, request.output_tokens)
-            rank = 0 if ok else 1 if completes else 2
-            rows.append((rank, cost if rank < 2 else total, total, spec.name))
+            # budgets missed: its own, and those its prompt's reading would make others miss
+            rank = (0 if ok else 1) + self.sim.harm(spec.name) if completes else math.inf
+            rows.append((rank, cost if completes else total, total, spec.name))
         if not rows:
             return "every eligible backend would fail now"
         rows.sort()

@@ -401,7 +401,7 @@ LONG_MIX: tuple[tuple[float, int, int, int, float | None, float, DataClass], ...
 _LONG_CUM = [sum(m[0] for m in LONG_MIX[: i + 1]) for i in range(len(LONG_MIX))]
 
 
-def prefill_fleet(router_knows: bool = True, interference: bool = True) -> Fleet:
+def prefill_fleet(router_knows: bool = True, interference: bool = False) -> Fleet:
     """The reference fleet whose backends take :data:`PREFILL_TOKENS_PER_S` to read a
     prompt; with ``router_knows`` its router configuration gives those rates as
     ``priors.prefill_tokens_per_s`` (else the router judges TTFT without the prompt's

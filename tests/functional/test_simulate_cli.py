@@ -175,6 +175,34 @@ def test_a_scenario_with_faults_replays_from_its_written_trace_and_fleet(
         assert _figures(replay["summaries"][name]) == _figures(scenario["summaries"][name]), name
 
 
+def test_on_a_fleet_whose_prompt_reading_slows_the_others_the_oracle_is_not_judged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace, fleet = tmp_path / "t.jsonl", tmp_path / "f.yaml"
+    _json(capsys, [*SMALL, "--strategies", "router", "--write-trace", str(trace)])
+    behaviour = reference_behaviour()
+    for name in ("gpu-a", "gpu-b"):
+        behaviour[name].update(prefill_tokens_per_s=5000, prefill_interference=0.5)
+    fleet.write_text(
+        yaml.safe_dump({"router": reference_router(), "backends": behaviour}), encoding="utf-8"
+    )
+    argv = ["simulate", "--trace", str(trace), "--fleet", str(fleet), "--seed", "3"]
+    doc = _json(capsys, [*argv, "--strategies", "router,always-hosted"])
+
+    first = doc["targets"][0]
+    assert first["met"] is None
+    assert "prefill_interference" in first["detail"] and "the bound is" in first["detail"]
+    assert doc["verdict"].startswith("targets: 0 of 1 met | vs oracle: not judged - the fleet's")
+    # Without the interference (the same fleet and trace) it is judged.
+    for name in ("gpu-a", "gpu-b"):
+        del behaviour[name]["prefill_interference"]
+    fleet.write_text(
+        yaml.safe_dump({"router": reference_router(), "backends": behaviour}), encoding="utf-8"
+    )
+    doc = _json(capsys, [*argv, "--strategies", "router,always-hosted"])
+    assert doc["targets"][0]["met"] is not None
+
+
 def test_the_same_seed_gives_the_same_table(capsys: pytest.CaptureFixture[str]) -> None:
     def router_row() -> str:
         assert main([*SMALL, "--strategies", "router"]) == 0

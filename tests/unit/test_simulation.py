@@ -217,11 +217,11 @@ def test_a_router_without_the_prefill_rates_sends_a_long_prompt_where_it_misses(
     assert [meets(r, o) for r, o in zip(PROMPTS, out, strict=True)] == [False, True]
 
 
-def _interfering_fleet(timeout_ms: float = 30_000.0):
+def _interfering_fleet(timeout_ms: float = 30_000.0, slots: int = 3):
     """The two-backend fleet whose GPU serves three at once, reads 1,000 prompt tokens a
     second, and whose other requests go at half pace while it reads one."""
     fleet = _two_backend_fleet(
-        {"slots": 3, "prefill_tokens_per_s": 1000.0, "prefill_interference": 0.5}
+        {"slots": slots, "prefill_tokens_per_s": 1000.0, "prefill_interference": 0.5}
     )
     doc = fleet.document
     assert doc is not None
@@ -266,6 +266,60 @@ def test_a_first_token_pushed_past_the_ttft_timeout_by_another_prompt_fails_over
     assert out[0].attempts == 2
     assert out[0].ttft_ms == pytest.approx(1500.0 + 500.0)
     assert out[1].ttft_ms == pytest.approx(1400.0)
+
+
+def test_the_oracle_counts_the_budgets_a_prompts_reading_would_make_others_miss() -> None:
+    trace = [
+        # r0 on the GPU (the cheapest that meets 5.5 s): done at 5.2 s
+        TraceRequest(at_s=0.0, prompt_tokens=100, output_tokens=50, total_budget_ms=5500.0),
+        # r1: the GPU meets its own budget (3.1 s) but its 2 s of reading would push r0 to
+        # 6.2 s; the hosted model meets it (0.7 s) and harms nobody
+        TraceRequest(at_s=1.0, prompt_tokens=2000, output_tokens=10, total_budget_ms=10_000.0),
+    ]
+    out = Simulation(_interfering_fleet(), seed=7).run(trace, Oracle())
+    assert [o.backend for o in out] == ["gpu", "hosted"]
+    assert [o.total_ms for o in out] == pytest.approx([5200.0, 700.0])
+    # The cheapest strategy takes the GPU for both: r0 misses.
+    out = Simulation(_interfering_fleet(), seed=7).run(trace, STRATEGIES["always-cheapest"]())
+    assert [o.backend for o in out] == ["gpu", "gpu"]
+    assert [meets(r, o) for r, o in zip(trace, out, strict=True)] == [False, True]
+
+
+def test_the_oracles_placement_counts_the_reading_of_the_prompts_queued_ahead() -> None:
+    trace = [
+        TraceRequest(at_s=0.0, prompt_tokens=100, output_tokens=100),  # done at 10.2 s
+        # r1 (0.1 s of reading: r0 ends at 10.25 s) ends at 1.3 s
+        TraceRequest(at_s=0.1, prompt_tokens=100, output_tokens=10),
+        # r2 waits for r1's slot; its 3 s of reading from 1.3 s pushes r0 to 11.75 s
+        TraceRequest(at_s=0.2, prompt_tokens=3000, output_tokens=100),
+        # r3 waits behind r2 for the next slot: r0's, at 11.75 s (not 10.25)
+        TraceRequest(at_s=0.5, prompt_tokens=100, output_tokens=10),
+    ]
+    cheapest = STRATEGIES["always-cheapest"]()
+    foreseen: list[float] = []
+
+    class Foresee:
+        name = "foresee"
+
+        def bind(self, sim: Simulation) -> None:
+            self.sim = sim
+            cheapest.bind(sim)
+
+        def order(self, index: int, request: TraceRequest, now: float) -> list[str] | str:
+            foreseen.append(self.sim.placement("gpu")[0])
+            return cheapest.order(index, request, now)
+
+        def admit(self, backend: str, now: float) -> bool:
+            return True
+
+        def observe(self, seen: Any) -> None:
+            pass
+
+    out = Simulation(_interfering_fleet(slots=2), seed=7).run(trace, Foresee())
+    assert foreseen == pytest.approx([0.0, 0.1, 1.3, 11.75])
+    assert [o.backend for o in out] == ["gpu"] * 4
+    # r3 really starts at 11.75 s: its first token 0.1 + 0.1 s later
+    assert out[3].ttft_ms == pytest.approx((11.75 + 0.2 - 0.5) * 1000.0)
 
 
 def test_misses_are_grouped_by_budgets_backend_how_and_the_oracles_choice() -> None:
