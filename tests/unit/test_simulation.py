@@ -259,9 +259,7 @@ def test_a_first_token_pushed_past_the_ttft_timeout_by_another_prompt_fails_over
         # times out at 1.5 s and goes to the hosted model (TTFT 500 ms + the 1.5 s lost)
         TraceRequest(at_s=0.5, prompt_tokens=1300, output_tokens=10),
     ]
-    out = Simulation(_interfering_fleet(1500.0), seed=7).run(
-        trace, STRATEGIES["always-cheapest"]()
-    )
+    out = Simulation(_interfering_fleet(1500.0), seed=7).run(trace, STRATEGIES["always-cheapest"]())
     assert [o.backend for o in out] == ["hosted", "gpu"]
     assert out[0].attempts == 2
     assert out[0].ttft_ms == pytest.approx(1500.0 + 500.0)
@@ -613,9 +611,7 @@ def test_fleet_errors_name_the_key() -> None:
         parse_fleet(
             {
                 "router": router_cfg,
-                "backends": {
-                    "hosted": {"prefill_tokens_per_s": 1e4, "prefill_interference": 0.5}
-                },
+                "backends": {"hosted": {"prefill_tokens_per_s": 1e4, "prefill_interference": 0.5}},
             },
             source="f.yaml",
         )
