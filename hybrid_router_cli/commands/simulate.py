@@ -41,6 +41,7 @@ examples:
   hybrid-router simulate --scenario diurnal --csv diurnal.csv --plot charts
   hybrid-router simulate --scenario steady --strategies router --misses
   hybrid-router simulate --scenario steady --strategies router --variant w:objective=weighted
+  hybrid-router simulate --scenario steady --strategies router --sweep weights.latency=10,20,40
   hybrid-router simulate --scenario steady --requests 500 --write-trace steady.jsonl
   hybrid-router simulate --trace steady.jsonl --fleet fleet.yaml
   hybrid-router simulate --from-log requests.log --fleet fleet.yaml --write-trace replay.jsonl
@@ -159,6 +160,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "weights.latency=16; keys: what the router's plan reads (objective, weights, "
         "ttft_estimate, ttft_prior_weight, decode_estimate, spread, spread_tolerance, "
         "max_fallbacks, default_max_output_tokens, min_samples, output_estimate)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="also run the router once per value of one policy: setting, each as a variant "
+        "named KEY=V (repeatable; the keys --variant takes), e.g. "
+        "weights.latency=5,10,20,40 to pick the latency weight for your prices",
     )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON document")
@@ -318,6 +328,29 @@ def parse_variants(texts: Sequence[str], names: Sequence[str]) -> list[tuple[str
             overrides[key.removeprefix("policy.")] = _scalar(value.strip())
         out.append((name, overrides))
     return out
+
+
+def sweep_variants(texts: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``--sweep KEY=V1,V2,...`` as ``--variant`` texts (``KEY=V:KEY=V``, one per value) and
+    each variant's name -> the sweep that made it (to name ``--sweep`` in its errors)."""
+    out: list[str] = []
+    made: dict[str, str] = {}
+    example = "e.g. --sweep weights.latency=5,10,20,40"
+    for text in texts:
+        key, eq, values = text.partition("=")
+        key = key.strip().removeprefix("policy.")
+        found = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key or not found:
+            raise _usage(f"--sweep {text!r}: give KEY=V1[,V2...] ({example})")
+        if ":" in key or any(":" in v for v in found):
+            raise _usage(f"--sweep {text!r}: a key or value with ':' ({example})")
+        for value in found:
+            name = f"{key}={value}"
+            if name in made:
+                raise _usage(f"--sweep {key}: {value} given twice")
+            out.append(f"{name}:{key}={value}")
+            made[name] = key
+    return out, made
 
 
 def _scalar(text: str) -> Any:
@@ -563,7 +596,8 @@ def run(args: argparse.Namespace) -> int:
     # The table's console now: without rich, say so before the run rather than after it.
     console = None if args.json else render.make_console()
     names = _strategy_names(args.strategies)
-    variants = parse_variants(args.variant, names)
+    swept, sweeps = sweep_variants(args.sweep)
+    variants = parse_variants([*args.variant, *swept], names)
     run_names = [*names, *(name for name, _ in variants)]
     if args.misses in ("bound", "oracle"):
         raise _usage(
@@ -583,7 +617,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             strategies.append(router_variant(fleet, name, overrides))
         except ConfigError as exc:
-            raise _usage(f"--variant {name}: {exc.message}") from None
+            flag = f"--sweep {sweeps[name]}" if name in sweeps else f"--variant {name}"
+            raise _usage(f"{flag}: {exc.message}") from None
     if args.write_trace:
         _write_trace(args.write_trace, trace)
     if args.write_fleet:

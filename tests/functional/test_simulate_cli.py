@@ -351,6 +351,43 @@ def test_a_variant_runs_the_router_with_its_settings_side_by_side(
     )
 
 
+def test_a_sweep_runs_the_router_once_per_value(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*SMALL, "--strategies", "router", "--sweep", "policy.weights.latency=10,40"]
+    argv += ["--variant", "cheap:objective=cheapest"]
+    doc = _json(capsys, argv)
+
+    summaries = doc["summaries"]
+    assert list(summaries) == [
+        "bound",
+        "oracle",
+        "router",
+        "cheap",
+        "weights.latency=10",
+        "weights.latency=40",
+    ]
+    assert doc["inputs"]["variants"]["weights.latency=40"] == {"weights.latency": 40}
+    # 10 is the default: the router's own figures.
+    router = _figures(summaries["router"])
+    assert _figures(summaries["weights.latency=10"]) | {"strategy": "router"} == router
+
+
+@pytest.mark.parametrize(
+    ("sweep", "error"),
+    [
+        ("weights.latency", "error: --sweep 'weights.latency': give KEY=V1[,V2...]"),
+        ("weights.latency=", "error: --sweep 'weights.latency=': give KEY=V1[,V2...]"),
+        ("weights.latency=1,1", "error: --sweep weights.latency: 1 given twice"),
+        ("weights.speed=1,2", "error: --sweep weights.speed: policy.weights.speed: no such"),
+        ("weights.latency=-1", "error: --sweep weights.latency: policy.weights.latency: "),
+        ("ttft_timeout_ms=5", "error: --sweep ttft_timeout_ms: policy.ttft_timeout_ms: a variant"),
+    ],
+)
+def test_a_bad_sweep_exits_2_naming_it(
+    sweep: str, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _fails(capsys, [*SMALL, "--strategies", "router", "--sweep", sweep]).startswith(error)
+
+
 def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--list-scenarios"]) == 0
     out = capsys.readouterr().out
