@@ -576,55 +576,38 @@ def test_a_trace_round_trips_and_bad_lines_name_the_line_and_field(tmp_path: Pat
         )
 
 
+#: A fleet's backends: section -> the error it gets (a pattern).
+FLEET_ERRORS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"gpu-z": {}},
+        r"backends.gpu-z: not a backend of the router configuration \(its backends: gpu, hosted\)",
+    ),
+    ({"gpu": {"outages": [[5, 1]]}}, r"backends.gpu: outages: each is \[start_s, end_s\]"),
+    ({"gpu": {"prefill_tokens_per_s": 0}}, r"backends.gpu.prefill_tokens_per_s: must be > 0"),
+    (
+        {"gpu": {"prefill_interference": 0.5}},
+        r"f.yaml: backends.gpu.prefill_interference: needs a prompt reading rate: set "
+        r"prefill_tokens_per_s beside it",
+    ),
+    (
+        {"hosted": {"prefill_tokens_per_s": 1e4, "prefill_interference": 0.5}},
+        r"backends.hosted.prefill_interference: needs a backend with slots",
+    ),
+    (
+        {"gpu": {"prefill_tokens_per_s": 1e3, "prefill_interference": 2}},
+        r"backends.gpu.prefill_interference: must be <= 1, got 2",
+    ),
+]
+
+
 def test_fleet_errors_name_the_key() -> None:
     fleet = _two_backend_fleet()
     router_cfg = fleet.config.model_dump(
         mode="json", exclude_none=True, include={"policy", "backends"}
     )
-    with pytest.raises(
-        ConfigError,
-        match=r"backends.gpu-z: not a backend of the router configuration "
-        r"\(its backends: gpu, hosted\)",
-    ):
-        parse_fleet({"router": router_cfg, "backends": {"gpu-z": {}}}, source="f.yaml")
-    with pytest.raises(ConfigError, match=r"backends.gpu: outages: each is \[start_s, end_s\]"):
-        parse_fleet(
-            {"router": router_cfg, "backends": {"gpu": {"outages": [[5, 1]]}}}, source="f.yaml"
-        )
-    with pytest.raises(ConfigError, match=r"backends.gpu.prefill_tokens_per_s: must be > 0"):
-        parse_fleet(
-            {"router": router_cfg, "backends": {"gpu": {"prefill_tokens_per_s": 0}}},
-            source="f.yaml",
-        )
-    with pytest.raises(
-        ConfigError,
-        match=r"f.yaml: backends.gpu.prefill_interference: needs a prompt reading rate: set "
-        r"prefill_tokens_per_s beside it",
-    ):
-        parse_fleet(
-            {"router": router_cfg, "backends": {"gpu": {"prefill_interference": 0.5}}},
-            source="f.yaml",
-        )
-    with pytest.raises(
-        ConfigError, match=r"backends.hosted.prefill_interference: needs a backend with slots"
-    ):
-        parse_fleet(
-            {
-                "router": router_cfg,
-                "backends": {"hosted": {"prefill_tokens_per_s": 1e4, "prefill_interference": 0.5}},
-            },
-            source="f.yaml",
-        )
-    with pytest.raises(
-        ConfigError, match=r"backends.gpu.prefill_interference: must be <= 1|less than or equal"
-    ):
-        parse_fleet(
-            {
-                "router": router_cfg,
-                "backends": {"gpu": {"prefill_tokens_per_s": 1e3, "prefill_interference": 2}},
-            },
-            source="f.yaml",
-        )
+    for backends, error in FLEET_ERRORS:
+        with pytest.raises(ConfigError, match=error):
+            parse_fleet({"router": router_cfg, "backends": backends}, source="f.yaml")
     with pytest.raises(ConfigError, match="give exactly one of config"):
         parse_fleet({"backends": {}}, source="f.yaml")
 
