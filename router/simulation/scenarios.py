@@ -385,9 +385,11 @@ PREFILL_TOKENS_PER_S = {
 }
 
 #: The share of their pace the requests a backend serves lose while it reads another
-#: prompt, in the ``long-prompts`` scenario (illustrative: vLLM's chunked prefill keeps
-#: decoding beside a prompt's chunks; llama.cpp's server on a device's CPU reads a prompt's
-#: batch between its slots' decode steps). The hosted APIs' are the provider's.
+#: prompt, on ``long-prompts``' fleet with ``interference`` (:func:`prefill_fleet`,
+#: bench/bench_interference.py; the scenario itself has none). Illustrative: vLLM's
+#: chunked prefill keeps decoding beside a prompt's chunks; llama.cpp's server on a
+#: device's CPU reads a prompt's batch between its slots' decode steps. The hosted APIs'
+#: are the provider's.
 PREFILL_INTERFERENCE = {"edge-a": 0.9, "edge-b": 0.9, "gpu-a": 0.5, "gpu-b": 0.5}
 
 #: The ``long-prompts`` mix: (share, prompt tokens low, high (log-uniform), answer median,
@@ -407,7 +409,7 @@ def prefill_fleet(router_knows: bool = True, interference: bool = False) -> Flee
     ``priors.prefill_tokens_per_s`` (else the router judges TTFT without the prompt's
     length, as before the setting existed); with ``interference`` a prompt's reading
     slows the other requests on the edge devices and GPU replicas
-    (:data:`PREFILL_INTERFERENCE`; without it, the scenario before session 14)."""
+    (:data:`PREFILL_INTERFERENCE`; the ``long-prompts`` scenario has none)."""
     router = reference_router()
     behaviour = reference_behaviour()
     for backend in router["backends"]:
