@@ -237,13 +237,16 @@ class Truth:
         )
 
 
-def _later(left: float, reading: float, full: float, share: float, keep: float) -> float:
+def _later(left: float, reading: float, share: float) -> float:
     """How much later something ``left`` seconds away (at full pace) happens when the
-    pace drops by ``share`` for the next ``reading`` seconds (``full``: share x reading;
-    ``keep``: 1 - share)."""
+    pace drops by ``share`` for the next ``reading`` seconds: ``share x reading`` if it is
+    still going when the reading ends, else ``left x share / (1 - share)``."""
+    if left <= 0.0:
+        return 0.0
+    keep = 1.0 - share
     if left >= keep * reading or keep <= 0.0:
-        return full if left > 0.0 else 0.0
-    return left * share / keep if left > 0.0 else 0.0
+        return share * reading
+    return left * share / keep
 
 
 class Simulation:
@@ -368,7 +371,6 @@ class Simulation:
         assert req is not None
         reading = req.tr.prompt_tokens / m.prefill_tokens_per_s
         start, serving = self._walk(b)
-        lost, keep = share * reading, 1.0 - share
         harmed = 0
         for end, _, first, at, ttft_b, total_b in serving:
             if total_b is None and (ttft_b is None or first <= start):
@@ -378,12 +380,12 @@ class Simulation:
             ):
                 continue  # missing already
             if ttft_b is not None and first > start:
-                first += _later(first - start, reading, lost, share, keep)
+                first += _later(first - start, reading, share)
                 if (first - at) * 1000.0 > ttft_b:
                     harmed += 1
                     continue
             if total_b is not None:
-                end += _later(end - start, reading, lost, share, keep)
+                end += _later(end - start, reading, share)
                 if (end - at) * 1000.0 > total_b:
                     harmed += 1
         return harmed
@@ -406,7 +408,17 @@ class Simulation:
     def _walk(self, b: _Backend) -> tuple[float, list[_Served]]:
         """When a request sent to ``b`` now would start, and what ``b`` would be serving
         then: (end, order, first token, arrival, TTFT budget, total budget) of each, as
-        the requests queued ahead of it take the slots that free up."""
+        the requests queued ahead of it take the slots that free up. Kept while the
+        arriving request's order is decided (the oracle asks :meth:`placement`, then
+        :meth:`harm`, of each backend; nothing moves in between)."""
+        key = (self._current, b.index)
+        if self._walked is not None and self._walked[0] == key:
+            return self._walked[1]
+        walked = self._walk_queue(b)
+        self._walked = (key, walked)
+        return walked
+
+    def _walk_queue(self, b: _Backend) -> tuple[float, list[_Served]]:
         m = b.model
         now = self.now
         serving: list[_Served] = []
@@ -427,12 +439,11 @@ class Simulation:
             at = max(now, heapq.heappop(serving)[0])
             if share:  # its prompt's reading slows the others (each moves later in order)
                 reading = q.req.tr.prompt_tokens / m.prefill_tokens_per_s
-                lost, keep = share * reading, 1.0 - share
                 serving = [
                     (
-                        end + _later(end - at, reading, lost, share, keep),
+                        end + _later(end - at, reading, share),
                         k,
-                        first + _later(first - at, reading, lost, share, keep),
+                        first + _later(first - at, reading, share),
                         arrived,
                         ttft_b,
                         total_b,
@@ -499,6 +510,7 @@ class Simulation:
             self._current = req
             outcomes.append(req.outcome)
             chosen = strategy.order(i, tr, at)
+            self._walked = None  # the fleet moves on from here
             if isinstance(chosen, str):
                 req.outcome.status = "refused"
                 req.outcome.reason = chosen
@@ -518,6 +530,7 @@ class Simulation:
 
     _draining = False
     _current: _Request | None = None
+    _walked: tuple[tuple[_Request | None, int], tuple[float, list[_Served]]] | None = None
 
     def _push(self, t: float, kind: int, obj: object) -> None:
         self._seq += 1
@@ -596,14 +609,12 @@ class Simulation:
         reading = att.req.tr.prompt_tokens / b.model.prefill_tokens_per_s
         if reading <= 0.0:
             return
-        full = share * reading  # the delay of a request still going when the reading ends
-        keep = 1.0 - share
         for other in b.serving:
             if other is att:
                 continue
-            other.done_at += _later(other.done_at - now, reading, full, share, keep)
+            other.done_at += _later(other.done_at - now, reading, share)
             if other.first_at is None:
-                other.first_due += _later(other.first_due - now, reading, full, share, keep)
+                other.first_due += _later(other.first_due - now, reading, share)
                 due = other.dispatched + self.ttft_timeout_s
                 if not other.armed and other.first_due > due:  # now past the TTFT timeout
                     self._push(max(due, now), _TIMEOUT, other)
