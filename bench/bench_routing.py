@@ -11,12 +11,14 @@ trace and seed:
                      by total latency (the planner's own code, called with the budgets left
                      out of the unmet ordering)
     router-cheapest  policy.objective: cheapest (the default before balanced)
-    router-w8        policy.weights.latency: 8 (the default before session 12)
+    router-w8        policy.objective: weighted with weights.latency 8 (the default
+                     before session 12)
     router-p50       policy.ttft_estimate: p50 (the default before the p90)
     router-outq75    policy.output_estimate.enabled with quantile 0.75
     router-p2c       policy.spread: power_of_two (the default before session 12)
-    router-weighted  policy.objective: weighted (default weights: cost 1, latency 10; the
-                     same as balanced on a trace whose requests all give a budget)
+    router-weighted  policy.objective: weighted (default weights: cost 1, latency 10): the
+                     default objective before session 15, balanced, on a trace whose
+                     requests all give a budget
     router-fastest   policy.objective: fastest
 
 and, on ``long-prompts``, on the same backends and trace: ``router-no-priors``, the
@@ -60,7 +62,7 @@ class RouterBefore(RouterStrategy):
     """The policy before load spreading and the closest-miss order for unmet budgets."""
 
     def order(self, index: int, request: Any, now: float) -> list[str] | str:
-        planner.order_candidates = lambda o, rows, w, budgets=(None, None): _ORDER(o, rows, w)
+        planner.order_candidates = lambda o, rows, w, *_: _ORDER(o, rows, w)
         try:
             return super().order(index, request, now)
         finally:
@@ -75,7 +77,10 @@ def variants(params: Any) -> list[RouterStrategy]:
             name="router-before",
         ),
         RouterStrategy(params=r(params, objective=Objective.CHEAPEST), name="router-cheapest"),
-        RouterStrategy(params=r(params, weights=Weights(cost=1.0, latency=8.0)), name="router-w8"),
+        RouterStrategy(
+            params=r(params, objective=Objective.WEIGHTED, weights=Weights(cost=1.0, latency=8.0)),
+            name="router-w8",
+        ),
         RouterStrategy(params=r(params, ttft_p90=False), name="router-p50"),
         RouterStrategy(
             name="router-outq75", output_estimate=OutputEstimateConfig(enabled=True, quantile=0.75)

@@ -16,6 +16,7 @@ def policy_params(cfg: PolicyConfig) -> PolicyParams:
     return PolicyParams(
         objective=cfg.objective,
         weights=Weights(cost=cfg.weights.cost, latency=cfg.weights.latency),
+        headroom=cfg.headroom,
         max_fallbacks=cfg.max_fallbacks,
         default_max_output_tokens=cfg.default_max_output_tokens,
         min_samples=cfg.min_samples,

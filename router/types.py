@@ -40,8 +40,9 @@ class Objective(enum.StrEnum):
     FASTEST = "fastest"
     #: Weighted sum of normalised cost and latency.
     WEIGHTED = "weighted"
-    #: CHEAPEST for a request without a latency budget; WEIGHTED for one with a budget
-    #: (the budget-meeting candidates by cost and latency together). The default.
+    #: CHEAPEST for a request without a latency budget; for one with a budget, the cheapest
+    #: candidate with room under it (estimates within policy.headroom of each budget),
+    #: else the cheapest meeting it. The default.
     BALANCED = "balanced"
 
 

@@ -54,6 +54,11 @@ class OutputEstimateConfig(_Model):
 class PolicyConfig(_Model):
     objective: Objective = Objective.BALANCED
     weights: WeightsConfig = WeightsConfig()
+    #: The ``balanced`` objective's room to spare: for a request with a latency budget it
+    #: takes the cheapest candidate whose estimates stay within this share of each budget,
+    #: else the cheapest that meets them (docs/policy.md, 6; 0.5 from a sweep of 0.5-0.8
+    #: in ``hybrid-router simulate``: BENCHMARKS.md, Routing).
+    headroom: float = Field(0.5, gt=0, le=1)
     #: Fallbacks kept in a plan after the primary.
     max_fallbacks: int = Field(2, ge=0, le=16)
     #: Time to first token before the router moves to the next candidate, ms.

@@ -16,9 +16,11 @@ primary misses the budget only when nobody meets it.
               each minimum taken over the candidates' non-zero values (a free backend's
               cost term is 0; when every cost is 0 the cost term vanishes); ties by
               latency.
-    balanced  cheapest when the request gives no latency budget; weighted when it gives
-              one (:func:`effective`): the candidates that meet it, by cost and latency
-              together, so a margin under the budget is bought with cost.
+    balanced  cheapest when the request gives no latency budget (:func:`effective`); when
+              it gives one, the budget-meeting candidates *with room*, whose estimates
+              stay within ``headroom`` (policy.headroom, 0.5) of every budget given, come
+              first, then the others that meet it, each group by (cost, latency): a
+              margin under the budget is bought with cost whatever the prices are.
 
 Ties then go to the tier that keeps data closest (edge < gpu < hosted), then the name, so
 the order is total and deterministic.
@@ -26,6 +28,7 @@ the order is total and deterministic.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from operator import itemgetter
@@ -47,10 +50,11 @@ _LATENCY = itemgetter(3)
 def effective(
     objective: Objective, ttft_budget_ms: float | None, total_budget_ms: float | None
 ) -> Objective:
-    """The objective that orders the candidates: ``balanced`` is ``weighted`` for a request
-    with a latency budget and ``cheapest`` for one without; the others are themselves."""
-    if objective is _BALANCED:
-        return _CHEAPEST if ttft_budget_ms is None and total_budget_ms is None else _WEIGHTED
+    """The objective that orders the candidates: ``balanced`` is ``cheapest`` for a request
+    without a latency budget (and itself, the headroom rule, for one with a budget); the
+    others are themselves."""
+    if objective is _BALANCED and ttft_budget_ms is None and total_budget_ms is None:
+        return _CHEAPEST
     return objective
 
 
@@ -73,13 +77,14 @@ def rank(
     estimates: Sequence[Estimate],
     request: InferenceRequest,
     weights: Weights,
+    headroom: float = 0.5,
 ) -> tuple[list[int], list[float], list[bool]]:
     """Order candidates ``specs[i]`` / ``estimates[i]`` best first.
 
     Returns ``(order, scores, meets)``: indices best first, each candidate's score (cost in
     USD for cheapest, latency in ms for fastest, the weighted score for weighted; balanced
     as the objective it stands for, :func:`effective`) and whether it meets the request's
-    budget.
+    budget. ``headroom``: the balanced objective's share of the budget (policy.headroom).
     """
     ttft_b = request.ttft_budget_ms
     total_b = request.total_budget_ms
@@ -95,7 +100,7 @@ def rank(
         )
         for s, e in zip(specs, estimates, strict=True)
     ]
-    order, scores = order_candidates(objective, rows, weights, (ttft_b, total_b))
+    order, scores = order_candidates(objective, rows, weights, (ttft_b, total_b), headroom)
     return order, scores, [r[4] for r in rows]
 
 
@@ -109,9 +114,11 @@ def order_candidates(
     rows: Sequence[Candidate],
     weights: Weights,
     budgets: tuple[float | None, float | None] = (None, None),
+    headroom: float = 0.5,
 ) -> tuple[list[int], list[float]]:
     """The core of :func:`rank` over precomputed :data:`Candidate` rows; ``budgets``: the
-    request's (TTFT, total) budgets in ms.
+    request's (TTFT, total) budgets in ms; ``headroom``: the balanced objective's share of
+    them (``balanced`` as :func:`effective` leaves it: a request with a budget).
 
     Returns ``(order, scores)``: indices into ``rows`` best first, and each row's score.
     The planner calls this directly with the rows it builds while it estimates.
@@ -120,7 +127,7 @@ def order_candidates(
     # Sort (key..., tier, name, index) tuples; names are unique, so the index never
     # decides. The leading key is a float, which keeps Python's sort on its fast path.
     scores: list[float]
-    fastest = weighted = False
+    fastest = weighted = roomy = False
     w_cost = w_lat = 0.0
     if objective is _WEIGHTED:
         # Normalised by the smallest non-zero cost and latency (min() over a map runs in
@@ -139,19 +146,26 @@ def order_candidates(
         scores = []
     elif objective is _CHEAPEST:
         scores = list(map(_COST, rows))
+    elif objective is _BALANCED:  # with a budget: the ones with room first, by cost
+        scores = list(map(_COST, rows))
+        roomy = True
     else:  # fastest
         scores = list(map(_LATENCY, rows))
         fastest = True
     keep = scores.append
     # The budget-meeting group by (score, then latency for cheapest and weighted, cost for
-    # fastest), then the others by how far they miss: the larger of estimated TTFT / TTFT
+    # fastest; balanced: those with room, then those without, each by cost and latency),
+    # then the others by how far they miss: the larger of estimated TTFT / TTFT
     # budget and estimated total / total budget (no budget passed: the latency), then
     # score.
     good: list[tuple[float, float, int, str, int]] = []
     rest: list[tuple[float, float, int, str, int]] = []
-    add_good, add_rest = good.append, rest.append
+    tight: list[tuple[float, float, int, str, int]] = []
+    add_good, add_rest, add_tight = good.append, rest.append, tight.append
     ttft_b, total_b = budgets
     budgeted = ttft_b is not None or total_b is not None
+    room_ttft = headroom * ttft_b if ttft_b is not None else math.inf
+    room_total = headroom * total_b if total_b is not None else math.inf
     for i, (s, est, cost, lat, meets) in enumerate(rows):
         if weighted:
             score = w_cost * cost + w_lat * lat
@@ -159,7 +173,10 @@ def order_candidates(
         else:
             score = scores[i]
         if meets:
-            add_good((score, cost if fastest else lat, tiers[s.tier], s.name, i))
+            if roomy and (est.ttft_ms > room_ttft or est.total_ms > room_total):
+                add_tight((score, lat, tiers[s.tier], s.name, i))  # meets it without room
+            else:
+                add_good((score, cost if fastest else lat, tiers[s.tier], s.name, i))
             continue
         miss = lat
         if budgeted:  # max() of the two ratios, without the call
@@ -171,6 +188,9 @@ def order_candidates(
         add_rest((miss, score, tiers[s.tier], s.name, i))
     good.sort()
     order = [k[-1] for k in good]
+    if tight:
+        tight.sort()
+        order += [k[-1] for k in tight]
     if rest:
         rest.sort()
         order += [k[-1] for k in rest]

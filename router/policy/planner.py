@@ -106,6 +106,7 @@ _EDGE = Tier.EDGE
 _OPEN = CircuitState.OPEN
 _CHEAPEST_OBJECTIVE = Objective.CHEAPEST
 _FASTEST_OBJECTIVE = Objective.FASTEST
+_BALANCED_OBJECTIVE = Objective.BALANCED
 _FILTER_INDEX = {name: i for i, name in enumerate(FILTERS)}
 #: Rejections listed in a NoCandidate message before "... and N more".
 _SUMMARY_LIMIT = 8
@@ -242,9 +243,11 @@ def plan(
     if not accepted:
         raise _no_candidate(features, backends, rejected, max_out)
 
-    # balanced: weighted for a request with a latency budget, cheapest without one
+    # balanced: with room under the budget first for a request with one, cheapest without
     ranking = effective(objective, ttft_b, total_b)
-    order, scores = order_candidates(ranking, accepted, cfg.weights, (ttft_b, total_b))
+    order, scores = order_candidates(
+        ranking, accepted, cfg.weights, (ttft_b, total_b), cfg.headroom
+    )
     if cfg.spread != "off" and len(order) > 1:
         order = spread(
             order,
@@ -303,6 +306,7 @@ def plan(
             req,
             kept - 1,
             len(rejected),
+            cfg.headroom,
         ),
     )
 
@@ -328,21 +332,30 @@ def explain(
     req: InferenceRequest,
     fallbacks: int,
     rejected: int,
+    headroom: float = 0.5,
 ) -> str:
-    """The one-line explanation of a plan's primary choice (``balanced`` explained as the
-    objective it stands for on this request). Built on every detailed plan, so each number
-    is formatted once and only when the text shows it."""
+    """The one-line explanation of a plan's primary choice (``balanced`` without a budget
+    explained as ``cheapest``; with one, whether the choice has ``headroom``'s room). Built
+    on every detailed plan, so each number is formatted once and only when the text shows
+    it."""
     ttft_b = req.ttft_budget_ms
     total_b = req.total_budget_ms
     objective = effective(objective, ttft_b, total_b)
     budget = budget_text(ttft_b, total_b)
-    if objective is _CHEAPEST_OBJECTIVE and (meets or not budget):
+    balanced = objective is _BALANCED_OBJECTIVE
+    if (objective is _CHEAPEST_OBJECTIVE or balanced) and (meets or not budget):
         cost = f"cheapest (${est.cost_usd:.6f})"
         head = f"{cost} meeting {budget}" if budget else f"{cost}, no latency budget given"
+        if balanced:
+            roomy = (ttft_b is None or est.ttft_ms <= headroom * ttft_b) and (
+                total_b is None or est.total_ms <= headroom * total_b
+            )
+            room = f"within {headroom:.0%} of it"
+            head += f" with room ({room})" if roomy else f" without room (not {room})"
     else:
         metric = "ttft" if uses_ttft(req) else "total"
         guess = f"est {metric} {est.ttft_ms if metric == 'ttft' else est.total_ms:.0f} ms"
-        if objective is _CHEAPEST_OBJECTIVE:  # no candidate meets the budget
+        if objective is _CHEAPEST_OBJECTIVE or balanced:  # no candidate meets the budget
             head = f"fastest ({guess}); no candidate meets {budget} (budget unmet)"
         else:
             if objective is _FASTEST_OBJECTIVE:

@@ -30,6 +30,9 @@ class PolicyParams:
     #: Used when the request names no objective.
     objective: Objective = Objective.BALANCED
     weights: Weights = Weights()
+    #: The share of a latency budget a ``balanced`` choice's estimates should stay within
+    #: (policy.headroom).
+    headroom: float = 0.5
     #: Fallbacks kept in a plan after the primary.
     max_fallbacks: int = 2
     #: max_output_tokens used when a request gives 0.

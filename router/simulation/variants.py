@@ -25,6 +25,7 @@ from router.simulation.strategies import RouterStrategy
 VARIANT_KEYS = (
     "objective",
     "weights",
+    "headroom",
     "ttft_estimate",
     "ttft_prior_weight",
     "decode_estimate",

@@ -61,11 +61,12 @@ def ranked(
     objective: Objective,
     candidates: list[tuple[BackendSpec, Estimate]],
     weights: WeightsConfig = DEFAULT_WEIGHTS,
+    headroom: float = 0.5,
     **req: object,
 ) -> tuple[list[str], list[float], list[bool]]:
     specs = [s for s, _ in candidates]
     ests = [e for _, e in candidates]
-    order, scores, meets = rank(objective, specs, ests, make_request(**req), weights)
+    order, scores, meets = rank(objective, specs, ests, make_request(**req), weights, headroom)
     return [specs[i].name for i in order], scores, meets
 
 
@@ -261,14 +262,17 @@ def _reference_order(
     weights: WeightsConfig,
     ttft_b: float | None,
     total_b: float | None,
+    headroom: float,
 ) -> tuple[list[str], list[float]]:
     """The module doc's rule, written the plain way (no fused loop, max() as max())."""
     by_ttft = ttft_b is not None and total_b is None
     lat = [e.ttft_ms if by_ttft else e.total_ms for _, e in candidates]
     cost = [e.cost_usd for _, e in candidates]
+    room = False
     if objective is Objective.BALANCED:
         no_budget = ttft_b is None and total_b is None
-        objective = Objective.CHEAPEST if no_budget else Objective.WEIGHTED
+        objective = Objective.CHEAPEST
+        room = not no_budget
     if objective is Objective.WEIGHTED:
         ref_c = min([c for c in cost if c > 0], default=1.0)
         ref_l = min([v for v in lat if v > 0], default=1.0)
@@ -289,14 +293,19 @@ def _reference_order(
         tail = (TIER_ORDER[s.tier], s.name)
         if meets:
             second = cost[i] if objective is Objective.FASTEST else lat[i]
-            return (0, scores[i], second, *tail)
+            # balanced with a budget: within headroom x every budget given first
+            tight = room and not (
+                (ttft_b is None or e.ttft_ms <= headroom * ttft_b)
+                and (total_b is None or e.total_ms <= headroom * total_b)
+            )
+            return (0, tight, scores[i], second, *tail)
         if ttft_b is None and total_b is None:
             miss = lat[i]
         else:
             miss = max(
                 e.ttft_ms / ttft_b if ttft_b else 0.0, e.total_ms / total_b if total_b else 0.0
             )
-        return (1, miss, scores[i], *tail)
+        return (1, miss, scores[i], 0.0, *tail)
 
     order = sorted(range(len(candidates)), key=key)
     return [candidates[i][0].name for i in order], scores
@@ -319,8 +328,11 @@ def test_the_order_follows_the_rule_as_written_on_random_candidates(objective: O
         ttft_b = rng.choice([None, 300.0, 1_000.0])
         total_b = rng.choice([None, 2_000.0, 5_000.0])
         weights = WeightsConfig(cost=rng.choice([1.0, 2.5]), latency=rng.choice([8.0, 1.0, 0.0]))
+        headroom = rng.choice([0.5, 0.3, 1.0])
         budgets = {"ttft_budget_ms": ttft_b, "total_budget_ms": total_b}
-        names, scores, _ = ranked(objective, candidates, weights, **budgets)
-        want_names, want_scores = _reference_order(objective, candidates, weights, ttft_b, total_b)
+        names, scores, _ = ranked(objective, candidates, weights, headroom, **budgets)
+        want_names, want_scores = _reference_order(
+            objective, candidates, weights, ttft_b, total_b, headroom
+        )
         assert names == want_names
         assert scores == pytest.approx(want_scores, rel=1e-12, abs=0)

@@ -149,16 +149,34 @@ def test_no_candidate_meeting_the_budget_sets_budget_unmet() -> None:
     )
 
 
-def test_balanced_weighs_cost_and_latency_only_when_a_budget_is_given() -> None:
-    # gpu: total 1967 ms, hosted: 1600 ms, both under 2 s; edge misses it (5100 ms).
-    for budgets in ({"total_budget_ms": 2_000}, {"ttft_budget_ms": 5_000}):
-        balanced = run(make_request(**budgets))
-        weighted = run(make_request(objective=Objective.WEIGHTED, **budgets))
-        assert balanced.objective is Objective.BALANCED
-        assert balanced.order == weighted.order
-        assert [c.score for c in balanced.candidates] == [c.score for c in weighted.candidates]
-        assert balanced.explanation == weighted.explanation
-        assert balanced.explanation.startswith(f"{balanced.primary}: best weighted score")
+def test_balanced_takes_the_cheapest_with_room_under_the_budget() -> None:
+    # gpu: total 1967 ms, $0.000139; hosted: 1600 ms, $0.0009; edge: 5100 ms, free.
+    def order(budget: float, headroom: float = 0.5) -> Plan:
+        return run(make_request(total_budget_ms=budget), cfg=PolicyConfig(headroom=headroom))
+
+    # 3.3 s: only hosted stays within 50% (1.65 s), so it goes first, dearer as it is.
+    roomy = order(3_300)
+    assert roomy.objective is Objective.BALANCED
+    assert roomy.order == ("hosted-a", "gpu-a", "edge-a")
+    assert roomy.explanation == (
+        "hosted-a: cheapest ($0.000900) meeting total<=3300ms with room (within 50% of it); "
+        "2 fallbacks"
+    )
+    assert [c.score for c in roomy.candidates] == [0.0009, pytest.approx(0.000138889), 0.0]
+    # 4 s: both within 2 s, the cheaper first; 2 s: neither, the cheaper that meets it.
+    assert order(4_000).order == ("gpu-a", "hosted-a", "edge-a")
+    tight = order(2_000)
+    assert tight.order == ("gpu-a", "hosted-a", "edge-a")
+    assert tight.explanation.startswith(
+        "gpu-a: cheapest ($0.000139) meeting total<=2000ms without room (not within 50% of it)"
+    )
+    # headroom 1 is cheapest; 0.45 leaves hosted without room at 3.3 s.
+    cheapest = run(make_request(total_budget_ms=3_300, objective=Objective.CHEAPEST))
+    assert order(3_300, headroom=1.0).order == cheapest.order == ("gpu-a", "hosted-a", "edge-a")
+    assert order(3_300, headroom=0.45).order == ("gpu-a", "hosted-a", "edge-a")
+    # A TTFT budget alone is judged by the estimated TTFT: the free edge device's (100 ms)
+    # is within 50% of 5 s.
+    assert run(make_request(ttft_budget_ms=5_000)).primary == "edge-a"
     # Without a budget it is cheapest: the free edge device first, scores are costs.
     plain = run(make_request())
     cheapest = run(make_request(objective=Objective.CHEAPEST))
