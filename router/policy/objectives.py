@@ -82,8 +82,8 @@ def rank(
     """Order candidates ``specs[i]`` / ``estimates[i]`` best first.
 
     Returns ``(order, scores, meets)``: indices best first, each candidate's score (cost in
-    USD for cheapest, latency in ms for fastest, the weighted score for weighted; balanced
-    as the objective it stands for, :func:`effective`) and whether it meets the request's
+    USD for cheapest and balanced, latency in ms for fastest, the weighted score for
+    weighted) and whether it meets the request's
     budget. ``headroom``: the balanced objective's share of the budget (policy.headroom).
     """
     ttft_b = request.ttft_budget_ms
