@@ -14,11 +14,17 @@ backends that all pass (every one estimated, ranked and reported). Token counts 
 docs/policy.md). Target: p50 <= 50 us with 30 backends.
 
     .venv/bin/python bench/bench_decision.py [--iterations N] [--json]
+    .venv/bin/python bench/bench_decision.py --compare balanced,weighted [--rounds 5]
+
+``--compare A,B`` measures ``plan()`` with 30 backends (mixed, and all accepted) under
+each objective, alternated round by round on the same request (a 300 ms TTFT budget),
+and prints each round's p50 and the medians' ratio: an A/B on one noisy host.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -41,6 +47,7 @@ from router.types import (
     DataClass,
     InferenceRequest,
     Message,
+    Objective,
     Plan,
     Prices,
     Priors,
@@ -201,6 +208,53 @@ def run(iterations: int) -> list[dict[str, object]]:
     return rows
 
 
+def compare_objectives(
+    objectives: list[Objective], rounds: int, iterations: int
+) -> list[dict[str, object]]:
+    """``plan()`` p50 per round under each objective, alternated (``--compare``)."""
+    config = PolicyConfig()
+    base = policy_params(config)
+    clock = _Clock()
+    counter = Tokenizers(config.token_estimate)
+    request = make_request()
+    rows: list[dict[str, object]] = []
+    for rejections in (True, False):
+        backends = make_backends(30, config, clock, rejections=rejections)
+        ids = {spec.tokenizer_id for spec, _ in backends}
+        snaps = [(spec, stats.snapshot()) for spec, stats in backends]
+        feats = features(request, counter, ids)
+        now = clock()
+        params = {o: dataclasses.replace(base, objective=o) for o in objectives}
+        accepted = sum(1 for c in plan(feats, snaps, base, now).candidates if c.accepted)
+        p50s: dict[Objective, list[float]] = {o: [] for o in objectives}
+        for _ in range(rounds):
+            for o in objectives:
+                fn = partial(plan, feats, snaps, params[o], now)
+                p50s[o].append(quantiles(measure(fn, iterations))["p50_us"])
+        for o in objectives:
+            rows.append(
+                {
+                    "backends": 30,
+                    "accepted": accepted,
+                    "objective": o.value,
+                    "round_p50_us": p50s[o],
+                    "median_p50_us": statistics.median(p50s[o]),
+                }
+            )
+    return rows
+
+
+def _objectives(text: str) -> list[Objective]:
+    try:
+        found = [Objective(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        known = ", ".join(o.value for o in Objective)
+        raise argparse.ArgumentTypeError(f"{text!r}: give objectives among {known}") from None
+    if len(found) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two or more objectives, A,B")
+    return found
+
+
 def _features_plan(
     counter: Tokenizers,
     request: InferenceRequest,
@@ -228,7 +282,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=20_000, help="per measure (30 backends)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--compare",
+        type=_objectives,
+        metavar="A,B",
+        help="A/B of plan() under these objectives, alternated (e.g. balanced,weighted)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --compare")
     args = parser.parse_args(argv)
+    if args.compare:
+        found = compare_objectives(args.compare, max(1, args.rounds), args.iterations)
+        if args.json:
+            print(json.dumps(found, indent=2))
+            return 0
+        for r in found:
+            rounds = ", ".join(f"{x:.1f}" for x in r["round_p50_us"])  # type: ignore[attr-defined]
+            print(
+                f"30 backends, {r['accepted']} accepted, {r['objective']}: "
+                f"median p50 {r['median_p50_us']:.1f} us (rounds: {rounds})"
+            )
+        first = args.compare[0].value
+        for accepted in sorted({r["accepted"] for r in found}):  # type: ignore[type-var]
+            med = {r["objective"]: r["median_p50_us"] for r in found if r["accepted"] == accepted}
+            for o in args.compare[1:]:
+                ratio = float(med[first]) / float(med[o.value])  # type: ignore[arg-type]
+                print(f"{accepted} accepted: {first} / {o.value} = {ratio:.2f}x")
+        return 0
     rows = run(args.iterations)
     python = os.path.relpath(sys.executable)
     if python.startswith(".."):
