@@ -45,6 +45,7 @@ from router.types import (
     BackendSnapshot,
     BackendSpec,
     DataClass,
+    Features,
     InferenceRequest,
     Message,
     Objective,
@@ -170,6 +171,36 @@ def quantiles(samples: list[float]) -> dict[str, float]:
 SCENARIOS = ((3, True), (30, True), (300, True), (30, False))
 
 
+@dataclasses.dataclass
+class _Fleet:
+    """One bench fleet with its live statistics, and what a plan over it needs."""
+
+    backends: list[tuple[BackendSpec, BackendStats]]
+    tokenizer_ids: set[str]
+    snaps: list[tuple[BackendSpec, BackendSnapshot]]
+    feats: Features
+    now: float
+    accepted: int
+
+
+def _fleet(
+    n: int,
+    rejections: bool,
+    config: PolicyConfig,
+    cfg: PolicyParams,
+    clock: _Clock,
+    counter: Tokenizers,
+    request: InferenceRequest,
+) -> _Fleet:
+    backends = make_backends(n, config, clock, rejections=rejections)
+    tokenizer_ids = {spec.tokenizer_id for spec, _ in backends}
+    snaps = [(spec, stats.snapshot()) for spec, stats in backends]
+    feats = features(request, counter, tokenizer_ids)
+    now = clock()
+    accepted = sum(1 for c in plan(feats, snaps, cfg, now).candidates if c.accepted)
+    return _Fleet(backends, tokenizer_ids, snaps, feats, now, accepted)
+
+
 def run(iterations: int) -> list[dict[str, object]]:
     config = PolicyConfig()
     cfg = policy_params(config)
@@ -178,15 +209,9 @@ def run(iterations: int) -> list[dict[str, object]]:
     request = make_request()
     rows: list[dict[str, object]] = []
     for n, rejections in SCENARIOS:
-        backends = make_backends(n, config, clock, rejections=rejections)
-        tokenizer_ids = {spec.tokenizer_id for spec, _ in backends}
-        snaps: list[tuple[BackendSpec, BackendSnapshot]] = [
-            (spec, stats.snapshot()) for spec, stats in backends
-        ]
-        feats = features(request, counter, tokenizer_ids)
-        now = clock()
-        probe = plan(feats, snaps, cfg, now)
-        accepted = sum(1 for c in probe.candidates if c.accepted)
+        f = _fleet(n, rejections, config, cfg, clock, counter, request)
+        backends, tokenizer_ids, snaps = f.backends, f.tokenizer_ids, f.snaps
+        feats, now, accepted = f.feats, f.now, f.accepted
         measures: dict[str, Callable[[], object]] = {
             "plan": partial(plan, feats, snaps, cfg, now),
             "features+plan": partial(
@@ -218,24 +243,19 @@ def compare_objectives(
     counter = Tokenizers(config.token_estimate)
     request = make_request()
     rows: list[dict[str, object]] = []
+    params = {o: dataclasses.replace(base, objective=o) for o in objectives}
     for rejections in (True, False):
-        backends = make_backends(30, config, clock, rejections=rejections)
-        ids = {spec.tokenizer_id for spec, _ in backends}
-        snaps = [(spec, stats.snapshot()) for spec, stats in backends]
-        feats = features(request, counter, ids)
-        now = clock()
-        params = {o: dataclasses.replace(base, objective=o) for o in objectives}
-        accepted = sum(1 for c in plan(feats, snaps, base, now).candidates if c.accepted)
+        f = _fleet(30, rejections, config, base, clock, counter, request)
         p50s: dict[Objective, list[float]] = {o: [] for o in objectives}
         for _ in range(rounds):
             for o in objectives:
-                fn = partial(plan, feats, snaps, params[o], now)
+                fn = partial(plan, f.feats, f.snaps, params[o], f.now)
                 p50s[o].append(quantiles(measure(fn, iterations))["p50_us"])
         for o in objectives:
             rows.append(
                 {
                     "backends": 30,
-                    "accepted": accepted,
+                    "accepted": f.accepted,
                     "objective": o.value,
                     "round_p50_us": p50s[o],
                     "median_p50_us": statistics.median(p50s[o]),
