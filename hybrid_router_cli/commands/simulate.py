@@ -158,7 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also run the router with these policy: settings changed, as strategy NAME "
         "(repeatable), e.g. weighted:objective=weighted or w16:objective=weighted,"
         "weights.latency=16; keys: what the router's plan reads (objective, weights, "
-        "ttft_estimate, ttft_prior_weight, decode_estimate, spread, spread_tolerance, "
+        "headroom, ttft_estimate, ttft_prior_weight, decode_estimate, spread, spread_tolerance, "
         "max_fallbacks, default_max_output_tokens, min_samples, output_estimate)",
     )
     p.add_argument(

@@ -19,6 +19,7 @@ from hybrid_router_cli.render_simulate import CSV_FIELDS, PLOT_FILES, targets, v
 from router.simulation import STRATEGIES, Summary
 from router.simulation.report import against_oracle
 from router.simulation.scenarios import SCENARIOS, reference_behaviour, reference_router
+from router.simulation.variants import VARIANT_KEYS
 
 SMALL = ["simulate", "--scenario", "steady", "--requests", "300", "--seed", "3"]
 EVERY = ["bound", "oracle", *STRATEGIES]
@@ -386,6 +387,13 @@ def test_a_bad_sweep_exits_2_naming_it(
     sweep: str, error: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _fails(capsys, [*SMALL, "--strategies", "router", "--sweep", sweep]).startswith(error)
+
+
+def test_help_names_every_key_a_variant_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.split("keys: what the router's plan reads (", 1)[1].split(")", 1)[0]
+    assert [k.strip() for k in listed.split(",")] == list(VARIANT_KEYS)
 
 
 def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
