@@ -138,19 +138,19 @@ async def test_a_first_token_timeout_ends_the_backend_call_cleanly(
                 cost={"gpu_hourly_usd": 4, "gpu_throughput_tokens_per_s": 1000},
             ),
         ],
-        policy={"ttft_timeout_ms": 300},
+        policy={"ttft_timeout_ms": 1000},
     )
     stub = stub_for(channel_to(router))
 
     async def one(i: int) -> object:
         events = [ev async for ev in stub.Generate(user_request(request_id=f"t{i}"))]
         assert events[1].WhichOneof("event") == "failover", events[:2]
-        assert "no first token within 300 ms" in events[1].failover.reason
+        assert "no first token within 1000 ms" in events[1].failover.reason
         return events[-1].usage
 
     usages = await asyncio.gather(*(one(i) for i in range(STREAMS)))
     assert {(u.backend, u.complete) for u in usages} == {("b-fast", True)}
-    # On a busy host the 300 ms can pass before the model server has a call: that call
+    # On a busy host the 1 s can pass before the model server has a call: that call
     # never reaches the engine. Every one that did was cancelled there, none finished.
     await wait_until(
         lambda: sorted(slow.cancelled) == sorted(slow.started) and slow.load().in_flight == 0,
