@@ -201,12 +201,20 @@ def _fleet(
     return _Fleet(backends, tokenizer_ids, snaps, feats, now, accepted)
 
 
-def run(iterations: int) -> list[dict[str, object]]:
+def _inputs() -> tuple[PolicyConfig, PolicyParams, _Clock, Tokenizers, InferenceRequest]:
+    """The default policy, its plain record, a clock, a token counter and the request."""
     config = PolicyConfig()
-    cfg = policy_params(config)
-    clock = _Clock()
-    counter = Tokenizers(config.token_estimate)
-    request = make_request()
+    return (
+        config,
+        policy_params(config),
+        _Clock(),
+        Tokenizers(config.token_estimate),
+        make_request(),
+    )
+
+
+def run(iterations: int) -> list[dict[str, object]]:
+    config, cfg, clock, counter, request = _inputs()
     rows: list[dict[str, object]] = []
     for n, rejections in SCENARIOS:
         f = _fleet(n, rejections, config, cfg, clock, counter, request)
@@ -237,11 +245,7 @@ def compare_objectives(
     objectives: list[Objective], rounds: int, iterations: int
 ) -> list[dict[str, object]]:
     """``plan()`` p50 per round under each objective, alternated (``--compare``)."""
-    config = PolicyConfig()
-    base = policy_params(config)
-    clock = _Clock()
-    counter = Tokenizers(config.token_estimate)
-    request = make_request()
+    config, base, clock, counter, request = _inputs()
     rows: list[dict[str, object]] = []
     params = {o: dataclasses.replace(base, objective=o) for o in objectives}
     for rejections in (True, False):
