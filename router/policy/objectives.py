@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Sequence
 from operator import itemgetter
 
-from router.policy.records import Weights
+from router.policy.records import DEFAULT_HEADROOM, Weights
 from router.types import BackendSpec, Estimate, InferenceRequest, Objective, Tier
 
 #: Tie-break order of tiers (lower first). CACHE is never a backend's tier (it is listed so
@@ -77,7 +77,7 @@ def rank(
     estimates: Sequence[Estimate],
     request: InferenceRequest,
     weights: Weights,
-    headroom: float = 0.5,
+    headroom: float = DEFAULT_HEADROOM,
 ) -> tuple[list[int], list[float], list[bool]]:
     """Order candidates ``specs[i]`` / ``estimates[i]`` best first.
 
@@ -114,7 +114,7 @@ def order_candidates(
     rows: Sequence[Candidate],
     weights: Weights,
     budgets: tuple[float | None, float | None] = (None, None),
-    headroom: float = 0.5,
+    headroom: float = DEFAULT_HEADROOM,
 ) -> tuple[list[int], list[float]]:
     """The core of :func:`rank` over precomputed :data:`Candidate` rows; ``budgets``: the
     request's (TTFT, total) budgets in ms; ``headroom``: the balanced objective's share of

@@ -55,7 +55,7 @@ from router.policy.objectives import (
     spread,
     uses_ttft,
 )
-from router.policy.records import PolicyParams
+from router.policy.records import DEFAULT_HEADROOM, PolicyParams
 from router.types import (
     BackendSnapshot,
     BackendSpec,
@@ -332,7 +332,7 @@ def explain(
     req: InferenceRequest,
     fallbacks: int,
     rejected: int,
-    headroom: float = 0.5,
+    headroom: float = DEFAULT_HEADROOM,
 ) -> str:
     """The one-line explanation of a plan's primary choice (``balanced`` without a budget
     explained as ``cheapest``; with one, whether the choice has ``headroom``'s room). Built

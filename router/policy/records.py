@@ -23,6 +23,11 @@ class Weights:
     latency: float = 10.0
 
 
+#: ``policy.headroom``'s default: the share of a latency budget a ``balanced`` choice's
+#: estimates should stay within (router/config/policy.py holds the same value).
+DEFAULT_HEADROOM = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyParams:
     """What ``plan()`` needs of ``policy:`` in router.yaml."""
@@ -32,7 +37,7 @@ class PolicyParams:
     weights: Weights = Weights()
     #: The share of a latency budget a ``balanced`` choice's estimates should stay within
     #: (policy.headroom).
-    headroom: float = 0.5
+    headroom: float = DEFAULT_HEADROOM
     #: Fallbacks kept in a plan after the primary.
     max_fallbacks: int = 2
     #: max_output_tokens used when a request gives 0.
